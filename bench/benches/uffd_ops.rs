@@ -1,0 +1,2 @@
+//! Placeholder replaced by the uffd micro-benchmarks.
+fn main() {}

@@ -1,0 +1,3 @@
+//! movegc-bench: workloads shared by the `movegc bench` command and the
+//! criterion benches.
+#![warn(missing_docs)]

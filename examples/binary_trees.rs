@@ -1,0 +1,2 @@
+//! binary-trees on the movegc heap.
+fn main() {}

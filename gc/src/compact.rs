@@ -1,0 +1,171 @@
+//! Producing to-space pages: [`Compactor::compact_page`] builds one page's
+//! final bytes from the from-space, and [`Compactor::update_dense_page`]
+//! fixes the references of a page of the dense prefix in place.
+//!
+//! `compact_page` is what every strategy uses (stop-the-world now, the
+//! concurrent MOVE and COPY installers later), so it is written for speed:
+//!
+//! 1. **Copy.** Starting at the page's first live word (from the page-start
+//!    table), copy contiguous runs of live words, one `memcpy` per run,
+//!    until the page is full or live data ends; zero what is left.
+//! 2. **Fix references.** Objects are packed in to-space, so walk them by
+//!    size from the page's first object, whose header is read from the
+//!    from-space when it starts on an earlier page; rewrite each reference
+//!    slot that lies inside this page through the forwarding function.
+//!
+//! A page never reads or writes any other to-space page, so pages can be
+//! compacted in any order and in parallel, which the concurrent collector
+//! relies on.
+
+use crate::forwarding::{next_live, run_length, Forwarding, PageStart, PAGE_WORDS};
+use crate::mapping::PAGE_SIZE;
+use crate::object::{Header, WORD};
+
+/// Everything needed to compact any page of one collection.
+#[derive(Clone, Copy, Debug)]
+pub struct Compactor<'a> {
+    /// The forwarding function.
+    pub fwd: Forwarding<'a>,
+    /// Object-start bits (for dense-page walks).
+    pub marks: &'a [u64],
+    /// Page starts for to-space pages from the dense prefix on.
+    pub pages: &'a [PageStart],
+    /// Address of the moving space (to-space).
+    pub space_start: usize,
+    /// Address of the from-space alias: word `w` of the old space is at
+    /// `from_start + w * 8` (for `w >= dense_words`).
+    pub from_start: usize,
+}
+
+/// Read-only access to old object words during compaction. `Compactor`
+/// reads the from-space only through this, which keeps the raw reads in one
+/// place (they are plain loads of memory the collector owns).
+#[inline(always)]
+fn read(addr: usize) -> u64 {
+    crate::object::load_word(addr)
+}
+
+impl Compactor<'_> {
+    /// Number of to-space pages, dense prefix included.
+    pub fn page_count(&self) -> usize {
+        self.fwd.total_words().div_ceil(PAGE_WORDS)
+    }
+
+    /// Pages of the dense prefix (updated in place, not compacted).
+    pub fn dense_pages(&self) -> usize {
+        self.fwd.dense_words / PAGE_WORDS
+    }
+
+    /// New value of a reference slot holding `v`.
+    #[inline(always)]
+    pub fn forward_ref(&self, v: u64) -> u64 {
+        let off = (v as usize).wrapping_sub(self.space_start);
+        if off < self.fwd.end_words * WORD {
+            (self.space_start + self.fwd.forward(off / WORD) * WORD) as u64
+        } else {
+            v // null or a large object: never moves
+        }
+    }
+
+    /// Where the old word `w` can be read now.
+    #[inline(always)]
+    fn old_word_addr(&self, w: usize) -> usize {
+        if w < self.fwd.dense_words {
+            self.space_start + w * WORD
+        } else {
+            self.from_start + w * WORD
+        }
+    }
+
+    /// Produces the final contents of to-space page `page` (index from the
+    /// start of the space; must be at or above the dense prefix) in `dst`.
+    /// Returns the number of live bytes copied.
+    pub fn compact_page(&self, page: usize, dst: &mut [u8]) -> usize {
+        assert_eq!(dst.len(), PAGE_SIZE);
+        let ps = self.pages[page - self.dense_pages()];
+        let total = self.fwd.total_words();
+        let page_word = page * PAGE_WORDS;
+        let want = (total - page_word).min(PAGE_WORDS);
+
+        // 1. Copy live runs.
+        let mut filled = 0;
+        let mut w = ps.first_word;
+        while filled < want {
+            let n = run_length(self.fwd.live, w, want - filled);
+            // SAFETY: [w, w+n) are live words of the old space, readable at
+            // from_start + w*8 (the from-space holds the old pages for the
+            // whole compaction); dst has room for n more words.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (self.from_start + w * WORD) as *const u8,
+                    dst.as_mut_ptr().add(filled * WORD),
+                    n * WORD,
+                );
+            }
+            filled += n;
+            if filled < want {
+                w = next_live(self.fwd.live, w + n, self.fwd.end_words).expect("live words end early");
+            }
+        }
+        dst[filled * WORD..].fill(0);
+
+        // 2. Fix references, walking objects in to-space order.
+        let page_end = page_word + filled;
+        let mut obj_to = self.fwd.forward(ps.first_object);
+        let mut header = Header::from_raw(read(self.old_word_addr(ps.first_object))).expect("first object header");
+        loop {
+            let refs = header.ref_count();
+            if refs > 0 {
+                let lo = (obj_to + 1).max(page_word);
+                let hi = (obj_to + 1 + refs).min(page_end);
+                for s in lo..hi {
+                    let i = (s - page_word) * WORD;
+                    let v = u64::from_ne_bytes(dst[i..i + WORD].try_into().expect("word"));
+                    if v != 0 {
+                        dst[i..i + WORD].copy_from_slice(&self.forward_ref(v).to_ne_bytes());
+                    }
+                }
+            }
+            obj_to += header.size_words();
+            if obj_to >= page_end {
+                break;
+            }
+            let i = (obj_to - page_word) * WORD;
+            let raw = u64::from_ne_bytes(dst[i..i + WORD].try_into().expect("word"));
+            header = Header::from_raw(raw).unwrap_or_else(|| panic!("bad header {raw:#x} in to-space page {page}"));
+        }
+        filled * WORD
+    }
+
+    /// Fixes, in place, the reference slots that lie in dense-prefix page
+    /// `page`. Dead gaps in the dense prefix must already hold filler
+    /// objects (see `cycle`), so the page is walkable from its first object.
+    ///
+    /// Safety of the in-place writes: with the world stopped each dense page
+    /// is updated by exactly one thread, and only slots inside the page are
+    /// written.
+    pub fn update_dense_page(&self, page: usize, first_object: usize) {
+        let page_word = page * PAGE_WORDS;
+        let page_end = page_word + PAGE_WORDS;
+        let mut w = first_object;
+        while w < page_end {
+            let addr = self.space_start + w * WORD;
+            let raw = read(addr);
+            let h = Header::from_raw(raw).unwrap_or_else(|| panic!("bad header {raw:#x} in dense page {page}"));
+            let refs = h.ref_count();
+            let lo = (w + 1).max(page_word);
+            let hi = (w + 1 + refs).min(page_end);
+            for s in lo..hi {
+                let slot = self.space_start + s * WORD;
+                let v = read(slot);
+                if v != 0 {
+                    let nv = self.forward_ref(v);
+                    if nv != v {
+                        crate::object::store_word(slot, nv);
+                    }
+                }
+            }
+            w += h.size_words();
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The heap: configuration, spaces, collector state, persistent roots, the
+//! heap-size policy, and [`MutatorContext`], a thread's allocation and
+//! safepoint interface.
+//!
+//! **Heap-size policy.** After each collection with `L` live bytes (moving
+//! space plus large objects) the next automatic collection starts when the
+//! heap's used bytes reach `min(capacity, max(L * growth_factor, L +
+//! min_free))`; an allocation that does not fit collects at once. If it
+//! still does not fit after that collection, it fails with
+//! [`AllocError::HeapExhausted`] and the heap stays usable.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::cycle::Collector;
+use crate::mapping::{physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE};
+use crate::object::{Layout, ObjRef, WORD};
+use crate::safepoint::{Attached, Coordinator};
+use crate::space::{LargeObjectSpace, MovingSpace};
+use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
+
+/// Heap configuration. Build one with [`HeapConfig::default`] and adjust
+/// fields; [`GcHeap::new`] validates it.
+#[derive(Clone, Debug)]
+pub struct HeapConfig {
+    /// Maximum heap size in bytes: moving space plus large objects. The
+    /// moving space reserves this much address space (twice: plus the
+    /// from-space) but commits memory only as it is used. Default: a quarter
+    /// of physical memory.
+    pub capacity: usize,
+    /// Objects of this many bytes or more go to the large-object space.
+    /// Default 32 KiB.
+    pub large_object_threshold: usize,
+    /// Bytes per TLAB refill. Default 32 KiB.
+    pub tlab_size: usize,
+    /// Collector worker threads (marking, compaction). Default: available
+    /// parallelism, at most 4.
+    pub gc_threads: usize,
+    /// Heap growth factor of the size policy. Default 2.0.
+    pub growth_factor: f64,
+    /// Minimum allocation between automatic collections. Default 32 MiB or
+    /// a quarter of the capacity, whichever is smaller.
+    pub min_free: usize,
+    /// Pages at the start of the space at least this live are left in
+    /// place (the dense prefix); `None` compacts everything. Default 0.95.
+    pub dense_prefix_threshold: Option<f64>,
+    /// Ask for transparent huge pages on the moving space. Default false.
+    pub huge_pages: bool,
+    /// Run the heap verifier after every collection. Default: on in debug
+    /// builds and with the `verify` feature.
+    pub verify: bool,
+    /// Collection strategy.
+    pub strategy: Strategy,
+}
+
+impl Default for HeapConfig {
+    fn default() -> Self {
+        let capacity = round_up((physical_memory() / 4).max(64 << 20), HUGE_PAGE_SIZE);
+        HeapConfig {
+            capacity,
+            large_object_threshold: 32 << 10,
+            tlab_size: 32 << 10,
+            gc_threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+            growth_factor: 2.0,
+            min_free: (32 << 20).min(capacity / 4),
+            dense_prefix_threshold: Some(0.95),
+            huge_pages: false,
+            verify: cfg!(any(debug_assertions, feature = "verify")),
+            strategy: Strategy::StopTheWorld,
+        }
+    }
+}
+
+/// A configuration the heap cannot use.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum ConfigError {
+    /// Capacity below the 2 MiB minimum.
+    #[error("heap capacity {0} bytes is below the minimum of 2 MiB")]
+    CapacityTooSmall(usize),
+    /// TLAB size not a multiple of 8 in 256 B ..= capacity.
+    #[error("TLAB size {0} must be a multiple of 8 between 256 bytes and the capacity")]
+    BadTlabSize(usize),
+    /// Large-object threshold not in 16 B ..= capacity.
+    #[error("large-object threshold {0} must be between 16 bytes and the capacity")]
+    BadLargeObjectThreshold(usize),
+    /// Growth factor below 1.
+    #[error("growth factor {0} must be at least 1.0")]
+    BadGrowthFactor(f64),
+    /// Dense-prefix threshold outside 0..=1.
+    #[error("dense-prefix threshold {0} must be within 0.0..=1.0")]
+    BadDensePrefix(f64),
+    /// Page size other than 4 KiB.
+    #[error("system page size is {0}; movegc needs 4096")]
+    PageSize(usize),
+}
+
+/// Why the heap could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum HeapError {
+    /// Invalid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Reserving memory failed.
+    #[error("reserving heap memory failed: {0}")]
+    Map(#[from] io::Error),
+    /// Creating the collector's thread pool failed.
+    #[error("starting collector threads failed: {0}")]
+    Threads(String),
+}
+
+/// An allocation failure.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum AllocError {
+    /// Not enough room even after a full collection.
+    #[error("heap exhausted: {requested} bytes requested, {live} bytes live of {capacity} capacity")]
+    HeapExhausted {
+        /// Bytes requested.
+        requested: usize,
+        /// Heap capacity.
+        capacity: usize,
+        /// Live bytes after the last collection.
+        live: usize,
+    },
+    /// The kernel refused memory for a large object.
+    #[error("mapping a large object failed: errno {0}")]
+    Os(i32),
+}
+
+#[derive(Debug, Default)]
+struct PersistentTable {
+    slots: Vec<Option<ObjRef>>,
+    free: Vec<usize>,
+}
+
+pub(crate) struct HeapInner {
+    pub(crate) config: HeapConfig,
+    pub(crate) space: MovingSpace,
+    pub(crate) los: LargeObjectSpace,
+    pub(crate) coord: Arc<Coordinator>,
+    pub(crate) collector: Mutex<Collector>,
+    persistent: Mutex<PersistentTable>,
+    pub(crate) stats: Mutex<HeapStats>,
+    pub(crate) counters: SyscallCounters,
+    /// Used bytes at which the next automatic collection starts.
+    next_gc: AtomicUsize,
+    /// Set if a collection panicked: the heap may be inconsistent.
+    poisoned: AtomicBool,
+}
+
+/// A managed heap. Cheap to clone (shared); several heaps can coexist in one
+/// process.
+#[derive(Clone)]
+pub struct GcHeap {
+    pub(crate) inner: Arc<HeapInner>,
+}
+
+impl std::fmt::Debug for GcHeap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GcHeap")
+            .field("start", &format_args!("{:#x}", self.inner.space.start()))
+            .field("capacity", &self.inner.config.capacity)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GcHeap {
+    /// Creates a heap.
+    pub fn new(config: HeapConfig) -> Result<GcHeap, HeapError> {
+        let page = system_page_size();
+        if page != PAGE_SIZE {
+            return Err(ConfigError::PageSize(page).into());
+        }
+        if config.capacity < HUGE_PAGE_SIZE {
+            return Err(ConfigError::CapacityTooSmall(config.capacity).into());
+        }
+        if config.tlab_size % WORD != 0 || config.tlab_size < 256 || config.tlab_size > config.capacity {
+            return Err(ConfigError::BadTlabSize(config.tlab_size).into());
+        }
+        if config.large_object_threshold < 16 || config.large_object_threshold > config.capacity {
+            return Err(ConfigError::BadLargeObjectThreshold(config.large_object_threshold).into());
+        }
+        if !(config.growth_factor >= 1.0) {
+            return Err(ConfigError::BadGrowthFactor(config.growth_factor).into());
+        }
+        if let Some(t) = config.dense_prefix_threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(ConfigError::BadDensePrefix(t).into());
+            }
+        }
+        let space = MovingSpace::new(config.capacity, config.huge_pages)?;
+        let collector = Collector::new(&space, config.gc_threads)?;
+        let next_gc = config.min_free.min(config.capacity);
+        Ok(GcHeap {
+            inner: Arc::new(HeapInner {
+                stats: Mutex::new(HeapStats { capacity: config.capacity, ..Default::default() }),
+                config,
+                space,
+                los: LargeObjectSpace::default(),
+                coord: Arc::new(Coordinator::default()),
+                collector: Mutex::new(collector),
+                persistent: Mutex::new(PersistentTable::default()),
+                counters: SyscallCounters::default(),
+                next_gc: AtomicUsize::new(next_gc),
+                poisoned: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &HeapConfig {
+        &self.inner.config
+    }
+
+    /// Attaches the calling thread as a mutator.
+    pub fn attach(&self) -> MutatorContext {
+        MutatorContext { heap: self.clone(), attached: Attached::new(self.inner.coord.clone()) }
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> HeapStats {
+        let mut s = lock(&self.inner.stats).clone();
+        s.used_bytes = self.inner.space.used();
+        s.large_object_bytes = self.inner.los.bytes();
+        s
+    }
+
+    /// Kernel calls made on the heap's mappings so far.
+    pub fn syscall_counters(&self) -> &SyscallCounters {
+        &self.inner.counters
+    }
+
+    /// Bytes in use: moving space up to its top plus large objects.
+    pub fn used_bytes(&self) -> usize {
+        self.inner.space.used() + self.inner.los.bytes()
+    }
+
+    /// Whether `obj` lies in this heap (moving space or large objects).
+    pub fn contains(&self, obj: ObjRef) -> bool {
+        self.inner.space.contains(obj.addr()) || lock(&self.inner.los.objects).contains_key(&obj.addr())
+    }
+
+    /// Whether a collection panicked, leaving the heap unusable.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    /// Registers `obj` as a persistent root; returns its slot id.
+    pub fn persistent_new(&self, obj: Option<ObjRef>) -> usize {
+        let mut t = lock(&self.inner.persistent);
+        match t.free.pop() {
+            Some(i) => {
+                t.slots[i] = obj;
+                i
+            }
+            None => {
+                t.slots.push(obj);
+                t.slots.len() - 1
+            }
+        }
+    }
+
+    /// Reads persistent root `id`.
+    pub fn persistent_get(&self, id: usize) -> Option<ObjRef> {
+        lock(&self.inner.persistent).slots[id]
+    }
+
+    /// Overwrites persistent root `id`.
+    pub fn persistent_set(&self, id: usize, obj: Option<ObjRef>) {
+        lock(&self.inner.persistent).slots[id] = obj;
+    }
+
+    /// Frees persistent root `id`.
+    pub fn persistent_free(&self, id: usize) {
+        let mut t = lock(&self.inner.persistent);
+        t.slots[id] = None;
+        t.free.push(id);
+    }
+
+    pub(crate) fn with_persistent_roots<R>(&self, f: impl FnOnce(&mut [Option<ObjRef>]) -> R) -> R {
+        f(&mut lock(&self.inner.persistent).slots)
+    }
+
+    fn should_collect(&self) -> bool {
+        self.used_bytes() >= self.inner.next_gc.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn after_cycle(&self, c: &CycleStats) {
+        let cfg = &self.inner.config;
+        let live = c.live_bytes + self.inner.los.bytes();
+        let grown = (live as f64 * cfg.growth_factor) as usize;
+        let next = grown.max(live + cfg.min_free).min(cfg.capacity);
+        self.inner.next_gc.store(next, Ordering::Relaxed);
+        let mut s = lock(&self.inner.stats);
+        s.record(c);
+        s.live_bytes = live;
+    }
+}
+
+/// A thread's interface to the heap: allocation, its root slots,
+/// safepoints and collections. `!Send`: it belongs to the thread that
+/// attached. Dropping it detaches the thread (also during a panic).
+pub struct MutatorContext {
+    heap: GcHeap,
+    attached: Attached,
+}
+
+impl MutatorContext {
+    /// The heap this mutator belongs to.
+    pub fn heap(&self) -> &GcHeap {
+        &self.heap
+    }
+
+    /// Allocates a zeroed object. May stop at a safepoint and may collect;
+    /// root slots are updated if objects move.
+    #[inline(always)]
+    pub fn alloc(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
+        if layout.size() < self.heap.inner.config.large_object_threshold && !self.heap.inner.coord.requested() {
+            if let Some(obj) = self.attached.state().tlab.alloc(layout) {
+                return Ok(obj);
+            }
+        }
+        self.alloc_slow(layout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
+        self.attached.poll();
+        let inner = self.heap.inner.clone();
+        let size = layout.size();
+        if size >= inner.config.large_object_threshold {
+            return self.alloc_large(layout);
+        }
+        if let Some(obj) = self.attached.state().tlab.alloc(layout) {
+            return Ok(obj);
+        }
+        for attempt in 0..2 {
+            if attempt == 0 && self.heap.should_collect() {
+                self.collect_for(Trigger::Policy);
+            }
+            let tlab = inner.config.tlab_size.max(size);
+            if let Some((start, end)) = inner.space.alloc_block(size, tlab) {
+                let st = self.attached.state();
+                st.tlab.set(start, end);
+                return Ok(st.tlab.alloc(layout).expect("fresh TLAB fits the object"));
+            }
+            if attempt == 0 {
+                self.collect_for(Trigger::Exhausted);
+            }
+        }
+        Err(self.exhausted(size))
+    }
+
+    fn alloc_large(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
+        let size = layout.size();
+        let cap = self.heap.inner.config.capacity;
+        for attempt in 0..2 {
+            if self.heap.used_bytes() + size <= cap {
+                return self.heap.inner.los.alloc(layout).map_err(|e| AllocError::Os(e.raw_os_error().unwrap_or(0)));
+            }
+            if attempt == 0 {
+                self.collect_for(Trigger::Exhausted);
+            }
+        }
+        Err(self.exhausted(size))
+    }
+
+    fn exhausted(&self, requested: usize) -> AllocError {
+        AllocError::HeapExhausted {
+            requested,
+            capacity: self.heap.inner.config.capacity,
+            live: lock(&self.heap.inner.stats).live_bytes,
+        }
+    }
+
+    /// This thread's root slots. The collector reads them and rewrites them
+    /// when objects move; `None` slots are ignored.
+    #[inline(always)]
+    pub fn roots(&mut self) -> &mut Vec<Option<ObjRef>> {
+        &mut self.attached.state().roots
+    }
+
+    /// Stops here if a collection is waiting for this thread.
+    #[inline(always)]
+    pub fn safepoint(&mut self) {
+        self.attached.poll();
+    }
+
+    /// Runs `f` (which cannot touch the heap) without holding up
+    /// collections: use it around blocking calls and foreign code.
+    pub fn blocking<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.attached.blocking(f)
+    }
+
+    /// Runs a full collection now. Returns its statistics, or `None` if
+    /// another thread's collection ran instead while this one waited.
+    pub fn collect(&mut self) -> Option<CycleStats> {
+        self.collect_for(Trigger::Explicit)
+    }
+
+    fn collect_for(&mut self, trigger: Trigger) -> Option<CycleStats> {
+        let heap = self.heap.clone();
+        let t = std::time::Instant::now();
+        let mut world = self.attached.stop_the_world()?;
+        let ttsp = t.elapsed();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut st = lock(&heap.inner.collector).collect(&heap, &mut world, trigger);
+            st.time_to_safepoint = ttsp;
+            st.pause += ttsp;
+            st
+        }));
+        drop(world);
+        match result {
+            Ok(stats) => {
+                heap.after_cycle(&stats);
+                Some(stats)
+            }
+            Err(panic) => {
+                heap.inner.poisoned.store(true, Ordering::Relaxed);
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Parallel marking into the mark bitmap (object starts) and the live-words
+//! bitmap (every word of every live object), with work stealing and no
+//! recursion on the object graph.
+//!
+//! Each worker owns a LIFO deque of grey objects; idle workers steal from
+//! the shared injector (seeded with the roots) and from each other.
+//! Termination: a worker that finds no work anywhere counts itself idle and
+//! keeps looking; when all workers are idle at once no deque can hold work
+//! (only a non-idle worker pushes), so marking is complete.
+//!
+//! An object is marked by the thread that wins the `fetch_or` on its mark
+//! bit; that thread sets its live words and scans it. Large objects are
+//! marked with a flag in their LOS entry. Marking runs with the world
+//! stopped, so the graph does not change underneath it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use crate::forwarding::CHUNK_WORDS;
+use crate::object::{load_word, Header, WORD};
+use crate::space::LargeObject;
+
+/// What marking needs to know about the heap.
+pub struct MarkContext<'a> {
+    /// Start of the moving space.
+    pub space_start: usize,
+    /// Allocation top of the moving space (no object lies above it).
+    pub space_top: usize,
+    /// Object-start bits.
+    pub marks: &'a [AtomicU64],
+    /// Live-word bits.
+    pub live: &'a [AtomicU64],
+    /// Large objects by address.
+    pub los: &'a BTreeMap<usize, LargeObject>,
+}
+
+/// Marking results.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MarkResult {
+    /// Live objects in the moving space.
+    pub objects: usize,
+    /// Live bytes in the moving space.
+    pub bytes: usize,
+    /// Live large objects.
+    pub large_objects: usize,
+}
+
+/// Sets bits `[from, from+len)` of `bits` atomically.
+fn set_range(bits: &[AtomicU64], from: usize, len: usize) {
+    let mut w = from;
+    let end = from + len;
+    while w < end {
+        let c = w / CHUNK_WORDS;
+        let lo = w % CHUNK_WORDS;
+        let n = (CHUNK_WORDS - lo).min(end - w);
+        let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << lo };
+        bits[c].fetch_or(mask, Ordering::Relaxed);
+        w += n;
+    }
+}
+
+impl MarkContext<'_> {
+    /// Tries to mark the object at `addr`; true if this call marked it (the
+    /// caller must scan it).
+    #[inline]
+    fn try_mark(&self, addr: usize, stats: &mut MarkResult) -> bool {
+        if addr.wrapping_sub(self.space_start) < self.space_top - self.space_start {
+            let w = (addr - self.space_start) / WORD;
+            let bit = 1u64 << (w % CHUNK_WORDS);
+            if self.marks[w / CHUNK_WORDS].load(Ordering::Relaxed) & bit != 0 {
+                return false;
+            }
+            if self.marks[w / CHUNK_WORDS].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                return false;
+            }
+            let size = Header::from_raw(load_word(addr)).map_or_else(
+                || panic!("marking found a bad header {:#x} at {addr:#x}", load_word(addr)),
+                |h| h.size_words(),
+            );
+            set_range(self.live, w, size);
+            stats.objects += 1;
+            stats.bytes += size * WORD;
+            true
+        } else if let Some(lo) = self.los.get(&addr) {
+            if lo.marked.swap(true, Ordering::Relaxed) {
+                return false;
+            }
+            stats.large_objects += 1;
+            true
+        } else {
+            panic!("marking found a reference {addr:#x} outside the heap");
+        }
+    }
+
+    /// Pushes the referents of the (marked) object at `addr`.
+    #[inline]
+    fn scan(&self, addr: usize, local: &Worker<usize>, stats: &mut MarkResult) {
+        let h = Header::from_raw(load_word(addr)).expect("scanned object has a header");
+        let n = h.ref_count();
+        for i in 0..n {
+            let v = load_word(addr + WORD + i * WORD) as usize;
+            if v != 0 && self.try_mark(v, stats) {
+                local.push(v);
+            }
+        }
+    }
+}
+
+/// Marks everything reachable from `roots` using `threads` workers of
+/// `pool` (or the calling thread alone when `threads <= 1`).
+pub fn mark(ctx: &MarkContext<'_>, roots: &[usize], pool: Option<&rayon::ThreadPool>, threads: usize) -> MarkResult {
+    let mut total = MarkResult::default();
+    let injector = Injector::new();
+    for &r in roots {
+        if r != 0 && ctx.try_mark(r, &mut total) {
+            injector.push(r);
+        }
+    }
+    let threads = threads.max(1);
+    let workers: Vec<Worker<usize>> = (0..threads).map(|_| Worker::new_lifo()).collect();
+    let stealers: Vec<Stealer<usize>> = workers.iter().map(|w| w.stealer()).collect();
+    let idle = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<MarkResult>> = (0..threads).map(|_| Default::default()).collect();
+
+    let run = |i: usize, local: Worker<usize>| {
+        let mut stats = MarkResult::default();
+        drain(ctx, i, &local, &injector, &stealers, &idle, threads, &mut stats);
+        *results[i].lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    };
+    match pool {
+        Some(pool) if threads > 1 => {
+            let mut workers = workers.into_iter().enumerate().collect::<Vec<_>>();
+            pool.scope(|s| {
+                let first = workers.remove(0);
+                for (i, w) in workers {
+                    let run = &run;
+                    s.spawn(move |_| run(i, w));
+                }
+                run(first.0, first.1);
+            });
+        }
+        _ => {
+            for (i, w) in workers.into_iter().enumerate() {
+                run(i, w);
+            }
+        }
+    }
+    for r in results {
+        let r = r.into_inner().unwrap_or_else(|e| e.into_inner());
+        total.objects += r.objects;
+        total.bytes += r.bytes;
+        total.large_objects += r.large_objects;
+    }
+    total
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drain(
+    ctx: &MarkContext<'_>,
+    me: usize,
+    local: &Worker<usize>,
+    injector: &Injector<usize>,
+    stealers: &[Stealer<usize>],
+    idle: &AtomicUsize,
+    threads: usize,
+    stats: &mut MarkResult,
+) {
+    let find = |local: &Worker<usize>| -> Option<usize> {
+        local.pop().or_else(|| loop {
+            let s = injector
+                .steal_batch_and_pop(local)
+                .or_else(|| stealers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, s)| s.steal()).collect());
+            match s {
+                Steal::Success(v) => break Some(v),
+                Steal::Empty => break None,
+                Steal::Retry => continue,
+            }
+        })
+    };
+    loop {
+        while let Some(obj) = find(local) {
+            ctx.scan(obj, local, stats);
+        }
+        if threads == 1 {
+            return;
+        }
+        // No work found: go idle until work shows up or everyone is idle.
+        idle.fetch_add(1, Ordering::SeqCst);
+        let mut spins = 0u32;
+        loop {
+            if idle.load(Ordering::SeqCst) == threads {
+                return;
+            }
+            if !injector.is_empty() || stealers.iter().any(|s| !s.is_empty()) {
+                idle.fetch_sub(1, Ordering::SeqCst);
+                break;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The `movegc` command line.
+fn main() {}
