@@ -1,0 +1,146 @@
+//! [`Heap`] and its builder.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use movegc_gc::{GcHeap, HeapConfig, HeapStats, Strategy};
+
+use crate::mutator::Mutator;
+use crate::{Error, Result};
+
+/// A managed heap. Cloning shares it. See the crate docs for an example.
+#[derive(Clone, Debug)]
+pub struct Heap {
+    pub(crate) gc: GcHeap,
+    pub(crate) id: Arc<()>,
+}
+
+thread_local! {
+    /// Heaps the current thread has a mutator for (by heap id address).
+    static ATTACHED: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
+}
+
+impl Heap {
+    /// A builder with the default configuration.
+    pub fn builder() -> HeapBuilder {
+        HeapBuilder { config: HeapConfig::default() }
+    }
+
+    /// Attaches the calling thread and returns its mutator. A thread can
+    /// hold one mutator per heap; the mutator detaches when dropped.
+    pub fn attach(&self) -> Result<Mutator> {
+        let key = Arc::as_ptr(&self.id) as usize;
+        let fresh = ATTACHED.with(|a| a.borrow_mut().insert(key));
+        if !fresh {
+            return Err(Error::AlreadyAttached);
+        }
+        Ok(Mutator::new(self.clone(), key))
+    }
+
+    pub(crate) fn detached(key: usize) {
+        // `try_with`: a mutator dropped during thread-local destruction.
+        let _ = ATTACHED.try_with(|a| a.borrow_mut().remove(&key));
+    }
+
+    /// A snapshot of the collector statistics.
+    pub fn stats(&self) -> HeapStats {
+        self.gc.stats()
+    }
+
+    /// Bytes in use (moving space up to its top, plus large objects).
+    pub fn used_bytes(&self) -> usize {
+        self.gc.used_bytes()
+    }
+
+    /// The heap's capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.gc.config().capacity
+    }
+
+    /// The collector layer, for tools and benchmarks.
+    pub fn gc(&self) -> &GcHeap {
+        &self.gc
+    }
+
+    pub(crate) fn same(&self, other: &Heap) -> bool {
+        Arc::ptr_eq(&self.id, &other.id)
+    }
+}
+
+/// Configures and creates a [`Heap`]. Every setting has a sane default.
+#[derive(Clone, Debug)]
+pub struct HeapBuilder {
+    config: HeapConfig,
+}
+
+impl HeapBuilder {
+    /// Maximum heap size in bytes (moving space plus large objects).
+    /// Memory is committed only as it is used. Default: a quarter of RAM.
+    pub fn capacity(mut self, bytes: usize) -> Self {
+        self.config.capacity = bytes;
+        self
+    }
+
+    /// Collector worker threads. Default: CPUs, at most 4.
+    pub fn gc_threads(mut self, n: usize) -> Self {
+        self.config.gc_threads = n;
+        self
+    }
+
+    /// Bytes per thread-local allocation buffer. Default 32 KiB.
+    pub fn tlab_size(mut self, bytes: usize) -> Self {
+        self.config.tlab_size = bytes;
+        self
+    }
+
+    /// Objects at least this large are never moved. Default 32 KiB.
+    pub fn large_object_threshold(mut self, bytes: usize) -> Self {
+        self.config.large_object_threshold = bytes;
+        self
+    }
+
+    /// Collect when the heap reaches `factor` times the live size of the
+    /// last collection (and at least `min_free` more). Default 2.0.
+    pub fn growth_factor(mut self, factor: f64) -> Self {
+        self.config.growth_factor = factor;
+        self
+    }
+
+    /// Minimum allocation between automatic collections. Default 32 MiB.
+    pub fn min_free(mut self, bytes: usize) -> Self {
+        self.config.min_free = bytes;
+        self
+    }
+
+    /// Leave pages at least this live at the start of the heap in place
+    /// (`None`: compact everything). Default `Some(0.95)`.
+    pub fn dense_prefix(mut self, threshold: Option<f64>) -> Self {
+        self.config.dense_prefix_threshold = threshold;
+        self
+    }
+
+    /// Ask for transparent huge pages on the moving space. Default off.
+    pub fn huge_pages(mut self, on: bool) -> Self {
+        self.config.huge_pages = on;
+        self
+    }
+
+    /// Verify the whole heap after every collection. Default: on in debug
+    /// builds.
+    pub fn verify(mut self, on: bool) -> Self {
+        self.config.verify = on;
+        self
+    }
+
+    /// How collections compact the heap.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.config.strategy = strategy;
+        self
+    }
+
+    /// Creates the heap.
+    pub fn build(self) -> Result<Heap> {
+        Ok(Heap { gc: GcHeap::new(self.config)?, id: Arc::new(()) })
+    }
+}

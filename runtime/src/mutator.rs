@@ -1,0 +1,304 @@
+//! [`Mutator`] (a thread's access to a heap) and the two kinds of handle.
+//!
+//! **Local handles** are slots in the mutator's root stack. A [`Local`] is
+//! an index plus a *stamp*; the stamp is unique across all mutators of the
+//! process, so a handle used after its [`scope`](Mutator::scope) ended, or
+//! with another mutator, is detected and reported as
+//! [`Error::StaleHandle`] rather than reading a wrong slot. Creating one is a
+//! push onto a vector; using one is a bounds check, a compare and a load.
+//!
+//! **Persistent handles** live in a heap-wide table behind a mutex: they are
+//! `Send + Sync`, outlive scopes and threads, and cost a lock per use.
+//! Use them for roots held by non-heap data structures or other threads.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use movegc_gc::{CycleStats, Kind, Layout, MutatorContext, ObjRef};
+
+use crate::heap::Heap;
+use crate::{Error, Result};
+
+/// Stamps are handed to mutators in blocks so creating a handle needs no
+/// atomic operation.
+static NEXT_STAMP_BLOCK: AtomicU64 = AtomicU64::new(1);
+const STAMP_BLOCK: u64 = 1 << 20;
+
+/// A handle to an object, valid in the mutator and scope that created it.
+/// `Copy` and 16 bytes; the object it names may move, the handle follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Local {
+    slot: u32,
+    stamp: u64,
+}
+
+/// A handle that lives until dropped, usable from any mutator of its heap
+/// and sendable between threads.
+#[derive(Debug)]
+pub struct Persistent {
+    heap: Heap,
+    id: usize,
+}
+
+impl Drop for Persistent {
+    fn drop(&mut self) {
+        self.heap.gc.persistent_free(self.id);
+    }
+}
+
+/// A thread's access to a heap: allocation, field access, handles,
+/// safepoints and collections. Not `Send`: each thread attaches its own.
+///
+/// A collection can only happen inside calls that take `&mut self` and may
+/// allocate or wait ([`alloc`](Self::alloc), [`safepoint`](Self::safepoint),
+/// [`collect`](Self::collect), leaving [`blocking`](Self::blocking)); other
+/// threads' collections wait until this thread reaches one of those, or is
+/// inside `blocking`. A thread that runs for long without allocating should
+/// call `safepoint()` now and then.
+pub struct Mutator {
+    ctx: MutatorContext,
+    heap: Heap,
+    key: usize,
+    stamps: Vec<u64>,
+    next_stamp: u64,
+    stamp_end: u64,
+}
+
+impl Drop for Mutator {
+    fn drop(&mut self) {
+        Heap::detached(self.key);
+    }
+}
+
+impl std::fmt::Debug for Mutator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mutator").field("handles", &self.stamps.len()).finish()
+    }
+}
+
+impl Mutator {
+    pub(crate) fn new(heap: Heap, key: usize) -> Mutator {
+        Mutator { ctx: heap.gc.attach(), heap, key, stamps: Vec::new(), next_stamp: 0, stamp_end: 0 }
+    }
+
+    /// The heap this mutator belongs to.
+    pub fn heap(&self) -> &Heap {
+        &self.heap
+    }
+
+    /// Number of live local handles (the root stack depth).
+    pub fn handle_count(&self) -> usize {
+        self.stamps.len()
+    }
+
+    #[inline]
+    fn push(&mut self, obj: ObjRef) -> Local {
+        if self.next_stamp == self.stamp_end {
+            self.next_stamp = NEXT_STAMP_BLOCK.fetch_add(1, Ordering::Relaxed) * STAMP_BLOCK;
+            self.stamp_end = self.next_stamp + STAMP_BLOCK;
+        }
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let slot = self.stamps.len();
+        self.stamps.push(stamp);
+        self.ctx.roots().push(Some(obj));
+        Local { slot: slot as u32, stamp }
+    }
+
+    #[inline]
+    fn obj(&mut self, h: Local) -> Result<ObjRef> {
+        let i = h.slot as usize;
+        if self.stamps.get(i) != Some(&h.stamp) {
+            return Err(Error::StaleHandle);
+        }
+        Ok(self.ctx.roots()[i].expect("local slots are never null"))
+    }
+
+    /// Allocates a zeroed object (null references, zero bytes). May collect.
+    #[inline]
+    pub fn alloc(&mut self, layout: &Layout) -> Result<Local> {
+        let obj = self.ctx.alloc(layout)?;
+        Ok(self.push(obj))
+    }
+
+    /// A new handle to the same object as `h` (e.g. to keep it past a scope
+    /// via [`scope_escape`](Self::scope_escape)).
+    pub fn dup(&mut self, h: Local) -> Result<Local> {
+        let o = self.obj(h)?;
+        Ok(self.push(o))
+    }
+
+    /// Makes the handle `dst` name the object of `src`: reuse one handle in
+    /// a loop instead of creating a new one per iteration.
+    pub fn assign(&mut self, dst: Local, src: Local) -> Result<()> {
+        let o = self.obj(src)?;
+        self.obj(dst)?;
+        self.ctx.roots()[dst.slot as usize] = Some(o);
+        Ok(())
+    }
+
+    /// Whether two handles name the same object.
+    pub fn same(&mut self, a: Local, b: Local) -> Result<bool> {
+        Ok(self.obj(a)? == self.obj(b)?)
+    }
+
+    /// Reference field / element `index` of `obj`, as a new handle (`None`
+    /// for null).
+    #[inline]
+    pub fn get_ref(&mut self, obj: Local, index: usize) -> Result<Option<Local>> {
+        let o = self.obj(obj)?;
+        Ok(o.load_ref(index)?.map(|r| self.push(r)))
+    }
+
+    /// Stores `value` (or null) into reference field / element `index`.
+    #[inline]
+    pub fn set_ref(&mut self, obj: Local, index: usize, value: Option<Local>) -> Result<()> {
+        let o = self.obj(obj)?;
+        let v = match value {
+            Some(v) => Some(self.obj(v)?),
+            None => None,
+        };
+        o.store_ref(index, v)?;
+        Ok(())
+    }
+
+    /// Whether reference `index` of `obj` is null (no handle created).
+    pub fn is_null(&mut self, obj: Local, index: usize) -> Result<bool> {
+        Ok(self.obj(obj)?.load_ref(index)?.is_none())
+    }
+
+    /// Reads the 8 data bytes at `offset` as a little-endian `u64`.
+    #[inline]
+    pub fn read_u64(&mut self, obj: Local, offset: usize) -> Result<u64> {
+        Ok(self.obj(obj)?.read_u64(offset)?)
+    }
+
+    /// Writes a little-endian `u64` at data `offset`.
+    #[inline]
+    pub fn write_u64(&mut self, obj: Local, offset: usize, value: u64) -> Result<()> {
+        Ok(self.obj(obj)?.write_u64(offset, value)?)
+    }
+
+    /// Copies data bytes starting at `offset` into `buf`.
+    pub fn read_bytes(&mut self, obj: Local, offset: usize, buf: &mut [u8]) -> Result<()> {
+        Ok(self.obj(obj)?.read_data(offset, buf)?)
+    }
+
+    /// Copies `bytes` into the data starting at `offset`.
+    pub fn write_bytes(&mut self, obj: Local, offset: usize, bytes: &[u8]) -> Result<()> {
+        Ok(self.obj(obj)?.write_data(offset, bytes)?)
+    }
+
+    /// Calls `f` with the object's data bytes (a byte array's contents, or a
+    /// record's data). The slice exists only inside `f`, which cannot reach
+    /// a safepoint, so the object cannot move while it is borrowed.
+    pub fn with_bytes<R>(&mut self, obj: Local, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        Ok(self.obj(obj)?.with_data(f))
+    }
+
+    /// Like [`with_bytes`](Self::with_bytes), mutably.
+    pub fn with_bytes_mut<R>(&mut self, obj: Local, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+        Ok(self.obj(obj)?.with_data_mut(f))
+    }
+
+    /// The object's kind.
+    pub fn kind(&mut self, obj: Local) -> Result<Kind> {
+        Ok(self.obj(obj)?.header().kind())
+    }
+
+    /// The embedder tag given in the object's layout.
+    #[inline]
+    pub fn tag(&mut self, obj: Local) -> Result<u16> {
+        Ok(self.obj(obj)?.header().tag())
+    }
+
+    /// Length: elements of a reference array, bytes of a byte array,
+    /// reference fields of a record.
+    pub fn len(&mut self, obj: Local) -> Result<usize> {
+        Ok(self.obj(obj)?.header().len())
+    }
+
+    /// Data bytes of a record or byte array.
+    pub fn data_len(&mut self, obj: Local) -> Result<usize> {
+        Ok(self.obj(obj)?.header().data_len())
+    }
+
+    /// Size of the object in bytes, header included.
+    pub fn size_of(&mut self, obj: Local) -> Result<usize> {
+        Ok(self.obj(obj)?.header().size())
+    }
+
+    /// Checks that `obj` is of kind `kind`.
+    pub fn expect_kind(&mut self, obj: Local, kind: Kind) -> Result<()> {
+        let found = self.kind(obj)?;
+        if found != kind {
+            return Err(Error::WrongKind { expected: kind, found });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` in a new handle scope: handles created inside are released
+    /// when it returns (and become stale).
+    pub fn scope<R>(&mut self, f: impl FnOnce(&mut Mutator) -> R) -> R {
+        let depth = self.stamps.len();
+        let r = f(self);
+        self.truncate(depth);
+        r
+    }
+
+    /// Like [`scope`](Self::scope), but the handle `f` returns survives: it
+    /// is re-created in the enclosing scope.
+    pub fn scope_escape(&mut self, f: impl FnOnce(&mut Mutator) -> Result<Local>) -> Result<Local> {
+        let depth = self.stamps.len();
+        let r = f(self).and_then(|h| self.obj(h));
+        self.truncate(depth);
+        Ok(self.push(r?))
+    }
+
+    fn truncate(&mut self, depth: usize) {
+        self.stamps.truncate(depth);
+        self.ctx.roots().truncate(depth);
+    }
+
+    /// A persistent handle to `obj`.
+    pub fn persist(&mut self, obj: Local) -> Result<Persistent> {
+        let o = self.obj(obj)?;
+        Ok(Persistent { heap: self.heap.clone(), id: self.heap.gc.persistent_new(Some(o)) })
+    }
+
+    /// A local handle to the object of a persistent one.
+    pub fn local(&mut self, p: &Persistent) -> Result<Local> {
+        if !self.heap.same(&p.heap) {
+            return Err(Error::WrongHeap);
+        }
+        let o = self.heap.gc.persistent_get(p.id).expect("persistent slots are never null");
+        Ok(self.push(o))
+    }
+
+    /// Points a persistent handle at another object.
+    pub fn set_persistent(&mut self, p: &Persistent, obj: Local) -> Result<()> {
+        if !self.heap.same(&p.heap) {
+            return Err(Error::WrongHeap);
+        }
+        let o = self.obj(obj)?;
+        self.heap.gc.persistent_set(p.id, Some(o));
+        Ok(())
+    }
+
+    /// Stops here if another thread's collection is waiting for this one.
+    #[inline]
+    pub fn safepoint(&mut self) {
+        self.ctx.safepoint();
+    }
+
+    /// Runs `f` (blocking I/O, foreign code, waiting on a lock or channel)
+    /// without holding up collections. `f` cannot touch the heap.
+    pub fn blocking<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        self.ctx.blocking(f)
+    }
+
+    /// Collects now. Returns the cycle's statistics, or `None` if another
+    /// thread's collection ran instead while this one waited.
+    pub fn collect(&mut self) -> Option<CycleStats> {
+        self.ctx.collect()
+    }
+}
