@@ -30,6 +30,11 @@
 //! # Ok::<(), movegc::Error>(())
 //! ```
 #![warn(missing_docs)]
+
+/// The README's embedding example, compiled as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 #![forbid(unsafe_code)]
 
 mod error;
