@@ -21,6 +21,7 @@ pub mod forwarding;
 pub mod heap;
 pub mod mapping;
 pub mod mark;
+pub mod probe;
 pub mod object;
 pub mod safepoint;
 pub mod space;

@@ -1,0 +1,444 @@
+//! "Can movegc compact concurrently here, and if not, why?" — the checks
+//! behind `movegc probe`, as a library so the command line and the runtime
+//! reach the same conclusion.
+//!
+//! The probe reads the kernel facts that decide userfaultfd access (release,
+//! `vm.unprivileged_userfaultfd`, `/dev/userfaultfd`, THP mode), opens a
+//! userfaultfd the way the collector does (least privilege first), and runs
+//! four live checks on scratch mappings: a real `UFFDIO_MOVE` of one page, a
+//! real `UFFDIO_COPY`, a missing-page fault resolved by a handler thread,
+//! and `EBUSY` from MOVE on a page shared with a forked child (the case the
+//! collector must survive by falling back to COPY). From those it derives the
+//! strategy the runtime uses.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::mapping::{Mapping, Prot, PAGE_SIZE};
+use crate::uffd::{CopyMode, Event, Features, Ioctls, MoveMode, OpenAttempt, OpenOptions, OpenPath, RegisterMode, Uffd, UffdError};
+
+/// What the runtime will do on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Concurrent compaction installing pages with `UFFDIO_MOVE`.
+    ConcurrentMove,
+    /// Concurrent compaction installing pages with `UFFDIO_COPY`.
+    ConcurrentCopy,
+    /// No usable userfaultfd: stop-the-world compaction.
+    StopTheWorld,
+}
+
+impl Capability {
+    /// Stable name (JSON): `concurrent-move`, `concurrent-copy`, `stop-the-world`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::ConcurrentMove => "concurrent-move",
+            Capability::ConcurrentCopy => "concurrent-copy",
+            Capability::StopTheWorld => "stop-the-world",
+        }
+    }
+}
+
+/// Result of one live check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Whether the kernel behaved as the collector needs.
+    pub ok: bool,
+    /// What was seen (e.g. the error, or "moved 4096 bytes, data intact").
+    pub detail: String,
+}
+
+impl Check {
+    fn pass(detail: impl Into<String>) -> Check {
+        Check { ok: true, detail: detail.into() }
+    }
+    fn fail(detail: impl Into<String>) -> Check {
+        Check { ok: false, detail: detail.into() }
+    }
+}
+
+/// `/dev/userfaultfd` as seen by this process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Whether the device node exists.
+    pub present: bool,
+    /// Mode like `crw-------` (empty if absent).
+    pub mode: String,
+    /// Owner uid and gid.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Everything the probe found.
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    /// `uname -r`.
+    pub kernel: String,
+    /// Effective uid of the probing process.
+    pub euid: u32,
+    /// `/proc/sys/vm/unprivileged_userfaultfd`, if readable.
+    pub unprivileged_userfaultfd: Option<String>,
+    /// The device node.
+    pub device: DeviceInfo,
+    /// THP mode from `/sys/kernel/mm/transparent_hugepage/enabled` (the
+    /// bracketed choice), if readable.
+    pub thp: Option<String>,
+    /// The attempts made by the collector's own open (least privilege
+    /// first, stopping at the first that works).
+    pub attempts: Vec<OpenAttempt>,
+    /// Every open path tried on its own, so the report says why each one
+    /// works or not (e.g. EACCES on the device, EPERM from the sysctl).
+    pub paths: Vec<OpenAttempt>,
+    /// The path that worked.
+    pub open_path: Option<String>,
+    /// Why no path worked, if none did.
+    pub open_error: Option<String>,
+    /// Features the kernel supports.
+    pub supported: Features,
+    /// Features granted to the collector's descriptor.
+    pub granted: Features,
+    /// Ioctls that MISSING registration of anonymous memory reports.
+    pub register_ioctls: Ioctls,
+    /// A page moved with `UFFDIO_MOVE` arrives intact and leaves its source empty.
+    pub check_move: Check,
+    /// `UFFDIO_COPY` fills a missing page.
+    pub check_copy: Check,
+    /// A thread touching a missing page is resumed by a handler thread.
+    pub check_fault_roundtrip: Check,
+    /// MOVE of a page shared with a live forked child fails with `EBUSY`
+    /// and COPY of the same page succeeds.
+    pub check_ebusy_after_fork: Check,
+    /// The conclusion.
+    pub capability: Capability,
+    /// Why.
+    pub reason: String,
+}
+
+fn read_trim(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+fn kernel_release() -> String {
+    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+}
+
+fn device_info() -> DeviceInfo {
+    match std::fs::metadata("/dev/userfaultfd") {
+        Ok(md) => {
+            let m = md.permissions().mode();
+            let mut s = String::from(if md.file_type().is_char_device_like() { "c" } else { "-" });
+            for (i, ch) in ["r", "w", "x", "r", "w", "x", "r", "w", "x"].iter().enumerate() {
+                s.push_str(if m & (0o400 >> i) != 0 { ch } else { "-" });
+            }
+            DeviceInfo { present: true, mode: s, owner: Some((md.uid(), md.gid())) }
+        }
+        Err(_) => DeviceInfo { present: false, mode: String::new(), owner: None },
+    }
+}
+
+trait CharDevice {
+    fn is_char_device_like(&self) -> bool;
+}
+
+impl CharDevice for std::fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_char_device()
+    }
+}
+
+fn thp_mode() -> Option<String> {
+    let s = read_trim("/sys/kernel/mm/transparent_hugepage/enabled")?;
+    let start = s.find('[')?;
+    let end = s[start..].find(']')?;
+    Some(s[start + 1..start + end].to_string())
+}
+
+/// A scratch page pattern: word i holds `seed ^ i`.
+fn fill(map: &Mapping, off: usize, seed: u64) {
+    // SAFETY: the probe owns `map`; no other reference to this page exists.
+    let b = unsafe { map.bytes_mut(off, PAGE_SIZE) };
+    for (i, w) in b.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&(seed ^ i as u64).to_ne_bytes());
+    }
+}
+
+fn matches(map: &Mapping, off: usize, seed: u64) -> bool {
+    // SAFETY: the probe owns `map`; the page is only read here.
+    let b = unsafe { map.bytes(off, PAGE_SIZE) };
+    b.chunks_exact(8).enumerate().all(|(i, w)| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == seed ^ i as u64)
+}
+
+fn is_zero(map: &Mapping, off: usize) -> bool {
+    // SAFETY: as in `matches`.
+    unsafe { map.bytes(off, PAGE_SIZE) }.iter().all(|&b| b == 0)
+}
+
+fn scratch() -> std::io::Result<(Mapping, Mapping)> {
+    let src = Mapping::new(4 * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite)?;
+    let dst = Mapping::new(4 * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite)?;
+    Ok((src, dst))
+}
+
+fn check_move(uffd: &Uffd) -> Check {
+    if !uffd.features().contains(Features::MOVE) {
+        return Check::fail("UFFD_FEATURE_MOVE not granted (kernel older than 6.8?)");
+    }
+    let (src, dst) = match scratch() {
+        Ok(m) => m,
+        Err(e) => return Check::fail(format!("mmap: {e}")),
+    };
+    fill(&src, 0, 0x5eed);
+    if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
+        return Check::fail(format!("register: {e}"));
+    }
+    let r = uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty());
+    let _ = uffd.unregister(dst.start(), dst.len());
+    match r {
+        Ok(()) if matches(&dst, 0, 0x5eed) && is_zero(&src, 0) => Check::pass("moved one page: data intact at dst, src empty"),
+        Ok(()) => Check::fail("MOVE returned success but the data is wrong"),
+        Err(e) => Check::fail(format!("MOVE failed: {e}")),
+    }
+}
+
+fn check_copy(uffd: &Uffd) -> Check {
+    let (src, dst) = match scratch() {
+        Ok(m) => m,
+        Err(e) => return Check::fail(format!("mmap: {e}")),
+    };
+    fill(&src, 0, 0xc0b1);
+    if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
+        return Check::fail(format!("register: {e}"));
+    }
+    let r = uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty());
+    let _ = uffd.unregister(dst.start(), dst.len());
+    match r {
+        Ok(()) if matches(&dst, 0, 0xc0b1) && matches(&src, 0, 0xc0b1) => Check::pass("copied one page: data intact"),
+        Ok(()) => Check::fail("COPY returned success but the data is wrong"),
+        Err(e) => Check::fail(format!("COPY failed: {e}")),
+    }
+}
+
+fn check_fault_roundtrip(uffd: &Uffd) -> Check {
+    if uffd.features().contains(Features::SIGBUS) {
+        return Check::fail("descriptor is in SIGBUS mode; no fault events");
+    }
+    let (src, dst) = match scratch() {
+        Ok(m) => m,
+        Err(e) => return Check::fail(format!("mmap: {e}")),
+    };
+    fill(&src, 0, 0xfa17);
+    if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
+        return Check::fail(format!("register: {e}"));
+    }
+    let dst = Arc::new(dst);
+    let seen = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (dst, seen) = (dst.clone(), seen.clone());
+        std::thread::spawn(move || {
+            // A user-mode read of the missing page: blocks until resolved.
+            let v = crate::object::load_word(dst.start() + 8);
+            seen.store(v, Ordering::SeqCst);
+        })
+    };
+    let result = match uffd.wait_event(Some(Duration::from_secs(5))) {
+        Ok(Some(Event::PageFault { address, .. })) if address & !(PAGE_SIZE - 1) == dst.start() => {
+            let install = if uffd.features().contains(Features::MOVE) {
+                uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty())
+            } else {
+                uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty())
+            };
+            match install {
+                Ok(()) => None,
+                Err(e) => Some(Check::fail(format!("resolving the fault failed: {e}"))),
+            }
+        }
+        Ok(Some(ev)) => Some(Check::fail(format!("unexpected event {ev:?}"))),
+        Ok(None) => Some(Check::fail("no fault event within 5 s")),
+        Err(e) => Some(Check::fail(format!("reading events failed: {e}"))),
+    };
+    if let Some(fail) = result {
+        // Unblock the reader before reporting.
+        let _ = uffd.zeropage(dst.start(), PAGE_SIZE, false);
+        let _ = reader.join();
+        let _ = uffd.unregister(dst.start(), dst.len());
+        return fail;
+    }
+    let joined = reader.join();
+    let _ = uffd.unregister(dst.start(), dst.len());
+    match joined {
+        Ok(()) if seen.load(Ordering::SeqCst) == 0xfa17 ^ 1 => Check::pass("reader blocked, handler thread resolved the fault, reader saw the data"),
+        Ok(()) => Check::fail("reader resumed but saw wrong data"),
+        Err(_) => Check::fail("reader thread panicked"),
+    }
+}
+
+/// A forked child that sleeps until released; its existence keeps the
+/// parent's private pages shared (not AnonExclusive).
+struct Child {
+    pid: libc::pid_t,
+    release: libc::c_int,
+}
+
+impl Child {
+    fn fork() -> std::io::Result<Child> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid 2-element array for pipe(2).
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the child only calls async-signal-safe functions (read,
+        // _exit) before exiting, as required after fork in a threaded process.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            let mut b = 0u8;
+            // SAFETY: async-signal-safe calls on a valid fd and buffer.
+            unsafe {
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        // SAFETY: closing our copy of the read end.
+        unsafe { libc::close(fds[0]) };
+        Ok(Child { pid, release: fds[1] })
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        // SAFETY: valid fd and pid we own; the write releases the child,
+        // waitpid reaps it.
+        unsafe {
+            libc::write(self.release, [1u8].as_ptr().cast(), 1);
+            libc::close(self.release);
+            let mut status = 0;
+            libc::waitpid(self.pid, &mut status, 0);
+        }
+    }
+}
+
+fn check_ebusy_after_fork(uffd: &Uffd) -> Check {
+    if !uffd.features().contains(Features::MOVE) {
+        return Check::fail("UFFD_FEATURE_MOVE not granted");
+    }
+    let (src, dst) = match scratch() {
+        Ok(m) => m,
+        Err(e) => return Check::fail(format!("mmap: {e}")),
+    };
+    fill(&src, 0, 0xf0f0);
+    if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
+        return Check::fail(format!("register: {e}"));
+    }
+    let child = match Child::fork() {
+        Ok(c) => c,
+        Err(e) => return Check::fail(format!("fork: {e}")),
+    };
+    let moved = uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty());
+    let copied = uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty());
+    drop(child);
+    let _ = uffd.unregister(dst.start(), dst.len());
+    match (moved, copied) {
+        (Err(e), Ok(())) if e.error == UffdError::Busy && matches(&dst, 0, 0xf0f0) => {
+            Check::pass("MOVE of a page shared with a live child: EBUSY; COPY fallback: data intact")
+        }
+        (Err(e), _) if e.error == UffdError::Busy => Check::fail("EBUSY seen but the COPY fallback failed"),
+        (Ok(()), _) => Check::fail("MOVE succeeded on a page shared after fork (expected EBUSY)"),
+        (Err(e), _) => Check::fail(format!("MOVE failed with {e}, expected EBUSY")),
+    }
+}
+
+fn unavailable(why: &str) -> Check {
+    Check::fail(format!("not run: {why}"))
+}
+
+fn try_path(p: OpenPath) -> OpenAttempt {
+    match Uffd::open(&OpenOptions::new().features(Features::empty()).require_path(p)) {
+        Ok(u) => u.attempts().last().cloned().unwrap_or(OpenAttempt { path: p, errno: None, reason: "opened".into(), ok: true }),
+        Err(UffdError::Unavailable { attempts, reason }) => {
+            attempts.last().cloned().unwrap_or(OpenAttempt { path: p, errno: None, reason, ok: false })
+        }
+        Err(e) => OpenAttempt { path: p, errno: e.errno(), reason: e.to_string(), ok: false },
+    }
+}
+
+/// Runs every probe. Takes well under a second.
+pub fn run() -> ProbeReport {
+    let supported = Uffd::supported_features().unwrap_or(Features::empty());
+    let opts = OpenOptions::new().features(Features::MOVE | Features::THREAD_ID);
+    let opened = Uffd::open(&opts);
+    let mut report = ProbeReport {
+        kernel: kernel_release(),
+        euid: nix::unistd::geteuid().as_raw(),
+        unprivileged_userfaultfd: read_trim("/proc/sys/vm/unprivileged_userfaultfd"),
+        device: device_info(),
+        thp: thp_mode(),
+        attempts: Vec::new(),
+        paths: OpenPath::ALL.iter().map(|&p| try_path(p)).collect(),
+        open_path: None,
+        open_error: None,
+        supported,
+        granted: Features::empty(),
+        register_ioctls: Ioctls::empty(),
+        check_move: unavailable("no userfaultfd"),
+        check_copy: unavailable("no userfaultfd"),
+        check_fault_roundtrip: unavailable("no userfaultfd"),
+        check_ebusy_after_fork: unavailable("no userfaultfd"),
+        capability: Capability::StopTheWorld,
+        reason: String::new(),
+    };
+    let uffd = match opened {
+        Ok(u) => u,
+        Err(e) => {
+            if let UffdError::Unavailable { attempts, .. } = &e {
+                report.attempts = attempts.clone();
+            }
+            report.open_error = Some(e.to_string());
+            report.reason = format!("userfaultfd cannot be opened ({e}); collections compact stop-the-world");
+            return report;
+        }
+    };
+    report.attempts = uffd.attempts().to_vec();
+    report.open_path = Some(uffd.open_path().as_str().to_string());
+    report.granted = uffd.features();
+    if let Ok(m) = Mapping::new(PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite) {
+        if let Ok(io) = uffd.register(m.start(), m.len(), RegisterMode::MISSING) {
+            report.register_ioctls = io;
+            let _ = uffd.unregister(m.start(), m.len());
+        }
+    }
+    report.check_move = check_move(&uffd);
+    report.check_copy = check_copy(&uffd);
+    report.check_fault_roundtrip = check_fault_roundtrip(&uffd);
+    report.check_ebusy_after_fork = check_ebusy_after_fork(&uffd);
+    let (cap, reason) = decide(&report);
+    report.capability = cap;
+    report.reason = reason;
+    report
+}
+
+/// The runtime's decision from a report: MOVE needs the MOVE feature and
+/// ioctl and working MOVE, COPY and fault checks; COPY needs COPY and fault
+/// checks; otherwise stop-the-world. (EBUSY after fork is informational: the
+/// collector falls back to COPY per page when it happens.)
+pub fn decide(r: &ProbeReport) -> (Capability, String) {
+    let path = r.open_path.as_deref().unwrap_or("none");
+    if r.open_path.is_none() {
+        return (Capability::StopTheWorld, "userfaultfd cannot be opened; compacting stop-the-world".into());
+    }
+    if !(r.check_copy.ok && r.check_fault_roundtrip.ok) {
+        return (
+            Capability::StopTheWorld,
+            format!("userfaultfd opened ({path}) but COPY or fault resolution failed: {} / {}", r.check_copy.detail, r.check_fault_roundtrip.detail),
+        );
+    }
+    let move_ready = r.granted.contains(Features::MOVE) && r.register_ioctls.contains(Ioctls::MOVE) && r.check_move.ok;
+    if move_ready {
+        (Capability::ConcurrentMove, format!("userfaultfd via {path} with UFFD_FEATURE_MOVE; MOVE, COPY and fault round trip work"))
+    } else {
+        (Capability::ConcurrentCopy, format!("userfaultfd via {path} works but MOVE is unavailable ({}); installing pages with COPY", r.check_move.detail))
+    }
+}
