@@ -234,6 +234,11 @@ impl GcHeap {
         &self.inner.counters
     }
 
+    /// First address of the moving space (diagnostics).
+    pub fn space_start(&self) -> usize {
+        self.inner.space.start()
+    }
+
     /// Bytes in use: moving space up to its top plus large objects.
     pub fn used_bytes(&self) -> usize {
         self.inner.space.used() + self.inner.los.bytes()

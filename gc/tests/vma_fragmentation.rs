@@ -1,0 +1,42 @@
+//! Repeated flips with varying dense-prefix boundaries must not fragment
+//! the moving space into VMAs that a later `mremap` cannot span.
+
+use movegc_gc::{GcHeap, HeapConfig, Layout};
+
+fn vmas_in(start: usize, end: usize) -> usize {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines()
+        .filter(|l| {
+            let r = l.split_whitespace().next().unwrap();
+            let (a, b) = r.split_once('-').unwrap();
+            let (a, b) = (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
+            a < end && b > start
+        })
+        .count()
+}
+
+#[test]
+fn many_cycles_with_moving_boundaries() {
+    let h = GcHeap::new(HeapConfig { capacity: 64 << 20, verify: true, ..Default::default() }).unwrap();
+    let mut m = h.attach();
+    let rec = Layout::record(0, 1, 24).unwrap();
+    let mut max_vmas = 0;
+    for round in 0..40usize {
+        // Keep a varying number of objects so dense/moved boundaries shift.
+        m.roots().clear();
+        m.roots().push(None);
+        for i in 0..(2000 + round * 997 % 5000) {
+            let o = m.alloc(&rec).unwrap();
+            if i % (1 + round % 3) == 0 {
+                let head = m.roots()[0];
+                o.store_ref(0, head).unwrap();
+                m.roots()[0] = Some(o);
+            }
+        }
+        m.collect().unwrap();
+        let n = vmas_in(h.space_start(), h.space_start() + h.config().capacity);
+        eprintln!("round {round}: {n} VMAs");
+        max_vmas = max_vmas.max(n);
+    }
+    assert!(max_vmas <= 3, "moving space split into {max_vmas} VMAs");
+}
