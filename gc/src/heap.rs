@@ -184,7 +184,7 @@ impl GcHeap {
         if config.large_object_threshold < 16 || config.large_object_threshold > config.capacity {
             return Err(ConfigError::BadLargeObjectThreshold(config.large_object_threshold).into());
         }
-        if !(config.growth_factor >= 1.0) {
+        if config.growth_factor.is_nan() || config.growth_factor < 1.0 {
             return Err(ConfigError::BadGrowthFactor(config.growth_factor).into());
         }
         if let Some(t) = config.dense_prefix_threshold {

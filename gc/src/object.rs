@@ -205,7 +205,7 @@ impl Header {
     /// Object size in bytes, header included.
     #[inline]
     pub fn size(self) -> usize {
-        WORD + self.ref_count() * WORD + (self.data_len() + WORD - 1) / WORD * WORD
+        WORD + self.ref_count() * WORD + self.data_len().div_ceil(WORD) * WORD
     }
 
     /// Object size in words.
