@@ -1,0 +1,492 @@
+//! binary-trees: movegc against `Box` + jemalloc, each run in its own child
+//! process so that peak RSS and CPU time are per implementation.
+//!
+//! ```text
+//! cargo bench -p movegc-bench --bench binary_trees [-- DEPTH]
+//!   BT_DEPTH=21        tree depth (or the first non-flag argument; default 21)
+//!   BT_REPEAT=3        runs per implementation (alternating; default 3)
+//!   BT_IMPLS="box;movegc;movegc-default"
+//!                      implementations, `;`-separated: `box`, `movegc` (the
+//!                      tuned configuration below), `movegc-default` (the
+//!                      builder's defaults), or `movegc:key=value,...` for an
+//!                      explicit configuration on top of the defaults, with
+//!                      keys capacity_mib, min_free_mib, growth, tlab_kib,
+//!                      huge (0/1), threads, dense (a fraction or `none`),
+//!                      strategy (`stw`, `move`, `copy`), scheme
+//!                      (`per-node` or the scope batch `levels` 1..).
+//! ```
+//!
+//! A child is this executable re-run with `MOVEGC_BT_CHILD=<impl>`; it runs
+//! the workload once, verifies the output lines (panicking if they are
+//! wrong), and prints one JSON line of measurements. The parent prints a
+//! markdown table.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use movegc::{Heap, Strategy};
+use movegc_bench::binary_trees::{self, Scheme};
+use serde::{Deserialize, Serialize};
+
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+const CHILD_ENV: &str = "MOVEGC_BT_CHILD";
+const DEFAULT_DEPTH: u32 = 21;
+const DEFAULT_REPEAT: usize = 3;
+const DEFAULT_IMPLS: &str = "box;movegc;movegc-default";
+
+/// The configuration `movegc` stands for, chosen by measurement at depth 21
+/// on a 2-core machine: collect when the heap reaches 8x the live size (at
+/// least 256 MiB more: 21 cycles instead of 145, ~1 GiB peak RSS), huge
+/// pages (50x fewer page faults), 256 KiB TLABs, and the stop-the-world
+/// collector (when this was tuned the concurrent strategies aborted on this
+/// kernel; re-measure them with `BT_IMPLS="movegc:...,strategy=move"`).
+/// `growth=16` was ~10% faster again at 1.6 GiB peak RSS.
+const TUNED: &str = "movegc:growth=8,min_free_mib=256,huge=1,tlab_kib=256,strategy=stw";
+
+/// One child's measurements.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Sample {
+    implementation: String,
+    config: String,
+    depth: u32,
+    wall_s: f64,
+    user_s: f64,
+    sys_s: f64,
+    cpu_s: f64,
+    maxrss_mib: f64,
+    minor_faults: u64,
+    gc_cycles: u64,
+    pause_p50_ms: f64,
+    pause_p99_ms: f64,
+    pause_max_ms: f64,
+    pause_total_ms: f64,
+    /// Summed phase times over all cycles, in ms.
+    phases_ms: BTreeMap<String, f64>,
+    live_mib_last: f64,
+    /// Strategies the cycles actually used (a concurrent one may fall back).
+    strategies: Vec<String>,
+    lines_hash: String,
+    verified: bool,
+}
+
+/// A movegc configuration parsed from an implementation spec.
+#[derive(Clone, Debug, Default)]
+struct MovegcConfig {
+    capacity_mib: Option<usize>,
+    min_free_mib: Option<usize>,
+    growth: Option<f64>,
+    tlab_kib: Option<usize>,
+    huge: Option<bool>,
+    threads: Option<usize>,
+    dense: Option<Option<f64>>,
+    strategy: Option<Strategy>,
+    scheme: Scheme,
+}
+
+impl MovegcConfig {
+    fn parse(spec: &str) -> Result<MovegcConfig, String> {
+        let mut c = MovegcConfig::default();
+        for kv in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {kv:?}"))?;
+            let bad = |e: &dyn std::fmt::Display| format!("bad value for {k}: {v:?} ({e})");
+            match k {
+                "capacity_mib" => c.capacity_mib = Some(v.parse().map_err(|e| bad(&e))?),
+                "min_free_mib" => c.min_free_mib = Some(v.parse().map_err(|e| bad(&e))?),
+                "growth" => c.growth = Some(v.parse().map_err(|e| bad(&e))?),
+                "tlab_kib" => c.tlab_kib = Some(v.parse().map_err(|e| bad(&e))?),
+                "huge" => c.huge = Some(v == "1" || v == "true"),
+                "threads" => c.threads = Some(v.parse().map_err(|e| bad(&e))?),
+                "dense" => {
+                    c.dense = Some(if v == "none" {
+                        None
+                    } else {
+                        Some(v.parse().map_err(|e| bad(&e))?)
+                    })
+                }
+                "strategy" => {
+                    c.strategy = Some(Strategy::parse(v).ok_or_else(|| bad(&"unknown strategy"))?)
+                }
+                "scheme" => {
+                    c.scheme = if v == "per-node" {
+                        Scheme::ScopePerNode
+                    } else {
+                        Scheme::Batched {
+                            levels: v.parse().map_err(|e| bad(&e))?,
+                        }
+                    }
+                }
+                _ => return Err(format!("unknown movegc setting {k:?}")),
+            }
+        }
+        Ok(c)
+    }
+
+    fn build(&self) -> movegc::Result<Heap> {
+        let mut b = Heap::builder();
+        if let Some(v) = self.capacity_mib {
+            b = b.capacity(v << 20);
+        }
+        if let Some(v) = self.min_free_mib {
+            b = b.min_free(v << 20);
+        }
+        if let Some(v) = self.growth {
+            b = b.growth_factor(v);
+        }
+        if let Some(v) = self.tlab_kib {
+            b = b.tlab_size(v << 10);
+        }
+        if let Some(v) = self.huge {
+            b = b.huge_pages(v);
+        }
+        if let Some(v) = self.threads {
+            b = b.gc_threads(v);
+        }
+        if let Some(v) = self.dense {
+            b = b.dense_prefix(v);
+        }
+        if let Some(v) = self.strategy {
+            b = b.strategy(v);
+        }
+        b.build()
+    }
+}
+
+/// The movegc configuration an implementation name stands for, or `None`
+/// for `box`.
+fn movegc_spec(name: &str) -> Result<Option<String>, String> {
+    match name {
+        "box" => Ok(None),
+        "movegc" => Ok(Some(TUNED["movegc:".len()..].to_string())),
+        "movegc-default" => Ok(Some(String::new())),
+        _ => match name.strip_prefix("movegc:") {
+            Some(spec) => Ok(Some(spec.to_string())),
+            None => Err(format!(
+                "unknown implementation {name:?} (box, movegc, movegc-default, movegc:k=v,..)"
+            )),
+        },
+    }
+}
+
+struct Rusage {
+    user: Duration,
+    sys: Duration,
+    maxrss_kib: u64,
+    minflt: u64,
+}
+
+fn rusage() -> Rusage {
+    // SAFETY: `getrusage` writes a `struct rusage` into the zeroed value we
+    // pass; it has no other effect.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        let r = libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        assert_eq!(r, 0, "getrusage failed");
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Rusage {
+        user: tv(ru.ru_utime),
+        sys: tv(ru.ru_stime),
+        maxrss_kib: ru.ru_maxrss as u64,
+        minflt: ru.ru_minflt as u64,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs one implementation once, verifies it, prints the JSON sample.
+fn child(name: &str, depth: u32) {
+    let spec = movegc_spec(name).unwrap_or_else(|e| panic!("{e}"));
+    let t = Instant::now();
+    let (lines, stats) = match &spec {
+        None => (binary_trees::run_boxed(depth).lines, None),
+        Some(spec) => {
+            let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
+            let heap = cfg.build().expect("creating the heap");
+            let mut m = heap.attach().expect("attaching");
+            let out = binary_trees::run_movegc_with(&mut m, depth, cfg.scheme)
+                .expect("binary-trees on movegc");
+            drop(m);
+            (out.lines, Some(heap.stats()))
+        }
+    };
+    let wall = t.elapsed();
+    let expected = binary_trees::expected_checks(depth);
+    assert_eq!(
+        lines, expected,
+        "{name}: wrong binary-trees output at depth {depth}"
+    );
+    let ru = rusage();
+    let mut s = Sample {
+        implementation: name.to_string(),
+        config: spec.unwrap_or_default(),
+        depth,
+        wall_s: wall.as_secs_f64(),
+        user_s: ru.user.as_secs_f64(),
+        sys_s: ru.sys.as_secs_f64(),
+        cpu_s: (ru.user + ru.sys).as_secs_f64(),
+        maxrss_mib: ru.maxrss_kib as f64 / 1024.0,
+        minor_faults: ru.minflt,
+        gc_cycles: 0,
+        pause_p50_ms: 0.0,
+        pause_p99_ms: 0.0,
+        pause_max_ms: 0.0,
+        pause_total_ms: 0.0,
+        phases_ms: BTreeMap::new(),
+        live_mib_last: 0.0,
+        strategies: Vec::new(),
+        lines_hash: format!("{:016x}", binary_trees::lines_hash(&lines)),
+        verified: true,
+    };
+    if let Some(st) = stats {
+        s.gc_cycles = st.cycles;
+        s.pause_p50_ms = ms(st.pause_quantile(0.5));
+        s.pause_p99_ms = ms(st.pause_quantile(0.99));
+        s.pause_max_ms = ms(st.max_pause);
+        s.pause_total_ms = ms(st.total_pause);
+        s.live_mib_last = st.live_bytes as f64 / (1 << 20) as f64;
+        let mut add =
+            |k: &str, d: Duration| *s.phases_ms.entry(k.to_string()).or_default() += ms(d);
+        // `recent` keeps the last 1024 cycles: all of them at these depths.
+        for c in &st.recent {
+            if let Some(name) = c.strategy.map(Strategy::name) {
+                if !s.strategies.iter().any(|n| n == name) {
+                    s.strategies.push(name.to_string());
+                }
+            }
+            add("safepoint", c.time_to_safepoint);
+            add("mark", c.mark);
+            add("prepare", c.prepare);
+            add("flip", c.flip);
+            add("compact", c.compact);
+            add("update_roots", c.update_roots);
+            add("release", c.release);
+            add("verify", c.verify);
+        }
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&s).expect("serialising a sample")
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Runs one child; `Err` describes a crash, a failed verification (the
+/// child panics) or unreadable output.
+fn run_child(name: &str, depth: u32) -> Result<Sample, String> {
+    let exe = std::env::current_exe().expect("current executable");
+    let out = Command::new(exe)
+        .env(CHILD_ENV, name)
+        .env("BT_DEPTH", depth.to_string())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("spawning failed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("child exited with {}", out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .ok_or_else(|| "no JSON line on stdout".to_string())?;
+    serde_json::from_str(line).map_err(|e| format!("bad JSON ({e}): {line}"))
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v:?} is not valid")),
+        Err(_) => default,
+    }
+}
+
+fn main() {
+    let depth_arg = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let depth: u32 = match depth_arg {
+        Some(a) => a
+            .parse()
+            .unwrap_or_else(|_| panic!("depth argument {a:?} is not a number")),
+        None => env_or("BT_DEPTH", DEFAULT_DEPTH),
+    };
+    assert!(
+        depth <= binary_trees::MAX_N,
+        "depth {depth} is above {}",
+        binary_trees::MAX_N
+    );
+    if let Ok(name) = std::env::var(CHILD_ENV) {
+        child(&name, depth);
+        return;
+    }
+    let repeat: usize = env_or("BT_REPEAT", DEFAULT_REPEAT).max(1);
+    let impls_env = std::env::var("BT_IMPLS").unwrap_or_else(|_| DEFAULT_IMPLS.to_string());
+    let impls: Vec<String> = impls_env
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    for i in &impls {
+        movegc_spec(i).unwrap_or_else(|e| panic!("{e}"));
+    }
+    eprintln!(
+        "binary-trees depth {depth}: {} nodes allocated per run; {repeat} runs of {}",
+        binary_trees::total_nodes(depth),
+        impls.join(", ")
+    );
+    let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
+    let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in 0..repeat {
+        // Alternate, and rotate the order each round so no implementation
+        // always runs first (or right after the same neighbour).
+        let k = impls.len();
+        for j in 0..k {
+            let name = &impls[(j + r) % k];
+            let s = match run_child(name, depth) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("  run {}/{repeat} {name}: FAILED: {e}", r + 1);
+                    failures.entry(name.as_str()).or_default().push(e);
+                    continue;
+                }
+            };
+            eprintln!(
+                "  run {}/{repeat} {name}: {:.3} s wall, {:.3} s cpu, {:.0} MiB rss, {} gc cycles, {} faults, phases {:?}",
+                r + 1,
+                s.wall_s,
+                s.cpu_s,
+                s.maxrss_mib,
+                s.gc_cycles,
+                s.minor_faults,
+                s.phases_ms.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>()
+            );
+            samples.entry(name.as_str()).or_default().push(s);
+        }
+    }
+    print_table(depth, repeat, &impls, &samples, &failures);
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
+}
+
+fn print_table(
+    depth: u32,
+    repeat: usize,
+    impls: &[String],
+    samples: &BTreeMap<&str, Vec<Sample>>,
+    failures: &BTreeMap<&str, Vec<String>>,
+) {
+    let med = |name: &str, f: &dyn Fn(&Sample) -> f64| -> f64 {
+        let mut v: Vec<f64> = samples[name].iter().map(f).collect();
+        median(&mut v)
+    };
+    let box_wall = samples
+        .contains_key("box")
+        .then(|| med("box", &|s| s.wall_s));
+    let hashes: Vec<&str> = samples
+        .values()
+        .flatten()
+        .map(|s| s.lines_hash.as_str())
+        .collect();
+    let same = hashes.windows(2).all(|w| w[0] == w[1]);
+    println!();
+    println!("binary-trees, depth {depth}, {repeat} runs each (medians; wall min–max)");
+    println!();
+    println!("| impl | config | strategy | wall s (min–max) | CPU s | peak RSS MiB | GC cycles | pause p50 / p99 / max ms | total pause s | vs box |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for name in impls {
+        let failed = failures.get(name.as_str()).map_or(0, Vec::len);
+        let Some(v) = samples.get(name.as_str()) else {
+            let why = failures
+                .get(name.as_str())
+                .and_then(|f| f.first())
+                .map_or("", String::as_str);
+            println!("| {name} | FAILED {failed}/{repeat} runs: {why} | | | | | | | | |");
+            continue;
+        };
+        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {
+            (lo.min(s.wall_s), hi.max(s.wall_s))
+        });
+        let wall = med(name, &|s| s.wall_s);
+        let gc = movegc_spec(name).ok().flatten().is_some();
+        let pauses = if gc {
+            format!(
+                "{:.1} / {:.1} / {:.1}",
+                med(name, &|s| s.pause_p50_ms),
+                med(name, &|s| s.pause_p99_ms),
+                med(name, &|s| s.pause_max_ms)
+            )
+        } else {
+            "–".to_string()
+        };
+        let mut config = movegc_spec(name)
+            .ok()
+            .flatten()
+            .map_or("jemalloc".to_string(), |c| {
+                if c.is_empty() {
+                    "defaults".to_string()
+                } else {
+                    c
+                }
+            });
+        if failed > 0 {
+            config.push_str(&format!(" ({failed} of {repeat} runs FAILED)"));
+        }
+        let mut used: Vec<&str> = v
+            .iter()
+            .flat_map(|s| s.strategies.iter().map(String::as_str))
+            .collect();
+        used.sort_unstable();
+        used.dedup();
+        let strategy = if gc {
+            used.join(", ")
+        } else {
+            "–".to_string()
+        };
+        println!(
+            "| {name} | {config} | {strategy} | {wall:.2} ({lo:.2}–{hi:.2}) | {:.2} | {:.0} | {} | {pauses} | {} | {} |",
+            med(name, &|s| s.cpu_s),
+            med(name, &|s| s.maxrss_mib),
+            if gc { format!("{:.0}", med(name, &|s| s.gc_cycles as f64)) } else { "–".into() },
+            if gc { format!("{:.2}", med(name, &|s| s.pause_total_ms) / 1e3) } else { "–".into() },
+            box_wall.map_or("–".to_string(), |b| format!("{:.2}x", wall / b)),
+        );
+    }
+    println!();
+    println!("outputs verified in every child; identical line hashes across runs: {same}");
+    let env: Vec<String> = ["BT_DEPTH", "BT_REPEAT", "BT_IMPLS"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v:?}")))
+        .collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    println!(
+        "command: {}{}cargo bench -p movegc-bench --bench binary_trees{}",
+        env.join(" "),
+        if env.is_empty() { "" } else { " " },
+        if args.is_empty() {
+            String::new()
+        } else {
+            format!(" -- {}", args.join(" "))
+        }
+    );
+}

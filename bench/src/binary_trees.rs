@@ -1,0 +1,409 @@
+//! The Computer Language Benchmarks Game's *binary-trees*, on movegc and on
+//! `Box` (the system or global allocator), with the same rules and output.
+//!
+//! Rules: `min_depth = 4`, `max_depth = max(min_depth + 2, n)`. A *stretch*
+//! tree of depth `max_depth + 1` is built, checked and dropped; then a
+//! *long-lived* tree of depth `max_depth` is built and kept; then for every
+//! depth `d = min_depth, min_depth + 2, ..= max_depth`,
+//! `1 << (max_depth - d + min_depth)` trees of depth `d` are built, checked
+//! and dropped; finally the long-lived tree is checked. A tree of depth `d`
+//! is a perfect binary tree with `2^(d+1) - 1` nodes, and a tree's *check*
+//! is its number of nodes. The output, exactly:
+//!
+//! ```text
+//! stretch tree of depth {max_depth+1}\t check: {C}
+//! {iterations}\t trees of depth {d}\t check: {C}       (one line per d)
+//! long lived tree of depth {max_depth}\t check: {C}
+//! ```
+//!
+//! On movegc a node is a record with two reference fields and no data
+//! (24 bytes with its header). The fast scheme ([`Scheme::Batched`]) builds
+//! trees top-down: each node is linked into its parent right after it is
+//! allocated, so its local handle is only needed while its own children are
+//! allocated, and handle scopes are opened only every few levels. Checking
+//! walks the tree with [`Mutator::get_ref`] in the same batched scopes. The
+//! textbook scheme ([`Scheme::ScopePerNode`]: recursive bottom-up
+//! construction with one [`Mutator::scope_escape`] per node) is kept for
+//! comparison.
+
+use std::time::{Duration, Instant};
+
+use movegc::{Heap, Layout, Local, Mutator, Result};
+
+/// Smallest tree depth of the iterated phase (fixed by the benchmark).
+pub const MIN_DEPTH: u32 = 4;
+
+/// Embedder tag of tree nodes on movegc.
+pub const NODE_TAG: u16 = 0xB7;
+
+/// Scope batching used by [`run_movegc`]: one handle scope per this many
+/// tree levels (at most `2^k` live handles per scope, a few hundred in all).
+pub const DEFAULT_SCOPE_LEVELS: u32 = 4;
+
+/// The largest `n` accepted: deeper trees would not fit any realistic heap
+/// and would overflow the iteration count's shift.
+pub const MAX_N: u32 = 40;
+
+/// What one run printed, and how long it took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    /// The benchmark's output lines, without trailing newlines.
+    pub lines: Vec<String>,
+    /// Wall-clock time of the run (building, checking and dropping trees;
+    /// on movegc including collections, excluding heap creation).
+    pub elapsed: Duration,
+}
+
+/// How [`run_movegc_with`] builds and checks trees on movegc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// Bottom-up recursion with one `scope_escape` per node: the direct
+    /// translation of the benchmark's `bottom_up_tree`. Checking opens a
+    /// scope per node.
+    ScopePerNode,
+    /// Top-down construction, linking each node into its parent as soon as
+    /// it is allocated, with one plain `scope` per `levels` tree levels
+    /// (building and checking). `levels` must be at least 1.
+    Batched {
+        /// Tree levels per handle scope.
+        levels: u32,
+    },
+}
+
+impl Default for Scheme {
+    fn default() -> Self {
+        Scheme::Batched {
+            levels: DEFAULT_SCOPE_LEVELS,
+        }
+    }
+}
+
+/// `max(MIN_DEPTH + 2, n)`: the depth of the long-lived tree.
+pub fn max_depth(n: u32) -> u32 {
+    (MIN_DEPTH + 2).max(n)
+}
+
+/// Nodes of a perfect binary tree of depth `d`: `2^(d+1) - 1`.
+pub fn tree_nodes(d: u32) -> u64 {
+    (1u64 << (d + 1)) - 1
+}
+
+/// The depths of the iterated phase with their iteration counts.
+pub fn iteration_plan(n: u32) -> Vec<(u32, u64)> {
+    let max = max_depth(n);
+    (MIN_DEPTH..=max)
+        .step_by(2)
+        .map(|d| (d, 1u64 << (max - d + MIN_DEPTH)))
+        .collect()
+}
+
+/// Total nodes one run allocates (stretch, long-lived and iterated trees).
+pub fn total_nodes(n: u32) -> u64 {
+    let max = max_depth(n);
+    tree_nodes(max + 1)
+        + tree_nodes(max)
+        + iteration_plan(n)
+            .iter()
+            .map(|&(d, it)| it * tree_nodes(d))
+            .sum::<u64>()
+}
+
+fn stretch_line(max: u32, check: u64) -> String {
+    format!("stretch tree of depth {}\t check: {}", max + 1, check)
+}
+
+fn iteration_line(iterations: u64, d: u32, check: u64) -> String {
+    format!("{iterations}\t trees of depth {d}\t check: {check}")
+}
+
+fn long_lived_line(max: u32, check: u64) -> String {
+    format!("long lived tree of depth {max}\t check: {check}")
+}
+
+/// The output lines of a correct run, computed arithmetically.
+pub fn expected_checks(n: u32) -> Vec<String> {
+    check_n(n);
+    let max = max_depth(n);
+    let mut lines = vec![stretch_line(max, tree_nodes(max + 1))];
+    for (d, it) in iteration_plan(n) {
+        lines.push(iteration_line(it, d, it * tree_nodes(d)));
+    }
+    lines.push(long_lived_line(max, tree_nodes(max)));
+    lines
+}
+
+fn check_n(n: u32) {
+    assert!(
+        n <= MAX_N,
+        "binary-trees depth {n} is above the supported maximum {MAX_N}"
+    );
+}
+
+/// The benchmark's driver, generic over the tree representation: `build`
+/// makes a tree and `check` counts its nodes; dropping a tree frees it.
+fn drive<T, E>(
+    n: u32,
+    mut build: impl FnMut(u32) -> std::result::Result<T, E>,
+    mut check: impl FnMut(&T) -> std::result::Result<u64, E>,
+) -> std::result::Result<Output, E> {
+    check_n(n);
+    let start = Instant::now();
+    let max = max_depth(n);
+    let mut lines = Vec::new();
+    {
+        let stretch = build(max + 1)?;
+        lines.push(stretch_line(max, check(&stretch)?));
+    }
+    let long_lived = build(max)?;
+    for (d, iterations) in iteration_plan(n) {
+        let mut total = 0;
+        for _ in 0..iterations {
+            let t = build(d)?;
+            total += check(&t)?;
+        }
+        lines.push(iteration_line(iterations, d, total));
+    }
+    lines.push(long_lived_line(max, check(&long_lived)?));
+    drop(long_lived);
+    Ok(Output {
+        lines,
+        elapsed: start.elapsed(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Box
+
+/// A tree node of the `Box` implementation.
+#[derive(Debug)]
+pub struct Node {
+    /// Left subtree.
+    pub left: Option<Box<Node>>,
+    /// Right subtree.
+    pub right: Option<Box<Node>>,
+}
+
+impl Node {
+    /// A perfect tree of depth `depth`, built bottom-up.
+    pub fn bottom_up(depth: u32) -> Box<Node> {
+        if depth == 0 {
+            Box::new(Node {
+                left: None,
+                right: None,
+            })
+        } else {
+            Box::new(Node {
+                left: Some(Node::bottom_up(depth - 1)),
+                right: Some(Node::bottom_up(depth - 1)),
+            })
+        }
+    }
+
+    /// Number of nodes.
+    pub fn check(&self) -> u64 {
+        1 + self.left.as_ref().map_or(0, |l| l.check())
+            + self.right.as_ref().map_or(0, |r| r.check())
+    }
+}
+
+/// Runs binary-trees with `Box`ed nodes (whatever the process's global
+/// allocator is). Panics if `n > MAX_N`.
+pub fn run_boxed(n: u32) -> Output {
+    let r = drive(
+        n,
+        |d| Ok::<_, std::convert::Infallible>(Node::bottom_up(d)),
+        |t| Ok(t.check()),
+    );
+    match r {
+        Ok(o) => o,
+        Err(e) => match e {},
+    }
+}
+
+// ---------------------------------------------------------------------------
+// movegc
+
+/// The layout of a tree node on movegc: two references, no data.
+pub fn node_layout() -> Layout {
+    Layout::record(NODE_TAG, 2, 0).expect("a 2-reference record is a valid layout")
+}
+
+/// Runs binary-trees on `heap` with the default (fastest) scheme. The
+/// calling thread must not already have a mutator for `heap`. Panics if
+/// `n > MAX_N`.
+pub fn run_movegc(heap: &Heap, n: u32) -> Result<Output> {
+    let mut m = heap.attach()?;
+    run_movegc_with(&mut m, n, Scheme::default())
+}
+
+/// Runs binary-trees with an existing mutator and a chosen [`Scheme`]. The
+/// mutator's handle stack is left as it was found.
+pub fn run_movegc_with(m: &mut Mutator, n: u32, scheme: Scheme) -> Result<Output> {
+    let layout = node_layout();
+    let trees = Trees {
+        layout: &layout,
+        scheme,
+    };
+    m.scope(|m| {
+        // Each tree is built into a handle of the caller's scope; a scope
+        // around every `build` + `check` pair releases them again.
+        let build_and_check = |m: &mut Mutator, d: u32| {
+            m.scope(|m| trees.build(m, d).and_then(|t| trees.check(m, t)))
+        };
+        check_n(n);
+        let start = Instant::now();
+        let max = max_depth(n);
+        let mut lines = vec![stretch_line(max, build_and_check(m, max + 1)?)];
+        let long_lived = trees.build(m, max)?;
+        for (d, iterations) in iteration_plan(n) {
+            let mut total = 0;
+            for _ in 0..iterations {
+                total += build_and_check(m, d)?;
+            }
+            lines.push(iteration_line(iterations, d, total));
+        }
+        lines.push(long_lived_line(max, trees.check(m, long_lived)?));
+        Ok(Output {
+            lines,
+            elapsed: start.elapsed(),
+        })
+    })
+}
+
+struct Trees<'a> {
+    layout: &'a Layout,
+    scheme: Scheme,
+}
+
+impl Trees<'_> {
+    /// A tree of depth `depth`, as a handle in the current scope.
+    fn build(&self, m: &mut Mutator, depth: u32) -> Result<Local> {
+        match self.scheme {
+            Scheme::ScopePerNode => self.bottom_up(m, depth),
+            Scheme::Batched { levels } => {
+                let levels = levels.max(1);
+                let root = m.alloc(self.layout)?;
+                m.scope(|m| self.fill(m, root, depth, levels))?;
+                Ok(root)
+            }
+        }
+    }
+
+    /// Number of nodes of the tree `root`.
+    fn check(&self, m: &mut Mutator, root: Local) -> Result<u64> {
+        match self.scheme {
+            Scheme::ScopePerNode => self.check_per_node(m, root),
+            Scheme::Batched { levels } => {
+                let levels = levels.max(1);
+                m.scope(|m| self.check_batched(m, root, levels, levels))
+            }
+        }
+    }
+
+    fn bottom_up(&self, m: &mut Mutator, depth: u32) -> Result<Local> {
+        m.scope_escape(|m| {
+            if depth == 0 {
+                return m.alloc(self.layout);
+            }
+            let left = self.bottom_up(m, depth - 1)?;
+            let right = self.bottom_up(m, depth - 1)?;
+            let node = m.alloc(self.layout)?;
+            m.set_ref(node, 0, Some(left))?;
+            m.set_ref(node, 1, Some(right))?;
+            Ok(node)
+        })
+    }
+
+    fn check_per_node(&self, m: &mut Mutator, node: Local) -> Result<u64> {
+        m.scope(|m| {
+            let mut n = 1;
+            for i in 0..2 {
+                if let Some(c) = m.get_ref(node, i)? {
+                    n += self.check_per_node(m, c)?;
+                }
+            }
+            Ok(n)
+        })
+    }
+
+    /// Allocates the `depth` levels below `node` (already allocated and
+    /// reachable). `budget` levels remain before a new scope is opened.
+    fn fill(&self, m: &mut Mutator, node: Local, depth: u32, budget: u32) -> Result<()> {
+        if depth == 0 {
+            return Ok(());
+        }
+        if budget == 0 {
+            return m.scope(|m| self.fill(m, node, depth, self.levels()));
+        }
+        for i in 0..2 {
+            // `node` is a handle, so it is found at its new address even if
+            // this allocation collected; the child is reachable from it at
+            // once and needs its own handle only while its subtree is made.
+            let child = m.alloc(self.layout)?;
+            m.set_ref(node, i, Some(child))?;
+            self.fill(m, child, depth - 1, budget - 1)?;
+        }
+        Ok(())
+    }
+
+    fn check_batched(&self, m: &mut Mutator, node: Local, budget: u32, levels: u32) -> Result<u64> {
+        if budget == 0 {
+            return m.scope(|m| self.check_batched(m, node, levels, levels));
+        }
+        let mut n = 1;
+        for i in 0..2 {
+            if let Some(c) = m.get_ref(node, i)? {
+                n += self.check_batched(m, c, budget - 1, levels)?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn levels(&self) -> u32 {
+        match self.scheme {
+            Scheme::Batched { levels } => levels.max(1),
+            Scheme::ScopePerNode => 1,
+        }
+    }
+}
+
+/// FNV-1a hash of the lines joined by newlines: a short fingerprint of an
+/// output for reports.
+pub fn lines_hash(lines: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            h = (h ^ u64::from(b'\n')).wrapping_mul(0x100_0000_01b3);
+        }
+        for b in l.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_and_expected_lines() {
+        assert_eq!(max_depth(0), 6);
+        assert_eq!(iteration_plan(6), vec![(4, 64), (6, 16)]);
+        assert_eq!(
+            expected_checks(6),
+            vec![
+                "stretch tree of depth 7\t check: 255",
+                "64\t trees of depth 4\t check: 1984",
+                "16\t trees of depth 6\t check: 2032",
+                "long lived tree of depth 6\t check: 127",
+            ]
+        );
+        assert_eq!(total_nodes(6), 255 + 127 + 1984 + 2032);
+    }
+
+    #[test]
+    fn boxed_matches_arithmetic() {
+        assert_eq!(run_boxed(7).lines, expected_checks(7));
+    }
+}
