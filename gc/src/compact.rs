@@ -104,7 +104,8 @@ impl Compactor<'_> {
             }
             filled += n;
             if filled < want {
-                w = next_live(self.fwd.live, w + n, self.fwd.end_words).expect("live words end early");
+                w = next_live(self.fwd.live, w + n, self.fwd.end_words)
+                    .expect("live words end early");
             }
         }
         dst[filled * WORD..].fill(0);
@@ -112,7 +113,8 @@ impl Compactor<'_> {
         // 2. Fix references, walking objects in to-space order.
         let page_end = page_word + filled;
         let mut obj_to = self.fwd.forward(ps.first_object);
-        let mut header = Header::from_raw(read(self.old_word_addr(ps.first_object))).expect("first object header");
+        let mut header = Header::from_raw(read(self.old_word_addr(ps.first_object)))
+            .expect("first object header");
         loop {
             let refs = header.ref_count();
             if refs > 0 {
@@ -132,7 +134,8 @@ impl Compactor<'_> {
             }
             let i = (obj_to - page_word) * WORD;
             let raw = u64::from_ne_bytes(dst[i..i + WORD].try_into().expect("word"));
-            header = Header::from_raw(raw).unwrap_or_else(|| panic!("bad header {raw:#x} in to-space page {page}"));
+            header = Header::from_raw(raw)
+                .unwrap_or_else(|| panic!("bad header {raw:#x} in to-space page {page}"));
         }
         filled * WORD
     }
@@ -151,7 +154,8 @@ impl Compactor<'_> {
         while w < page_end {
             let addr = self.space_start + w * WORD;
             let raw = read(addr);
-            let h = Header::from_raw(raw).unwrap_or_else(|| panic!("bad header {raw:#x} in dense page {page}"));
+            let h = Header::from_raw(raw)
+                .unwrap_or_else(|| panic!("bad header {raw:#x} in dense page {page}"));
             let refs = h.ref_count();
             let lo = (w + 1).max(page_word);
             let hi = (w + 1 + refs).min(page_end);

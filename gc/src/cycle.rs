@@ -1,9 +1,11 @@
 //! One collection, phase by phase, top to bottom.
 //!
 //! ```text
-//!  stop the world ─ retire TLABs, gather roots
+//!  stop the world ─ (verify the previous concurrent cycle) retire TLABs, gather roots
 //!    mark          parallel, into the mark and live-words bitmaps
-//!    prepare       dense prefix, chunk offsets, fillers, page-start table
+//!    prepare       dense prefix (stop-the-world only), chunk offsets,
+//!                  fillers, page-start table
+//!  stop-the-world strategy:
 //!    flip          mremap(DONTUNMAP) the pages above the dense prefix to
 //!                  the from-space: the heap range is now empty
 //!    compact       every to-space page = compact_page(p), in parallel;
@@ -12,82 +14,145 @@
 //!    release       drop the from-space pages, clear the bitmaps
 //!    verify        (debug/test builds) check every reference and header
 //!  restart the world
+//!
+//!  concurrent strategies:
+//!    flip          publish the cycle to the fault resolvers, register the
+//!                  used range MISSING, mremap(DONTUNMAP) its pages out
+//!    update roots  as above; the top drops to the compacted size
+//!  restart the world ── mutators run; a touched page faults and is
+//!                       compacted first (concurrent::fault)
+//!    driver        GC threads compact + install every page (concurrent::sweep),
+//!                  unregister, drain resolvers, recycle/release the
+//!                  from-space, hand the metadata back; verified at the next
+//!                  pause (or by `collect()`, which waits for the cycle)
 //! ```
 
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
 use crate::compact::Compactor;
+use crate::concurrent::fault::HandlerThread;
+use crate::concurrent::{CycleSetup, CycleShared, FaultMode, InstallMode};
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
 use crate::heap::{GcHeap, HeapError};
-use crate::mapping::{round_up, Prot, WordMap, PAGE_SIZE};
+use crate::mapping::{round_up, FrozenWordMap, Mapping, Prot, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mark::{mark, MarkContext};
 use crate::object::{load_word, store_word, Header, Layout, ObjRef, WORD};
 use crate::safepoint::StoppedWorld;
-use crate::space::{LargeObjectSpace, MovingSpace};
+use crate::space::{LargeObject, LargeObjectSpace, MovingSpace};
 use crate::stats::{CycleStats, Strategy, Trigger};
+use crate::uffd::RegisterMode;
 use crate::verify;
 
 /// Tag of the filler objects written over dead gaps in the dense prefix.
 pub const FILLER_TAG: u16 = u16::MAX;
 
-/// The collector's side metadata and worker pool, reused across cycles.
-pub(crate) struct Collector {
+/// Side metadata of the moving space, reused across cycles.
+pub(crate) struct Metadata {
     marks: WordMap,
     live: WordMap,
     offsets: Vec<u32>,
     pages: Vec<PageStart>,
-    pool: rayon::ThreadPool,
-    threads: usize,
+}
+
+/// The collector: metadata, per-thread buffers and cycle bookkeeping.
+pub(crate) struct Collector {
+    /// `None` while a concurrent cycle owns the metadata.
+    meta: Option<Metadata>,
+    buffers: Vec<Mapping>,
     cycles: u64,
+    /// A concurrent cycle is running after its flip.
+    pub(crate) in_flight: bool,
+    /// The last concurrent cycle has not been verified yet.
+    unverified: bool,
+    /// End of the packed objects produced by the last cycle.
+    packed_end: usize,
 }
 
 impl Collector {
-    pub(crate) fn new(space: &MovingSpace, threads: usize) -> Result<Collector, HeapError> {
+    pub(crate) fn new(space: &MovingSpace) -> Result<Collector, HeapError> {
         let words = space.capacity() / WORD;
-        let threads = threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("movegc-worker-{i}"))
-            .build()
-            .map_err(|e| HeapError::Threads(e.to_string()))?;
         Ok(Collector {
-            marks: WordMap::new(chunks_for(words))?,
-            live: WordMap::new(chunks_for(words))?,
-            offsets: vec![0; chunks_for(words) + 1],
-            pages: Vec::new(),
-            pool,
-            threads,
+            meta: Some(Metadata {
+                marks: WordMap::new(chunks_for(words))?,
+                live: WordMap::new(chunks_for(words))?,
+                offsets: vec![0; chunks_for(words) + 1],
+                pages: Vec::new(),
+            }),
+            buffers: Vec::new(),
             cycles: 0,
+            in_flight: false,
+            unverified: false,
+            packed_end: space.start(),
         })
     }
 
-    /// Runs one stop-the-world collection. The world must be stopped (the
-    /// `StoppedWorld` proves it) for the whole call.
-    pub(crate) fn collect(&mut self, heap: &GcHeap, world: &mut StoppedWorld<'_>, trigger: Trigger) -> CycleStats {
+    /// Verifies the heap now (world stopped). Panics on corruption: the
+    /// heap cannot be used safely any more.
+    pub(crate) fn verify_stopped(
+        &mut self,
+        heap: &GcHeap,
+        world: &mut StoppedWorld<'_>,
+    ) -> Duration {
+        let t = Instant::now();
+        let inner = &heap.inner;
+        let roots = gather_roots(heap, world, false);
+        let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let packed_end = self.packed_end.max(inner.space.start());
+        if let Err(e) = verify::verify_heap(
+            inner.space.start(),
+            packed_end,
+            inner.space.top(),
+            &los,
+            &roots,
+        ) {
+            panic!("heap verification failed after cycle {}: {e}", self.cycles);
+        }
+        self.unverified = false;
+        t.elapsed()
+    }
+
+    /// Whether the last concurrent cycle still needs verifying.
+    pub(crate) fn needs_verify(&self) -> bool {
+        self.unverified
+    }
+
+    /// Runs the pause of one collection. For the stop-the-world strategy the
+    /// whole cycle runs here and the result is final (`true`); for the
+    /// concurrent ones the pause ends after the flip, a driver thread
+    /// finishes the cycle, and the returned stats cover the pause (`false`).
+    pub(crate) fn collect(
+        &mut self,
+        heap: &GcHeap,
+        world: &mut StoppedWorld<'_>,
+        trigger: Trigger,
+        strategy: Strategy,
+    ) -> (CycleStats, bool) {
         let t_start = Instant::now();
         let inner = &heap.inner;
         let space = &inner.space;
+        assert!(
+            !self.in_flight,
+            "a collection started while a concurrent cycle is in flight"
+        );
+        let mut st = CycleStats::default();
+        if inner.config.verify && self.unverified {
+            st.verify = self.verify_stopped(heap, world);
+        }
         let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
         self.cycles += 1;
-        let mut st = CycleStats {
-            cycle: self.cycles,
-            strategy: Some(Strategy::StopTheWorld),
-            trigger: Some(trigger),
-            used_before: space.used(),
-            ..Default::default()
-        };
+        st.cycle = self.cycles;
+        st.strategy = Some(strategy);
+        st.trigger = Some(trigger);
+        st.used_before = space.used();
 
-        // Retire TLABs and gather roots.
-        let mut roots: Vec<usize> = Vec::new();
-        world.for_each_mutator(|m| {
-            m.tlab.reset();
-            roots.extend(m.roots.iter().flatten().map(|r| r.addr()));
-        });
-        heap.with_persistent_roots(|p| roots.extend(p.iter().flatten().map(|r| r.addr())));
+        let roots = gather_roots(heap, world, true);
         let mut los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let mut meta = self.meta.take().expect("metadata present between cycles");
 
         // Mark.
         let t = Instant::now();
@@ -95,33 +160,75 @@ impl Collector {
         let top = space.top();
         let end_words = (top - start) / WORD;
         let m = mark(
-            &MarkContext { space_start: start, space_top: top, marks: self.marks.atomics(), live: self.live.atomics(), los: &los },
+            &MarkContext {
+                space_start: start,
+                space_top: top,
+                marks: meta.marks.atomics(),
+                live: meta.live.atomics(),
+                los: &los,
+            },
             &roots,
-            Some(&self.pool),
-            self.threads,
+            Some(&inner.pool),
+            inner.config.gc_threads.max(1),
         );
         st.mark = t.elapsed();
         st.live_bytes = m.bytes;
         st.live_objects = m.objects;
         st.large_objects_live = m.large_objects;
 
-        // Prepare: dense prefix, offsets, fillers, page starts.
+        // Prepare: dense prefix (stop-the-world only), offsets, fillers, page starts.
         let t = Instant::now();
-        let live = self.live.words();
-        let dense = inner.config.dense_prefix_threshold.map_or(0, |th| forwarding::dense_prefix(live, end_words, th));
-        let total = forwarding::compute_offsets(live, dense, end_words, &mut self.offsets);
-        fill_dense_gaps(start, self.marks.words_mut(), dense);
-        let marks = self.marks.words();
-        // Re-borrow `live` after the marks were written (disjoint maps).
-        let live = self.live.words();
-        let fwd = Forwarding { live, offsets: &self.offsets, dense_words: dense, end_words };
-        forwarding::page_starts(&fwd, marks, &mut self.pages);
+        let dense = match (strategy, inner.config.dense_prefix_threshold) {
+            (Strategy::StopTheWorld, Some(th)) => {
+                forwarding::dense_prefix(meta.live.words(), end_words, th)
+            }
+            _ => 0,
+        };
+        let total =
+            forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets);
+        fill_dense_gaps(start, meta.marks.words_mut(), dense);
+        {
+            let Metadata {
+                marks,
+                live,
+                offsets,
+                pages,
+            } = &mut meta;
+            let fwd = Forwarding {
+                live: live.words(),
+                offsets,
+                dense_words: dense,
+                end_words,
+            };
+            forwarding::page_starts(&fwd, marks.words(), pages);
+        }
         st.prepare = t.elapsed();
+        st.moved_bytes = (total - dense) * WORD;
+        let reg_len = round_up(top - start, PAGE_SIZE);
 
-        // Flip: move the pages above the dense prefix to the from-space.
+        if strategy.is_concurrent() {
+            match self.flip_concurrent(
+                heap, world, &mut los, meta, &mut st, strategy, end_words, total, reg_len, t_start,
+            ) {
+                Ok(()) => {
+                    st.madvise_calls =
+                        inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
+                    return (st, false);
+                }
+                Err(m) => {
+                    // Registration or the flip failed: finish this cycle
+                    // stop-the-world (offsets were computed without a dense
+                    // prefix, which the stop-the-world path handles too).
+                    meta = m;
+                    st.strategy = Some(Strategy::StopTheWorld);
+                }
+            }
+        }
+
+        // Stop-the-world flip: move the pages above the dense prefix out.
         let t = Instant::now();
         let dense_bytes = dense * WORD;
-        let moved_len = round_up(top - start, PAGE_SIZE) - dense_bytes;
+        let moved_len = reg_len - dense_bytes;
         inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
         space
             .heap
@@ -131,85 +238,410 @@ impl Collector {
 
         // Compact.
         let t = Instant::now();
-        let comp = Compactor { fwd, marks, pages: &self.pages, space_start: start, from_start: space.from.start() };
+        let Metadata {
+            marks,
+            live,
+            offsets,
+            pages,
+        } = &mut meta;
+        let marks = marks.words();
+        let comp = Compactor {
+            fwd: Forwarding {
+                live: live.words(),
+                offsets,
+                dense_words: dense,
+                end_words,
+            },
+            marks,
+            pages,
+            space_start: start,
+            from_start: space.from.start(),
+        };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
         let heap_map = &space.heap;
-        self.pool.install(|| {
-            (dense_pages..npages).into_par_iter().with_min_len(8).for_each(|p| {
-                // SAFETY: the world is stopped and each to-space page index
-                // is visited by exactly one iteration, so this is the only
-                // reference to the page's bytes; the page lies inside the
-                // moving space (npages * PAGE_SIZE <= used bytes).
-                let dst = unsafe { heap_map.bytes_mut(p * PAGE_SIZE, PAGE_SIZE) };
-                comp.compact_page(p, dst);
-            });
-            (0..dense_pages).into_par_iter().with_min_len(8).for_each(|p| {
-                comp.update_dense_page(p, forwarding::object_start(marks, p * PAGE_WORDS));
-            });
+        inner.pool.install(|| {
+            (dense_pages..npages)
+                .into_par_iter()
+                .with_min_len(8)
+                .for_each(|p| {
+                    // SAFETY: the world is stopped and each to-space page index
+                    // is visited by exactly one iteration, so this is the only
+                    // reference to the page's bytes; the page lies inside the
+                    // moving space (npages * PAGE_SIZE <= used bytes).
+                    let dst = unsafe { heap_map.bytes_mut(p * PAGE_SIZE, PAGE_SIZE) };
+                    comp.compact_page(p, dst);
+                });
+            (0..dense_pages)
+                .into_par_iter()
+                .with_min_len(8)
+                .for_each(|p| {
+                    comp.update_dense_page(p, forwarding::object_start(marks, p * PAGE_WORDS));
+                });
         });
         st.compact = t.elapsed();
+        st.compaction = st.compact;
         st.pages_compacted = npages - dense_pages;
         st.dense_pages = dense_pages;
-        st.moved_bytes = (total - dense) * WORD;
 
         // Update roots and large objects; sweep large objects.
         let t = Instant::now();
-        let fix = |r: &mut Option<crate::object::ObjRef>| {
-            if let Some(o) = *r {
-                *r = ObjRef::from_slot(comp.forward_ref(o.addr() as u64));
-            }
-        };
-        world.for_each_mutator(|m| m.roots.iter_mut().for_each(fix));
-        heap.with_persistent_roots(|p| p.iter_mut().for_each(fix));
-        for lo in los.values().filter(|o| o.marked.load(Ordering::Relaxed)) {
-            let a = lo.obj().addr();
-            let n = lo.obj().header().ref_count();
-            for i in 0..n {
-                let slot = a + WORD + i * WORD;
-                let v = load_word(slot);
-                if v != 0 {
-                    store_word(slot, comp.forward_ref(v));
-                }
-            }
-        }
-        let los_before = inner.los.bytes();
-        let (freed_n, freed_b) = LargeObjectSpace::sweep(&mut los, inner.los.bytes_counter());
+        let (freed_n, freed_b) = update_roots(heap, world, &mut los, |v| comp.forward_ref(v));
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
 
         // Release the from-space and reset the allocator and metadata.
         let t = Instant::now();
-        inner
-            .space
+        space
             .from
             .remap_fresh(dense_bytes, moved_len, Prot::None)
             .unwrap_or_else(|e| panic!("releasing the from-space failed: {e}"));
         inner.counters.mmap.fetch_add(1, Ordering::Relaxed);
         let new_top = start + total * WORD;
         space.set_top(new_top);
-        let used_chunks = chunks_for(end_words);
-        self.marks.clear_prefix(used_chunks + 1);
-        self.live.clear_prefix(used_chunks + 1);
+        meta.marks.clear_prefix(chunks_for(end_words) + 1);
+        meta.live.clear_prefix(chunks_for(end_words) + 1);
+        self.meta = Some(meta);
+        self.packed_end = new_top;
         st.release = t.elapsed();
         st.freed_bytes = (top - new_top) + freed_b;
-        debug_assert!(los_before >= freed_b);
 
         // Verify.
         if inner.config.verify {
-            let t = Instant::now();
-            let mut all_roots = Vec::new();
-            world.for_each_mutator(|m| all_roots.extend(m.roots.iter().flatten().map(|r| r.addr())));
-            heap.with_persistent_roots(|p| all_roots.extend(p.iter().flatten().map(|r| r.addr())));
-            if let Err(e) = verify::verify_heap(start, new_top, &los, &all_roots) {
-                panic!("heap verification failed after cycle {}: {e}", st.cycle);
-            }
-            st.verify = t.elapsed();
+            drop(los);
+            st.verify += self.verify_stopped(heap, world);
         }
         st.madvise_calls = inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
         st.pause = t_start.elapsed();
-        st
+        st.cycle_time = st.pause;
+        (st, true)
     }
+
+    /// The concurrent flip. On failure gives the metadata back so the cycle
+    /// can finish stop-the-world.
+    #[allow(clippy::too_many_arguments)]
+    fn flip_concurrent(
+        &mut self,
+        heap: &GcHeap,
+        world: &mut StoppedWorld<'_>,
+        los: &mut BTreeMap<usize, LargeObject>,
+        meta: Metadata,
+        st: &mut CycleStats,
+        strategy: Strategy,
+        end_words: usize,
+        total: usize,
+        reg_len: usize,
+        t_start: Instant,
+    ) -> Result<(), Metadata> {
+        let inner = &heap.inner;
+        let space = &inner.space;
+        let start = space.start();
+        let support = inner
+            .concurrent
+            .as_ref()
+            .expect("concurrent strategy without userfaultfd support");
+        let t = Instant::now();
+        let install = if strategy == Strategy::ConcurrentMove {
+            InstallMode::Move
+        } else {
+            InstallMode::Copy
+        };
+        let Metadata {
+            marks,
+            live,
+            offsets,
+            pages,
+        } = meta;
+        let shared = Arc::new(CycleShared::new(CycleSetup {
+            live: FrozenWordMap::freeze(live),
+            marks: FrozenWordMap::freeze(marks),
+            offsets,
+            pages,
+            end_words,
+            total_words: total,
+            space_start: start,
+            from_start: space.from.start(),
+            reg_pages: space.capacity() / PAGE_SIZE,
+            used_pages: reg_len / PAGE_SIZE,
+            uffd: support.uffd.clone(),
+            install,
+            fault_mode: support.fault_mode,
+            injection: inner.config.injection,
+        }));
+        // Fault service first, so nothing can fault unserved.
+        let handler = match (support.fault_mode, &support.slot) {
+            (FaultMode::Sigbus, Some(slot)) => {
+                slot.publish(&shared);
+                None
+            }
+            _ => Some(HandlerThread::spawn(shared.clone())),
+        };
+        let undo = |shared: Arc<CycleShared>, handler: Option<HandlerThread>| -> Metadata {
+            match handler {
+                Some(h) => h.stop(),
+                None => support.slot.as_ref().expect("sigbus slot").unpublish(),
+            }
+            let (live, marks, offsets, pages) = Arc::try_unwrap(shared)
+                .ok()
+                .expect("cycle not shared yet")
+                .into_meta();
+            Metadata {
+                marks: marks.thaw(),
+                live: live.thaw(),
+                offsets,
+                pages,
+            }
+        };
+        // Register the *whole* space, then move its pages out (as ART does
+        // since 0e412ed06f): registering before the mremap leaves no window
+        // in which a stray access could map a zero page, and using the whole
+        // reservation never splits its VMA. A split would not merge back
+        // after unregistering (the halves get different anon_vmas) and a
+        // later mremap cannot span two VMAs (EFAULT). The mremap only walks
+        // populated page tables, so the unused part costs nothing.
+        let whole = space.capacity();
+        if let Err(e) = support.uffd.register(start, whole, RegisterMode::MISSING) {
+            crate::heap::warn_once(
+                &crate::heap::WARN_FLIP,
+                &format!(
+                    "registering the heap with userfaultfd failed ({e}); compacting stop-the-world"
+                ),
+            );
+            return Err(undo(shared, handler));
+        }
+        inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = space.heap.move_pages_to(&space.from, 0, whole) {
+            let _ = support.uffd.unregister(start, whole);
+            crate::heap::warn_once(
+                &crate::heap::WARN_FLIP,
+                &format!("mremap of the heap failed ({e}); compacting stop-the-world"),
+            );
+            return Err(undo(shared, handler));
+        }
+        st.flip = t.elapsed();
+        let t = Instant::now();
+        let comp = shared.compactor();
+        let (freed_n, freed_b) = update_roots(heap, world, los, |v| comp.forward_ref(v));
+        st.large_objects_freed = freed_n;
+        st.update_roots = t.elapsed();
+        let new_top = start + total * WORD;
+        space.set_top(new_top);
+        st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
+        st.pages_compacted = shared.npages();
+        st.fault_mode = Some(support.fault_mode);
+        st.pause = t_start.elapsed();
+        self.in_flight = true;
+        inner.in_flight.store(true, Ordering::Release);
+        self.packed_end = new_top;
+        let threads = inner.config.gc_threads.max(1);
+        while self.buffers.len() < threads {
+            match Mapping::new(
+                crate::concurrent::BLOCK_PAGES * PAGE_SIZE,
+                HUGE_PAGE_SIZE,
+                Prot::ReadWrite,
+            ) {
+                Ok(m) => {
+                    let _ = m.madvise(0, m.len(), libc::MADV_NOHUGEPAGE);
+                    self.buffers.push(m)
+                }
+                Err(e) => panic!("cannot map a compaction buffer: {e}"),
+            }
+        }
+        let buffers = std::mem::take(&mut self.buffers);
+        let (heap2, st2) = (heap.clone(), st.clone());
+        let flip_end = Instant::now();
+        std::thread::Builder::new()
+            .name("movegc-compactor".into())
+            .spawn(move || {
+                let h = heap2.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    drive(
+                        heap2, shared, st2, handler, buffers, flip_end, t_start, end_words,
+                    )
+                }));
+                if r.is_err() {
+                    // The heap may be half compacted: poison it, and never
+                    // leave waiters blocked on a cycle that will not end.
+                    h.poison();
+                    let mut col = h.inner.collector.lock().unwrap_or_else(|e| e.into_inner());
+                    col.in_flight = false;
+                    h.inner.in_flight.store(false, Ordering::Release);
+                    drop(col);
+                    h.inner.idle.notify_all();
+                }
+            })
+            .expect("spawn the compaction driver");
+        Ok(())
+    }
+}
+
+/// The rest of a concurrent cycle, on the driver thread: sweep, unregister,
+/// drain, release, hand the metadata back.
+#[allow(clippy::too_many_arguments)]
+fn drive(
+    heap: GcHeap,
+    shared: Arc<CycleShared>,
+    mut st: CycleStats,
+    handler: Option<HandlerThread>,
+    buffers: Vec<Mapping>,
+    flip_end: Instant,
+    t_start: Instant,
+    end_words: usize,
+) {
+    let inner = &heap.inner;
+    let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
+    let next = AtomicIsize::new(shared.nblocks() as isize - 1);
+    let times: Vec<Mutex<Duration>> = buffers.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
+    inner.pool.scope(|s| {
+        for (i, buf) in buffers.iter().enumerate() {
+            let (shared, next, times) = (&shared, &next, &times);
+            s.spawn(move |_| {
+                shared.sweep(next, buf);
+                *times[i].lock().unwrap_or_else(|e| e.into_inner()) = flip_end.elapsed();
+            });
+        }
+    });
+    // Every to-space page is mapped now.
+    st.compaction = flip_end.elapsed();
+    st.compaction_per_thread = times
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    let (rs, rl) = shared.registered();
+    if rl > 0 {
+        if let Err(e) = shared.uffd().unregister(rs, rl) {
+            tracing::warn!("unregistering the heap failed: {e}");
+        }
+        // Unregistering wakes threads sleeping on the range, but only those
+        // whose wait the kernel finds at that instant; an explicit wake of
+        // the whole range (valid after unregistering: it acts on the
+        // descriptor's wait queues) guarantees nobody is left asleep.
+        let _ = shared.uffd().wake(rs, rl);
+    }
+    match handler {
+        Some(h) => h.stop(),
+        None => inner
+            .concurrent
+            .as_ref()
+            .and_then(|c| c.slot.as_ref())
+            .expect("sigbus slot")
+            .unpublish(),
+    }
+    // Release what is left of the from-space (only the old used range ever
+    // held pages).
+    let used = shared.used_len();
+    let from = &inner.space.from;
+    let install = if st.strategy == Some(Strategy::ConcurrentMove) {
+        InstallMode::Move
+    } else {
+        InstallMode::Copy
+    };
+    match install {
+        InstallMode::Move => {
+            st.pages_released = from.resident_pages(0, used).unwrap_or(0);
+            from.remap_fresh(0, rl, Prot::None)
+                .unwrap_or_else(|e| panic!("releasing the from-space failed: {e}"));
+            inner.counters.mmap.fetch_add(1, Ordering::Relaxed);
+        }
+        InstallMode::Copy => {
+            // The pre-MOVE baseline frees the from-space with madvise in
+            // 8 MiB chunks, as ART does.
+            let chunk = 8 << 20;
+            let mut off = 0;
+            while off < used {
+                let len = chunk.min(used - off);
+                let _ = from.release(off, len, &inner.counters);
+                off += len;
+            }
+        }
+    }
+    let c = &shared.counters;
+    st.pages_moved = c.pages_moved.load(Ordering::Relaxed);
+    st.pages_copied = c.pages_copied.load(Ordering::Relaxed);
+    st.pages_zero_filled = c.pages_zero_filled.load(Ordering::Relaxed);
+    st.move_ioctls = c.move_ioctls.load(Ordering::Relaxed);
+    st.copy_ioctls = c.copy_ioctls.load(Ordering::Relaxed);
+    st.ebusy_fallbacks = c.ebusy_fallbacks.load(Ordering::Relaxed);
+    st.eagain_retries = c.eagain_retries.load(Ordering::Relaxed);
+    st.eexist = c.eexist.load(Ordering::Relaxed);
+    st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);
+    st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
+    st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
+    st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));
+    st.madvise_calls += inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
+    // Hand the metadata back for the next cycle.
+    let mut shared = shared;
+    let shared = loop {
+        match Arc::try_unwrap(shared) {
+            Ok(s) => break s,
+            Err(s) => {
+                shared = s;
+                std::thread::yield_now();
+            }
+        }
+    };
+    let (live, marks, offsets, pages) = shared.into_meta();
+    let mut meta = Metadata {
+        marks: marks.thaw(),
+        live: live.thaw(),
+        offsets,
+        pages,
+    };
+    meta.marks.clear_prefix(chunks_for(end_words) + 1);
+    meta.live.clear_prefix(chunks_for(end_words) + 1);
+    st.cycle_time = t_start.elapsed();
+    {
+        let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
+        col.meta = Some(meta);
+        col.buffers = buffers;
+        col.in_flight = false;
+        col.unverified = true;
+        inner.in_flight.store(false, Ordering::Release);
+        heap.after_cycle(&st);
+    }
+    inner.idle.notify_all();
+}
+
+/// Root values of all mutators and the persistent table; retires TLABs if
+/// asked (at the start of a cycle).
+fn gather_roots(heap: &GcHeap, world: &mut StoppedWorld<'_>, retire_tlabs: bool) -> Vec<usize> {
+    let mut roots: Vec<usize> = Vec::new();
+    world.for_each_mutator(|m| {
+        if retire_tlabs {
+            m.tlab.reset();
+        }
+        roots.extend(m.roots.iter().flatten().map(|r| r.addr()));
+    });
+    heap.with_persistent_roots(|p| roots.extend(p.iter().flatten().map(|r| r.addr())));
+    roots
+}
+
+/// Rewrites every root and every live large object's references through
+/// `fwd`, and frees dead large objects. Returns (objects, bytes) freed.
+fn update_roots(
+    heap: &GcHeap,
+    world: &mut StoppedWorld<'_>,
+    los: &mut BTreeMap<usize, LargeObject>,
+    fwd: impl Fn(u64) -> u64,
+) -> (usize, usize) {
+    let fix = |r: &mut Option<ObjRef>| {
+        if let Some(o) = *r {
+            *r = ObjRef::from_slot(fwd(o.addr() as u64));
+        }
+    };
+    world.for_each_mutator(|m| m.roots.iter_mut().for_each(fix));
+    heap.with_persistent_roots(|p| p.iter_mut().for_each(fix));
+    for lo in los.values().filter(|o| o.marked.load(Ordering::Relaxed)) {
+        let a = lo.obj().addr();
+        for i in 0..lo.obj().header().ref_count() {
+            let slot = a + WORD + i * WORD;
+            let v = load_word(slot);
+            if v != 0 {
+                store_word(slot, fwd(v));
+            }
+        }
+    }
+    LargeObjectSpace::sweep(los, heap.inner.los.bytes_counter())
 }
 
 /// Writes a filler object over every dead gap of the dense prefix

@@ -87,7 +87,12 @@ pub const fn chunks_for(words: usize) -> usize {
 /// Returns the total number of words after compaction.
 ///
 /// `dense_words` must be a multiple of [`CHUNK_WORDS`].
-pub fn compute_offsets(live: &[u64], dense_words: usize, end_words: usize, offsets: &mut [u32]) -> usize {
+pub fn compute_offsets(
+    live: &[u64],
+    dense_words: usize,
+    end_words: usize,
+    offsets: &mut [u32],
+) -> usize {
     debug_assert_eq!(dense_words % CHUNK_WORDS, 0);
     let first = dense_words / CHUNK_WORDS;
     let last = chunks_for(end_words);
@@ -97,7 +102,10 @@ pub fn compute_offsets(live: &[u64], dense_words: usize, end_words: usize, offse
         acc += live[c].count_ones() as u64;
     }
     offsets[last] = acc as u32;
-    assert!(acc <= u32::MAX as u64, "moving space above 32 GiB of live words");
+    assert!(
+        acc <= u32::MAX as u64,
+        "moving space above 32 GiB of live words"
+    );
     acc as usize
 }
 
@@ -205,7 +213,10 @@ pub fn page_starts(f: &Forwarding<'_>, marks: &[u64], out: &mut Vec<PageStart>) 
         while next_page_word < off + n {
             let bit = nth_set_bit(lw, (next_page_word - off) as u32) as usize;
             let w = c * CHUNK_WORDS + bit;
-            out.push(PageStart { first_word: w, first_object: object_start(marks, w) });
+            out.push(PageStart {
+                first_word: w,
+                first_object: object_start(marks, w),
+            });
             next_page_word += PAGE_WORDS;
         }
     }
@@ -251,7 +262,12 @@ mod tests {
         let mut offsets = vec![0u32; 4];
         assert_eq!(compute_offsets(&live, 0, 192, &mut offsets), 14);
         assert_eq!(offsets, vec![0, 6, 12, 14]);
-        let f = Forwarding { live: &live, offsets: &offsets, dense_words: 0, end_words: 192 };
+        let f = Forwarding {
+            live: &live,
+            offsets: &offsets,
+            dense_words: 0,
+            end_words: 192,
+        };
         assert_eq!(f.forward(5), 3);
         assert_eq!(f.forward(64 + 5), 7);
         assert_eq!(f.forward(129), 13);

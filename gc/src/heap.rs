@@ -13,12 +13,19 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::sync::Condvar;
+
+use crate::concurrent::fault::{register_heap, HeapSlot};
+use crate::concurrent::{FaultMode, Injection};
 use crate::cycle::Collector;
-use crate::mapping::{physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE};
+use crate::mapping::{
+    physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
+};
 use crate::object::{Layout, ObjRef, WORD};
 use crate::safepoint::{Attached, Coordinator};
 use crate::space::{LargeObjectSpace, MovingSpace};
 use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
+use crate::uffd::{Features, OpenOptions, OpenPath, Uffd};
 
 /// Heap configuration. Build one with [`HeapConfig::default`] and adjust
 /// fields; [`GcHeap::new`] validates it.
@@ -50,8 +57,16 @@ pub struct HeapConfig {
     /// Run the heap verifier after every collection. Default: on in debug
     /// builds and with the `verify` feature.
     pub verify: bool,
-    /// Collection strategy.
+    /// Collection strategy. Concurrent strategies fall back (MOVE → COPY →
+    /// stop-the-world) where the kernel cannot do them, saying so once.
     pub strategy: Strategy,
+    /// How mutator faults are served during concurrent cycles.
+    pub fault_mode: FaultMode,
+    /// Open userfaultfd only through this path (default: least privilege
+    /// first, see `docs/uffd.md`).
+    pub uffd_path: Option<OpenPath>,
+    /// Test-only error injection into the concurrent installer.
+    pub injection: Injection,
 }
 
 impl Default for HeapConfig {
@@ -61,13 +76,18 @@ impl Default for HeapConfig {
             capacity,
             large_object_threshold: 32 << 10,
             tlab_size: 32 << 10,
-            gc_threads: std::thread::available_parallelism().map_or(1, |n| n.get()).min(4),
+            gc_threads: std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(4),
             growth_factor: 2.0,
             min_free: (32 << 20).min(capacity / 4),
             dense_prefix_threshold: Some(0.95),
             huge_pages: false,
             verify: cfg!(any(debug_assertions, feature = "verify")),
-            strategy: Strategy::StopTheWorld,
+            strategy: Strategy::ConcurrentMove,
+            fault_mode: FaultMode::Sigbus,
+            uffd_path: None,
+            injection: Injection::default(),
         }
     }
 }
@@ -113,7 +133,9 @@ pub enum HeapError {
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum AllocError {
     /// Not enough room even after a full collection.
-    #[error("heap exhausted: {requested} bytes requested, {live} bytes live of {capacity} capacity")]
+    #[error(
+        "heap exhausted: {requested} bytes requested, {live} bytes live of {capacity} capacity"
+    )]
     HeapExhausted {
         /// Bytes requested.
         requested: usize,
@@ -125,6 +147,10 @@ pub enum AllocError {
     /// The kernel refused memory for a large object.
     #[error("mapping a large object failed: errno {0}")]
     Os(i32),
+    /// A collection failed part-way (a bug or a kernel failure); the heap
+    /// can no longer be used.
+    #[error("the heap is poisoned: a collection failed part-way")]
+    Poisoned,
 }
 
 #[derive(Debug, Default)]
@@ -133,8 +159,39 @@ struct PersistentTable {
     free: Vec<usize>,
 }
 
+/// What a heap has for concurrent compaction.
+pub(crate) struct ConcurrentSupport {
+    pub(crate) uffd: Arc<Uffd>,
+    pub(crate) fault_mode: FaultMode,
+    /// The heap's SIGBUS registry slot (SIGBUS mode only).
+    pub(crate) slot: Option<HeapSlot>,
+    pub(crate) can_move: bool,
+}
+
+pub(crate) static WARN_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+pub(crate) static WARN_NO_MOVE: AtomicBool = AtomicBool::new(false);
+pub(crate) static WARN_NO_SIGBUS: AtomicBool = AtomicBool::new(false);
+pub(crate) static WARN_FLIP: AtomicBool = AtomicBool::new(false);
+
+/// Prints `msg` to stderr (and as a tracing warning) the first time `flag`
+/// is raised in this process.
+pub(crate) fn warn_once(flag: &AtomicBool, msg: &str) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        eprintln!("movegc: {msg}");
+        tracing::warn!("{msg}");
+    }
+}
+
 pub(crate) struct HeapInner {
     pub(crate) config: HeapConfig,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) concurrent: Option<ConcurrentSupport>,
+    /// The strategy collections use when not told otherwise.
+    pub(crate) default_strategy: Strategy,
+    /// Mirrors `Collector::in_flight` for lock-free checks.
+    pub(crate) in_flight: AtomicBool,
+    /// Signalled when a concurrent cycle ends.
+    pub(crate) idle: Condvar,
     pub(crate) space: MovingSpace,
     pub(crate) los: LargeObjectSpace,
     pub(crate) coord: Arc<Coordinator>,
@@ -178,7 +235,10 @@ impl GcHeap {
         if config.capacity < HUGE_PAGE_SIZE {
             return Err(ConfigError::CapacityTooSmall(config.capacity).into());
         }
-        if config.tlab_size % WORD != 0 || config.tlab_size < 256 || config.tlab_size > config.capacity {
+        if config.tlab_size % WORD != 0
+            || config.tlab_size < 256
+            || config.tlab_size > config.capacity
+        {
             return Err(ConfigError::BadTlabSize(config.tlab_size).into());
         }
         if config.large_object_threshold < 16 || config.large_object_threshold > config.capacity {
@@ -193,11 +253,30 @@ impl GcHeap {
             }
         }
         let space = MovingSpace::new(config.capacity, config.huge_pages)?;
-        let collector = Collector::new(&space, config.gc_threads)?;
+        let collector = Collector::new(&space)?;
         let next_gc = config.min_free.min(config.capacity);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.gc_threads.max(1))
+            .thread_name(|i| format!("movegc-worker-{i}"))
+            .build()
+            .map_err(|e| HeapError::Threads(e.to_string()))?;
+        let concurrent = if config.strategy.is_concurrent() {
+            open_concurrent(&config, &space)
+        } else {
+            None
+        };
+        let default_strategy = effective(config.strategy, concurrent.as_ref());
         Ok(GcHeap {
             inner: Arc::new(HeapInner {
-                stats: Mutex::new(HeapStats { capacity: config.capacity, ..Default::default() }),
+                pool,
+                concurrent,
+                default_strategy,
+                in_flight: AtomicBool::new(false),
+                idle: Condvar::new(),
+                stats: Mutex::new(HeapStats {
+                    capacity: config.capacity,
+                    ..Default::default()
+                }),
                 config,
                 space,
                 los: LargeObjectSpace::default(),
@@ -216,9 +295,40 @@ impl GcHeap {
         &self.inner.config
     }
 
+    /// The strategy collections actually use (after fallbacks).
+    pub fn strategy(&self) -> Strategy {
+        self.inner.default_strategy
+    }
+
+    /// What `strategy` becomes on this heap after fallbacks.
+    pub fn effective_strategy(&self, strategy: Strategy) -> Strategy {
+        effective(strategy, self.inner.concurrent.as_ref())
+    }
+
+    /// The fault mode concurrent cycles use, if any.
+    pub fn fault_mode(&self) -> Option<FaultMode> {
+        self.inner.concurrent.as_ref().map(|c| c.fault_mode)
+    }
+
+    /// Whether a concurrent cycle is running now.
+    pub fn cycle_in_flight(&self) -> bool {
+        self.inner.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Blocks until no concurrent cycle is running.
+    pub fn wait_idle(&self) {
+        let mut c = lock(&self.inner.collector);
+        while c.in_flight {
+            c = self.inner.idle.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
     /// Attaches the calling thread as a mutator.
     pub fn attach(&self) -> MutatorContext {
-        MutatorContext { heap: self.clone(), attached: Attached::new(self.inner.coord.clone()) }
+        MutatorContext {
+            heap: self.clone(),
+            attached: Attached::new(self.inner.coord.clone()),
+        }
     }
 
     /// A snapshot of the statistics.
@@ -246,12 +356,17 @@ impl GcHeap {
 
     /// Whether `obj` lies in this heap (moving space or large objects).
     pub fn contains(&self, obj: ObjRef) -> bool {
-        self.inner.space.contains(obj.addr()) || lock(&self.inner.los.objects).contains_key(&obj.addr())
+        self.inner.space.contains(obj.addr())
+            || lock(&self.inner.los.objects).contains_key(&obj.addr())
     }
 
     /// Whether a collection panicked, leaving the heap unusable.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn poison(&self) {
+        self.inner.poisoned.store(true, Ordering::Relaxed);
     }
 
     /// Registers `obj` as a persistent root; returns its slot id.
@@ -324,7 +439,9 @@ impl MutatorContext {
     /// root slots are updated if objects move.
     #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
-        if layout.size() < self.heap.inner.config.large_object_threshold && !self.heap.inner.coord.requested() {
+        if layout.size() < self.heap.inner.config.large_object_threshold
+            && !self.heap.inner.coord.requested()
+        {
             if let Some(obj) = self.attached.state().tlab.alloc(layout) {
                 return Ok(obj);
             }
@@ -336,6 +453,9 @@ impl MutatorContext {
     #[inline(never)]
     fn alloc_slow(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
         self.attached.poll();
+        if self.heap.is_poisoned() {
+            return Err(AllocError::Poisoned);
+        }
         let inner = self.heap.inner.clone();
         let size = layout.size();
         if size >= inner.config.large_object_threshold {
@@ -345,17 +465,19 @@ impl MutatorContext {
             return Ok(obj);
         }
         for attempt in 0..2 {
-            if attempt == 0 && self.heap.should_collect() {
-                self.collect_for(Trigger::Policy);
+            if attempt == 0 && self.heap.should_collect() && !self.heap.cycle_in_flight() {
+                self.collect_for(Trigger::Policy, self.heap.strategy());
             }
             let tlab = inner.config.tlab_size.max(size);
-            if let Some((start, end)) = inner.space.alloc_block(size, tlab) {
+            // The capacity bounds the moving space and large objects together.
+            let limit = inner.config.capacity.saturating_sub(inner.los.bytes());
+            if let Some((start, end)) = inner.space.alloc_block(size, tlab, limit) {
                 let st = self.attached.state();
                 st.tlab.set(start, end);
                 return Ok(st.tlab.alloc(layout).expect("fresh TLAB fits the object"));
             }
             if attempt == 0 {
-                self.collect_for(Trigger::Exhausted);
+                self.collect_for(Trigger::Exhausted, self.heap.strategy());
             }
         }
         Err(self.exhausted(size))
@@ -365,11 +487,16 @@ impl MutatorContext {
         let size = layout.size();
         let cap = self.heap.inner.config.capacity;
         for attempt in 0..2 {
-            if self.heap.used_bytes() + size <= cap {
-                return self.heap.inner.los.alloc(layout).map_err(|e| AllocError::Os(e.raw_os_error().unwrap_or(0)));
+            if self.heap.used_bytes() + round_up(size, PAGE_SIZE) <= cap {
+                return self
+                    .heap
+                    .inner
+                    .los
+                    .alloc(layout)
+                    .map_err(|e| AllocError::Os(e.raw_os_error().unwrap_or(0)));
             }
             if attempt == 0 {
-                self.collect_for(Trigger::Exhausted);
+                self.collect_for(Trigger::Exhausted, self.heap.strategy());
             }
         }
         Err(self.exhausted(size))
@@ -402,33 +529,173 @@ impl MutatorContext {
         self.attached.blocking(f)
     }
 
-    /// Runs a full collection now. Returns its statistics, or `None` if
-    /// another thread's collection ran instead while this one waited.
+    /// Runs a full collection now with the heap's strategy and waits for
+    /// it to finish (for concurrent strategies: until every page is
+    /// compacted; other mutators run meanwhile). Returns the cycle's
+    /// statistics, or `None` if another thread's collection ran instead.
     pub fn collect(&mut self) -> Option<CycleStats> {
-        self.collect_for(Trigger::Explicit)
+        self.collect_with(self.heap.strategy())
     }
 
-    fn collect_for(&mut self, trigger: Trigger) -> Option<CycleStats> {
+    /// Like [`collect`](Self::collect) with a given strategy (subject to the
+    /// same fallbacks as the heap's).
+    pub fn collect_with(&mut self, strategy: Strategy) -> Option<CycleStats> {
+        let strategy = self.heap.effective_strategy(strategy);
+        let (st, finished) = self.collect_for(Trigger::Explicit, strategy)?;
+        if finished {
+            return Some(st);
+        }
         let heap = self.heap.clone();
-        let t = std::time::Instant::now();
-        let mut world = self.attached.stop_the_world()?;
-        let ttsp = t.elapsed();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut st = lock(&heap.inner.collector).collect(&heap, &mut world, trigger);
-            st.time_to_safepoint = ttsp;
-            st.pause += ttsp;
-            st
-        }));
-        drop(world);
-        match result {
-            Ok(stats) => {
-                heap.after_cycle(&stats);
-                Some(stats)
+        self.attached.blocking(|| heap.wait_idle());
+        let done = lock(&heap.inner.stats)
+            .recent
+            .iter()
+            .rev()
+            .find(|c| c.cycle == st.cycle)
+            .cloned();
+        if heap.inner.config.verify {
+            self.verify();
+        }
+        done
+    }
+
+    /// Stops the world and verifies the heap if the last concurrent cycle
+    /// has not been verified yet (debug and test builds do this at the next
+    /// pause anyway).
+    pub fn verify(&mut self) {
+        let heap = self.heap.clone();
+        loop {
+            self.attached.blocking(|| heap.wait_idle());
+            let Some(mut world) = self.attached.stop_the_world() else {
+                return;
+            };
+            let mut col = lock(&heap.inner.collector);
+            if col.in_flight {
+                continue;
             }
-            Err(panic) => {
-                heap.inner.poisoned.store(true, Ordering::Relaxed);
-                std::panic::resume_unwind(panic)
+            if col.needs_verify() {
+                col.verify_stopped(&heap, &mut world);
             }
+            return;
         }
     }
+
+    fn collect_for(&mut self, trigger: Trigger, strategy: Strategy) -> Option<(CycleStats, bool)> {
+        let heap = self.heap.clone();
+        loop {
+            self.attached.blocking(|| heap.wait_idle());
+            let t = std::time::Instant::now();
+            let mut world = self.attached.stop_the_world()?;
+            let ttsp = t.elapsed();
+            let mut col = lock(&heap.inner.collector);
+            if col.in_flight {
+                // A cycle started between our wait and our pause.
+                continue;
+            }
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (mut st, finished) = col.collect(&heap, &mut world, trigger, strategy);
+                st.time_to_safepoint = ttsp;
+                st.pause += ttsp;
+                (st, finished)
+            }));
+            drop(col);
+            drop(world);
+            return match result {
+                Ok((st, finished)) => {
+                    if finished {
+                        heap.after_cycle(&st);
+                    }
+                    Some((st, finished))
+                }
+                Err(panic) => {
+                    heap.inner.poisoned.store(true, Ordering::Relaxed);
+                    std::panic::resume_unwind(panic)
+                }
+            };
+        }
+    }
+}
+
+/// What `strategy` becomes given the heap's userfaultfd support.
+fn effective(strategy: Strategy, support: Option<&ConcurrentSupport>) -> Strategy {
+    match (strategy, support) {
+        (Strategy::StopTheWorld, _) | (_, None) => Strategy::StopTheWorld,
+        (Strategy::ConcurrentMove, Some(s)) if !s.can_move => Strategy::ConcurrentCopy,
+        (s, Some(_)) => s,
+    }
+}
+
+/// Opens the heap's userfaultfd for a concurrent strategy, or says once why
+/// it cannot (and the heap compacts stop-the-world).
+fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<ConcurrentSupport> {
+    let mut mode = config.fault_mode;
+    let want = |mode: FaultMode| match mode {
+        FaultMode::Sigbus => Features::MOVE | Features::SIGBUS,
+        FaultMode::HandlerThread => Features::MOVE | Features::THREAD_ID,
+    };
+    let mut opts = OpenOptions::new().features(want(mode));
+    if let Some(p) = config.uffd_path {
+        opts = opts.require_path(p);
+    }
+    let uffd = match Uffd::open(&opts) {
+        Ok(u) => u,
+        Err(e) => {
+            warn_once(
+                &WARN_UNAVAILABLE,
+                &format!(
+                    "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
+                ),
+            );
+            return None;
+        }
+    };
+    if mode == FaultMode::Sigbus && !uffd.features().contains(Features::SIGBUS) {
+        warn_once(
+            &WARN_NO_SIGBUS,
+            "UFFD_FEATURE_SIGBUS not granted; serving faults with a handler thread",
+        );
+        mode = FaultMode::HandlerThread;
+    }
+    let slot = match mode {
+        FaultMode::Sigbus => match register_heap(space.start(), space.end()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn_once(
+                    &WARN_NO_SIGBUS,
+                    &format!("{e}; serving faults with a handler thread"),
+                );
+                mode = FaultMode::HandlerThread;
+                None
+            }
+        },
+        FaultMode::HandlerThread => None,
+    };
+    // A SIGBUS-mode descriptor never queues fault events: reopen for the
+    // handler-thread fallback.
+    let uffd = if mode == FaultMode::HandlerThread && uffd.features().contains(Features::SIGBUS) {
+        match Uffd::open(&OpenOptions::new().features(want(mode))) {
+            Ok(u) => u,
+            Err(e) => {
+                warn_once(
+                    &WARN_UNAVAILABLE,
+                    &format!(
+                        "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
+                    ),
+                );
+                return None;
+            }
+        }
+    } else {
+        uffd
+    };
+    let can_move = uffd.features().contains(Features::MOVE);
+    if !can_move && config.strategy == Strategy::ConcurrentMove {
+        warn_once(&WARN_NO_MOVE, "UFFDIO_MOVE is unavailable (kernel older than 6.8?); installing pages with UFFDIO_COPY");
+    }
+    Some(ConcurrentSupport {
+        uffd: Arc::new(uffd),
+        fault_mode: mode,
+        slot,
+        can_move,
+    })
 }

@@ -16,13 +16,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod compact;
+pub mod concurrent;
 pub mod cycle;
 pub mod forwarding;
 pub mod heap;
 pub mod mapping;
 pub mod mark;
-pub mod probe;
 pub mod object;
+pub mod probe;
 pub mod safepoint;
 pub mod space;
 pub mod stats;

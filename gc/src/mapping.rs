@@ -322,6 +322,63 @@ impl WordMap {
     }
 }
 
+/// A [`WordMap`] that nobody writes any more: marking is over and the
+/// collector reads the bitmaps from many threads (GC workers, fault
+/// resolvers, signal handlers) as plain `&[u64]`.
+#[derive(Debug)]
+pub struct FrozenWordMap(WordMap);
+
+impl FrozenWordMap {
+    /// Freezes `m`; [`thaw`](Self::thaw) gives it back for the next cycle.
+    pub fn freeze(m: WordMap) -> FrozenWordMap {
+        FrozenWordMap(m)
+    }
+
+    /// The words.
+    pub fn words(&self) -> &[u64] {
+        // SAFETY: a FrozenWordMap never hands out `atomics()` or `&mut`
+        // views, so no writer exists while this shared view is alive; the
+        // layout argument is the one in `WordMap::atomics`.
+        unsafe { std::slice::from_raw_parts(self.0.map.start() as *const u64, self.0.words) }
+    }
+
+    /// Unfreezes.
+    pub fn thaw(self) -> WordMap {
+        self.0
+    }
+}
+
+/// A mutable view of one page of memory at `base + off` that the caller
+/// owns exclusively (a recycled from-space page handed out by the
+/// concurrent collector's recycler).
+///
+/// # Safety
+/// `[base+off, base+off+PAGE_SIZE)` must be mapped, writable memory that no
+/// other thread reads or writes while the slice lives.
+#[allow(clippy::mut_from_ref)]
+pub unsafe fn from_space_page<'a>(base: usize, off: usize) -> &'a mut [u8] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut((base + off) as *mut u8, PAGE_SIZE) }
+}
+
+impl Mapping {
+    /// Number of resident pages in `[off, off+len)` (`mincore`).
+    pub fn resident_pages(&self, off: usize, len: usize) -> io::Result<usize> {
+        self.check(off, len);
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut v = vec![0u8; len / PAGE_SIZE];
+        // SAFETY: the range is inside this mapping and `v` has one byte per page.
+        let r =
+            unsafe { libc::mincore((self.start + off) as *mut libc::c_void, len, v.as_mut_ptr()) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(v.iter().filter(|&&b| b & 1 != 0).count())
+    }
+}
+
 /// Rounds `x` up to a multiple of `to` (a power of two).
 pub const fn round_up(x: usize, to: usize) -> usize {
     (x + to - 1) & !(to - 1)
@@ -341,7 +398,12 @@ pub fn system_page_size() -> usize {
 /// Total physical memory in bytes (for default heap sizing).
 pub fn physical_memory() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
-    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     if pages <= 0 || size <= 0 {
         1 << 30
     } else {
@@ -360,7 +422,8 @@ mod tests {
         assert_eq!(a.start() % HUGE_PAGE_SIZE, 0);
         // SAFETY: test owns both mappings, single thread.
         unsafe {
-            a.bytes_mut(PAGE_SIZE, 8).copy_from_slice(&42u64.to_le_bytes());
+            a.bytes_mut(PAGE_SIZE, 8)
+                .copy_from_slice(&42u64.to_le_bytes());
         }
         a.move_pages_to(&b, 0, HUGE_PAGE_SIZE).unwrap();
         // SAFETY: as above.

@@ -55,7 +55,11 @@ fn set_range(bits: &[AtomicU64], from: usize, len: usize) {
         let c = w / CHUNK_WORDS;
         let lo = w % CHUNK_WORDS;
         let n = (CHUNK_WORDS - lo).min(end - w);
-        let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << lo };
+        let mask = if n == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << n) - 1) << lo
+        };
         bits[c].fetch_or(mask, Ordering::Relaxed);
         w += n;
     }
@@ -76,7 +80,12 @@ impl MarkContext<'_> {
                 return false;
             }
             let size = Header::from_raw(load_word(addr)).map_or_else(
-                || panic!("marking found a bad header {:#x} at {addr:#x}", load_word(addr)),
+                || {
+                    panic!(
+                        "marking found a bad header {:#x} at {addr:#x}",
+                        load_word(addr)
+                    )
+                },
                 |h| h.size_words(),
             );
             set_range(self.live, w, size);
@@ -110,7 +119,12 @@ impl MarkContext<'_> {
 
 /// Marks everything reachable from `roots` using `threads` workers of
 /// `pool` (or the calling thread alone when `threads <= 1`).
-pub fn mark(ctx: &MarkContext<'_>, roots: &[usize], pool: Option<&rayon::ThreadPool>, threads: usize) -> MarkResult {
+pub fn mark(
+    ctx: &MarkContext<'_>,
+    roots: &[usize],
+    pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+) -> MarkResult {
     let mut total = MarkResult::default();
     let injector = Injector::new();
     for &r in roots {
@@ -122,11 +136,14 @@ pub fn mark(ctx: &MarkContext<'_>, roots: &[usize], pool: Option<&rayon::ThreadP
     let workers: Vec<Worker<usize>> = (0..threads).map(|_| Worker::new_lifo()).collect();
     let stealers: Vec<Stealer<usize>> = workers.iter().map(|w| w.stealer()).collect();
     let idle = AtomicUsize::new(0);
-    let results: Vec<std::sync::Mutex<MarkResult>> = (0..threads).map(|_| Default::default()).collect();
+    let results: Vec<std::sync::Mutex<MarkResult>> =
+        (0..threads).map(|_| Default::default()).collect();
 
     let run = |i: usize, local: Worker<usize>| {
         let mut stats = MarkResult::default();
-        drain(ctx, i, &local, &injector, &stealers, &idle, threads, &mut stats);
+        drain(
+            ctx, i, &local, &injector, &stealers, &idle, threads, &mut stats,
+        );
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = stats;
     };
     match pool {
@@ -169,9 +186,14 @@ fn drain(
 ) {
     let find = |local: &Worker<usize>| -> Option<usize> {
         local.pop().or_else(|| loop {
-            let s = injector
-                .steal_batch_and_pop(local)
-                .or_else(|| stealers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, s)| s.steal()).collect());
+            let s = injector.steal_batch_and_pop(local).or_else(|| {
+                stealers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != me)
+                    .map(|(_, s)| s.steal())
+                    .collect()
+            });
             match s {
                 Steal::Success(v) => break Some(v),
                 Steal::Empty => break None,

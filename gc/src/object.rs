@@ -84,7 +84,10 @@ impl Layout {
             return Err(LayoutError::DataTooLarge(data));
         }
         let header = Header::encode(Kind::Record, tag, ((data as u64) << 16) | nrefs as u64);
-        Ok(Layout { header, size: header.size() })
+        Ok(Layout {
+            header,
+            size: header.size(),
+        })
     }
 
     /// An array of `len` references, all null.
@@ -96,7 +99,10 @@ impl Layout {
             .and_then(|b| b.checked_add(WORD))
             .ok_or(LayoutError::SizeOverflow)?;
         let header = Header::encode(Kind::RefArray, tag, len as u64);
-        Ok(Layout { header, size: header.size() })
+        Ok(Layout {
+            header,
+            size: header.size(),
+        })
     }
 
     /// An array of `len` bytes, all zero.
@@ -106,7 +112,10 @@ impl Layout {
         }
         len.checked_add(2 * WORD).ok_or(LayoutError::SizeOverflow)?;
         let header = Header::encode(Kind::ByteArray, tag, len as u64);
-        Ok(Layout { header, size: header.size() })
+        Ok(Layout {
+            header,
+            size: header.size(),
+        })
     }
 
     /// Total size in bytes, header included (a multiple of 8).
@@ -350,7 +359,11 @@ impl ObjRef {
         let dl = h.data_len();
         match offset.checked_add(len) {
             Some(end) if end <= dl => Ok((h, self.data_start(h) + offset)),
-            _ => Err(FieldError::DataRange { offset, end: offset.saturating_add(len), len: dl }),
+            _ => Err(FieldError::DataRange {
+                offset,
+                end: offset.saturating_add(len),
+                len: dl,
+            }),
         }
     }
 
@@ -458,7 +471,10 @@ mod tests {
         let r = Layout::record(7, 3, 13).unwrap();
         assert_eq!(r.size(), 8 + 24 + 16);
         let h = r.header();
-        assert_eq!((h.kind(), h.tag(), h.ref_count(), h.data_len()), (Kind::Record, 7, 3, 13));
+        assert_eq!(
+            (h.kind(), h.tag(), h.ref_count(), h.data_len()),
+            (Kind::Record, 7, 3, 13)
+        );
         assert_eq!(Header::from_raw(h.raw()), Some(h));
         let a = Layout::ref_array(1, 1000).unwrap();
         assert_eq!(a.size(), 8 + 8000);
@@ -472,10 +488,22 @@ mod tests {
 
     #[test]
     fn bad_layouts_are_errors() {
-        assert_eq!(Layout::record(0, 70_000, 0), Err(LayoutError::TooManyFields(70_000)));
-        assert_eq!(Layout::record(0, 1, 1 << 24), Err(LayoutError::DataTooLarge(1 << 24)));
-        assert_eq!(Layout::ref_array(0, 1 << 40), Err(LayoutError::ArrayTooLong(1 << 40)));
-        assert_eq!(Layout::byte_array(0, usize::MAX), Err(LayoutError::ArrayTooLong(usize::MAX)));
+        assert_eq!(
+            Layout::record(0, 70_000, 0),
+            Err(LayoutError::TooManyFields(70_000))
+        );
+        assert_eq!(
+            Layout::record(0, 1, 1 << 24),
+            Err(LayoutError::DataTooLarge(1 << 24))
+        );
+        assert_eq!(
+            Layout::ref_array(0, 1 << 40),
+            Err(LayoutError::ArrayTooLong(1 << 40))
+        );
+        assert_eq!(
+            Layout::byte_array(0, usize::MAX),
+            Err(LayoutError::ArrayTooLong(usize::MAX))
+        );
     }
 
     #[test]
@@ -486,10 +514,16 @@ mod tests {
         assert_eq!(o.load_ref(0), Ok(None));
         o.store_ref(1, Some(o)).unwrap();
         assert_eq!(o.load_ref(1), Ok(Some(o)));
-        assert_eq!(o.load_ref(2), Err(FieldError::RefIndex { index: 2, len: 2 }));
+        assert_eq!(
+            o.load_ref(2),
+            Err(FieldError::RefIndex { index: 2, len: 2 })
+        );
         o.write_u64(4, 0x1122334455667788).unwrap();
         assert_eq!(o.read_u64(4), Ok(0x1122334455667788));
-        assert!(matches!(o.write_u64(5, 1), Err(FieldError::DataRange { .. })));
+        assert!(matches!(
+            o.write_u64(5, 1),
+            Err(FieldError::DataRange { .. })
+        ));
         o.write_data(0, b"hi").unwrap();
         let mut b = [0u8; 2];
         o.read_data(0, &mut b).unwrap();

@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::mapping::{Mapping, Prot, PAGE_SIZE};
-use crate::uffd::{CopyMode, Event, Features, Ioctls, MoveMode, OpenAttempt, OpenOptions, OpenPath, RegisterMode, Uffd, UffdError};
+use crate::uffd::{
+    CopyMode, Event, Features, Ioctls, MoveMode, OpenAttempt, OpenOptions, OpenPath, RegisterMode,
+    Uffd, UffdError,
+};
 
 /// What the runtime will do on this machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,10 +55,16 @@ pub struct Check {
 
 impl Check {
     fn pass(detail: impl Into<String>) -> Check {
-        Check { ok: true, detail: detail.into() }
+        Check {
+            ok: true,
+            detail: detail.into(),
+        }
     }
     fn fail(detail: impl Into<String>) -> Check {
-        Check { ok: false, detail: detail.into() }
+        Check {
+            ok: false,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -116,24 +125,43 @@ pub struct ProbeReport {
 }
 
 fn read_trim(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn kernel_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn device_info() -> DeviceInfo {
     match std::fs::metadata("/dev/userfaultfd") {
         Ok(md) => {
             let m = md.permissions().mode();
-            let mut s = String::from(if md.file_type().is_char_device_like() { "c" } else { "-" });
-            for (i, ch) in ["r", "w", "x", "r", "w", "x", "r", "w", "x"].iter().enumerate() {
+            let mut s = String::from(if md.file_type().is_char_device_like() {
+                "c"
+            } else {
+                "-"
+            });
+            for (i, ch) in ["r", "w", "x", "r", "w", "x", "r", "w", "x"]
+                .iter()
+                .enumerate()
+            {
                 s.push_str(if m & (0o400 >> i) != 0 { ch } else { "-" });
             }
-            DeviceInfo { present: true, mode: s, owner: Some((md.uid(), md.gid())) }
+            DeviceInfo {
+                present: true,
+                mode: s,
+                owner: Some((md.uid(), md.gid())),
+            }
         }
-        Err(_) => DeviceInfo { present: false, mode: String::new(), owner: None },
+        Err(_) => DeviceInfo {
+            present: false,
+            mode: String::new(),
+            owner: None,
+        },
     }
 }
 
@@ -167,7 +195,9 @@ fn fill(map: &Mapping, off: usize, seed: u64) {
 fn matches(map: &Mapping, off: usize, seed: u64) -> bool {
     // SAFETY: the probe owns `map`; the page is only read here.
     let b = unsafe { map.bytes(off, PAGE_SIZE) };
-    b.chunks_exact(8).enumerate().all(|(i, w)| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == seed ^ i as u64)
+    b.chunks_exact(8)
+        .enumerate()
+        .all(|(i, w)| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == seed ^ i as u64)
 }
 
 fn is_zero(map: &Mapping, off: usize) -> bool {
@@ -196,7 +226,9 @@ fn check_move(uffd: &Uffd) -> Check {
     let r = uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty());
     let _ = uffd.unregister(dst.start(), dst.len());
     match r {
-        Ok(()) if matches(&dst, 0, 0x5eed) && is_zero(&src, 0) => Check::pass("moved one page: data intact at dst, src empty"),
+        Ok(()) if matches(&dst, 0, 0x5eed) && is_zero(&src, 0) => {
+            Check::pass("moved one page: data intact at dst, src empty")
+        }
         Ok(()) => Check::fail("MOVE returned success but the data is wrong"),
         Err(e) => Check::fail(format!("MOVE failed: {e}")),
     }
@@ -214,7 +246,9 @@ fn check_copy(uffd: &Uffd) -> Check {
     let r = uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty());
     let _ = uffd.unregister(dst.start(), dst.len());
     match r {
-        Ok(()) if matches(&dst, 0, 0xc0b1) && matches(&src, 0, 0xc0b1) => Check::pass("copied one page: data intact"),
+        Ok(()) if matches(&dst, 0, 0xc0b1) && matches(&src, 0, 0xc0b1) => {
+            Check::pass("copied one page: data intact")
+        }
         Ok(()) => Check::fail("COPY returned success but the data is wrong"),
         Err(e) => Check::fail(format!("COPY failed: {e}")),
     }
@@ -268,7 +302,9 @@ fn check_fault_roundtrip(uffd: &Uffd) -> Check {
     let joined = reader.join();
     let _ = uffd.unregister(dst.start(), dst.len());
     match joined {
-        Ok(()) if seen.load(Ordering::SeqCst) == 0xfa17 ^ 1 => Check::pass("reader blocked, handler thread resolved the fault, reader saw the data"),
+        Ok(()) if seen.load(Ordering::SeqCst) == 0xfa17 ^ 1 => {
+            Check::pass("reader blocked, handler thread resolved the fault, reader saw the data")
+        }
         Ok(()) => Check::fail("reader resumed but saw wrong data"),
         Err(_) => Check::fail("reader thread panicked"),
     }
@@ -304,7 +340,10 @@ impl Child {
         }
         // SAFETY: closing our copy of the read end.
         unsafe { libc::close(fds[0]) };
-        Ok(Child { pid, release: fds[1] })
+        Ok(Child {
+            pid,
+            release: fds[1],
+        })
     }
 }
 
@@ -342,10 +381,12 @@ fn check_ebusy_after_fork(uffd: &Uffd) -> Check {
     drop(child);
     let _ = uffd.unregister(dst.start(), dst.len());
     match (moved, copied) {
-        (Err(e), Ok(())) if e.error == UffdError::Busy && matches(&dst, 0, 0xf0f0) => {
-            Check::pass("MOVE of a page shared with a live child: EBUSY; COPY fallback: data intact")
+        (Err(e), Ok(())) if e.error == UffdError::Busy && matches(&dst, 0, 0xf0f0) => Check::pass(
+            "MOVE of a page shared with a live child: EBUSY; COPY fallback: data intact",
+        ),
+        (Err(e), _) if e.error == UffdError::Busy => {
+            Check::fail("EBUSY seen but the COPY fallback failed")
         }
-        (Err(e), _) if e.error == UffdError::Busy => Check::fail("EBUSY seen but the COPY fallback failed"),
         (Ok(()), _) => Check::fail("MOVE succeeded on a page shared after fork (expected EBUSY)"),
         (Err(e), _) => Check::fail(format!("MOVE failed with {e}, expected EBUSY")),
     }
@@ -356,12 +397,31 @@ fn unavailable(why: &str) -> Check {
 }
 
 fn try_path(p: OpenPath) -> OpenAttempt {
-    match Uffd::open(&OpenOptions::new().features(Features::empty()).require_path(p)) {
-        Ok(u) => u.attempts().last().cloned().unwrap_or(OpenAttempt { path: p, errno: None, reason: "opened".into(), ok: true }),
+    match Uffd::open(
+        &OpenOptions::new()
+            .features(Features::empty())
+            .require_path(p),
+    ) {
+        Ok(u) => u.attempts().last().cloned().unwrap_or(OpenAttempt {
+            path: p,
+            errno: None,
+            reason: "opened".into(),
+            ok: true,
+        }),
         Err(UffdError::Unavailable { attempts, reason }) => {
-            attempts.last().cloned().unwrap_or(OpenAttempt { path: p, errno: None, reason, ok: false })
+            attempts.last().cloned().unwrap_or(OpenAttempt {
+                path: p,
+                errno: None,
+                reason,
+                ok: false,
+            })
         }
-        Err(e) => OpenAttempt { path: p, errno: e.errno(), reason: e.to_string(), ok: false },
+        Err(e) => OpenAttempt {
+            path: p,
+            errno: e.errno(),
+            reason: e.to_string(),
+            ok: false,
+        },
     }
 }
 
@@ -397,7 +457,8 @@ pub fn run() -> ProbeReport {
                 report.attempts = attempts.clone();
             }
             report.open_error = Some(e.to_string());
-            report.reason = format!("userfaultfd cannot be opened ({e}); collections compact stop-the-world");
+            report.reason =
+                format!("userfaultfd cannot be opened ({e}); collections compact stop-the-world");
             return report;
         }
     };
@@ -427,15 +488,23 @@ pub fn run() -> ProbeReport {
 pub fn decide(r: &ProbeReport) -> (Capability, String) {
     let path = r.open_path.as_deref().unwrap_or("none");
     if r.open_path.is_none() {
-        return (Capability::StopTheWorld, "userfaultfd cannot be opened; compacting stop-the-world".into());
+        return (
+            Capability::StopTheWorld,
+            "userfaultfd cannot be opened; compacting stop-the-world".into(),
+        );
     }
     if !(r.check_copy.ok && r.check_fault_roundtrip.ok) {
         return (
             Capability::StopTheWorld,
-            format!("userfaultfd opened ({path}) but COPY or fault resolution failed: {} / {}", r.check_copy.detail, r.check_fault_roundtrip.detail),
+            format!(
+                "userfaultfd opened ({path}) but COPY or fault resolution failed: {} / {}",
+                r.check_copy.detail, r.check_fault_roundtrip.detail
+            ),
         );
     }
-    let move_ready = r.granted.contains(Features::MOVE) && r.register_ioctls.contains(Ioctls::MOVE) && r.check_move.ok;
+    let move_ready = r.granted.contains(Features::MOVE)
+        && r.register_ioctls.contains(Ioctls::MOVE)
+        && r.check_move.ok;
     if move_ready {
         (Capability::ConcurrentMove, format!("userfaultfd via {path} with UFFD_FEATURE_MOVE; MOVE, COPY and fault round trip work"))
     } else {

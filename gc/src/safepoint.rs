@@ -204,7 +204,10 @@ impl Coordinator {
             s = self.wait(s);
         }
         let mutators = s.mutators.clone();
-        Some(StoppedWorld { coord: self, mutators })
+        Some(StoppedWorld {
+            coord: self,
+            mutators,
+        })
     }
 }
 
@@ -225,7 +228,11 @@ impl Attached {
     /// Attaches the calling thread.
     pub fn new(coord: Arc<Coordinator>) -> Attached {
         let shared = coord.attach();
-        Attached { coord, shared, _not_send: std::marker::PhantomData }
+        Attached {
+            coord,
+            shared,
+            _not_send: std::marker::PhantomData,
+        }
     }
 
     /// The owner's state.

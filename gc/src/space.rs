@@ -47,7 +47,8 @@ impl Tlab {
     /// Allocates and initialises an object of `layout`.
     #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Option<ObjRef> {
-        self.bump(layout.size()).map(|a| init_object(a, layout.header()))
+        self.bump(layout.size())
+            .map(|a| init_object(a, layout.header()))
     }
 
     /// Drops the buffer (after a collection, or when retiring it).
@@ -81,7 +82,11 @@ impl MovingSpace {
         let capacity = round_up(capacity.max(HUGE_PAGE_SIZE), HUGE_PAGE_SIZE);
         let heap = Mapping::new(capacity, HUGE_PAGE_SIZE, Prot::ReadWrite)?;
         let from = Mapping::new(capacity, HUGE_PAGE_SIZE, Prot::None)?;
-        let advice = if huge_pages { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+        let advice = if huge_pages {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
         // Best effort: kernels without THP reject the advice.
         let _ = heap.madvise(0, capacity, advice);
         let top = AtomicUsize::new(heap.start());
@@ -120,17 +125,23 @@ impl MovingSpace {
     }
 
     /// Claims a block of at least `min` and at most `pref` bytes from the
-    /// shared cursor. `None` when not even `min` bytes are left.
-    pub fn alloc_block(&self, min: usize, pref: usize) -> Option<(usize, usize)> {
-        let end = self.end();
+    /// shared cursor, keeping the space's used bytes within `limit`. `None`
+    /// when not even `min` bytes are left.
+    pub fn alloc_block(&self, min: usize, pref: usize, limit: usize) -> Option<(usize, usize)> {
+        let end = self.end().min(self.start().saturating_add(limit));
         let mut cur = self.top.load(Ordering::Relaxed);
         loop {
-            let left = end - cur;
+            let left = end.saturating_sub(cur);
             if left < min {
                 return None;
             }
             let take = pref.max(min).min(left);
-            match self.top.compare_exchange_weak(cur, cur + take, Ordering::AcqRel, Ordering::Relaxed) {
+            match self.top.compare_exchange_weak(
+                cur,
+                cur + take,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return Some((cur, cur + take)),
                 Err(now) => cur = now,
             }
@@ -178,7 +189,13 @@ impl LargeObjectSpace {
         let obj = init_object(map.start(), layout.header());
         self.bytes.fetch_add(map.len(), Ordering::Relaxed);
         let mut objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        objs.insert(map.start(), LargeObject { map, marked: AtomicBool::new(false) });
+        objs.insert(
+            map.start(),
+            LargeObject {
+                map,
+                marked: AtomicBool::new(false),
+            },
+        );
         Ok(obj)
     }
 
@@ -189,7 +206,10 @@ impl LargeObjectSpace {
 
     /// Frees unmarked objects and clears the marks of the rest. Returns
     /// (objects freed, bytes freed). World stopped.
-    pub(crate) fn sweep(objs: &mut BTreeMap<usize, LargeObject>, bytes: &AtomicUsize) -> (usize, usize) {
+    pub(crate) fn sweep(
+        objs: &mut BTreeMap<usize, LargeObject>,
+        bytes: &AtomicUsize,
+    ) -> (usize, usize) {
         let mut freed = (0, 0);
         objs.retain(|_, o| {
             let live = o.marked.swap(false, Ordering::Relaxed);
@@ -228,12 +248,17 @@ mod tests {
     fn blocks_come_from_the_shared_cursor() {
         let s = MovingSpace::new(4 << 20, false).unwrap();
         assert_eq!(s.start() % HUGE_PAGE_SIZE, 0);
-        let (a, b) = s.alloc_block(16, 1 << 20).unwrap();
+        let cap = s.capacity();
+        let (a, b) = s.alloc_block(16, 1 << 20, cap).unwrap();
         assert_eq!((a, b - a), (s.start(), 1 << 20));
-        let (c, _) = s.alloc_block(16, 8 << 20).unwrap();
+        assert!(
+            s.alloc_block(16, 8 << 20, 1 << 20).is_none(),
+            "limit respected"
+        );
+        let (c, _) = s.alloc_block(16, 8 << 20, cap).unwrap();
         assert_eq!(c, b);
         assert_eq!(s.top(), s.end());
-        assert!(s.alloc_block(8, 8).is_none());
+        assert!(s.alloc_block(8, 8, cap).is_none());
     }
 
     #[test]

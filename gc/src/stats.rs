@@ -18,6 +18,13 @@ pub enum Trigger {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Strategy {
+    /// Flip in a short pause, then compact while mutators run; pages are
+    /// installed with `UFFDIO_MOVE` from recycled from-space pages.
+    ConcurrentMove,
+    /// Flip in a short pause, then compact while mutators run; pages are
+    /// installed with `UFFDIO_COPY` from per-thread buffers and the
+    /// from-space is freed with `madvise` (the pre-MOVE baseline).
+    ConcurrentCopy,
     /// Everything inside one pause: mark, compute forwarding, compact all
     /// pages in parallel, update roots.
     StopTheWorld,
@@ -27,8 +34,25 @@ impl Strategy {
     /// Stable name used in reports and JSON.
     pub fn name(self) -> &'static str {
         match self {
+            Strategy::ConcurrentMove => "concurrent-move",
+            Strategy::ConcurrentCopy => "concurrent-copy",
             Strategy::StopTheWorld => "stop-the-world",
         }
+    }
+
+    /// Parses a [`name`](Self::name) (also accepts `move`, `copy`, `stw`).
+    pub fn parse(s: &str) -> Option<Strategy> {
+        match s {
+            "concurrent-move" | "move" => Some(Strategy::ConcurrentMove),
+            "concurrent-copy" | "copy" => Some(Strategy::ConcurrentCopy),
+            "stop-the-world" | "stw" => Some(Strategy::StopTheWorld),
+            _ => None,
+        }
+    }
+
+    /// Whether the strategy compacts while mutators run.
+    pub fn is_concurrent(self) -> bool {
+        !matches!(self, Strategy::StopTheWorld)
     }
 }
 
@@ -79,6 +103,81 @@ pub struct CycleStats {
     pub large_objects_freed: usize,
     /// `madvise` calls made during the cycle.
     pub madvise_calls: usize,
+    /// How faults were served (concurrent cycles).
+    pub fault_mode: Option<crate::concurrent::FaultMode>,
+    /// Compaction completion time: for concurrent cycles from the end of
+    /// the flip pause to the last page mapped; for stop-the-world cycles the
+    /// compact phase.
+    pub compaction: Duration,
+    /// Per GC compaction thread: flip end to the thread's last page.
+    pub compaction_per_thread: Vec<Duration>,
+    /// From the start of the pause to the end of the cycle.
+    pub cycle_time: Duration,
+    /// Pages installed with `UFFDIO_MOVE`.
+    pub pages_moved: usize,
+    /// Pages installed with `UFFDIO_COPY`.
+    pub pages_copied: usize,
+    /// Allocation-region pages zero-filled on a fault.
+    pub pages_zero_filled: usize,
+    /// From-space pages still resident at the end, released.
+    pub pages_released: usize,
+    /// MOVE ioctls issued.
+    pub move_ioctls: usize,
+    /// COPY ioctls issued.
+    pub copy_ioctls: usize,
+    /// Pages copied because MOVE said `EBUSY`.
+    pub ebusy_fallbacks: usize,
+    /// Partial MOVE/COPY retried after `EAGAIN`.
+    pub eagain_retries: usize,
+    /// Pages found already installed (`EEXIST`).
+    pub eexist: usize,
+    /// GC pages that went through a buffer because no recycled page was free.
+    pub recycle_shortfall: usize,
+    /// Mutator faults on pages not yet compacted (resolved or waited).
+    pub faults: usize,
+    /// Faults whose page another thread was already producing.
+    pub fault_waits: usize,
+    /// Fault-resolution times, microseconds.
+    pub fault_stall_us: Option<Stalls>,
+}
+
+/// A histogram of fault stalls in microseconds.
+#[derive(Clone)]
+pub struct Stalls(pub hdrhistogram::Histogram<u64>);
+
+impl std::fmt::Debug for Stalls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = &self.0;
+        if h.is_empty() {
+            return write!(f, "Stalls(none)");
+        }
+        write!(
+            f,
+            "Stalls(n={} p50={}us p99={}us max={}us)",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        )
+    }
+}
+
+impl CycleStats {
+    /// Fault stall at quantile `q` in microseconds (0 without faults).
+    pub fn fault_stall_quantile_us(&self, q: f64) -> u64 {
+        self.fault_stall_us
+            .as_ref()
+            .filter(|h| !h.0.is_empty())
+            .map_or(0, |h| h.0.value_at_quantile(q))
+    }
+
+    /// Longest fault stall in microseconds.
+    pub fn fault_stall_max_us(&self) -> u64 {
+        self.fault_stall_us
+            .as_ref()
+            .filter(|h| !h.0.is_empty())
+            .map_or(0, |h| h.0.max())
+    }
 }
 
 /// Heap-wide statistics.

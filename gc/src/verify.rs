@@ -41,12 +41,24 @@ pub struct VerifyReport {
 }
 
 fn err(addr: usize, what: impl Into<String>) -> VerifyError {
-    VerifyError { addr, what: what.into() }
+    VerifyError {
+        addr,
+        what: what.into(),
+    }
 }
 
 /// Verifies the heap `[start, top)` plus the large objects `los` and the
-/// root values `roots`. The world must be stopped.
-pub fn verify_heap(start: usize, top: usize, los: &BTreeMap<usize, LargeObject>, roots: &[usize]) -> Result<VerifyReport, VerifyError> {
+/// root values `roots`. `[start, packed_end)` must be packed objects (what
+/// a collection produced); `[packed_end, top)` is the allocation region
+/// since then, where unused TLAB tails are zero words between objects. The
+/// world must be stopped.
+pub fn verify_heap(
+    start: usize,
+    packed_end: usize,
+    top: usize,
+    los: &BTreeMap<usize, LargeObject>,
+    roots: &[usize],
+) -> Result<VerifyReport, VerifyError> {
     let words = (top - start) / WORD;
     let mut starts = vec![0u64; words.div_ceil(64) + 1];
     let mut report = VerifyReport::default();
@@ -56,10 +68,17 @@ pub fn verify_heap(start: usize, top: usize, los: &BTreeMap<usize, LargeObject>,
     let mut a = start;
     while a < top {
         let raw = load_word(a);
+        if raw == 0 && a >= packed_end {
+            a += WORD; // unused TLAB space
+            continue;
+        }
         let h = Header::from_raw(raw).ok_or_else(|| err(a, format!("invalid header {raw:#x}")))?;
         let size = h.size();
         if a + size > top {
-            return Err(err(a, format!("object of {size} bytes runs past the top {top:#x}")));
+            return Err(err(
+                a,
+                format!("object of {size} bytes runs past the top {top:#x}"),
+            ));
         }
         let w = (a - start) / WORD;
         starts[w / 64] |= 1 << (w % 64);
@@ -84,7 +103,10 @@ pub fn verify_heap(start: usize, top: usize, los: &BTreeMap<usize, LargeObject>,
             let v = load_word(slot) as usize;
             report.references += 1;
             if !is_valid(v) {
-                return Err(err(slot, format!("field {i} of {h:?} holds {v:#x}, not an object")));
+                return Err(err(
+                    slot,
+                    format!("field {i} of {h:?} holds {v:#x}, not an object"),
+                ));
             }
         }
         Ok(())
@@ -93,8 +115,14 @@ pub fn verify_heap(start: usize, top: usize, los: &BTreeMap<usize, LargeObject>,
     // Pass 2: every reference slot in the moving space and in large objects.
     let mut a = start;
     while a < top {
+        if a >= packed_end && load_word(a) == 0 {
+            a += WORD;
+            continue;
+        }
         check_object(a, &mut report)?;
-        a += Header::from_raw(load_word(a)).expect("checked in pass 1").size();
+        a += Header::from_raw(load_word(a))
+            .expect("checked in pass 1")
+            .size();
     }
     for &addr in los.keys() {
         check_object(addr, &mut report)?;

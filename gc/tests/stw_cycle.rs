@@ -4,7 +4,13 @@
 use movegc_gc::{GcHeap, HeapConfig, Layout, ObjRef};
 
 fn heap(cap: usize) -> GcHeap {
-    GcHeap::new(HeapConfig { capacity: cap, verify: true, ..Default::default() }).unwrap()
+    GcHeap::new(HeapConfig {
+        capacity: cap,
+        verify: true,
+        strategy: movegc_gc::Strategy::StopTheWorld,
+        ..Default::default()
+    })
+    .unwrap()
 }
 
 #[test]
@@ -26,7 +32,11 @@ fn linked_list_survives_and_garbage_is_freed() {
     let st = m.collect().unwrap();
     assert_eq!(st.live_objects, 10_000);
     assert_eq!(st.live_bytes, 10_000 * node.size());
-    assert!(h.used_bytes() < before / 2, "{} vs {before}", h.used_bytes());
+    assert!(
+        h.used_bytes() < before / 2,
+        "{} vs {before}",
+        h.used_bytes()
+    );
     // Walk and check every value, newest first.
     let mut cur = m.roots()[0];
     let mut expect = 10_000u64;
@@ -41,7 +51,10 @@ fn linked_list_survives_and_garbage_is_freed() {
     let st2 = m.collect().unwrap();
     assert_eq!(st2.live_bytes, st.live_bytes);
     assert_eq!(st2.dense_pages, st.live_bytes / 4096, "{st2:?}");
-    assert!(st2.pages_compacted <= 1 && st2.moved_bytes < 4096, "{st2:?}");
+    assert!(
+        st2.pages_compacted <= 1 && st2.moved_bytes < 4096,
+        "{st2:?}"
+    );
 }
 
 #[test]

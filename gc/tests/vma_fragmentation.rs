@@ -9,7 +9,10 @@ fn vmas_in(start: usize, end: usize) -> usize {
         .filter(|l| {
             let r = l.split_whitespace().next().unwrap();
             let (a, b) = r.split_once('-').unwrap();
-            let (a, b) = (usize::from_str_radix(a, 16).unwrap(), usize::from_str_radix(b, 16).unwrap());
+            let (a, b) = (
+                usize::from_str_radix(a, 16).unwrap(),
+                usize::from_str_radix(b, 16).unwrap(),
+            );
             a < end && b > start
         })
         .count()
@@ -17,7 +20,12 @@ fn vmas_in(start: usize, end: usize) -> usize {
 
 #[test]
 fn many_cycles_with_moving_boundaries() {
-    let h = GcHeap::new(HeapConfig { capacity: 64 << 20, verify: true, ..Default::default() }).unwrap();
+    let h = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
     let mut m = h.attach();
     let rec = Layout::record(0, 1, 24).unwrap();
     let mut max_vmas = 0;

@@ -22,7 +22,9 @@ pub enum Error {
     },
     /// Not enough memory even after a full collection. The heap is still
     /// usable: free some objects and retry.
-    #[error("heap exhausted: {requested} bytes requested, {live} bytes live of {capacity} capacity")]
+    #[error(
+        "heap exhausted: {requested} bytes requested, {live} bytes live of {capacity} capacity"
+    )]
     HeapExhausted {
         /// Bytes requested.
         requested: usize,
@@ -50,13 +52,25 @@ pub enum Error {
     /// The kernel refused memory.
     #[error("out of memory: errno {0}")]
     Os(i32),
+    /// A collection failed part-way; the heap can no longer be used.
+    #[error("the heap is poisoned: a collection failed part-way")]
+    Poisoned,
 }
 
 impl From<AllocError> for Error {
     fn from(e: AllocError) -> Self {
         match e {
-            AllocError::HeapExhausted { requested, capacity, live } => Error::HeapExhausted { requested, capacity, live },
+            AllocError::HeapExhausted {
+                requested,
+                capacity,
+                live,
+            } => Error::HeapExhausted {
+                requested,
+                capacity,
+                live,
+            },
             AllocError::Os(errno) => Error::Os(errno),
+            AllocError::Poisoned => Error::Poisoned,
         }
     }
 }

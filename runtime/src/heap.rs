@@ -24,7 +24,9 @@ thread_local! {
 impl Heap {
     /// A builder with the default configuration.
     pub fn builder() -> HeapBuilder {
-        HeapBuilder { config: HeapConfig::default() }
+        HeapBuilder {
+            config: HeapConfig::default(),
+        }
     }
 
     /// Attaches the calling thread and returns its mutator. A thread can
@@ -141,6 +143,9 @@ impl HeapBuilder {
 
     /// Creates the heap.
     pub fn build(self) -> Result<Heap> {
-        Ok(Heap { gc: GcHeap::new(self.config)?, id: Arc::new(()) })
+        Ok(Heap {
+            gc: GcHeap::new(self.config)?,
+            id: Arc::new(()),
+        })
     }
 }

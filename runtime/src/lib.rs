@@ -30,12 +30,11 @@
 //! # Ok::<(), movegc::Error>(())
 //! ```
 #![warn(missing_docs)]
-
+#![forbid(unsafe_code)]
 /// The README's embedding example, compiled as a doctest.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
-#![forbid(unsafe_code)]
 
 mod error;
 mod heap;
@@ -44,5 +43,7 @@ mod mutator;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapBuilder};
 pub use movegc_gc as gc;
-pub use movegc_gc::{CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger};
+pub use movegc_gc::{
+    CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
+};
 pub use mutator::{Local, Mutator, Persistent};

@@ -71,13 +71,22 @@ impl Drop for Mutator {
 
 impl std::fmt::Debug for Mutator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mutator").field("handles", &self.stamps.len()).finish()
+        f.debug_struct("Mutator")
+            .field("handles", &self.stamps.len())
+            .finish()
     }
 }
 
 impl Mutator {
     pub(crate) fn new(heap: Heap, key: usize) -> Mutator {
-        Mutator { ctx: heap.gc.attach(), heap, key, stamps: Vec::new(), next_stamp: 0, stamp_end: 0 }
+        Mutator {
+            ctx: heap.gc.attach(),
+            heap,
+            key,
+            stamps: Vec::new(),
+            next_stamp: 0,
+            stamp_end: 0,
+        }
     }
 
     /// The heap this mutator belongs to.
@@ -101,7 +110,10 @@ impl Mutator {
         let slot = self.stamps.len();
         self.stamps.push(stamp);
         self.ctx.roots().push(Some(obj));
-        Local { slot: slot as u32, stamp }
+        Local {
+            slot: slot as u32,
+            stamp,
+        }
     }
 
     #[inline]
@@ -231,7 +243,10 @@ impl Mutator {
     pub fn expect_kind(&mut self, obj: Local, kind: Kind) -> Result<()> {
         let found = self.kind(obj)?;
         if found != kind {
-            return Err(Error::WrongKind { expected: kind, found });
+            return Err(Error::WrongKind {
+                expected: kind,
+                found,
+            });
         }
         Ok(())
     }
@@ -262,7 +277,10 @@ impl Mutator {
     /// A persistent handle to `obj`.
     pub fn persist(&mut self, obj: Local) -> Result<Persistent> {
         let o = self.obj(obj)?;
-        Ok(Persistent { heap: self.heap.clone(), id: self.heap.gc.persistent_new(Some(o)) })
+        Ok(Persistent {
+            heap: self.heap.clone(),
+            id: self.heap.gc.persistent_new(Some(o)),
+        })
     }
 
     /// A local handle to the object of a persistent one.
@@ -270,7 +288,11 @@ impl Mutator {
         if !self.heap.same(&p.heap) {
             return Err(Error::WrongHeap);
         }
-        let o = self.heap.gc.persistent_get(p.id).expect("persistent slots are never null");
+        let o = self
+            .heap
+            .gc
+            .persistent_get(p.id)
+            .expect("persistent slots are never null");
         Ok(self.push(o))
     }
 

@@ -8,7 +8,11 @@ use std::time::Duration;
 use movegc::{Error, FieldError, Heap, Kind, Layout, LayoutError};
 
 fn heap(mib: usize) -> Heap {
-    Heap::builder().capacity(mib << 20).verify(true).build().unwrap()
+    Heap::builder()
+        .capacity(mib << 20)
+        .verify(true)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -55,10 +59,16 @@ fn scopes_release_handles_and_stale_ones_are_errors() {
         .unwrap();
     assert_eq!(m.handle_count(), 2);
     assert_eq!(m.read_u64(escaped, 0).unwrap(), 7);
-    assert!(matches!(m.read_u64(leaked.unwrap(), 0), Err(Error::StaleHandle)));
+    assert!(matches!(
+        m.read_u64(leaked.unwrap(), 0),
+        Err(Error::StaleHandle)
+    ));
     // A new handle in the freed slot does not revive the stale one.
     let _fresh = m.alloc(&rec).unwrap();
-    assert!(matches!(m.read_u64(leaked.unwrap(), 0), Err(Error::StaleHandle)));
+    assert!(matches!(
+        m.read_u64(leaked.unwrap(), 0),
+        Err(Error::StaleHandle)
+    ));
     assert!(m.read_u64(outer, 0).is_ok());
     // A loop that reuses one handle does not grow the root stack.
     let cur = m.dup(outer).unwrap();
@@ -96,13 +106,28 @@ fn handles_of_another_mutator_or_heap_are_rejected() {
 fn bad_input_is_a_typed_error() {
     let h = heap(8);
     let mut m = h.attach().unwrap();
-    assert!(matches!(Layout::record(0, 1 << 16, 0), Err(LayoutError::TooManyFields(_))));
-    assert!(matches!(Heap::builder().capacity(1 << 20).build(), Err(Error::Create(_))));
+    assert!(matches!(
+        Layout::record(0, 1 << 16, 0),
+        Err(LayoutError::TooManyFields(_))
+    ));
+    assert!(matches!(
+        Heap::builder().capacity(1 << 20).build(),
+        Err(Error::Create(_))
+    ));
     let rec = Layout::record(0, 2, 4).unwrap();
     let o = m.alloc(&rec).unwrap();
-    assert!(matches!(m.get_ref(o, 2), Err(Error::Field(FieldError::RefIndex { index: 2, len: 2 }))));
-    assert!(matches!(m.write_u64(o, 0, 1), Err(Error::Field(FieldError::DataRange { .. }))));
-    assert!(matches!(m.expect_kind(o, Kind::ByteArray), Err(Error::WrongKind { .. })));
+    assert!(matches!(
+        m.get_ref(o, 2),
+        Err(Error::Field(FieldError::RefIndex { index: 2, len: 2 }))
+    ));
+    assert!(matches!(
+        m.write_u64(o, 0, 1),
+        Err(Error::Field(FieldError::DataRange { .. }))
+    ));
+    assert!(matches!(
+        m.expect_kind(o, Kind::ByteArray),
+        Err(Error::WrongKind { .. })
+    ));
     // Exhaustion is an error and the heap stays usable.
     let chunk = Layout::ref_array(0, 1000).unwrap();
     let list = m.alloc(&Layout::ref_array(0, 100_000).unwrap()).unwrap();
@@ -129,7 +154,8 @@ fn byte_arrays_and_raw_bytes() {
     let h = heap(8);
     let mut m = h.attach().unwrap();
     let s = m.alloc(&Layout::byte_array(1, 11).unwrap()).unwrap();
-    m.with_bytes_mut(s, |b| b.copy_from_slice(b"hello world")).unwrap();
+    m.with_bytes_mut(s, |b| b.copy_from_slice(b"hello world"))
+        .unwrap();
     m.collect();
     assert_eq!(m.with_bytes(s, |b| b.to_vec()).unwrap(), b"hello world");
     assert_eq!(m.data_len(s).unwrap(), 11);

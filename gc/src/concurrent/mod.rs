@@ -1,0 +1,729 @@
+//! Concurrent compaction with userfaultfd: the part of a cycle that runs
+//! after the flip pause, while mutators run.
+//!
+//! At the flip (see `cycle.rs`) the moving space's used range is registered
+//! with userfaultfd in MISSING mode, its pages are moved to the from-space
+//! with `mremap(MREMAP_DONTUNMAP)`, and roots are updated to post-compaction
+//! addresses. From then on every to-space page is produced exactly once by
+//! [`Compactor::compact_page`] and installed:
+//!
+//! * by **GC threads** sweeping 2 MiB blocks of 512 pages from the top of
+//!   the space down. In [`InstallMode::Move`] a block is compacted *into
+//!   recycled from-space pages* (pages whose contents no longer matter,
+//!   above the reclamation watermark) and installed with one `UFFDIO_MOVE`
+//!   per run of consecutive pages: no page is allocated and no `madvise` is
+//!   made. In [`InstallMode::Copy`] (the pre-MOVE baseline) a block is
+//!   compacted into a per-thread 2 MiB buffer and installed with
+//!   `UFFDIO_COPY`, and the from-space is freed with `madvise` at the end;
+//! * by a **fault resolver** when a mutator touches a page first: the page
+//!   is compacted into a 4 KiB stack buffer and installed with `UFFDIO_COPY`
+//!   (on this VM a single-page MOVE costs a TLB-shootdown IPI of ~11 µs while
+//!   another thread of the process runs, so COPY is faster on this path; see
+//!   docs/benchmarks.md). The resolver is the faulting thread itself in its
+//!   SIGBUS handler ([`FaultMode::Sigbus`]) or a GC thread reading fault
+//!   events ([`FaultMode::HandlerThread`]); see [`fault`].
+//!
+//! **Recycling watermark.** Compaction slides objects down, so to-space page
+//! `p` reads only from-space words at or above `first_word(p)`, and the
+//! to-pages below `p` read nothing above `first_word(p)`'s page. Once every
+//! to-page at or above `p` is mapped, every from-space page above
+//! `first_word(p)`'s page is dead: GC threads take destination pages from
+//! the top of that free range while the watermark moves down behind them.
+//! If not enough recycled pages are free yet (a heap with no dead tail, or
+//! a block whose sources are all live), the shortfall goes through the
+//! buffer and COPY.
+//!
+//! **Errors.** `EBUSY` from MOVE (the source page is shared after `fork`,
+//! pinned or merged) copies that page instead; `EAGAIN` retries the rest;
+//! `EEXIST` means the page is already there (a racing resolver won) and is
+//! success. Any other MOVE error falls back to COPY for the rest of the run.
+//! A COPY that keeps failing is fatal for the heap: a registered page that
+//! cannot be installed would block its readers forever, so the collector
+//! panics (and the heap is poisoned) rather than return a corrupt heap.
+//! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
+
+pub mod fault;
+pub mod page_state;
+
+use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::compact::Compactor;
+use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
+use crate::mapping::{FrozenWordMap, Mapping, PAGE_SIZE};
+use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
+use page_state::{Claimant, PageState, PageStates};
+
+/// Pages per GC batch: one 2 MiB PMD, so a batch costs one TLB flush.
+pub const BLOCK_PAGES: usize = 512;
+
+/// How GC threads install compacted pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum InstallMode {
+    /// `UFFDIO_MOVE` of recycled from-space pages.
+    Move,
+    /// `UFFDIO_COPY` from a per-thread buffer.
+    Copy,
+}
+
+/// How a mutator's fault on a not-yet-compacted page is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultMode {
+    /// `UFFD_FEATURE_SIGBUS`: the faulting thread compacts the page itself
+    /// in its SIGBUS handler. No hand-off; the default.
+    Sigbus,
+    /// A GC thread reads fault events from the userfaultfd and resolves
+    /// them; the faulting thread sleeps in the kernel meanwhile.
+    HandlerThread,
+}
+
+impl FaultMode {
+    /// Stable name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultMode::Sigbus => "sigbus",
+            FaultMode::HandlerThread => "handler-thread",
+        }
+    }
+}
+
+/// Error injection for tests: every n-th MOVE ioctl (0 = never) is made to
+/// report the error. `busy` is reported without calling the kernel (the
+/// page is then copied); `again` really moves the first half of the range
+/// and reports partial progress; `exists` first installs the range's first
+/// page by COPY (as a racing resolver would) so the real MOVE then fails
+/// with `EEXIST`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Injection {
+    /// Every n-th MOVE reports `EBUSY`.
+    pub busy_every: u32,
+    /// Every n-th MOVE of more than one page stops halfway with `EAGAIN`.
+    pub again_every: u32,
+    /// Every n-th MOVE finds its first page already installed (`EEXIST`).
+    pub exists_every: u32,
+}
+
+/// Counters of one concurrent cycle (updated from signal handlers too, so
+/// plain atomics).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Pages installed by `UFFDIO_MOVE`.
+    pub pages_moved: AtomicUsize,
+    /// Pages installed by `UFFDIO_COPY` (GC batches, fault path, fallbacks).
+    pub pages_copied: AtomicUsize,
+    /// Allocation-region pages zero-filled on a fault.
+    pub pages_zero_filled: AtomicUsize,
+    /// MOVE ioctls issued.
+    pub move_ioctls: AtomicUsize,
+    /// COPY ioctls issued.
+    pub copy_ioctls: AtomicUsize,
+    /// Pages copied because MOVE returned `EBUSY`.
+    pub ebusy_fallbacks: AtomicUsize,
+    /// Partial MOVE/COPY retried after `EAGAIN`.
+    pub eagain_retries: AtomicUsize,
+    /// Pages found already installed (`EEXIST`).
+    pub eexist: AtomicUsize,
+    /// Faults whose resolver compacted the page.
+    pub faults_resolved: AtomicUsize,
+    /// Faults on pages someone else was already producing.
+    pub faults_waited: AtomicUsize,
+    /// GC pages that went through the buffer because no recycled page was free.
+    pub recycle_shortfall: AtomicUsize,
+}
+
+/// A fault-stall histogram that signal handlers can update: 1 µs buckets
+/// up to 1 ms, then power-of-two buckets.
+#[derive(Debug)]
+pub struct StallHistogram {
+    linear: Box<[AtomicU64]>,
+    log: Box<[AtomicU64]>,
+}
+
+impl Default for StallHistogram {
+    fn default() -> Self {
+        StallHistogram {
+            linear: (0..1000).map(|_| AtomicU64::new(0)).collect(),
+            log: (0..40).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl StallHistogram {
+    /// Records one stall.
+    #[inline]
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros() as u64;
+        if us < 1000 {
+            self.linear[us as usize].fetch_add(1, Ordering::Relaxed);
+        } else {
+            let b = (63 - us.leading_zeros()) as usize;
+            self.log[b.min(39)].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The recorded stalls as an HDR histogram of microseconds.
+    pub fn to_hdr(&self) -> hdrhistogram::Histogram<u64> {
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for (us, c) in self.linear.iter().enumerate() {
+            let c = c.load(Ordering::Relaxed);
+            if c > 0 {
+                h.record_n(us as u64, c).expect("record");
+            }
+        }
+        for (b, c) in self.log.iter().enumerate() {
+            let c = c.load(Ordering::Relaxed);
+            if c > 0 {
+                h.record_n(1u64 << b, c).expect("record");
+            }
+        }
+        h
+    }
+}
+
+/// The from-space recycler of [`InstallMode::Move`]: free pages are
+/// `[watermark, free_top)`; GC threads take runs from the top, completed
+/// blocks lower the watermark.
+#[derive(Debug)]
+struct Recycler {
+    free_top: usize,
+    watermark: usize,
+    done: Vec<bool>,
+    in_progress: Vec<bool>,
+    lowest_done: usize,
+}
+
+impl Recycler {
+    fn take_up_to(&mut self, k: usize) -> (usize, usize) {
+        let n = k.min(self.free_top - self.watermark);
+        self.free_top -= n;
+        (self.free_top, n)
+    }
+}
+
+/// Everything a concurrent cycle shares between the GC threads and the
+/// fault resolvers. Immutable after the flip except for atomics.
+pub struct CycleShared {
+    pub(crate) live: FrozenWordMap,
+    pub(crate) marks: FrozenWordMap,
+    pub(crate) offsets: Vec<u32>,
+    pub(crate) pages: Vec<PageStart>,
+    end_words: usize,
+    space_start: usize,
+    from_start: usize,
+    /// To-space pages holding compacted objects.
+    npages: usize,
+    /// Registered pages from the start of the space (the whole space).
+    reg_pages: usize,
+    /// Pages of the old used range (the from-space pages that hold data).
+    used_pages: usize,
+    states: PageStates,
+    uffd: Arc<Uffd>,
+    install: InstallMode,
+    fault_mode: FaultMode,
+    injection: Injection,
+    inject_n: AtomicU32,
+    /// Counters.
+    pub counters: Counters,
+    /// Stalls of resolved and waited faults.
+    pub stalls: StallHistogram,
+    recycler: Mutex<Recycler>,
+    recycler_cv: Condvar,
+}
+
+/// A page-aligned 4 KiB buffer for the fault path (lives on the stack).
+#[repr(C, align(4096))]
+struct PageBuf([u8; PAGE_SIZE]);
+
+/// Pages zero-filled together when a mutator first touches the allocation
+/// region during a cycle: one fault (and one signal, in SIGBUS mode) then
+/// serves the next TLABs too.
+pub const ZERO_FILL_PAGES: usize = 32;
+
+#[repr(C, align(4096))]
+struct ZeroRun([u8; ZERO_FILL_PAGES * PAGE_SIZE]);
+
+/// What a zero-fill copies from.
+static ZEROS: ZeroRun = ZeroRun([0; ZERO_FILL_PAGES * PAGE_SIZE]);
+
+/// Parameters of a concurrent cycle, from the flip.
+pub(crate) struct CycleSetup {
+    pub live: FrozenWordMap,
+    pub marks: FrozenWordMap,
+    pub offsets: Vec<u32>,
+    pub pages: Vec<PageStart>,
+    pub end_words: usize,
+    pub total_words: usize,
+    pub space_start: usize,
+    pub from_start: usize,
+    pub reg_pages: usize,
+    pub used_pages: usize,
+    pub uffd: Arc<Uffd>,
+    pub install: InstallMode,
+    pub fault_mode: FaultMode,
+    pub injection: Injection,
+}
+
+impl CycleShared {
+    pub(crate) fn new(s: CycleSetup) -> CycleShared {
+        let npages = s.total_words.div_ceil(PAGE_WORDS);
+        let nblocks = npages.div_ceil(BLOCK_PAGES);
+        // Initially free: from-space pages above the last live word.
+        let last_live_page =
+            last_live_word(s.live.words(), s.end_words).map_or(0, |w| w / PAGE_WORDS + 1);
+        CycleShared {
+            live: s.live,
+            marks: s.marks,
+            offsets: s.offsets,
+            pages: s.pages,
+            end_words: s.end_words,
+            space_start: s.space_start,
+            from_start: s.from_start,
+            npages,
+            reg_pages: s.reg_pages,
+            used_pages: s.used_pages,
+            states: PageStates::new(npages),
+            uffd: s.uffd,
+            install: s.install,
+            fault_mode: s.fault_mode,
+            injection: s.injection,
+            inject_n: AtomicU32::new(0),
+            counters: Counters::default(),
+            stalls: StallHistogram::default(),
+            recycler: Mutex::new(Recycler {
+                free_top: s.used_pages,
+                watermark: last_live_page.min(s.used_pages),
+                done: vec![false; nblocks],
+                in_progress: vec![false; nblocks],
+                lowest_done: nblocks,
+            }),
+            recycler_cv: Condvar::new(),
+        }
+    }
+
+    /// The compaction view of this cycle.
+    pub fn compactor(&self) -> Compactor<'_> {
+        Compactor {
+            fwd: Forwarding {
+                live: self.live.words(),
+                offsets: &self.offsets,
+                dense_words: 0,
+                end_words: self.end_words,
+            },
+            marks: self.marks.words(),
+            pages: &self.pages,
+            space_start: self.space_start,
+            from_start: self.from_start,
+        }
+    }
+
+    /// Number of to-space pages with compacted objects.
+    pub fn npages(&self) -> usize {
+        self.npages
+    }
+
+    /// Whether `addr` lies in the registered range.
+    #[inline]
+    pub fn contains(&self, addr: usize) -> bool {
+        addr.wrapping_sub(self.space_start) < self.reg_pages * PAGE_SIZE
+    }
+
+    /// The page states.
+    pub fn states(&self) -> &PageStates {
+        &self.states
+    }
+
+    fn copy_mode(&self) -> CopyMode {
+        CopyMode::empty()
+    }
+
+    fn move_mode(&self) -> MoveMode {
+        // In SIGBUS mode nobody sleeps in the kernel on these pages, so the
+        // wake-up walk can be skipped; in handler-thread mode the install
+        // must wake the faulting threads.
+        match self.fault_mode {
+            FaultMode::Sigbus => MoveMode::DONTWAKE,
+            FaultMode::HandlerThread => MoveMode::empty(),
+        }
+    }
+
+    /// Serves a fault at `addr` (inside the registered range). Runs in a
+    /// SIGBUS handler or on the fault-handler thread: no allocation, no
+    /// locks. In SIGBUS mode it returns only once the page is mapped.
+    pub fn resolve_fault(&self, addr: usize) {
+        let t0 = Instant::now();
+        let p = (addr - self.space_start) / PAGE_SIZE;
+        let page_addr = self.space_start + p * PAGE_SIZE;
+        if p >= self.npages {
+            // Above the compacted data: the allocation region. Fill a run
+            // of pages up to the next run boundary (pages already present
+            // are skipped as EEXIST), since TLABs are handed out upwards.
+            let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.reg_pages);
+            let n = end - p;
+            let done = self.copy_pages_until(
+                page_addr,
+                ZEROS.0.as_ptr() as usize,
+                n * PAGE_SIZE,
+                false,
+                true,
+            );
+            self.counters
+                .pages_zero_filled
+                .fetch_add(done, Ordering::Relaxed);
+        } else if self.states.claim(p, Claimant::Mutator) {
+            let mut buf = PageBuf([0; PAGE_SIZE]);
+            self.compactor().compact_page(p, &mut buf.0);
+            self.states.mapping(p);
+            let n = self.copy_pages(page_addr, buf.0.as_ptr() as usize, PAGE_SIZE, true);
+            self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+            self.states.mapped(p);
+            self.counters
+                .faults_resolved
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            match self.fault_mode {
+                FaultMode::Sigbus => self.states.wait_mapped(p),
+                FaultMode::HandlerThread => {
+                    // The installer's ioctl wakes the faulting thread; if it
+                    // is already mapped, a wake is harmless.
+                    if self.states.get(p) == PageState::Mapped {
+                        let _ = self.uffd.wake(page_addr, PAGE_SIZE);
+                    }
+                }
+            }
+            self.counters.faults_waited.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stalls.record(t0.elapsed());
+    }
+
+    /// Installs `len` bytes at `dst` by COPY from `src`, finishing partial
+    /// copies and treating already-present pages as done. `inject` allows
+    /// the test-only EEXIST injection on this path. Returns the number of
+    /// pages this call installed (the caller counts them).
+    fn copy_pages(&self, dst: usize, src: usize, len: usize, inject: bool) -> usize {
+        self.copy_pages_until(dst, src, len, inject, false)
+    }
+
+    /// [`copy_pages`](Self::copy_pages); with `stop_at_existing` it returns
+    /// at the first page already present (zero-fill runs: the rest was most
+    /// likely filled by the same neighbour).
+    fn copy_pages_until(
+        &self,
+        dst: usize,
+        src: usize,
+        len: usize,
+        inject: bool,
+        stop_at_existing: bool,
+    ) -> usize {
+        if inject && self.should_inject(self.injection.exists_every) {
+            // A racing resolver installed identical bytes first.
+            let _ = self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode());
+        }
+        let mut off = 0;
+        let mut installed = 0;
+        let mut failures = 0;
+        while off < len {
+            self.counters.copy_ioctls.fetch_add(1, Ordering::Relaxed);
+            match self
+                .uffd
+                .copy(dst + off, src + off, len - off, self.copy_mode())
+            {
+                Ok(()) => return installed + (len - off) / PAGE_SIZE,
+                Err(OpError { done, error }) => {
+                    installed += done / PAGE_SIZE;
+                    off += done;
+                    match error {
+                        UffdError::Again => {
+                            self.counters.eagain_retries.fetch_add(1, Ordering::Relaxed);
+                        }
+                        UffdError::Exists => {
+                            self.counters.eexist.fetch_add(1, Ordering::Relaxed);
+                            // Make sure nobody stays asleep on it.
+                            let _ = self.uffd.wake(dst + off, PAGE_SIZE);
+                            if stop_at_existing {
+                                return installed;
+                            }
+                            off += PAGE_SIZE;
+                        }
+                        UffdError::Os { errno, .. }
+                            if errno == libc::ENOENT || errno == libc::EINVAL =>
+                        {
+                            // The range is not registered any more: the cycle
+                            // ended (every compacted page was mapped before the
+                            // unregister), so this was an allocation-region
+                            // fault racing with the end; the retried access is
+                            // served by the kernel.
+                            return installed;
+                        }
+                        other => {
+                            failures += 1;
+                            if failures > 100 {
+                                panic!("UFFDIO_COPY keeps failing at {:#x}: {other}", dst + off);
+                            }
+                            std::thread::sleep(Duration::from_micros(100));
+                        }
+                    }
+                }
+            }
+        }
+        installed
+    }
+
+    fn should_inject(&self, every: u32) -> bool {
+        every != 0 && self.inject_n.fetch_add(1, Ordering::Relaxed) % every == every - 1
+    }
+
+    /// One MOVE ioctl, with test injection.
+    fn move_once(&self, dst: usize, src: usize, len: usize) -> Result<(), OpError> {
+        let inj = self.injection;
+        if inj != Injection::default() {
+            let n = self.inject_n.fetch_add(1, Ordering::Relaxed) + 1;
+            let hit = |every: u32| every != 0 && n % every == 0;
+            if hit(inj.busy_every) {
+                return Err(OpError {
+                    done: 0,
+                    error: UffdError::Busy,
+                });
+            }
+            if hit(inj.again_every) && len > PAGE_SIZE {
+                let half = len / 2 / PAGE_SIZE * PAGE_SIZE;
+                self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
+                return match self.uffd.move_pages(dst, src, half, self.move_mode()) {
+                    Ok(()) => Err(OpError {
+                        done: half,
+                        error: UffdError::Again,
+                    }),
+                    Err(e) => Err(e),
+                };
+            }
+            if hit(inj.exists_every) {
+                let _ = self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode());
+            }
+        }
+        self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
+        self.uffd.move_pages(dst, src, len, self.move_mode())
+    }
+
+    /// Installs `len` bytes at `dst` by MOVE from the recycled pages at
+    /// `src`, handling every error as described in the module docs.
+    fn move_pages(&self, dst: usize, src: usize, len: usize) {
+        let mut off = 0;
+        while off < len {
+            match self.move_once(dst + off, src + off, len - off) {
+                Ok(()) => {
+                    self.counters
+                        .pages_moved
+                        .fetch_add((len - off) / PAGE_SIZE, Ordering::Relaxed);
+                    return;
+                }
+                Err(OpError { done, error }) => {
+                    self.counters
+                        .pages_moved
+                        .fetch_add(done / PAGE_SIZE, Ordering::Relaxed);
+                    off += done;
+                    match error {
+                        UffdError::Again => {
+                            self.counters.eagain_retries.fetch_add(1, Ordering::Relaxed);
+                        }
+                        UffdError::Busy => {
+                            self.counters
+                                .ebusy_fallbacks
+                                .fetch_add(1, Ordering::Relaxed);
+                            let n = self.copy_pages(dst + off, src + off, PAGE_SIZE, false);
+                            self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+                            off += PAGE_SIZE;
+                        }
+                        UffdError::Exists => {
+                            self.counters.eexist.fetch_add(1, Ordering::Relaxed);
+                            let _ = self.uffd.wake(dst + off, PAGE_SIZE);
+                            off += PAGE_SIZE;
+                        }
+                        other => {
+                            tracing::warn!(
+                                "UFFDIO_MOVE failed ({other}); copying the rest of the run"
+                            );
+                            let n = self.copy_pages(dst + off, src + off, len - off, false);
+                            self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Installs `pages` (ascending `(to-space page, source address)`
+    /// pairs): each run of consecutive pages whose sources are consecutive
+    /// too goes in one MOVE or COPY ioctl.
+    fn install_runs(&self, pages: &[(usize, usize)], by_move: bool) {
+        let mut i = 0;
+        while i < pages.len() {
+            let mut j = i + 1;
+            while j < pages.len()
+                && pages[j].0 == pages[j - 1].0 + 1
+                && pages[j].1 == pages[j - 1].1 + PAGE_SIZE
+            {
+                j += 1;
+            }
+            for &(p, _) in &pages[i..j] {
+                self.states.mapping(p);
+            }
+            let dst = self.space_start + pages[i].0 * PAGE_SIZE;
+            let len = (j - i) * PAGE_SIZE;
+            if by_move {
+                self.move_pages(dst, pages[i].1, len);
+            } else {
+                let n = self.copy_pages(dst, pages[i].1, len, false);
+                self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+            }
+            for &(p, _) in &pages[i..j] {
+                self.states.mapped(p);
+            }
+            i = j;
+        }
+    }
+
+    /// One GC compaction thread: claims blocks from the top down until none
+    /// is left. `buf` is this thread's 2 MiB buffer. Returns when every page
+    /// of every block it took is mapped.
+    pub(crate) fn sweep(&self, next_block: &AtomicIsize, buf: &Mapping) {
+        let comp = self.compactor();
+        let mut claimed = Vec::with_capacity(BLOCK_PAGES);
+        let mut recycled_runs = Vec::with_capacity(BLOCK_PAGES);
+        let mut buffered_runs = Vec::with_capacity(BLOCK_PAGES);
+        loop {
+            let b = next_block.fetch_sub(1, Ordering::Relaxed);
+            if b < 0 {
+                return;
+            }
+            let b = b as usize;
+            let lo = b * BLOCK_PAGES;
+            let hi = (lo + BLOCK_PAGES).min(self.npages);
+            claimed.clear();
+            claimed.extend((lo..hi).filter(|&p| self.states.claim(p, Claimant::Gc)));
+            let (first_recycled, n_recycled) = match self.install {
+                InstallMode::Copy => (0, 0),
+                InstallMode::Move => self.take_recycled(b, claimed.len()),
+            };
+            self.counters.recycle_shortfall.fetch_add(
+                if self.install == InstallMode::Move {
+                    claimed.len() - n_recycled
+                } else {
+                    0
+                },
+                Ordering::Relaxed,
+            );
+            let (recycled, buffered) = claimed.split_at(n_recycled);
+            // Compact: recycled pages into from-space pages, the rest into the buffer.
+            recycled_runs.clear();
+            for (i, &p) in recycled.iter().enumerate() {
+                let off = (first_recycled + i) * PAGE_SIZE;
+                // SAFETY: from-space page `first_recycled + i` was handed to
+                // this thread alone by the recycler: it is above the
+                // watermark, so no compaction reads it any more, and no other
+                // thread writes it.
+                let dst = unsafe { crate::mapping::from_space_page(self.from_start, off) };
+                comp.compact_page(p, dst);
+                self.states.compacted(p);
+                recycled_runs.push((p, self.from_start + off));
+            }
+            buffered_runs.clear();
+            for &p in buffered {
+                let off = (p - lo) * PAGE_SIZE;
+                // SAFETY: `buf` is this thread's private buffer.
+                let dst = unsafe { buf.bytes_mut(off, PAGE_SIZE) };
+                comp.compact_page(p, dst);
+                self.states.compacted(p);
+                buffered_runs.push((p, buf.start() + off));
+            }
+            self.install_runs(&recycled_runs, true);
+            self.install_runs(&buffered_runs, false);
+            // Pages claimed by fault resolvers must be mapped before the
+            // block counts as done (the watermark depends on it).
+            for p in lo..hi {
+                self.states.wait_mapped(p);
+            }
+            if self.install == InstallMode::Move {
+                self.block_done(b);
+            }
+        }
+    }
+
+    fn take_recycled(&self, b: usize, k: usize) -> (usize, usize) {
+        let mut r = self.recycler.lock().unwrap_or_else(|e| e.into_inner());
+        r.in_progress[b] = true;
+        loop {
+            let free = r.free_top - r.watermark;
+            // Wait for a higher block in progress to free pages, if any.
+            let higher_busy = r.in_progress[b + 1..]
+                .iter()
+                .zip(&r.done[b + 1..])
+                .any(|(ip, d)| *ip && !*d);
+            if free >= k || !higher_busy {
+                return r.take_up_to(k);
+            }
+            r = self.recycler_cv.wait(r).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn block_done(&self, b: usize) {
+        let mut r = self.recycler.lock().unwrap_or_else(|e| e.into_inner());
+        r.done[b] = true;
+        while r.lowest_done > 0 && r.done[r.lowest_done - 1] {
+            r.lowest_done -= 1;
+        }
+        let w = if r.lowest_done == 0 {
+            0
+        } else {
+            let first = self.pages[r.lowest_done * BLOCK_PAGES].first_word;
+            first / PAGE_WORDS + 1
+        };
+        if w < r.watermark {
+            r.watermark = w;
+        }
+        drop(r);
+        self.recycler_cv.notify_all();
+    }
+
+    /// Number of blocks the GC threads sweep.
+    pub(crate) fn nblocks(&self) -> usize {
+        self.npages.div_ceil(BLOCK_PAGES)
+    }
+
+    /// The registered range.
+    pub(crate) fn registered(&self) -> (usize, usize) {
+        (self.space_start, self.reg_pages * PAGE_SIZE)
+    }
+
+    /// Bytes of the from-space that held the old used range.
+    pub(crate) fn used_len(&self) -> usize {
+        self.used_pages * PAGE_SIZE
+    }
+
+    /// The userfaultfd.
+    pub(crate) fn uffd(&self) -> &Uffd {
+        &self.uffd
+    }
+
+    /// The fault mode.
+    pub fn fault_mode(&self) -> FaultMode {
+        self.fault_mode
+    }
+
+    /// Takes the metadata back at the end of the cycle: (live, marks,
+    /// offsets, pages).
+    pub(crate) fn into_meta(self) -> (FrozenWordMap, FrozenWordMap, Vec<u32>, Vec<PageStart>) {
+        (self.live, self.marks, self.offsets, self.pages)
+    }
+}
+
+fn last_live_word(live: &[u64], end_words: usize) -> Option<usize> {
+    let mut c = end_words.div_ceil(64);
+    while c > 0 {
+        c -= 1;
+        if live[c] != 0 {
+            return Some(c * 64 + 63 - live[c].leading_zeros() as usize);
+        }
+    }
+    None
+}

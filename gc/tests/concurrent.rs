@@ -1,0 +1,375 @@
+//! Concurrent compaction under load: several mutators mutate a shared
+//! linked graph with per-node checksums while collections flip, fault and
+//! compact concurrently, for each install mode and fault mode; then the same
+//! with injected EBUSY/EAGAIN/EEXIST and with a forked child alive. The
+//! verifier runs after every cycle (`collect()` waits for the cycle and
+//! verifies). Tests skip, saying why, where userfaultfd is unavailable.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use movegc_gc::concurrent::{FaultMode, Injection};
+use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, ObjRef, Strategy};
+
+const NODE: u16 = 7;
+const SLOTS_PER_THREAD: usize = 32;
+
+fn uffd_ok() -> bool {
+    match movegc_gc::uffd::Uffd::open(&movegc_gc::uffd::OpenOptions::new()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: userfaultfd unavailable: {e}");
+            false
+        }
+    }
+}
+
+fn checksum(id: u64, value: u64) -> u64 {
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ value).rotate_left(17)
+}
+
+fn node_layout() -> Layout {
+    // next, id, value, checksum
+    Layout::record(NODE, 1, 24).unwrap()
+}
+
+fn make_list(m: &mut movegc_gc::MutatorContext, slot: usize, len: usize, base: u64) {
+    // Build back to front; the list head lives in a root slot while building.
+    let r = m.roots().len();
+    m.roots().push(None);
+    for i in (0..len as u64).rev() {
+        let n = m.alloc(&node_layout()).unwrap();
+        let id = base + i;
+        n.write_u64(0, id).unwrap();
+        n.write_u64(8, i * 3).unwrap();
+        n.write_u64(16, checksum(id, i * 3)).unwrap();
+        n.store_ref(0, m.roots()[r]).unwrap();
+        m.roots()[r] = Some(n);
+    }
+    // The table may have moved during allocation: load it from its root.
+    let head = m.roots()[r];
+    let table = m.roots()[0].unwrap();
+    table.store_ref(slot, head).unwrap();
+    m.roots().truncate(r);
+}
+
+fn check_list(head: Option<ObjRef>, len: usize, base: u64) {
+    let mut cur = head;
+    for i in 0..len as u64 {
+        let n = cur.unwrap_or_else(|| panic!("list {base} ends at {i} of {len}"));
+        assert_eq!(n.header().tag(), NODE);
+        let (id, v, c) = (
+            n.read_u64(0).unwrap(),
+            n.read_u64(8).unwrap(),
+            n.read_u64(16).unwrap(),
+        );
+        assert_eq!(id, base + i, "node id");
+        assert_eq!(c, checksum(id, v), "checksum of node {id}");
+        cur = n.load_ref(0).unwrap();
+    }
+    assert!(cur.is_none(), "list {base} longer than {len}");
+}
+
+struct Run {
+    cycles: Vec<CycleStats>,
+}
+
+fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycles: usize) -> Run {
+    let threads = 4;
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 48 << 20,
+        strategy,
+        fault_mode,
+        injection,
+        verify: true,
+        gc_threads: 2,
+        min_free: 8 << 20,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(heap.strategy(), strategy, "no fallback expected here");
+    // The shared table: one slot per (thread, list).
+    let table_id = {
+        let mut m = heap.attach();
+        let t = m
+            .alloc(&Layout::ref_array(1, threads * SLOTS_PER_THREAD).unwrap())
+            .unwrap();
+        heap.persistent_new(Some(t))
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(threads));
+    let done_cycles = Arc::new(AtomicUsize::new(0));
+    let stats = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (heap, stop, start, done_cycles, stats) = (
+                heap.clone(),
+                stop.clone(),
+                start.clone(),
+                done_cycles.clone(),
+                stats.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut m = heap.attach();
+                m.roots().push(heap.persistent_get(table_id));
+                let mut lens = [0usize; SLOTS_PER_THREAD];
+                let mut bases = [0u64; SLOTS_PER_THREAD];
+                let mut rng = 0x1234_5678_9abc_def0u64 ^ (t as u64 + 1);
+                let mut next = || {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    rng
+                };
+                start.wait();
+                let mut iter = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    iter += 1;
+                    let s = (next() as usize) % SLOTS_PER_THREAD;
+                    let slot = t * SLOTS_PER_THREAD + s;
+                    let len = 1 + (next() as usize) % 400;
+                    let base = (t as u64) << 48 | iter << 8;
+                    make_list(&mut m, slot, len, base);
+                    lens[s] = len;
+                    bases[s] = base;
+                    // Garbage, so pages fragment.
+                    for _ in 0..(next() % 16) {
+                        m.alloc(&Layout::byte_array(0, 40 + (next() % 80) as usize).unwrap())
+                            .unwrap();
+                    }
+                    // Read a random other list (touches pages: faults during cycles).
+                    let other = (next() as usize) % (threads * SLOTS_PER_THREAD);
+                    let table = m.roots()[0].unwrap();
+                    let mut cur = table.load_ref(other).unwrap();
+                    while let Some(n) = cur {
+                        assert_eq!(n.header().tag(), NODE);
+                        cur = n.load_ref(0).unwrap();
+                    }
+                    // Check one of our own lists completely.
+                    let s2 = (next() as usize) % SLOTS_PER_THREAD;
+                    if lens[s2] > 0 {
+                        check_list(
+                            table.load_ref(t * SLOTS_PER_THREAD + s2).unwrap(),
+                            lens[s2],
+                            bases[s2],
+                        );
+                    }
+                    if t == 0 && iter % 8 == 0 {
+                        if let Some(st) = m.collect() {
+                            stats.lock().unwrap().push(st);
+                            if done_cycles.fetch_add(1, Ordering::Relaxed) + 1 >= cycles {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                    m.safepoint();
+                }
+                // Final check of everything this thread owns.
+                let table = m.roots()[0].unwrap();
+                for s in 0..SLOTS_PER_THREAD {
+                    if lens[s] > 0 {
+                        check_list(
+                            table.load_ref(t * SLOTS_PER_THREAD + s).unwrap(),
+                            lens[s],
+                            bases[s],
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    heap.wait_idle();
+    heap.persistent_free(table_id);
+    let cycles = std::mem::take(&mut *stats.lock().unwrap());
+    Run { cycles }
+}
+
+fn sum(run: &Run, f: impl Fn(&CycleStats) -> usize) -> usize {
+    run.cycles.iter().map(f).sum()
+}
+
+fn check_run(run: &Run, strategy: Strategy, cycles: usize) {
+    assert!(run.cycles.len() >= cycles, "{} cycles", run.cycles.len());
+    for c in &run.cycles {
+        assert_eq!(c.strategy, Some(strategy));
+        // Every compacted page was moved, copied, or found installed (EEXIST).
+        assert!(
+            c.pages_moved + c.pages_copied + c.eexist >= c.pages_compacted,
+            "{c:?}"
+        );
+    }
+    let moved = sum(run, |c| c.pages_moved);
+    let copied = sum(run, |c| c.pages_copied);
+    eprintln!(
+        "{}: {} cycles, moved {moved}, copied {copied}, faults {}, zero-filled {}, ebusy {}, eagain {}, eexist {}, madvise {}",
+        strategy.name(),
+        run.cycles.len(),
+        sum(run, |c| c.faults),
+        sum(run, |c| c.pages_zero_filled),
+        sum(run, |c| c.ebusy_fallbacks),
+        sum(run, |c| c.eagain_retries),
+        sum(run, |c| c.eexist),
+        sum(run, |c| c.madvise_calls),
+    );
+    match strategy {
+        Strategy::ConcurrentMove => {
+            assert!(moved > 0, "MOVE mode moved no page");
+            assert_eq!(
+                sum(run, |c| c.madvise_calls),
+                0,
+                "MOVE mode must not madvise"
+            );
+        }
+        Strategy::ConcurrentCopy => {
+            assert_eq!(moved, 0);
+            assert!(copied > 0);
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn move_sigbus_stress() {
+    if !uffd_ok() {
+        return;
+    }
+    let run = stress(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Injection::default(),
+        50,
+    );
+    check_run(&run, Strategy::ConcurrentMove, 50);
+}
+
+#[test]
+fn move_handler_thread_stress() {
+    if !uffd_ok() {
+        return;
+    }
+    let run = stress(
+        Strategy::ConcurrentMove,
+        FaultMode::HandlerThread,
+        Injection::default(),
+        50,
+    );
+    check_run(&run, Strategy::ConcurrentMove, 50);
+}
+
+#[test]
+fn copy_sigbus_stress() {
+    if !uffd_ok() {
+        return;
+    }
+    let run = stress(
+        Strategy::ConcurrentCopy,
+        FaultMode::Sigbus,
+        Injection::default(),
+        50,
+    );
+    check_run(&run, Strategy::ConcurrentCopy, 50);
+}
+
+#[test]
+fn copy_handler_thread_stress() {
+    if !uffd_ok() {
+        return;
+    }
+    let run = stress(
+        Strategy::ConcurrentCopy,
+        FaultMode::HandlerThread,
+        Injection::default(),
+        50,
+    );
+    check_run(&run, Strategy::ConcurrentCopy, 50);
+}
+
+#[test]
+fn injected_errors_are_survived() {
+    if !uffd_ok() {
+        return;
+    }
+    let inj = Injection {
+        busy_every: 3,
+        again_every: 5,
+        exists_every: 7,
+    };
+    for mode in [FaultMode::Sigbus, FaultMode::HandlerThread] {
+        let run = stress(Strategy::ConcurrentMove, mode, inj, 50);
+        check_run(&run, Strategy::ConcurrentMove, 50);
+        assert!(sum(&run, |c| c.ebusy_fallbacks) > 0, "no EBUSY injected");
+        assert!(sum(&run, |c| c.eagain_retries) > 0, "no EAGAIN injected");
+        assert!(sum(&run, |c| c.eexist) > 0, "no EEXIST injected");
+    }
+}
+
+#[test]
+fn works_with_a_forked_child_alive() {
+    if !uffd_ok() {
+        return;
+    }
+    // Build some heap first so there are pages to share with the child.
+    let child = fork_sleeper();
+    let run = stress(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Injection::default(),
+        50,
+    );
+    release(child);
+    check_run(&run, Strategy::ConcurrentMove, 50);
+}
+
+#[test]
+#[ignore = "soak: thousands of cycles; run with --ignored"]
+fn soak() {
+    if !uffd_ok() {
+        return;
+    }
+    let n: usize = std::env::var("MOVEGC_SOAK_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    for (s, f) in [
+        (Strategy::ConcurrentMove, FaultMode::Sigbus),
+        (Strategy::ConcurrentMove, FaultMode::HandlerThread),
+        (Strategy::ConcurrentCopy, FaultMode::Sigbus),
+    ] {
+        let run = stress(s, f, Injection::default(), n);
+        check_run(&run, s, n);
+    }
+}
+
+/// A child that sleeps until `release`; while it lives, every private page
+/// of ours that existed at fork time is shared with it.
+fn fork_sleeper() -> (libc::pid_t, libc::c_int) {
+    let mut fds = [0; 2];
+    // SAFETY: plain pipe/fork; the child only calls read and _exit
+    // (async-signal-safe) before exiting.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let mut b = 0u8;
+            libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+        libc::close(fds[0]);
+        (pid, fds[1])
+    }
+}
+
+fn release((pid, fd): (libc::pid_t, libc::c_int)) {
+    // SAFETY: our own pipe fd and child pid.
+    unsafe {
+        libc::write(fd, [1u8].as_ptr().cast(), 1);
+        libc::close(fd);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        assert!(libc::WIFEXITED(status));
+    }
+}
