@@ -41,7 +41,7 @@ use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PA
 use crate::heap::{GcHeap, HeapError};
 use crate::mapping::{round_up, FrozenWordMap, Mapping, Prot, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mark::{mark, MarkContext};
-use crate::object::{load_word, store_word, Header, Layout, ObjRef, WORD};
+use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
 use crate::safepoint::StoppedWorld;
 use crate::space::{LargeObject, LargeObjectSpace, MovingSpace};
 use crate::stats::{CycleStats, Strategy, Trigger};
@@ -186,7 +186,10 @@ impl Collector {
         };
         let total =
             forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets);
-        fill_dense_gaps(start, meta.marks.words_mut(), dense);
+        {
+            let Metadata { marks, live, .. } = &mut meta;
+            fill_dense_gaps(start, live.words(), marks.words_mut(), dense);
+        }
         {
             let Metadata {
                 marks,
@@ -647,25 +650,23 @@ fn update_roots(
 /// Writes a filler object over every dead gap of the dense prefix
 /// `[0, dense)` (word indices) and sets its mark bit, so that the prefix
 /// stays walkable object by object after dead objects' bytes are left
-/// behind.
-fn fill_dense_gaps(space_start: usize, marks: &mut [u64], dense: usize) {
+/// behind. Gaps are the zero runs of the live-words bitmap, found 64 words
+/// at a time; no object header is read.
+fn fill_dense_gaps(space_start: usize, live: &[u64], marks: &mut [u64], dense: usize) {
     let mut w = 0;
     while w < dense {
-        let next = forwarding::next_live(marks, w, dense);
-        let gap_end = next.unwrap_or(dense);
-        if gap_end > w {
-            let words = gap_end - w;
+        let next = forwarding::next_live(live, w, dense).unwrap_or(dense);
+        if next > w {
+            let words = next - w;
             let filler = Layout::byte_array(FILLER_TAG, (words - 1) * WORD).expect("filler layout");
             debug_assert_eq!(filler.size(), words * WORD);
             store_word(space_start + w * WORD, filler.header().raw());
             marks[w / CHUNK_WORDS] |= 1 << (w % CHUNK_WORDS);
         }
-        match next {
-            Some(s) => {
-                let h = Header::from_raw(load_word(space_start + s * WORD)).expect("live header");
-                w = s + h.size_words();
-            }
-            None => break,
+        if next >= dense {
+            break;
         }
+        // Skip the live run (one or more adjacent live objects).
+        w = next + forwarding::run_length(live, next, usize::MAX);
     }
 }

@@ -99,7 +99,7 @@ impl Mutator {
         self.stamps.len()
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, obj: ObjRef) -> Local {
         if self.next_stamp == self.stamp_end {
             self.next_stamp = NEXT_STAMP_BLOCK.fetch_add(1, Ordering::Relaxed) * STAMP_BLOCK;
@@ -116,7 +116,7 @@ impl Mutator {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn obj(&mut self, h: Local) -> Result<ObjRef> {
         let i = h.slot as usize;
         if self.stamps.get(i) != Some(&h.stamp) {
@@ -126,7 +126,7 @@ impl Mutator {
     }
 
     /// Allocates a zeroed object (null references, zero bytes). May collect.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Result<Local> {
         let obj = self.ctx.alloc(layout)?;
         Ok(self.push(obj))
@@ -155,14 +155,14 @@ impl Mutator {
 
     /// Reference field / element `index` of `obj`, as a new handle (`None`
     /// for null).
-    #[inline]
+    #[inline(always)]
     pub fn get_ref(&mut self, obj: Local, index: usize) -> Result<Option<Local>> {
         let o = self.obj(obj)?;
         Ok(o.load_ref(index)?.map(|r| self.push(r)))
     }
 
     /// Stores `value` (or null) into reference field / element `index`.
-    #[inline]
+    #[inline(always)]
     pub fn set_ref(&mut self, obj: Local, index: usize, value: Option<Local>) -> Result<()> {
         let o = self.obj(obj)?;
         let v = match value {
@@ -179,13 +179,13 @@ impl Mutator {
     }
 
     /// Reads the 8 data bytes at `offset` as a little-endian `u64`.
-    #[inline]
+    #[inline(always)]
     pub fn read_u64(&mut self, obj: Local, offset: usize) -> Result<u64> {
         Ok(self.obj(obj)?.read_u64(offset)?)
     }
 
     /// Writes a little-endian `u64` at data `offset`.
-    #[inline]
+    #[inline(always)]
     pub fn write_u64(&mut self, obj: Local, offset: usize, value: u64) -> Result<()> {
         Ok(self.obj(obj)?.write_u64(offset, value)?)
     }
@@ -218,7 +218,7 @@ impl Mutator {
     }
 
     /// The embedder tag given in the object's layout.
-    #[inline]
+    #[inline(always)]
     pub fn tag(&mut self, obj: Local) -> Result<u16> {
         Ok(self.obj(obj)?.header().tag())
     }

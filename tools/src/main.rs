@@ -8,7 +8,11 @@ use movegc_gc::probe::{self, Check, ProbeReport};
 use serde_json::{json, Value};
 
 #[derive(Parser, Debug)]
-#[command(name = "movegc", version, about = "movegc: a concurrently compacting GC built on userfaultfd")]
+#[command(
+    name = "movegc",
+    version,
+    about = "movegc: a concurrently compacting GC built on userfaultfd"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -30,7 +34,10 @@ fn main() {
         Command::Probe { json } => {
             let r = probe::run();
             if json {
-                println!("{}", serde_json::to_string_pretty(&probe_json(&r)).expect("JSON"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&probe_json(&r)).expect("JSON")
+                );
             } else {
                 print!("{}", probe_text(&r));
             }
@@ -102,7 +109,13 @@ fn probe_text(r: &ProbeReport) -> String {
     let _ = writeln!(s, "movegc probe");
     let _ = writeln!(s, "  kernel                      {}", r.kernel);
     let _ = writeln!(s, "  running as uid              {}", r.euid);
-    let _ = writeln!(s, "  vm.unprivileged_userfaultfd {}", r.unprivileged_userfaultfd.as_deref().unwrap_or("(unreadable)"));
+    let _ = writeln!(
+        s,
+        "  vm.unprivileged_userfaultfd {}",
+        r.unprivileged_userfaultfd
+            .as_deref()
+            .unwrap_or("(unreadable)")
+    );
     let dev = if r.device.present {
         let (u, g) = r.device.owner.unwrap_or((0, 0));
         format!("{} uid={u} gid={g}", r.device.mode)
@@ -110,21 +123,41 @@ fn probe_text(r: &ProbeReport) -> String {
         "absent".into()
     };
     let _ = writeln!(s, "  /dev/userfaultfd            {dev}");
-    let _ = writeln!(s, "  transparent huge pages      {}", r.thp.as_deref().unwrap_or("(unknown)"));
+    let _ = writeln!(
+        s,
+        "  transparent huge pages      {}",
+        r.thp.as_deref().unwrap_or("(unknown)")
+    );
     let _ = writeln!(s, "\nopening userfaultfd (least privilege first)");
     for a in &r.attempts {
-        let _ = writeln!(s, "  {} {:<16} {}", if a.ok { "ok  " } else { "no  " }, a.path.as_str(), a.reason);
+        let _ = writeln!(
+            s,
+            "  {} {:<16} {}",
+            if a.ok { "ok  " } else { "no  " },
+            a.path.as_str(),
+            a.reason
+        );
     }
     let _ = writeln!(s, "each path on its own");
     for a in &r.paths {
-        let _ = writeln!(s, "  {} {:<16} {}", if a.ok { "ok  " } else { "no  " }, a.path.as_str(), a.reason);
+        let _ = writeln!(
+            s,
+            "  {} {:<16} {}",
+            if a.ok { "ok  " } else { "no  " },
+            a.path.as_str(),
+            a.reason
+        );
     }
     if let Some(e) = &r.open_error {
         let _ = writeln!(s, "  => {e}");
     }
     let _ = writeln!(s, "\nfeatures granted    {}", r.granted.names().join(" "));
     let _ = writeln!(s, "features supported  {}", r.supported.names().join(" "));
-    let _ = writeln!(s, "register ioctls     {}", r.register_ioctls.names().join(" "));
+    let _ = writeln!(
+        s,
+        "register ioctls     {}",
+        r.register_ioctls.names().join(" ")
+    );
     let _ = writeln!(s, "\nlive checks");
     for (name, c) in [
         ("UFFDIO_MOVE one page", &r.check_move),
