@@ -433,6 +433,7 @@ impl ObjRef {
     pub fn with_data<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
         let h = self.header();
         let start = self.data_start(h);
+        touch_pages(start, h.data_len());
         // SAFETY: [start, start+data_len) is inside the live object (from its
         // header); the heap memory stays mapped for the call; `f` cannot run
         // a collection (no mutator access) so the object does not move.
@@ -445,11 +446,31 @@ impl ObjRef {
     pub fn with_data_mut<R>(self, f: impl FnOnce(&mut [u8]) -> R) -> R {
         let h = self.header();
         let start = self.data_start(h);
+        touch_pages(start, h.data_len());
         // SAFETY: as in `with_data`; the embedding API hands the slice to a
         // closure that cannot reach another handle to this object's memory
         // through this crate while it runs.
         let s = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, h.data_len()) };
         f(s)
+    }
+}
+
+/// Touches every page of `[start, start+len)` from user space (one load per
+/// page). During a concurrent cycle a page may still be missing; a user
+/// access faults and is resolved, but with `UFFD_USER_MODE_ONLY` (and in
+/// SIGBUS mode) a *kernel* access — a `write(2)` from the slice, a `read(2)`
+/// into it — would fail with `EFAULT` instead. Slices handed to foreign
+/// code are therefore made resident first.
+fn touch_pages(start: usize, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let page = crate::mapping::PAGE_SIZE;
+    let mut a = start & !(WORD - 1);
+    let end = start + len;
+    while a < end {
+        let _ = load_word(a);
+        a = (a & !(page - 1)) + page;
     }
 }
 

@@ -4,6 +4,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use movegc_gc::concurrent::FaultMode;
+use movegc_gc::uffd::OpenPath;
 use movegc_gc::{GcHeap, HeapConfig, HeapStats, Strategy};
 
 use crate::mutator::Mutator;
@@ -53,6 +55,16 @@ impl Heap {
     /// Bytes in use (moving space up to its top, plus large objects).
     pub fn used_bytes(&self) -> usize {
         self.gc.used_bytes()
+    }
+
+    /// The strategy collections use on this heap, after fallbacks.
+    pub fn strategy(&self) -> Strategy {
+        self.gc.strategy()
+    }
+
+    /// Waits until no concurrent compaction is running.
+    pub fn wait_idle(&self) {
+        self.gc.wait_idle()
     }
 
     /// The heap's capacity in bytes.
@@ -135,9 +147,26 @@ impl HeapBuilder {
         self
     }
 
-    /// How collections compact the heap.
+    /// How collections compact the heap. Default: concurrent MOVE, which
+    /// falls back to concurrent COPY or stop-the-world (saying so once on
+    /// stderr) where the kernel cannot do it.
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.config.strategy = strategy;
+        self
+    }
+
+    /// How a mutator touching a page not yet compacted is served during a
+    /// concurrent cycle. Default: [`FaultMode::Sigbus`] (the thread compacts
+    /// the page itself in its SIGBUS handler).
+    pub fn fault_mode(mut self, mode: FaultMode) -> Self {
+        self.config.fault_mode = mode;
+        self
+    }
+
+    /// Open userfaultfd only through `path` (default: least privilege
+    /// first). Mostly for tests and diagnostics.
+    pub fn userfaultfd_path(mut self, path: OpenPath) -> Self {
+        self.config.uffd_path = Some(path);
         self
     }
 

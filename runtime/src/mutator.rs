@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use movegc_gc::{CycleStats, Kind, Layout, MutatorContext, ObjRef};
+use movegc_gc::{CycleStats, Kind, Layout, MutatorContext, ObjRef, Strategy};
 
 use crate::heap::Heap;
 use crate::{Error, Result};
@@ -318,9 +318,17 @@ impl Mutator {
         self.ctx.blocking(f)
     }
 
-    /// Collects now. Returns the cycle's statistics, or `None` if another
+    /// Collects now with the heap's strategy and waits for the cycle to
+    /// finish (concurrent cycles: until every page is compacted, while other
+    /// threads run). Returns the cycle's statistics, or `None` if another
     /// thread's collection ran instead while this one waited.
     pub fn collect(&mut self) -> Option<CycleStats> {
         self.ctx.collect()
+    }
+
+    /// Like [`collect`](Self::collect) with a given strategy (subject to the
+    /// heap's fallbacks).
+    pub fn collect_with(&mut self, strategy: Strategy) -> Option<CycleStats> {
+        self.ctx.collect_with(strategy)
     }
 }
