@@ -9,6 +9,8 @@
 //! bitmaps exactly as marking would, and check every function against a
 //! straightforward loop over the object list.
 
+#![allow(clippy::needless_range_loop)] // naive reference implementations index on purpose
+
 use std::alloc::Layout as AllocLayout;
 
 use movegc_gc::compact::Compactor;

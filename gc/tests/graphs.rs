@@ -7,6 +7,8 @@
 //! the next `alloc`/`collect`/`safepoint` (objects move); anything that must
 //! survive one lives in `m.roots()`.
 
+#![allow(clippy::needless_range_loop)] // models are indexed like the heap they mirror
+
 use std::time::Instant;
 
 use movegc_gc::{
