@@ -81,6 +81,24 @@ impl Compactor<'_> {
     /// start of the space; must be at or above the dense prefix) in `dst`.
     /// Returns the number of live bytes copied.
     pub fn compact_page(&self, page: usize, dst: &mut [u8]) -> usize {
+        self.compact_page_with(page, dst, None)
+    }
+
+    /// The raw header of the object that starts page `page` (read before an
+    /// in-place compaction may overwrite it).
+    pub fn first_header(&self, page: usize) -> u64 {
+        read(self.old_word_addr(self.pages[page - self.dense_pages()].first_object))
+    }
+
+    /// [`compact_page`](Self::compact_page), with the first object's header
+    /// supplied by the caller (in-place compaction overwrites old headers
+    /// of objects that begin on earlier pages).
+    pub fn compact_page_with(
+        &self,
+        page: usize,
+        dst: &mut [u8],
+        first_header: Option<u64>,
+    ) -> usize {
         assert_eq!(dst.len(), PAGE_SIZE);
         let ps = self.pages[page - self.dense_pages()];
         let total = self.fwd.total_words();
@@ -113,8 +131,8 @@ impl Compactor<'_> {
         // 2. Fix references, walking objects in to-space order.
         let page_end = page_word + filled;
         let mut obj_to = self.fwd.forward(ps.first_object);
-        let mut header = Header::from_raw(read(self.old_word_addr(ps.first_object)))
-            .expect("first object header");
+        let raw_first = first_header.unwrap_or_else(|| read(self.old_word_addr(ps.first_object)));
+        let mut header = Header::from_raw(raw_first).expect("first object header");
         loop {
             let refs = header.ref_count();
             if refs > 0 {

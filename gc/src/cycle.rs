@@ -51,6 +51,9 @@ use crate::verify;
 /// Tag of the filler objects written over dead gaps in the dense prefix.
 pub const FILLER_TAG: u16 = u16::MAX;
 
+/// Pages compacted per step of the in-place stop-the-world compaction.
+const STW_CHUNK_PAGES: usize = 256;
+
 /// Side metadata of the moving space, reused across cycles.
 pub(crate) struct Metadata {
     marks: WordMap,
@@ -64,6 +67,8 @@ pub(crate) struct Collector {
     /// `None` while a concurrent cycle owns the metadata.
     meta: Option<Metadata>,
     buffers: Vec<Mapping>,
+    /// Bounce buffer of the in-place stop-the-world compaction.
+    bounce: Vec<u8>,
     cycles: u64,
     /// A concurrent cycle is running after its flip.
     pub(crate) in_flight: bool,
@@ -84,6 +89,7 @@ impl Collector {
                 pages: Vec::new(),
             }),
             buffers: Vec::new(),
+            bounce: Vec::new(),
             cycles: 0,
             in_flight: false,
             unverified: false,
@@ -228,18 +234,13 @@ impl Collector {
             }
         }
 
-        // Stop-the-world flip: move the pages above the dense prefix out.
-        let t = Instant::now();
-        let dense_bytes = dense * WORD;
-        let moved_len = reg_len - dense_bytes;
-        inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
-        space
-            .heap
-            .move_pages_to(&space.from, dense_bytes, moved_len)
-            .unwrap_or_else(|e| panic!("mremap of the moving space failed: {e}"));
-        st.flip = t.elapsed();
-
-        // Compact.
+        // Compact in place. Sliding only moves data down, so to-space page p
+        // reads old words at or above page p only, plus its first object's
+        // header, which is saved beforehand. Pages are produced a chunk at a
+        // time: every page of the chunk is compacted into a bounce buffer in
+        // parallel, then the chunk is copied into place; later chunks read
+        // only above it. The heap keeps its pages (no mremap, no page
+        // faults); the freed tail is zeroed lazily, when TLABs are handed out.
         let t = Instant::now();
         let Metadata {
             marks,
@@ -258,29 +259,41 @@ impl Collector {
             marks,
             pages,
             space_start: start,
-            from_start: space.from.start(),
+            from_start: start,
         };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
         let heap_map = &space.heap;
+        let bounce = &mut self.bounce;
+        bounce.resize(STW_CHUNK_PAGES * PAGE_SIZE, 0);
         inner.pool.install(|| {
-            (dense_pages..npages)
+            let headers: Vec<u64> = (dense_pages..npages)
                 .into_par_iter()
-                .with_min_len(8)
-                .for_each(|p| {
-                    // SAFETY: the world is stopped and each to-space page index
-                    // is visited by exactly one iteration, so this is the only
-                    // reference to the page's bytes; the page lies inside the
-                    // moving space (npages * PAGE_SIZE <= used bytes).
-                    let dst = unsafe { heap_map.bytes_mut(p * PAGE_SIZE, PAGE_SIZE) };
-                    comp.compact_page(p, dst);
-                });
+                .map(|p| comp.first_header(p))
+                .collect();
             (0..dense_pages)
                 .into_par_iter()
                 .with_min_len(8)
                 .for_each(|p| {
                     comp.update_dense_page(p, forwarding::object_start(marks, p * PAGE_WORDS));
                 });
+            let mut lo = dense_pages;
+            while lo < npages {
+                let hi = (lo + STW_CHUNK_PAGES).min(npages);
+                let buf = &mut bounce[..(hi - lo) * PAGE_SIZE];
+                buf.par_chunks_mut(PAGE_SIZE)
+                    .with_min_len(4)
+                    .enumerate()
+                    .for_each(|(i, dst)| {
+                        comp.compact_page_with(lo + i, dst, Some(headers[lo + i - dense_pages]));
+                    });
+                // SAFETY: the world is stopped and no compaction is running
+                // (the parallel loop above has finished), so nothing else
+                // references these heap pages; they lie below the old top.
+                let dst = unsafe { heap_map.bytes_mut(lo * PAGE_SIZE, (hi - lo) * PAGE_SIZE) };
+                dst.copy_from_slice(buf);
+                lo = hi;
+            }
         });
         st.compact = t.elapsed();
         st.compaction = st.compact;
@@ -293,15 +306,24 @@ impl Collector {
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
 
-        // Release the from-space and reset the allocator and metadata.
+        // Reset the allocator and metadata. Pages up to where the next
+        // collection is expected stay resident (dirty: zeroed when handed
+        // out); beyond that the freed tail is returned to the system.
         let t = Instant::now();
-        space
-            .from
-            .remap_fresh(dense_bytes, moved_len, Prot::None)
-            .unwrap_or_else(|e| panic!("releasing the from-space failed: {e}"));
-        inner.counters.mmap.fetch_add(1, Ordering::Relaxed);
         let new_top = start + total * WORD;
         space.set_top(new_top);
+        let cfg = &inner.config;
+        let live = st.live_bytes + inner.los.bytes();
+        let budget = ((live as f64 * cfg.growth_factor) as usize).max(live + cfg.min_free);
+        let keep_end = round_up(new_top + budget, HUGE_PAGE_SIZE).min(space.end());
+        let old_end = round_up(top, PAGE_SIZE);
+        let dirty = space.dirty_limit().max(old_end);
+        if dirty > keep_end {
+            let _ = space
+                .heap
+                .release(keep_end - start, dirty - keep_end, &inner.counters);
+        }
+        space.set_dirty_limit(dirty.min(keep_end));
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
         meta.live.clear_prefix(chunks_for(end_words) + 1);
         self.meta = Some(meta);
@@ -421,6 +443,9 @@ impl Collector {
             );
             return Err(undo(shared, handler));
         }
+        // Nothing stale remains in the heap range: the allocation region is
+        // zero-filled as it is touched.
+        space.set_dirty_limit(start);
         st.flip = t.elapsed();
         let t = Instant::now();
         let comp = shared.compactor();

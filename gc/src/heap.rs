@@ -472,6 +472,7 @@ impl MutatorContext {
             // The capacity bounds the moving space and large objects together.
             let limit = inner.config.capacity.saturating_sub(inner.los.bytes());
             if let Some((start, end)) = inner.space.alloc_block(size, tlab, limit) {
+                inner.space.clean_block(start, end);
                 let st = self.attached.state();
                 st.tlab.set(start, end);
                 return Ok(st.tlab.alloc(layout).expect("fresh TLAB fits the object"));

@@ -205,9 +205,14 @@ fn is_zero(map: &Mapping, off: usize) -> bool {
     unsafe { map.bytes(off, PAGE_SIZE) }.iter().all(|&b| b == 0)
 }
 
+/// Two scratch mappings, excluded from `fork()`: a fork elsewhere in the
+/// process (another probe, the embedding program) would otherwise make
+/// their pages non-exclusive and turn MOVE into EBUSY.
 fn scratch() -> std::io::Result<(Mapping, Mapping)> {
     let src = Mapping::new(4 * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite)?;
     let dst = Mapping::new(4 * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite)?;
+    src.madvise(0, src.len(), libc::MADV_DONTFORK)?;
+    dst.madvise(0, dst.len(), libc::MADV_DONTFORK)?;
     Ok((src, dst))
 }
 
@@ -368,6 +373,10 @@ fn check_ebusy_after_fork(uffd: &Uffd) -> Check {
         Ok(m) => m,
         Err(e) => return Check::fail(format!("mmap: {e}")),
     };
+    // This source must be inherited by the child.
+    if let Err(e) = src.madvise(0, src.len(), libc::MADV_DOFORK) {
+        return Check::fail(format!("madvise(DOFORK): {e}"));
+    }
     fill(&src, 0, 0xf0f0);
     if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
         return Check::fail(format!("register: {e}"));

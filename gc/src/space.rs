@@ -73,6 +73,9 @@ pub struct MovingSpace {
     pub(crate) heap: Mapping,
     pub(crate) from: Mapping,
     top: AtomicUsize,
+    /// Memory below this address (and above the top) may hold old bytes:
+    /// blocks handed out there are zeroed first. Above it pages are fresh.
+    dirty_limit: AtomicUsize,
 }
 
 impl MovingSpace {
@@ -90,7 +93,13 @@ impl MovingSpace {
         // Best effort: kernels without THP reject the advice.
         let _ = heap.madvise(0, capacity, advice);
         let top = AtomicUsize::new(heap.start());
-        Ok(MovingSpace { heap, from, top })
+        let dirty_limit = AtomicUsize::new(heap.start());
+        Ok(MovingSpace {
+            heap,
+            from,
+            top,
+            dirty_limit,
+        })
     }
 
     /// First address.
@@ -152,6 +161,30 @@ impl MovingSpace {
     /// the world stopped.
     pub(crate) fn set_top(&self, top: usize) {
         self.top.store(top, Ordering::Release);
+    }
+
+    /// Declares `[.., limit)` possibly dirty (world stopped).
+    pub(crate) fn set_dirty_limit(&self, limit: usize) {
+        self.dirty_limit.store(limit, Ordering::Release);
+    }
+
+    /// The dirty limit (see the field docs).
+    pub fn dirty_limit(&self) -> usize {
+        self.dirty_limit.load(Ordering::Acquire)
+    }
+
+    /// Zeroes the dirty part of a block just returned by `alloc_block`, so
+    /// allocation can rely on zeroed memory. Pages the kernel supplies
+    /// fresh are not touched.
+    pub(crate) fn clean_block(&self, start: usize, end: usize) {
+        let dirty_end = end.min(self.dirty_limit());
+        if start < dirty_end {
+            // SAFETY: `[start, end)` was just handed to the calling mutator
+            // alone by `alloc_block` (a CAS on the shared cursor), lies in the
+            // moving space, and nothing else references it yet.
+            let b = unsafe { self.heap.bytes_mut(start - self.start(), dirty_end - start) };
+            b.fill(0);
+        }
     }
 }
 
