@@ -3,3 +3,4 @@
 #![warn(missing_docs)]
 
 pub mod binary_trees;
+pub mod compact;
