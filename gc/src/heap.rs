@@ -57,7 +57,10 @@ pub struct HeapConfig {
     /// Run the heap verifier after every collection. Default: on in debug
     /// builds and with the `verify` feature.
     pub verify: bool,
-    /// Collection strategy. Concurrent strategies fall back (MOVE → COPY →
+    /// Collection strategy. Default: stop-the-world, which today beats the
+    /// concurrent strategies on throughput *and* pause for allocation-heavy
+    /// programs, because marking still runs inside the pause (see
+    /// docs/design.md §8). Concurrent strategies fall back (MOVE → COPY →
     /// stop-the-world) where the kernel cannot do them, saying so once.
     pub strategy: Strategy,
     /// How mutator faults are served during concurrent cycles.
@@ -84,7 +87,7 @@ impl Default for HeapConfig {
             dense_prefix_threshold: Some(0.95),
             huge_pages: false,
             verify: cfg!(any(debug_assertions, feature = "verify")),
-            strategy: Strategy::ConcurrentMove,
+            strategy: Strategy::StopTheWorld,
             fault_mode: FaultMode::Sigbus,
             uffd_path: None,
             injection: Injection::default(),

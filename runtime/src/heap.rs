@@ -147,9 +147,10 @@ impl HeapBuilder {
         self
     }
 
-    /// How collections compact the heap. Default: concurrent MOVE, which
-    /// falls back to concurrent COPY or stop-the-world (saying so once on
-    /// stderr) where the kernel cannot do it.
+    /// How collections compact the heap. Default: stop-the-world (see
+    /// [`HeapConfig::strategy`](movegc_gc::HeapConfig::strategy) for why).
+    /// `ConcurrentMove` falls back to concurrent COPY or stop-the-world
+    /// (saying so once on stderr) where the kernel cannot do it.
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.config.strategy = strategy;
         self

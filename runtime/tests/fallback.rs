@@ -50,6 +50,7 @@ fn child() {
     for _ in 0..2 {
         let heap = Heap::builder()
             .capacity(16 << 20)
+            .strategy(Strategy::ConcurrentMove)
             .verify(true)
             .build()
             .expect("heap builds without userfaultfd");

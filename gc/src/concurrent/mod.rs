@@ -672,7 +672,10 @@ impl CycleShared {
         while r.lowest_done > 0 && r.done[r.lowest_done - 1] {
             r.lowest_done -= 1;
         }
-        let w = if r.lowest_done == 0 {
+        let w = if r.lowest_done == r.done.len() {
+            // The top block is not done yet: nothing new is free.
+            r.watermark
+        } else if r.lowest_done == 0 {
             0
         } else {
             let first = self.pages[r.lowest_done * BLOCK_PAGES].first_word;
