@@ -637,22 +637,21 @@ fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<Concurren
         FaultMode::Sigbus => Features::MOVE | Features::SIGBUS,
         FaultMode::HandlerThread => Features::MOVE | Features::THREAD_ID,
     };
-    let mut opts = OpenOptions::new().features(want(mode));
-    if let Some(p) = config.uffd_path {
-        opts = opts.require_path(p);
-    }
-    let uffd = match Uffd::open(&opts) {
-        Ok(u) => u,
-        Err(e) => {
-            warn_once(
-                &WARN_UNAVAILABLE,
-                &format!(
-                    "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
-                ),
-            );
-            return None;
+    let open = |mode: FaultMode| {
+        let mut opts = OpenOptions::new().features(want(mode));
+        if let Some(p) = config.uffd_path {
+            opts = opts.require_path(p);
         }
+        Uffd::open(&opts)
+            .map_err(|e| {
+                let msg = format!(
+                    "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
+                );
+                warn_once(&WARN_UNAVAILABLE, &msg)
+            })
+            .ok()
     };
+    let uffd = open(mode)?;
     if mode == FaultMode::Sigbus && !uffd.features().contains(Features::SIGBUS) {
         warn_once(
             &WARN_NO_SIGBUS,
@@ -677,18 +676,7 @@ fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<Concurren
     // A SIGBUS-mode descriptor never queues fault events: reopen for the
     // handler-thread fallback.
     let uffd = if mode == FaultMode::HandlerThread && uffd.features().contains(Features::SIGBUS) {
-        match Uffd::open(&OpenOptions::new().features(want(mode))) {
-            Ok(u) => u,
-            Err(e) => {
-                warn_once(
-                    &WARN_UNAVAILABLE,
-                    &format!(
-                        "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
-                    ),
-                );
-                return None;
-            }
-        }
+        open(mode)?
     } else {
         uffd
     };
