@@ -488,14 +488,13 @@ impl Collector {
                     )
                 }));
                 if r.is_err() {
-                    // The heap may be half compacted: poison it, and never
-                    // leave waiters blocked on a cycle that will not end.
+                    // Pages of the heap may still be missing and registered:
+                    // mutators touching them would wait forever. The heap
+                    // cannot be completed, so say why and abort rather than
+                    // hang.
                     h.poison();
-                    let mut col = h.inner.collector.lock().unwrap_or_else(|e| e.into_inner());
-                    col.in_flight = false;
-                    h.inner.in_flight.store(false, Ordering::Release);
-                    drop(col);
-                    h.inner.idle.notify_all();
+                    eprintln!("movegc: concurrent compaction failed part-way; aborting (the heap cannot be completed)");
+                    std::process::abort();
                 }
             })
             .expect("spawn the compaction driver");
