@@ -218,6 +218,9 @@ pub struct CycleShared {
     /// Pages of the old used range (the from-space pages that hold data).
     used_pages: usize,
     states: PageStates,
+    /// Where a `Compacted` page's bytes are (a recycled from-space page or a
+    /// GC buffer page), so a faulting mutator can install it itself.
+    srcs: Box<[AtomicUsize]>,
     uffd: Arc<Uffd>,
     install: InstallMode,
     fault_mode: FaultMode,
@@ -283,6 +286,7 @@ impl CycleShared {
             reg_pages: s.reg_pages,
             used_pages: s.used_pages,
             states: PageStates::new(npages),
+            srcs: (0..npages).map(|_| AtomicUsize::new(0)).collect(),
             uffd: s.uffd,
             install: s.install,
             fault_mode: s.fault_mode,
@@ -370,30 +374,74 @@ impl CycleShared {
             self.counters
                 .pages_zero_filled
                 .fetch_add(done, Ordering::Relaxed);
-        } else if self.states.claim(p, Claimant::Mutator) {
-            let mut buf = PageBuf([0; PAGE_SIZE]);
-            self.compactor().compact_page(p, &mut buf.0);
-            self.states.mapping(p);
-            let n = self.copy_pages(page_addr, buf.0.as_ptr() as usize, PAGE_SIZE, true);
-            self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
-            self.states.mapped(p);
-            self.counters
-                .faults_resolved
-                .fetch_add(1, Ordering::Relaxed);
         } else {
-            match self.fault_mode {
-                FaultMode::Sigbus => self.states.wait_mapped(p),
-                FaultMode::HandlerThread => {
-                    // The installer's ioctl wakes the faulting thread; if it
-                    // is already mapped, a wake is harmless.
-                    if self.states.get(p) == PageState::Mapped {
+            self.resolve_page(p, page_addr);
+        }
+        self.stalls.record(t0.elapsed());
+    }
+
+    /// Makes to-space page `p` present: compacts it if nobody has, installs
+    /// it if the GC compacted it but has not installed it yet, and otherwise
+    /// waits (briefly: one page's compaction or one ioctl) for whoever owns
+    /// it. Never waits for a whole GC batch.
+    fn resolve_page(&self, p: usize, page_addr: usize) {
+        let mut round = 0u32;
+        loop {
+            match self.states.get(p) {
+                PageState::Mapped => {
+                    if self.fault_mode == FaultMode::HandlerThread {
                         let _ = self.uffd.wake(page_addr, PAGE_SIZE);
+                    }
+                    break;
+                }
+                PageState::Unprocessed => {
+                    if self.states.claim(p, Claimant::Mutator) {
+                        let mut buf = PageBuf([0; PAGE_SIZE]);
+                        self.compactor().compact_page(p, &mut buf.0);
+                        self.states.mapping(p);
+                        let n =
+                            self.copy_pages(page_addr, buf.0.as_ptr() as usize, PAGE_SIZE, true);
+                        self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+                        self.states.mapped(p);
+                        self.counters
+                            .faults_resolved
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                PageState::Compacted => {
+                    // The GC compacted it into its buffer; install it from
+                    // there now instead of waiting for the batch's ioctl.
+                    if self.states.take_compacted(p) {
+                        let src = self.srcs[p].load(Ordering::Acquire);
+                        let n = self.copy_pages(page_addr, src, PAGE_SIZE, false);
+                        self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+                        self.states.mapped(p);
+                        self.counters
+                            .faults_resolved
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+                PageState::GcClaimed | PageState::MutatorClaimed | PageState::Mapping => {
+                    if self.fault_mode == FaultMode::HandlerThread
+                        && self.states.get(p) == PageState::Mapping
+                    {
+                        // The installing ioctl wakes the faulting thread.
+                        break;
+                    }
+                    round += 1;
+                    if round < 64 {
+                        std::hint::spin_loop();
+                    } else if round < 72 {
+                        std::thread::yield_now();
+                    } else {
+                        std::thread::sleep(Duration::from_micros(5));
                     }
                 }
             }
-            self.counters.faults_waited.fetch_add(1, Ordering::Relaxed);
         }
-        self.stalls.record(t0.elapsed());
+        self.counters.faults_waited.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Installs `len` bytes at `dst` by COPY from `src`, finishing partial
@@ -553,20 +601,23 @@ impl CycleShared {
     }
 
     /// Installs `pages` (ascending `(to-space page, source address)`
-    /// pairs): each run of consecutive pages whose sources are consecutive
-    /// too goes in one MOVE or COPY ioctl.
+    /// pairs, all `Compacted` by this thread): each run of consecutive pages
+    /// whose sources are consecutive too goes in one MOVE or COPY ioctl.
+    /// Pages a faulting mutator took over meanwhile are left out.
     fn install_runs(&self, pages: &[(usize, usize)], by_move: bool) {
         let mut i = 0;
         while i < pages.len() {
+            if !self.states.take_compacted(pages[i].0) {
+                i += 1; // a mutator installs this one
+                continue;
+            }
             let mut j = i + 1;
             while j < pages.len()
                 && pages[j].0 == pages[j - 1].0 + 1
                 && pages[j].1 == pages[j - 1].1 + PAGE_SIZE
+                && self.states.take_compacted(pages[j].0)
             {
                 j += 1;
-            }
-            for &(p, _) in &pages[i..j] {
-                self.states.mapping(p);
             }
             let dst = self.space_start + pages[i].0 * PAGE_SIZE;
             let len = (j - i) * PAGE_SIZE;
@@ -588,7 +639,6 @@ impl CycleShared {
     /// of every block it took is mapped.
     pub(crate) fn sweep(&self, next_block: &AtomicIsize, buf: &Mapping) {
         let comp = self.compactor();
-        let mut claimed = Vec::with_capacity(BLOCK_PAGES);
         let mut recycled_runs = Vec::with_capacity(BLOCK_PAGES);
         let mut buffered_runs = Vec::with_capacity(BLOCK_PAGES);
         loop {
@@ -599,42 +649,47 @@ impl CycleShared {
             let b = b as usize;
             let lo = b * BLOCK_PAGES;
             let hi = (lo + BLOCK_PAGES).min(self.npages);
-            claimed.clear();
-            claimed.extend((lo..hi).filter(|&p| self.states.claim(p, Claimant::Gc)));
+            // Recycled pages are reserved for the whole block up front;
+            // pages are claimed one at a time as they are compacted, so a
+            // mutator faulting ahead of the sweep compacts its page itself
+            // instead of waiting for the block.
             let (first_recycled, n_recycled) = match self.install {
                 InstallMode::Copy => (0, 0),
-                InstallMode::Move => self.take_recycled(b, claimed.len()),
+                InstallMode::Move => self.take_recycled(b, hi - lo),
             };
-            self.counters.recycle_shortfall.fetch_add(
-                if self.install == InstallMode::Move {
-                    claimed.len() - n_recycled
-                } else {
-                    0
-                },
-                Ordering::Relaxed,
-            );
-            let (recycled, buffered) = claimed.split_at(n_recycled);
-            // Compact: recycled pages into from-space pages, the rest into the buffer.
             recycled_runs.clear();
-            for (i, &p) in recycled.iter().enumerate() {
-                let off = (first_recycled + i) * PAGE_SIZE;
-                // SAFETY: from-space page `first_recycled + i` was handed to
-                // this thread alone by the recycler: it is above the
-                // watermark, so no compaction reads it any more, and no other
-                // thread writes it.
-                let dst = unsafe { crate::mapping::from_space_page(self.from_start, off) };
-                comp.compact_page(p, dst);
-                self.states.compacted(p);
-                recycled_runs.push((p, self.from_start + off));
-            }
             buffered_runs.clear();
-            for &p in buffered {
-                let off = (p - lo) * PAGE_SIZE;
-                // SAFETY: `buf` is this thread's private buffer.
-                let dst = unsafe { buf.bytes_mut(off, PAGE_SIZE) };
-                comp.compact_page(p, dst);
+            let mut used = 0;
+            for p in lo..hi {
+                if !self.states.claim(p, Claimant::Gc) {
+                    continue;
+                }
+                let src = if used < n_recycled {
+                    let off = (first_recycled + used) * PAGE_SIZE;
+                    used += 1;
+                    // SAFETY: from-space page `first_recycled + used` was
+                    // handed to this thread alone by the recycler: it is above
+                    // the watermark, so no compaction reads it any more, and
+                    // no other thread writes it.
+                    let dst = unsafe { crate::mapping::from_space_page(self.from_start, off) };
+                    comp.compact_page(p, dst);
+                    recycled_runs.push((p, self.from_start + off));
+                    self.from_start + off
+                } else {
+                    let off = (p - lo) * PAGE_SIZE;
+                    // SAFETY: `buf` is this thread's private buffer.
+                    let dst = unsafe { buf.bytes_mut(off, PAGE_SIZE) };
+                    comp.compact_page(p, dst);
+                    buffered_runs.push((p, buf.start() + off));
+                    buf.start() + off
+                };
+                self.srcs[p].store(src, Ordering::Release);
                 self.states.compacted(p);
-                buffered_runs.push((p, buf.start() + off));
+            }
+            if self.install == InstallMode::Move {
+                self.counters
+                    .recycle_shortfall
+                    .fetch_add(buffered_runs.len(), Ordering::Relaxed);
             }
             self.install_runs(&recycled_runs, true);
             self.install_runs(&buffered_runs, false);

@@ -3,8 +3,9 @@
 //! thread or by a faulting mutator, whichever claims it first.
 //!
 //! ```text
-//!                 CAS (GC thread)             store               CAS              ioctl ok
-//!  Unprocessed ─────────────────► GcClaimed ───────► Compacted ─────────► Mapping ─────────► Mapped
+//!                 CAS (GC thread)             store          CAS (GC thread, or a    ioctl ok
+//!  Unprocessed ─────────────────► GcClaimed ───────► Compacted ───────────────► Mapping ─────────► Mapped
+//!                                                               faulting mutator)
 //!       │                                                                   ▲
 //!       │ CAS (faulting mutator / fault-handler thread)                     │ store
 //!       └──────────────────────► MutatorClaimed ────────────────────────────┘
@@ -15,7 +16,7 @@
 //! | `Unprocessed` (0) | to-space page missing, nobody working on it | whoever wins the CAS |
 //! | `GcClaimed` | a GC thread is compacting it into a recycled from-space page or its buffer | that GC thread |
 //! | `MutatorClaimed` | a fault resolver is compacting it into its stack buffer | that resolver |
-//! | `Compacted` | bytes ready in a GC buffer, waiting for the batch's one ioctl | that GC thread |
+//! | `Compacted` | bytes ready in a GC buffer, waiting for the batch's one ioctl | that GC thread, or a faulting mutator that installs it itself by COPY from the GC's buffer (the batch's MOVE then leaves it out) |
 //! | `Mapping` | the ioctl that installs it is in flight | the installer |
 //! | `Mapped` | installed; accesses no longer fault | terminal |
 //!
@@ -127,7 +128,22 @@ impl PageStates {
         self.states[p].store(PageState::Compacted as u8, Ordering::Release);
     }
 
-    /// `Compacted | MutatorClaimed → Mapping`: the installing ioctl is next.
+    /// `Compacted → Mapping` by CAS: the caller (the GC thread that
+    /// compacted it, or a faulting mutator taking over its installation)
+    /// installs the page. False if someone else took it first.
+    #[inline]
+    pub fn take_compacted(&self, p: usize) -> bool {
+        self.states[p]
+            .compare_exchange(
+                PageState::Compacted as u8,
+                PageState::Mapping as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// `MutatorClaimed → Mapping`: the installing ioctl is next.
     #[inline]
     pub fn mapping(&self, p: usize) {
         debug_assert!(matches!(
