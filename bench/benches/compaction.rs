@@ -112,7 +112,14 @@ fn child(spec: &str) {
 }
 
 fn run_child(p: &CompactParams) -> Result<CompactResult, String> {
-    let exe = std::env::current_exe().expect("current executable");
+    // `/proc/self/exe` still names this process's executable when a
+    // concurrent `cargo build` has replaced the file in the shared target
+    // directory (the path from `current_exe` would then be gone).
+    let exe = if std::path::Path::new("/proc/self/exe").exists() {
+        std::path::PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().expect("current executable")
+    };
     let out = Command::new(exe)
         .env(CHILD_ENV, p.to_spec())
         .stdin(Stdio::null())
