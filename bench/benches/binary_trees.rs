@@ -22,7 +22,6 @@
 //! markdown table.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use movegc::{Heap, Strategy};
@@ -290,23 +289,10 @@ fn median(v: &mut [f64]) -> f64 {
 /// Runs one child; `Err` describes a crash, a failed verification (the
 /// child panics) or unreadable output.
 fn run_child(name: &str, depth: u32) -> Result<Sample, String> {
-    let exe = std::env::current_exe().expect("current executable");
-    let out = Command::new(exe)
-        .env(CHILD_ENV, name)
-        .env("BT_DEPTH", depth.to_string())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("spawning failed: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("child exited with {}", out.status));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| "no JSON line on stdout".to_string())?;
-    serde_json::from_str(line).map_err(|e| format!("bad JSON ({e}): {line}"))
+    movegc_bench::child::run_json_child(&[
+        (CHILD_ENV, name.to_string()),
+        ("BT_DEPTH", depth.to_string()),
+    ])
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {

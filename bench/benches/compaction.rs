@@ -34,7 +34,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use movegc_bench::compact::{CompactParams, CompactResult};
@@ -112,29 +111,7 @@ fn child(spec: &str) {
 }
 
 fn run_child(p: &CompactParams) -> Result<CompactResult, String> {
-    // `/proc/self/exe` still names this process's executable when a
-    // concurrent `cargo build` has replaced the file in the shared target
-    // directory (the path from `current_exe` would then be gone).
-    let exe = if std::path::Path::new("/proc/self/exe").exists() {
-        std::path::PathBuf::from("/proc/self/exe")
-    } else {
-        std::env::current_exe().expect("current executable")
-    };
-    let out = Command::new(exe)
-        .env(CHILD_ENV, p.to_spec())
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("spawning failed: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("child exited with {}", out.status));
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .ok_or_else(|| "no JSON line on stdout".to_string())?;
-    serde_json::from_str(line).map_err(|e| format!("bad JSON ({e}): {line}"))
+    movegc_bench::child::run_json_child(&[(CHILD_ENV, p.to_spec())])
 }
 
 /// Whether other processes used a noticeable share of the CPUs during the

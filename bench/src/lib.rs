@@ -3,4 +3,5 @@
 #![warn(missing_docs)]
 
 pub mod binary_trees;
+pub mod child;
 pub mod compact;

@@ -399,13 +399,7 @@ impl CycleShared {
                         let mut buf = PageBuf([0; PAGE_SIZE]);
                         self.compactor().compact_page(p, &mut buf.0);
                         self.states.mapping(p);
-                        let n =
-                            self.copy_pages(page_addr, buf.0.as_ptr() as usize, PAGE_SIZE, true);
-                        self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
-                        self.states.mapped(p);
-                        self.counters
-                            .faults_resolved
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.install_resolved(p, page_addr, buf.0.as_ptr() as usize, true);
                         return;
                     }
                 }
@@ -414,12 +408,7 @@ impl CycleShared {
                     // there now instead of waiting for the batch's ioctl.
                     if self.states.take_compacted(p) {
                         let src = self.srcs[p].load(Ordering::Acquire);
-                        let n = self.copy_pages(page_addr, src, PAGE_SIZE, false);
-                        self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
-                        self.states.mapped(p);
-                        self.counters
-                            .faults_resolved
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.install_resolved(p, page_addr, src, false);
                         return;
                     }
                 }
@@ -442,6 +431,17 @@ impl CycleShared {
             }
         }
         self.counters.faults_waited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The end of a resolved fault: page `p` (now `Mapping`, owned by the
+    /// caller) is installed by COPY from `src` and marked `Mapped`.
+    fn install_resolved(&self, p: usize, page_addr: usize, src: usize, inject: bool) {
+        let n = self.copy_pages(page_addr, src, PAGE_SIZE, inject);
+        self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+        self.states.mapped(p);
+        self.counters
+            .faults_resolved
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Installs `len` bytes at `dst` by COPY from `src`, finishing partial
