@@ -276,16 +276,6 @@ fn child(name: &str, depth: u32) {
     );
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 /// Runs one child; `Err` describes a crash, a failed verification (the
 /// child panics) or unreadable output.
 fn run_child(name: &str, depth: u32) -> Result<Sample, String> {
@@ -380,8 +370,8 @@ fn print_table(
     failures: &BTreeMap<&str, Vec<String>>,
 ) {
     let med = |name: &str, f: &dyn Fn(&Sample) -> f64| -> f64 {
-        let mut v: Vec<f64> = samples[name].iter().map(f).collect();
-        median(&mut v)
+        let v: Vec<f64> = samples[name].iter().map(f).collect();
+        movegc_bench::median(&v)
     };
     let box_wall = samples
         .contains_key("box")

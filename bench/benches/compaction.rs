@@ -159,19 +159,6 @@ fn run_quiet(p: &CompactParams, max_wait_s: &mut u64) -> Result<CompactResult, S
     run_child(p)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn min_max(v: &[f64]) -> (f64, f64) {
     v.iter()
         .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
@@ -404,7 +391,7 @@ fn print_tables(
         }
     };
     let med = |v: &[CompactResult], f: &dyn Fn(&CompactResult) -> f64| -> f64 {
-        median(v.iter().map(f).collect())
+        movegc_bench::median(&v.iter().map(f).collect::<Vec<_>>())
     };
     println!();
     println!(
@@ -428,7 +415,7 @@ fn print_tables(
                     .map_or("–".to_string(), |c| {
                         format!(
                             "**{:.2}**",
-                            median(comp.clone()) / med(c, &|r| r.compaction_ms)
+                            movegc_bench::median(&comp) / med(c, &|r| r.compaction_ms)
                         )
                     })
             } else {
@@ -470,7 +457,7 @@ fn print_tables(
                 g.live_permille as f64 / 1000.0,
                 g.mutators,
                 fault_name(g, s),
-                median(comp.clone()),
+                movegc_bench::median(&comp),
                 if conc {
                     format!("{:.2}", med(v, &|r| r.flip_phase_ms))
                 } else {
@@ -523,7 +510,7 @@ fn print_tables(
                         })
                         .collect();
                     let (lo, hi) = min_max(&ratios);
-                    format!("{:.2} ({lo:.2}–{hi:.2})", median(ratios))
+                    format!("{:.2} ({lo:.2}–{hi:.2})", movegc_bench::median(&ratios))
                 })
             } else {
                 None

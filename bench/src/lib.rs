@@ -5,3 +5,19 @@
 pub mod binary_trees;
 pub mod child;
 pub mod compact;
+
+/// Median of `v` (mean of the two middle values for an even count; NaN
+/// for an empty slice).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
