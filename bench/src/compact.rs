@@ -405,6 +405,8 @@ pub struct Usage {
     pub majflt: u64,
     /// User + system CPU time.
     pub cpu: Duration,
+    /// Peak resident set size of the process so far, bytes.
+    pub max_rss_bytes: u64,
 }
 
 /// `getrusage(RUSAGE_SELF)`.
@@ -422,6 +424,7 @@ pub fn usage() -> Usage {
         minflt: ru.ru_minflt as u64,
         majflt: ru.ru_majflt as u64,
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_bytes: ru.ru_maxrss as u64 * 1024,
     }
 }
 

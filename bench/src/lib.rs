@@ -5,6 +5,7 @@
 pub mod binary_trees;
 pub mod child;
 pub mod compact;
+pub mod record;
 
 /// Median of `v` (mean of the two middle values for an even count; NaN
 /// for an empty slice).

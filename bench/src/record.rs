@@ -1,0 +1,398 @@
+//! The one result format every workload of the suite produces: a
+//! [`RunRecord`] per (workload, strategy, repeat), serialised as one JSON
+//! object (the `results` entries of `movegc bench`'s `results.json`).
+//!
+//! A workload returns a [`WorkloadOutput`] (its wall time, the
+//! [`CycleStats`] of every collection it ran, an optional per-operation
+//! latency histogram and its own verification string);
+//! [`RunRecord::from_output`] turns that plus the process's resource usage
+//! into the aggregate numbers the tables and plots use. Field names are a
+//! stable interface: add fields, do not rename them.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use movegc_gc::{CycleStats, Strategy};
+use serde::{Deserialize, Serialize};
+
+/// What a workload hands back after a verified run.
+#[derive(Clone, Debug)]
+pub struct WorkloadOutput {
+    /// Wall time of the measured part (setup excluded where the workload
+    /// says so).
+    pub wall: Duration,
+    /// Every collection of the run, in order.
+    pub cycles: Vec<CycleStats>,
+    /// Per-operation latency in microseconds (workloads that time their
+    /// operations), e.g. the fragmenter's rounds or the UI frames.
+    pub op_latency_us: Option<Histogram<u64>>,
+    /// What the workload verified, e.g. an output hash or a checksum
+    /// (workloads panic or return `Err` on a mismatch, so this is
+    /// informational).
+    pub check: String,
+}
+
+/// p50 / p99 / max of a distribution.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+impl Quantiles {
+    /// Quantiles of `xs` by nearest rank (all zero for an empty slice).
+    pub fn of(xs: &[f64]) -> Quantiles {
+        if xs.is_empty() {
+            return Quantiles::default();
+        }
+        let mut v = xs.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Quantiles {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+        }
+    }
+
+    /// Quantiles of a histogram (all zero if it is empty).
+    pub fn of_histogram(h: &Histogram<u64>) -> Quantiles {
+        if h.is_empty() {
+            return Quantiles::default();
+        }
+        Quantiles {
+            p50: h.value_at_quantile(0.5) as f64,
+            p99: h.value_at_quantile(0.99) as f64,
+            max: h.max() as f64,
+        }
+    }
+}
+
+/// One collection, as recorded per cycle in a [`RunRecord`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CycleRecord {
+    /// Strategy the cycle used (after any fallback).
+    pub strategy: String,
+    /// Mutators stopped, ms.
+    pub pause_ms: f64,
+    /// Marking, ms (inside the pause).
+    pub mark_ms: f64,
+    /// The flip itself (mremap + register), ms; 0 for stop-the-world.
+    pub flip_ms: f64,
+    /// Compaction completion time, ms: flip end to last page mapped for
+    /// concurrent cycles, the compact phase for stop-the-world ones.
+    pub compaction_ms: f64,
+    /// Pause start to cycle end, ms.
+    pub cycle_ms: f64,
+    /// Live bytes after marking.
+    pub live_bytes: usize,
+    /// To-space pages produced by `compact_page`.
+    pub pages_compacted: usize,
+    /// Pages installed with `UFFDIO_MOVE`.
+    pub pages_moved: usize,
+    /// Pages installed with `UFFDIO_COPY`.
+    pub pages_copied: usize,
+    /// Mutator faults.
+    pub faults: usize,
+    /// Fault stall p99, microseconds.
+    pub fault_stall_p99_us: f64,
+}
+
+impl CycleRecord {
+    /// The record of one cycle.
+    pub fn of(c: &CycleStats) -> CycleRecord {
+        CycleRecord {
+            strategy: c.strategy.map_or("-", Strategy::name).to_string(),
+            pause_ms: ms(c.pause),
+            mark_ms: ms(c.mark),
+            flip_ms: ms(c.flip),
+            compaction_ms: ms(c.compaction),
+            cycle_ms: ms(c.cycle_time),
+            live_bytes: c.live_bytes,
+            pages_compacted: c.pages_compacted,
+            pages_moved: c.pages_moved,
+            pages_copied: c.pages_copied,
+            faults: c.faults,
+            fault_stall_p99_us: c.fault_stall_quantile_us(0.99) as f64,
+        }
+    }
+}
+
+/// Process resource usage of a run, measured by the process that ran it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProcessUsage {
+    /// User + system CPU time, seconds.
+    pub cpu_s: f64,
+    /// Minor page faults.
+    pub minflt: u64,
+    /// Peak resident set size, bytes (`ru_maxrss`).
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessUsage {
+    /// `getrusage(RUSAGE_SELF)` now.
+    pub fn now() -> ProcessUsage {
+        let u = crate::compact::usage();
+        ProcessUsage {
+            cpu_s: u.cpu.as_secs_f64(),
+            minflt: u.minflt,
+            peak_rss_bytes: u.max_rss_bytes,
+        }
+    }
+
+    /// Usage between `before` and `self` (the peak RSS is `self`'s: the
+    /// process's high-water mark).
+    pub fn since(&self, before: &ProcessUsage) -> ProcessUsage {
+        ProcessUsage {
+            cpu_s: self.cpu_s - before.cpu_s,
+            minflt: self.minflt.saturating_sub(before.minflt),
+            peak_rss_bytes: self.peak_rss_bytes,
+        }
+    }
+}
+
+/// Everything one (workload, strategy, repeat) run reports. See the module
+/// docs; `docs/benchmarks.md` documents each field.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Workload name (`compact`, `fragmenter`, `binary-trees`, `gcbench`,
+    /// `threads`).
+    pub workload: String,
+    /// Strategy asked for (`concurrent-move`, `concurrent-copy`,
+    /// `stop-the-world`).
+    pub strategy: String,
+    /// Strategy the cycles really used (the most frequent one; differs from
+    /// `strategy` only after a fallback).
+    pub strategy_used: String,
+    /// Fault mode (`sigbus`, `handler-thread`, or `-` for stop-the-world).
+    pub fault_mode: String,
+    /// The workload's parameters, `key=value,..`.
+    pub params: String,
+    /// Repeat index (0-based).
+    pub repeat: usize,
+    /// Wall time of the measured part, seconds.
+    pub wall_s: f64,
+    /// CPU time of the process over the measured part, seconds.
+    pub cpu_s: f64,
+    /// Collections.
+    pub cycles: usize,
+    /// Sum over cycles of the compaction completion time, ms.
+    pub compaction_ms: f64,
+    /// Sum over cycles of marking, ms.
+    pub mark_ms: f64,
+    /// Flip (mremap + register) p50 / p99 / max over cycles, ms.
+    pub flip_ms: Quantiles,
+    /// Pause p50 / p99 / max over cycles, ms.
+    pub pause_ms: Quantiles,
+    /// To-space pages compacted (sum).
+    pub pages_compacted: usize,
+    /// Pages installed with `UFFDIO_MOVE` (sum).
+    pub pages_moved: usize,
+    /// Pages installed with `UFFDIO_COPY` (sum).
+    pub pages_copied: usize,
+    /// Allocation-region pages zero-filled (sum).
+    pub pages_zero_filled: usize,
+    /// From-space pages released at cycle ends (sum).
+    pub pages_released: usize,
+    /// MOVE ioctls (sum).
+    pub move_ioctls: usize,
+    /// Pages copied because MOVE said `EBUSY` (sum).
+    pub ebusy_fallbacks: usize,
+    /// `madvise` calls made by collections (sum).
+    pub madvise_calls: usize,
+    /// Mutator faults (sum).
+    pub faults: usize,
+    /// Fault stalls over all cycles, microseconds.
+    pub fault_stall_us: Quantiles,
+    /// The fault-stall distribution as `[stall_us, cumulative fraction]`
+    /// points (empty without faults), for CDF plots.
+    pub fault_stall_cdf: Vec<[f64; 2]>,
+    /// Per-operation latency (workloads that time operations), microseconds.
+    pub op_latency_us: Option<Quantiles>,
+    /// Peak RSS of the process, bytes.
+    pub peak_rss_bytes: u64,
+    /// Minor page faults over the measured part.
+    pub minflt: u64,
+    /// What the workload verified.
+    pub check: String,
+    /// Every cycle.
+    pub per_cycle: Vec<CycleRecord>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The quantiles at which [`RunRecord::fault_stall_cdf`] is sampled.
+const CDF_POINTS: [f64; 14] = [
+    0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0,
+];
+
+impl RunRecord {
+    /// Aggregates a workload's output. `usage` is the process usage over
+    /// the measured part; `fault_mode` the heap's (`-` if none).
+    pub fn from_output(
+        workload: &str,
+        strategy: Strategy,
+        fault_mode: &str,
+        params: &str,
+        repeat: usize,
+        out: &WorkloadOutput,
+        usage: ProcessUsage,
+    ) -> RunRecord {
+        let cycles = &out.cycles;
+        let sum = |f: fn(&CycleStats) -> usize| cycles.iter().map(f).sum::<usize>();
+        let mut stalls: Option<Histogram<u64>> = None;
+        for h in cycles.iter().filter_map(|c| c.fault_stall_us.as_ref()) {
+            match &mut stalls {
+                Some(s) => s.add(&h.0).expect("histograms with the same bounds"),
+                None => stalls = Some(h.0.clone()),
+            }
+        }
+        let (fault_stall_us, fault_stall_cdf) = match stalls.filter(|h| !h.is_empty()) {
+            Some(h) => (
+                Quantiles::of_histogram(&h),
+                CDF_POINTS
+                    .iter()
+                    .map(|&q| [h.value_at_quantile(q) as f64, q])
+                    .collect(),
+            ),
+            None => (Quantiles::default(), Vec::new()),
+        };
+        let pauses: Vec<f64> = cycles.iter().map(|c| ms(c.pause)).collect();
+        let flips: Vec<f64> = cycles
+            .iter()
+            .filter(|c| c.strategy.is_some_and(Strategy::is_concurrent))
+            .map(|c| ms(c.flip))
+            .collect();
+        RunRecord {
+            workload: workload.to_string(),
+            strategy: strategy.name().to_string(),
+            strategy_used: most_used(cycles).unwrap_or(strategy).name().to_string(),
+            fault_mode: fault_mode.to_string(),
+            params: params.to_string(),
+            repeat,
+            wall_s: out.wall.as_secs_f64(),
+            cpu_s: usage.cpu_s,
+            cycles: cycles.len(),
+            compaction_ms: cycles.iter().map(|c| ms(c.compaction)).sum(),
+            mark_ms: cycles.iter().map(|c| ms(c.mark)).sum(),
+            flip_ms: Quantiles::of(&flips),
+            pause_ms: Quantiles::of(&pauses),
+            pages_compacted: sum(|c| c.pages_compacted),
+            pages_moved: sum(|c| c.pages_moved),
+            pages_copied: sum(|c| c.pages_copied),
+            pages_zero_filled: sum(|c| c.pages_zero_filled),
+            pages_released: sum(|c| c.pages_released),
+            move_ioctls: sum(|c| c.move_ioctls),
+            ebusy_fallbacks: sum(|c| c.ebusy_fallbacks),
+            madvise_calls: sum(|c| c.madvise_calls),
+            faults: sum(|c| c.faults),
+            fault_stall_us,
+            fault_stall_cdf,
+            op_latency_us: out.op_latency_us.as_ref().map(Quantiles::of_histogram),
+            peak_rss_bytes: usage.peak_rss_bytes,
+            minflt: usage.minflt,
+            check: out.check.clone(),
+            per_cycle: cycles.iter().map(CycleRecord::of).collect(),
+        }
+    }
+}
+
+/// The strategy most cycles used.
+fn most_used(cycles: &[CycleStats]) -> Option<Strategy> {
+    let all = [
+        Strategy::ConcurrentMove,
+        Strategy::ConcurrentCopy,
+        Strategy::StopTheWorld,
+    ];
+    all.into_iter()
+        .map(|s| (cycles.iter().filter(|c| c.strategy == Some(s)).count(), s))
+        .filter(|&(n, _)| n > 0)
+        .max_by_key(|&(n, _)| n)
+        .map(|(_, s)| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cycle(strategy: Strategy, pause_ms: u64, moved: usize, stalls: &[u64]) -> CycleStats {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for &s in stalls {
+            h.record(s).unwrap();
+        }
+        CycleStats {
+            strategy: Some(strategy),
+            pause: Duration::from_millis(pause_ms),
+            compaction: Duration::from_millis(10),
+            flip: Duration::from_micros(300),
+            pages_moved: moved,
+            faults: stalls.len(),
+            fault_stall_us: Some(movegc_gc::stats::Stalls(h)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let xs: Vec<f64> = (1..=100).map(f64::from).collect();
+        let q = Quantiles::of(&xs);
+        assert_eq!((q.p50, q.p99, q.max), (50.0, 99.0, 100.0));
+        assert_eq!(Quantiles::of(&[]), Quantiles::default());
+        assert_eq!(Quantiles::of(&[7.0]).p50, 7.0);
+    }
+
+    #[test]
+    fn aggregates_cycles_and_merges_stalls() {
+        let out = WorkloadOutput {
+            wall: Duration::from_millis(1500),
+            cycles: vec![
+                cycle(Strategy::ConcurrentMove, 2, 100, &[10, 20]),
+                cycle(Strategy::ConcurrentMove, 4, 50, &[30, 1000]),
+                cycle(Strategy::ConcurrentCopy, 3, 0, &[]),
+            ],
+            op_latency_us: None,
+            check: "ok".into(),
+        };
+        let usage = ProcessUsage {
+            cpu_s: 2.0,
+            minflt: 7,
+            peak_rss_bytes: 1 << 20,
+        };
+        let r = RunRecord::from_output(
+            "fragmenter",
+            Strategy::ConcurrentMove,
+            "sigbus",
+            "k=v",
+            1,
+            &out,
+            usage,
+        );
+        assert_eq!(r.cycles, 3);
+        assert_eq!(r.strategy_used, "concurrent-move");
+        assert_eq!(r.pages_moved, 150);
+        assert_eq!(r.faults, 4);
+        assert_eq!(r.compaction_ms, 30.0);
+        assert_eq!(r.pause_ms.max, 4.0);
+        assert_eq!(r.pause_ms.p50, 3.0);
+        assert_eq!(r.fault_stall_us.max, 1000.0);
+        assert!(r.fault_stall_us.p50 >= 19.0 && r.fault_stall_us.p50 <= 20.0);
+        let last = r.fault_stall_cdf.last().unwrap();
+        assert_eq!(last[1], 1.0);
+        assert!(r
+            .fault_stall_cdf
+            .windows(2)
+            .all(|w| w[0][0] <= w[1][0] && w[0][1] <= w[1][1]));
+        assert_eq!(r.per_cycle.len(), 3);
+        assert_eq!(r.wall_s, 1.5);
+        assert_eq!(r.peak_rss_bytes, 1 << 20);
+        let json = serde_json::to_string(&r).unwrap();
+        let back: RunRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+}
