@@ -174,7 +174,7 @@ impl Collector {
                 los: &los,
             },
             &roots,
-            Some(&inner.pool),
+            Some(&inner.pool()),
             inner.config.gc_threads.max(1),
         );
         st.mark = t.elapsed();
@@ -266,7 +266,7 @@ impl Collector {
         let heap_map = &space.heap;
         let bounce = &mut self.bounce;
         bounce.resize(STW_CHUNK_PAGES * PAGE_SIZE, 0);
-        inner.pool.install(|| {
+        inner.pool().install(|| {
             let headers: Vec<u64> = (dense_pages..npages)
                 .into_par_iter()
                 .map(|p| comp.first_header(p))
@@ -365,6 +365,16 @@ impl Collector {
             .concurrent
             .as_ref()
             .expect("concurrent strategy without userfaultfd support");
+        let uffd = match support.uffd() {
+            Ok(u) => u,
+            Err(e) => {
+                crate::heap::warn_once(
+                    &crate::heap::WARN_FLIP,
+                    &format!("reopening userfaultfd after fork() failed ({e}); compacting stop-the-world"),
+                );
+                return Err(meta);
+            }
+        };
         let t = Instant::now();
         let install = if strategy == Strategy::ConcurrentMove {
             InstallMode::Move
@@ -388,7 +398,7 @@ impl Collector {
             from_start: space.from.start(),
             reg_pages: space.capacity() / PAGE_SIZE,
             used_pages: reg_len / PAGE_SIZE,
-            uffd: support.uffd.clone(),
+            uffd: uffd.clone(),
             install,
             fault_mode: support.fault_mode,
             injection: inner.config.injection,
@@ -436,7 +446,7 @@ impl Collector {
             );
             return Err(undo(shared, handler));
         }
-        if let Err(e) = support.uffd.register(start, whole, RegisterMode::MISSING) {
+        if let Err(e) = uffd.register(start, whole, RegisterMode::MISSING) {
             // Put the pages back (the whole range, so the heap stays one
             // VMA) and finish this cycle stop-the-world.
             inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +538,7 @@ fn drive(
     let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
     let times: Vec<Mutex<Duration>> = buffers.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
-    inner.pool.scope(|s| {
+    inner.pool().scope(|s| {
         for (i, buf) in buffers.iter().enumerate() {
             let (shared, next, times) = (&shared, &next, &times);
             s.spawn(move |_| {

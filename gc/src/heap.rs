@@ -18,6 +18,7 @@ use std::sync::Condvar;
 use crate::concurrent::fault::{register_heap, HeapSlot};
 use crate::concurrent::{FaultMode, Injection};
 use crate::cycle::Collector;
+use crate::fork::PerProcess;
 use crate::mapping::{
     physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
@@ -164,11 +165,27 @@ struct PersistentTable {
 
 /// What a heap has for concurrent compaction.
 pub(crate) struct ConcurrentSupport {
-    pub(crate) uffd: Arc<Uffd>,
+    /// The descriptor (reopened in a forked child: see `fork`).
+    uffd: PerProcess<Uffd>,
     pub(crate) fault_mode: FaultMode,
     /// The heap's SIGBUS registry slot (SIGBUS mode only).
     pub(crate) slot: Option<HeapSlot>,
     pub(crate) can_move: bool,
+}
+
+impl ConcurrentSupport {
+    /// This process's userfaultfd: the heap's, or in a forked child a new
+    /// one with the same features and open path (the inherited descriptor
+    /// would act on the parent's memory).
+    pub(crate) fn uffd(&self) -> Result<Arc<Uffd>, crate::uffd::UffdError> {
+        self.uffd.get(|old| {
+            Uffd::open(
+                &OpenOptions::new()
+                    .features(old.features())
+                    .require_path(old.open_path()),
+            )
+        })
+    }
 }
 
 pub(crate) static WARN_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
@@ -187,7 +204,8 @@ pub(crate) fn warn_once(flag: &AtomicBool, msg: &str) {
 
 pub(crate) struct HeapInner {
     pub(crate) config: HeapConfig,
-    pub(crate) pool: rayon::ThreadPool,
+    /// The collector's worker threads (recreated in a forked child).
+    pool: PerProcess<rayon::ThreadPool>,
     pub(crate) concurrent: Option<ConcurrentSupport>,
     /// The strategy collections use when not told otherwise.
     pub(crate) default_strategy: Strategy,
@@ -258,11 +276,7 @@ impl GcHeap {
         let space = MovingSpace::new(config.capacity, config.huge_pages)?;
         let collector = Collector::new(&space)?;
         let next_gc = config.min_free.min(config.capacity);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.gc_threads.max(1))
-            .thread_name(|i| format!("movegc-worker-{i}"))
-            .build()
-            .map_err(|e| HeapError::Threads(e.to_string()))?;
+        let pool = PerProcess::new(worker_pool(config.gc_threads)?);
         let concurrent = if config.strategy.is_concurrent() {
             open_concurrent(&config, &space)
         } else {
@@ -620,6 +634,25 @@ impl MutatorContext {
     }
 }
 
+/// The collector's worker pool.
+fn worker_pool(threads: usize) -> Result<rayon::ThreadPool, HeapError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("movegc-worker-{i}"))
+        .build()
+        .map_err(|e| HeapError::Threads(e.to_string()))
+}
+
+impl HeapInner {
+    /// This process's worker pool (a forked child gets its own on first
+    /// use: the parent's threads do not exist there).
+    pub(crate) fn pool(&self) -> Arc<rayon::ThreadPool> {
+        self.pool
+            .get(|_| worker_pool(self.config.gc_threads))
+            .unwrap_or_else(|e| panic!("cannot start the collector's threads: {e}"))
+    }
+}
+
 /// What `strategy` becomes given the heap's userfaultfd support.
 fn effective(strategy: Strategy, support: Option<&ConcurrentSupport>) -> Strategy {
     match (strategy, support) {
@@ -685,7 +718,7 @@ fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<Concurren
         warn_once(&WARN_NO_MOVE, "UFFDIO_MOVE is unavailable (kernel older than 6.8?); installing pages with UFFDIO_COPY");
     }
     Some(ConcurrentSupport {
-        uffd: Arc::new(uffd),
+        uffd: PerProcess::new(uffd),
         fault_mode: mode,
         slot,
         can_move,

@@ -18,6 +18,7 @@
 pub mod compact;
 pub mod concurrent;
 pub mod cycle;
+mod fork;
 pub mod forwarding;
 pub mod heap;
 pub mod mapping;

@@ -1,0 +1,142 @@
+//! A heap survives `fork()`: a zygote-style parent builds a heap, forks,
+//! and both processes keep collecting it (each with its own collector
+//! threads and its own userfaultfd), with every object checked after every
+//! cycle. The child must not hang (the parent's worker threads do not exist
+//! in it) and must not use the parent's userfaultfd (which acts on the
+//! parent's memory). In its own test binary: a forked child of a process
+//! with many test threads could inherit locks they hold.
+
+use std::time::{Duration, Instant};
+
+use movegc_gc::concurrent::FaultMode;
+use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
+
+const LISTS: usize = 64;
+const LEN: u64 = 2000;
+
+fn node() -> Layout {
+    Layout::record(3, 1, 16).unwrap()
+}
+
+fn check(id: u64) -> u64 {
+    id.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+}
+
+/// `LISTS` interleaved lists plus as much garbage, so collections move
+/// objects. The table is root slot 0.
+fn build(m: &mut MutatorContext) {
+    let table = m.alloc(&Layout::ref_array(1, LISTS).unwrap()).unwrap();
+    m.roots().push(Some(table));
+    for i in 0..LEN {
+        for l in 0..LISTS {
+            let id = (l as u64) << 32 | i;
+            let n = m.alloc(&node()).unwrap();
+            n.write_u64(0, id).unwrap();
+            n.write_u64(8, check(id)).unwrap();
+            let table = m.roots()[0].unwrap();
+            n.store_ref(0, table.load_ref(l).unwrap()).unwrap();
+            table.store_ref(l, Some(n)).unwrap();
+            m.alloc(&node()).unwrap(); // garbage
+        }
+    }
+}
+
+/// Walks every list; panics on any lost or corrupt node.
+fn verify(m: &mut MutatorContext) {
+    let table = m.roots()[0].unwrap();
+    for l in 0..LISTS {
+        let mut cur: Option<ObjRef> = table.load_ref(l).unwrap();
+        for i in (0..LEN).rev() {
+            let n = cur.unwrap_or_else(|| panic!("list {l} ends early at {i}"));
+            let id = (l as u64) << 32 | i;
+            assert_eq!(n.read_u64(0).unwrap(), id);
+            assert_eq!(n.read_u64(8).unwrap(), check(id));
+            cur = n.load_ref(0).unwrap();
+        }
+        assert!(cur.is_none());
+    }
+}
+
+/// Collects with `strategy` three times, verifying after each, and returns
+/// the strategies the cycles used and the pages they installed.
+fn cycles(m: &mut MutatorContext, strategy: Strategy) -> (Vec<Strategy>, usize) {
+    let mut used = Vec::new();
+    let mut pages = 0;
+    for _ in 0..3 {
+        for _ in 0..20_000 {
+            m.alloc(&node()).unwrap(); // fresh garbage between cycles
+        }
+        let st = m.collect_with(strategy).expect("a collection ran");
+        used.push(st.strategy.unwrap());
+        pages += st.pages_moved + st.pages_copied;
+        verify(m);
+    }
+    (used, pages)
+}
+
+#[test]
+fn parent_and_child_both_collect_after_fork() {
+    let uffd = movegc_gc::uffd::Uffd::open(&movegc_gc::uffd::OpenOptions::new()).is_ok();
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy: Strategy::ConcurrentMove,
+        fault_mode: FaultMode::Sigbus,
+        gc_threads: 2,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut m = heap.attach();
+    build(&mut m);
+    // Use the worker pool (and the descriptor) before forking.
+    m.collect().expect("a collection ran");
+    verify(&mut m);
+    heap.wait_idle();
+    let want = heap.strategy();
+    if !uffd {
+        eprintln!("userfaultfd unavailable: both processes compact stop-the-world");
+    }
+
+    // SAFETY: fork in a process whose other threads (the collector's
+    // workers) are idle; the child runs Rust code (allocation, threads),
+    // which is fine after fork with glibc's fork handlers for malloc, and
+    // leaves with _exit so it never returns into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (used, pages) = cycles(&mut m, Strategy::ConcurrentMove);
+            assert!(used.iter().all(|&s| s == want), "child used {used:?}");
+            assert!(pages > 0 || !want.is_concurrent());
+        }))
+        .is_ok();
+        // SAFETY: leaving the child without running the harness's code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+
+    // The parent collects while the child is alive (its pages are shared).
+    let (used, pages) = cycles(&mut m, Strategy::ConcurrentMove);
+    assert!(used.iter().all(|&s| s == want), "parent used {used:?}");
+    assert!(pages > 0 || !want.is_concurrent());
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child did not finish its collections (hung)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's collections failed (status {status:#x})"
+    );
+}
