@@ -37,6 +37,12 @@ pub struct Compactor<'a> {
     pub from_start: usize,
 }
 
+/// Word `i` of a page buffer.
+#[inline(always)]
+fn word_at(page: &[u8], i: usize) -> u64 {
+    u64::from_ne_bytes(page[i * WORD..(i + 1) * WORD].try_into().expect("word"))
+}
+
 /// Read-only access to old object words during compaction. `Compactor`
 /// reads the from-space only through this, which keeps the raw reads in one
 /// place (they are plain loads of memory the collector owns).
@@ -64,6 +70,15 @@ impl Compactor<'_> {
             (self.space_start + self.fwd.forward(off / WORD) * WORD) as u64
         } else {
             v // null or a large object: never moves
+        }
+    }
+
+    /// Starts loading the forwarding entries of a reference holding `v`.
+    #[inline(always)]
+    fn prefetch_ref(&self, v: u64) {
+        let off = (v as usize).wrapping_sub(self.space_start);
+        if off < self.fwd.end_words * WORD {
+            self.fwd.prefetch(off / WORD);
         }
     }
 
@@ -128,8 +143,14 @@ impl Compactor<'_> {
         }
         dst[filled * WORD..].fill(0);
 
-        // 2. Fix references, walking objects in to-space order.
+        // 2. Fix references, walking objects in to-space order, in two
+        //    passes: find every non-null reference slot of the page and
+        //    prefetch its forwarding entries, then rewrite the slots. The
+        //    lookups of random references miss the cache; issued together
+        //    the misses overlap instead of each waiting for the last.
         let page_end = page_word + filled;
+        let mut slots = [0u16; PAGE_WORDS];
+        let mut nslots = 0;
         let mut obj_to = self.fwd.forward(ps.first_object);
         let raw_first = first_header.unwrap_or_else(|| read(self.old_word_addr(ps.first_object)));
         let mut header = Header::from_raw(raw_first).expect("first object header");
@@ -139,10 +160,12 @@ impl Compactor<'_> {
                 let lo = (obj_to + 1).max(page_word);
                 let hi = (obj_to + 1 + refs).min(page_end);
                 for s in lo..hi {
-                    let i = (s - page_word) * WORD;
-                    let v = u64::from_ne_bytes(dst[i..i + WORD].try_into().expect("word"));
+                    let i = s - page_word;
+                    let v = word_at(dst, i);
                     if v != 0 {
-                        dst[i..i + WORD].copy_from_slice(&self.forward_ref(v).to_ne_bytes());
+                        self.prefetch_ref(v);
+                        slots[nslots] = i as u16;
+                        nslots += 1;
                     }
                 }
             }
@@ -150,10 +173,14 @@ impl Compactor<'_> {
             if obj_to >= page_end {
                 break;
             }
-            let i = (obj_to - page_word) * WORD;
-            let raw = u64::from_ne_bytes(dst[i..i + WORD].try_into().expect("word"));
+            let raw = word_at(dst, obj_to - page_word);
             header = Header::from_raw(raw)
                 .unwrap_or_else(|| panic!("bad header {raw:#x} in to-space page {page}"));
+        }
+        for &i in &slots[..nslots] {
+            let i = usize::from(i);
+            let v = self.forward_ref(word_at(dst, i));
+            dst[i * WORD..(i + 1) * WORD].copy_from_slice(&v.to_ne_bytes());
         }
         filled * WORD
     }

@@ -39,7 +39,9 @@ use crate::concurrent::fault::HandlerThread;
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, InstallMode};
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
 use crate::heap::{GcHeap, HeapError};
-use crate::mapping::{round_up, FrozenWordMap, Mapping, Prot, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE};
+use crate::mapping::{
+    round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
+};
 use crate::mark::{mark, MarkContext};
 use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
 use crate::safepoint::StoppedWorld;
@@ -58,7 +60,7 @@ const STW_CHUNK_PAGES: usize = 256;
 pub(crate) struct Metadata {
     marks: WordMap,
     live: WordMap,
-    offsets: Vec<u32>,
+    offsets: U32Map,
     pages: Vec<PageStart>,
 }
 
@@ -85,7 +87,7 @@ impl Collector {
             meta: Some(Metadata {
                 marks: WordMap::new(chunks_for(words))?,
                 live: WordMap::new(chunks_for(words))?,
-                offsets: vec![0; chunks_for(words) + 1],
+                offsets: U32Map::new(chunks_for(words) + 1)?,
                 pages: Vec::new(),
             }),
             buffers: Vec::new(),

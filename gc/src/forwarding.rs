@@ -70,6 +70,18 @@ impl Forwarding<'_> {
         self.offsets[c] as usize + below.count_ones() as usize
     }
 
+    /// Hints the CPU to load the entries [`forward`](Self::forward) will
+    /// read for word `w` (no effect on correctness; out-of-range `w` is
+    /// ignored).
+    #[inline(always)]
+    pub fn prefetch(&self, w: usize) {
+        let c = w / CHUNK_WORDS;
+        if let (Some(l), Some(o)) = (self.live.get(c), self.offsets.get(c)) {
+            prefetch_read(l as *const u64 as *const u8);
+            prefetch_read(o as *const u32 as *const u8);
+        }
+    }
+
     /// Total words after compaction (dense prefix included).
     pub fn total_words(&self) -> usize {
         self.offsets[chunks_for(self.end_words)] as usize
@@ -301,4 +313,19 @@ mod tests {
         assert_eq!(dense_prefix(&live, 3 * 512, 0.95), 1024);
         assert_eq!(dense_prefix(&live, 3 * 512, 1.0), 512);
     }
+}
+
+/// A prefetch hint for the cache line holding `p`.
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address,
+    // and has no architectural effect; SSE is part of the x86_64 baseline.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }

@@ -292,9 +292,9 @@ pub struct WordMap {
 }
 
 impl WordMap {
-    /// A map of `words` zeroed words.
+    /// A map of `words` zeroed words (see [`metadata_mapping`]).
     pub fn new(words: usize) -> io::Result<WordMap> {
-        let map = Mapping::new(words.max(1) * 8, PAGE_SIZE, Prot::ReadWrite)?;
+        let map = metadata_mapping(words.max(1) * 8)?;
         Ok(WordMap { map, words })
     }
 
@@ -330,20 +330,63 @@ impl WordMap {
         unsafe { std::slice::from_raw_parts_mut(self.map.start() as *mut u64, self.words) }
     }
 
-    /// Zeroes the first `words` words (rounded to whole pages where large,
-    /// by dropping the pages).
+    /// Zeroes the first `words` words by writing zeros. Not `madvise`:
+    /// dropping the pages would make the next cycle's marking fault them
+    /// back in one by one (a page allocation costs 2-9 µs on a VM, far
+    /// more than zeroing it) and would split the huge pages.
     pub fn clear_prefix(&mut self, words: usize) {
         let words = words.min(self.words);
-        let bytes = words * 8;
-        let big = bytes / PAGE_SIZE * PAGE_SIZE;
-        if big >= 64 * PAGE_SIZE {
-            // Large ranges: dropping the pages is cheaper than writing zeros.
-            if self.map.madvise(0, big, libc::MADV_DONTNEED).is_ok() {
-                self.words_mut()[big / 8..words].fill(0);
-                return;
-            }
-        }
         self.words_mut()[..words].fill(0);
+    }
+}
+
+/// The mapping behind a side table of `bytes` bytes: 2 MiB aligned and
+/// advised `MADV_HUGEPAGE` when at least 2 MiB, so that the random lookups
+/// of forwarding (one bitmap word and one offset per reference) miss the
+/// TLB far less. Best effort: without THP the advice fails and 4 KiB pages
+/// are used. Only reserved: pages are committed when first written.
+pub fn metadata_mapping(bytes: usize) -> io::Result<Mapping> {
+    if bytes < HUGE_PAGE_SIZE {
+        return Mapping::new(bytes, PAGE_SIZE, Prot::ReadWrite);
+    }
+    let map = Mapping::new(
+        round_up(bytes, HUGE_PAGE_SIZE),
+        HUGE_PAGE_SIZE,
+        Prot::ReadWrite,
+    )?;
+    let _ = map.madvise(0, map.len(), libc::MADV_HUGEPAGE);
+    Ok(map)
+}
+
+/// A zero-initialised array of `u32` in its own [`metadata_mapping`]:
+/// the chunk-offset table. Dereferences to a slice.
+#[derive(Debug)]
+pub struct U32Map {
+    map: Mapping,
+    len: usize,
+}
+
+impl U32Map {
+    /// `len` zeroed entries.
+    pub fn new(len: usize) -> io::Result<U32Map> {
+        let map = metadata_mapping(len.max(1) * 4)?;
+        Ok(U32Map { map, len })
+    }
+}
+
+impl std::ops::Deref for U32Map {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        // SAFETY: the mapping is readable, zero-initialised, page aligned
+        // and at least `len * 4` bytes long; `&self` excludes `&mut` views.
+        unsafe { std::slice::from_raw_parts(self.map.start() as *const u32, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for U32Map {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        // SAFETY: as in `deref`; `&mut self` gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.map.start() as *mut u32, self.len) }
     }
 }
 

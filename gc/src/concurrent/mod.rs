@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use crate::compact::Compactor;
 use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
-use crate::mapping::{FrozenWordMap, Mapping, PAGE_SIZE};
+use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
 
@@ -206,7 +206,7 @@ impl Recycler {
 pub struct CycleShared {
     pub(crate) live: FrozenWordMap,
     pub(crate) marks: FrozenWordMap,
-    pub(crate) offsets: Vec<u32>,
+    pub(crate) offsets: U32Map,
     pub(crate) pages: Vec<PageStart>,
     end_words: usize,
     space_start: usize,
@@ -253,7 +253,7 @@ static ZEROS: ZeroRun = ZeroRun([0; ZERO_FILL_PAGES * PAGE_SIZE]);
 pub(crate) struct CycleSetup {
     pub live: FrozenWordMap,
     pub marks: FrozenWordMap,
-    pub offsets: Vec<u32>,
+    pub offsets: U32Map,
     pub pages: Vec<PageStart>,
     pub end_words: usize,
     pub total_words: usize,
@@ -770,7 +770,7 @@ impl CycleShared {
 
     /// Takes the metadata back at the end of the cycle: (live, marks,
     /// offsets, pages).
-    pub(crate) fn into_meta(self) -> (FrozenWordMap, FrozenWordMap, Vec<u32>, Vec<PageStart>) {
+    pub(crate) fn into_meta(self) -> (FrozenWordMap, FrozenWordMap, U32Map, Vec<PageStart>) {
         (self.live, self.marks, self.offsets, self.pages)
     }
 }
