@@ -253,6 +253,21 @@ pub fn dense_prefix(live: &[u64], end_words: usize, threshold: f64) -> usize {
     p * PAGE_WORDS
 }
 
+/// A prefetch hint for the cache line holding `p`.
+#[inline(always)]
+fn prefetch_read(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address,
+    // and has no architectural effect; SSE is part of the x86_64 baseline.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,19 +328,4 @@ mod tests {
         assert_eq!(dense_prefix(&live, 3 * 512, 0.95), 1024);
         assert_eq!(dense_prefix(&live, 3 * 512, 1.0), 512);
     }
-}
-
-/// A prefetch hint for the cache line holding `p`.
-#[inline(always)]
-fn prefetch_read(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address,
-    // and has no architectural effect; SSE is part of the x86_64 baseline.
-    #[allow(unused_unsafe)]
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
