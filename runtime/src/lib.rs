@@ -35,6 +35,10 @@
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+/// The embedding guide's examples, compiled as doctests.
+#[doc = include_str!("../../docs/embedding.md")]
+#[cfg(doctest)]
+pub struct EmbeddingDoctests;
 
 mod error;
 mod heap;
