@@ -55,8 +55,30 @@ use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
 
-/// Pages per GC batch: one 2 MiB PMD, so a batch costs one TLB flush.
+/// Most pages per GC batch: one 2 MiB PMD, so a batch costs one MOVE
+/// ioctl and one TLB flush.
 pub const BLOCK_PAGES: usize = 512;
+
+/// Fewest pages per GC batch.
+pub const MIN_BLOCK_PAGES: usize = 32;
+
+/// Pages per GC batch for a cycle of `npages` to-space pages: the largest
+/// power of two up to [`BLOCK_PAGES`] that still gives at least 16 blocks
+/// (and at least [`MIN_BLOCK_PAGES`]).
+///
+/// The block is also the recycling unit: only pages freed by *completed*
+/// higher blocks (plus the dead tail) can be recycled, so a cycle that fits
+/// in one 2 MiB block would have almost nothing to recycle and would copy
+/// every page. Batches of 32-64 pages still amortise the ioctl: the
+/// measured per-page MOVE cost is within 1 % of 512-page batches from 64
+/// pages on (`docs/benchmarks.md` §1).
+pub fn block_pages_for(npages: usize) -> usize {
+    let mut b = BLOCK_PAGES;
+    while b > MIN_BLOCK_PAGES && npages < 16 * b {
+        b /= 2;
+    }
+    b
+}
 
 /// How GC threads install compacted pages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,6 +235,8 @@ pub struct CycleShared {
     from_start: usize,
     /// To-space pages holding compacted objects.
     npages: usize,
+    /// Pages per GC batch and recycling unit ([`block_pages_for`]).
+    block_pages: usize,
     /// Registered pages from the start of the space (the whole space).
     reg_pages: usize,
     /// Pages of the old used range (the from-space pages that hold data).
@@ -270,7 +294,8 @@ pub(crate) struct CycleSetup {
 impl CycleShared {
     pub(crate) fn new(s: CycleSetup) -> CycleShared {
         let npages = s.total_words.div_ceil(PAGE_WORDS);
-        let nblocks = npages.div_ceil(BLOCK_PAGES);
+        let block_pages = block_pages_for(npages);
+        let nblocks = npages.div_ceil(block_pages);
         // Initially free: from-space pages above the last live word.
         let last_live_page =
             last_live_word(s.live.words(), s.end_words).map_or(0, |w| w / PAGE_WORDS + 1);
@@ -283,6 +308,7 @@ impl CycleShared {
             space_start: s.space_start,
             from_start: s.from_start,
             npages,
+            block_pages,
             reg_pages: s.reg_pages,
             used_pages: s.used_pages,
             states: PageStates::new(npages),
@@ -647,8 +673,8 @@ impl CycleShared {
                 return;
             }
             let b = b as usize;
-            let lo = b * BLOCK_PAGES;
-            let hi = (lo + BLOCK_PAGES).min(self.npages);
+            let lo = b * self.block_pages;
+            let hi = (lo + self.block_pages).min(self.npages);
             // Recycled pages are reserved for the whole block up front;
             // pages are claimed one at a time as they are compacted, so a
             // mutator faulting ahead of the sweep compacts its page itself
@@ -733,7 +759,7 @@ impl CycleShared {
         } else if r.lowest_done == 0 {
             0
         } else {
-            let first = self.pages[r.lowest_done * BLOCK_PAGES].first_word;
+            let first = self.pages[r.lowest_done * self.block_pages].first_word;
             first / PAGE_WORDS + 1
         };
         if w < r.watermark {
@@ -745,7 +771,7 @@ impl CycleShared {
 
     /// Number of blocks the GC threads sweep.
     pub(crate) fn nblocks(&self) -> usize {
-        self.npages.div_ceil(BLOCK_PAGES)
+        self.npages.div_ceil(self.block_pages)
     }
 
     /// The registered range.
@@ -784,4 +810,24 @@ fn last_live_word(live: &[u64], end_words: usize) -> Option<usize> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn block_size_keeps_sixteen_blocks_between_the_bounds() {
+        assert_eq!(block_pages_for(1), MIN_BLOCK_PAGES);
+        assert_eq!(block_pages_for(400), MIN_BLOCK_PAGES);
+        assert_eq!(block_pages_for(16 * 64), 64);
+        assert_eq!(block_pages_for(16 * 64 + 1), 64);
+        assert_eq!(block_pages_for(16 * 512), BLOCK_PAGES);
+        assert_eq!(block_pages_for(1 << 30), BLOCK_PAGES);
+        for n in [1, 100, 1000, 5000, 9000, 100_000] {
+            let b = block_pages_for(n);
+            assert!(b.is_power_of_two() && (MIN_BLOCK_PAGES..=BLOCK_PAGES).contains(&b));
+            assert!(b == MIN_BLOCK_PAGES || n.div_ceil(b) >= 16);
+        }
+    }
 }
