@@ -255,7 +255,7 @@ pub fn dense_prefix(live: &[u64], end_words: usize, threshold: f64) -> usize {
 
 /// A prefetch hint for the cache line holding `p`.
 #[inline(always)]
-fn prefetch_read(p: *const u8) {
+pub(crate) fn prefetch_read(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address,
     // and has no architectural effect; SSE is part of the x86_64 baseline.
