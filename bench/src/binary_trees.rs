@@ -28,7 +28,10 @@
 
 use std::time::{Duration, Instant};
 
-use movegc::{Heap, Layout, Local, Mutator, Result};
+use movegc::gc::concurrent::FaultMode;
+use movegc::{Heap, Layout, Local, Mutator, Result, Strategy};
+
+use crate::record::WorkloadOutput;
 
 /// Smallest tree depth of the iterated phase (fixed by the benchmark).
 pub const MIN_DEPTH: u32 = 4;
@@ -365,6 +368,81 @@ impl Trees<'_> {
             Scheme::ScopePerNode => 1,
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// As a workload of the `movegc bench` suite
+
+/// `n` of the suite's default binary-trees run: about 30 M nodes (720 MB)
+/// allocated, about 20 collections with the builder's 32 MiB `min_free`
+/// (n = 18 allocates 2.2 times as much: about 48 collections, 6-8 s).
+pub const WORKLOAD_N: u32 = 17;
+
+/// `n` of the suite's smoke run: about 6.4 M nodes (150 MB), about 4
+/// collections with the builder's defaults (n = 14 allocates 65 MB: one
+/// or two).
+pub const WORKLOAD_QUICK_N: u32 = 15;
+
+/// Checks a run's output `lines` against [`expected_checks`]`(n)`; `Err`
+/// names the first line that differs.
+pub fn check_lines(n: u32, lines: &[String]) -> std::result::Result<(), String> {
+    if n > MAX_N {
+        return Err(format!(
+            "binary-trees depth {n} is above the maximum {MAX_N}"
+        ));
+    }
+    let expected = expected_checks(n);
+    let longest = expected.len().max(lines.len());
+    if let Some(i) = (0..longest).find(|&i| lines.get(i) != expected.get(i)) {
+        return Err(format!(
+            "binary-trees({n}) line {i} is {:?}, expected {:?}",
+            lines.get(i),
+            expected.get(i)
+        ));
+    }
+    Ok(())
+}
+
+/// Runs binary-trees(`n`) (the default scheme) as a workload of the
+/// `movegc bench` suite: on a new heap with the builder's defaults
+/// (capacity a quarter of RAM, growth factor 2, `min_free` 32 MiB) except
+/// `strategy`, `fault_mode` and the verifier (off), so collections start by
+/// the heap's policy while trees are built. The output lines are checked
+/// with [`check_lines`]. `wall` is the run plus waiting for the last
+/// concurrent cycle; no per-operation latency; `check` is the line count
+/// and [`lines_hash`].
+pub fn run_workload(
+    n: u32,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+) -> std::result::Result<WorkloadOutput, String> {
+    if n > MAX_N {
+        return Err(format!(
+            "binary-trees depth {n} is above the maximum {MAX_N}"
+        ));
+    }
+    let heap = Heap::builder()
+        .strategy(strategy)
+        .fault_mode(fault_mode)
+        .verify(false)
+        .build()
+        .map_err(|e| format!("creating the heap: {e}"))?;
+    let out = run_movegc(&heap, n).map_err(|e| format!("binary-trees({n}) failed: {e}"))?;
+    let t = Instant::now();
+    heap.wait_idle();
+    let wall = out.elapsed + t.elapsed();
+    check_lines(n, &out.lines)?;
+    let cycles = crate::fragmenter::heap_cycles(&heap)?;
+    Ok(WorkloadOutput {
+        wall,
+        cycles,
+        op_latency_us: None,
+        check: format!(
+            "{} lines as expected, hash {:016x}",
+            out.lines.len(),
+            lines_hash(&out.lines)
+        ),
+    })
 }
 
 /// FNV-1a hash of the lines joined by newlines: a short fingerprint of an

@@ -58,6 +58,8 @@ use movegc_gc::concurrent::FaultMode;
 use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
 use serde::{Deserialize, Serialize};
 
+use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
+
 /// Embedder tag of the workload's objects.
 pub const OBJECT_TAG: u16 = 0xC0;
 /// Size of every object in bytes (header, 2 references, 40 data bytes).
@@ -760,6 +762,56 @@ pub fn heap_config(p: &CompactParams) -> HeapConfig {
 /// On invalid parameters, if the heap cannot be created or filled, if a
 /// collection ran during setup, and on any verification failure.
 pub fn run(p: &CompactParams) -> CompactResult {
+    run_detailed(p).result
+}
+
+/// A run's [`CompactResult`] plus what the suite's [`RunRecord`] needs.
+#[derive(Debug)]
+pub struct Detailed {
+    /// The numbers of the compaction benchmark.
+    pub result: CompactResult,
+    /// The measured cycle.
+    pub cycle: CycleStats,
+    /// Mutator access latency during the cycle, nanoseconds.
+    pub accesses_ns: Histogram<u64>,
+    /// Process usage over the measured collection (peak RSS: whole run).
+    pub usage: ProcessUsage,
+    /// Wall time of the measured collection.
+    pub wall: Duration,
+}
+
+/// [`run`] as a record of the `movegc bench` suite: the one measured cycle,
+/// the mutators' access latency (µs) as the per-operation latency, and the
+/// process usage over the collection.
+pub fn run_record(p: &CompactParams, repeat: usize) -> RunRecord {
+    let d = run_detailed(p);
+    let mut ops = Histogram::<u64>::new(3).expect("histogram");
+    for v in d.accesses_ns.iter_recorded() {
+        ops.record_n((v.value_iterated_to() / 1000).max(1), v.count_at_value())
+            .expect("record");
+    }
+    let out = WorkloadOutput {
+        wall: d.wall,
+        cycles: vec![d.cycle],
+        op_latency_us: (p.mutator_threads > 0).then_some(ops),
+        check: format!(
+            "{} live objects in {CHAINS} chains, check words, edges and {} mutator writes verified",
+            d.result.objects_live, d.result.mutator_total_accesses
+        ),
+    };
+    RunRecord::from_output(
+        "compact",
+        p.strategy,
+        &d.result.fault_mode,
+        &p.to_spec(),
+        repeat,
+        &out,
+        d.usage,
+    )
+}
+
+/// [`run`], keeping the cycle's statistics and the raw histograms.
+pub fn run_detailed(p: &CompactParams) -> Detailed {
     p.validate().unwrap_or_else(|e| panic!("{e}"));
     let heap = GcHeap::new(heap_config(p)).expect("creating the heap");
     let mut ctx = heap.attach();
@@ -863,7 +915,7 @@ pub fn run(p: &CompactParams) -> CompactResult {
     } else {
         st.release
     };
-    CompactResult {
+    let result = CompactResult {
         spec: p.to_spec(),
         strategy_requested: p.strategy.name().to_string(),
         strategy: strategy.name().to_string(),
@@ -931,6 +983,18 @@ pub fn run(p: &CompactParams) -> CompactResult {
         verify_ms: ms(verify),
         heap_verify_ms: ms(heap_verify),
         verified: true,
+    };
+    let usage = ProcessUsage {
+        cpu_s: u1.cpu.saturating_sub(u0.cpu).as_secs_f64(),
+        minflt: u1.minflt - u0.minflt,
+        peak_rss_bytes: usage().max_rss_bytes,
+    };
+    Detailed {
+        result,
+        cycle: st,
+        accesses_ns: window,
+        usage,
+        wall,
     }
 }
 

@@ -5,7 +5,12 @@
 pub mod binary_trees;
 pub mod child;
 pub mod compact;
+pub mod fragmenter;
+pub mod gcbench;
 pub mod record;
+pub mod suite;
+pub mod report;
+pub mod threads;
 
 /// Median of `v` (mean of the two middle values for an even count; NaN
 /// for an empty slice).

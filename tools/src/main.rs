@@ -2,6 +2,10 @@
 //!
 //! * `movegc probe [--json]`: can this machine compact concurrently, and if
 //!   not, why. The JSON form is a stable interface (see `probe_json`).
+//! * `movegc bench [--quick] [--json] ..`: the MOVE-vs-COPY benchmark suite
+//!   (see `bench`).
+
+mod bench;
 
 use clap::{Parser, Subcommand};
 use movegc_gc::probe::{self, Check, ProbeReport};
@@ -26,9 +30,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the MOVE-vs-COPY benchmark suite: table, results.json, report.md, plots.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
+    bench::child_main();
     let cli = Cli::parse();
     match cli.command {
         Command::Probe { json } => {
@@ -42,6 +49,7 @@ fn main() {
                 print!("{}", probe_text(&r));
             }
         }
+        Command::Bench(args) => std::process::exit(bench::run(&args)),
     }
 }
 

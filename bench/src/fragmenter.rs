@@ -1,0 +1,738 @@
+//! The fragmenter workload: how the collector copes with a long-lived
+//! random object graph whose objects are replaced a few at a time, so that
+//! the dead objects are scattered over the whole heap in holes of mixed
+//! sizes (a non-moving heap would be full of holes of the wrong size; a
+//! compacting one has to move most of the survivors every cycle). It
+//! measures the wall time of the run, every collection's statistics, and
+//! the latency of each batch of replacements.
+//!
+//! **Graph.** A table of `objects` slots (a chunked reference array, see
+//! `Table`, itself in the heap and moved like everything else) holds one
+//! object per slot. An object with id `id` (ids are `1, 2, ..` in
+//! allocation order) is a record of one of [`LAYOUTS`] (32 to 64 bytes,
+//! 0 to 4 reference fields), chosen by a hash of its id; its data is the id
+//! followed by payload words derived from the id ([`fill`]), and each
+//! reference field points to the object then in a uniformly random slot.
+//! When a slot is **replaced**, its old object has its references cleared
+//! and the slot gets a new object with fresh random references. The old
+//! object stays alive as long as some current object still refers to it (a
+//! "zombie": a leaf, since its references were cleared, so a zombie never
+//! keeps other zombies alive and the live set stays bounded at about
+//! `1.6 × objects` objects); objects therefore die at random ages.
+//!
+//! **Run.** [`run`] builds a heap (capacity [`Params::capacity`], growth
+//! factor 1 and `min_free` = `min_free_mib`, so a collection starts after
+//! every `min_free_mib` MiB allocated, in the heap's strategy: concurrent
+//! cycles compact while this mutator keeps replacing), fills the table,
+//! then runs `rounds` rounds, each replacing `replace × objects` uniformly
+//! random slots in batches of `batch`; each batch is one timed operation of
+//! [`WorkloadOutput::op_latency_us`]. Each replacement also reads the id of
+//! the old object and of every new target and checks them, so random pages
+//! are touched while a concurrent compaction runs. `wall` covers building,
+//! the rounds and waiting for the last concurrent cycle to end.
+//!
+//! **Verification.** A shadow of the graph lives outside the heap: per slot
+//! the expected id and the ids of its targets. At the end every slot's
+//! object must have its id, tag, size and payload; every reference must
+//! lead to an object with the recorded id (null where none was recorded),
+//! whose contents are checked too, and a zombie's references must all be
+//! null. A digest of everything read from the heap (slot, id, data bytes,
+//! target ids) must equal the digest computed from the shadow alone.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use movegc::gc::concurrent::FaultMode;
+use movegc::{CycleStats, Heap, Layout, Local, Mutator, Strategy};
+
+use crate::compact::{mix, Rng};
+use crate::record::WorkloadOutput;
+
+/// Embedder tag of layout 0; layout `i` has tag `TAG_BASE + i`.
+pub const TAG_BASE: u16 = 0xF700;
+/// Embedder tag of the table's reference arrays.
+pub const TABLE_TAG: u16 = 0xF7F0;
+/// The object shapes as (size in bytes, reference fields). Each holds at
+/// least two data words (id and one payload word).
+pub const LAYOUTS: [(usize, usize); 17] = [
+    (32, 0),
+    (32, 1),
+    (40, 0),
+    (40, 1),
+    (40, 2),
+    (48, 0),
+    (48, 1),
+    (48, 2),
+    (48, 3),
+    (56, 0),
+    (56, 1),
+    (56, 2),
+    (56, 3),
+    (56, 4),
+    (64, 0),
+    (64, 2),
+    (64, 4),
+];
+/// Most reference fields of any layout.
+pub const MAX_REFS: usize = 4;
+
+/// What to run. See the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Table slots (current objects).
+    pub objects: usize,
+    /// Rounds of replacement.
+    pub rounds: usize,
+    /// Fraction of `objects` replaced per round, in `(0, 1]`.
+    pub replace: f64,
+    /// Replacements per timed operation.
+    pub batch: usize,
+    /// MiB allocated between two collections (the heap's `min_free`; the
+    /// growth factor is 1).
+    pub min_free_mib: usize,
+    /// Seed of the random choices.
+    pub seed: u64,
+}
+
+impl Default for Params {
+    /// The default-suite size: 200 000 objects (about 17 MiB live with
+    /// the zombies and the table), 40 rounds of 20 % (1.6 M replacements,
+    /// about 77 MiB allocated), a collection every 6 MiB (about 13).
+    fn default() -> Self {
+        Params {
+            objects: 200_000,
+            rounds: 40,
+            replace: 0.2,
+            batch: 256,
+            min_free_mib: 6,
+            seed: 0xF4A6,
+        }
+    }
+}
+
+impl Params {
+    /// The smoke size: 20 000 objects, 30 rounds of 25 % (150 000
+    /// replacements, about 7 MiB allocated), a collection every MiB.
+    pub fn quick() -> Params {
+        Params {
+            objects: 20_000,
+            rounds: 30,
+            replace: 0.25,
+            batch: 128,
+            min_free_mib: 1,
+            ..Params::default()
+        }
+    }
+
+    /// Replacements per round.
+    pub fn per_round(&self) -> usize {
+        ((self.objects as f64 * self.replace).ceil() as usize).max(1)
+    }
+
+    /// Heap capacity: room for the table, the current objects, their
+    /// zombies and garbage between collections, with a wide margin.
+    pub fn capacity(&self) -> usize {
+        let bytes = self.objects * 224 + ((4 * self.min_free_mib) << 20) + (32 << 20);
+        bytes.next_multiple_of(2 << 20)
+    }
+
+    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
+    /// reads back.
+    pub fn to_spec(&self) -> String {
+        format!(
+            "objects={},rounds={},replace={},batch={},min_free_mib={},seed={}",
+            self.objects, self.rounds, self.replace, self.batch, self.min_free_mib, self.seed
+        )
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
+    /// defaults.
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        let mut p = Params::default();
+        parse_pairs(spec, |k, v| {
+            match k {
+                "objects" => p.objects = parse_value(k, v)?,
+                "rounds" => p.rounds = parse_value(k, v)?,
+                "replace" => p.replace = parse_value(k, v)?,
+                "batch" => p.batch = parse_value(k, v)?,
+                "min_free_mib" => p.min_free_mib = parse_value(k, v)?,
+                "seed" => p.seed = parse_value(k, v)?,
+                _ => return Err(format!("unknown key {k:?}")),
+            }
+            Ok(())
+        })?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=1 << 28).contains(&self.objects) {
+            return Err(format!("objects {} must be in 2..=2^28", self.objects));
+        }
+        if self.rounds == 0 {
+            return Err("rounds must be at least 1".into());
+        }
+        if !(self.replace > 0.0 && self.replace <= 1.0) {
+            return Err(format!("replace {} must be in (0, 1]", self.replace));
+        }
+        if self.batch == 0 {
+            return Err("batch must be at least 1".into());
+        }
+        if !(1..=4096).contains(&self.min_free_mib) {
+            return Err(format!(
+                "min_free_mib {} must be in 1..=4096",
+                self.min_free_mib
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the fragmenter (see the module docs) on a new heap with `strategy`
+/// and `fault_mode`, verifies the graph, and returns the measurements.
+/// `Err` describes a failed check or a heap error.
+pub fn run(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+) -> Result<WorkloadOutput, String> {
+    run_inner(p, strategy, fault_mode, false)
+}
+
+/// Like [`run`], but overwrites one data byte of one current object in the
+/// heap just before the verification, which must then fail: a test of the
+/// verifier. Returns what `run` would (an `Err` if the corruption was
+/// caught).
+pub fn run_corrupted(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+) -> Result<WorkloadOutput, String> {
+    run_inner(p, strategy, fault_mode, true)
+}
+
+fn run_inner(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+    corrupt: bool,
+) -> Result<WorkloadOutput, String> {
+    p.validate()?;
+    let heap = Heap::builder()
+        .capacity(p.capacity())
+        .min_free(p.min_free_mib << 20)
+        .growth_factor(1.0)
+        .strategy(strategy)
+        .fault_mode(fault_mode)
+        .verify(false)
+        .build()
+        .map_err(|e| format!("creating the heap: {e}"))?;
+    let mut m = heap.attach().map_err(|e| e.to_string())?;
+    let r = m.scope(|m| -> Res<WorkloadOutput> {
+        let layouts = layouts();
+        let mut rng = Rng::new(p.seed);
+        let start = Instant::now();
+        let mut g = Graph::build(m, p.objects, &layouts, &mut rng)?;
+        let mut hist = latency_histogram();
+        let per_round = p.per_round();
+        for _ in 0..p.rounds {
+            let mut left = per_round;
+            while left > 0 {
+                let n = left.min(p.batch);
+                let t = Instant::now();
+                for _ in 0..n {
+                    let slot = rng.below(p.objects);
+                    g.replace(m, slot, &layouts, &mut rng)?;
+                }
+                record_us(&mut hist, t.elapsed());
+                left -= n;
+                m.safepoint();
+            }
+        }
+        let cycles = finish(m)?;
+        let wall = start.elapsed();
+        if corrupt {
+            g.corrupt(m, p.objects / 2)?;
+        }
+        let digest = g.verify(m)?;
+        let replaced = (per_round * p.rounds) as u64;
+        let check = format!(
+            "{} objects, {} replaced, {} zombies reachable, digest {digest:016x}",
+            p.objects, replaced, g.zombies
+        );
+        Ok(WorkloadOutput {
+            wall,
+            cycles,
+            op_latency_us: Some(hist),
+            check,
+        })
+    });
+    Ok(r?)
+}
+
+/// The record layouts of [`LAYOUTS`], tagged `TAG_BASE + index`.
+fn layouts() -> Vec<Layout> {
+    LAYOUTS
+        .iter()
+        .enumerate()
+        .map(|(i, &(size, refs))| {
+            let l = Layout::record(TAG_BASE + i as u16, refs, size - 8 - 8 * refs)
+                .expect("a valid record layout");
+            debug_assert_eq!(l.size(), size);
+            l
+        })
+        .collect()
+}
+
+/// The index into [`LAYOUTS`] of the object with id `id`.
+pub fn layout_of(id: u64) -> usize {
+    (mix(id ^ 0x7a61_6d62_6965) % LAYOUTS.len() as u64) as usize
+}
+
+/// Data word `j` of the object with id `id`: the id itself for `j = 0`,
+/// then payload derived from it.
+pub fn data_word(id: u64, j: usize) -> u64 {
+    if j == 0 {
+        id
+    } else {
+        mix(id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ j as u64)
+    }
+}
+
+/// Fills `data` (a multiple of 8 bytes) with the data of object `id`.
+pub fn fill(data: &mut [u8], id: u64) {
+    for (j, w) in data.chunks_exact_mut(8).enumerate() {
+        w.copy_from_slice(&data_word(id, j).to_le_bytes());
+    }
+}
+
+/// Whether `data` is exactly what [`fill`] writes for `id`.
+pub fn data_ok(data: &[u8], id: u64) -> bool {
+    data.len() % 8 == 0
+        && data
+            .chunks_exact(8)
+            .enumerate()
+            .all(|(j, w)| u64::from_le_bytes(w.try_into().expect("8 bytes")) == data_word(id, j))
+}
+
+/// One step of the digest: order-sensitive mixing.
+fn fold(h: u64, x: u64) -> u64 {
+    mix(h ^ x).wrapping_add(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Digest of a data slice.
+fn fold_bytes(mut h: u64, data: &[u8]) -> u64 {
+    for w in data.chunks(8) {
+        let mut b = [0u8; 8];
+        b[..w.len()].copy_from_slice(w);
+        h = fold(h, u64::from_le_bytes(b));
+    }
+    h
+}
+
+/// Per slot of the shadow graph: expected id and target ids (0 = null).
+#[derive(Clone, Copy, Debug, Default)]
+struct Slot {
+    id: u64,
+    targets: [u64; MAX_REFS],
+}
+
+/// The heap graph and its shadow.
+struct Graph {
+    table: Table,
+    shadow: Vec<Slot>,
+    next_id: u64,
+    /// Distinct zombies reached by the last verification.
+    zombies: usize,
+}
+
+impl Graph {
+    /// Fills a new table of `n` slots; the references of the object in slot
+    /// `i` point to objects of slots below `i`.
+    fn build(m: &mut Mutator, n: usize, layouts: &[Layout], rng: &mut Rng) -> Res<Graph> {
+        let table = Table::new(m, n, TABLE_TAG)?;
+        let mut g = Graph {
+            table,
+            shadow: vec![Slot::default(); n],
+            next_id: 1,
+            zombies: 0,
+        };
+        for i in 0..n {
+            m.scope(|m| g.install(m, i, i, layouts, rng))?;
+        }
+        Ok(g)
+    }
+
+    /// Allocates a new object into slot `i` whose references point to
+    /// random slots below `range` (none if `range` is 0).
+    fn install(
+        &mut self,
+        m: &mut Mutator,
+        i: usize,
+        range: usize,
+        layouts: &[Layout],
+        rng: &mut Rng,
+    ) -> Res<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let li = layout_of(id);
+        let obj = m.alloc(&layouts[li])?;
+        m.with_bytes_mut(obj, |d| fill(d, id))?;
+        let mut targets = [0u64; MAX_REFS];
+        for (k, target) in targets.iter_mut().enumerate().take(LAYOUTS[li].1) {
+            if range == 0 {
+                continue;
+            }
+            let t = rng.below(range);
+            let want = self.shadow[t].id;
+            let o = self.table.get(m, t)?;
+            let found = m.read_u64(o, 0)?;
+            if found != want {
+                return Err(Fail::Check(format!(
+                    "slot {t} holds object {found}, expected {want}"
+                )));
+            }
+            m.set_ref(obj, k, Some(o))?;
+            *target = want;
+        }
+        self.table.set(m, i, Some(obj))?;
+        self.shadow[i] = Slot { id, targets };
+        Ok(())
+    }
+
+    /// Replaces the object of slot `i`: checks the old one's id, clears its
+    /// references (it becomes a zombie leaf) and installs a new one.
+    fn replace(&mut self, m: &mut Mutator, i: usize, layouts: &[Layout], rng: &mut Rng) -> Res<()> {
+        m.scope(|m| {
+            let old = self.table.get(m, i)?;
+            let want = self.shadow[i].id;
+            let found = m.read_u64(old, 0)?;
+            if found != want {
+                return Err(Fail::Check(format!(
+                    "slot {i} holds object {found}, expected {want}"
+                )));
+            }
+            for k in 0..LAYOUTS[layout_of(want)].1 {
+                m.set_ref(old, k, None)?;
+            }
+            let n = self.shadow.len();
+            self.install(m, i, n, layouts, rng)
+        })
+    }
+
+    /// Flips a byte of the last data word of slot `i`'s object.
+    fn corrupt(&mut self, m: &mut Mutator, i: usize) -> Res<()> {
+        m.scope(|m| {
+            let o = self.table.get(m, i)?;
+            m.with_bytes_mut(o, |d| {
+                let last = d.len() - 1;
+                d[last] ^= 0x20;
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Checks an object against the shadow's id; returns the digest step of
+    /// its data as read from the heap.
+    fn check_object(m: &mut Mutator, o: Local, id: u64, what: &str) -> Res<u64> {
+        let li = layout_of(id);
+        let (size, refs) = LAYOUTS[li];
+        let tag = m.tag(o)?;
+        let found_size = m.size_of(o)?;
+        let found_refs = m.len(o)?;
+        if tag != TAG_BASE + li as u16 || found_size != size || found_refs != refs {
+            return Err(Fail::Check(format!(
+                "{what}: object {id} has tag {tag:#x}, {found_size} bytes, {found_refs} refs; \
+                 expected tag {:#x}, {size} bytes, {refs} refs",
+                TAG_BASE + li as u16
+            )));
+        }
+        let (ok, digest) = m.with_bytes(o, |d| (data_ok(d, id), fold_bytes(0, d)))?;
+        if !ok {
+            let found = m.read_u64(o, 0)?;
+            return Err(Fail::Check(format!(
+                "{what}: object {id} (id word {found}) has wrong data"
+            )));
+        }
+        Ok(digest)
+    }
+
+    /// The full verification (see the module docs); returns the digest.
+    fn verify(&mut self, m: &mut Mutator) -> Res<u64> {
+        let mut current = vec![false; self.next_id as usize];
+        for s in &self.shadow {
+            current[s.id as usize] = true;
+        }
+        let mut zombie_seen = vec![false; self.next_id as usize];
+        let mut heap_digest = 0u64;
+        for i in 0..self.shadow.len() {
+            let s = self.shadow[i];
+            heap_digest = m.scope(|m| -> Res<u64> {
+                let o = self.table.get(m, i)?;
+                let what = format!("slot {i}");
+                let mut h = fold(heap_digest, i as u64);
+                h = fold(h, m.read_u64(o, 0)?);
+                h = fold(h, Self::check_object(m, o, s.id, &what)?);
+                for k in 0..LAYOUTS[layout_of(s.id)].1 {
+                    let want = s.targets[k];
+                    let Some(t) = m.get_ref(o, k)? else {
+                        if want != 0 {
+                            return Err(Fail::Check(format!(
+                                "{what}: reference {k} is null, expected object {want}"
+                            )));
+                        }
+                        h = fold(h, 0);
+                        continue;
+                    };
+                    let found = m.read_u64(t, 0)?;
+                    if found != want {
+                        return Err(Fail::Check(format!(
+                            "{what}: reference {k} leads to object {found}, expected {want}"
+                        )));
+                    }
+                    h = fold(h, found);
+                    h = fold(
+                        h,
+                        Self::check_object(m, t, want, &format!("{what} ref {k}"))?,
+                    );
+                    if !current[want as usize] {
+                        zombie_seen[want as usize] = true;
+                        for z in 0..m.len(t)? {
+                            if !m.is_null(t, z)? {
+                                return Err(Fail::Check(format!(
+                                    "{what}: zombie {want} still has reference {z}"
+                                )));
+                            }
+                        }
+                    }
+                }
+                Ok(h)
+            })?;
+        }
+        self.zombies = zombie_seen.iter().filter(|&&z| z).count();
+        let expected = self.expected_digest();
+        if heap_digest != expected {
+            return Err(Fail::Check(format!(
+                "digest of the heap {heap_digest:016x} != digest of the shadow {expected:016x}"
+            )));
+        }
+        Ok(heap_digest)
+    }
+
+    /// The digest [`verify`](Self::verify) must find, from the shadow only.
+    fn expected_digest(&self) -> u64 {
+        let mut h = 0u64;
+        let mut buf = [0u8; 64];
+        let data = |buf: &mut [u8; 64], id: u64| {
+            let (size, refs) = LAYOUTS[layout_of(id)];
+            let len = size - 8 - 8 * refs;
+            fill(&mut buf[..len], id);
+            fold_bytes(0, &buf[..len])
+        };
+        for (i, s) in self.shadow.iter().enumerate() {
+            h = fold(h, i as u64);
+            h = fold(h, s.id);
+            h = fold(h, data(&mut buf, s.id));
+            for &t in &s.targets[..LAYOUTS[layout_of(s.id)].1] {
+                h = fold(h, t);
+                if t != 0 {
+                    h = fold(h, data(&mut buf, t));
+                }
+            }
+        }
+        h
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers shared with the suite's other workloads.
+
+/// Elements per chunk of a [`Table`] (8 KiB chunks: moving objects).
+pub(crate) const CHUNK: usize = 1024;
+
+/// A table of `len` reference slots in the heap: a reference array of
+/// chunks, each a reference array of at most [`CHUNK`] slots, so no part
+/// is a (non-moving) large object. The top array is a handle of the scope
+/// that created the table.
+pub(crate) struct Table {
+    top: Local,
+    len: usize,
+}
+
+impl Table {
+    /// A table of `len` null slots, tagged `tag`.
+    pub(crate) fn new(m: &mut Mutator, len: usize, tag: u16) -> Res<Table> {
+        let chunks = len.div_ceil(CHUNK);
+        let top = m.alloc(&Layout::ref_array(tag, chunks)?)?;
+        for c in 0..chunks {
+            let n = CHUNK.min(len - c * CHUNK);
+            m.scope(|m| -> Res<()> {
+                let chunk = m.alloc(&Layout::ref_array(tag, n)?)?;
+                m.set_ref(top, c, Some(chunk))?;
+                Ok(())
+            })?;
+        }
+        Ok(Table { top, len })
+    }
+
+    /// The table whose top array is `top` (e.g. from a persistent handle).
+    pub(crate) fn from_top(top: Local, len: usize) -> Table {
+        Table { top, len }
+    }
+
+    /// The handle of the top array.
+    pub(crate) fn top(&self) -> Local {
+        self.top
+    }
+
+    /// The chunk holding slot `i`, as a handle in the current scope.
+    fn chunk(&self, m: &mut Mutator, i: usize) -> Res<Local> {
+        if i >= self.len {
+            return Err(Fail::Check(format!("slot {i} of a table of {}", self.len)));
+        }
+        m.get_ref(self.top, i / CHUNK)?
+            .ok_or_else(|| Fail::Check(format!("table chunk {} is missing", i / CHUNK)))
+    }
+
+    /// The object in slot `i` (a handle in the current scope), or `None`.
+    pub(crate) fn try_get(&self, m: &mut Mutator, i: usize) -> Res<Option<Local>> {
+        let c = self.chunk(m, i)?;
+        Ok(m.get_ref(c, i % CHUNK)?)
+    }
+
+    /// The object in slot `i`; a null slot is a failed check.
+    pub(crate) fn get(&self, m: &mut Mutator, i: usize) -> Res<Local> {
+        self.try_get(m, i)?
+            .ok_or_else(|| Fail::Check(format!("table slot {i} is null")))
+    }
+
+    /// Stores `v` into slot `i`.
+    pub(crate) fn set(&self, m: &mut Mutator, i: usize, v: Option<Local>) -> Res<()> {
+        let c = self.chunk(m, i)?;
+        m.set_ref(c, i % CHUNK, v)?;
+        Ok(())
+    }
+}
+
+/// Why a workload step failed: a heap error or a failed check.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// The heap refused an operation.
+    Heap(movegc::Error),
+    /// The data did not match what was expected.
+    Check(String),
+}
+
+impl From<movegc::Error> for Fail {
+    fn from(e: movegc::Error) -> Fail {
+        Fail::Heap(e)
+    }
+}
+
+impl From<movegc::LayoutError> for Fail {
+    fn from(e: movegc::LayoutError) -> Fail {
+        Fail::Heap(e.into())
+    }
+}
+
+impl From<Fail> for String {
+    fn from(f: Fail) -> String {
+        match f {
+            Fail::Heap(e) => format!("heap error: {e}"),
+            Fail::Check(s) => format!("verification failed: {s}"),
+        }
+    }
+}
+
+/// Result of a workload step.
+pub(crate) type Res<T> = Result<T, Fail>;
+
+/// An empty latency histogram (microseconds, auto-resizing).
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("a valid histogram")
+}
+
+/// Records `d` in microseconds. (`record`, not `saturating_record`: the
+/// latter clamps to the histogram's current range instead of growing it.)
+pub(crate) fn record_us(h: &mut Histogram<u64>, d: Duration) {
+    let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
+/// Waits (without holding up collections) until no concurrent cycle is
+/// running, then returns every cycle of the heap's life so far. `Err` if
+/// the heap kept fewer than it ran (more than 1024 cycles).
+pub(crate) fn finish(m: &mut Mutator) -> Res<Vec<CycleStats>> {
+    let heap = m.heap().clone();
+    m.blocking(|| heap.wait_idle());
+    heap_cycles(&heap)
+}
+
+/// Every cycle of `heap`'s life so far (it must be idle), or `Err` if it
+/// ran more than it keeps.
+pub(crate) fn heap_cycles(heap: &Heap) -> Res<Vec<CycleStats>> {
+    let s = heap.stats();
+    if s.recent.len() as u64 != s.cycles {
+        return Err(Fail::Check(format!(
+            "the run had {} collections; the heap keeps only the last {} (use a larger min_free)",
+            s.cycles,
+            s.recent.len()
+        )));
+    }
+    Ok(s.recent)
+}
+
+/// Calls `f(key, value)` for each `key=value` of a comma-separated spec.
+pub(crate) fn parse_pairs(
+    spec: &str,
+    mut f: impl FnMut(&str, &str) -> Result<(), String>,
+) -> Result<(), String> {
+    for kv in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("{kv:?} is not key=value"))?;
+        f(k.trim(), v.trim())?;
+    }
+    Ok(())
+}
+
+/// Parses the value `v` of key `k`.
+pub(crate) fn parse_value<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("bad value {v:?} for {k}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_their_sizes() {
+        for (l, &(size, refs)) in layouts().iter().zip(LAYOUTS.iter()) {
+            assert_eq!(l.size(), size);
+            assert_eq!(l.header().ref_count(), refs);
+            assert!(l.header().data_len() >= 16);
+        }
+    }
+
+    #[test]
+    fn latencies_beyond_the_initial_range_are_kept() {
+        let mut h = latency_histogram();
+        record_us(&mut h, Duration::from_millis(80));
+        record_us(&mut h, Duration::from_micros(3));
+        assert!(h.max() >= 79_000, "max {}", h.max());
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn data_round_trips_and_detects_flips() {
+        let mut d = [0u8; 40];
+        fill(&mut d, 77);
+        assert!(data_ok(&d, 77));
+        assert!(!data_ok(&d, 78));
+        d[39] ^= 1;
+        assert!(!data_ok(&d, 77));
+    }
+}

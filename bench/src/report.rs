@@ -1,0 +1,1187 @@
+//! The rendering side of `movegc bench`: the [`Report`] that becomes
+//! `results.json` (top-level `meta`, `results` and `summary`), the terminal
+//! table ([`text_table`]), `report.md` ([`markdown`]) and the SVG plots
+//! ([`write_plots`]).
+//!
+//! The headline number is [`Summary::move_copy_compaction_ratio`]: the
+//! `compact` workload's concurrent-MOVE compaction completion time over
+//! concurrent COPY's, paired run by run (same parameters apart from the
+//! strategy, same repeat), with its median and a 95 % percentile-bootstrap
+//! confidence interval (fixed seed, so a report is reproducible from its
+//! `results`). Everything here is a pure function of the [`RunRecord`]s
+//! plus the [`Meta`] the caller collected; nothing runs a workload.
+//!
+//! `results.json` is a stable format: fields are added, never renamed.
+//! A missing ratio (no MOVE/COPY pair) is `null`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::median;
+use crate::record::RunRecord;
+
+/// `RunRecord::strategy` of concurrent MOVE.
+pub const MOVE: &str = "concurrent-move";
+/// `RunRecord::strategy` of concurrent COPY.
+pub const COPY: &str = "concurrent-copy";
+/// `RunRecord::strategy` of stop-the-world.
+pub const STW: &str = "stop-the-world";
+
+/// Target: MOVE/COPY compaction-time ratio (median) at most this.
+pub const TARGET_RATIO: f64 = 0.6;
+/// Target: MOVE's worst fault-stall p99 below this many microseconds.
+pub const TARGET_STALL_P99_US: f64 = 50.0;
+
+/// The preparation [`Meta::collect`] records unless the caller says
+/// otherwise.
+pub const DEFAULT_PREPARATION: &str = "each run in a fresh child process; strategies alternate \
+within a repeat; pages warmed before compaction";
+
+/// Bootstrap resamples behind every confidence interval.
+const BOOTSTRAP_RESAMPLES: usize = 10_000;
+/// Seed of the bootstrap's RNG (fixed: the same results give the same CI).
+const BOOTSTRAP_SEED: u64 = 0x6d6f_7665_6763_0001;
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Machine {
+    /// CPU model (`model name` of `/proc/cpuinfo`), `unknown` if absent.
+    pub cpu_model: String,
+    /// Logical CPUs (`processor` entries of `/proc/cpuinfo`).
+    pub cores: usize,
+    /// Total memory, GiB (`MemTotal` of `/proc/meminfo`).
+    pub memory_gib: f64,
+}
+
+/// How, where and when a report was produced: `results.json`'s `meta`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Meta {
+    /// CPU, cores and memory.
+    pub machine: Machine,
+    /// Kernel release (what `uname -r` prints).
+    pub kernel: String,
+    /// userfaultfd features the kernel offered (filled by the caller).
+    pub uffd_features: Vec<String>,
+    /// What the capability probe concluded, e.g. `concurrent-move
+    /// (UFFDIO_MOVE available)` (filled by the caller).
+    pub probe_strategy: String,
+    /// The command line that produced the report.
+    pub command_line: String,
+    /// `git` revision of the code measured, if known (filled by the caller).
+    pub git_revision: Option<String>,
+    /// When the report was made, UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub timestamp: String,
+    /// How runs were prepared (process isolation, ordering, warm-up).
+    pub preparation: String,
+    /// Whether this was a `--quick` run (fewer repeats, smaller sizes).
+    pub quick: bool,
+}
+
+impl Meta {
+    /// The machine (from `/proc/cpuinfo` and `/proc/meminfo`), kernel
+    /// release, timestamp (now) and `command_line`; `preparation` is
+    /// [`DEFAULT_PREPARATION`]. The caller fills `uffd_features`,
+    /// `probe_strategy`, `git_revision` and `quick`.
+    pub fn collect(command_line: &str) -> Meta {
+        let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string());
+        Meta {
+            machine: Machine {
+                cpu_model: cpu_model(&cpuinfo),
+                cores: cpu_count(&cpuinfo),
+                memory_gib: memory_gib(&meminfo),
+            },
+            kernel,
+            uffd_features: Vec::new(),
+            probe_strategy: String::new(),
+            command_line: command_line.to_string(),
+            git_revision: None,
+            timestamp: utc_timestamp(SystemTime::now()),
+            preparation: DEFAULT_PREPARATION.to_string(),
+            quick: false,
+        }
+    }
+}
+
+/// The first `model name` (x86) or `Hardware`/`cpu model` (other
+/// architectures) value of a `/proc/cpuinfo` text.
+fn cpu_model(cpuinfo: &str) -> String {
+    ["model name", "Hardware", "cpu model", "uarch"]
+        .iter()
+        .find_map(|key| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == *key && !v.trim().is_empty()).then(|| v.trim().to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// `processor` entries of a `/proc/cpuinfo` text (the available
+/// parallelism if there are none).
+fn cpu_count(cpuinfo: &str) -> usize {
+    let n = cpuinfo
+        .lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, _)| k.trim() == "processor")
+        })
+        .count();
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(0, usize::from)
+    }
+}
+
+/// `MemTotal` of a `/proc/meminfo` text in GiB (0 if absent).
+fn memory_gib(meminfo: &str) -> f64 {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / (1024.0 * 1024.0))
+}
+
+/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds; times before the
+/// epoch print as the epoch).
+pub fn utc_timestamp(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (H. Hinnant's `civil_from_days`).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// A ratio over paired runs: its median, 95 % confidence interval and the
+/// per-pair values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// Median of `per_repeat`.
+    pub median: f64,
+    /// Lower end of the 95 % percentile-bootstrap CI of the median.
+    pub ci95_low: f64,
+    /// Upper end of the 95 % percentile-bootstrap CI of the median.
+    pub ci95_high: f64,
+    /// Pairs (length of `per_repeat`).
+    pub n: usize,
+    /// One ratio per (parameters, repeat) pair, ordered by parameters then
+    /// repeat.
+    pub per_repeat: Vec<f64>,
+}
+
+impl Ratio {
+    /// The median and CI of `values` (`None` if empty). With one value the
+    /// CI is that value. The CI is the 2.5 / 97.5 percentiles of the
+    /// medians of 10 000 resamples drawn with a fixed-seed RNG, widened if
+    /// needed so that it contains the median.
+    pub fn of(values: Vec<f64>) -> Option<Ratio> {
+        if values.is_empty() {
+            return None;
+        }
+        let m = median(&values);
+        let (low, high) = if values.len() == 1 {
+            (m, m)
+        } else {
+            let (l, h) = bootstrap_median_ci(&values);
+            (l.min(m), h.max(m))
+        };
+        Some(Ratio {
+            median: m,
+            ci95_low: low,
+            ci95_high: high,
+            n: values.len(),
+            per_repeat: values,
+        })
+    }
+}
+
+/// SplitMix64: small, fast and good enough to draw bootstrap indices.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform-enough index in `0..n` (multiply-shift; the bias is
+    /// negligible for the tiny `n` of a benchmark).
+    fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// 95 % percentile-bootstrap interval of the median of `xs` (non-empty).
+fn bootstrap_median_ci(xs: &[f64]) -> (f64, f64) {
+    let mut rng = SplitMix64(BOOTSTRAP_SEED);
+    let mut sample = vec![0.0; xs.len()];
+    let mut medians: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            for s in sample.iter_mut() {
+                *s = xs[rng.below(xs.len())];
+            }
+            median(&sample)
+        })
+        .collect();
+    medians.sort_by(|a, b| a.total_cmp(b));
+    let b = medians.len() as f64;
+    let low = medians[(0.025 * b).floor() as usize];
+    let high = medians[((0.975 * b).ceil() as usize).clamp(1, medians.len()) - 1];
+    (low, high)
+}
+
+/// One target of the suite and whether this report meets it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Target {
+    /// What is measured, e.g. `MOVE/COPY compaction ratio`.
+    pub name: String,
+    /// The goal, e.g. `≤ 0.6`.
+    pub goal: String,
+    /// The measured value, `None` without data.
+    pub value: Option<f64>,
+    /// Met (`Some(true)`), missed (`Some(false)`) or not measurable.
+    pub met: Option<bool>,
+}
+
+impl Target {
+    /// `met`, `missed` or `n/a`.
+    pub fn verdict(&self) -> &'static str {
+        match self.met {
+            Some(true) => "met",
+            Some(false) => "missed",
+            None => "n/a",
+        }
+    }
+}
+
+/// The numbers a report is judged by: `results.json`'s `summary`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// `compact` workload: MOVE compaction time / COPY compaction time,
+    /// paired by parameters (minus the strategy) and repeat; `None` (JSON
+    /// `null`) without a pair.
+    pub move_copy_compaction_ratio: Option<Ratio>,
+    /// The same ratio for every workload that has a MOVE/COPY pair.
+    pub per_workload: BTreeMap<String, Ratio>,
+    /// `madvise` calls summed over every MOVE record (the target is 0).
+    pub madvise_calls_move: usize,
+    /// Per strategy, the largest fault-stall p99 of any of its records, µs.
+    pub fault_stall_p99_us_max: BTreeMap<String, f64>,
+    /// The suite's targets, each met / missed / not measurable.
+    pub targets: Vec<Target>,
+}
+
+/// `params` without its `strategy=` entry: what a MOVE run and its COPY
+/// twin have in common.
+pub fn params_key(params: &str) -> String {
+    params
+        .split(',')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != "strategy")
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// MOVE/COPY compaction-time ratios of `workload`, one per pair of records
+/// with the same [`params_key`] and repeat (strategies as asked, i.e.
+/// `RunRecord::strategy`), ordered by parameters then repeat. Pairs whose
+/// COPY time is not positive are skipped (no ratio exists).
+fn paired_ratios(results: &[RunRecord], workload: &str) -> Vec<f64> {
+    let index = |strategy: &str| {
+        let mut m: BTreeMap<(String, usize), f64> = BTreeMap::new();
+        for r in results
+            .iter()
+            .filter(|r| r.workload == workload && r.strategy == strategy)
+        {
+            m.entry((params_key(&r.params), r.repeat))
+                .or_insert(r.compaction_ms);
+        }
+        m
+    };
+    let (moves, copies) = (index(MOVE), index(COPY));
+    moves
+        .iter()
+        .filter_map(|(key, &mv)| {
+            let cp = *copies.get(key)?;
+            (cp > 0.0 && cp.is_finite() && mv.is_finite()).then(|| mv / cp)
+        })
+        .collect()
+}
+
+/// The [`Summary`] of a set of results (see its fields).
+pub fn summarize(results: &[RunRecord]) -> Summary {
+    let mut workloads: Vec<&str> = results.iter().map(|r| r.workload.as_str()).collect();
+    workloads.sort_unstable();
+    workloads.dedup();
+    let per_workload: BTreeMap<String, Ratio> = workloads
+        .into_iter()
+        .filter_map(|w| Some((w.to_string(), Ratio::of(paired_ratios(results, w))?)))
+        .collect();
+    let move_copy_compaction_ratio = per_workload.get("compact").cloned();
+    let moves: Vec<&RunRecord> = results.iter().filter(|r| r.strategy == MOVE).collect();
+    let madvise_calls_move = moves.iter().map(|r| r.madvise_calls).sum();
+    let mut fault_stall_p99_us_max: BTreeMap<String, f64> = BTreeMap::new();
+    for r in results {
+        let e = fault_stall_p99_us_max
+            .entry(r.strategy.clone())
+            .or_insert(f64::NEG_INFINITY);
+        *e = e.max(r.fault_stall_us.p99);
+    }
+    let ratio_value = move_copy_compaction_ratio.as_ref().map(|r| r.median);
+    let stall_value = fault_stall_p99_us_max.get(MOVE).copied();
+    let madvise_value = (!moves.is_empty()).then_some(madvise_calls_move as f64);
+    let targets = vec![
+        Target {
+            name: "MOVE/COPY compaction ratio (compact, median)".into(),
+            goal: format!("≤ {TARGET_RATIO}"),
+            value: ratio_value,
+            met: ratio_value.map(|v| v <= TARGET_RATIO),
+        },
+        Target {
+            name: "madvise calls under MOVE".into(),
+            goal: "= 0".into(),
+            value: madvise_value,
+            met: madvise_value.map(|v| v == 0.0),
+        },
+        Target {
+            name: "MOVE fault-stall p99 (worst run), µs".into(),
+            goal: format!("< {TARGET_STALL_P99_US}"),
+            value: stall_value,
+            met: stall_value.map(|v| v < TARGET_STALL_P99_US),
+        },
+    ];
+    Summary {
+        move_copy_compaction_ratio,
+        per_workload,
+        madvise_calls_move,
+        fault_stall_p99_us_max,
+        targets,
+    }
+}
+
+/// Everything `movegc bench` produced: `results.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Machine, kernel, command line, time, preparation.
+    pub meta: Meta,
+    /// One record per (workload, strategy, repeat), in run order.
+    pub results: Vec<RunRecord>,
+    /// Ratios and targets, computed from `results` by [`summarize`].
+    pub summary: Summary,
+}
+
+impl Report {
+    /// A report of `results`, with its summary computed.
+    pub fn new(meta: Meta, results: Vec<RunRecord>) -> Report {
+        let summary = summarize(&results);
+        Report {
+            meta,
+            results,
+            summary,
+        }
+    }
+}
+
+/// Position of a strategy in tables and legends: MOVE, COPY, STW, others.
+fn strategy_rank(s: &str) -> usize {
+    [MOVE, COPY, STW].iter().position(|&k| k == s).unwrap_or(3)
+}
+
+/// One table row: the records of a (workload, parameters, strategy).
+struct Group<'a> {
+    workload: &'a str,
+    params: String,
+    strategy: &'a str,
+    records: Vec<&'a RunRecord>,
+}
+
+/// The records grouped by (workload, [`params_key`], strategy): workloads
+/// and parameters in order of first appearance, strategies MOVE, COPY,
+/// STW.
+fn groups(results: &[RunRecord]) -> Vec<Group<'_>> {
+    let mut out: Vec<Group<'_>> = Vec::new();
+    for r in results {
+        let params = params_key(&r.params);
+        match out
+            .iter_mut()
+            .find(|g| g.workload == r.workload && g.params == params && g.strategy == r.strategy)
+        {
+            Some(g) => g.records.push(r),
+            None => out.push(Group {
+                workload: &r.workload,
+                params,
+                strategy: &r.strategy,
+                records: vec![r],
+            }),
+        }
+    }
+    let first = |f: &dyn Fn(&RunRecord) -> bool| results.iter().position(f).unwrap_or(0);
+    let mut keyed: Vec<((usize, usize, usize, String), Group<'_>)> = out
+        .into_iter()
+        .map(|g| {
+            let w = first(&|r| r.workload == g.workload);
+            let p = first(&|r| r.workload == g.workload && params_key(&r.params) == g.params);
+            ((w, p, strategy_rank(g.strategy), g.strategy.to_string()), g)
+        })
+        .collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.into_iter().map(|(_, g)| g).collect()
+}
+
+/// `key=value` pairs of a parameter string.
+fn pairs(params: &str) -> Vec<(&str, &str)> {
+    params
+        .split(',')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .collect()
+}
+
+/// Per workload, the parameters all its rows share (`key=value,..`).
+fn common_params(groups: &[Group<'_>]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for g in groups {
+        if out.iter().any(|(w, _)| w == g.workload) {
+            continue;
+        }
+        let rows: Vec<&Group<'_>> = groups.iter().filter(|h| h.workload == g.workload).collect();
+        let common: Vec<String> = pairs(&g.params)
+            .into_iter()
+            .filter(|kv| rows.iter().all(|h| pairs(&h.params).contains(kv)))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        out.push((g.workload.to_string(), common.join(",")));
+    }
+    out
+}
+
+/// The parameters of `g` that differ between its workload's rows (`-` if
+/// none).
+fn varying_params(g: &Group<'_>, groups: &[Group<'_>]) -> String {
+    let rows: Vec<&Group<'_>> = groups.iter().filter(|h| h.workload == g.workload).collect();
+    let varying: Vec<String> = pairs(&g.params)
+        .into_iter()
+        .filter(|kv| !rows.iter().all(|h| pairs(&h.params).contains(kv)))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if varying.is_empty() {
+        "-".to_string()
+    } else {
+        varying.join(",")
+    }
+}
+
+/// Column headers of the results table.
+const HEADERS: [&str; 15] = [
+    "workload",
+    "params",
+    "strategy",
+    "n",
+    "wall s",
+    "cycles",
+    "compact ms",
+    "pause ms p50/p99/max",
+    "moved",
+    "copied",
+    "madvise",
+    "faults",
+    "stall µs p50/p99/max",
+    "RSS MiB",
+    "cpu s",
+];
+
+/// The cells of the results table: one row per group, medians over its
+/// repeats. The second value says whether any run fell back to another
+/// strategy.
+fn table_rows(results: &[RunRecord]) -> (Vec<[String; 15]>, bool) {
+    let groups = groups(results);
+    let mut fell_back = false;
+    let rows = groups
+        .iter()
+        .map(|g| {
+            let med = |f: fn(&RunRecord) -> f64| {
+                median(&g.records.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let fb = g.records.iter().any(|r| r.strategy_used != r.strategy);
+            fell_back |= fb;
+            [
+                g.workload.to_string(),
+                varying_params(g, &groups),
+                format!("{}{}", g.strategy, if fb { "*" } else { "" }),
+                g.records.len().to_string(),
+                format!("{:.3}", med(|r| r.wall_s)),
+                format!("{:.0}", med(|r| r.cycles as f64)),
+                format!("{:.2}", med(|r| r.compaction_ms)),
+                format!(
+                    "{:.2}/{:.2}/{:.2}",
+                    med(|r| r.pause_ms.p50),
+                    med(|r| r.pause_ms.p99),
+                    med(|r| r.pause_ms.max)
+                ),
+                format!("{:.0}", med(|r| r.pages_moved as f64)),
+                format!("{:.0}", med(|r| r.pages_copied as f64)),
+                format!("{:.0}", med(|r| r.madvise_calls as f64)),
+                format!("{:.0}", med(|r| r.faults as f64)),
+                format!(
+                    "{:.0}/{:.0}/{:.0}",
+                    med(|r| r.fault_stall_us.p50),
+                    med(|r| r.fault_stall_us.p99),
+                    med(|r| r.fault_stall_us.max)
+                ),
+                format!(
+                    "{:.1}",
+                    med(|r| r.peak_rss_bytes as f64 / f64::from(1 << 20))
+                ),
+                format!("{:.3}", med(|r| r.cpu_s)),
+            ]
+        })
+        .collect();
+    (rows, fell_back)
+}
+
+/// Footnote for strategies marked `*`.
+const FALLBACK_NOTE: &str =
+    "* some runs fell back to another strategy (see `strategy_used` in results.json)";
+
+/// `r` as `median [low, high] n=N`.
+fn ratio_text(r: &Ratio) -> String {
+    format!(
+        "{:.3} (95% CI {:.3}–{:.3}, n={})",
+        r.median, r.ci95_low, r.ci95_high, r.n
+    )
+}
+
+/// A target's measured value for display.
+fn target_value(t: &Target) -> String {
+    match t.value {
+        None => "no data".to_string(),
+        Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) => format!("{v:.3}"),
+    }
+}
+
+/// The summary as lines (ratio, per-workload ratios, targets).
+fn summary_lines(s: &Summary) -> Vec<String> {
+    let mut lines = vec![match &s.move_copy_compaction_ratio {
+        Some(r) => format!("MOVE/COPY compaction time (compact): {}", ratio_text(r)),
+        None => "MOVE/COPY compaction time (compact): no MOVE/COPY pair".to_string(),
+    }];
+    let others: Vec<(&String, &Ratio)> = s
+        .per_workload
+        .iter()
+        .filter(|(w, _)| *w != "compact")
+        .collect();
+    if !others.is_empty() {
+        lines.push("MOVE/COPY compaction time, other workloads:".to_string());
+    }
+    for (w, r) in others {
+        lines.push(format!("  {w}: {}", ratio_text(r)));
+    }
+    lines.push(format!(
+        "madvise calls under MOVE: {}",
+        s.madvise_calls_move
+    ));
+    if !s.fault_stall_p99_us_max.is_empty() {
+        let mut v: Vec<(&String, &f64)> = s.fault_stall_p99_us_max.iter().collect();
+        v.sort_by_key(|(k, _)| (strategy_rank(k), k.as_str()));
+        let parts: Vec<String> = v.iter().map(|(k, p)| format!("{k} {p:.0}")).collect();
+        lines.push(format!("worst fault-stall p99, µs: {}", parts.join(", ")));
+    }
+    lines.push("targets:".to_string());
+    for t in &s.targets {
+        lines.push(format!(
+            "  {} {}: {} — {}",
+            t.name,
+            t.goal,
+            target_value(t),
+            t.verdict()
+        ));
+    }
+    lines
+}
+
+/// The terminal view of a report: an aligned table (one row per workload,
+/// parameters and strategy; medians over repeats; `params` shows only the
+/// parameters that differ within the workload, the others follow the
+/// table), then the summary with each target marked met / missed.
+pub fn text_table(r: &Report) -> String {
+    let (rows, fell_back) = table_rows(&r.results);
+    let width = |i: usize| {
+        rows.iter()
+            .map(|row| row[i].chars().count())
+            .chain([HEADERS[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..HEADERS.len()).map(width).collect();
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = " ".repeat(widths[i] - c.chars().count());
+                if i < 3 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string()
+    };
+    let mut out = String::new();
+    let header: Vec<String> = HEADERS.iter().map(|h| h.to_string()).collect();
+    let _ = writeln!(out, "{}", line(&header));
+    let rule: Vec<String> = widths.iter().map(|&w| "-".repeat(w)).collect();
+    let _ = writeln!(out, "{}", line(&rule));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+    if rows.is_empty() {
+        let _ = writeln!(out, "(no results)");
+    }
+    if fell_back {
+        let _ = writeln!(out, "{FALLBACK_NOTE}");
+    }
+    for (w, p) in common_params(&groups(&r.results)) {
+        if !p.is_empty() {
+            let _ = writeln!(out, "{w}: {p}");
+        }
+    }
+    let _ = writeln!(out);
+    for l in summary_lines(&r.summary) {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+/// Escapes a markdown table cell.
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('*', "\\*")
+}
+
+/// `report.md`: the meta, the results table, the summary and `plots` as
+/// image links. Links use each plot's file name, so `report.md` belongs in
+/// the directory the plots were written to.
+pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
+    let m = &r.meta;
+    let mut out = String::from("# movegc benchmark report\n\n## Run\n\n");
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let features = if m.uffd_features.is_empty() {
+        "none reported".to_string()
+    } else {
+        m.uffd_features.join(", ")
+    };
+    let meta_lines = [
+        (
+            "Machine",
+            format!(
+                "{}, {} cores, {:.1} GiB",
+                or_unknown(&m.machine.cpu_model),
+                m.machine.cores,
+                m.machine.memory_gib
+            ),
+        ),
+        ("Kernel", or_unknown(&m.kernel)),
+        ("userfaultfd features", features),
+        ("Probe", or_unknown(&m.probe_strategy)),
+        ("Command", format!("`{}`", m.command_line)),
+        (
+            "Git revision",
+            m.git_revision.clone().unwrap_or_else(|| "unknown".into()),
+        ),
+        ("Timestamp (UTC)", or_unknown(&m.timestamp)),
+        ("Preparation", or_unknown(&m.preparation)),
+        ("Quick mode", if m.quick { "yes" } else { "no" }.to_string()),
+    ];
+    for (k, v) in meta_lines {
+        let _ = writeln!(out, "- **{k}:** {v}");
+    }
+    let _ = writeln!(out, "\n## Results (median over repeats)\n");
+    let (rows, fell_back) = table_rows(&r.results);
+    let _ = writeln!(out, "| {} |", HEADERS.join(" | "));
+    let aligns: Vec<&str> = (0..HEADERS.len())
+        .map(|i| if i < 3 { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "| {} |", aligns.join(" | "));
+    for row in &rows {
+        let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    if fell_back {
+        let _ = writeln!(out, "\n{}", md_cell(FALLBACK_NOTE));
+    }
+    let common = common_params(&groups(&r.results));
+    if !common.is_empty() {
+        let _ = writeln!(out, "\nParameters shared by every row of a workload:\n");
+        for (w, p) in common {
+            let p = if p.is_empty() { "-".into() } else { p };
+            let _ = writeln!(out, "- `{w}`: `{p}`");
+        }
+    }
+    let _ = writeln!(out, "\n## Summary\n");
+    let s = &r.summary;
+    match &s.move_copy_compaction_ratio {
+        Some(ratio) => {
+            let _ = writeln!(
+                out,
+                "- **MOVE/COPY compaction time (compact):** {}",
+                ratio_text(ratio)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "- **MOVE/COPY compaction time (compact):** no MOVE/COPY pair"
+            );
+        }
+    }
+    let others: Vec<(&String, &Ratio)> = s
+        .per_workload
+        .iter()
+        .filter(|(w, _)| *w != "compact")
+        .collect();
+    if !others.is_empty() {
+        let _ = writeln!(out, "- **MOVE/COPY compaction time, other workloads:**");
+    }
+    for (w, ratio) in others {
+        let _ = writeln!(out, "  - `{w}`: {}", ratio_text(ratio));
+    }
+    let _ = writeln!(
+        out,
+        "- **madvise calls under MOVE:** {}",
+        s.madvise_calls_move
+    );
+    let mut stalls: Vec<(&String, &f64)> = s.fault_stall_p99_us_max.iter().collect();
+    stalls.sort_by_key(|(k, _)| (strategy_rank(k), k.as_str()));
+    for (k, p) in stalls {
+        let _ = writeln!(out, "- **worst fault-stall p99, {k}:** {p:.0} µs");
+    }
+    let _ = writeln!(
+        out,
+        "\n| target | goal | value | verdict |\n| --- | --- | ---: | --- |"
+    );
+    for t in &s.targets {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | **{}** |",
+            md_cell(&t.name),
+            md_cell(&t.goal),
+            target_value(t),
+            t.verdict()
+        );
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(out, "\n## Plots\n");
+        for p in plots {
+            let name = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let alt = name.trim_end_matches(".svg").replace('_', " ");
+            let _ = writeln!(out, "![{alt}]({name})\n");
+        }
+    }
+    out
+}
+
+/// Series colour of a strategy.
+fn strategy_color(s: &str) -> RGBColor {
+    match s {
+        MOVE => RGBColor(0x1f, 0x77, 0xb4),
+        COPY => RGBColor(0xff, 0x7f, 0x0e),
+        STW => RGBColor(0xd6, 0x27, 0x28),
+        _ => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+/// Plot size, pixels.
+const PLOT_SIZE: (u32, u32) = (900, 560);
+
+/// One plotted series: legend label, strategy (for the colour) and points.
+struct Series {
+    label: String,
+    strategy: String,
+    points: Vec<(f64, f64)>,
+}
+
+/// Texts of a plot.
+struct Labels<'a> {
+    title: &'a str,
+    x: &'a str,
+    y: &'a str,
+    /// How many x-axis labels to aim for.
+    x_ticks: usize,
+}
+
+/// An axis label: integers without decimals, others with at most three
+/// significant decimals.
+fn tick(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// `(lo, hi)` padded so the points are not on the frame (and a range
+/// exists for a single value).
+fn padded(lo: f64, hi: f64, from_zero: bool) -> (f64, f64) {
+    let lo = if from_zero { lo.min(0.0) } else { lo };
+    if hi > lo {
+        let pad = (hi - lo) * 0.05;
+        (if from_zero { lo } else { lo - pad }, hi + pad)
+    } else if hi == 0.0 {
+        (0.0, 1.0)
+    } else {
+        let pad = hi.abs() * 0.5;
+        (if from_zero { lo.min(0.0) } else { lo - pad }, hi + pad)
+    }
+}
+
+/// Draws line + point series on a chart with a legend. `log_x` makes the
+/// x axis logarithmic (all x must then be positive).
+fn plot_lines(
+    path: &Path,
+    labels: &Labels<'_>,
+    series: &[Series],
+    log_x: bool,
+    y_range: Option<(f64, f64)>,
+) -> Result<(), String> {
+    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let (xmin, xmax) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (ymin, ymax) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+        (a.min(y), b.max(y))
+    });
+    let (y0, y1) = y_range.unwrap_or_else(|| padded(ymin, ymax, true));
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let root = SVGBackend::new(path, PLOT_SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(labels.title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_labels(labels.x_ticks)
+                .x_label_formatter(&|v| tick(v))
+                .x_desc(labels.x)
+                .y_desc(labels.y)
+                .axis_desc_style(("sans-serif", 16))
+                .draw()
+                .map_err(|e| err(&e))?;
+            for s in series {
+                let color = strategy_color(&s.strategy);
+                chart
+                    .draw_series(LineSeries::new(
+                        s.points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|e| err(&e))?
+                    .label(s.label.as_str())
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .map_err(|e| err(&e))?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 15))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }};
+    }
+    if log_x {
+        let (lo, hi) = if xmax > xmin {
+            (xmin / 1.25, xmax * 1.25)
+        } else {
+            (xmin / 2.0, xmin * 2.0)
+        };
+        draw!(builder
+            .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
+            .map_err(|e| err(&e))?);
+    } else {
+        let (x0, x1) = padded(xmin, xmax, false);
+        draw!(builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?);
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// The `heap=<MiB>` value of a parameter string.
+fn heap_mib(params: &str) -> Option<f64> {
+    pairs(params)
+        .into_iter()
+        .find(|(k, _)| *k == "heap")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Strategies present in `records`, MOVE, COPY, STW first.
+fn strategies<'a>(records: impl Iterator<Item = &'a RunRecord>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = records.map(|r| r.strategy.as_str()).collect();
+    v.sort_by_key(|s| (strategy_rank(s), *s));
+    v.dedup();
+    v
+}
+
+/// Series of `compaction_vs_heap.svg`: per strategy, the median compaction
+/// time of the `compact` records of each heap size (all repeats and other
+/// parameters of that size pooled).
+fn compaction_series(results: &[RunRecord]) -> Vec<Series> {
+    let compact: Vec<(&RunRecord, f64)> = results
+        .iter()
+        .filter(|r| r.workload == "compact")
+        .filter_map(|r| Some((r, heap_mib(&r.params)?)))
+        .collect();
+    strategies(compact.iter().map(|(r, _)| *r))
+        .into_iter()
+        .map(|s| {
+            let mut by_heap: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+            for (r, heap) in compact.iter().filter(|(r, _)| r.strategy == s) {
+                by_heap
+                    .entry(heap.to_bits())
+                    .or_default()
+                    .push(r.compaction_ms);
+            }
+            let mut points: Vec<(f64, f64)> = by_heap
+                .into_iter()
+                .map(|(h, v)| (f64::from_bits(h), median(&v)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                label: s.to_string(),
+                strategy: s.to_string(),
+                points,
+            }
+        })
+        .collect()
+}
+
+/// Series of `fault_stall_cdf.svg`: per strategy, the CDF of one
+/// representative run (see [`write_plots`]), x clamped to ≥ 1 µs for the
+/// log axis.
+fn stall_cdf_series(results: &[RunRecord]) -> Vec<Series> {
+    let with_cdf: Vec<&RunRecord> = results
+        .iter()
+        .filter(|r| !r.fault_stall_cdf.is_empty())
+        .collect();
+    strategies(with_cdf.iter().copied())
+        .into_iter()
+        .filter_map(|s| {
+            let all: Vec<&RunRecord> = with_cdf
+                .iter()
+                .copied()
+                .filter(|r| r.strategy == s)
+                .collect();
+            let compact: Vec<&RunRecord> = all
+                .iter()
+                .copied()
+                .filter(|r| r.workload == "compact")
+                .collect();
+            let mut pool = if compact.is_empty() { all } else { compact };
+            pool.sort_by(|a, b| a.fault_stall_us.p99.total_cmp(&b.fault_stall_us.p99));
+            let rep = *pool.get((pool.len().checked_sub(1)?) / 2)?;
+            Some(Series {
+                label: format!("{s} ({}, repeat {})", rep.workload, rep.repeat),
+                strategy: s.to_string(),
+                points: rep
+                    .fault_stall_cdf
+                    .iter()
+                    .map(|&[us, q]| (us.max(1.0), q))
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// Series of `fragmenter_pauses.svg`: per strategy, the pause of each
+/// cycle of its first `fragmenter` record of the lowest repeat index; also
+/// the lowest repeat of all (a strategy without a record of it says its
+/// repeat in its label).
+fn fragmenter_series(results: &[RunRecord]) -> (Vec<Series>, usize) {
+    let frag: Vec<&RunRecord> = results
+        .iter()
+        .filter(|r| r.workload == "fragmenter" && !r.per_cycle.is_empty())
+        .collect();
+    let first_repeat = frag.iter().map(|r| r.repeat).min().unwrap_or(0);
+    let series = strategies(frag.iter().copied())
+        .into_iter()
+        .filter_map(|s| {
+            let rec = frag
+                .iter()
+                .filter(|r| r.strategy == s)
+                .min_by_key(|r| r.repeat)?;
+            Some(Series {
+                label: if rec.repeat == first_repeat {
+                    s.to_string()
+                } else {
+                    format!("{s} (repeat {})", rec.repeat)
+                },
+                strategy: s.to_string(),
+                points: rec
+                    .per_cycle
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i as f64, c.pause_ms))
+                    .collect(),
+            })
+        })
+        .collect();
+    (series, first_repeat)
+}
+
+/// Writes the plots of `r` into `dir` (created if missing) and returns the
+/// files written; a plot whose data is absent is skipped, not an error.
+///
+/// - `compaction_vs_heap.svg`: compaction completion time (ms, median over
+///   repeats) against heap size (MiB, the `heap=` parameter) of the
+///   `compact` workload, one line per strategy.
+/// - `fault_stall_cdf.svg`: fault-stall CDF per strategy, x logarithmic in
+///   µs. Records are not merged: each strategy shows its representative
+///   run, the record whose stall p99 is the median (lower median) among
+///   that strategy's records with stall data, taken from the `compact`
+///   workload when it has any, else from all workloads. A run's CDF is a
+///   real distribution; concatenating sampled CDF points of several runs
+///   would not be one.
+/// - `fragmenter_pauses.svg`: pause (ms) per cycle index of the
+///   `fragmenter` workload, one line per strategy (its lowest repeat).
+pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut written = Vec::new();
+    let nonempty = |v: &[Series]| v.iter().any(|s| !s.points.is_empty());
+
+    let series = compaction_series(&r.results);
+    if nonempty(&series) {
+        let path = dir.join("compaction_vs_heap.svg");
+        let labels = Labels {
+            title: "Compaction completion time vs heap size (compact, median over repeats)",
+            x: "heap size (MiB)",
+            y: "compaction completion time (ms)",
+            x_ticks: 10,
+        };
+        plot_lines(&path, &labels, &series, false, None)?;
+        written.push(path);
+    }
+
+    let series = stall_cdf_series(&r.results);
+    if nonempty(&series) {
+        let path = dir.join("fault_stall_cdf.svg");
+        let labels = Labels {
+            title: "Fault-stall CDF per strategy (representative run: median p99)",
+            x: "fault stall (µs, log scale)",
+            y: "fraction of faults stalled ≤ x",
+            x_ticks: 20,
+        };
+        plot_lines(&path, &labels, &series, true, Some((0.0, 1.02)))?;
+        written.push(path);
+    }
+
+    let (series, repeat) = fragmenter_series(&r.results);
+    if nonempty(&series) {
+        let cycles = series.iter().map(|s| s.points.len()).max().unwrap_or(0);
+        let path = dir.join("fragmenter_pauses.svg");
+        let title = format!("Fragmenter: pause per collection cycle (repeat {repeat})");
+        let labels = Labels {
+            title: &title,
+            x: "cycle index",
+            y: "pause (ms)",
+            x_ticks: cycles.clamp(2, 12),
+        };
+        plot_lines(&path, &labels, &series, false, None)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let at = |s: u64| utc_timestamp(UNIX_EPOCH + std::time::Duration::from_secs(s));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(at(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
+
+    #[test]
+    fn proc_parsing() {
+        let cpu = "processor\t: 0\nmodel name\t: Test CPU @ 3GHz\n\nprocessor\t: 1\nmodel name\t: Test CPU @ 3GHz\n";
+        assert_eq!(cpu_model(cpu), "Test CPU @ 3GHz");
+        assert_eq!(cpu_count(cpu), 2);
+        assert_eq!(
+            memory_gib("MemTotal:       25165824 kB\nMemFree: 1 kB\n"),
+            24.0
+        );
+        assert_eq!(cpu_model(""), "unknown");
+    }
+
+    #[test]
+    fn strategy_names_match_the_gc() {
+        use movegc_gc::Strategy;
+        assert_eq!(Strategy::ConcurrentMove.name(), MOVE);
+        assert_eq!(Strategy::ConcurrentCopy.name(), COPY);
+        assert_eq!(Strategy::StopTheWorld.name(), STW);
+    }
+
+    #[test]
+    fn params_key_drops_only_the_strategy() {
+        assert_eq!(
+            params_key("heap=64,live=0.5,strategy=concurrent-move,fault=sigbus"),
+            "heap=64,live=0.5,fault=sigbus"
+        );
+        assert_eq!(params_key(""), "");
+    }
+}

@@ -1,0 +1,425 @@
+//! The `movegc bench` suite: which runs make up a default or `--quick`
+//! suite ([`plan`]), and how one run is executed ([`run_job`]) — in a
+//! fresh child process, so that peak RSS, CPU time and page faults belong
+//! to that run alone.
+//!
+//! A [`Job`] names a workload, a strategy, a fault mode, the workload's
+//! parameters (its `key=value,..` spec) and a repeat index; it is passed to
+//! the child as JSON in the [`JOB_ENV`] environment variable and the child
+//! prints one [`RunRecord`] as a JSON line.
+//!
+//! Ordering: repeats are the outer loop; inside a repeat every
+//! configuration runs each strategy back to back, and the order of the
+//! strategies rotates from one repeat to the next. MOVE and COPY thus run
+//! under the same conditions (this VM's page-allocation cost drifts with
+//! what the host still backs), and neither always goes first.
+
+use movegc_gc::concurrent::FaultMode;
+use movegc_gc::Strategy;
+use serde::{Deserialize, Serialize};
+
+use crate::compact::{self, parse_fault_mode, CompactParams};
+use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
+use crate::{binary_trees, fragmenter, gcbench, threads};
+
+/// Environment variable that makes the `movegc` binary run one job.
+pub const JOB_ENV: &str = "MOVEGC_BENCH_JOB";
+
+/// A workload of the suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workload {
+    /// One measured collection of a fragmented heap, no mutators, at each
+    /// heap size: the seed experiment, and the headline MOVE/COPY ratio.
+    Compact,
+    /// The same with mutator threads faulting during the cycle, in each
+    /// fault mode.
+    CompactMutators,
+    /// A long-lived random graph of mixed sizes, partly replaced each round.
+    Fragmenter,
+    /// The Benchmarks Game's binary-trees.
+    BinaryTrees,
+    /// Ellis, Kovac and Boehm's GCBench.
+    GcBench,
+    /// Several mutators allocating and mutating concurrently.
+    Threads,
+}
+
+impl Workload {
+    /// Every workload, in suite order.
+    pub const ALL: [Workload; 6] = [
+        Workload::Compact,
+        Workload::CompactMutators,
+        Workload::Fragmenter,
+        Workload::BinaryTrees,
+        Workload::GcBench,
+        Workload::Threads,
+    ];
+
+    /// Stable name (the `workload` field of results).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Compact => "compact",
+            Workload::CompactMutators => "compact-mutators",
+            Workload::Fragmenter => "fragmenter",
+            Workload::BinaryTrees => "binary-trees",
+            Workload::GcBench => "gcbench",
+            Workload::Threads => "threads",
+        }
+    }
+
+    /// Parses a [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Workload> {
+        Workload::ALL.into_iter().find(|w| w.name() == s)
+    }
+}
+
+/// One run: what the parent hands to a child process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// [`Workload::name`].
+    pub workload: String,
+    /// [`Strategy::name`].
+    pub strategy: String,
+    /// `sigbus` or `handler-thread`.
+    pub fault_mode: String,
+    /// The workload's parameters (its `to_spec` form).
+    pub spec: String,
+    /// Repeat index.
+    pub repeat: usize,
+}
+
+impl Job {
+    /// A one-line description for progress output.
+    pub fn label(&self) -> String {
+        let mode = if self.strategy == Strategy::StopTheWorld.name()
+            || self.workload != Workload::CompactMutators.name()
+        {
+            String::new()
+        } else {
+            format!(" ({})", self.fault_mode)
+        };
+        format!("{} {}{mode} #{}", self.workload, self.strategy, self.repeat)
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// Smoke sizes (the whole suite in well under 30 s).
+    pub quick: bool,
+    /// Workloads, in order.
+    pub workloads: Vec<Workload>,
+    /// Strategies compared.
+    pub strategies: Vec<Strategy>,
+    /// Heap sizes of the `compact` workload, MiB (the largest is also the
+    /// `compact-mutators` heap).
+    pub heaps_mib: Vec<usize>,
+    /// Mutator threads (`compact-mutators`: at most
+    /// [`compact::MAX_MUTATORS`]; `threads`).
+    pub threads: usize,
+    /// Repeats.
+    pub repeat: usize,
+    /// Fault modes of `compact-mutators`.
+    pub fault_modes: Vec<FaultMode>,
+}
+
+impl Options {
+    /// The default suite (`quick = false`, about two minutes on two cores)
+    /// or the smoke suite.
+    pub fn new(quick: bool) -> Options {
+        Options {
+            quick,
+            workloads: Workload::ALL.to_vec(),
+            strategies: vec![
+                Strategy::ConcurrentMove,
+                Strategy::ConcurrentCopy,
+                Strategy::StopTheWorld,
+            ],
+            heaps_mib: if quick {
+                vec![32, 64]
+            } else {
+                vec![64, 128, 256]
+            },
+            threads: 2,
+            repeat: if quick { 1 } else { 2 },
+            fault_modes: vec![FaultMode::Sigbus, FaultMode::HandlerThread],
+        }
+    }
+
+    /// Checks the options.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workloads.is_empty() || self.strategies.is_empty() {
+            return Err("nothing to run: no workloads or no strategies".into());
+        }
+        if self.repeat == 0 {
+            return Err("--repeat must be at least 1".into());
+        }
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if let Some(h) = self.heaps_mib.iter().find(|&&h| h < 8) {
+            return Err(format!("heap size {h} MiB is below 8 MiB"));
+        }
+        if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
+            return Err("--heap needs at least one size".into());
+        }
+        Ok(())
+    }
+}
+
+/// The configurations (workload, fault mode, spec) of one repeat.
+fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
+    let mut v = Vec::new();
+    let sigbus = FaultMode::Sigbus;
+    for &w in &o.workloads {
+        match w {
+            Workload::Compact => {
+                for &h in &o.heaps_mib {
+                    let p = CompactParams {
+                        heap_mib: h,
+                        mutator_threads: 0,
+                        ..CompactParams::default()
+                    };
+                    v.push((w, sigbus, p.to_spec()));
+                }
+            }
+            Workload::CompactMutators => {
+                let heap_mib = o.heaps_mib.iter().copied().max().unwrap_or(64);
+                for &mode in &o.fault_modes {
+                    let p = CompactParams {
+                        heap_mib,
+                        mutator_threads: o.threads.min(compact::MAX_MUTATORS),
+                        fault_mode: mode,
+                        ..CompactParams::default()
+                    };
+                    v.push((w, mode, p.to_spec()));
+                }
+            }
+            Workload::Fragmenter => {
+                let p = if o.quick {
+                    fragmenter::Params::quick()
+                } else {
+                    fragmenter::Params::default()
+                };
+                v.push((w, sigbus, p.to_spec()));
+            }
+            Workload::BinaryTrees => {
+                let n = if o.quick {
+                    binary_trees::WORKLOAD_QUICK_N
+                } else {
+                    binary_trees::WORKLOAD_N
+                };
+                v.push((w, sigbus, format!("n={n}")));
+            }
+            Workload::GcBench => {
+                let p = if o.quick {
+                    gcbench::Params::quick()
+                } else {
+                    gcbench::Params::default()
+                };
+                v.push((w, sigbus, p.to_spec()));
+            }
+            Workload::Threads => {
+                let base = if o.quick {
+                    threads::Params::quick()
+                } else {
+                    threads::Params::default()
+                };
+                let p = threads::Params {
+                    threads: o.threads,
+                    ..base
+                };
+                v.push((w, sigbus, p.to_spec()));
+            }
+        }
+    }
+    v
+}
+
+/// Every job of the suite, in run order (see the module docs).
+pub fn plan(o: &Options) -> Vec<Job> {
+    let configs = configs(o);
+    let mut jobs = Vec::new();
+    for repeat in 0..o.repeat {
+        for (w, mode, spec) in &configs {
+            let n = o.strategies.len();
+            for i in 0..n {
+                let s = o.strategies[(i + repeat) % n];
+                // Fault modes only matter to concurrent cycles: run
+                // stop-the-world once per spec, with the first mode.
+                if !s.is_concurrent()
+                    && *w == Workload::CompactMutators
+                    && Some(mode) != o.fault_modes.first()
+                {
+                    continue;
+                }
+                let spec = if *w == Workload::Compact || *w == Workload::CompactMutators {
+                    let mut p = CompactParams::parse_spec(spec).expect("own spec");
+                    p.strategy = s;
+                    p.to_spec()
+                } else {
+                    spec.clone()
+                };
+                jobs.push(Job {
+                    workload: w.name().to_string(),
+                    strategy: s.name().to_string(),
+                    fault_mode: mode.name().to_string(),
+                    spec,
+                    repeat,
+                });
+            }
+        }
+    }
+    jobs
+}
+
+/// Runs `job` in this process and returns its record. Workloads verify
+/// their data; a failed verification is an `Err`.
+pub fn run_job(job: &Job) -> Result<RunRecord, String> {
+    let workload = Workload::parse(&job.workload)
+        .ok_or_else(|| format!("unknown workload {:?}", job.workload))?;
+    let strategy = Strategy::parse(&job.strategy)
+        .ok_or_else(|| format!("unknown strategy {:?}", job.strategy))?;
+    let mode = parse_fault_mode(&job.fault_mode)
+        .ok_or_else(|| format!("unknown fault mode {:?}", job.fault_mode))?;
+    let run = |f: &dyn Fn() -> Result<WorkloadOutput, String>| {
+        let before = ProcessUsage::now();
+        let out = f()?;
+        let usage = ProcessUsage::now().since(&before);
+        let fault_mode = out
+            .cycles
+            .iter()
+            .find_map(|c| c.fault_mode)
+            .map_or("-", FaultMode::name);
+        Ok(RunRecord::from_output(
+            workload.name(),
+            strategy,
+            fault_mode,
+            &job.spec,
+            job.repeat,
+            &out,
+            usage,
+        ))
+    };
+    match workload {
+        Workload::Compact | Workload::CompactMutators => {
+            let p = CompactParams::parse_spec(&job.spec)?;
+            // `compact::run` panics on a failed check: report it as an error.
+            let r = std::panic::catch_unwind(|| compact::run_record(&p, job.repeat))
+                .map_err(|e| panic_message(&*e))?;
+            Ok(RunRecord {
+                workload: workload.name().to_string(),
+                ..r
+            })
+        }
+        Workload::Fragmenter => {
+            let p = fragmenter::Params::parse_spec(&job.spec)?;
+            run(&|| fragmenter::run(&p, strategy, mode))
+        }
+        Workload::BinaryTrees => {
+            let n: u32 = job
+                .spec
+                .strip_prefix("n=")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("bad binary-trees spec {:?}", job.spec))?;
+            run(&|| binary_trees::run_workload(n, strategy, mode))
+        }
+        Workload::GcBench => {
+            let p = gcbench::Params::parse_spec(&job.spec)?;
+            run(&|| gcbench::run(&p, strategy, mode))
+        }
+        Workload::Threads => {
+            let p = threads::Params::parse_spec(&job.spec)?;
+            run(&|| threads::run(&p, strategy, mode))
+        }
+    }
+}
+
+/// The text of a panic payload.
+fn panic_message(e: &(dyn std::any::Any + Send)) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the workload panicked".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_names_round_trip() {
+        for w in Workload::ALL {
+            assert_eq!(Workload::parse(w.name()), Some(w));
+        }
+        assert_eq!(Workload::parse("nope"), None);
+    }
+
+    #[test]
+    fn plan_alternates_strategies_and_runs_stw_once_per_mutator_config() {
+        let mut o = Options::new(true);
+        o.repeat = 2;
+        let jobs = plan(&o);
+        let compact: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| j.workload == "compact" && j.spec.contains("heap=32,"))
+            .collect();
+        assert_eq!(compact.len(), 6, "3 strategies x 2 repeats");
+        assert_ne!(
+            compact[0].strategy, compact[3].strategy,
+            "the first strategy rotates between repeats"
+        );
+        assert!(compact.iter().all(|j| CompactParams::parse_spec(&j.spec)
+            .unwrap()
+            .strategy
+            .name()
+            == j.strategy));
+        let stw_mut = jobs
+            .iter()
+            .filter(|j| j.workload == "compact-mutators" && j.strategy == "stop-the-world")
+            .count();
+        assert_eq!(stw_mut, 2, "once per repeat, not once per fault mode");
+        let move_mut = jobs
+            .iter()
+            .filter(|j| j.workload == "compact-mutators" && j.strategy == "concurrent-move")
+            .count();
+        assert_eq!(move_mut, 4, "2 fault modes x 2 repeats");
+        for w in Workload::ALL {
+            assert!(jobs.iter().any(|j| j.workload == w.name()), "{w:?} missing");
+        }
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let mut o = Options::new(false);
+        assert!(o.validate().is_ok());
+        o.repeat = 0;
+        assert!(o.validate().is_err());
+        let mut o = Options::new(false);
+        o.heaps_mib = vec![4];
+        assert!(o.validate().is_err());
+        let mut o = Options::new(false);
+        o.strategies.clear();
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn bad_jobs_are_errors_not_panics() {
+        let job = Job {
+            workload: "compact".into(),
+            strategy: "sideways".into(),
+            fault_mode: "sigbus".into(),
+            spec: String::new(),
+            repeat: 0,
+        };
+        assert!(run_job(&job).unwrap_err().contains("strategy"));
+        let job = Job {
+            workload: "fragmenter".into(),
+            strategy: "stw".into(),
+            fault_mode: "sigbus".into(),
+            spec: "bogus=1".into(),
+            repeat: 0,
+        };
+        assert!(run_job(&job).is_err());
+    }
+}

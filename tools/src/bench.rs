@@ -1,0 +1,292 @@
+//! `movegc bench`: the MOVE-vs-COPY suite, side by side in one run.
+//!
+//! The parent process probes the machine, plans the jobs
+//! (`movegc_bench::suite::plan`), runs each in a fresh child process (this
+//! binary re-run with `MOVEGC_BENCH_JOB` set, see [`child_main`]) behind a
+//! progress bar, then prints the table (or the JSON document with
+//! `--json`) and writes `results.json`, `report.md` and the SVG plots to
+//! the output directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use movegc_bench::child::run_json_child;
+use movegc_bench::record::RunRecord;
+use movegc_bench::report::{self, Meta, Report};
+use movegc_bench::suite::{self, Job, Options, Workload, JOB_ENV};
+use movegc_gc::concurrent::FaultMode;
+use movegc_gc::probe::{self, Capability};
+use movegc_gc::Strategy;
+
+/// Options of `movegc bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Smoke sizes and one repeat: the whole suite in well under 30 s.
+    #[arg(long)]
+    quick: bool,
+    /// Print the JSON document (results.json) on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Workloads to run, comma-separated (compact, compact-mutators,
+    /// fragmenter, binary-trees, gcbench, threads). Default: all.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Option<Vec<String>>,
+    /// Strategies to compare, comma-separated (move, copy, stw).
+    /// Default: all three.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Option<Vec<String>>,
+    /// Heap sizes of the compact workload in MiB, comma-separated
+    /// (default 64,128,256; quick 32,64). The largest is also the
+    /// compact-mutators heap.
+    #[arg(long, value_delimiter = ',')]
+    heap: Option<Vec<usize>>,
+    /// Mutator threads of the compact-mutators (at most 2) and threads
+    /// workloads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Repeats (default 2; quick 1). Strategies alternate within a repeat.
+    #[arg(long)]
+    repeat: Option<usize>,
+    /// Fault modes for compact-mutators, comma-separated (sigbus,
+    /// handler-thread). Default: both.
+    #[arg(long, value_delimiter = ',')]
+    fault_modes: Option<Vec<String>>,
+    /// Output directory (default: target/movegc-bench/<timestamp>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Runs the job named by `MOVEGC_BENCH_JOB` if it is set (this process is
+/// a child of `movegc bench`) and exits; returns otherwise.
+pub fn child_main() {
+    let Ok(job) = std::env::var(JOB_ENV) else {
+        return;
+    };
+    let code = match serde_json::from_str::<Job>(&job)
+        .map_err(|e| format!("bad {JOB_ENV}: {e}"))
+        .and_then(|j| suite::run_job(&j))
+    {
+        Ok(rec) => {
+            println!("{}", serde_json::to_string(&rec).expect("JSON"));
+            0
+        }
+        Err(e) => {
+            eprintln!("movegc bench: job failed: {e}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Turns the arguments into suite options; `Err` is a usage message.
+fn options(a: &BenchArgs) -> Result<Options, String> {
+    let mut o = Options::new(a.quick);
+    if let Some(w) = &a.workloads {
+        o.workloads = w
+            .iter()
+            .map(|s| Workload::parse(s).ok_or_else(|| format!("unknown workload {s:?}")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(s) = &a.strategies {
+        o.strategies = s
+            .iter()
+            .map(|s| Strategy::parse(s).ok_or_else(|| format!("unknown strategy {s:?}")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(m) = &a.fault_modes {
+        o.fault_modes = m
+            .iter()
+            .map(|s| {
+                movegc_bench::compact::parse_fault_mode(s)
+                    .ok_or_else(|| format!("unknown fault mode {s:?}"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(h) = &a.heap {
+        o.heaps_mib = h.clone();
+    }
+    if let Some(t) = a.threads {
+        o.threads = t;
+    }
+    if let Some(r) = a.repeat {
+        o.repeat = r;
+    }
+    o.validate()?;
+    Ok(o)
+}
+
+/// Drops what this machine cannot run, saying why on stderr.
+fn restrict_to_machine(o: &mut Options, cap: Capability, reason: &str) {
+    let drop = |o: &mut Options, s: Strategy| {
+        if o.strategies.contains(&s) {
+            eprintln!("skipping {}: {reason}", s.name());
+            o.strategies.retain(|&x| x != s);
+        }
+    };
+    match cap {
+        Capability::ConcurrentMove => {}
+        Capability::ConcurrentCopy => drop(o, Strategy::ConcurrentMove),
+        Capability::StopTheWorld => {
+            drop(o, Strategy::ConcurrentMove);
+            drop(o, Strategy::ConcurrentCopy);
+        }
+    }
+    let concurrent = cap != Capability::StopTheWorld;
+    if concurrent && o.fault_modes.contains(&FaultMode::Sigbus) && !probe_sigbus_ok() {
+        eprintln!("skipping the sigbus fault mode: UFFD_FEATURE_SIGBUS not granted");
+        o.fault_modes.retain(|&m| m != FaultMode::Sigbus);
+    }
+}
+
+fn probe_sigbus_ok() -> bool {
+    use movegc_gc::uffd::{Features, OpenOptions, Uffd};
+    Uffd::open(&OpenOptions::new().features(Features::SIGBUS))
+        .map(|u| u.features().contains(Features::SIGBUS))
+        .unwrap_or(false)
+}
+
+/// `git rev-parse --short HEAD` of the current directory, if any.
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let rev = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    if !out.status.success() || rev.is_empty() {
+        return None;
+    }
+    let dirty = std::process::Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    Some(if dirty { format!("{rev}-dirty") } else { rev })
+}
+
+/// The default output directory: `$CARGO_TARGET_DIR` or `./target`, then
+/// `movegc-bench/<timestamp>`.
+fn default_out(timestamp: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    target
+        .join("movegc-bench")
+        .join(timestamp.replace(':', "-"))
+}
+
+/// Writes results.json, the plots and report.md into `dir`.
+fn write_outputs(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let json = serde_json::to_string_pretty(r).expect("JSON");
+    let results = dir.join("results.json");
+    std::fs::write(&results, json + "\n")
+        .map_err(|e| format!("writing {}: {e}", results.display()))?;
+    let plots = report::write_plots(r, dir)?;
+    let md = dir.join("report.md");
+    std::fs::write(&md, report::markdown(r, &plots))
+        .map_err(|e| format!("writing {}: {e}", md.display()))?;
+    let mut files = vec![results, md];
+    files.extend(plots);
+    Ok(files)
+}
+
+/// `movegc bench`. Returns the process exit code.
+pub fn run(a: &BenchArgs) -> i32 {
+    let mut o = match options(a) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("movegc bench: {e}");
+            return 2;
+        }
+    };
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let p = probe::run();
+    eprintln!(
+        "probe: {} ({}); kernel {}, userfaultfd via {}",
+        p.capability.name(),
+        p.reason,
+        p.kernel,
+        p.open_path.as_deref().unwrap_or("none")
+    );
+    restrict_to_machine(&mut o, p.capability, &p.reason);
+    if o.strategies.is_empty() {
+        eprintln!("movegc bench: no strategy left to run on this machine");
+        return 1;
+    }
+    let mut meta = Meta::collect(&command_line);
+    meta.uffd_features = p.granted.names().iter().map(|s| s.to_string()).collect();
+    meta.probe_strategy = format!("{} ({})", p.capability.name(), p.reason);
+    meta.git_revision = git_revision();
+    meta.quick = o.quick;
+
+    let jobs = suite::plan(&o);
+    let bar = ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("progress template"),
+    );
+    let t = Instant::now();
+    let mut results: Vec<RunRecord> = Vec::new();
+    let mut failed = Vec::new();
+    for job in &jobs {
+        bar.set_message(job.label());
+        let env = [(JOB_ENV, serde_json::to_string(job).expect("JSON"))];
+        match run_json_child::<RunRecord>(&env) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                bar.println(format!("FAILED {}: {e}", job.label()));
+                failed.push(job.label());
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{} runs in {:.1} s{}",
+        jobs.len(),
+        t.elapsed().as_secs_f64(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(", {} FAILED", failed.len())
+        }
+    );
+
+    let out_dir = a
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&meta.timestamp));
+    let report = Report::new(meta, results);
+    match write_outputs(&report, &out_dir) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+        }
+        Err(e) => {
+            eprintln!("movegc bench: {e}");
+            return 1;
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut w = stdout.lock();
+    if a.json {
+        let _ = writeln!(
+            w,
+            "{}",
+            serde_json::to_string_pretty(&report).expect("JSON")
+        );
+    } else {
+        let _ = write!(w, "{}", report::text_table(&report));
+    }
+    if failed.is_empty() {
+        0
+    } else {
+        eprintln!("failed runs: {}", failed.join(", "));
+        1
+    }
+}

@@ -1,0 +1,192 @@
+//! `movegc bench --quick --json` end to end: it runs every workload under
+//! every strategy the machine supports, prints the documented JSON document
+//! on stdout, writes the same document, a report and plots to `--out`, and
+//! the numbers are consistent with what each strategy does.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn movegc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_movegc"))
+        .args(args)
+        .output()
+        .expect("run movegc")
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
+}
+
+fn quantiles_ordered(v: &Value, key: &str) {
+    let q = &v[key];
+    let (p50, p99, max) = (f(q, "p50"), f(q, "p99"), f(q, "max"));
+    assert!(
+        0.0 <= p50 && p50 <= p99 && p99 <= max,
+        "{key} not ordered: {q}"
+    );
+}
+
+#[test]
+fn quick_json_suite_is_complete_and_consistent() {
+    let dir = std::env::temp_dir().join(format!("movegc-bench-test-{}", std::process::id()));
+    let out = movegc(&["bench", "--quick", "--json", "--out", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "movegc bench failed:\n{stderr}");
+    assert!(
+        stderr.contains("probe: "),
+        "the probe's conclusion is printed first"
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+
+    // meta
+    let meta = &doc["meta"];
+    for key in [
+        "kernel",
+        "command_line",
+        "timestamp",
+        "preparation",
+        "probe_strategy",
+    ] {
+        assert!(
+            meta[key].as_str().is_some_and(|s| !s.is_empty()),
+            "meta.{key}"
+        );
+    }
+    assert_eq!(meta["quick"], Value::Bool(true));
+    assert!(meta["machine"]["cores"].as_u64().unwrap() >= 1);
+    let concurrent = meta["probe_strategy"]
+        .as_str()
+        .unwrap()
+        .starts_with("concurrent-move");
+    if !concurrent {
+        eprintln!("userfaultfd MOVE unavailable here: MOVE-specific checks skipped");
+    }
+
+    // results
+    let results = doc["results"].as_array().expect("results array");
+    let workloads = [
+        "compact",
+        "compact-mutators",
+        "fragmenter",
+        "binary-trees",
+        "gcbench",
+        "threads",
+    ];
+    for w in workloads {
+        assert!(
+            results.iter().any(|r| r["workload"] == w),
+            "no result for workload {w}"
+        );
+    }
+    for r in results {
+        for key in [
+            "wall_s",
+            "cpu_s",
+            "compaction_ms",
+            "mark_ms",
+            "pages_moved",
+            "pages_copied",
+            "pages_zero_filled",
+            "madvise_calls",
+            "faults",
+            "ebusy_fallbacks",
+            "peak_rss_bytes",
+            "minflt",
+            "cycles",
+        ] {
+            assert!(f(r, key) >= 0.0, "{key}");
+        }
+        assert!(f(r, "wall_s") > 0.0);
+        assert!(f(r, "peak_rss_bytes") > 0.0);
+        assert!(f(r, "cycles") >= 1.0, "every run collects: {r}");
+        quantiles_ordered(r, "pause_ms");
+        quantiles_ordered(r, "fault_stall_us");
+        assert_eq!(
+            r["per_cycle"].as_array().unwrap().len() as f64,
+            f(r, "cycles")
+        );
+        let strategy = r["strategy"].as_str().unwrap();
+        let used = r["strategy_used"].as_str().unwrap();
+        match used {
+            "stop-the-world" => {
+                assert_eq!(f(r, "pages_moved"), 0.0, "STW installs nothing: {r}");
+                assert_eq!(f(r, "pages_copied"), 0.0);
+                assert_eq!(f(r, "faults"), 0.0, "STW cannot fault");
+            }
+            "concurrent-move" => {
+                assert_eq!(f(r, "madvise_calls"), 0.0, "MOVE calls no madvise: {r}");
+                assert!(
+                    f(r, "pages_moved") + f(r, "pages_copied") >= f(r, "pages_compacted"),
+                    "every compacted page is installed: {r}"
+                );
+            }
+            "concurrent-copy" => {
+                assert_eq!(f(r, "pages_moved"), 0.0, "COPY never moves: {r}");
+                assert!(f(r, "madvise_calls") > 0.0, "COPY frees with madvise");
+            }
+            other => panic!("unknown strategy {other}"),
+        }
+        if concurrent {
+            assert_eq!(used, strategy, "no fallback expected here");
+        }
+        if concurrent && strategy == "concurrent-move" && r["workload"] == "compact" {
+            assert!(
+                f(r, "pages_moved") > f(r, "pages_copied"),
+                "a fragmented heap is mostly moved from recycled pages: {r}"
+            );
+        }
+    }
+
+    // summary
+    let summary = &doc["summary"];
+    let ratio = &summary["move_copy_compaction_ratio"];
+    if concurrent {
+        let (m, lo, hi) = (
+            f(ratio, "median"),
+            f(ratio, "ci95_low"),
+            f(ratio, "ci95_high"),
+        );
+        assert!(m > 0.0 && lo <= m && m <= hi, "ratio {ratio}");
+        assert_eq!(summary["madvise_calls_move"].as_u64(), Some(0));
+    }
+    assert!(summary["targets"].as_array().is_some_and(|t| t.len() >= 3));
+
+    // files: results.json is the same document.
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(written, doc);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("concurrent-move") || !concurrent);
+    for svg in [
+        "compaction_vs_heap.svg",
+        "fault_stall_cdf.svg",
+        "fragmenter_pauses.svg",
+    ] {
+        let p: &Path = &dir.join(svg);
+        if svg == "fault_stall_cdf.svg" && !concurrent {
+            continue; // no faults without userfaultfd
+        }
+        let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{svg}: {e}"));
+        assert!(s.contains("<svg"), "{svg} is an SVG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    for args in [
+        &["bench", "--workloads", "nope"][..],
+        &["bench", "--strategies", "sideways"],
+        &["bench", "--repeat", "0"],
+        &["bench", "--heap", "1"],
+    ] {
+        let out = movegc(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("movegc bench: "), "{args:?}: {err}");
+    }
+}
