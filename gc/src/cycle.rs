@@ -364,8 +364,7 @@ impl Collector {
         let space = &inner.space;
         let start = space.start();
         let support = inner
-            .concurrent
-            .as_ref()
+            .concurrent()
             .expect("concurrent strategy without userfaultfd support");
         let uffd = match support.uffd() {
             Ok(u) => u,
@@ -569,8 +568,7 @@ fn drive(
     match handler {
         Some(h) => h.stop(),
         None => inner
-            .concurrent
-            .as_ref()
+            .concurrent()
             .and_then(|c| c.slot.as_ref())
             .expect("sigbus slot")
             .unpublish(),

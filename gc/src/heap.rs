@@ -11,7 +11,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use std::sync::Condvar;
 
@@ -206,7 +206,10 @@ pub(crate) struct HeapInner {
     pub(crate) config: HeapConfig,
     /// The collector's worker threads (recreated in a forked child).
     pool: PerProcess<rayon::ThreadPool>,
-    pub(crate) concurrent: Option<ConcurrentSupport>,
+    /// userfaultfd support: opened at creation for a concurrent default
+    /// strategy, else on the first concurrent `collect_with`; `None`
+    /// inside when it cannot be opened.
+    concurrent: OnceLock<Option<ConcurrentSupport>>,
     /// The strategy collections use when not told otherwise.
     pub(crate) default_strategy: Strategy,
     /// Mirrors `Collector::in_flight` for lock-free checks.
@@ -277,12 +280,14 @@ impl GcHeap {
         let collector = Collector::new(&space)?;
         let next_gc = config.min_free.min(config.capacity);
         let pool = PerProcess::new(worker_pool(config.gc_threads)?);
-        let concurrent = if config.strategy.is_concurrent() {
-            open_concurrent(&config, &space)
-        } else {
-            None
-        };
-        let default_strategy = effective(config.strategy, concurrent.as_ref());
+        let concurrent = OnceLock::new();
+        if config.strategy.is_concurrent() {
+            let _ = concurrent.set(open_concurrent(&config, &space));
+        }
+        let default_strategy = effective(
+            config.strategy,
+            concurrent.get().and_then(|c: &Option<_>| c.as_ref()),
+        );
         Ok(GcHeap {
             inner: Arc::new(HeapInner {
                 pool,
@@ -318,13 +323,26 @@ impl GcHeap {
     }
 
     /// What `strategy` becomes on this heap after fallbacks.
+    ///
+    /// Asking about a concurrent strategy on a heap created stop-the-world
+    /// opens userfaultfd now (saying once on stderr if it cannot), so that
+    /// `collect_with(ConcurrentMove)` works on any heap.
     pub fn effective_strategy(&self, strategy: Strategy) -> Strategy {
-        effective(strategy, self.inner.concurrent.as_ref())
+        let support = if strategy.is_concurrent() {
+            let inner = &self.inner;
+            inner
+                .concurrent
+                .get_or_init(|| open_concurrent(&inner.config, &inner.space))
+                .as_ref()
+        } else {
+            self.inner.concurrent()
+        };
+        effective(strategy, support)
     }
 
-    /// The fault mode concurrent cycles use, if any.
+    /// The fault mode concurrent cycles use, if userfaultfd is open.
     pub fn fault_mode(&self) -> Option<FaultMode> {
-        self.inner.concurrent.as_ref().map(|c| c.fault_mode)
+        self.inner.concurrent().map(|c| c.fault_mode)
     }
 
     /// Whether a concurrent cycle is running now.
@@ -644,6 +662,11 @@ fn worker_pool(threads: usize) -> Result<rayon::ThreadPool, HeapError> {
 }
 
 impl HeapInner {
+    /// The userfaultfd support, if it has been opened successfully.
+    pub(crate) fn concurrent(&self) -> Option<&ConcurrentSupport> {
+        self.concurrent.get().and_then(|c| c.as_ref())
+    }
+
     /// This process's worker pool (a forked child gets its own on first
     /// use: the parent's threads do not exist there).
     pub(crate) fn pool(&self) -> Arc<rayon::ThreadPool> {

@@ -423,3 +423,37 @@ fn move_recycles_across_many_blocks() {
         cur = o.load_ref(0).unwrap();
     }
 }
+
+/// A heap created stop-the-world still runs a concurrent collection when
+/// asked for one: userfaultfd is opened on first use.
+#[test]
+fn concurrent_collection_on_a_stop_the_world_heap() {
+    if !uffd_ok() {
+        return;
+    }
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 16 << 20,
+        strategy: Strategy::StopTheWorld,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(heap.fault_mode(), None, "nothing opened yet");
+    let mut m = heap.attach();
+    m.roots().push(None);
+    let table = m.alloc(&Layout::ref_array(1, 1).unwrap()).unwrap();
+    m.roots()[0] = Some(table);
+    make_list(&mut m, 0, 5000, 1 << 40);
+    for s in [
+        Strategy::ConcurrentMove,
+        Strategy::StopTheWorld,
+        Strategy::ConcurrentCopy,
+    ] {
+        let st = m.collect_with(s).expect("a collection ran");
+        assert_eq!(st.strategy, Some(s));
+        let table = m.roots()[0].unwrap();
+        check_list(table.load_ref(0).unwrap(), 5000, 1 << 40);
+    }
+    assert!(heap.fault_mode().is_some());
+    assert_eq!(heap.strategy(), Strategy::StopTheWorld, "the default stays");
+}

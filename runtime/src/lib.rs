@@ -47,6 +47,8 @@ mod mutator;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapBuilder};
 pub use movegc_gc as gc;
+pub use movegc_gc::concurrent::FaultMode;
+pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
     CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
 };
