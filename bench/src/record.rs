@@ -196,6 +196,8 @@ pub struct RunRecord {
     pub pages_copied: usize,
     /// Allocation-region pages zero-filled (sum).
     pub pages_zero_filled: usize,
+    /// Of the zero-filled pages, recycled from-space pages moved in (sum).
+    pub pages_zero_recycled: usize,
     /// From-space pages released at cycle ends (sum).
     pub pages_released: usize,
     /// MOVE ioctls (sum).
@@ -287,6 +289,7 @@ impl RunRecord {
             pages_moved: sum(|c| c.pages_moved),
             pages_copied: sum(|c| c.pages_copied),
             pages_zero_filled: sum(|c| c.pages_zero_filled),
+            pages_zero_recycled: sum(|c| c.pages_zero_recycled),
             pages_released: sum(|c| c.pages_released),
             move_ioctls: sum(|c| c.move_ioctls),
             ebusy_fallbacks: sum(|c| c.ebusy_fallbacks),

@@ -605,6 +605,7 @@ fn drive(
     st.pages_moved = c.pages_moved.load(Ordering::Relaxed);
     st.pages_copied = c.pages_copied.load(Ordering::Relaxed);
     st.pages_zero_filled = c.pages_zero_filled.load(Ordering::Relaxed);
+    st.pages_zero_recycled = c.pages_zero_recycled.load(Ordering::Relaxed);
     st.move_ioctls = c.move_ioctls.load(Ordering::Relaxed);
     st.copy_ioctls = c.copy_ioctls.load(Ordering::Relaxed);
     st.ebusy_fallbacks = c.ebusy_fallbacks.load(Ordering::Relaxed);

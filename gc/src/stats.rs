@@ -119,6 +119,9 @@ pub struct CycleStats {
     pub pages_copied: usize,
     /// Allocation-region pages zero-filled on a fault.
     pub pages_zero_filled: usize,
+    /// Of those, recycled from-space pages zeroed and moved in (MOVE mode:
+    /// no page allocated).
+    pub pages_zero_recycled: usize,
     /// From-space pages still resident at the end, released.
     pub pages_released: usize,
     /// MOVE ioctls issued.

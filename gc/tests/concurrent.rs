@@ -204,11 +204,12 @@ fn check_run(run: &Run, strategy: Strategy, cycles: usize) {
     let moved = sum(run, |c| c.pages_moved);
     let copied = sum(run, |c| c.pages_copied);
     eprintln!(
-        "{}: {} cycles, moved {moved}, copied {copied}, faults {}, zero-filled {}, ebusy {}, eagain {}, eexist {}, madvise {}",
+        "{}: {} cycles, moved {moved}, copied {copied}, faults {}, zero-filled {} ({} recycled), ebusy {}, eagain {}, eexist {}, madvise {}",
         strategy.name(),
         run.cycles.len(),
         sum(run, |c| c.faults),
         sum(run, |c| c.pages_zero_filled),
+        sum(run, |c| c.pages_zero_recycled),
         sum(run, |c| c.ebusy_fallbacks),
         sum(run, |c| c.eagain_retries),
         sum(run, |c| c.eexist),
@@ -217,6 +218,10 @@ fn check_run(run: &Run, strategy: Strategy, cycles: usize) {
     match strategy {
         Strategy::ConcurrentMove => {
             assert!(moved > 0, "MOVE mode moved no page");
+            assert!(
+                sum(run, |c| c.pages_zero_recycled) > 0,
+                "MOVE mode fills the allocation region from recycled pages"
+            );
             assert_eq!(
                 sum(run, |c| c.madvise_calls),
                 0,
@@ -226,6 +231,11 @@ fn check_run(run: &Run, strategy: Strategy, cycles: usize) {
         Strategy::ConcurrentCopy => {
             assert_eq!(moved, 0);
             assert!(copied > 0);
+            assert_eq!(
+                sum(run, |c| c.pages_zero_recycled),
+                0,
+                "COPY mode zero-fills by COPY, the pre-MOVE way"
+            );
         }
         _ => {}
     }

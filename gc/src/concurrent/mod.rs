@@ -136,6 +136,8 @@ pub struct Counters {
     pub pages_copied: AtomicUsize,
     /// Allocation-region pages zero-filled on a fault.
     pub pages_zero_filled: AtomicUsize,
+    /// Of those, recycled from-space pages zeroed and moved in (MOVE mode).
+    pub pages_zero_recycled: AtomicUsize,
     /// MOVE ioctls issued.
     pub move_ioctls: AtomicUsize,
     /// COPY ioctls issued.
@@ -390,13 +392,24 @@ impl CycleShared {
             // are skipped as EEXIST), since TLABs are handed out upwards.
             let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.reg_pages);
             let n = end - p;
-            let done = self.copy_pages_until(
-                page_addr,
-                ZEROS.0.as_ptr() as usize,
-                n * PAGE_SIZE,
-                false,
-                true,
-            );
+            let recycled = match self.install {
+                InstallMode::Move => self.zero_fill_recycled(page_addr, n),
+                InstallMode::Copy => 0,
+            };
+            let done = if recycled > 0 {
+                self.counters
+                    .pages_zero_recycled
+                    .fetch_add(recycled, Ordering::Relaxed);
+                recycled
+            } else {
+                self.copy_pages_until(
+                    page_addr,
+                    ZEROS.0.as_ptr() as usize,
+                    n * PAGE_SIZE,
+                    false,
+                    true,
+                )
+            };
             self.counters
                 .pages_zero_filled
                 .fetch_add(done, Ordering::Relaxed);
@@ -404,6 +417,55 @@ impl CycleShared {
             self.resolve_page(p, page_addr);
         }
         self.stalls.record(t0.elapsed());
+    }
+
+    /// An allocation-region fault in MOVE mode: takes up to `n` free
+    /// from-space pages from the recycler, zeroes them and moves them to
+    /// `dst` with one `UFFDIO_MOVE`, so the allocation region costs no page
+    /// allocation either. Returns the pages installed; 0 if none were free
+    /// (or the recycler was busy: this may run in a signal handler, so it
+    /// never waits for the lock), and the caller zero-fills with COPY.
+    ///
+    /// Taking pages here can leave a GC block short of recycled pages (it
+    /// then copies instead), but never costs more page allocations than
+    /// zero-filling would: every page taken is one the allocation region
+    /// does not allocate.
+    fn zero_fill_recycled(&self, dst: usize, n: usize) -> usize {
+        let Ok(mut r) = self.recycler.try_lock() else {
+            return 0;
+        };
+        let (first, k) = r.take_up_to(n);
+        drop(r);
+        for i in 0..k {
+            // SAFETY: the recycler handed from-space pages [first, first+k)
+            // to this thread alone: no compaction reads them any more and no
+            // other thread writes them.
+            unsafe { crate::mapping::from_space_page(self.from_start, (first + i) * PAGE_SIZE) }
+                .fill(0);
+        }
+        let (src, len) = (self.from_start + first * PAGE_SIZE, k * PAGE_SIZE);
+        let mut off = 0;
+        while off < len {
+            self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
+            match self
+                .uffd
+                .move_pages(dst + off, src + off, len - off, self.move_mode())
+            {
+                Ok(()) => off = len,
+                Err(OpError { done, error }) => {
+                    off += done;
+                    if error == UffdError::Again {
+                        self.counters.eagain_retries.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    // EEXIST: a neighbour filled the rest of the run. Anything
+                    // else: the caller zero-fills by COPY. The pages not moved
+                    // stay in the from-space and are released at the end.
+                    break;
+                }
+            }
+        }
+        off / PAGE_SIZE
     }
 
     /// Makes to-space page `p` present: compacts it if nobody has, installs
