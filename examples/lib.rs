@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use movegc::{Heap, HeapStats};
 
+pub mod scheme;
+pub mod zygote_lib;
+
 /// A command-line problem: the message to print before the usage text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);

@@ -8,8 +8,8 @@ pub mod compact;
 pub mod fragmenter;
 pub mod gcbench;
 pub mod record;
-pub mod suite;
 pub mod report;
+pub mod suite;
 pub mod threads;
 
 /// Median of `v` (mean of the two middle values for an even count; NaN

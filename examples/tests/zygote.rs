@@ -1,0 +1,114 @@
+//! The zygote prototype, short: 2 apps x 60 frames under every strategy.
+//! Every app must report, with its data intact and sane numbers.
+//!
+//! How forking from a test stays safe: the test thread calls
+//! `zygote_lib::run`, which never builds a heap in this (multi-threaded,
+//! harness-owned) process. It forks a zygote child per strategy; that
+//! child has only the forking thread, builds its own heap and forks the
+//! apps while its only other threads are the collector's idle workers.
+//! Children leave through `_exit` and never return into the harness; every
+//! wait has a deadline after which stragglers are killed, so a hung child
+//! fails the test instead of hanging it (the second half checks exactly
+//! that). This is the only test in this binary, so no other test thread
+//! can hold a lock at the fork.
+
+use std::time::{Duration, Instant};
+
+use movegc::gc::uffd::{Features, OpenOptions, Uffd};
+use movegc::Strategy;
+use movegc_examples::zygote_lib::{run, Config};
+
+#[test]
+fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
+    let cfg = Config {
+        apps: 2,
+        frames: 60,
+        workers: 1,
+        // Collect every 4 MiB so even an unoptimised build collects during
+        // one second of frames.
+        min_free_mib: 4,
+        ..Config::default()
+    };
+    let rep = run(&cfg);
+    eprintln!("{}", rep.table());
+    let failures = rep.failures();
+    assert!(failures.is_empty(), "failures: {failures:#?}");
+
+    assert_eq!(rep.strategies.len(), 3);
+    let uffd_move = Uffd::open(&OpenOptions::new().require_features(Features::MOVE)).is_ok();
+    for s in &rep.strategies {
+        let name = &s.requested;
+        let apps: Vec<usize> = s.apps.iter().map(|a| a.app).collect();
+        assert_eq!(apps, vec![0, 1], "{name}: every app reports once");
+        assert!(s.preload_live_mib > 5.0, "{name}: preload {s:?}");
+        if name == "concurrent-move" && uffd_move {
+            assert_eq!(
+                s.effective, "concurrent-move",
+                "{name}: no fallback expected"
+            );
+        }
+        for a in &s.apps {
+            let who = format!("{name} app {}", a.app);
+            assert!(a.errors.is_empty(), "{who}: {:?}", a.errors);
+            assert_eq!(a.frames, cfg.frames, "{who}: frames");
+            assert!(a.frames_missed <= a.frames, "{who}: missed");
+            assert!(
+                0 < a.frame_p50_us
+                    && a.frame_p50_us <= a.frame_p99_us
+                    && a.frame_p99_us <= a.frame_max_us,
+                "{who}: frame times {} / {} / {} us",
+                a.frame_p50_us,
+                a.frame_p99_us,
+                a.frame_max_us
+            );
+            assert!(a.collections > 0, "{who}: no collection during the frames");
+            assert!(a.worker_batches > 0, "{who}: the worker did not allocate");
+            assert!(a.rss_kib > 0 && a.pss_kib > 0, "{who}: memory {a:?}");
+            assert!(a.pss_kib <= a.rss_kib, "{who}: PSS above RSS");
+            assert!(a.pause_p99_us <= a.pause_max_us, "{who}: pauses");
+            if s.effective == "concurrent-move" {
+                assert!(
+                    a.pages_moved + a.pages_copied > 0,
+                    "{who}: a concurrent cycle installed no page"
+                );
+                assert!(
+                    a.strategy.contains("concurrent-move"),
+                    "{who}: {}",
+                    a.strategy
+                );
+            }
+            if s.effective == "stop-the-world" {
+                assert_eq!(a.faults, 0, "{who}: faults without concurrent cycles");
+            }
+        }
+    }
+
+    // An app that hangs is killed at its deadline and reported as missing;
+    // the other app's report still arrives and the run ends.
+    let hang = Config {
+        apps: 2,
+        frames: 10,
+        workers: 0,
+        strategies: vec![Strategy::StopTheWorld],
+        app_timeout: Some(Duration::from_secs(10)),
+        hang_app: Some(1),
+        ..Config::default()
+    };
+    let t = Instant::now();
+    let rep = run(&hang);
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        t.elapsed()
+    );
+    let s = &rep.strategies[0];
+    let apps: Vec<usize> = s.apps.iter().map(|a| a.app).collect();
+    assert_eq!(apps, vec![0], "{s:?}");
+    assert!(s.apps[0].errors.is_empty(), "{:?}", s.apps[0].errors);
+    let errors = s.errors.join("\n");
+    assert!(
+        errors.contains("app 1") && errors.contains("no report"),
+        "{errors}"
+    );
+    assert!(errors.contains("killed"), "{errors}");
+}
