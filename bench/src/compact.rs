@@ -256,11 +256,17 @@ pub struct CompactResult {
     /// Per GC thread: flip end to its last page (concurrent only).
     pub compaction_per_thread_ms: Vec<f64>,
     /// Whole pause (time to safepoint, mark, prepare, flip, update roots;
-    /// for stop-the-world also compaction and release).
+    /// for stop-the-world also compaction and release). With concurrent
+    /// marking: the final pause (remark, prepare, flip, update roots).
     pub pause_ms: f64,
+    /// With concurrent marking: the initial (root snapshot) pause; 0
+    /// otherwise.
+    pub initial_pause_ms: f64,
+    /// With concurrent marking: marking left for the final pause.
+    pub remark_ms: f64,
     /// Time to safepoint.
     pub ttsp_ms: f64,
-    /// Marking (inside the pause).
+    /// Marking (inside the pause, or concurrent).
     pub mark_ms: f64,
     /// Forwarding preparation (inside the pause).
     pub prepare_ms: f64,
@@ -933,6 +939,8 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
         compaction_ms: ms(st.compaction),
         compaction_per_thread_ms: st.compaction_per_thread.iter().map(|d| ms(*d)).collect(),
         pause_ms: ms(st.pause),
+        initial_pause_ms: ms(st.initial_pause),
+        remark_ms: ms(st.remark),
         ttsp_ms: ms(st.time_to_safepoint),
         mark_ms: ms(st.mark),
         prepare_ms: ms(st.prepare),

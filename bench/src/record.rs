@@ -77,9 +77,13 @@ impl Quantiles {
 pub struct CycleRecord {
     /// Strategy the cycle used (after any fallback).
     pub strategy: String,
-    /// Mutators stopped, ms.
+    /// Mutators stopped, ms (with concurrent marking: the final pause).
     pub pause_ms: f64,
-    /// Marking, ms (inside the pause).
+    /// With concurrent marking, the initial (root snapshot) pause, ms.
+    pub initial_pause_ms: f64,
+    /// With concurrent marking, marking work left for the final pause, ms.
+    pub remark_ms: f64,
+    /// Marking, ms (inside the pause, or concurrent with mutators).
     pub mark_ms: f64,
     /// The flip itself (mremap + register), ms; 0 for stop-the-world.
     pub flip_ms: f64,
@@ -108,6 +112,8 @@ impl CycleRecord {
         CycleRecord {
             strategy: c.strategy.map_or("-", Strategy::name).to_string(),
             pause_ms: ms(c.pause),
+            initial_pause_ms: ms(c.initial_pause),
+            remark_ms: ms(c.remark),
             mark_ms: ms(c.mark),
             flip_ms: ms(c.flip),
             compaction_ms: ms(c.compaction),
@@ -186,7 +192,8 @@ pub struct RunRecord {
     pub mark_ms: f64,
     /// Flip (mremap + register) p50 / p99 / max over cycles, ms.
     pub flip_ms: Quantiles,
-    /// Pause p50 / p99 / max over cycles, ms.
+    /// Pause p50 / p99 / max over all pauses (a cycle with concurrent
+    /// marking has two), ms.
     pub pause_ms: Quantiles,
     /// To-space pages compacted (sum).
     pub pages_compacted: usize,
@@ -265,7 +272,13 @@ impl RunRecord {
             ),
             None => (Quantiles::default(), Vec::new()),
         };
-        let pauses: Vec<f64> = cycles.iter().map(|c| ms(c.pause)).collect();
+        let pauses: Vec<f64> = cycles
+            .iter()
+            .flat_map(|c| {
+                let initial = (c.initial_pause > Duration::ZERO).then_some(c.initial_pause);
+                initial.into_iter().chain([c.pause]).map(ms)
+            })
+            .collect();
         let flips: Vec<f64> = cycles
             .iter()
             .filter(|c| c.strategy.is_some_and(Strategy::is_concurrent))

@@ -191,7 +191,7 @@ fn threads_quick_under_every_strategy() {
 fn threads_with_a_handler_thread_and_three_mutators() {
     let p = threads::Params {
         threads: 3,
-        steps: 20_000,
+        steps: 60_000,
         ..threads::Params::quick()
     };
     let out = threads::run(&p, Strategy::ConcurrentMove, FaultMode::HandlerThread)

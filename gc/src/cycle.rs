@@ -29,7 +29,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -42,7 +42,7 @@ use crate::heap::{GcHeap, HeapError};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
-use crate::mark::{mark, MarkContext};
+use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
 use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
 use crate::safepoint::StoppedWorld;
 use crate::space::{LargeObject, LargeObjectSpace, MovingSpace};
@@ -158,31 +158,130 @@ impl Collector {
         st.trigger = Some(trigger);
         st.used_before = space.used();
 
+        if strategy.is_concurrent()
+            && inner.config.concurrent_mark
+            && self.start_concurrent_mark(heap, world, &mut st, strategy, t_start, madvise_before)
+        {
+            return (st, false);
+        }
+
         let roots = gather_roots(heap, world, true);
-        let mut los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let mut meta = self.meta.take().expect("metadata present between cycles");
+        let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let meta = self.meta.take().expect("metadata present between cycles");
 
         // Mark.
         let t = Instant::now();
-        let start = space.start();
         let top = space.top();
-        let end_words = (top - start) / WORD;
-        let m = mark(
-            &MarkContext {
-                space_start: start,
-                space_top: top,
-                marks: meta.marks.atomics(),
-                live: meta.live.atomics(),
-                los: &los,
-            },
-            &roots,
-            Some(&inner.pool()),
-            inner.config.gc_threads.max(1),
-        );
+        let m = {
+            let lm = los_marker(&los);
+            mark(
+                &MarkContext {
+                    space_start: space.start(),
+                    space_top: top,
+                    black_end: top,
+                    marks: meta.marks.atomics(),
+                    live: meta.live.atomics(),
+                    los: &lm,
+                },
+                &roots,
+                Some(&inner.pool()),
+                inner.config.gc_threads.max(1),
+            )
+        };
         st.mark = t.elapsed();
         st.live_bytes = m.bytes;
         st.live_objects = m.objects;
         st.large_objects_live = m.large_objects;
+        let times = CycleTimes {
+            pause_start: t_start,
+            cycle_start: t_start,
+            madvise_before,
+        };
+        self.finish(heap, world, los, meta, st, strategy, top, times)
+    }
+
+    /// Starts a concurrent cycle with concurrent marking: in this (short)
+    /// pause, retires TLABs, snapshots the roots, turns the SATB barrier on
+    /// and makes everything allocated from now on live by position; then a
+    /// marker thread marks while mutators run and stops the world again
+    /// for the final pause ([`concurrent_mark`]). `false` if the barrier
+    /// registry is full (the caller then marks in this pause).
+    fn start_concurrent_mark(
+        &mut self,
+        heap: &GcHeap,
+        world: &mut StoppedWorld<'_>,
+        st: &mut CycleStats,
+        strategy: Strategy,
+        t_start: Instant,
+        madvise_before: usize,
+    ) -> bool {
+        let inner = &heap.inner;
+        // Anything left from an earlier cycle is stale (objects moved).
+        drop(inner.satb.take_all());
+        if !inner.satb.activate() {
+            return false;
+        }
+        let roots = gather_roots(heap, world, true);
+        let meta = self.meta.take().expect("metadata present between cycles");
+        let mark_top = inner.space.top();
+        inner.los.set_allocate_black(true);
+        self.in_flight = true;
+        inner.in_flight.store(true, Ordering::Release);
+        st.initial_pause = t_start.elapsed();
+        st.pause = st.initial_pause;
+        let (heap2, st2) = (heap.clone(), st.clone());
+        std::thread::Builder::new()
+            .name("movegc-marker".into())
+            .spawn(move || {
+                let h = heap2.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    concurrent_mark(
+                        heap2,
+                        meta,
+                        roots,
+                        mark_top,
+                        st2,
+                        strategy,
+                        t_start,
+                        madvise_before,
+                    )
+                }));
+                if r.is_err() {
+                    // Mutators may be waiting for this cycle and the barrier
+                    // is on: the heap cannot be completed.
+                    h.poison();
+                    eprintln!("movegc: concurrent marking failed part-way; aborting (the heap cannot be completed)");
+                    std::process::abort();
+                }
+            })
+            .expect("spawn the marker");
+        true
+    }
+
+    /// Everything after marking, with the world stopped: prepare the
+    /// forwarding, then flip (concurrent strategies: returns `false`, a
+    /// driver thread finishes) or compact in place (returns `true`).
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        heap: &GcHeap,
+        world: &mut StoppedWorld<'_>,
+        mut los: MutexGuard<'_, BTreeMap<usize, LargeObject>>,
+        mut meta: Metadata,
+        mut st: CycleStats,
+        strategy: Strategy,
+        top: usize,
+        times: CycleTimes,
+    ) -> (CycleStats, bool) {
+        let inner = &heap.inner;
+        let space = &inner.space;
+        let start = space.start();
+        let end_words = (top - start) / WORD;
+        let CycleTimes {
+            pause_start: t_start,
+            cycle_start,
+            madvise_before,
+        } = times;
 
         // Prepare: dense prefix (stop-the-world only), offsets, fillers, page starts.
         let t = Instant::now();
@@ -219,7 +318,17 @@ impl Collector {
 
         if strategy.is_concurrent() {
             match self.flip_concurrent(
-                heap, world, &mut los, meta, &mut st, strategy, end_words, total, reg_len, t_start,
+                heap,
+                world,
+                &mut los,
+                meta,
+                &mut st,
+                strategy,
+                end_words,
+                total,
+                reg_len,
+                t_start,
+                cycle_start,
             ) {
                 Ok(()) => {
                     st.madvise_calls =
@@ -340,7 +449,7 @@ impl Collector {
         }
         st.madvise_calls = inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
         st.pause = t_start.elapsed();
-        st.cycle_time = st.pause;
+        st.cycle_time = cycle_start.elapsed();
         (st, true)
     }
 
@@ -359,6 +468,7 @@ impl Collector {
         total: usize,
         reg_len: usize,
         t_start: Instant,
+        cycle_start: Instant,
     ) -> Result<(), Metadata> {
         let inner = &heap.inner;
         let space = &inner.space;
@@ -504,7 +614,14 @@ impl Collector {
                 let h = heap2.clone();
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     drive(
-                        heap2, shared, st2, handler, buffers, flip_end, t_start, end_words,
+                        heap2,
+                        shared,
+                        st2,
+                        handler,
+                        buffers,
+                        flip_end,
+                        cycle_start,
+                        end_words,
                     )
                 }));
                 if r.is_err() {
@@ -519,6 +636,130 @@ impl Collector {
             })
             .expect("spawn the compaction driver");
         Ok(())
+    }
+}
+
+/// Pause start, cycle start and the `madvise` count at the cycle start.
+#[derive(Clone, Copy)]
+struct CycleTimes {
+    pause_start: Instant,
+    cycle_start: Instant,
+    madvise_before: usize,
+}
+
+/// Concurrent marking, on the marker thread: trace from the root snapshot
+/// while mutators run (draining what the SATB barrier logs), then stop the
+/// world for the final pause: barrier off, drain the log, mark the roots
+/// again (cheap insurance), mark everything allocated since the snapshot
+/// by walking it, and go on exactly as a stop-the-world-marked cycle does
+/// (prepare, flip; the compaction driver finishes the cycle).
+#[allow(clippy::too_many_arguments)]
+fn concurrent_mark(
+    heap: GcHeap,
+    meta: Metadata,
+    roots: Vec<usize>,
+    mark_top: usize,
+    mut st: CycleStats,
+    strategy: Strategy,
+    cycle_start: Instant,
+    madvise_before: usize,
+) {
+    let inner = &heap.inner;
+    let space = &inner.space;
+    let start = space.start();
+    let threads = inner.config.gc_threads.max(1);
+    let pool = inner.pool();
+    // Values that are this heap's objects below the snapshot top, or its
+    // large objects (the barrier broadcasts stores into large objects).
+    let own = |v: &usize, los: &dyn Fn(usize) -> bool| {
+        (start..mark_top).contains(v) || (!(start..space.end()).contains(v) && los(*v))
+    };
+    let los_concurrent = |a: usize| inner.los.mark_locked(a);
+    let los_has = |a: usize| {
+        inner
+            .los
+            .objects
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&a)
+    };
+    let t = Instant::now();
+    let mut total = MarkResult::default();
+    {
+        let ctx = MarkContext {
+            space_start: start,
+            space_top: mark_top,
+            black_end: space.end(),
+            marks: meta.marks.atomics(),
+            live: meta.live.atomics(),
+            los: &los_concurrent,
+        };
+        total += mark(&ctx, &roots, Some(&pool), threads);
+        // Catch up with the barrier a few times while mutators run, so the
+        // final pause has little left.
+        for _ in 0..8 {
+            let mut logged = inner.satb.take_all();
+            logged.retain(|v| own(v, &los_has));
+            if logged.is_empty() {
+                break;
+            }
+            total += mark(&ctx, &logged, Some(&pool), threads);
+        }
+    }
+    st.mark = t.elapsed();
+
+    // The final pause.
+    let t_pause = Instant::now();
+    let mut world = inner.coord.stop_the_world_external();
+    st.time_to_safepoint = t_pause.elapsed();
+    let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Instant::now();
+    inner.satb.deactivate();
+    inner.los.set_allocate_black(false);
+    let mut rest = inner.satb.take_all();
+    rest.extend(gather_roots(&heap, &mut world, true));
+    let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+    let top = space.top();
+    {
+        rest.retain(|v| own(v, &|a| los.contains_key(&a)) || (mark_top..top).contains(v));
+        let lm = los_marker(&los);
+        let ctx = MarkContext {
+            space_start: start,
+            space_top: mark_top,
+            black_end: space.end(),
+            marks: meta.marks.atomics(),
+            live: meta.live.atomics(),
+            los: &lm,
+        };
+        total += mark(&ctx, &rest, Some(&pool), threads);
+    }
+    let (n, b) = mark_allocated(
+        meta.marks.atomics(),
+        meta.live.atomics(),
+        start,
+        mark_top,
+        top,
+    );
+    total.objects += n;
+    total.bytes += b;
+    st.remark = t.elapsed();
+    st.live_bytes = total.bytes;
+    st.live_objects = total.objects;
+    st.large_objects_live = total.large_objects;
+    let times = CycleTimes {
+        pause_start: t_pause,
+        cycle_start,
+        madvise_before,
+    };
+    let (st, finished) = col.finish(&heap, &mut world, los, meta, st, strategy, top, times);
+    if finished {
+        // The flip failed and the cycle compacted stop-the-world.
+        col.in_flight = false;
+        inner.in_flight.store(false, Ordering::Release);
+        heap.after_cycle(&st);
+        drop(col);
+        drop(world);
+        inner.idle.notify_all();
     }
 }
 

@@ -24,6 +24,7 @@ use crate::mapping::{
 };
 use crate::object::{Layout, ObjRef, WORD};
 use crate::safepoint::{Attached, Coordinator};
+use crate::satb::SatbQueue;
 use crate::space::{LargeObjectSpace, MovingSpace};
 use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
 use crate::uffd::{Features, OpenOptions, OpenPath, Uffd};
@@ -55,6 +56,10 @@ pub struct HeapConfig {
     pub dense_prefix_threshold: Option<f64>,
     /// Ask for transparent huge pages on the moving space. Default false.
     pub huge_pages: bool,
+    /// Concurrent strategies also mark concurrently (a snapshot-at-the-
+    /// beginning barrier on reference stores; two short pauses instead of
+    /// one that contains marking). Default true.
+    pub concurrent_mark: bool,
     /// Run the heap verifier after every collection. Default: on in debug
     /// builds and with the `verify` feature.
     pub verify: bool,
@@ -87,6 +92,7 @@ impl Default for HeapConfig {
             min_free: (32 << 20).min(capacity / 4),
             dense_prefix_threshold: Some(0.95),
             huge_pages: false,
+            concurrent_mark: true,
             verify: cfg!(any(debug_assertions, feature = "verify")),
             strategy: Strategy::StopTheWorld,
             fault_mode: FaultMode::Sigbus,
@@ -219,6 +225,8 @@ pub(crate) struct HeapInner {
     pub(crate) space: MovingSpace,
     pub(crate) los: LargeObjectSpace,
     pub(crate) coord: Arc<Coordinator>,
+    /// The SATB log of concurrent marking (see `satb`).
+    pub(crate) satb: &'static SatbQueue,
     pub(crate) collector: Mutex<Collector>,
     persistent: Mutex<PersistentTable>,
     pub(crate) stats: Mutex<HeapStats>,
@@ -280,6 +288,7 @@ impl GcHeap {
         let collector = Collector::new(&space)?;
         let next_gc = config.min_free.min(config.capacity);
         let pool = PerProcess::new(worker_pool(config.gc_threads)?);
+        let satb = SatbQueue::new_static(space.start(), space.end());
         let concurrent = OnceLock::new();
         if config.strategy.is_concurrent() {
             let _ = concurrent.set(open_concurrent(&config, &space));
@@ -303,6 +312,7 @@ impl GcHeap {
                 space,
                 los: LargeObjectSpace::default(),
                 coord: Arc::new(Coordinator::default()),
+                satb,
                 collector: Mutex::new(collector),
                 persistent: Mutex::new(PersistentTable::default()),
                 counters: SyscallCounters::default(),

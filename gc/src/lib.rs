@@ -26,6 +26,7 @@ pub mod mark;
 pub mod object;
 pub mod probe;
 pub mod safepoint;
+pub mod satb;
 pub mod space;
 pub mod stats;
 pub mod uffd;

@@ -30,14 +30,32 @@ use crate::space::LargeObject;
 pub struct MarkContext<'a> {
     /// Start of the moving space.
     pub space_start: usize,
-    /// Allocation top of the moving space (no object lies above it).
+    /// Allocation top of the moving space when marking started: objects
+    /// below it are traced.
     pub space_top: usize,
+    /// `[space_top, black_end)` holds objects allocated while marking ran
+    /// concurrently: live by position, never traced or marked here
+    /// (`cycle.rs` marks them in the final pause). Equal to `space_top`
+    /// when marking stops the world.
+    pub black_end: usize,
     /// Object-start bits.
     pub marks: &'a [AtomicU64],
     /// Live-word bits.
     pub live: &'a [AtomicU64],
-    /// Large objects by address.
-    pub los: &'a BTreeMap<usize, LargeObject>,
+    /// Marks the large object at an address: `Some(true)` if this call
+    /// marked it, `Some(false)` if it was marked already, `None` if no
+    /// large object starts there.
+    pub los: &'a (dyn Fn(usize) -> Option<bool> + Sync),
+}
+
+/// [`MarkContext::los`] over a large-object table the caller has locked.
+pub fn los_marker(
+    los: &BTreeMap<usize, LargeObject>,
+) -> impl Fn(usize) -> Option<bool> + Sync + '_ {
+    move |addr| {
+        los.get(&addr)
+            .map(|lo| !lo.marked.swap(true, Ordering::Relaxed))
+    }
 }
 
 /// Marking results.
@@ -49,6 +67,14 @@ pub struct MarkResult {
     pub bytes: usize,
     /// Live large objects.
     pub large_objects: usize,
+}
+
+impl std::ops::AddAssign for MarkResult {
+    fn add_assign(&mut self, o: MarkResult) {
+        self.objects += o.objects;
+        self.bytes += o.bytes;
+        self.large_objects += o.large_objects;
+    }
 }
 
 /// Sets bits `[from, from+len)` of `bits` atomically.
@@ -96,8 +122,10 @@ impl MarkContext<'_> {
             stats.objects += 1;
             stats.bytes += size * WORD;
             true
-        } else if let Some(lo) = self.los.get(&addr) {
-            if lo.marked.swap(true, Ordering::Relaxed) {
+        } else if addr.wrapping_sub(self.space_top) < self.black_end - self.space_top {
+            false // allocated during concurrent marking: black
+        } else if let Some(newly) = (self.los)(addr) {
+            if !newly {
                 return false;
             }
             stats.large_objects += 1;
@@ -199,6 +227,42 @@ impl PrefetchFifo {
         self.len -= 1;
         Some(v)
     }
+}
+
+/// Marks every object in `[from, to)` of the moving space starting at
+/// `space_start` (the objects allocated while marking ran concurrently:
+/// live by position) by walking them; unused TLAB tails are zero words.
+/// Runs with the world stopped. Returns (objects, bytes).
+///
+/// # Panics
+/// On a word that is neither zero nor a valid header (a corrupt heap).
+pub fn mark_allocated(
+    marks: &[AtomicU64],
+    live: &[AtomicU64],
+    space_start: usize,
+    from: usize,
+    to: usize,
+) -> (usize, usize) {
+    let (mut objects, mut bytes) = (0, 0);
+    let mut a = from;
+    while a < to {
+        let raw = load_word(a);
+        if raw == 0 {
+            a += WORD;
+            continue;
+        }
+        let h = Header::from_raw(raw).unwrap_or_else(|| {
+            panic!("bad header {raw:#x} at {a:#x} among objects allocated during marking")
+        });
+        let w = (a - space_start) / WORD;
+        let size = h.size_words();
+        marks[w / CHUNK_WORDS].fetch_or(1 << (w % CHUNK_WORDS), Ordering::Relaxed);
+        set_range(live, w, size);
+        objects += 1;
+        bytes += size * WORD;
+        a += size * WORD;
+    }
+    (objects, bytes)
 }
 
 /// Marks everything reachable from `roots` using `threads` workers of

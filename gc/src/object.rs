@@ -300,6 +300,13 @@ pub(crate) fn store_word(addr: usize, v: u64) {
     word(addr).store(v, Ordering::Relaxed)
 }
 
+/// Swaps the word at `addr` (relaxed), returning the old value. Same
+/// contract as [`load_word`].
+#[inline(always)]
+pub(crate) fn swap_word(addr: usize, v: u64) -> u64 {
+    word(addr).swap(v, Ordering::Relaxed)
+}
+
 impl ObjRef {
     /// Wraps an address the collector knows to be an object start.
     #[inline(always)]
@@ -346,7 +353,16 @@ impl ObjRef {
     #[inline]
     pub fn store_ref(self, index: usize, value: Option<ObjRef>) -> Result<(), FieldError> {
         let slot = self.ref_slot(index)?;
-        store_word(slot, value.map_or(0, |r| r.addr() as u64));
+        let v = value.map_or(0, |r| r.addr() as u64);
+        if crate::satb::active() {
+            // Concurrent marking: log what this store overwrites.
+            let old = swap_word(slot, v);
+            if old != 0 {
+                crate::satb::log(self.addr(), old as usize);
+            }
+        } else {
+            store_word(slot, v);
+        }
         Ok(())
     }
 

@@ -89,6 +89,8 @@ pub struct Coordinator {
 pub struct StoppedWorld<'a> {
     coord: &'a Coordinator,
     mutators: Vec<Arc<MutatorShared>>,
+    /// Stopped by a collector thread that is not a mutator.
+    external: bool,
 }
 
 impl StoppedWorld<'_> {
@@ -108,7 +110,9 @@ impl Drop for StoppedWorld<'_> {
         let mut s = self.coord.lock();
         s.active = false;
         self.coord.requested.store(false, Ordering::Release);
-        s.running += 1; // the collecting mutator resumes
+        if !self.external {
+            s.running += 1; // the collecting mutator resumes
+        }
         self.coord.cv.notify_all();
     }
 }
@@ -207,7 +211,29 @@ impl Coordinator {
         Some(StoppedWorld {
             coord: self,
             mutators,
+            external: false,
         })
+    }
+
+    /// Stops the world from a collector thread that is not a mutator (the
+    /// final pause of concurrent marking), after any collection that is
+    /// stopping or has stopped the world finishes.
+    pub fn stop_the_world_external(&self) -> StoppedWorld<'_> {
+        let mut s = self.lock();
+        while s.active {
+            s = self.wait(s);
+        }
+        s.active = true;
+        self.requested.store(true, Ordering::Release);
+        while s.running > 0 {
+            s = self.wait(s);
+        }
+        let mutators = s.mutators.clone();
+        StoppedWorld {
+            coord: self,
+            mutators,
+            external: true,
+        }
     }
 }
 

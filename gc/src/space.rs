@@ -213,6 +213,10 @@ impl LargeObject {
 pub struct LargeObjectSpace {
     pub(crate) objects: Mutex<BTreeMap<usize, LargeObject>>,
     bytes: AtomicUsize,
+    /// Set while the heap marks concurrently: new objects are born marked
+    /// (live by construction, like moving-space objects above the
+    /// mark-start top).
+    allocate_black: AtomicBool,
 }
 
 impl LargeObjectSpace {
@@ -222,14 +226,25 @@ impl LargeObjectSpace {
         let obj = init_object(map.start(), layout.header());
         self.bytes.fetch_add(map.len(), Ordering::Relaxed);
         let mut objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        objs.insert(
-            map.start(),
-            LargeObject {
-                map,
-                marked: AtomicBool::new(false),
-            },
-        );
+        let marked = AtomicBool::new(self.allocate_black.load(Ordering::Relaxed));
+        objs.insert(map.start(), LargeObject { map, marked });
         Ok(obj)
+    }
+
+    /// Turns allocation-black on or off (under the table's lock, so no
+    /// allocation straddles the change).
+    pub(crate) fn set_allocate_black(&self, on: bool) {
+        let _objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        self.allocate_black.store(on, Ordering::Relaxed);
+    }
+
+    /// [`MarkContext::los`](crate::mark::MarkContext::los) for concurrent
+    /// marking: locks the table for each lookup (mutators may be
+    /// allocating large objects meanwhile).
+    pub(crate) fn mark_locked(&self, addr: usize) -> Option<bool> {
+        let objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
+        objs.get(&addr)
+            .map(|lo| !lo.marked.swap(true, Ordering::Relaxed))
     }
 
     /// Bytes occupied by large objects.

@@ -65,11 +65,19 @@ pub struct CycleStats {
     pub strategy: Option<Strategy>,
     /// Why it ran.
     pub trigger: Option<Trigger>,
-    /// Time mutators were stopped.
+    /// Time mutators were stopped: the whole pause of a stop-the-world
+    /// cycle, the flip pause of a concurrent one (with concurrent marking:
+    /// the final pause, see also `initial_pause`).
     pub pause: Duration,
+    /// With concurrent marking, the first pause (root snapshot); zero
+    /// otherwise.
+    pub initial_pause: Duration,
+    /// With concurrent marking, finishing marking inside the final pause
+    /// (drain the barrier's log, walk what was allocated meanwhile).
+    pub remark: Duration,
     /// Waiting for all mutators to reach a safepoint.
     pub time_to_safepoint: Duration,
-    /// Marking.
+    /// Marking (with concurrent marking: while mutators ran).
     pub mark: Duration,
     /// Chunk offsets, dense prefix, page-start table, fillers.
     pub prepare: Duration,
@@ -192,7 +200,8 @@ pub struct HeapStats {
     pub total_pause: Duration,
     /// Longest pause.
     pub max_pause: Duration,
-    /// Every pause, in order (for percentiles).
+    /// Every pause, in order (for percentiles); a cycle with concurrent
+    /// marking has two.
     pub pauses: Vec<Duration>,
     /// Total bytes reclaimed.
     pub freed_bytes: u64,
@@ -218,9 +227,12 @@ impl HeapStats {
 
     pub(crate) fn record(&mut self, c: &CycleStats) {
         self.cycles += 1;
-        self.total_pause += c.pause;
-        self.max_pause = self.max_pause.max(c.pause);
-        self.pauses.push(c.pause);
+        let initial = (c.initial_pause > Duration::ZERO).then_some(c.initial_pause);
+        for p in initial.into_iter().chain([c.pause]) {
+            self.total_pause += p;
+            self.max_pause = self.max_pause.max(p);
+            self.pauses.push(p);
+        }
         self.freed_bytes += c.freed_bytes as u64;
         self.moved_bytes += c.moved_bytes as u64;
         if self.recent.len() == 1024 {

@@ -195,6 +195,12 @@ fn check_run(run: &Run, strategy: Strategy, cycles: usize) {
     assert!(run.cycles.len() >= cycles, "{} cycles", run.cycles.len());
     for c in &run.cycles {
         assert_eq!(c.strategy, Some(strategy));
+        if strategy.is_concurrent() {
+            assert!(
+                c.initial_pause > std::time::Duration::ZERO,
+                "concurrent marking (the default) ran: {c:?}"
+            );
+        }
         // Every compacted page was moved, copied, or found installed (EEXIST).
         assert!(
             c.pages_moved + c.pages_copied + c.eexist >= c.pages_compacted,
@@ -466,4 +472,139 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     }
     assert!(heap.fault_mode().is_some());
     assert_eq!(heap.strategy(), Strategy::StopTheWorld, "the default stays");
+}
+
+/// The snapshot-at-the-beginning barrier at work: one thread keeps
+/// swapping nodes between two arrays (load both, store crossed: the classic
+/// way a concurrent marker loses an object, when a node moves from a slot
+/// not yet scanned to one already scanned) while another runs concurrent
+/// collections back to back. Every node must survive every cycle exactly
+/// once, with its contents.
+#[test]
+fn nodes_moved_during_concurrent_marking_survive() {
+    if !uffd_ok() {
+        return;
+    }
+    const N: usize = 2048;
+    const TAIL: usize = 64; // each node carries a chain, so marking takes a while
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy: Strategy::ConcurrentMove,
+        gc_threads: 1,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let (a_id, b_id) = {
+        let mut m = heap.attach();
+        let arr = Layout::ref_array(1, N).unwrap();
+        let a = m.alloc(&arr).unwrap();
+        m.roots().push(Some(a));
+        let b = m.alloc(&arr).unwrap();
+        m.roots().push(Some(b));
+        for (k, which) in [(0u64, 0usize), (1, 1)] {
+            for i in 0..N {
+                let id = k << 32 | i as u64;
+                m.roots().push(None);
+                // The node's chain, built back to front, then the node.
+                for t in 0..TAIL as u64 {
+                    let c = m.alloc(&node_layout()).unwrap();
+                    c.write_u64(0, id ^ (t << 48)).unwrap();
+                    c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
+                    let prev = *m.roots().last().unwrap();
+                    c.store_ref(0, prev).unwrap();
+                    *m.roots().last_mut().unwrap() = Some(c);
+                }
+                let n = m.roots().pop().unwrap().unwrap();
+                m.roots()[which].unwrap().store_ref(i, Some(n)).unwrap();
+            }
+        }
+        let a = m.roots()[0];
+        let b = m.roots()[1];
+        (heap.persistent_new(a), heap.persistent_new(b))
+    };
+    let check = |m: &mut movegc_gc::MutatorContext| {
+        let a = heap.persistent_get(a_id).unwrap();
+        let b = heap.persistent_get(b_id).unwrap();
+        let mut seen = vec![false; 2 * N];
+        for arr in [a, b] {
+            for i in 0..N {
+                let mut c = arr.load_ref(i).unwrap();
+                let head = c.expect("slot emptied").read_u64(0).unwrap();
+                let id = head ^ ((TAIL as u64 - 1) << 48);
+                let idx = (id >> 32) as usize * N + (id & 0xffff_ffff) as usize;
+                assert!(!seen[idx], "node {id:#x} twice");
+                seen[idx] = true;
+                for t in (0..TAIL as u64).rev() {
+                    let n = c.unwrap_or_else(|| panic!("chain of {id:#x} cut at {t}"));
+                    let v = n.read_u64(0).unwrap();
+                    assert_eq!(v, id ^ (t << 48));
+                    assert_eq!(n.read_u64(16).unwrap(), checksum(v, 0));
+                    c = n.load_ref(0).unwrap();
+                }
+                assert!(c.is_none());
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "a node was lost");
+        let _ = m;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    // The check needs the swapper between two swaps: `hold` asks it to
+    // wait (in a blocking region, so collections go on), `held` says it is.
+    let hold = Arc::new(AtomicBool::new(false));
+    let held = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (heap, stop, swaps) = (heap.clone(), stop.clone(), swaps.clone());
+        let (hold, held) = (hold.clone(), held.clone());
+        std::thread::spawn(move || {
+            let mut m = heap.attach();
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            while !stop.load(Ordering::Relaxed) {
+                if hold.load(Ordering::Acquire) {
+                    m.blocking(|| {
+                        held.store(true, Ordering::Release);
+                        while hold.load(Ordering::Acquire) {
+                            std::thread::yield_now();
+                        }
+                        held.store(false, Ordering::Release);
+                    });
+                }
+                for _ in 0..64 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let (i, j) = ((x as usize) % N, ((x >> 32) as usize) % N);
+                    let a = heap.persistent_get(a_id).unwrap();
+                    let b = heap.persistent_get(b_id).unwrap();
+                    let na = a.load_ref(i).unwrap();
+                    let nb = b.load_ref(j).unwrap();
+                    b.store_ref(j, na).unwrap();
+                    a.store_ref(i, nb).unwrap();
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+                m.safepoint();
+            }
+        })
+    };
+    let mut m = heap.attach();
+    let mut concurrent_marks = 0;
+    for _ in 0..20 {
+        let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
+        if st.initial_pause > std::time::Duration::ZERO {
+            concurrent_marks += 1;
+        }
+        hold.store(true, Ordering::Release);
+        while !held.load(Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        check(&mut m);
+        hold.store(false, Ordering::Release);
+    }
+    stop.store(true, Ordering::Relaxed);
+    swapper.join().unwrap();
+    assert_eq!(concurrent_marks, 20, "every cycle marked concurrently");
+    assert!(swaps.load(Ordering::Relaxed) > 0);
+    eprintln!("{} swaps during 20 cycles", swaps.load(Ordering::Relaxed));
 }

@@ -140,6 +140,15 @@ impl HeapBuilder {
         self
     }
 
+    /// Whether concurrent strategies also mark concurrently (a
+    /// snapshot-at-the-beginning write barrier in `set_ref`; two short
+    /// pauses instead of one that contains marking). Default on; off makes
+    /// marking part of the flip pause.
+    pub fn concurrent_marking(mut self, on: bool) -> Self {
+        self.config.concurrent_mark = on;
+        self
+    }
+
     /// Verify the whole heap after every collection. Default: on in debug
     /// builds.
     pub fn verify(mut self, on: bool) -> Self {
