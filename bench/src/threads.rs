@@ -130,13 +130,13 @@ impl Default for Params {
 }
 
 impl Params {
-    /// The smoke size: 2 threads, rings of 2000, 512 shared slots, 40 000
-    /// steps per thread (about 5 MiB allocated), a collection every MiB.
+    /// The smoke size: 2 threads, rings of 2000, 512 shared slots, 100 000
+    /// steps per thread (about 12 MiB allocated), a collection every MiB.
     pub fn quick() -> Params {
         Params {
             ring: 2000,
             shared: 512,
-            steps: 40_000,
+            steps: 100_000,
             batch: 32,
             min_free_mib: 1,
             ..Params::default()

@@ -156,8 +156,9 @@ impl HeapBuilder {
         self
     }
 
-    /// How collections compact the heap. Default: stop-the-world (see
-    /// [`HeapConfig::strategy`](movegc_gc::HeapConfig::strategy) for why).
+    /// How collections compact the heap. Default: concurrent MOVE (see
+    /// [`HeapConfig::strategy`](movegc_gc::HeapConfig::strategy) for the
+    /// trade-off).
     /// `ConcurrentMove` falls back to concurrent COPY or stop-the-world
     /// (saying so once on stderr) where the kernel cannot do it.
     pub fn strategy(mut self, strategy: Strategy) -> Self {
