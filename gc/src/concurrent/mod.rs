@@ -266,8 +266,9 @@ struct PageBuf([u8; PAGE_SIZE]);
 
 /// Pages zero-filled together when a mutator first touches the allocation
 /// region during a cycle: one fault (and one signal, in SIGBUS mode) then
-/// serves the next TLABs too.
-pub const ZERO_FILL_PAGES: usize = 32;
+/// serves the next TLAB too. Small, because the faulting thread waits for
+/// the zeroing and the ioctl (see docs/design.md §8).
+pub const ZERO_FILL_PAGES: usize = 8;
 
 #[repr(C, align(4096))]
 struct ZeroRun([u8; ZERO_FILL_PAGES * PAGE_SIZE]);
