@@ -1015,24 +1015,40 @@ fn stall_cdf_series(results: &[RunRecord]) -> Vec<Series> {
         .iter()
         .filter(|r| !r.fault_stall_cdf.is_empty())
         .collect();
-    strategies(with_cdf.iter().copied())
+    let strats = strategies(with_cdf.iter().copied());
+    // One workload for every strategy, so the curves compare like with
+    // like: the fault workload first, then any workload all strategies ran.
+    let mut candidates = vec!["compact-mutators", "compact"];
+    candidates.extend(with_cdf.iter().map(|r| r.workload.as_str()));
+    let workload = candidates.into_iter().find(|w| {
+        strats.iter().all(|s| {
+            with_cdf
+                .iter()
+                .any(|r| r.workload == *w && r.strategy == *s)
+        })
+    });
+    strats
         .into_iter()
         .filter_map(|s| {
             let all: Vec<&RunRecord> = with_cdf
                 .iter()
                 .copied()
-                .filter(|r| r.strategy == s)
+                .filter(|r| r.strategy == s && workload.is_none_or(|w| r.workload == w))
                 .collect();
-            let compact: Vec<&RunRecord> = all
+            // The default fault mode when there is a choice.
+            let sigbus: Vec<&RunRecord> = all
                 .iter()
                 .copied()
-                .filter(|r| r.workload == "compact")
+                .filter(|r| r.fault_mode == "sigbus")
                 .collect();
-            let mut pool = if compact.is_empty() { all } else { compact };
+            let mut pool = if sigbus.is_empty() { all } else { sigbus };
             pool.sort_by(|a, b| a.fault_stall_us.p99.total_cmp(&b.fault_stall_us.p99));
             let rep = *pool.get((pool.len().checked_sub(1)?) / 2)?;
             Some(Series {
-                label: format!("{s} ({}, repeat {})", rep.workload, rep.repeat),
+                label: format!(
+                    "{s} ({}, {}, repeat {})",
+                    rep.workload, rep.fault_mode, rep.repeat
+                ),
                 strategy: s.to_string(),
                 points: rep
                     .fault_stall_cdf
@@ -1089,8 +1105,10 @@ fn fragmenter_series(results: &[RunRecord]) -> (Vec<Series>, usize) {
 /// - `fault_stall_cdf.svg`: fault-stall CDF per strategy, x logarithmic in
 ///   µs. Records are not merged: each strategy shows its representative
 ///   run, the record whose stall p99 is the median (lower median) among
-///   that strategy's records with stall data, taken from the `compact`
-///   workload when it has any, else from all workloads. A run's CDF is a
+///   that strategy's records with stall data, all strategies from the same
+///   workload (`compact-mutators` if every strategy ran it, else `compact`,
+///   else the first one they all ran) and from `sigbus` records when there
+///   are any. A run's CDF is a
 ///   real distribution; concatenating sampled CDF points of several runs
 ///   would not be one.
 /// - `fragmenter_pauses.svg`: pause (ms) per cycle index of the

@@ -57,6 +57,41 @@ pub struct BenchArgs {
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run nothing: re-render the table, report.md and plots of an existing
+    /// results.json (into --out, default: the file's directory).
+    #[arg(long, value_name = "RESULTS_JSON")]
+    render: Option<PathBuf>,
+}
+
+/// `--render`: the outputs of an earlier run, made again from its JSON.
+fn render(a: &BenchArgs, path: &Path) -> i32 {
+    let report: Report = match std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| serde_json::from_str::<Report>(&s).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("movegc bench: reading {}: {e}", path.display());
+            return 1;
+        }
+    };
+    // The summary is recomputed: older files may predate a field.
+    let report = Report::new(report.meta, report.results);
+    let dir = a.out.clone().unwrap_or_else(|| {
+        path.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    });
+    match write_outputs(&report, &dir) {
+        Ok(files) => files
+            .iter()
+            .for_each(|f| eprintln!("wrote {}", f.display())),
+        Err(e) => {
+            eprintln!("movegc bench: {e}");
+            return 1;
+        }
+    }
+    print!("{}", report::text_table(&report));
+    0
 }
 
 /// Runs the job named by `MOVEGC_BENCH_JOB` if it is set (this process is
@@ -196,6 +231,9 @@ fn write_outputs(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// `movegc bench`. Returns the process exit code.
 pub fn run(a: &BenchArgs) -> i32 {
+    if let Some(path) = &a.render {
+        return render(a, path);
+    }
     let mut o = match options(a) {
         Ok(o) => o,
         Err(e) => {

@@ -173,6 +173,27 @@ fn quick_json_suite_is_complete_and_consistent() {
         let s = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{svg}: {e}"));
         assert!(s.contains("<svg"), "{svg} is an SVG");
     }
+
+    // --render makes the same outputs again from results.json alone.
+    let again = dir.join("again");
+    let out = movegc(&[
+        "bench",
+        "--render",
+        dir.join("results.json").to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered: Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(rendered["results"], doc["results"]);
+    assert_eq!(rendered["summary"], doc["summary"]);
+    assert!(again.join("report.md").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
