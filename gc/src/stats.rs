@@ -207,6 +207,10 @@ pub struct HeapStats {
     pub freed_bytes: u64,
     /// Total bytes moved.
     pub moved_bytes: u64,
+    /// Total pages installed with `UFFDIO_MOVE` (concurrent cycles).
+    pub pages_moved: u64,
+    /// Total pages installed with `UFFDIO_COPY` (concurrent cycles).
+    pub pages_copied: u64,
     /// Live bytes after the last collection (moving space + large objects).
     pub live_bytes: usize,
     /// Moving-space bytes in use now (live data plus handed-out TLABs).
@@ -235,6 +239,8 @@ impl HeapStats {
         }
         self.freed_bytes += c.freed_bytes as u64;
         self.moved_bytes += c.moved_bytes as u64;
+        self.pages_moved += c.pages_moved as u64;
+        self.pages_copied += c.pages_copied as u64;
         if self.recent.len() == 1024 {
             self.recent.remove(0);
         }

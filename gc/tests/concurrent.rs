@@ -472,6 +472,16 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     }
     assert!(heap.fault_mode().is_some());
     assert_eq!(heap.strategy(), Strategy::StopTheWorld, "the default stays");
+    let hs = heap.stats();
+    let per_cycle: u64 = hs.recent.iter().map(|c| c.pages_moved as u64).sum();
+    assert_eq!(hs.pages_moved, per_cycle, "running total = sum over cycles");
+    assert!(hs.pages_moved > 0 && hs.pages_copied > 0);
+    assert_eq!(hs.cycles, 3);
+    assert_eq!(
+        hs.pauses.len(),
+        5,
+        "two pauses per concurrent cycle, one for STW"
+    );
 }
 
 /// The snapshot-at-the-beginning barrier at work: one thread keeps

@@ -28,6 +28,7 @@ impl Heap {
     pub fn builder() -> HeapBuilder {
         HeapBuilder {
             config: HeapConfig::default(),
+            min_free_set: false,
         }
     }
 
@@ -86,11 +87,14 @@ impl Heap {
 #[derive(Clone, Debug)]
 pub struct HeapBuilder {
     config: HeapConfig,
+    /// `min_free` was chosen by the caller (else it follows the capacity).
+    min_free_set: bool,
 }
 
 impl HeapBuilder {
     /// Maximum heap size in bytes (moving space plus large objects).
-    /// Memory is committed only as it is used. Default: a quarter of RAM.
+    /// Memory is committed only as it is used. Default: a quarter of RAM
+    /// (at least 64 MiB), rounded up to 2 MiB.
     pub fn capacity(mut self, bytes: usize) -> Self {
         self.config.capacity = bytes;
         self
@@ -121,9 +125,11 @@ impl HeapBuilder {
         self
     }
 
-    /// Minimum allocation between automatic collections. Default 32 MiB.
+    /// Minimum allocation between automatic collections. Default: 32 MiB,
+    /// or a quarter of the capacity if that is less.
     pub fn min_free(mut self, bytes: usize) -> Self {
         self.config.min_free = bytes;
+        self.min_free_set = true;
         self
     }
 
@@ -182,7 +188,10 @@ impl HeapBuilder {
     }
 
     /// Creates the heap.
-    pub fn build(self) -> Result<Heap> {
+    pub fn build(mut self) -> Result<Heap> {
+        if !self.min_free_set {
+            self.config.min_free = (32 << 20).min(self.config.capacity / 4);
+        }
         Ok(Heap {
             gc: GcHeap::new(self.config)?,
             id: Arc::new(()),

@@ -134,6 +134,7 @@ impl Mutator {
 
     /// A new handle to the same object as `h` (e.g. to keep it past a scope
     /// via [`scope_escape`](Self::scope_escape)).
+    #[inline]
     pub fn dup(&mut self, h: Local) -> Result<Local> {
         let o = self.obj(h)?;
         Ok(self.push(o))
@@ -141,6 +142,7 @@ impl Mutator {
 
     /// Makes the handle `dst` name the object of `src`: reuse one handle in
     /// a loop instead of creating a new one per iteration.
+    #[inline]
     pub fn assign(&mut self, dst: Local, src: Local) -> Result<()> {
         let o = self.obj(src)?;
         self.obj(dst)?;
@@ -149,6 +151,7 @@ impl Mutator {
     }
 
     /// Whether two handles name the same object.
+    #[inline]
     pub fn same(&mut self, a: Local, b: Local) -> Result<bool> {
         Ok(self.obj(a)? == self.obj(b)?)
     }
@@ -174,6 +177,7 @@ impl Mutator {
     }
 
     /// Whether reference `index` of `obj` is null (no handle created).
+    #[inline]
     pub fn is_null(&mut self, obj: Local, index: usize) -> Result<bool> {
         Ok(self.obj(obj)?.load_ref(index)?.is_none())
     }
@@ -213,6 +217,7 @@ impl Mutator {
     }
 
     /// The object's kind.
+    #[inline]
     pub fn kind(&mut self, obj: Local) -> Result<Kind> {
         Ok(self.obj(obj)?.header().kind())
     }
@@ -225,11 +230,13 @@ impl Mutator {
 
     /// Length: elements of a reference array, bytes of a byte array,
     /// reference fields of a record.
+    #[inline]
     pub fn len(&mut self, obj: Local) -> Result<usize> {
         Ok(self.obj(obj)?.header().len())
     }
 
     /// Data bytes of a record or byte array.
+    #[inline]
     pub fn data_len(&mut self, obj: Local) -> Result<usize> {
         Ok(self.obj(obj)?.header().data_len())
     }
@@ -253,6 +260,7 @@ impl Mutator {
 
     /// Runs `f` in a new handle scope: handles created inside are released
     /// when it returns (and become stale).
+    #[inline]
     pub fn scope<R>(&mut self, f: impl FnOnce(&mut Mutator) -> R) -> R {
         let depth = self.stamps.len();
         let r = f(self);

@@ -276,3 +276,17 @@ fn threads_stop_at_safepoints_for_each_others_collections() {
     assert!(h.stats().cycles >= 4, "{:?}", h.stats().cycles);
     assert!(collections.load(Ordering::Relaxed) >= 1);
 }
+
+#[test]
+fn min_free_follows_a_small_capacity_unless_set() {
+    let h = Heap::builder().capacity(16 << 20).build().unwrap();
+    assert_eq!(h.gc().config().min_free, 4 << 20, "a quarter of 16 MiB");
+    let h = Heap::builder()
+        .min_free(1 << 20)
+        .capacity(16 << 20)
+        .build()
+        .unwrap();
+    assert_eq!(h.gc().config().min_free, 1 << 20, "an explicit value stays");
+    let h = Heap::builder().capacity(1 << 30).build().unwrap();
+    assert_eq!(h.gc().config().min_free, 32 << 20);
+}
