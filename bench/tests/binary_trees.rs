@@ -59,6 +59,7 @@ fn movegc_prints_the_reference_output_and_collects() {
     let out = run_movegc(&heap, 10).expect("binary-trees on movegc");
     assert_eq!(out.lines, lines(EXPECTED_10));
     assert_eq!(out.lines, expected_checks(10));
+    heap.wait_idle(); // a concurrent cycle may still be finishing
     let st = heap.stats();
     assert!(st.cycles > 0, "no collection ran: {st:?}");
     // The mutator is gone: nothing but what the next cycle frees is left.
@@ -85,9 +86,11 @@ fn every_scheme_is_correct_under_frequent_collections() {
         Scheme::default(),
         Scheme::Batched { levels: 64 },
     ] {
+        m.wait_idle();
         let before = heap.stats().cycles;
         let out = run_movegc_with(&mut m, 8, scheme).unwrap_or_else(|e| panic!("{scheme:?}: {e}"));
         assert_eq!(out.lines, expected_checks(8), "{scheme:?}");
+        m.wait_idle();
         assert!(
             heap.stats().cycles > before + 10,
             "{scheme:?}: too few collections: {} -> {}",

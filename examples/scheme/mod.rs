@@ -254,7 +254,9 @@ impl Interpreter {
     }
 
     /// Collector statistics of the heap.
-    pub fn stats(&self) -> HeapStats {
+    pub fn stats(&mut self) -> HeapStats {
+        // Completed cycles only: let a concurrent one finish first.
+        self.m.wait_idle();
         self.m.heap().stats()
     }
 
@@ -366,7 +368,7 @@ pub fn run_program(heap: &Heap, source: &str) -> RunOutput {
         RunOutput {
             output: it.take_output(),
             result,
-            stats: heap.stats(),
+            stats: it.stats(),
             deepest: it.deepest(),
         }
     });

@@ -139,15 +139,22 @@ impl Collector {
         world: &mut StoppedWorld<'_>,
         trigger: Trigger,
         strategy: Strategy,
+        ttsp: Duration,
     ) -> (CycleStats, bool) {
-        let t_start = Instant::now();
+        // The pause began when the world started stopping.
+        let t_start = Instant::now()
+            .checked_sub(ttsp)
+            .unwrap_or_else(Instant::now);
         let inner = &heap.inner;
         let space = &inner.space;
         assert!(
             !self.in_flight,
             "a collection started while a concurrent cycle is in flight"
         );
-        let mut st = CycleStats::default();
+        let mut st = CycleStats {
+            time_to_safepoint: ttsp,
+            ..CycleStats::default()
+        };
         if inner.config.verify && self.unverified {
             st.verify = self.verify_stopped(heap, world);
         }
@@ -216,23 +223,16 @@ impl Collector {
         madvise_before: usize,
     ) -> bool {
         let inner = &heap.inner;
-        // Anything left from an earlier cycle is stale (objects moved).
-        drop(inner.satb.take_all());
-        if !inner.satb.activate() {
-            return false;
-        }
-        let roots = gather_roots(heap, world, true);
-        let meta = self.meta.take().expect("metadata present between cycles");
-        let mark_top = inner.space.top();
-        inner.los.set_allocate_black(true);
-        self.in_flight = true;
-        inner.in_flight.store(true, Ordering::Release);
-        st.initial_pause = t_start.elapsed();
-        st.pause = st.initial_pause;
-        let (heap2, st2) = (heap.clone(), st.clone());
-        std::thread::Builder::new()
+        // The marker thread first, before any state changes: if it cannot
+        // be started, this cycle simply marks in the pause.
+        let (tx, rx) = std::sync::mpsc::channel::<(Metadata, Vec<usize>, usize, CycleStats)>();
+        let heap2 = heap.clone();
+        let spawned = std::thread::Builder::new()
             .name("movegc-marker".into())
             .spawn(move || {
+                let Ok((meta, roots, mark_top, st)) = rx.recv() else {
+                    return; // not needed after all
+                };
                 let h = heap2.clone();
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     concurrent_mark(
@@ -240,7 +240,7 @@ impl Collector {
                         meta,
                         roots,
                         mark_top,
-                        st2,
+                        st,
                         strategy,
                         t_start,
                         madvise_before,
@@ -253,8 +253,25 @@ impl Collector {
                     eprintln!("movegc: concurrent marking failed part-way; aborting (the heap cannot be completed)");
                     std::process::abort();
                 }
-            })
-            .expect("spawn the marker");
+            });
+        if spawned.is_err() {
+            return false;
+        }
+        // Anything left from an earlier cycle is stale (objects moved).
+        drop(inner.satb.take_all());
+        if !inner.satb.activate() {
+            return false; // dropping `tx` ends the thread
+        }
+        let roots = gather_roots(heap, world, true);
+        let meta = self.meta.take().expect("metadata present between cycles");
+        let mark_top = inner.space.top();
+        inner.los.set_allocate_black(true);
+        self.in_flight = true;
+        inner.in_flight.store(true, Ordering::Release);
+        st.initial_pause = t_start.elapsed();
+        st.pause = st.initial_pause;
+        tx.send((meta, roots, mark_top, st.clone()))
+            .unwrap_or_else(|_| unreachable!("the marker waits for its job"));
         true
     }
 
@@ -291,8 +308,11 @@ impl Collector {
             }
             _ => 0,
         };
-        let total =
-            forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets);
+        // compute_offsets and page_starts run on the collector's pool.
+        let pool = inner.pool();
+        let total = pool.install(|| {
+            forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets)
+        });
         {
             let Metadata { marks, live, .. } = &mut meta;
             fill_dense_gaps(start, live.words(), marks.words_mut(), dense);
@@ -310,7 +330,7 @@ impl Collector {
                 dense_words: dense,
                 end_words,
             };
-            forwarding::page_starts(&fwd, marks.words(), pages);
+            pool.install(|| forwarding::page_starts(&fwd, marks.words(), pages));
         }
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense) * WORD;
@@ -649,8 +669,8 @@ struct CycleTimes {
 
 /// Concurrent marking, on the marker thread: trace from the root snapshot
 /// while mutators run (draining what the SATB barrier logs), then stop the
-/// world for the final pause: barrier off, drain the log, mark the roots
-/// again (cheap insurance), mark everything allocated since the snapshot
+/// world for the final pause: barrier off, drain the log, mark everything
+/// allocated since the snapshot
 /// by walking it, and go on exactly as a stop-the-world-marked cycle does
 /// (prepare, flip; the compaction driver finishes the cycle).
 #[allow(clippy::too_many_arguments)]
@@ -708,16 +728,34 @@ fn concurrent_mark(
     }
     st.mark = t.elapsed();
 
+    // Fault in the side tables the final pause writes (the first cycle, or
+    // a heap that grew since the last one): a page fault costs 2-9 µs on a
+    // VM and a huge page far more, and they belong outside the pause.
+    let mut meta = meta;
+    {
+        let words = (space.top() - start) / WORD;
+        let chunks = (chunks_for(words) + 1).min(meta.offsets.len());
+        meta.offsets[..chunks].fill(0);
+        let pages = words.div_ceil(PAGE_WORDS);
+        meta.pages.resize(pages, PageStart::default());
+        meta.pages.clear();
+    }
+
     // The final pause.
     let t_pause = Instant::now();
     let mut world = inner.coord.stop_the_world_external();
-    st.time_to_safepoint = t_pause.elapsed();
+    st.time_to_safepoint += t_pause.elapsed();
     let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
     inner.satb.deactivate();
     inner.los.set_allocate_black(false);
     let mut rest = inner.satb.take_all();
-    rest.extend(gather_roots(&heap, &mut world, true));
+    // Retire TLABs so the walk below sees every object allocated since the
+    // snapshot. The roots themselves need no second look: everything they
+    // can reach now was reachable at the snapshot (traced, or logged when a
+    // store cut its path) or allocated since (black by position). Marking
+    // them again would also hide a barrier hole from the tests.
+    drop(gather_roots(&heap, &mut world, true));
     let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
     let top = space.top();
     {
@@ -745,7 +783,11 @@ fn concurrent_mark(
     st.remark = t.elapsed();
     st.live_bytes = total.bytes;
     st.live_objects = total.objects;
-    st.large_objects_live = total.large_objects;
+    // Traced ones and those born marked during marking.
+    st.large_objects_live = los
+        .values()
+        .filter(|o| o.marked.load(Ordering::Relaxed))
+        .count();
     let times = CycleTimes {
         pause_start: t_pause,
         cycle_start,
@@ -753,12 +795,14 @@ fn concurrent_mark(
     };
     let (st, finished) = col.finish(&heap, &mut world, los, meta, st, strategy, top, times);
     if finished {
-        // The flip failed and the cycle compacted stop-the-world.
+        // The flip failed and the cycle compacted stop-the-world. Restart
+        // the world before saying the cycle is over: a thread that sees it
+        // over may fork at once, and must not fork a stopped world.
+        drop(world);
         col.in_flight = false;
         inner.in_flight.store(false, Ordering::Release);
         heap.after_cycle(&st);
         drop(col);
-        drop(world);
         inner.idle.notify_all();
     }
 }

@@ -33,6 +33,11 @@
 //! collector compacts pages in any order).
 //!
 //! Word indices here are relative to the start of the moving space.
+//! [`compute_offsets`] and [`page_starts`] split the space into segments
+//! and run them in parallel on the caller's rayon pool (they run inside the
+//! pause).
+
+use rayon::prelude::*;
 
 /// Words per chunk: one 64-bit bitmap word.
 pub const CHUNK_WORDS: usize = 64;
@@ -108,18 +113,43 @@ pub fn compute_offsets(
     debug_assert_eq!(dense_words % CHUNK_WORDS, 0);
     let first = dense_words / CHUNK_WORDS;
     let last = chunks_for(end_words);
+    // Two passes over segments, in parallel on the current rayon pool:
+    // each segment's popcount, a short sequential scan for the segments'
+    // bases, then each segment's prefix sum from its base. This runs in the
+    // pause, so it should use every collector thread.
+    let live = &live[first..last];
+    let sums: Vec<u64> = live
+        .par_chunks(SEGMENT_CHUNKS)
+        .map(|seg| seg.iter().map(|w| u64::from(w.count_ones())).sum())
+        .collect();
+    let mut bases = Vec::with_capacity(sums.len());
     let mut acc = dense_words as u64;
-    for c in first..last {
-        offsets[c] = acc as u32;
-        acc += live[c].count_ones() as u64;
+    for s in sums {
+        bases.push(acc);
+        acc += s;
     }
-    offsets[last] = acc as u32;
     assert!(
         acc <= u32::MAX as u64,
         "moving space above 32 GiB of live words"
     );
+    offsets[first..last]
+        .par_chunks_mut(SEGMENT_CHUNKS)
+        .zip(live.par_chunks(SEGMENT_CHUNKS))
+        .zip(bases.par_iter())
+        .for_each(|((out, seg), &base)| {
+            let mut a = base;
+            for (o, w) in out.iter_mut().zip(seg) {
+                *o = a as u32;
+                a += u64::from(w.count_ones());
+            }
+        });
+    offsets[last] = acc as u32;
     acc as usize
 }
+
+/// Chunks per parallel segment of [`compute_offsets`] and [`page_starts`]
+/// (8 MiB of heap).
+const SEGMENT_CHUNKS: usize = 1 << 14;
 
 /// Position of the `n`-th (0-based) set bit of `w`. `w` must have more than
 /// `n` bits set.
@@ -211,26 +241,45 @@ pub fn page_starts(f: &Forwarding<'_>, marks: &[u64], out: &mut Vec<PageStart>) 
     debug_assert_eq!(f.dense_words % PAGE_WORDS, 0);
     out.clear();
     let total = f.total_words();
-    let mut next_page_word = f.dense_words; // to-space word index of the next page start
     let first = f.dense_words / CHUNK_WORDS;
     let last = chunks_for(f.end_words);
-    for c in first..last {
-        if next_page_word >= total {
-            break;
-        }
-        let lw = f.live[c];
-        let n = lw.count_ones() as usize;
-        let off = f.offsets[c] as usize;
-        // Every page start that falls inside this chunk's live words.
-        while next_page_word < off + n {
-            let bit = nth_set_bit(lw, (next_page_word - off) as u32) as usize;
-            let w = c * CHUNK_WORDS + bit;
-            out.push(PageStart {
-                first_word: w,
-                first_object: object_start(marks, w),
-            });
-            next_page_word += PAGE_WORDS;
-        }
+    // Segments of chunks in parallel (on the current rayon pool): the page
+    // starts inside a segment are the multiples of PAGE_WORDS (from the
+    // dense prefix's end) that fall among its live words in to-space
+    // order, so each segment finds its own.
+    let segments: Vec<usize> = (first..last).step_by(SEGMENT_CHUNKS).collect();
+    let parts: Vec<Vec<PageStart>> = segments
+        .par_iter()
+        .map(|&a| {
+            let b = (a + SEGMENT_CHUNKS).min(last);
+            let lo = f.offsets[a] as usize;
+            // The first page start at or after this segment's first word.
+            let mut next = f.dense_words + (lo - f.dense_words).div_ceil(PAGE_WORDS) * PAGE_WORDS;
+            let mut v = Vec::new();
+            for c in a..b {
+                if next >= total {
+                    break;
+                }
+                let lw = f.live[c];
+                let n = lw.count_ones() as usize;
+                let off = f.offsets[c] as usize;
+                // Every page start that falls inside this chunk's live words.
+                while next < off + n {
+                    let bit = nth_set_bit(lw, (next - off) as u32) as usize;
+                    let w = c * CHUNK_WORDS + bit;
+                    v.push(PageStart {
+                        first_word: w,
+                        first_object: object_start(marks, w),
+                    });
+                    next += PAGE_WORDS;
+                }
+            }
+            v
+        })
+        .collect();
+    out.reserve(parts.iter().map(Vec::len).sum());
+    for p in parts {
+        out.extend(p);
     }
 }
 
@@ -270,6 +319,68 @@ pub(crate) fn prefetch_read(p: *const u8) {
 
 #[cfg(test)]
 mod tests {
+    /// The parallel offsets and page starts equal a plain sequential scan
+    /// on a bitmap spanning many segments (random runs of live words, so
+    /// page starts fall in every position, also on segment boundaries).
+    #[test]
+    fn segmented_scans_match_a_sequential_scan() {
+        let chunks = 7 * super::SEGMENT_CHUNKS + 123;
+        let end_words = chunks * CHUNK_WORDS - 5;
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut live = vec![0u64; chunks];
+        let mut marks = vec![0u64; chunks];
+        // Objects of 1-40 words, each live with probability 1/2.
+        let mut w = 0;
+        while w < end_words {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let size = (1 + x % 40) as usize;
+            if x >> 63 == 1 {
+                marks[w / 64] |= 1 << (w % 64);
+                for v in w..(w + size).min(end_words) {
+                    live[v / 64] |= 1 << (v % 64);
+                }
+            }
+            w += size;
+        }
+        for dense in [0, 3 * PAGE_WORDS] {
+            // Sequential reference.
+            let mut want_off = vec![0u32; chunks + 1];
+            let mut acc = dense as u64;
+            for c in dense / CHUNK_WORDS..chunks {
+                want_off[c] = acc as u32;
+                acc += u64::from(live[c].count_ones());
+            }
+            want_off[chunks] = acc as u32;
+            let mut off = vec![0u32; chunks + 1];
+            let total = compute_offsets(&live, dense, end_words, &mut off);
+            assert_eq!(total as u64, acc);
+            assert_eq!(off, want_off);
+            let fwd = Forwarding {
+                live: &live,
+                offsets: &off,
+                dense_words: dense,
+                end_words,
+            };
+            let mut starts = Vec::new();
+            page_starts(&fwd, &marks, &mut starts);
+            // Every page start: the live word whose forward() is the page's
+            // first word.
+            let pages = total.div_ceil(PAGE_WORDS) - dense / PAGE_WORDS;
+            assert_eq!(starts.len(), pages);
+            let mut k = 0;
+            for v in dense..end_words {
+                if live[v / 64] >> (v % 64) & 1 == 1 && fwd.forward(v) % PAGE_WORDS == 0 {
+                    assert_eq!(starts[k].first_word, v, "page {k}");
+                    assert_eq!(starts[k].first_object, object_start(&marks, v));
+                    k += 1;
+                }
+            }
+            assert_eq!(k, pages);
+        }
+    }
+
     use super::*;
 
     fn set(bits: &mut [u64], from: usize, len: usize) {

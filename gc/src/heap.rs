@@ -365,11 +365,35 @@ impl GcHeap {
     }
 
     /// Blocks until no concurrent cycle is running.
+    ///
+    /// Call it from a thread without a running mutator of this heap (or
+    /// from inside [`MutatorContext::blocking`]): a concurrent cycle's
+    /// final pause waits for every running mutator, so a mutator waiting
+    /// here for the cycle would deadlock. A thread with a running mutator
+    /// uses [`MutatorContext::wait_idle`] or
+    /// [`wait_idle_as_running_mutator`](Self::wait_idle_as_running_mutator).
     pub fn wait_idle(&self) {
         let mut c = lock(&self.inner.collector);
         while c.in_flight {
             c = self.inner.idle.wait(c).unwrap_or_else(|e| e.into_inner());
         }
+    }
+
+    /// [`wait_idle`](Self::wait_idle) for a thread whose mutator of this
+    /// heap is running but out of reach (the embedding layer knows the
+    /// thread is attached, not the handle): leaves the running set while it
+    /// waits, as a blocking region does. The caller must not touch the heap
+    /// or its mutator meanwhile, which holds since it is waiting here.
+    pub fn wait_idle_as_running_mutator(&self) {
+        struct Rejoin<'a>(&'a Coordinator);
+        impl Drop for Rejoin<'_> {
+            fn drop(&mut self) {
+                self.0.leave_blocking();
+            }
+        }
+        self.inner.coord.enter_blocking();
+        let _rejoin = Rejoin(&self.inner.coord);
+        self.wait_idle();
     }
 
     /// Attaches the calling thread as a mutator.
@@ -579,6 +603,13 @@ impl MutatorContext {
         self.attached.blocking(f)
     }
 
+    /// Waits until no concurrent cycle is running, outside the running set
+    /// (so a cycle's final pause does not wait for this thread).
+    pub fn wait_idle(&mut self) {
+        let heap = self.heap.clone();
+        self.attached.blocking(|| heap.wait_idle());
+    }
+
     /// Runs a full collection now with the heap's strategy and waits for
     /// it to finish (for concurrent strategies: until every page is
     /// compacted; other mutators run meanwhile). Returns the cycle's
@@ -633,9 +664,12 @@ impl MutatorContext {
     /// An allocation did not fit: collect, and for a concurrent cycle wait
     /// until it has finished (its memory is free only then).
     fn collect_exhausted(&mut self) {
-        if let Some((_, false)) = self.collect_for(Trigger::Exhausted, self.heap.strategy()) {
-            let heap = self.heap.clone();
-            self.attached.blocking(|| heap.wait_idle());
+        match self.collect_for(Trigger::Exhausted, self.heap.strategy()) {
+            // Ours, concurrent; or another thread's that started first and
+            // may still be marking: nothing is freed before either ends.
+            Some((_, false)) => self.wait_idle(),
+            None if self.heap.cycle_in_flight() => self.wait_idle(),
+            _ => {}
         }
     }
 
@@ -652,10 +686,7 @@ impl MutatorContext {
                 continue;
             }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let (mut st, finished) = col.collect(&heap, &mut world, trigger, strategy);
-                st.time_to_safepoint = ttsp;
-                st.pause += ttsp;
-                (st, finished)
+                col.collect(&heap, &mut world, trigger, strategy, ttsp)
             }));
             drop(col);
             drop(world);

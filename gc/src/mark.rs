@@ -287,11 +287,25 @@ pub fn mark(
     let results: Vec<std::sync::Mutex<MarkResult>> =
         (0..threads).map(|_| Default::default()).collect();
 
+    // A worker that panics (a corrupt heap: a bad header, a reference
+    // outside the heap) counts as idle for good, so the others cannot wait
+    // for it forever; the panic is raised again once they have stopped.
+    let panicked: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>> =
+        std::sync::Mutex::new(None);
     let run = |i: usize, local: Worker<usize>| {
         let mut stats = MarkResult::default();
-        drain(
-            ctx, i, &local, &injector, &stealers, &idle, threads, &mut stats,
-        );
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drain(
+                ctx, i, &local, &injector, &stealers, &idle, threads, &mut stats,
+            )
+        }));
+        if let Err(p) = r {
+            idle.fetch_add(threads, Ordering::SeqCst);
+            panicked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(p);
+        }
         *results[i].lock().unwrap_or_else(|e| e.into_inner()) = stats;
     };
     match pool {
@@ -311,6 +325,9 @@ pub fn mark(
                 run(i, w);
             }
         }
+    }
+    if let Some(p) = panicked.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        std::panic::resume_unwind(p);
     }
     for r in results {
         let r = r.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -373,7 +390,7 @@ fn drain(
         idle.fetch_add(1, Ordering::SeqCst);
         let mut spins = 0u32;
         loop {
-            if idle.load(Ordering::SeqCst) == threads {
+            if idle.load(Ordering::SeqCst) >= threads {
                 return;
             }
             if !injector.is_empty() || stealers.iter().any(|s| !s.is_empty()) {
@@ -387,5 +404,58 @@ fn drain(
                 std::thread::yield_now();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+    use crate::object::Layout;
+    use std::time::Duration;
+
+    /// A worker that hits a corrupt reference panics; the other workers
+    /// stop and `mark` raises the panic instead of spinning forever.
+    #[test]
+    fn a_worker_panic_propagates_instead_of_hanging() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // A fake space: a reference array of 600 records, one of which
+            // points outside the heap.
+            let mut mem = vec![0u64; 4096];
+            let base = mem.as_mut_ptr() as usize;
+            let arr = Layout::ref_array(0, 600).unwrap();
+            let rec = Layout::record(0, 1, 0).unwrap();
+            mem[0] = arr.header().raw();
+            for i in 0..600 {
+                let w = 1000 + 2 * i;
+                mem[w] = rec.header().raw();
+                mem[1 + i] = (base + w * 8) as u64;
+            }
+            mem[1000 + 2 * 599 + 1] = 0xdead_0000;
+            let marks: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+            let live: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+            let los = |_a: usize| None;
+            let ctx = MarkContext {
+                space_start: base,
+                space_top: base + 4096 * 8,
+                black_end: base + 4096 * 8,
+                marks: &marks,
+                live: &live,
+                los: &los,
+            };
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(4)
+                .build()
+                .unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                mark(&ctx, &[base], Some(&pool), 4)
+            }));
+            let _ = tx.send(r.is_err());
+            drop(mem);
+        });
+        let panicked = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("mark() hung after a worker panicked");
+        assert!(panicked, "the corrupt reference must be reported");
     }
 }

@@ -75,7 +75,8 @@ pub struct CycleStats {
     /// With concurrent marking, finishing marking inside the final pause
     /// (drain the barrier's log, walk what was allocated meanwhile).
     pub remark: Duration,
-    /// Waiting for all mutators to reach a safepoint.
+    /// Waiting for all mutators to reach a safepoint (summed over the
+    /// cycle's pauses; included in them).
     pub time_to_safepoint: Duration,
     /// Marking (with concurrent marking: while mutators ran).
     pub mark: Duration,

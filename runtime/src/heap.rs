@@ -21,6 +21,9 @@ pub struct Heap {
 thread_local! {
     /// Heaps the current thread has a mutator for (by heap id address).
     static ATTACHED: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
+    /// Heaps whose mutator on this thread is inside `blocking` (depth).
+    pub(crate) static BLOCKING: RefCell<std::collections::HashMap<usize, u32>> =
+        RefCell::new(std::collections::HashMap::new());
 }
 
 impl Heap {
@@ -63,9 +66,19 @@ impl Heap {
         self.gc.strategy()
     }
 
-    /// Waits until no concurrent compaction is running.
+    /// Waits until no concurrent collection (marking or compaction) is
+    /// running. Safe from any thread: on a thread whose mutator of this
+    /// heap is running, it steps out of the running set while it waits (a
+    /// cycle's final pause would otherwise wait for this thread forever).
     pub fn wait_idle(&self) {
-        self.gc.wait_idle()
+        let key = Arc::as_ptr(&self.id) as usize;
+        let attached = ATTACHED.with(|a| a.borrow().contains(&key));
+        let blocking = BLOCKING.with(|b| b.borrow().get(&key).is_some_and(|&d| d > 0));
+        if attached && !blocking {
+            self.gc.wait_idle_as_running_mutator()
+        } else {
+            self.gc.wait_idle()
+        }
     }
 
     /// The heap's capacity in bytes.

@@ -323,7 +323,27 @@ impl Mutator {
     /// Runs `f` (blocking I/O, foreign code, waiting on a lock or channel)
     /// without holding up collections. `f` cannot touch the heap.
     pub fn blocking<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        // Recorded so that `Heap::wait_idle` inside `f` knows this thread
+        // is already out of the running set.
+        struct Depth(usize);
+        impl Drop for Depth {
+            fn drop(&mut self) {
+                let _ = crate::heap::BLOCKING.try_with(|b| {
+                    if let Some(d) = b.borrow_mut().get_mut(&self.0) {
+                        *d -= 1;
+                    }
+                });
+            }
+        }
+        crate::heap::BLOCKING.with(|b| *b.borrow_mut().entry(self.key).or_insert(0) += 1);
+        let _depth = Depth(self.key);
         self.ctx.blocking(f)
+    }
+
+    /// Waits until no concurrent collection is running, without holding
+    /// up that collection's final pause.
+    pub fn wait_idle(&mut self) {
+        self.ctx.wait_idle()
     }
 
     /// Collects now with the heap's strategy and waits for the cycle to

@@ -273,6 +273,7 @@ fn threads_stop_at_safepoints_for_each_others_collections() {
     for t in handles {
         t.join().unwrap();
     }
+    h.wait_idle();
     assert!(h.stats().cycles >= 4, "{:?}", h.stats().cycles);
     assert!(collections.load(Ordering::Relaxed) >= 1);
 }
@@ -289,4 +290,65 @@ fn min_free_follows_a_small_capacity_unless_set() {
     assert_eq!(h.gc().config().min_free, 1 << 20, "an explicit value stays");
     let h = Heap::builder().capacity(1 << 30).build().unwrap();
     assert_eq!(h.gc().config().min_free, 32 << 20);
+}
+
+/// `Heap::wait_idle` on a thread whose mutator is running, while another
+/// thread's allocation keeps starting concurrent cycles: the cycles' final
+/// pauses must not wait for the waiting thread (which would wait for them).
+#[test]
+fn wait_idle_from_an_attached_thread_does_not_deadlock() {
+    let h = Heap::builder()
+        .capacity(64 << 20)
+        .min_free(4 << 20)
+        .gc_threads(1)
+        .verify(false)
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let allocator = {
+        let (h, stop) = (h.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut m = h.attach().unwrap();
+            let node = Layout::record(1, 1, 8).unwrap();
+            let head = m.alloc(&node).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                m.scope(|m| {
+                    let o = m.alloc(&node).unwrap();
+                    if n % 4 == 0 {
+                        let old = m.get_ref(head, 0).unwrap();
+                        m.set_ref(o, 0, old).unwrap();
+                        m.set_ref(head, 0, Some(o)).unwrap();
+                    }
+                });
+                n += 1;
+                if n % 400_000 == 0 {
+                    m.set_ref(head, 0, None).unwrap();
+                }
+            }
+        })
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = {
+        let h = h.clone();
+        std::thread::spawn(move || {
+            let mut m = h.attach().unwrap();
+            let t = std::time::Instant::now();
+            let mut waits = 0;
+            while t.elapsed() < Duration::from_secs(3) {
+                h.wait_idle(); // attached and running: not inside blocking
+                waits += 1;
+                m.blocking(|| h.wait_idle()); // and from inside blocking
+                m.safepoint();
+            }
+            let _ = tx.send(waits);
+        })
+    };
+    let r = rx.recv_timeout(Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let waits = r.expect("deadlock: a waiting mutator held up a concurrent cycle");
+    assert!(waits > 0);
+    waiter.join().unwrap();
+    allocator.join().unwrap();
+    assert!(h.stats().cycles > 0, "cycles ran meanwhile");
 }
