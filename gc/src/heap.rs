@@ -65,9 +65,9 @@ pub struct HeapConfig {
     pub verify: bool,
     /// Collection strategy. Default: concurrent MOVE. With concurrent
     /// marking its pauses are two short ones (the final one holds the
-    /// flip) instead of one that holds marking and compaction: 8 ms
-    /// instead of 383 ms for a 256 MiB heap with 128 MiB live, 3 ms
-    /// instead of 36 ms on the fragmenter; it costs 10-50 % of throughput
+    /// flip) instead of one that holds marking and compaction: 0.1 + 4 ms
+    /// instead of 297 ms for a 256 MiB heap with 128 MiB live, 3 ms
+    /// instead of 39 ms on the fragmenter; it costs 10-50 % of throughput
     /// on two cores, where the marker and compactors compete with the
     /// mutators (`docs/benchmarks.md`). Choose `StopTheWorld` for batch
     /// throughput. Concurrent strategies fall back (MOVE → COPY →
