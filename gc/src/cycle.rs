@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::compact::Compactor;
-use crate::concurrent::fault::HandlerThread;
+use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, InstallMode};
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
 use crate::heap::{GcHeap, HeapError};
@@ -204,7 +204,7 @@ impl Collector {
             cycle_start: t_start,
             madvise_before,
         };
-        self.finish(heap, world, los, meta, st, strategy, top, times)
+        self.finish(heap, world, los, meta, st, strategy, top, times, None)
     }
 
     /// Starts a concurrent cycle with concurrent marking: in this (short)
@@ -289,6 +289,7 @@ impl Collector {
         strategy: Strategy,
         top: usize,
         times: CycleTimes,
+        pending: Option<PendingHandler>,
     ) -> (CycleStats, bool) {
         let inner = &heap.inner;
         let space = &inner.space;
@@ -349,6 +350,7 @@ impl Collector {
                 reg_len,
                 t_start,
                 cycle_start,
+                pending,
             ) {
                 Ok(()) => {
                     st.madvise_calls =
@@ -489,6 +491,7 @@ impl Collector {
         reg_len: usize,
         t_start: Instant,
         cycle_start: Instant,
+        pending: Option<PendingHandler>,
     ) -> Result<(), Metadata> {
         let inner = &heap.inner;
         let space = &inner.space;
@@ -540,7 +543,11 @@ impl Collector {
                 slot.publish(&shared);
                 None
             }
-            _ => Some(HandlerThread::spawn(shared.clone())),
+            // A thread started before the pause if there is one.
+            _ => Some(match pending {
+                Some(p) => p.start(shared.clone()),
+                None => HandlerThread::spawn(shared.clone()),
+            }),
         };
         let undo = |shared: Arc<CycleShared>, handler: Option<HandlerThread>| -> Metadata {
             match handler {
@@ -741,6 +748,12 @@ fn concurrent_mark(
         meta.pages.clear();
     }
 
+    // In handler-thread mode, the fault thread starts now, not in the pause.
+    let pending = match inner.concurrent() {
+        Some(c) if c.fault_mode == FaultMode::HandlerThread => PendingHandler::spawn(),
+        _ => None,
+    };
+
     // The final pause.
     let t_pause = Instant::now();
     let mut world = inner.coord.stop_the_world_external();
@@ -793,7 +806,9 @@ fn concurrent_mark(
         cycle_start,
         madvise_before,
     };
-    let (st, finished) = col.finish(&heap, &mut world, los, meta, st, strategy, top, times);
+    let (st, finished) = col.finish(
+        &heap, &mut world, los, meta, st, strategy, top, times, pending,
+    );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
         // the world before saying the cycle is over: a thread that sees it

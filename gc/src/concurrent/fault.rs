@@ -221,6 +221,62 @@ pub(crate) struct HandlerThread {
     join: Option<JoinHandle<()>>,
 }
 
+/// A fault-handler thread started ahead of its cycle (before the pause
+/// that flips, so the thread's creation is not part of the pause); it
+/// waits for the cycle in [`start`](Self::start). Dropped unused, the
+/// thread exits.
+pub(crate) struct PendingHandler {
+    tx: std::sync::mpsc::Sender<Arc<CycleShared>>,
+    stop: Arc<AtomicBool>,
+    join: JoinHandle<()>,
+}
+
+impl PendingHandler {
+    /// Starts the thread; `None` if it cannot be started (the flip then
+    /// starts one itself).
+    pub(crate) fn spawn() -> Option<PendingHandler> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<CycleShared>>();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let join = std::thread::Builder::new()
+            .name("movegc-faults".into())
+            .spawn(move || {
+                if let Ok(cycle) = rx.recv() {
+                    serve(&cycle, &s);
+                }
+            })
+            .ok()?;
+        Some(PendingHandler { tx, stop, join })
+    }
+
+    /// Hands the thread its cycle.
+    pub(crate) fn start(self, cycle: Arc<CycleShared>) -> HandlerThread {
+        self.tx
+            .send(cycle)
+            .unwrap_or_else(|_| unreachable!("the handler thread waits for its cycle"));
+        HandlerThread {
+            stop: self.stop,
+            join: Some(self.join),
+        }
+    }
+}
+
+/// Resolves `cycle`'s fault events until `stop` is raised.
+fn serve(cycle: &CycleShared, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        match cycle.uffd().wait_event(Some(Duration::from_millis(2))) {
+            Ok(Some(Event::PageFault { address, .. })) if cycle.contains(address) => {
+                cycle.resolve_fault(address)
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("reading userfaultfd events failed: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 impl HandlerThread {
     /// Starts a thread that resolves `cycle`'s fault events until stopped.
     pub(crate) fn spawn(cycle: Arc<CycleShared>) -> HandlerThread {
@@ -228,20 +284,7 @@ impl HandlerThread {
         let s = stop.clone();
         let join = std::thread::Builder::new()
             .name("movegc-faults".into())
-            .spawn(move || {
-                while !s.load(Ordering::Acquire) {
-                    match cycle.uffd().wait_event(Some(Duration::from_millis(2))) {
-                        Ok(Some(Event::PageFault { address, .. })) if cycle.contains(address) => {
-                            cycle.resolve_fault(address)
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("reading userfaultfd events failed: {e}");
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                    }
-                }
-            })
+            .spawn(move || serve(&cycle, &s))
             .expect("spawn the fault-handler thread");
         HandlerThread {
             stop,
