@@ -233,8 +233,9 @@ impl Collector {
                 let Ok((meta, roots, mark_top, st)) = rx.recv() else {
                     return; // not needed after all
                 };
-                let h = heap2.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Mutators may be waiting for this cycle and the barrier is
+                // on: a failure cannot be recovered from.
+                abort_on_panic(&heap2.clone(), "marking", || {
                     concurrent_mark(
                         heap2,
                         meta,
@@ -245,14 +246,7 @@ impl Collector {
                         t_start,
                         madvise_before,
                     )
-                }));
-                if r.is_err() {
-                    // Mutators may be waiting for this cycle and the barrier
-                    // is on: the heap cannot be completed.
-                    h.poison();
-                    eprintln!("movegc: concurrent marking failed part-way; aborting (the heap cannot be completed)");
-                    std::process::abort();
-                }
+                })
             });
         if spawned.is_err() {
             return false;
@@ -638,8 +632,9 @@ impl Collector {
         std::thread::Builder::new()
             .name("movegc-compactor".into())
             .spawn(move || {
-                let h = heap2.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // Pages of the heap may still be missing and registered:
+                // mutators touching them would wait forever.
+                abort_on_panic(&heap2.clone(), "compaction", || {
                     drive(
                         heap2,
                         shared,
@@ -650,19 +645,24 @@ impl Collector {
                         cycle_start,
                         end_words,
                     )
-                }));
-                if r.is_err() {
-                    // Pages of the heap may still be missing and registered:
-                    // mutators touching them would wait forever. The heap
-                    // cannot be completed, so say why and abort rather than
-                    // hang.
-                    h.poison();
-                    eprintln!("movegc: concurrent compaction failed part-way; aborting (the heap cannot be completed)");
-                    std::process::abort();
-                }
+                })
             })
             .expect("spawn the compaction driver");
         Ok(())
+    }
+}
+
+/// Runs `f` (the body of a concurrent cycle's marker or driver thread).
+/// If it panics the cycle cannot be completed (mutators wait for it, pages
+/// may be missing), so the heap is poisoned and the process aborts with a
+/// message rather than hang.
+fn abort_on_panic(heap: &GcHeap, phase: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        heap.poison();
+        eprintln!(
+            "movegc: concurrent {phase} failed part-way; aborting (the heap cannot be completed)"
+        );
+        std::process::abort();
     }
 }
 
