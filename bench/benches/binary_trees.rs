@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use movegc::{Heap, Strategy};
 use movegc_bench::binary_trees::{self, Scheme};
+use movegc_bench::env_or;
 use serde::{Deserialize, Serialize};
 
 #[global_allocator]
@@ -283,15 +284,6 @@ fn run_child(name: &str, depth: u32) -> Result<Sample, String> {
         (CHILD_ENV, name.to_string()),
         ("BT_DEPTH", depth.to_string()),
     ])
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{key}={v:?} is not valid")),
-        Err(_) => default,
-    }
 }
 
 fn main() {

@@ -37,20 +37,12 @@ use std::io::Write;
 use std::time::Instant;
 
 use movegc_bench::compact::{CompactParams, CompactResult};
+use movegc_bench::env_or;
 use movegc_gc::concurrent::FaultMode;
 use movegc_gc::uffd::{Features, OpenOptions, Uffd};
 use movegc_gc::Strategy;
 
 const CHILD_ENV: &str = "MOVEGC_COMPACT_CHILD";
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    match std::env::var(key) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{key}={v:?} is not valid")),
-        Err(_) => default,
-    }
-}
 
 fn env_list<T: std::str::FromStr + Clone>(key: &str, default: &[T]) -> Vec<T> {
     match std::env::var(key) {

@@ -12,6 +12,20 @@ pub mod report;
 pub mod suite;
 pub mod threads;
 
+/// The value of environment variable `key` parsed as `T`, or `default` if
+/// it is unset (the benches' configuration knobs).
+///
+/// # Panics
+/// If it is set but does not parse: a mistyped knob must not be ignored.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v:?} is not valid")),
+        Err(_) => default,
+    }
+}
+
 /// Median of `v` (mean of the two middle values for an even count; NaN
 /// for an empty slice).
 pub fn median(v: &[f64]) -> f64 {

@@ -243,8 +243,8 @@ impl LargeObjectSpace {
     /// allocating large objects meanwhile).
     pub(crate) fn mark_locked(&self, addr: usize) -> Option<bool> {
         let objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
-        objs.get(&addr)
-            .map(|lo| !lo.marked.swap(true, Ordering::Relaxed))
+        let marked = crate::mark::los_marker(&objs)(addr);
+        marked
     }
 
     /// Bytes occupied by large objects.

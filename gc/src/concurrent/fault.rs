@@ -280,16 +280,9 @@ fn serve(cycle: &CycleShared, stop: &AtomicBool) {
 impl HandlerThread {
     /// Starts a thread that resolves `cycle`'s fault events until stopped.
     pub(crate) fn spawn(cycle: Arc<CycleShared>) -> HandlerThread {
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let join = std::thread::Builder::new()
-            .name("movegc-faults".into())
-            .spawn(move || serve(&cycle, &s))
-            .expect("spawn the fault-handler thread");
-        HandlerThread {
-            stop,
-            join: Some(join),
-        }
+        PendingHandler::spawn()
+            .expect("spawn the fault-handler thread")
+            .start(cycle)
     }
 
     /// Stops the thread (after the range is unregistered) and joins it.
