@@ -233,7 +233,8 @@ fn main() -> ExitCode {
         false
     });
     let elapsed = start.elapsed();
-    heap.wait_idle();
+    // The interpreter's mutator lived on its own thread.
+    heap.wait_idle().expect("no mutator on this thread");
     let stats = heap.stats();
     eprintln!(
         "time: {:.3} s (heap capacity {} MiB)",

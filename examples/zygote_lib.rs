@@ -25,7 +25,7 @@
 //! rather than being it, so that:
 //!
 //! * the process that forks the apps is single-threaded apart from the
-//!   collector's idle workers (`Heap::wait_idle` is called before forking),
+//!   collector's idle workers (`Mutator::wait_idle` is called before forking),
 //!   even when the launcher is a multi-threaded test harness: a forked
 //!   child has only the forking thread, and the zygote then creates its
 //!   heap (and its worker threads) itself;
@@ -55,7 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Persistent, Strategy};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -754,7 +754,7 @@ fn preload(m: &mut Mutator, lay: &Layouts) -> Res<Preload> {
 
     let (before, _) = preload_sum(m, &boot)?;
     m.collect();
-    m.heap().wait_idle();
+    m.wait_idle();
     let (sum, module_sums) = preload_sum(m, &boot)?;
     if sum != before {
         return Err(corrupt(format!(
@@ -1528,7 +1528,7 @@ fn app_body(
     // Final check after one more (explicit) collection: the view tree and
     // the whole preload.
     m.collect();
-    heap.wait_idle();
+    m.wait_idle();
     let sum = layout(m, root)?;
     let want = shadow_sum(&shadow);
     if sum != want {
@@ -1717,7 +1717,7 @@ fn zygote(cfg: &Config, strategy: Strategy) -> StrategyReport {
 
     // Fork only with no collection in flight; the zygote's only mutator is
     // this thread, so the child's collector waits for nobody else.
-    heap.wait_idle();
+    m.wait_idle();
     let me = nix::unistd::getpid();
     let mut pids = Vec::new();
     let mut pipes = Vec::new();

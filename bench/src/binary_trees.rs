@@ -28,7 +28,7 @@
 
 use std::time::{Duration, Instant};
 
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Result, Strategy};
 
 use crate::record::WorkloadOutput;
@@ -429,7 +429,9 @@ pub fn run_workload(
         .map_err(|e| format!("creating the heap: {e}"))?;
     let out = run_movegc(&heap, n).map_err(|e| format!("binary-trees({n}) failed: {e}"))?;
     let t = Instant::now();
-    heap.wait_idle();
+    // `run_movegc` has dropped its mutator: this thread has none running.
+    heap.wait_idle()
+        .map_err(|e| format!("waiting for the last cycle: {e}"))?;
     let wall = out.elapsed + t.elapsed();
     check_lines(n, &out.lines)?;
     let cycles = crate::fragmenter::heap_cycles(&heap)?;

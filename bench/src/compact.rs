@@ -48,6 +48,16 @@
 //! number of increments its mutator made (no write lost across the
 //! compaction). Then the collector's own heap verifier runs. Any mismatch
 //! panics.
+//!
+//! **Engine access (`unsafe`).** This module drives the engine directly, so
+//! every object access is `unsafe` (see `ObjRef`'s access contract). The
+//! rule it follows: an `ObjRef` held in a local is only used until the
+//! thread's next `alloc`/`collect`/`safepoint`/wait (objects may move
+//! then); anything that must survive one lives in a root slot (the chain
+//! heads, the walkers) or a persistent slot. The one exception is [`build`]:
+//! it holds `ObjRef`s across allocations because no collection can run
+//! while it fills the heap (`min_free` equals the capacity, it is the only
+//! mutator, and [`run_detailed`] asserts afterwards that no cycle ran).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -519,27 +529,32 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
         Vec::with_capacity((n as f64 * p.live_fraction * 1.01) as usize + 4096);
     let mut tails: [Option<ObjRef>; CHAINS] = [None; CHAINS];
     {
-        let roots = ctx.roots();
+        // SAFETY: only null slots are stored.
+        let roots = unsafe { ctx.roots() };
         roots.clear();
         roots.resize(CHAINS, None);
     }
     for i in 0..n as u64 {
         let o = ctx.alloc(&layout).expect("setup allocation");
-        if rng.next_u64() >> 11 < keep_below {
-            let id = kept.len() as u64;
-            o.write_u64(ID, id).expect("id");
-            o.write_u64(CHECK, mix(id)).expect("check");
-            let c = id as usize % CHAINS;
-            match tails[c] {
-                Some(t) => t.store_ref(NEXT, Some(o)).expect("link"),
-                None => ctx.roots()[c] = Some(o),
+        // SAFETY: `o` was just allocated; the `tails` are current because
+        // no collection runs during the build (module docs, "Engine access").
+        unsafe {
+            if rng.next_u64() >> 11 < keep_below {
+                let id = kept.len() as u64;
+                o.write_u64(ID, id).expect("id");
+                o.write_u64(CHECK, mix(id)).expect("check");
+                let c = id as usize % CHAINS;
+                match tails[c] {
+                    Some(t) => ctx.store_ref(t, NEXT, Some(o)).expect("link"),
+                    None => ctx.roots()[c] = Some(o),
+                }
+                tails[c] = Some(o);
+                kept.push(o);
+            } else {
+                // Dead: same size, non-zero contents.
+                o.write_u64(ID, u64::MAX - i).expect("id");
+                o.write_u64(CHECK, i).expect("check");
             }
-            tails[c] = Some(o);
-            kept.push(o);
-        } else {
-            // Dead: same size, non-zero contents.
-            o.write_u64(ID, u64::MAX - i).expect("id");
-            o.write_u64(CHECK, i).expect("check");
         }
     }
     assert!(!kept.is_empty(), "no object was kept; heap too small");
@@ -554,8 +569,12 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
             let hi = (j + p.edge_span + 1).min(kept.len());
             lo + rng.below(hi - lo)
         };
-        o.store_ref(EDGE, Some(kept[t])).expect("edge");
-        o.write_u64(EDGE_ID, t as u64).expect("edge id");
+        // SAFETY: `kept` is current: no collection runs during the build
+        // (module docs, "Engine access"), and nothing here allocates.
+        unsafe {
+            ctx.store_ref(*o, EDGE, Some(kept[t])).expect("edge");
+            o.write_u64(EDGE_ID, t as u64).expect("edge id");
+        }
         checksum = checksum.wrapping_add(edge_hash(j as u64, t as u64));
     }
     let heap = ctx.heap().clone();
@@ -564,7 +583,8 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
             (0..WALKERS)
                 .map(|_| {
                     let t = rng.below(kept.len());
-                    (heap.persistent_new(Some(kept[t])), t as u64)
+                    // SAFETY: as above, `kept` is current during the build.
+                    (unsafe { heap.persistent_new(Some(kept[t])) }, t as u64)
                 })
                 .collect()
         })
@@ -602,12 +622,14 @@ fn mutator_thread(
     seed: u64,
     ctl: Arc<Control>,
 ) -> MutatorReport {
-    let mut ctx = heap.attach();
+    let mut ctx = heap.attach().expect("a fresh thread");
     let mut expected = Vec::with_capacity(walkers.len());
     for &(slot, id) in &walkers {
         let o = heap.persistent_get(slot);
         heap.persistent_free(slot);
-        ctx.roots().push(o);
+        // SAFETY: `o` was just read from a persistent slot, no safepoint
+        // since.
+        unsafe { ctx.roots().push(o) };
         expected.push(id);
     }
     let n = expected.len();
@@ -629,13 +651,18 @@ fn mutator_thread(
         let in_window = ctl.window.load(Ordering::Relaxed);
         let t0 = Instant::now();
         // The access: the first load touches the object's page.
-        let o = ctx.roots()[i].expect("walker slot");
-        let id = o.read_u64(ID).expect("id");
-        let check = o.read_u64(CHECK).expect("check");
-        let c = o.read_u64(counter).expect("counter");
-        o.write_u64(counter, c + 1).expect("counter");
-        let next_id = o.read_u64(EDGE_ID).expect("edge id");
-        let next = o.load_ref(EDGE).expect("edge");
+        // SAFETY: `o` was just read from a root slot and is used (with
+        // `next`) only until the next iteration's safepoint.
+        let (o, id, check, next_id, next) = unsafe {
+            let o = ctx.roots()[i].expect("walker slot");
+            let id = o.read_u64(ID).expect("id");
+            let check = o.read_u64(CHECK).expect("check");
+            let c = o.read_u64(counter).expect("counter");
+            o.write_u64(counter, c + 1).expect("counter");
+            let next_id = o.read_u64(EDGE_ID).expect("edge id");
+            let next = o.load_ref(EDGE).expect("edge");
+            (o, id, check, next_id, next)
+        };
         let t1 = Instant::now();
         r.accesses += 1;
         if id != expected[i] || check != mix(id) || next.is_none() {
@@ -651,7 +678,9 @@ fn mutator_thread(
             }
         }
         if let Some(next) = next {
-            ctx.roots()[i] = Some(next);
+            // SAFETY: `next` was loaded in this iteration, before any
+            // safepoint.
+            unsafe { ctx.roots()[i] = Some(next) };
             expected[i] = next_id;
         }
         if in_window {
@@ -679,50 +708,56 @@ fn verify_data(ctx: &mut MutatorContext, built: &Built, increments: &[u64]) -> R
     let mut sums = [0u64; MAX_MUTATORS];
     // Walk the chains round-robin: ids come in increasing (address) order
     // and the chains' loads are independent, so they overlap.
-    let mut cur: Vec<Option<ObjRef>> = ctx.roots()[..CHAINS].to_vec();
+    // SAFETY (all the blocks below): the walk starts from the root slots and
+    // neither allocates nor reaches a safepoint, so every reference it
+    // loads stays current until it returns.
+    let mut cur: Vec<Option<ObjRef>> = unsafe { ctx.roots() }[..CHAINS].to_vec();
     let mut expected: Vec<u64> = (0..CHAINS as u64).collect();
     let err = |e: movegc_gc::FieldError| e.to_string();
     while cur.iter().any(Option::is_some) {
         for c in 0..CHAINS {
             let Some(o) = cur[c] else { continue };
-            let id = o.read_u64(ID).map_err(err)?;
-            if id != expected[c] {
-                return Err(format!(
-                    "chain {c}: object at {:#x} has id {id}, expected {}",
-                    o.addr(),
-                    expected[c]
-                ));
-            }
-            if o.read_u64(CHECK).map_err(err)? != mix(id) {
-                return Err(format!("object {id}: bad check word"));
-            }
-            let target_id = o.read_u64(EDGE_ID).map_err(err)?;
-            let target = o
-                .load_ref(EDGE)
-                .map_err(err)?
-                .ok_or_else(|| format!("object {id}: null random reference"))?;
-            if id % EDGE_CHECK_EVERY == 0 {
-                // A random access each: sampled (the heap verifier checks
-                // that every reference leads to an object).
-                let got = target.read_u64(ID).map_err(err)?;
-                if got != target_id {
+            // SAFETY: see the top of the function: no safepoint in the walk.
+            unsafe {
+                let id = o.read_u64(ID).map_err(err)?;
+                if id != expected[c] {
                     return Err(format!(
-                        "object {id}: random reference leads to id {got}, expected {target_id}"
+                        "chain {c}: object at {:#x} has id {id}, expected {}",
+                        o.addr(),
+                        expected[c]
                     ));
                 }
-            }
-            checksum = checksum.wrapping_add(edge_hash(id, target_id));
-            for (m, s) in sums.iter_mut().enumerate() {
-                *s += o.read_u64(COUNTER + 8 * m).map_err(err)?;
-            }
-            seen += 1;
-            expected[c] += CHAINS as u64;
-            cur[c] = o.load_ref(NEXT).map_err(err)?;
-            if cur[c].is_none() && expected[c] < built.kept {
-                return Err(format!(
-                    "chain {c} ends before id {} ({} kept)",
-                    expected[c], built.kept
-                ));
+                if o.read_u64(CHECK).map_err(err)? != mix(id) {
+                    return Err(format!("object {id}: bad check word"));
+                }
+                let target_id = o.read_u64(EDGE_ID).map_err(err)?;
+                let target = o
+                    .load_ref(EDGE)
+                    .map_err(err)?
+                    .ok_or_else(|| format!("object {id}: null random reference"))?;
+                if id % EDGE_CHECK_EVERY == 0 {
+                    // A random access each: sampled (the heap verifier checks
+                    // that every reference leads to an object).
+                    let got = target.read_u64(ID).map_err(err)?;
+                    if got != target_id {
+                        return Err(format!(
+                            "object {id}: random reference leads to id {got}, expected {target_id}"
+                        ));
+                    }
+                }
+                checksum = checksum.wrapping_add(edge_hash(id, target_id));
+                for (m, s) in sums.iter_mut().enumerate() {
+                    *s += o.read_u64(COUNTER + 8 * m).map_err(err)?;
+                }
+                seen += 1;
+                expected[c] += CHAINS as u64;
+                cur[c] = o.load_ref(NEXT).map_err(err)?;
+                if cur[c].is_none() && expected[c] < built.kept {
+                    return Err(format!(
+                        "chain {c} ends before id {} ({} kept)",
+                        expected[c], built.kept
+                    ));
+                }
             }
         }
     }
@@ -820,7 +855,7 @@ pub fn run_record(p: &CompactParams, repeat: usize) -> RunRecord {
 pub fn run_detailed(p: &CompactParams) -> Detailed {
     p.validate().unwrap_or_else(|e| panic!("{e}"));
     let heap = GcHeap::new(heap_config(p)).expect("creating the heap");
-    let mut ctx = heap.attach();
+    let mut ctx = heap.attach().expect("the first mutator of a new heap");
     let mut rng = Rng::new(p.seed);
     let t = Instant::now();
     let built = build(&mut ctx, p, &mut rng);

@@ -42,7 +42,7 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::{CycleStats, Heap, Layout, Local, Mutator, Strategy};
 
 use crate::compact::{mix, Rng};
@@ -667,7 +667,7 @@ pub(crate) fn record_us(h: &mut Histogram<u64>, d: Duration) {
 /// the heap kept fewer than it ran (more than 1024 cycles).
 pub(crate) fn finish(m: &mut Mutator) -> Res<Vec<CycleStats>> {
     let heap = m.heap().clone();
-    m.blocking(|| heap.wait_idle());
+    m.blocking(|| heap.wait_idle())?;
     heap_cycles(&heap)
 }
 

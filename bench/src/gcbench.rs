@@ -37,7 +37,7 @@
 
 use std::time::Instant;
 
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Strategy};
 
 use crate::fragmenter::{

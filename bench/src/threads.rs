@@ -44,7 +44,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Persistent, Strategy};
 
 use crate::compact::{mix, Rng};

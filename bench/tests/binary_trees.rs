@@ -59,7 +59,8 @@ fn movegc_prints_the_reference_output_and_collects() {
     let out = run_movegc(&heap, 10).expect("binary-trees on movegc");
     assert_eq!(out.lines, lines(EXPECTED_10));
     assert_eq!(out.lines, expected_checks(10));
-    heap.wait_idle(); // a concurrent cycle may still be finishing
+    // A concurrent cycle may still be finishing (no mutator on this thread).
+    heap.wait_idle().expect("no running mutator here");
     let st = heap.stats();
     assert!(st.cycles > 0, "no collection ran: {st:?}");
     // The mutator is gone: nothing but what the next cycle frees is left.

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use movegc::gc::concurrent::FaultMode;
+use movegc::FaultMode;
 use movegc::Strategy;
 use movegc_bench::record::WorkloadOutput;
 use movegc_bench::{binary_trees, fragmenter, gcbench, threads};

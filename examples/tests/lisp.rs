@@ -46,7 +46,8 @@ fn check_program(name: &str, strategy: Strategy, expected: &str) {
         );
     }
     assert_eq!(out.output, expected, "{name} under {strategy:?}");
-    heap.wait_idle();
+    // `run_program` ran its mutator on another thread.
+    heap.wait_idle().expect("no mutator on this thread");
     let stats = heap.stats();
     assert!(
         stats.cycles > 0,

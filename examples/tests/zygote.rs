@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
-use movegc::gc::uffd::{Features, OpenOptions, Uffd};
 use movegc::Strategy;
 use movegc_examples::zygote_lib::{run, Config};
+use movegc_gc::uffd::{Features, OpenOptions, Uffd};
 
 #[test]
 fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {

@@ -160,6 +160,7 @@ impl Collector {
         }
         let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
         self.cycles += 1;
+        heap.cycle_started(self.cycles);
         st.cycle = self.cycles;
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
@@ -211,8 +212,8 @@ impl Collector {
     /// pause, retires TLABs, snapshots the roots, turns the SATB barrier on
     /// and makes everything allocated from now on live by position; then a
     /// marker thread marks while mutators run and stops the world again
-    /// for the final pause ([`concurrent_mark`]). `false` if the barrier
-    /// registry is full (the caller then marks in this pause).
+    /// for the final pause ([`concurrent_mark`]). `false` if the marker
+    /// thread cannot be started (the caller then marks in this pause).
     fn start_concurrent_mark(
         &mut self,
         heap: &GcHeap,
@@ -253,9 +254,7 @@ impl Collector {
         }
         // Anything left from an earlier cycle is stale (objects moved).
         drop(inner.satb.take_all());
-        if !inner.satb.activate() {
-            return false; // dropping `tx` ends the thread
-        }
+        inner.satb.set_marking(true);
         let roots = gather_roots(heap, world, true);
         let meta = self.meta.take().expect("metadata present between cycles");
         let mark_top = inner.space.top();
@@ -457,6 +456,7 @@ impl Collector {
         self.packed_end = new_top;
         st.release = t.elapsed();
         st.freed_bytes = (top - new_top) + freed_b;
+        heap.grant_waiting(world, self.cycles);
 
         // Verify.
         if inner.config.verify {
@@ -499,6 +499,23 @@ impl Collector {
                 crate::heap::warn_once(
                     &crate::heap::WARN_FLIP,
                     &format!("reopening userfaultfd after fork() failed ({e}); compacting stop-the-world"),
+                );
+                return Err(meta);
+            }
+        };
+        // Acquire everything the rest of the cycle needs now, before the
+        // point of no return: a failure here finishes this cycle
+        // stop-the-world (saying so once); after the flip the only failure
+        // exit is a message and an abort, never a hang.
+        let threads = inner.config.gc_threads.max(1);
+        let driver = match self.acquire_buffers(threads).and_then(|()| spawn_driver()) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::heap::warn_once(
+                    &crate::heap::WARN_FLIP,
+                    &format!(
+                        "cannot prepare concurrent compaction ({e}); compacting stop-the-world"
+                    ),
                 );
                 return Err(meta);
             }
@@ -582,10 +599,11 @@ impl Collector {
             // Put the pages back (the whole range, so the heap stays one
             // VMA) and finish this cycle stop-the-world.
             inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
-            space
-                .from
-                .move_pages_back(&space.heap, whole)
-                .unwrap_or_else(|e| panic!("mremap back into the heap failed: {e}"));
+            if let Err(e) = space.from.move_pages_back(&space.heap, whole) {
+                // The live data is in the from-space and the heap range is
+                // empty and unregistered: resuming would read zeros.
+                abort_with(&format!("mremap back into the heap failed: {e}"));
+            }
             crate::heap::warn_once(
                 &crate::heap::WARN_FLIP,
                 &format!(
@@ -605,6 +623,7 @@ impl Collector {
         st.update_roots = t.elapsed();
         let new_top = start + total * WORD;
         space.set_top(new_top);
+        heap.grant_waiting(world, self.cycles);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
         st.pages_compacted = shared.npages();
         st.fault_mode = Some(support.fault_mode);
@@ -612,44 +631,68 @@ impl Collector {
         self.in_flight = true;
         inner.in_flight.store(true, Ordering::Release);
         self.packed_end = new_top;
-        let threads = inner.config.gc_threads.max(1);
-        while self.buffers.len() < threads {
-            match Mapping::new(
-                crate::concurrent::BLOCK_PAGES * PAGE_SIZE,
-                HUGE_PAGE_SIZE,
-                Prot::ReadWrite,
-            ) {
-                Ok(m) => {
-                    let _ = m.madvise(0, m.len(), libc::MADV_NOHUGEPAGE);
-                    self.buffers.push(m)
-                }
-                Err(e) => panic!("cannot map a compaction buffer: {e}"),
-            }
-        }
         let buffers = std::mem::take(&mut self.buffers);
         let (heap2, st2) = (heap.clone(), st.clone());
         let flip_end = Instant::now();
-        std::thread::Builder::new()
-            .name("movegc-compactor".into())
-            .spawn(move || {
-                // Pages of the heap may still be missing and registered:
-                // mutators touching them would wait forever.
-                abort_on_panic(&heap2.clone(), "compaction", || {
-                    drive(
-                        heap2,
-                        shared,
-                        st2,
-                        handler,
-                        buffers,
-                        flip_end,
-                        cycle_start,
-                        end_words,
-                    )
-                })
+        let job: DriverJob = Box::new(move || {
+            // Pages of the heap may still be missing and registered:
+            // mutators touching them would wait forever.
+            abort_on_panic(&heap2.clone(), "compaction", || {
+                drive(
+                    heap2,
+                    shared,
+                    st2,
+                    handler,
+                    buffers,
+                    flip_end,
+                    cycle_start,
+                    end_words,
+                )
             })
-            .expect("spawn the compaction driver");
+        });
+        if driver.send(job).is_err() {
+            abort_with("the compaction driver thread is gone");
+        }
         Ok(())
     }
+
+    /// Maps the per-thread 2 MiB compaction buffers (kept across cycles).
+    fn acquire_buffers(&mut self, threads: usize) -> std::io::Result<()> {
+        while self.buffers.len() < threads {
+            let m = Mapping::new(
+                crate::concurrent::BLOCK_PAGES * PAGE_SIZE,
+                HUGE_PAGE_SIZE,
+                Prot::ReadWrite,
+            )?;
+            let _ = m.madvise(0, m.len(), libc::MADV_NOHUGEPAGE);
+            self.buffers.push(m);
+        }
+        Ok(())
+    }
+}
+
+/// The rest of a concurrent cycle, handed to its driver thread at the flip.
+type DriverJob = Box<dyn FnOnce() + Send>;
+
+/// Starts the compaction driver thread before the flip; it runs the job it
+/// is sent (and exits if the sender is dropped unused).
+fn spawn_driver() -> std::io::Result<std::sync::mpsc::Sender<DriverJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<DriverJob>();
+    std::thread::Builder::new()
+        .name("movegc-compactor".into())
+        .spawn(move || {
+            if let Ok(job) = rx.recv() {
+                job()
+            }
+        })?;
+    Ok(tx)
+}
+
+/// Ends the process after a failure that leaves the heap unrecoverable
+/// (past a concurrent cycle's point of no return), with a message.
+fn abort_with(msg: &str) -> ! {
+    eprintln!("movegc: {msg}; aborting (the heap cannot be completed)");
+    std::process::abort()
 }
 
 /// Runs `f` (the body of a concurrent cycle's marker or driver thread).
@@ -760,9 +803,9 @@ fn concurrent_mark(
     st.time_to_safepoint += t_pause.elapsed();
     let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
-    inner.satb.deactivate();
+    inner.satb.set_marking(false);
     inner.los.set_allocate_black(false);
-    let mut rest = inner.satb.take_all();
+    let mut rest = drain_satb(&heap, &mut world);
     // Retire TLABs so the walk below sees every object allocated since the
     // snapshot. The roots themselves need no second look: everything they
     // can reach now was reachable at the snapshot (traced, or logged when a
@@ -857,7 +900,11 @@ fn drive(
     let (rs, rl) = shared.registered();
     if rl > 0 {
         if let Err(e) = shared.uffd().unregister(rs, rl) {
-            tracing::warn!("unregistering the heap failed: {e}");
+            // The range would stay registered: its next fault would find no
+            // cycle to serve it and retry forever.
+            abort_with(&format!(
+                "unregistering the heap from userfaultfd failed: {e}"
+            ));
         }
         // Unregistering wakes threads sleeping on the range, but only those
         // whose wait the kernel finds at that instant; an explicit wake of
@@ -949,13 +996,26 @@ fn drive(
     inner.idle.notify_all();
 }
 
+/// Everything the SATB barrier logged: the mutators' buffers and the
+/// heap's queue (world stopped, barrier off).
+fn drain_satb(heap: &GcHeap, world: &mut StoppedWorld<'_>) -> Vec<usize> {
+    let mut v = heap.inner.satb.take_all();
+    world.for_each_mutator(|m| v.extend(m.satb.take()));
+    v
+}
+
 /// Root values of all mutators and the persistent table; retires TLABs if
-/// asked (at the start of a cycle).
+/// asked (at the start of a cycle, and before the walk of the final pause).
+/// Retiring a TLAB also revokes a TLAB granted to a waiting mutator that
+/// has not used it yet: this cycle grants again (`GcHeap::grant_waiting`).
 fn gather_roots(heap: &GcHeap, world: &mut StoppedWorld<'_>, retire_tlabs: bool) -> Vec<usize> {
     let mut roots: Vec<usize> = Vec::new();
     world.for_each_mutator(|m| {
         if retire_tlabs {
             m.tlab.reset();
+            if let Some(w) = m.want.as_mut().filter(|w| !w.large) {
+                w.answer = None;
+            }
         }
         roots.extend(m.roots.iter().flatten().map(|r| r.addr()));
     });
@@ -980,7 +1040,9 @@ fn update_roots(
     heap.with_persistent_roots(|p| p.iter_mut().for_each(fix));
     for lo in los.values().filter(|o| o.marked.load(Ordering::Relaxed)) {
         let a = lo.obj().addr();
-        for i in 0..lo.obj().header().ref_count() {
+        // SAFETY: a live large object of this heap, world stopped.
+        let refs = unsafe { lo.obj().header() }.ref_count();
+        for i in 0..refs {
             let slot = a + WORD + i * WORD;
             let v = load_word(slot);
             if v != 0 {

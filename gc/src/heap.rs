@@ -8,6 +8,19 @@
 //! min_free))`; an allocation that does not fit collects at once. If it
 //! still does not fit after that collection, it fails with
 //! [`AllocError::HeapExhausted`] and the heap stays usable.
+//!
+//! **No false out-of-memory.** An allocation that does not fit records a
+//! *want* in its mutator's state and waits for a collection. Every cycle,
+//! in the pause where it has just made room (after compacting, or at the
+//! concurrent flip), answers each waiting mutator with the world still
+//! stopped: it carves the wanted block (a TLAB that fits the object) or
+//! reserves the large object's bytes before anyone else can take them, or
+//! records that it could not. A mutator fails with `HeapExhausted` only
+//! when a cycle that *began after its request* could not make room;
+//! a cycle that began earlier (it was already marking) answers "no" only
+//! provisionally, and the mutator starts another. So a thread that waited
+//! for a cycle gets the space that cycle freed for it, however many other
+//! threads allocate meanwhile.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,9 +35,10 @@ use crate::fork::PerProcess;
 use crate::mapping::{
     physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
-use crate::object::{Layout, ObjRef, WORD};
+use crate::object::{store_word, swap_word, FieldError, Layout, ObjRef, WORD};
+use crate::safepoint::{running_here, AlreadyAttached, StoppedWorld, Want};
 use crate::safepoint::{Attached, Coordinator};
-use crate::satb::SatbQueue;
+use crate::satb::SatbLog;
 use crate::space::{LargeObjectSpace, MovingSpace};
 use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
 use crate::uffd::{Features, OpenOptions, OpenPath, Uffd};
@@ -78,6 +92,9 @@ pub struct HeapConfig {
     /// Open userfaultfd only through this path (default: least privilege
     /// first, see `docs/uffd.md`).
     pub uffd_path: Option<OpenPath>,
+    /// A stop of the world that waits this long for a thread names it on
+    /// stderr (see `HeapStats::late_threads`). Default 5 s.
+    pub safepoint_warn_after: std::time::Duration,
     /// Test-only error injection into the concurrent installer.
     pub injection: Injection,
 }
@@ -101,6 +118,7 @@ impl Default for HeapConfig {
             strategy: Strategy::ConcurrentMove,
             fault_mode: FaultMode::Sigbus,
             uffd_path: None,
+            safepoint_warn_after: std::time::Duration::from_secs(5),
             injection: Injection::default(),
         }
     }
@@ -112,6 +130,10 @@ pub enum ConfigError {
     /// Capacity below the 2 MiB minimum.
     #[error("heap capacity {0} bytes is below the minimum of 2 MiB")]
     CapacityTooSmall(usize),
+    /// Capacity above [`MAX_CAPACITY`] (the moving space reserves it twice
+    /// in the address space).
+    #[error("heap capacity {0} bytes is above the maximum of {MAX_CAPACITY} bytes (16 TiB)")]
+    CapacityTooLarge(usize),
     /// TLAB size not a multiple of 8 in 256 B ..= capacity.
     #[error("TLAB size {0} must be a multiple of 8 between 256 bytes and the capacity")]
     BadTlabSize(usize),
@@ -128,6 +150,11 @@ pub enum ConfigError {
     #[error("system page size is {0}; movegc needs 4096")]
     PageSize(usize),
 }
+
+/// Largest heap capacity: 16 TiB. The moving space reserves its capacity
+/// twice (plus the from-space alias) in a 128 TiB user address space, and
+/// page indexes of a cycle fit in 32 bits.
+pub const MAX_CAPACITY: usize = 1 << 44;
 
 /// Why the heap could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +257,12 @@ pub(crate) struct HeapInner {
     pub(crate) los: LargeObjectSpace,
     pub(crate) coord: Arc<Coordinator>,
     /// The SATB log of concurrent marking (see `satb`).
-    pub(crate) satb: &'static SatbQueue,
+    pub(crate) satb: Arc<SatbLog>,
+    /// Bytes of capacity promised to mutators waiting for a large object.
+    pub(crate) los_reserved: AtomicUsize,
+    /// Cycles started so far (`Collector::cycles`, readable without its
+    /// lock).
+    cycles_started: std::sync::atomic::AtomicU64,
     pub(crate) collector: Mutex<Collector>,
     persistent: Mutex<PersistentTable>,
     pub(crate) stats: Mutex<HeapStats>,
@@ -271,6 +303,9 @@ impl GcHeap {
         if config.capacity < HUGE_PAGE_SIZE {
             return Err(ConfigError::CapacityTooSmall(config.capacity).into());
         }
+        if config.capacity > MAX_CAPACITY {
+            return Err(ConfigError::CapacityTooLarge(config.capacity).into());
+        }
         if config.tlab_size % WORD != 0
             || config.tlab_size < 256
             || config.tlab_size > config.capacity
@@ -292,7 +327,7 @@ impl GcHeap {
         let collector = Collector::new(&space)?;
         let next_gc = config.min_free.min(config.capacity);
         let pool = PerProcess::new(worker_pool(config.gc_threads)?);
-        let satb = SatbQueue::new_static(space.start(), space.end());
+        let warn_after = config.safepoint_warn_after;
         let concurrent = OnceLock::new();
         if config.strategy.is_concurrent() {
             let _ = concurrent.set(open_concurrent(&config, &space));
@@ -315,8 +350,10 @@ impl GcHeap {
                 config,
                 space,
                 los: LargeObjectSpace::default(),
-                coord: Arc::new(Coordinator::default()),
-                satb,
+                coord: Arc::new(Coordinator::new(warn_after)),
+                satb: Arc::default(),
+                los_reserved: AtomicUsize::new(0),
+                cycles_started: Default::default(),
                 collector: Mutex::new(collector),
                 persistent: Mutex::new(PersistentTable::default()),
                 counters: SyscallCounters::default(),
@@ -366,42 +403,37 @@ impl GcHeap {
 
     /// Blocks until no concurrent cycle is running.
     ///
-    /// Call it from a thread without a running mutator of this heap (or
-    /// from inside [`MutatorContext::blocking`]): a concurrent cycle's
-    /// final pause waits for every running mutator, so a mutator waiting
-    /// here for the cycle would deadlock. A thread with a running mutator
-    /// uses [`MutatorContext::wait_idle`] or
-    /// [`wait_idle_as_running_mutator`](Self::wait_idle_as_running_mutator).
-    pub fn wait_idle(&self) {
+    /// Fails with [`WaitError::RunningMutator`] on a thread whose mutator
+    /// of this heap is running (outside [`MutatorContext::blocking`]): the
+    /// cycle's final pause waits for every running mutator, and stepping
+    /// out of the running set here, behind the mutator's back, would let
+    /// objects move under whatever the thread holds. Such a thread calls
+    /// [`MutatorContext::wait_idle`], which needs the mutator itself.
+    pub fn wait_idle(&self) -> Result<(), WaitError> {
+        if running_here(&self.inner.coord) {
+            return Err(WaitError::RunningMutator);
+        }
+        self.wait_idle_unchecked();
+        Ok(())
+    }
+
+    /// [`wait_idle`](Self::wait_idle) without the check: the caller is not
+    /// a running mutator of this heap (it is inside a blocking region).
+    fn wait_idle_unchecked(&self) {
         let mut c = lock(&self.inner.collector);
         while c.in_flight {
             c = self.inner.idle.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// [`wait_idle`](Self::wait_idle) for a thread whose mutator of this
-    /// heap is running but out of reach (the embedding layer knows the
-    /// thread is attached, not the handle): leaves the running set while it
-    /// waits, as a blocking region does. The caller must not touch the heap
-    /// or its mutator meanwhile, which holds since it is waiting here.
-    pub fn wait_idle_as_running_mutator(&self) {
-        struct Rejoin<'a>(&'a Coordinator);
-        impl Drop for Rejoin<'_> {
-            fn drop(&mut self) {
-                self.0.leave_blocking();
-            }
-        }
-        self.inner.coord.enter_blocking();
-        let _rejoin = Rejoin(&self.inner.coord);
-        self.wait_idle();
-    }
-
-    /// Attaches the calling thread as a mutator.
-    pub fn attach(&self) -> MutatorContext {
-        MutatorContext {
+    /// Attaches the calling thread as a mutator: at most one per thread and
+    /// heap. It detaches when dropped, or when its thread exits if it was
+    /// leaked.
+    pub fn attach(&self) -> Result<MutatorContext, AlreadyAttached> {
+        Ok(MutatorContext {
             heap: self.clone(),
-            attached: Attached::new(self.inner.coord.clone()),
-        }
+            attached: Attached::new(self.inner.coord.clone(), self.inner.satb.clone())?,
+        })
     }
 
     /// A snapshot of the statistics.
@@ -409,6 +441,7 @@ impl GcHeap {
         let mut s = lock(&self.inner.stats).clone();
         s.used_bytes = self.inner.space.used();
         s.large_object_bytes = self.inner.los.bytes();
+        s.late_threads = self.inner.coord.late_threads();
         s
     }
 
@@ -443,7 +476,12 @@ impl GcHeap {
     }
 
     /// Registers `obj` as a persistent root; returns its slot id.
-    pub fn persistent_new(&self, obj: Option<ObjRef>) -> usize {
+    ///
+    /// # Safety
+    /// `obj`, if any, is a current reference of this heap (see
+    /// [`ObjRef`]'s access contract): the collector will trace and rewrite
+    /// it.
+    pub unsafe fn persistent_new(&self, obj: Option<ObjRef>) -> usize {
         let mut t = lock(&self.inner.persistent);
         match t.free.pop() {
             Some(i) => {
@@ -457,13 +495,17 @@ impl GcHeap {
         }
     }
 
-    /// Reads persistent root `id`.
+    /// Reads persistent root `id` (current while the caller, a running
+    /// mutator, reaches no safepoint).
     pub fn persistent_get(&self, id: usize) -> Option<ObjRef> {
         lock(&self.inner.persistent).slots[id]
     }
 
     /// Overwrites persistent root `id`.
-    pub fn persistent_set(&self, id: usize, obj: Option<ObjRef>) {
+    ///
+    /// # Safety
+    /// As for [`persistent_new`](Self::persistent_new).
+    pub unsafe fn persistent_set(&self, id: usize, obj: Option<ObjRef>) {
         lock(&self.inner.persistent).slots[id] = obj;
     }
 
@@ -482,6 +524,75 @@ impl GcHeap {
         self.used_bytes() >= self.inner.next_gc.load(Ordering::Relaxed)
     }
 
+    /// Cycles started so far.
+    fn cycles_started(&self) -> u64 {
+        self.inner.cycles_started.load(Ordering::Acquire)
+    }
+
+    /// Records that cycle `n` has started (world stopped).
+    pub(crate) fn cycle_started(&self, n: u64) {
+        self.inner.cycles_started.store(n, Ordering::Release);
+    }
+
+    /// The capacity left to the moving space: what large objects, and the
+    /// reservations of mutators waiting for one, do not use.
+    fn moving_limit(&self) -> usize {
+        let inner = &self.inner;
+        inner
+            .config
+            .capacity
+            .saturating_sub(inner.los.bytes() + inner.los_reserved.load(Ordering::Relaxed))
+    }
+
+    /// Reserves `footprint` bytes of capacity for a large object if they
+    /// fit (a CAS, so two threads cannot both take the last room); the
+    /// caller releases the reservation once the object's bytes count in
+    /// `los.bytes()`.
+    fn try_reserve_large(&self, footprint: usize) -> bool {
+        let inner = &self.inner;
+        let r = &inner.los_reserved;
+        let mut cur = r.load(Ordering::Relaxed);
+        loop {
+            if self.used_bytes() + cur + footprint > inner.config.capacity {
+                return false;
+            }
+            match r.compare_exchange_weak(cur, cur + footprint, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// The grant stage of cycle `cycle` (world stopped, after the cycle has
+    /// set the new top): answers every mutator waiting for room, in the
+    /// order they are attached. A small object gets a fresh TLAB that fits
+    /// it (zeroed where the space may be dirty), a large one a reservation
+    /// of its footprint.
+    pub(crate) fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64) {
+        let inner = &self.inner;
+        world.for_each_mutator(|m| {
+            let Some(w) = m.want.as_mut() else { return };
+            if matches!(w.answer, Some((_, true))) {
+                return; // a reservation from an earlier cycle still holds
+            }
+            let granted = if w.large {
+                self.try_reserve_large(round_up(w.size, PAGE_SIZE))
+            } else {
+                let tlab = inner.config.tlab_size.max(w.size);
+                match inner.space.alloc_block(w.size, tlab, self.moving_limit()) {
+                    Some((start, end)) => {
+                        inner.space.clean_block(start, end);
+                        m.tlab.set(start, end);
+                        true
+                    }
+                    None => false,
+                }
+            };
+            w.answer = Some((cycle, granted));
+        });
+    }
+
     pub(crate) fn after_cycle(&self, c: &CycleStats) {
         let cfg = &self.inner.config;
         let live = c.live_bytes + self.inner.los.bytes();
@@ -494,9 +605,23 @@ impl GcHeap {
     }
 }
 
-/// A thread's interface to the heap: allocation, its root slots,
-/// safepoints and collections. `!Send`: it belongs to the thread that
-/// attached. Dropping it detaches the thread (also during a panic).
+/// Why [`GcHeap::wait_idle`] refused to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The calling thread has a running mutator of this heap: wait through
+    /// it ([`MutatorContext::wait_idle`]).
+    #[error(
+        "this thread has a running mutator of this heap: wait through it (Mutator::wait_idle)"
+    )]
+    RunningMutator,
+}
+
+/// A thread's interface to the heap: allocation, its root slots, the write
+/// barrier, safepoints and collections. `!Send`: it belongs to the thread
+/// that attached. Dropping it detaches the thread (also during a panic).
+///
+/// Everything that takes or yields an [`ObjRef`] is `unsafe`, with the
+/// contract of [`ObjRef`]; the `movegc` crate wraps it in a safe API.
 pub struct MutatorContext {
     heap: GcHeap,
     attached: Attached,
@@ -509,7 +634,8 @@ impl MutatorContext {
     }
 
     /// Allocates a zeroed object. May stop at a safepoint and may collect;
-    /// root slots are updated if objects move.
+    /// root slots are updated if objects move (references held elsewhere
+    /// are stale afterwards).
     #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
         if layout.size() < self.heap.inner.config.large_object_threshold
@@ -529,51 +655,104 @@ impl MutatorContext {
         if self.heap.is_poisoned() {
             return Err(AllocError::Poisoned);
         }
-        let inner = self.heap.inner.clone();
         let size = layout.size();
-        if size >= inner.config.large_object_threshold {
+        if size >= self.heap.inner.config.large_object_threshold {
             return self.alloc_large(layout);
         }
         if let Some(obj) = self.attached.state().tlab.alloc(layout) {
             return Ok(obj);
         }
-        for attempt in 0..2 {
-            if attempt == 0 && self.heap.should_collect() && !self.heap.cycle_in_flight() {
-                self.collect_for(Trigger::Policy, self.heap.strategy());
-            }
-            let tlab = inner.config.tlab_size.max(size);
-            // The capacity bounds the moving space and large objects together.
-            let limit = inner.config.capacity.saturating_sub(inner.los.bytes());
-            if let Some((start, end)) = inner.space.alloc_block(size, tlab, limit) {
-                inner.space.clean_block(start, end);
-                let st = self.attached.state();
-                st.tlab.set(start, end);
-                return Ok(st.tlab.alloc(layout).expect("fresh TLAB fits the object"));
-            }
-            if attempt == 0 {
-                self.collect_exhausted();
-            }
+        if self.heap.should_collect() && !self.heap.cycle_in_flight() {
+            self.collect_for(Trigger::Policy, self.heap.strategy());
         }
-        Err(self.exhausted(size))
+        if let Some(obj) = self.alloc_from_new_tlab(layout) {
+            return Ok(obj);
+        }
+        self.wait_for_room(size, false)?;
+        // The grant (or the retry in `wait_for_room`) set a TLAB that fits.
+        Ok(self
+            .attached
+            .state()
+            .tlab
+            .alloc(layout)
+            .expect("a granted TLAB fits the object"))
+    }
+
+    /// Takes a new TLAB that fits `size` bytes from the shared cursor.
+    fn new_tlab(&mut self, size: usize) -> bool {
+        let inner = &self.heap.inner;
+        let tlab = inner.config.tlab_size.max(size);
+        let Some((start, end)) = inner
+            .space
+            .alloc_block(size, tlab, self.heap.moving_limit())
+        else {
+            return false;
+        };
+        inner.space.clean_block(start, end);
+        self.attached.state().tlab.set(start, end);
+        true
+    }
+
+    /// Takes a new TLAB and allocates from it.
+    fn alloc_from_new_tlab(&mut self, layout: &Layout) -> Option<ObjRef> {
+        if !self.new_tlab(layout.size()) {
+            return None;
+        }
+        self.attached.state().tlab.alloc(layout)
     }
 
     fn alloc_large(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
-        let size = layout.size();
-        let cap = self.heap.inner.config.capacity;
-        for attempt in 0..2 {
-            if self.heap.used_bytes() + round_up(size, PAGE_SIZE) <= cap {
-                return self
-                    .heap
-                    .inner
-                    .los
-                    .alloc(layout)
-                    .map_err(|e| AllocError::Os(e.raw_os_error().unwrap_or(0)));
-            }
-            if attempt == 0 {
-                self.collect_exhausted();
-            }
+        // Every large allocation holds a reservation of its footprint until
+        // its bytes count in `los.bytes()`.
+        let footprint = round_up(layout.size(), PAGE_SIZE);
+        if !self.heap.try_reserve_large(footprint) {
+            self.wait_for_room(layout.size(), true)?;
         }
-        Err(self.exhausted(size))
+        let r = self.heap.inner.los.alloc(layout);
+        self.heap
+            .inner
+            .los_reserved
+            .fetch_sub(footprint, Ordering::Relaxed);
+        r.map_err(|e| AllocError::Os(e.raw_os_error().unwrap_or(0)))
+    }
+
+    /// Waits until a collection makes room for `size` bytes (see the module
+    /// docs). On success a small object's TLAB fits it, or a large object's
+    /// footprint is reserved.
+    fn wait_for_room(&mut self, size: usize, large: bool) -> Result<(), AllocError> {
+        let since = self.heap.cycles_started();
+        self.attached.state().want = Some(Want {
+            size,
+            large,
+            since,
+            answer: None,
+        });
+        let r = loop {
+            // A cycle in flight may answer in its final pause.
+            self.wait_idle();
+            match self.attached.state().want.and_then(|w| w.answer) {
+                Some((_, true)) => break Ok(()),
+                Some((cycle, false)) if cycle > since => break Err(self.exhausted(size)),
+                _ => {}
+            }
+            if self.heap.is_poisoned() {
+                break Err(AllocError::Poisoned);
+            }
+            // No answer that counts: a cycle that had already flipped when
+            // we asked may have left room, so try once more directly.
+            let direct = if large {
+                self.heap.try_reserve_large(round_up(size, PAGE_SIZE))
+            } else {
+                self.new_tlab(size)
+            };
+            if direct {
+                break Ok(());
+            }
+            // Start a cycle (or be parked through another thread's).
+            self.collect_for(Trigger::Exhausted, self.heap.strategy());
+        };
+        self.attached.state().want = None;
+        r
     }
 
     fn exhausted(&self, requested: usize) -> AllocError {
@@ -586,9 +765,49 @@ impl MutatorContext {
 
     /// This thread's root slots. The collector reads them and rewrites them
     /// when objects move; `None` slots are ignored.
+    ///
+    /// # Safety
+    /// Every `Some` the caller stores is a current reference of this heap
+    /// (see [`ObjRef`]'s access contract).
     #[inline(always)]
-    pub fn roots(&mut self) -> &mut Vec<Option<ObjRef>> {
+    pub unsafe fn roots(&mut self) -> &mut Vec<Option<ObjRef>> {
         &mut self.attached.state().roots
+    }
+
+    /// Stores `value` (or null) into reference field / element `index` of
+    /// `obj`: the only way to write a reference into an object, since it
+    /// carries the write barrier of concurrent marking (`satb`).
+    ///
+    /// # Safety
+    /// `obj` and `value` are current references of this heap (see
+    /// [`ObjRef`]'s access contract).
+    #[inline(always)]
+    pub unsafe fn store_ref(
+        &mut self,
+        obj: ObjRef,
+        index: usize,
+        value: Option<ObjRef>,
+    ) -> Result<(), FieldError> {
+        // SAFETY: the caller's contract.
+        let slot = unsafe { obj.ref_slot(index) }?;
+        let v = value.map_or(0, |r| r.addr() as u64);
+        if self.attached.satb().is_marking() {
+            self.log_store(slot, v);
+        } else {
+            store_word(slot, v);
+        }
+        Ok(())
+    }
+
+    /// The barrier's slow path: store, logging what the store overwrites.
+    #[cold]
+    #[inline(never)]
+    fn log_store(&mut self, slot: usize, v: u64) {
+        let old = swap_word(slot, v);
+        if old != 0 {
+            let log = self.heap.inner.satb.clone();
+            self.attached.state().satb.push(old as usize, &log);
+        }
     }
 
     /// Stops here if a collection is waiting for this thread.
@@ -607,7 +826,7 @@ impl MutatorContext {
     /// (so a cycle's final pause does not wait for this thread).
     pub fn wait_idle(&mut self) {
         let heap = self.heap.clone();
-        self.attached.blocking(|| heap.wait_idle());
+        self.attached.blocking(|| heap.wait_idle_unchecked());
     }
 
     /// Runs a full collection now with the heap's strategy and waits for
@@ -626,15 +845,14 @@ impl MutatorContext {
         if finished {
             return Some(st);
         }
-        let heap = self.heap.clone();
-        self.attached.blocking(|| heap.wait_idle());
-        let done = lock(&heap.inner.stats)
+        self.wait_idle();
+        let done = lock(&self.heap.inner.stats)
             .recent
             .iter()
             .rev()
             .find(|c| c.cycle == st.cycle)
             .cloned();
-        if heap.inner.config.verify {
+        if self.heap.inner.config.verify {
             self.verify();
         }
         done
@@ -646,7 +864,7 @@ impl MutatorContext {
     pub fn verify(&mut self) {
         let heap = self.heap.clone();
         loop {
-            self.attached.blocking(|| heap.wait_idle());
+            self.wait_idle();
             let Some(mut world) = self.attached.stop_the_world() else {
                 return;
             };
@@ -661,22 +879,10 @@ impl MutatorContext {
         }
     }
 
-    /// An allocation did not fit: collect, and for a concurrent cycle wait
-    /// until it has finished (its memory is free only then).
-    fn collect_exhausted(&mut self) {
-        match self.collect_for(Trigger::Exhausted, self.heap.strategy()) {
-            // Ours, concurrent; or another thread's that started first and
-            // may still be marking: nothing is freed before either ends.
-            Some((_, false)) => self.wait_idle(),
-            None if self.heap.cycle_in_flight() => self.wait_idle(),
-            _ => {}
-        }
-    }
-
     fn collect_for(&mut self, trigger: Trigger, strategy: Strategy) -> Option<(CycleStats, bool)> {
         let heap = self.heap.clone();
         loop {
-            self.attached.blocking(|| heap.wait_idle());
+            self.wait_idle();
             let t = std::time::Instant::now();
             let mut world = self.attached.stop_the_world()?;
             let ttsp = t.elapsed();

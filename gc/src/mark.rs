@@ -14,8 +14,14 @@
 //!
 //! An object is marked by the thread that wins the `fetch_or` on its mark
 //! bit; that thread sets its live words and scans it. Large objects are
-//! marked with a flag in their LOS entry. Marking runs with the world
-//! stopped, so the graph does not change underneath it.
+//! marked with a flag in their LOS entry. Marking runs either with the
+//! world stopped, or (concurrent strategies) while mutators run: then the
+//! graph changes underneath it, and the SATB barrier (`satb`) logs every
+//! reference a store overwrites so that nothing reachable at the snapshot
+//! is missed; objects allocated meanwhile lie in `[space_top, black_end)`
+//! and are never traced (black by position). Every word is read with a
+//! relaxed atomic load, so racing mutator stores are not undefined
+//! behaviour.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

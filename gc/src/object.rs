@@ -22,7 +22,9 @@
 //! This module holds the raw loads and stores of object words (the `unsafe`
 //! is here and in [`crate::mapping`]); they are relaxed atomics so that
 //! racing mutators cannot cause undefined behaviour, and they compile to
-//! plain moves on x86-64.
+//! plain moves on x86-64. Access through an [`ObjRef`] is `unsafe`: only a
+//! caller that knows the reference is current (the `movegc` crate) may make
+//! it; see [the access contract](ObjRef#the-access-contract).
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -260,12 +262,34 @@ pub enum FieldError {
 
 /// A reference to a heap object: its current address.
 ///
-/// An `ObjRef` is only ever produced by the collector (allocation, loading a
-/// reference field), and the collector rewrites every `ObjRef` held in a root
-/// slot when objects move, so a value that lives in a root slot is always
-/// valid. Code outside this crate cannot forge one. Holding an `ObjRef`
-/// outside a root slot across a safepoint is a bug the embedding API
-/// prevents by construction.
+/// An `ObjRef` is only ever produced by the engine (allocation, loading a
+/// reference field, a root slot), and code outside this crate cannot forge
+/// one. It is a plain address: it stays valid only while the object does
+/// not move, i.e. until the thread that holds it next reaches a safepoint
+/// (or leaves the running set), unless it lives in a root slot, which the
+/// collector rewrites when objects move. That is why every access through
+/// it is `unsafe`: the engine cannot tell a current reference from a stale
+/// one. The `movegc` crate is the safe layer that establishes the contract
+/// (its handles are root slots; its accessors hold the mutator borrowed).
+///
+/// # The access contract
+/// A call `o.f(..)` of an `unsafe` method below is sound when:
+/// 1. `o` is *current*: it was obtained by the calling thread from this
+///    heap (allocated, loaded from a field or read from a root slot) and the
+///    thread has not reached a safepoint, waited, or left the running set
+///    since; or it was just read from a root slot;
+/// 2. the calling thread is a running mutator of `o`'s heap (so no
+///    collection can run, and the object cannot move, during the call), and
+///    the heap is alive.
+///
+/// **Memory model.** Heap objects are shared memory: any number of threads
+/// may access the same object at the same time. Every access is a relaxed
+/// atomic access of an aligned 8-byte word (a plain `mov` on x86-64), so
+/// concurrent accesses are never undefined behaviour; writes to different
+/// bytes never lose one another (a partial-word write is a compare-and-swap
+/// of the word), and a word is never torn. Ordering between threads comes
+/// from the embedder's own synchronisation, as with any relaxed atomic.
+/// No API hands out a Rust reference (`&[u8]`) into the heap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(transparent)]
 pub struct ObjRef(NonZeroUsize);
@@ -279,11 +303,11 @@ impl fmt::Debug for ObjRef {
 #[inline(always)]
 fn word(addr: usize) -> &'static AtomicU64 {
     debug_assert!(addr % WORD == 0 && addr != 0);
-    // SAFETY: every address passed here is a word inside a live heap object
-    // (a header or a slot whose index was bounds-checked against the header),
-    // and heap memory stays mapped while any ObjRef into it can be used: the
-    // mapping is owned by the heap, which outlives its mutators. AtomicU64
-    // accesses make concurrent mutator accesses data-race free.
+    // SAFETY: every caller passes a word inside a live heap object (a header
+    // or a slot bounds-checked against the header) or collector-owned
+    // memory, per the contract of `load_word`/`store_word` and of the
+    // `ObjRef` methods; that memory stays mapped for the call. All heap
+    // accesses are aligned 8-byte atomics, so concurrent ones cannot race.
     unsafe { &*(addr as *const AtomicU64) }
 }
 
@@ -305,6 +329,28 @@ pub(crate) fn store_word(addr: usize, v: u64) {
 #[inline(always)]
 pub(crate) fn swap_word(addr: usize, v: u64) -> u64 {
     word(addr).swap(v, Ordering::Relaxed)
+}
+
+/// Replaces the bytes `lo..lo + bytes.len()` of the word at `addr` by
+/// `bytes`, leaving the others as they are even if another thread writes
+/// them at the same time (a compare-and-swap loop). Same contract as
+/// [`load_word`].
+fn merge_word(addr: usize, lo: usize, bytes: &[u8]) {
+    let w = word(addr);
+    let mut cur = w.load(Ordering::Relaxed);
+    loop {
+        let mut b = cur.to_le_bytes();
+        b[lo..lo + bytes.len()].copy_from_slice(bytes);
+        match w.compare_exchange_weak(
+            cur,
+            u64::from_le_bytes(b),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return,
+            Err(now) => cur = now,
+        }
+    }
 }
 
 impl ObjRef {
@@ -329,14 +375,23 @@ impl ObjRef {
     }
 
     /// The object's header.
+    ///
+    /// # Safety
+    /// `self` is current and the caller a running mutator of its heap (see
+    /// [the access contract](ObjRef#the-access-contract)).
     #[inline(always)]
-    pub fn header(self) -> Header {
+    pub unsafe fn header(self) -> Header {
         Header(load_word(self.addr()))
     }
 
+    /// The address of reference slot `index`, bounds-checked.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header).
     #[inline(always)]
-    fn ref_slot(self, index: usize) -> Result<usize, FieldError> {
-        let len = self.header().ref_count();
+    pub(crate) unsafe fn ref_slot(self, index: usize) -> Result<usize, FieldError> {
+        // SAFETY: the caller's contract.
+        let len = unsafe { self.header() }.ref_count();
         if index >= len {
             return Err(FieldError::RefIndex { index, len });
         }
@@ -344,34 +399,27 @@ impl ObjRef {
     }
 
     /// Loads reference field / element `index`.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header). The result is current under the
+    /// same conditions as `self`.
     #[inline]
-    pub fn load_ref(self, index: usize) -> Result<Option<ObjRef>, FieldError> {
-        Ok(ObjRef::from_slot(load_word(self.ref_slot(index)?)))
-    }
-
-    /// Stores `value` into reference field / element `index`.
-    #[inline]
-    pub fn store_ref(self, index: usize, value: Option<ObjRef>) -> Result<(), FieldError> {
-        let slot = self.ref_slot(index)?;
-        let v = value.map_or(0, |r| r.addr() as u64);
-        if crate::satb::active() {
-            // Concurrent marking: log what this store overwrites.
-            let old = swap_word(slot, v);
-            if old != 0 {
-                crate::satb::log(self.addr(), old as usize);
-            }
-        } else {
-            store_word(slot, v);
-        }
-        Ok(())
+    pub unsafe fn load_ref(self, index: usize) -> Result<Option<ObjRef>, FieldError> {
+        // SAFETY: the caller's contract.
+        Ok(ObjRef::from_slot(load_word(unsafe {
+            self.ref_slot(index)
+        }?)))
     }
 
     fn data_start(self, h: Header) -> usize {
         self.addr() + WORD + h.ref_count() * WORD
     }
 
-    fn data_range(self, offset: usize, len: usize) -> Result<(Header, usize), FieldError> {
-        let h = self.header();
+    /// # Safety
+    /// As for [`header`](Self::header).
+    unsafe fn data_range(self, offset: usize, len: usize) -> Result<(Header, usize), FieldError> {
+        // SAFETY: the caller's contract.
+        let h = unsafe { self.header() };
         let dl = h.data_len();
         match offset.checked_add(len) {
             Some(end) if end <= dl => Ok((h, self.data_start(h) + offset)),
@@ -383,34 +431,47 @@ impl ObjRef {
         }
     }
 
-    /// Reads `buf.len()` data bytes starting at `offset`.
-    pub fn read_data(self, offset: usize, buf: &mut [u8]) -> Result<(), FieldError> {
-        let (_, start) = self.data_range(offset, buf.len())?;
-        for (i, b) in buf.iter_mut().enumerate() {
+    /// Reads `buf.len()` data bytes starting at `offset`, a word at a time.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header).
+    pub unsafe fn read_data(self, offset: usize, buf: &mut [u8]) -> Result<(), FieldError> {
+        // SAFETY: the caller's contract.
+        let (_, start) = unsafe { self.data_range(offset, buf.len()) }?;
+        let mut i = 0;
+        while i < buf.len() {
             let a = start + i;
-            let w = load_word(a & !(WORD - 1)).to_le_bytes();
-            *b = w[a % WORD];
+            let base = a & !(WORD - 1);
+            let lo = a - base;
+            let n = (WORD - lo).min(buf.len() - i);
+            let w = load_word(base).to_le_bytes();
+            buf[i..i + n].copy_from_slice(&w[lo..lo + n]);
+            i += n;
         }
         Ok(())
     }
 
-    /// Writes `bytes` into the data starting at `offset`.
-    pub fn write_data(self, offset: usize, bytes: &[u8]) -> Result<(), FieldError> {
-        let (_, start) = self.data_range(offset, bytes.len())?;
+    /// Writes `bytes` into the data starting at `offset`: whole words are
+    /// stored, partial words merged (see [the memory
+    /// model](ObjRef#the-access-contract)).
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header).
+    pub unsafe fn write_data(self, offset: usize, bytes: &[u8]) -> Result<(), FieldError> {
+        // SAFETY: the caller's contract.
+        let (_, start) = unsafe { self.data_range(offset, bytes.len()) }?;
         let mut i = 0;
         while i < bytes.len() {
             let a = start + i;
             let base = a & !(WORD - 1);
             let lo = a - base;
             let n = (WORD - lo).min(bytes.len() - i);
-            let v = if lo == 0 && n == WORD {
-                u64::from_le_bytes(bytes[i..i + WORD].try_into().expect("8 bytes"))
+            if n == WORD {
+                let v = u64::from_le_bytes(bytes[i..i + WORD].try_into().expect("8 bytes"));
+                store_word(base, v);
             } else {
-                let mut w = load_word(base).to_le_bytes();
-                w[lo..lo + n].copy_from_slice(&bytes[i..i + n]);
-                u64::from_le_bytes(w)
-            };
-            store_word(base, v);
+                merge_word(base, lo, &bytes[i..i + n]);
+            }
             i += n;
         }
         Ok(())
@@ -418,75 +479,34 @@ impl ObjRef {
 
     /// Reads the 8 data bytes at `offset` as a little-endian `u64`.
     /// Word-aligned offsets take a single load.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header).
     #[inline]
-    pub fn read_u64(self, offset: usize) -> Result<u64, FieldError> {
-        let (_, start) = self.data_range(offset, WORD)?;
+    pub unsafe fn read_u64(self, offset: usize) -> Result<u64, FieldError> {
+        // SAFETY: the caller's contract (both calls).
+        let (_, start) = unsafe { self.data_range(offset, WORD) }?;
         if start % WORD == 0 {
             return Ok(load_word(start));
         }
         let mut b = [0u8; 8];
-        self.read_data(offset, &mut b)?;
+        unsafe { self.read_data(offset, &mut b) }?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Writes a little-endian `u64` at data `offset`.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header).
     #[inline]
-    pub fn write_u64(self, offset: usize, v: u64) -> Result<(), FieldError> {
-        let (_, start) = self.data_range(offset, WORD)?;
+    pub unsafe fn write_u64(self, offset: usize, v: u64) -> Result<(), FieldError> {
+        // SAFETY: the caller's contract (both calls).
+        let (_, start) = unsafe { self.data_range(offset, WORD) }?;
         if start % WORD == 0 {
             store_word(start, v);
             return Ok(());
         }
-        self.write_data(offset, &v.to_le_bytes())
-    }
-
-    /// Calls `f` with the object's data bytes as a slice.
-    ///
-    /// The slice is valid only inside `f`, which cannot reach a safepoint
-    /// (it has no access to a mutator), so the object cannot move meanwhile.
-    /// Another mutator writing the same object at the same time is a data
-    /// race, exactly as with any shared memory: synchronise such access.
-    pub fn with_data<R>(self, f: impl FnOnce(&[u8]) -> R) -> R {
-        let h = self.header();
-        let start = self.data_start(h);
-        touch_pages(start, h.data_len());
-        // SAFETY: [start, start+data_len) is inside the live object (from its
-        // header); the heap memory stays mapped for the call; `f` cannot run
-        // a collection (no mutator access) so the object does not move.
-        let s = unsafe { std::slice::from_raw_parts(start as *const u8, h.data_len()) };
-        f(s)
-    }
-
-    /// Calls `f` with the object's data bytes as a mutable slice; same
-    /// rules as [`with_data`](Self::with_data).
-    pub fn with_data_mut<R>(self, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        let h = self.header();
-        let start = self.data_start(h);
-        touch_pages(start, h.data_len());
-        // SAFETY: as in `with_data`; the embedding API hands the slice to a
-        // closure that cannot reach another handle to this object's memory
-        // through this crate while it runs.
-        let s = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, h.data_len()) };
-        f(s)
-    }
-}
-
-/// Touches every page of `[start, start+len)` from user space (one load per
-/// page). During a concurrent cycle a page may still be missing; a user
-/// access faults and is resolved, but with `UFFD_USER_MODE_ONLY` (and in
-/// SIGBUS mode) a *kernel* access — a `write(2)` from the slice, a `read(2)`
-/// into it — would fail with `EFAULT` instead. Slices handed to foreign
-/// code are therefore made resident first.
-fn touch_pages(start: usize, len: usize) {
-    if len == 0 {
-        return;
-    }
-    let page = crate::mapping::PAGE_SIZE;
-    let mut a = start & !(WORD - 1);
-    let end = start + len;
-    while a < end {
-        let _ = load_word(a);
-        a = (a & !(page - 1)) + page;
+        unsafe { self.write_data(offset, &v.to_le_bytes()) }
     }
 }
 
@@ -548,24 +568,33 @@ mod tests {
         let mut mem = vec![0u64; 8];
         let addr = mem.as_mut_ptr() as usize;
         let o = init_object(addr, Layout::record(0, 2, 12).unwrap().header());
-        assert_eq!(o.load_ref(0), Ok(None));
-        o.store_ref(1, Some(o)).unwrap();
-        assert_eq!(o.load_ref(1), Ok(Some(o)));
-        assert_eq!(
-            o.load_ref(2),
-            Err(FieldError::RefIndex { index: 2, len: 2 })
-        );
-        o.write_u64(4, 0x1122334455667788).unwrap();
-        assert_eq!(o.read_u64(4), Ok(0x1122334455667788));
-        assert!(matches!(
-            o.write_u64(5, 1),
-            Err(FieldError::DataRange { .. })
-        ));
-        o.write_data(0, b"hi").unwrap();
-        let mut b = [0u8; 2];
-        o.read_data(0, &mut b).unwrap();
-        assert_eq!(&b, b"hi");
-        assert_eq!(o.with_data(|d| d.len()), 12);
+        // SAFETY: `o` lives in `mem`, which outlives every access; one thread.
+        unsafe {
+            assert_eq!(o.load_ref(0), Ok(None));
+            store_word(o.ref_slot(1).unwrap(), o.addr() as u64);
+            assert_eq!(o.load_ref(1), Ok(Some(o)));
+            assert_eq!(
+                o.load_ref(2),
+                Err(FieldError::RefIndex { index: 2, len: 2 })
+            );
+            o.write_u64(4, 0x1122334455667788).unwrap();
+            assert_eq!(o.read_u64(4), Ok(0x1122334455667788));
+            assert!(matches!(
+                o.write_u64(5, 1),
+                Err(FieldError::DataRange { .. })
+            ));
+            o.write_data(0, b"hi").unwrap();
+            let mut b = [0u8; 2];
+            o.read_data(0, &mut b).unwrap();
+            assert_eq!(&b, b"hi");
+            // A partial-word write leaves the word's other bytes alone.
+            o.write_data(9, b"z").unwrap();
+            let mut all = [0u8; 12];
+            o.read_data(0, &mut all).unwrap();
+            assert_eq!(&all[..2], b"hi");
+            assert_eq!(all[9], b'z');
+            assert_eq!(o.read_u64(4), Ok(0x1122_7a44_5566_7788));
+        }
         drop(mem);
     }
 }

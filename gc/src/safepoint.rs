@@ -26,11 +26,13 @@
 //! (a plain `mov` on x86-64); everything else happens under the
 //! coordinator's mutex only on state changes.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::{RefCell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::object::ObjRef;
+use crate::satb::{SatbBuffer, SatbLog};
 use crate::space::Tlab;
 
 /// A mutator's private state, handed to the collector while it is stopped.
@@ -40,12 +42,61 @@ pub struct MutatorState {
     pub tlab: Tlab,
     /// The thread's root slots (the embedding API's local handles).
     pub roots: Vec<Option<ObjRef>>,
+    /// References this thread overwrote while its heap marks (`satb`).
+    pub(crate) satb: SatbBuffer,
+    /// An allocation this thread is waiting for a collection to make room
+    /// for (see `heap.rs`, "No false out-of-memory").
+    pub(crate) want: Option<Want>,
+}
+
+/// An allocation a mutator waits for, and the collector's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// Bytes wanted.
+    pub size: usize,
+    /// A large object (a reservation of capacity, not a TLAB).
+    pub large: bool,
+    /// Cycles started when the request was made: only a cycle numbered
+    /// above this began after it.
+    pub since: u64,
+    /// `(cycle, granted)` once a cycle's grant stage has looked at it.
+    pub answer: Option<(u64, bool)>,
+}
+
+/// Where a mutator is (for the diagnostics of a late safepoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Status {
+    Running = 0,
+    Parked = 1,
+    Blocked = 2,
+    Collecting = 3,
 }
 
 /// The part of a mutator the collector can reach.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MutatorShared {
     state: UnsafeCell<MutatorState>,
+    /// A `Status`; written under the coordinator's lock.
+    status: AtomicU8,
+    /// Set once the mutator has left the running set for good.
+    detached: AtomicBool,
+    /// The thread's name and id, for diagnostics.
+    thread: String,
+}
+
+impl Default for MutatorShared {
+    fn default() -> Self {
+        let cur = std::thread::current();
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        MutatorShared {
+            state: UnsafeCell::default(),
+            status: AtomicU8::new(Status::Running as u8),
+            detached: AtomicBool::new(false),
+            thread: format!("'{}' (tid {tid})", cur.name().unwrap_or("unnamed")),
+        }
+    }
 }
 
 // SAFETY: `state` is accessed either by the owning thread while it is
@@ -69,19 +120,42 @@ impl MutatorShared {
     }
 }
 
+impl MutatorShared {
+    fn set(&self, s: Status) {
+        self.status.store(s as u8, Ordering::Relaxed);
+    }
+
+    fn is(&self, s: Status) -> bool {
+        self.status.load(Ordering::Relaxed) == s as u8
+    }
+}
+
 #[derive(Debug, Default)]
 struct CoordState {
     running: usize,
     active: bool,
     mutators: Vec<Arc<MutatorShared>>,
+    /// Threads that made a stop wait past `warn_after` (most recent last).
+    late: Vec<String>,
 }
 
+/// Most late threads remembered.
+const LATE_KEPT: usize = 16;
+
 /// The safepoint coordinator of one heap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Coordinator {
     state: Mutex<CoordState>,
     cv: Condvar,
     requested: AtomicBool,
+    /// A stop that waits this long names the threads it waits for.
+    warn_after: Duration,
+}
+
+impl Default for Coordinator {
+    fn default() -> Self {
+        Coordinator::new(Duration::from_secs(5))
+    }
 }
 
 /// Proof that the world is stopped: every attached mutator other than the
@@ -89,8 +163,8 @@ pub struct Coordinator {
 pub struct StoppedWorld<'a> {
     coord: &'a Coordinator,
     mutators: Vec<Arc<MutatorShared>>,
-    /// Stopped by a collector thread that is not a mutator.
-    external: bool,
+    /// The mutator that stopped the world (`None`: a collector thread).
+    me: Option<Arc<MutatorShared>>,
 }
 
 impl StoppedWorld<'_> {
@@ -110,7 +184,8 @@ impl Drop for StoppedWorld<'_> {
         let mut s = self.coord.lock();
         s.active = false;
         self.coord.requested.store(false, Ordering::Release);
-        if !self.external {
+        if let Some(me) = &self.me {
+            me.set(Status::Running);
             s.running += 1; // the collecting mutator resumes
         }
         self.coord.cv.notify_all();
@@ -118,6 +193,72 @@ impl Drop for StoppedWorld<'_> {
 }
 
 impl Coordinator {
+    /// A coordinator whose stops name the threads they wait for after
+    /// `warn_after`.
+    pub fn new(warn_after: Duration) -> Coordinator {
+        Coordinator {
+            state: Mutex::default(),
+            cv: Condvar::new(),
+            requested: AtomicBool::new(false),
+            warn_after,
+        }
+    }
+
+    /// Waits until every mutator has left the running set. Past
+    /// `warn_after`, says once on stderr which threads it is waiting for
+    /// (and records them, see [`late_threads`](Self::late_threads)): a
+    /// thread that runs long without allocating or polling, or a mutator
+    /// leaked with `mem::forget` on a thread that lives on.
+    fn wait_all_stopped<'a>(
+        &self,
+        mut s: MutexGuard<'a, CoordState>,
+    ) -> MutexGuard<'a, CoordState> {
+        let t0 = Instant::now();
+        let mut warned = false;
+        while s.running > 0 {
+            let left = self.warn_after.saturating_sub(t0.elapsed());
+            if warned || left > Duration::ZERO {
+                let wait = if warned {
+                    Duration::from_secs(3600)
+                } else {
+                    left
+                };
+                s = self
+                    .cv
+                    .wait_timeout(s, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            warned = true;
+            let late: Vec<String> = s
+                .mutators
+                .iter()
+                .filter(|m| m.is(Status::Running))
+                .map(|m| m.thread.clone())
+                .collect();
+            eprintln!(
+                "movegc: a collection has waited {:.1} s for thread(s) {} to reach a safepoint; \
+                 a thread that runs long without allocating must call Mutator::safepoint() now \
+                 and then or run the loop in Mutator::blocking(), and a mutator leaked with \
+                 mem::forget holds every collection up until its thread exits",
+                t0.elapsed().as_secs_f64(),
+                late.join(", ")
+            );
+            tracing::warn!(threads = %late.join(", "), "safepoint wait past the limit");
+            s.late.extend(late);
+            let excess = s.late.len().saturating_sub(LATE_KEPT);
+            s.late.drain(..excess);
+        }
+        s
+    }
+
+    /// Threads that held up a stop past the warning limit (most recent
+    /// last, at most 16).
+    pub fn late_threads(&self) -> Vec<String> {
+        self.lock().late.clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, CoordState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -133,7 +274,7 @@ impl Coordinator {
     }
 
     /// Registers a new running mutator (waits for a running collection).
-    pub fn attach(&self) -> Arc<MutatorShared> {
+    pub(crate) fn attach(&self) -> Arc<MutatorShared> {
         let shared = Arc::new(MutatorShared::default());
         let mut s = self.lock();
         while s.active {
@@ -144,74 +285,83 @@ impl Coordinator {
         shared
     }
 
-    /// Removes a running mutator (also on unwinding).
+    /// Removes a running mutator (also on unwinding). Idempotent.
     pub fn detach(&self, shared: &Arc<MutatorShared>) {
         let mut s = self.lock();
+        if shared.detached.swap(true, Ordering::Relaxed) {
+            return;
+        }
         s.running -= 1;
         s.mutators.retain(|m| !Arc::ptr_eq(m, shared));
         self.cv.notify_all();
     }
 
     /// Number of attached mutators.
-    pub fn attached(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn attached(&self) -> usize {
         self.lock().mutators.len()
     }
 
     /// Parks the calling (running) mutator until no collection is active.
-    pub fn park(&self) {
+    fn park(&self, me: &MutatorShared) {
         let mut s = self.lock();
         if !s.active {
             return;
         }
         s.running -= 1;
+        me.set(Status::Parked);
         self.cv.notify_all();
         while s.active {
             s = self.wait(s);
         }
+        me.set(Status::Running);
         s.running += 1;
     }
 
     /// Leaves the running set for a blocking region.
-    pub fn enter_blocking(&self) {
+    fn enter_blocking(&self, me: &MutatorShared) {
         let mut s = self.lock();
         s.running -= 1;
+        me.set(Status::Blocked);
         self.cv.notify_all();
     }
 
     /// Rejoins the running set, waiting for an active collection to finish.
-    pub fn leave_blocking(&self) {
+    fn leave_blocking(&self, me: &MutatorShared) {
         let mut s = self.lock();
         while s.active {
             s = self.wait(s);
         }
+        me.set(Status::Running);
         s.running += 1;
     }
 
-    /// Stops the world on behalf of the calling running mutator. Returns
+    /// Stops the world on behalf of the running mutator `me`. Returns
     /// `None` if another thread is already collecting: the caller has then
     /// been parked through that collection and should not start another.
-    pub fn stop_the_world(&self) -> Option<StoppedWorld<'_>> {
+    fn stop_the_world(&self, me: &Arc<MutatorShared>) -> Option<StoppedWorld<'_>> {
         let mut s = self.lock();
         if s.active {
             s.running -= 1;
+            me.set(Status::Parked);
             self.cv.notify_all();
             while s.active {
                 s = self.wait(s);
             }
+            me.set(Status::Running);
             s.running += 1;
             return None;
         }
         s.active = true;
         self.requested.store(true, Ordering::Release);
         s.running -= 1;
-        while s.running > 0 {
-            s = self.wait(s);
-        }
+        me.set(Status::Collecting);
+        let s = self.wait_all_stopped(s);
         let mutators = s.mutators.clone();
         Some(StoppedWorld {
             coord: self,
             mutators,
-            external: false,
+            me: Some(me.clone()),
         })
     }
 
@@ -225,16 +375,73 @@ impl Coordinator {
         }
         s.active = true;
         self.requested.store(true, Ordering::Release);
-        while s.running > 0 {
-            s = self.wait(s);
-        }
+        let s = self.wait_all_stopped(s);
         let mutators = s.mutators.clone();
         StoppedWorld {
             coord: self,
             mutators,
-            external: true,
+            me: None,
         }
     }
+}
+
+/// The mutators of the current thread, one per heap at most. Dropped when
+/// the thread exits: a mutator still attached then (leaked with
+/// `mem::forget`) is detached, so it cannot hold collections up forever.
+struct ThreadMutators(RefCell<Vec<Membership>>);
+
+/// One attached mutator, as the thread-local registry knows it.
+struct Membership {
+    coord: Arc<Coordinator>,
+    satb: Arc<SatbLog>,
+    shared: Arc<MutatorShared>,
+}
+
+impl Membership {
+    /// Leaves the heap for good: hands over the SATB buffer (the marker
+    /// must see what this thread logged), then leaves the running set.
+    /// The owner thread calls this (from `Drop` or its thread-local
+    /// destructor), so it may touch its state.
+    fn leave(&self) {
+        if self.shared.detached.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: called by the owner thread while Running (a mutator is
+        // dropped, or its thread exits, outside any blocking region and
+        // not parked), so it has exclusive access to its state.
+        let st = unsafe { self.shared.state() };
+        self.satb.publish(&mut st.satb);
+        self.coord.detach(&self.shared);
+    }
+}
+
+impl Drop for ThreadMutators {
+    fn drop(&mut self) {
+        for m in self.0.get_mut().drain(..) {
+            m.leave();
+        }
+    }
+}
+
+thread_local! {
+    static THREAD: ThreadMutators = const { ThreadMutators(RefCell::new(Vec::new())) };
+}
+
+/// The calling thread already has a mutator of this heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this thread is already attached to this heap")]
+pub struct AlreadyAttached;
+
+/// Whether the calling thread has a mutator of the heap of `coord` that is
+/// in the running set (not inside a blocking region).
+pub(crate) fn running_here(coord: &Arc<Coordinator>) -> bool {
+    THREAD
+        .try_with(|t| {
+            t.0.borrow()
+                .iter()
+                .any(|m| Arc::ptr_eq(&m.coord, coord) && !m.shared.is(Status::Blocked))
+        })
+        .unwrap_or(false)
 }
 
 /// A mutator's membership in the running set, owned by its thread.
@@ -246,19 +453,40 @@ impl Coordinator {
 /// on the thread that attached.
 pub struct Attached {
     coord: Arc<Coordinator>,
+    satb: Arc<SatbLog>,
     shared: Arc<MutatorShared>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Attached {
-    /// Attaches the calling thread.
-    pub fn new(coord: Arc<Coordinator>) -> Attached {
-        let shared = coord.attach();
-        Attached {
-            coord,
-            shared,
-            _not_send: std::marker::PhantomData,
-        }
+    /// Attaches the calling thread (at most once per heap; the
+    /// thread-local registry detaches it when the thread exits if it is
+    /// never dropped).
+    pub fn new(coord: Arc<Coordinator>, satb: Arc<SatbLog>) -> Result<Attached, AlreadyAttached> {
+        THREAD.with(|t| {
+            let mut t = t.0.borrow_mut();
+            if t.iter().any(|m| Arc::ptr_eq(&m.coord, &coord)) {
+                return Err(AlreadyAttached);
+            }
+            let shared = coord.attach();
+            t.push(Membership {
+                coord: coord.clone(),
+                satb: satb.clone(),
+                shared: shared.clone(),
+            });
+            Ok(Attached {
+                coord,
+                satb,
+                shared,
+                _not_send: std::marker::PhantomData,
+            })
+        })
+    }
+
+    /// The heap's SATB log.
+    #[inline(always)]
+    pub(crate) fn satb(&self) -> &SatbLog {
+        &self.satb
     }
 
     /// The owner's state.
@@ -275,33 +503,46 @@ impl Attached {
     #[inline(always)]
     pub fn poll(&mut self) {
         if self.coord.requested() {
-            self.coord.park();
+            self.coord.park(&self.shared);
         }
     }
 
     /// Runs `f` outside the running set: a collection may run meanwhile.
     pub fn blocking<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        struct Rejoin<'a>(&'a Coordinator);
+        struct Rejoin<'a>(&'a Coordinator, &'a MutatorShared);
         impl Drop for Rejoin<'_> {
             fn drop(&mut self) {
-                self.0.leave_blocking();
+                self.0.leave_blocking(self.1);
             }
         }
-        self.coord.enter_blocking();
-        let _rejoin = Rejoin(&self.coord);
+        self.coord.enter_blocking(&self.shared);
+        let _rejoin = Rejoin(&self.coord, &self.shared);
         f()
     }
 
     /// Stops the world with this mutator as the collector (see
     /// [`Coordinator::stop_the_world`]).
     pub fn stop_the_world(&mut self) -> Option<StoppedWorld<'_>> {
-        self.coord.stop_the_world()
+        self.coord.stop_the_world(&self.shared)
     }
 }
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        self.coord.detach(&self.shared);
+        let m = Membership {
+            coord: self.coord.clone(),
+            satb: self.satb.clone(),
+            shared: self.shared.clone(),
+        };
+        // `try_with`: during thread-local destruction the registry may be
+        // gone (it has then detached this mutator already; `leave` is
+        // idempotent).
+        let _ = THREAD.try_with(|t| {
+            if let Ok(mut t) = t.0.try_borrow_mut() {
+                t.retain(|x| !Arc::ptr_eq(&x.shared, &self.shared));
+            }
+        });
+        m.leave();
     }
 }
 
@@ -309,42 +550,43 @@ impl Drop for Attached {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
+
+    fn attach(c: &Arc<Coordinator>) -> Attached {
+        Attached::new(c.clone(), Arc::default()).unwrap()
+    }
 
     #[test]
     fn collection_waits_for_running_mutators_and_skips_blocked_ones() {
         let c = Arc::new(Coordinator::default());
-        let me = c.attach();
+        let mut me = attach(&c);
         let stop = Arc::new(AtomicBool::new(false));
         let polls = Arc::new(AtomicUsize::new(0));
         let blocked_ready = Arc::new(AtomicBool::new(false));
         // One mutator that polls, one that sits in a blocking region.
         let (c1, s1, p1) = (c.clone(), stop.clone(), polls.clone());
         let t1 = std::thread::spawn(move || {
-            let m = c1.attach();
+            let mut m = attach(&c1);
             while !s1.load(Ordering::Relaxed) {
                 if c1.requested() {
-                    c1.park();
+                    m.poll();
                     p1.fetch_add(1, Ordering::Relaxed);
                 }
                 std::hint::spin_loop();
             }
-            c1.detach(&m);
         });
         let (c2, r2) = (c.clone(), blocked_ready.clone());
         let t2 = std::thread::spawn(move || {
-            let m = c2.attach();
-            c2.enter_blocking();
-            r2.store(true, Ordering::Relaxed);
-            std::thread::sleep(Duration::from_millis(200));
-            c2.leave_blocking();
-            c2.detach(&m);
+            let mut m = attach(&c2);
+            m.blocking(|| {
+                r2.store(true, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            });
         });
         while c.attached() < 3 || !blocked_ready.load(Ordering::Relaxed) {
             std::thread::yield_now();
         }
         {
-            let mut w = c.stop_the_world().expect("no concurrent collector");
+            let mut w = me.stop_the_world().expect("no concurrent collector");
             let mut n = 0;
             w.for_each_mutator(|_| n += 1);
             assert_eq!(n, 3);
@@ -353,28 +595,78 @@ mod tests {
         t1.join().unwrap();
         t2.join().unwrap();
         assert_eq!(polls.load(Ordering::Relaxed), 1);
-        c.detach(&me);
+        drop(me);
         assert_eq!(c.attached(), 0);
     }
 
     #[test]
     fn a_panicking_mutator_does_not_wedge_the_collector() {
         let c = Arc::new(Coordinator::default());
-        let me = c.attach();
+        let mut me = attach(&c);
         let c1 = c.clone();
         let r = std::thread::spawn(move || {
-            struct Detach(Arc<Coordinator>, Arc<MutatorShared>);
-            impl Drop for Detach {
-                fn drop(&mut self) {
-                    self.0.detach(&self.1);
-                }
-            }
-            let _g = Detach(c1.clone(), c1.attach());
+            let _m = attach(&c1);
             panic!("mutator bug");
         })
         .join();
         assert!(r.is_err());
-        assert!(c.stop_the_world().is_some());
-        c.detach(&me);
+        assert!(me.stop_the_world().is_some());
+    }
+
+    #[test]
+    fn one_mutator_per_thread_and_heap() {
+        let (a, b) = (
+            Arc::new(Coordinator::default()),
+            Arc::new(Coordinator::default()),
+        );
+        let m = attach(&a);
+        assert!(matches!(
+            Attached::new(a.clone(), Arc::default()),
+            Err(AlreadyAttached)
+        ));
+        let _other_heap = attach(&b);
+        drop(m);
+        let _again = attach(&a);
+        assert_eq!(a.attached(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_mutator_is_detached_when_its_thread_exits() {
+        let c = Arc::new(Coordinator::default());
+        let c1 = c.clone();
+        std::thread::spawn(move || std::mem::forget(attach(&c1)))
+            .join()
+            .unwrap();
+        assert_eq!(c.attached(), 0, "the thread-local registry detached it");
+        let mut me = attach(&c);
+        assert!(me.stop_the_world().is_some(), "nobody left to wait for");
+    }
+
+    #[test]
+    fn a_late_thread_is_named() {
+        let c = Arc::new(Coordinator::new(Duration::from_millis(50)));
+        let mut me = attach(&c);
+        let (c1, go) = (c.clone(), Arc::new(AtomicBool::new(false)));
+        let go1 = go.clone();
+        let t = std::thread::Builder::new()
+            .name("busy-loop".into())
+            .spawn(move || {
+                let mut m = attach(&c1);
+                while !go1.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+                std::thread::sleep(Duration::from_millis(300)); // no poll
+                m.poll();
+            })
+            .unwrap();
+        while c.attached() < 2 {
+            std::thread::yield_now();
+        }
+        go.store(true, Ordering::Relaxed);
+        assert!(me.stop_the_world().is_some());
+        t.join().unwrap();
+        let late = c.late_threads();
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert!(late[0].starts_with("'busy-loop' (tid "), "{late:?}");
     }
 }

@@ -10,94 +10,69 @@
 //! or above the mark-start top is treated as live (see `cycle.rs`), so
 //! their fields need no scanning.
 //!
-//! The barrier lives in [`ObjRef::store_ref`](crate::ObjRef::store_ref),
-//! which knows only the object's address, so queues are found through a
-//! process-wide registry (as the SIGBUS registry finds heaps): [`active`] is
-//! one relaxed load, non-zero only while some heap marks; then [`log`]
-//! routes the old value to the queue of the marking heap whose moving space
-//! holds the written object, or (a large object lives outside every moving
-//! space) to every marking heap, each of which ignores values that are not
-//! its own. Queues are leaked, never freed: a mutator of another heap may
-//! still be inside [`log`] when a heap is dropped, and a few KiB per heap
-//! ever created is the price of never dangling.
+//! The barrier belongs to the mutator: it lives in
+//! [`MutatorContext::store_ref`](crate::MutatorContext::store_ref), the only
+//! way to write a reference into an object. Its fast path is one relaxed
+//! load of the heap's own [`SatbLog::marking`] flag; other heaps marking
+//! cost it nothing. Logged values go to a buffer in the mutator's own state
+//! ([`SatbBuffer`], no synchronisation); a full buffer is handed to the
+//! heap's shared queue, which the marker drains while mutators run. The
+//! final pause takes what is left in every mutator's buffer (the world is
+//! stopped, so the collector may read them), and a mutator that detaches
+//! hands its buffer over first.
 
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_deque::{Injector, Steal};
 
-/// Heaps that can mark concurrently at the same time.
-const SLOTS: usize = 64;
+/// Logged values a mutator buffers before handing them to the heap.
+pub const BUFFER_LEN: usize = 256;
 
-/// Number of heaps marking now.
-static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-
-/// The queues of the heaps marking now.
-static QUEUES: [AtomicPtr<SatbQueue>; SLOTS] =
-    [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
-
-/// One heap's log of overwritten references.
-pub struct SatbQueue {
-    start: usize,
-    end: usize,
-    values: Injector<usize>,
-    slot: AtomicUsize,
+/// One heap's SATB state: whether it marks, and the queue of full buffers.
+#[derive(Default)]
+pub struct SatbLog {
+    marking: AtomicBool,
+    queue: Injector<Vec<usize>>,
 }
 
-impl std::fmt::Debug for SatbQueue {
+impl std::fmt::Debug for SatbLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SatbQueue({:#x}..{:#x})", self.start, self.end)
+        f.debug_struct("SatbLog")
+            .field("marking", &self.is_marking())
+            .finish()
     }
 }
 
-impl SatbQueue {
-    /// The (leaked, see the module docs) queue of the heap whose moving
-    /// space is `[start, end)`.
-    pub fn new_static(start: usize, end: usize) -> &'static SatbQueue {
-        Box::leak(Box::new(SatbQueue {
-            start,
-            end,
-            values: Injector::new(),
-            slot: AtomicUsize::new(usize::MAX),
-        }))
+impl SatbLog {
+    /// Whether the barrier is on (one relaxed load: its fast path). The
+    /// flag changes only with the world stopped, so a running mutator sees
+    /// the value of the last pause (the coordinator's lock orders them).
+    #[inline(always)]
+    pub fn is_marking(&self) -> bool {
+        self.marking.load(Ordering::Relaxed)
     }
 
-    /// Turns the barrier on for this heap. Called with the heap's world
-    /// stopped, so its mutators see it when they resume. `false` if all
-    /// registry slots are taken (the caller then marks in the pause).
-    pub fn activate(&'static self) -> bool {
-        let me = self as *const SatbQueue as *mut SatbQueue;
-        for (i, s) in QUEUES.iter().enumerate() {
-            if s.compare_exchange(
-                std::ptr::null_mut(),
-                me,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-            {
-                self.slot.store(i, Ordering::Relaxed);
-                ACTIVE.fetch_add(1, Ordering::AcqRel);
-                return true;
-            }
-        }
-        false
+    /// Turns the barrier on or off. World stopped.
+    pub(crate) fn set_marking(&self, on: bool) {
+        self.marking.store(on, Ordering::Relaxed);
     }
 
-    /// Turns the barrier off for this heap (world stopped).
-    pub fn deactivate(&self) {
-        let i = self.slot.swap(usize::MAX, Ordering::Relaxed);
-        if i < SLOTS {
-            QUEUES[i].store(std::ptr::null_mut(), Ordering::Release);
-            ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    /// Hands a mutator's buffer over to the marker.
+    pub(crate) fn publish(&self, buf: &mut SatbBuffer) {
+        if !buf.0.is_empty() {
+            self.queue.push(std::mem::replace(
+                &mut buf.0,
+                Vec::with_capacity(BUFFER_LEN),
+            ));
         }
     }
 
-    /// Takes every value logged so far.
-    pub fn take_all(&self) -> Vec<usize> {
+    /// Takes every value handed over so far.
+    pub(crate) fn take_all(&self) -> Vec<usize> {
         let mut v = Vec::new();
         loop {
-            match self.values.steal() {
-                Steal::Success(x) => v.push(x),
+            match self.queue.steal() {
+                Steal::Success(b) => v.extend(b),
                 Steal::Empty => return v,
                 Steal::Retry => continue,
             }
@@ -105,32 +80,23 @@ impl SatbQueue {
     }
 }
 
-/// Whether any heap is marking concurrently (one relaxed load: the
-/// barrier's fast path).
-#[inline(always)]
-pub fn active() -> bool {
-    ACTIVE.load(Ordering::Relaxed) != 0
-}
+/// A mutator's private log of overwritten references.
+#[derive(Debug, Default)]
+pub struct SatbBuffer(Vec<usize>);
 
-/// Logs `old`, a reference just overwritten in the object at `obj`, for
-/// the marking heap(s) it may belong to.
-#[cold]
-#[inline(never)]
-pub fn log(obj: usize, old: usize) {
-    let queues = || {
-        QUEUES.iter().filter_map(|s| {
-            let p = s.load(Ordering::Acquire);
-            // SAFETY: registered queues are leaked ('static): the pointer
-            // stays valid forever, whether or not it is still registered.
-            (!p.is_null()).then(|| unsafe { &*p })
-        })
-    };
-    if let Some(q) = queues().find(|q| (q.start..q.end).contains(&obj)) {
-        q.values.push(old);
-        return;
+impl SatbBuffer {
+    /// Logs `old`; hands the buffer to `log` when it is full.
+    #[inline]
+    pub(crate) fn push(&mut self, old: usize, log: &SatbLog) {
+        self.0.push(old);
+        if self.0.len() >= BUFFER_LEN {
+            log.publish(self);
+        }
     }
-    for q in queues() {
-        q.values.push(old);
+
+    /// Takes the buffered values (world stopped, or the owner).
+    pub(crate) fn take(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.0)
     }
 }
 
@@ -139,22 +105,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn routes_by_space_and_broadcasts_the_rest() {
-        let a = SatbQueue::new_static(0x1000_0000, 0x2000_0000);
-        let b = SatbQueue::new_static(0x3000_0000, 0x4000_0000);
-        assert!(a.activate());
-        assert!(active());
-        log(0x1000_0040, 11); // an object of heap a
-        assert!(b.activate());
-        log(0x3000_0000, 22); // an object of heap b
-        log(0x9000_0000, 33); // a large object: both get it
-        assert_eq!(a.take_all(), vec![11, 33]);
-        assert_eq!(b.take_all(), vec![22, 33]);
-        a.deactivate();
-        log(0x1000_0040, 44); // a no longer marks: only b (broadcast)
-        assert_eq!(a.take_all(), Vec::<usize>::new());
-        assert_eq!(b.take_all(), vec![44]);
-        b.deactivate();
-        b.deactivate(); // idempotent
+    fn full_buffers_reach_the_queue_and_the_rest_stays_private() {
+        let log = SatbLog::default();
+        assert!(!log.is_marking());
+        log.set_marking(true);
+        assert!(log.is_marking());
+        let mut b = SatbBuffer::default();
+        for v in 1..=(BUFFER_LEN + 3) {
+            b.push(v, &log);
+        }
+        let queued = log.take_all();
+        assert_eq!(queued, (1..=BUFFER_LEN).collect::<Vec<_>>());
+        assert_eq!(
+            b.take(),
+            vec![BUFFER_LEN + 1, BUFFER_LEN + 2, BUFFER_LEN + 3]
+        );
+        log.publish(&mut b); // empty: nothing queued
+        assert!(log.take_all().is_empty());
     }
 }

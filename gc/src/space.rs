@@ -56,11 +56,6 @@ impl Tlab {
         *self = Tlab::default();
     }
 
-    /// Bytes left.
-    pub fn remaining(&self) -> usize {
-        self.limit - self.cursor
-    }
-
     pub(crate) fn set(&mut self, start: usize, end: usize) {
         self.cursor = start;
         self.limit = end;

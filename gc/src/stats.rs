@@ -222,6 +222,10 @@ pub struct HeapStats {
     pub capacity: usize,
     /// The most recent cycles (up to 1024), oldest first.
     pub recent: Vec<CycleStats>,
+    /// Threads that held a stop of the world up past
+    /// `HeapConfig::safepoint_warn_after` ("'name' (tid N)", most recent
+    /// last, at most 16).
+    pub late_threads: Vec<String>,
 }
 
 impl HeapStats {

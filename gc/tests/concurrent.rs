@@ -4,6 +4,13 @@
 //! with injected EBUSY/EAGAIN/EEXIST and with a forked child alive. The
 //! verifier runs after every cycle (`collect()` waits for the cycle and
 //! verifies). Tests skip, saying why, where userfaultfd is unavailable.
+//!
+//! Object access through the engine is `unsafe` (`ObjRef`'s access
+//! contract). Rule followed throughout: an `ObjRef` held in a local is only
+//! used until the thread's next `alloc`/`collect`/`safepoint`/wait (objects
+//! may move then); anything that must survive one lives in a root slot or a
+//! persistent slot. Every reference store goes through the mutator
+//! (`MutatorContext::store_ref`), so the SATB barrier under test runs.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -35,37 +42,55 @@ fn node_layout() -> Layout {
 
 fn make_list(m: &mut movegc_gc::MutatorContext, slot: usize, len: usize, base: u64) {
     // Build back to front; the list head lives in a root slot while building.
-    let r = m.roots().len();
-    m.roots().push(None);
+    // SAFETY: a null slot.
+    let r = unsafe {
+        let r = m.roots().len();
+        m.roots().push(None);
+        r
+    };
     for i in (0..len as u64).rev() {
         let n = m.alloc(&node_layout()).unwrap();
         let id = base + i;
-        n.write_u64(0, id).unwrap();
-        n.write_u64(8, i * 3).unwrap();
-        n.write_u64(16, checksum(id, i * 3)).unwrap();
-        n.store_ref(0, m.roots()[r]).unwrap();
-        m.roots()[r] = Some(n);
+        // SAFETY: `n` was just allocated and the head read from its root
+        // slot; `n` then lives in the root slot.
+        unsafe {
+            n.write_u64(0, id).unwrap();
+            n.write_u64(8, i * 3).unwrap();
+            n.write_u64(16, checksum(id, i * 3)).unwrap();
+            let head = m.roots()[r];
+            m.store_ref(n, 0, head).unwrap();
+            m.roots()[r] = Some(n);
+        }
     }
     // The table may have moved during allocation: load it from its root.
-    let head = m.roots()[r];
-    let table = m.roots()[0].unwrap();
-    table.store_ref(slot, head).unwrap();
-    m.roots().truncate(r);
+    // SAFETY: both read from root slots just now, no allocation since.
+    unsafe {
+        let head = m.roots()[r];
+        let table = m.roots()[0].unwrap();
+        m.store_ref(table, slot, head).unwrap();
+        m.roots().truncate(r);
+    }
 }
 
-fn check_list(head: Option<ObjRef>, len: usize, base: u64) {
+/// # Safety
+/// `head` is current and the caller a running mutator of its heap; the
+/// check reaches no safepoint, so every node it loads is current too.
+unsafe fn check_list(head: Option<ObjRef>, len: usize, base: u64) {
     let mut cur = head;
     for i in 0..len as u64 {
         let n = cur.unwrap_or_else(|| panic!("list {base} ends at {i} of {len}"));
-        assert_eq!(n.header().tag(), NODE);
-        let (id, v, c) = (
-            n.read_u64(0).unwrap(),
-            n.read_u64(8).unwrap(),
-            n.read_u64(16).unwrap(),
-        );
-        assert_eq!(id, base + i, "node id");
-        assert_eq!(c, checksum(id, v), "checksum of node {id}");
-        cur = n.load_ref(0).unwrap();
+        // SAFETY: the caller's contract.
+        unsafe {
+            assert_eq!(n.header().tag(), NODE);
+            let (id, v, c) = (
+                n.read_u64(0).unwrap(),
+                n.read_u64(8).unwrap(),
+                n.read_u64(16).unwrap(),
+            );
+            assert_eq!(id, base + i, "node id");
+            assert_eq!(c, checksum(id, v), "checksum of node {id}");
+            cur = n.load_ref(0).unwrap();
+        }
     }
     assert!(cur.is_none(), "list {base} longer than {len}");
 }
@@ -90,11 +115,12 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
     assert_eq!(heap.strategy(), strategy, "no fallback expected here");
     // The shared table: one slot per (thread, list).
     let table_id = {
-        let mut m = heap.attach();
+        let mut m = heap.attach().unwrap();
         let t = m
             .alloc(&Layout::ref_array(1, threads * SLOTS_PER_THREAD).unwrap())
             .unwrap();
-        heap.persistent_new(Some(t))
+        // SAFETY: `t` was just allocated.
+        unsafe { heap.persistent_new(Some(t)) }
     };
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(threads));
@@ -110,8 +136,9 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
                 stats.clone(),
             );
             std::thread::spawn(move || {
-                let mut m = heap.attach();
-                m.roots().push(heap.persistent_get(table_id));
+                let mut m = heap.attach().unwrap();
+                // SAFETY: just read from the persistent slot.
+                unsafe { m.roots().push(heap.persistent_get(table_id)) };
                 let mut lens = [0usize; SLOTS_PER_THREAD];
                 let mut bases = [0u64; SLOTS_PER_THREAD];
                 let mut rng = 0x1234_5678_9abc_def0u64 ^ (t as u64 + 1);
@@ -139,20 +166,24 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
                     }
                     // Read a random other list (touches pages: faults during cycles).
                     let other = (next() as usize) % (threads * SLOTS_PER_THREAD);
-                    let table = m.roots()[0].unwrap();
-                    let mut cur = table.load_ref(other).unwrap();
-                    while let Some(n) = cur {
-                        assert_eq!(n.header().tag(), NODE);
-                        cur = n.load_ref(0).unwrap();
-                    }
-                    // Check one of our own lists completely.
                     let s2 = (next() as usize) % SLOTS_PER_THREAD;
-                    if lens[s2] > 0 {
-                        check_list(
-                            table.load_ref(t * SLOTS_PER_THREAD + s2).unwrap(),
-                            lens[s2],
-                            bases[s2],
-                        );
+                    // SAFETY: `table` is read from its root slot and both
+                    // walks end before the next collection or safepoint.
+                    unsafe {
+                        let table = m.roots()[0].unwrap();
+                        let mut cur = table.load_ref(other).unwrap();
+                        while let Some(n) = cur {
+                            assert_eq!(n.header().tag(), NODE);
+                            cur = n.load_ref(0).unwrap();
+                        }
+                        // Check one of our own lists completely.
+                        if lens[s2] > 0 {
+                            check_list(
+                                table.load_ref(t * SLOTS_PER_THREAD + s2).unwrap(),
+                                lens[s2],
+                                bases[s2],
+                            );
+                        }
                     }
                     if t == 0 && iter % 8 == 0 {
                         if let Some(st) = m.collect() {
@@ -165,14 +196,18 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
                     m.safepoint();
                 }
                 // Final check of everything this thread owns.
-                let table = m.roots()[0].unwrap();
-                for s in 0..SLOTS_PER_THREAD {
-                    if lens[s] > 0 {
-                        check_list(
-                            table.load_ref(t * SLOTS_PER_THREAD + s).unwrap(),
-                            lens[s],
-                            bases[s],
-                        );
+                // SAFETY: `table` is read from its root slot; the checks
+                // reach no safepoint.
+                unsafe {
+                    let table = m.roots()[0].unwrap();
+                    for s in 0..SLOTS_PER_THREAD {
+                        if lens[s] > 0 {
+                            check_list(
+                                table.load_ref(t * SLOTS_PER_THREAD + s).unwrap(),
+                                lens[s],
+                                bases[s],
+                            );
+                        }
                     }
                 }
             })
@@ -181,7 +216,8 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
     for h in handles {
         h.join().unwrap();
     }
-    heap.wait_idle();
+    heap.wait_idle()
+        .expect("this thread's mutator is gone (dropped after the table)");
     heap.persistent_free(table_id);
     let cycles = std::mem::take(&mut *stats.lock().unwrap());
     Run { cycles }
@@ -407,18 +443,24 @@ fn move_recycles_across_many_blocks() {
         ..Default::default()
     })
     .unwrap();
-    let mut m = heap.attach();
+    let mut m = heap.attach().unwrap();
     let node = node_layout();
     let junk = Layout::byte_array(0, 24).unwrap();
-    m.roots().push(None);
+    // SAFETY: a null slot.
+    unsafe { m.roots().push(None) };
     let n = 600_000u64;
     for i in 0..n {
         let o = m.alloc(&node).unwrap();
-        o.write_u64(0, i).unwrap();
-        o.write_u64(8, i * 7).unwrap();
-        o.write_u64(16, checksum(i, i * 7)).unwrap();
-        o.store_ref(0, m.roots()[0]).unwrap();
-        m.roots()[0] = Some(o);
+        // SAFETY: `o` was just allocated and the head read from its root
+        // slot; `o` then lives in the root slot.
+        unsafe {
+            o.write_u64(0, i).unwrap();
+            o.write_u64(8, i * 7).unwrap();
+            o.write_u64(16, checksum(i, i * 7)).unwrap();
+            let head = m.roots()[0];
+            m.store_ref(o, 0, head).unwrap();
+            m.roots()[0] = Some(o);
+        }
         m.alloc(&junk).unwrap(); // 40% of the bytes die
     }
     let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
@@ -431,12 +473,16 @@ fn move_recycles_across_many_blocks() {
         st.pages_copied
     );
     assert_eq!(st.madvise_calls, 0);
-    let mut cur = m.roots()[0];
+    // SAFETY: the walk starts at the root slot and reaches no safepoint.
+    let mut cur = unsafe { m.roots()[0] };
     for i in (0..n).rev() {
         let o = cur.unwrap();
-        assert_eq!(o.read_u64(0).unwrap(), i);
-        assert_eq!(o.read_u64(16).unwrap(), checksum(i, i * 7));
-        cur = o.load_ref(0).unwrap();
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!(o.read_u64(0).unwrap(), i);
+            assert_eq!(o.read_u64(16).unwrap(), checksum(i, i * 7));
+            cur = o.load_ref(0).unwrap();
+        }
     }
 }
 
@@ -455,10 +501,12 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     })
     .unwrap();
     assert_eq!(heap.fault_mode(), None, "nothing opened yet");
-    let mut m = heap.attach();
-    m.roots().push(None);
+    let mut m = heap.attach().unwrap();
+    // SAFETY: a null slot, then `table` just allocated.
+    unsafe { m.roots().push(None) };
     let table = m.alloc(&Layout::ref_array(1, 1).unwrap()).unwrap();
-    m.roots()[0] = Some(table);
+    // SAFETY: `table` was just allocated.
+    unsafe { m.roots()[0] = Some(table) };
     make_list(&mut m, 0, 5000, 1 << 40);
     for s in [
         Strategy::ConcurrentMove,
@@ -467,8 +515,12 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     ] {
         let st = m.collect_with(s).expect("a collection ran");
         assert_eq!(st.strategy, Some(s));
-        let table = m.roots()[0].unwrap();
-        check_list(table.load_ref(0).unwrap(), 5000, 1 << 40);
+        // SAFETY: `table` is read from its root slot; the check reaches no
+        // safepoint.
+        unsafe {
+            let table = m.roots()[0].unwrap();
+            check_list(table.load_ref(0).unwrap(), 5000, 1 << 40);
+        }
     }
     assert!(heap.fault_mode().is_some());
     assert_eq!(heap.strategy(), Strategy::StopTheWorld, "the default stays");
@@ -507,32 +559,47 @@ fn nodes_moved_during_concurrent_marking_survive() {
     })
     .unwrap();
     let (a_id, b_id) = {
-        let mut m = heap.attach();
+        let mut m = heap.attach().unwrap();
         let arr = Layout::ref_array(1, N).unwrap();
         let a = m.alloc(&arr).unwrap();
-        m.roots().push(Some(a));
+        // SAFETY: `a` was just allocated.
+        unsafe { m.roots().push(Some(a)) };
         let b = m.alloc(&arr).unwrap();
-        m.roots().push(Some(b));
+        // SAFETY: `b` was just allocated.
+        unsafe { m.roots().push(Some(b)) };
         for (k, which) in [(0u64, 0usize), (1, 1)] {
             for i in 0..N {
                 let id = k << 32 | i as u64;
-                m.roots().push(None);
+                // SAFETY: a null slot.
+                unsafe { m.roots().push(None) };
                 // The node's chain, built back to front, then the node.
                 for t in 0..TAIL as u64 {
                     let c = m.alloc(&node_layout()).unwrap();
-                    c.write_u64(0, id ^ (t << 48)).unwrap();
-                    c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
-                    let prev = *m.roots().last().unwrap();
-                    c.store_ref(0, prev).unwrap();
-                    *m.roots().last_mut().unwrap() = Some(c);
+                    // SAFETY: `c` was just allocated and `prev` read from a
+                    // root slot; `c` then lives in the root slot.
+                    unsafe {
+                        c.write_u64(0, id ^ (t << 48)).unwrap();
+                        c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
+                        let prev = *m.roots().last().unwrap();
+                        m.store_ref(c, 0, prev).unwrap();
+                        *m.roots().last_mut().unwrap() = Some(c);
+                    }
                 }
-                let n = m.roots().pop().unwrap().unwrap();
-                m.roots()[which].unwrap().store_ref(i, Some(n)).unwrap();
+                // SAFETY: both read from root slots, no allocation before
+                // the store.
+                unsafe {
+                    let n = m.roots().pop().unwrap().unwrap();
+                    let arr = m.roots()[which].unwrap();
+                    m.store_ref(arr, i, Some(n)).unwrap();
+                }
             }
         }
-        let a = m.roots()[0];
-        let b = m.roots()[1];
-        (heap.persistent_new(a), heap.persistent_new(b))
+        // SAFETY: read from the root slots just now.
+        unsafe {
+            let a = m.roots()[0];
+            let b = m.roots()[1];
+            (heap.persistent_new(a), heap.persistent_new(b))
+        }
     };
     let check = |m: &mut movegc_gc::MutatorContext| {
         let a = heap.persistent_get(a_id).unwrap();
@@ -540,18 +607,24 @@ fn nodes_moved_during_concurrent_marking_survive() {
         let mut seen = vec![false; 2 * N];
         for arr in [a, b] {
             for i in 0..N {
-                let mut c = arr.load_ref(i).unwrap();
-                let head = c.expect("slot emptied").read_u64(0).unwrap();
+                // SAFETY: `arr` was read from a persistent slot by this
+                // running mutator (`m`, borrowed, reaches no safepoint).
+                let mut c = unsafe { arr.load_ref(i).unwrap() };
+                // SAFETY: as above.
+                let head = unsafe { c.expect("slot emptied").read_u64(0).unwrap() };
                 let id = head ^ ((TAIL as u64 - 1) << 48);
                 let idx = (id >> 32) as usize * N + (id & 0xffff_ffff) as usize;
                 assert!(!seen[idx], "node {id:#x} twice");
                 seen[idx] = true;
                 for t in (0..TAIL as u64).rev() {
                     let n = c.unwrap_or_else(|| panic!("chain of {id:#x} cut at {t}"));
-                    let v = n.read_u64(0).unwrap();
-                    assert_eq!(v, id ^ (t << 48));
-                    assert_eq!(n.read_u64(16).unwrap(), checksum(v, 0));
-                    c = n.load_ref(0).unwrap();
+                    // SAFETY: as above: no safepoint during the check.
+                    unsafe {
+                        let v = n.read_u64(0).unwrap();
+                        assert_eq!(v, id ^ (t << 48));
+                        assert_eq!(n.read_u64(16).unwrap(), checksum(v, 0));
+                        c = n.load_ref(0).unwrap();
+                    }
                 }
                 assert!(c.is_none());
             }
@@ -569,7 +642,7 @@ fn nodes_moved_during_concurrent_marking_survive() {
         let (heap, stop, swaps) = (heap.clone(), stop.clone(), swaps.clone());
         let (hold, held) = (hold.clone(), held.clone());
         std::thread::spawn(move || {
-            let mut m = heap.attach();
+            let mut m = heap.attach().unwrap();
             let mut x = 0x9E37_79B9_7F4A_7C15u64;
             while !stop.load(Ordering::Relaxed) {
                 if hold.load(Ordering::Acquire) {
@@ -586,19 +659,23 @@ fn nodes_moved_during_concurrent_marking_survive() {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let (i, j) = ((x as usize) % N, ((x >> 32) as usize) % N);
-                    let a = heap.persistent_get(a_id).unwrap();
-                    let b = heap.persistent_get(b_id).unwrap();
-                    let na = a.load_ref(i).unwrap();
-                    let nb = b.load_ref(j).unwrap();
-                    b.store_ref(j, na).unwrap();
-                    a.store_ref(i, nb).unwrap();
+                    // SAFETY: everything is read from the persistent slots
+                    // in this iteration; the safepoint is after the loop.
+                    unsafe {
+                        let a = heap.persistent_get(a_id).unwrap();
+                        let b = heap.persistent_get(b_id).unwrap();
+                        let na = a.load_ref(i).unwrap();
+                        let nb = b.load_ref(j).unwrap();
+                        m.store_ref(b, j, na).unwrap();
+                        m.store_ref(a, i, nb).unwrap();
+                    }
                     swaps.fetch_add(1, Ordering::Relaxed);
                 }
                 m.safepoint();
             }
         })
     };
-    let mut m = heap.attach();
+    let mut m = heap.attach().unwrap();
     let mut concurrent_marks = 0;
     for _ in 0..20 {
         let st = m.collect_with(Strategy::ConcurrentMove).unwrap();

@@ -5,6 +5,11 @@
 //! in it) and must not use the parent's userfaultfd (which acts on the
 //! parent's memory). In its own test binary: a forked child of a process
 //! with many test threads could inherit locks they hold.
+//!
+//! Object access through the engine is `unsafe` (`ObjRef`'s access
+//! contract). Rule followed: an `ObjRef` held in a local is only used until
+//! the thread's next `alloc`/`collect`/`safepoint`/wait (objects may move
+//! then); anything that must survive one lives in `m.roots()`.
 
 use std::time::{Duration, Instant};
 
@@ -26,16 +31,21 @@ fn check(id: u64) -> u64 {
 /// objects. The table is root slot 0.
 fn build(m: &mut MutatorContext) {
     let table = m.alloc(&Layout::ref_array(1, LISTS).unwrap()).unwrap();
-    m.roots().push(Some(table));
+    // SAFETY: `table` was just allocated.
+    unsafe { m.roots().push(Some(table)) };
     for i in 0..LEN {
         for l in 0..LISTS {
             let id = (l as u64) << 32 | i;
             let n = m.alloc(&node()).unwrap();
-            n.write_u64(0, id).unwrap();
-            n.write_u64(8, check(id)).unwrap();
-            let table = m.roots()[0].unwrap();
-            n.store_ref(0, table.load_ref(l).unwrap()).unwrap();
-            table.store_ref(l, Some(n)).unwrap();
+            // SAFETY: `n` was just allocated and `table` is read from its
+            // root slot; both are used before the next allocation.
+            unsafe {
+                n.write_u64(0, id).unwrap();
+                n.write_u64(8, check(id)).unwrap();
+                let table = m.roots()[0].unwrap();
+                m.store_ref(n, 0, table.load_ref(l).unwrap()).unwrap();
+                m.store_ref(table, l, Some(n)).unwrap();
+            }
             m.alloc(&node()).unwrap(); // garbage
         }
     }
@@ -43,15 +53,20 @@ fn build(m: &mut MutatorContext) {
 
 /// Walks every list; panics on any lost or corrupt node.
 fn verify(m: &mut MutatorContext) {
-    let table = m.roots()[0].unwrap();
+    // SAFETY (both blocks): the walk starts at a root slot and neither
+    // allocates nor reaches a safepoint.
+    let table = unsafe { m.roots()[0].unwrap() };
     for l in 0..LISTS {
-        let mut cur: Option<ObjRef> = table.load_ref(l).unwrap();
+        let mut cur: Option<ObjRef> = unsafe { table.load_ref(l).unwrap() };
         for i in (0..LEN).rev() {
             let n = cur.unwrap_or_else(|| panic!("list {l} ends early at {i}"));
             let id = (l as u64) << 32 | i;
-            assert_eq!(n.read_u64(0).unwrap(), id);
-            assert_eq!(n.read_u64(8).unwrap(), check(id));
-            cur = n.load_ref(0).unwrap();
+            // SAFETY: as above.
+            unsafe {
+                assert_eq!(n.read_u64(0).unwrap(), id);
+                assert_eq!(n.read_u64(8).unwrap(), check(id));
+                cur = n.load_ref(0).unwrap();
+            }
         }
         assert!(cur.is_none());
     }
@@ -87,12 +102,12 @@ fn parent_and_child_both_collect_after_fork() {
         ..Default::default()
     })
     .unwrap();
-    let mut m = heap.attach();
+    let mut m = heap.attach().unwrap();
     build(&mut m);
     // Use the worker pool (and the descriptor) before forking.
     m.collect().expect("a collection ran");
     verify(&mut m);
-    heap.wait_idle();
+    m.wait_idle();
     let want = heap.strategy();
     if !uffd {
         eprintln!("userfaultfd unavailable: both processes compact stop-the-world");

@@ -3,6 +3,13 @@
 //! 4 marking workers collects concurrently, and a second heap stores
 //! heavily at the same time (the barrier's broadcast path). Every node must
 //! survive every cycle. (Contributed by the concurrent-marking review.)
+//!
+//! Object access through the engine is `unsafe` (`ObjRef`'s access
+//! contract). Rule followed: an `ObjRef` held in a local is only used until
+//! the thread's next `alloc`/`collect`/`safepoint`/wait (objects may move
+//! then); anything that must survive one lives in a root slot or a
+//! persistent slot. Every reference store goes through the mutator
+//! (`MutatorContext::store_ref`), so the SATB barrier under test runs.
 use movegc_gc::{GcHeap, HeapConfig, Layout, Strategy};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -36,31 +43,46 @@ fn los_array_swaps_survive_concurrent_marking() {
     }
     let other = mk();
     let (a_id, b_id) = {
-        let mut m = heap.attach();
+        let mut m = heap.attach().unwrap();
         let a = m.alloc(&Layout::ref_array(1, N).unwrap()).unwrap(); // LOS
-        m.roots().push(Some(a));
+                                                                     // SAFETY: `a` was just allocated.
+        unsafe { m.roots().push(Some(a)) };
         let b = m.alloc(&Layout::ref_array(1, 1024).unwrap()).unwrap(); // moving
-        m.roots().push(Some(b));
+                                                                        // SAFETY: `b` was just allocated.
+        unsafe { m.roots().push(Some(b)) };
         for (which, n) in [(0usize, N), (1, 1024)] {
             for i in 0..n {
                 let id = (which as u64) << 32 | i as u64;
-                m.roots().push(None);
+                // SAFETY: a null slot.
+                unsafe { m.roots().push(None) };
                 for t in 0..TAIL as u64 {
                     let c = m.alloc(&node_layout()).unwrap();
-                    c.write_u64(0, id ^ (t << 48)).unwrap();
-                    c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
-                    let prev = *m.roots().last().unwrap();
-                    c.store_ref(0, prev).unwrap();
-                    *m.roots().last_mut().unwrap() = Some(c);
+                    // SAFETY: `c` was just allocated and `prev` read from a
+                    // root slot; `c` then lives in the root slot.
+                    unsafe {
+                        c.write_u64(0, id ^ (t << 48)).unwrap();
+                        c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
+                        let prev = *m.roots().last().unwrap();
+                        m.store_ref(c, 0, prev).unwrap();
+                        *m.roots().last_mut().unwrap() = Some(c);
+                    }
                 }
-                let nd = m.roots().pop().unwrap().unwrap();
-                m.roots()[which].unwrap().store_ref(i, Some(nd)).unwrap();
+                // SAFETY: both references are read from root slots, with no
+                // allocation or safepoint before the store.
+                unsafe {
+                    let nd = m.roots().pop().unwrap().unwrap();
+                    let arr = m.roots()[which].unwrap();
+                    m.store_ref(arr, i, Some(nd)).unwrap();
+                }
             }
         }
-        (
-            heap.persistent_new(m.roots()[0]),
-            heap.persistent_new(m.roots()[1]),
-        )
+        // SAFETY: read from the root slots just now.
+        unsafe {
+            (
+                heap.persistent_new(m.roots()[0]),
+                heap.persistent_new(m.roots()[1]),
+            )
+        }
     };
     let stop = Arc::new(AtomicBool::new(false));
     let swaps = Arc::new(AtomicUsize::new(0));
@@ -70,14 +92,19 @@ fn los_array_swaps_survive_concurrent_marking() {
     let oth = {
         let (o, s) = (other.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut m = o.attach();
+            let mut m = o.attach().unwrap();
             let arr = m.alloc(&Layout::ref_array(1, 256).unwrap()).unwrap();
-            m.roots().push(Some(arr));
+            // SAFETY: `arr` was just allocated.
+            unsafe { m.roots().push(Some(arr)) };
             let mut k = 0usize;
             while !s.load(Ordering::Relaxed) {
                 let n = m.alloc(&node_layout()).unwrap();
-                let arr = m.roots()[0].unwrap();
-                arr.store_ref(k % 256, Some(n)).unwrap();
+                // SAFETY: `n` was just allocated, `arr` read from its root
+                // slot; no allocation before the store.
+                unsafe {
+                    let arr = m.roots()[0].unwrap();
+                    m.store_ref(arr, k % 256, Some(n)).unwrap();
+                }
                 k += 1;
             }
         })
@@ -91,7 +118,7 @@ fn los_array_swaps_survive_concurrent_marking() {
             held.clone(),
         );
         std::thread::spawn(move || {
-            let mut m = heap.attach();
+            let mut m = heap.attach().unwrap();
             let mut x = 0x9E37_79B9_7F4A_7C15u64;
             while !stop.load(Ordering::Relaxed) {
                 if hold.load(Ordering::Acquire) {
@@ -108,19 +135,23 @@ fn los_array_swaps_survive_concurrent_marking() {
                     x ^= x >> 7;
                     x ^= x << 17;
                     let (i, j) = ((x as usize) % N, ((x >> 32) as usize) % 1024);
-                    let a = heap.persistent_get(a_id).unwrap();
-                    let b = heap.persistent_get(b_id).unwrap();
-                    let na = a.load_ref(i).unwrap();
-                    let nb = b.load_ref(j).unwrap();
-                    b.store_ref(j, na).unwrap();
-                    a.store_ref(i, nb).unwrap();
+                    // SAFETY: everything is read from the persistent slots
+                    // in this iteration; the safepoint is after the loop.
+                    unsafe {
+                        let a = heap.persistent_get(a_id).unwrap();
+                        let b = heap.persistent_get(b_id).unwrap();
+                        let na = a.load_ref(i).unwrap();
+                        let nb = b.load_ref(j).unwrap();
+                        m.store_ref(b, j, na).unwrap();
+                        m.store_ref(a, i, nb).unwrap();
+                    }
                     swaps.fetch_add(1, Ordering::Relaxed);
                 }
                 m.safepoint();
             }
         })
     };
-    let mut m = heap.attach();
+    let mut m = heap.attach().unwrap();
     let mut cm = 0;
     for _ in 0..20 {
         let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
@@ -137,18 +168,24 @@ fn los_array_swaps_survive_concurrent_marking() {
             (heap.persistent_get(b_id).unwrap(), 1024),
         ] {
             for i in 0..n {
-                let mut c = arr.load_ref(i).unwrap();
-                let head = c.expect("slot emptied").read_u64(0).unwrap();
+                // SAFETY: `arr` was just read from a persistent slot and this
+                // check neither allocates nor reaches a safepoint.
+                let mut c = unsafe { arr.load_ref(i).unwrap() };
+                // SAFETY: as above.
+                let head = unsafe { c.expect("slot emptied").read_u64(0).unwrap() };
                 let id = head ^ ((TAIL as u64 - 1) << 48);
                 let idx = (id >> 32) as usize * N + (id & 0xffff_ffff) as usize;
                 assert!(!seen[idx]);
                 seen[idx] = true;
                 for t in (0..TAIL as u64).rev() {
                     let nd = c.unwrap_or_else(|| panic!("chain cut"));
-                    let v = nd.read_u64(0).unwrap();
-                    assert_eq!(v, id ^ (t << 48));
-                    assert_eq!(nd.read_u64(16).unwrap(), checksum(v, 0));
-                    c = nd.load_ref(0).unwrap();
+                    // SAFETY: as above: no safepoint during the check.
+                    unsafe {
+                        let v = nd.read_u64(0).unwrap();
+                        assert_eq!(v, id ^ (t << 48));
+                        assert_eq!(nd.read_u64(16).unwrap(), checksum(v, 0));
+                        c = nd.load_ref(0).unwrap();
+                    }
                 }
             }
         }

@@ -1,5 +1,10 @@
 //! Repeated flips with varying dense-prefix boundaries must not fragment
 //! the moving space into VMAs that a later `mremap` cannot span.
+//!
+//! Object access through the engine is `unsafe` (`ObjRef`'s access
+//! contract). Rule followed: an `ObjRef` held in a local is only used until
+//! the thread's next `alloc`/`collect`/`safepoint`/wait; anything that must
+//! survive one lives in `m.roots()`.
 
 use movegc_gc::{GcHeap, HeapConfig, Layout};
 
@@ -26,19 +31,26 @@ fn many_cycles_with_moving_boundaries() {
         ..Default::default()
     })
     .unwrap();
-    let mut m = h.attach();
+    let mut m = h.attach().unwrap();
     let rec = Layout::record(0, 1, 24).unwrap();
     let mut max_vmas = 0;
     for round in 0..40usize {
         // Keep a varying number of objects so dense/moved boundaries shift.
-        m.roots().clear();
-        m.roots().push(None);
+        // SAFETY: a null slot.
+        unsafe {
+            m.roots().clear();
+            m.roots().push(None);
+        }
         for i in 0..(2000 + round * 997 % 5000) {
             let o = m.alloc(&rec).unwrap();
             if i % (1 + round % 3) == 0 {
-                let head = m.roots()[0];
-                o.store_ref(0, head).unwrap();
-                m.roots()[0] = Some(o);
+                // SAFETY: `o` was just allocated and the head just read
+                // from its root slot; `o` then lives in the root slot.
+                unsafe {
+                    let head = m.roots()[0];
+                    m.store_ref(o, 0, head).unwrap();
+                    m.roots()[0] = Some(o);
+                }
             }
         }
         m.collect().unwrap();

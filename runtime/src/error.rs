@@ -43,6 +43,11 @@ pub enum Error {
     /// The thread already has a mutator for this heap.
     #[error("this thread is already attached to this heap")]
     AlreadyAttached,
+    /// [`Heap::wait_idle`](crate::Heap::wait_idle) was called on a thread
+    /// whose mutator of that heap is running: wait through the mutator
+    /// ([`Mutator::wait_idle`](crate::Mutator::wait_idle)) instead.
+    #[error("this thread has a running mutator of this heap: wait with Mutator::wait_idle")]
+    RunningMutator,
     /// The heap could not be created.
     #[error("cannot create heap: {0}")]
     Config(#[from] ConfigError),

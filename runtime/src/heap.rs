@@ -1,7 +1,5 @@
 //! [`Heap`] and its builder.
 
-use std::cell::RefCell;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use movegc_gc::concurrent::FaultMode;
@@ -15,15 +13,7 @@ use crate::{Error, Result};
 #[derive(Clone, Debug)]
 pub struct Heap {
     pub(crate) gc: GcHeap,
-    pub(crate) id: Arc<()>,
-}
-
-thread_local! {
-    /// Heaps the current thread has a mutator for (by heap id address).
-    static ATTACHED: RefCell<HashSet<usize>> = RefCell::new(HashSet::new());
-    /// Heaps whose mutator on this thread is inside `blocking` (depth).
-    pub(crate) static BLOCKING: RefCell<std::collections::HashMap<usize, u32>> =
-        RefCell::new(std::collections::HashMap::new());
+    id: Arc<()>,
 }
 
 impl Heap {
@@ -36,19 +26,12 @@ impl Heap {
     }
 
     /// Attaches the calling thread and returns its mutator. A thread can
-    /// hold one mutator per heap; the mutator detaches when dropped.
+    /// hold one mutator per heap ([`Error::AlreadyAttached`] otherwise); the
+    /// mutator detaches when dropped, or when its thread exits if it was
+    /// leaked with `mem::forget`.
     pub fn attach(&self) -> Result<Mutator> {
-        let key = Arc::as_ptr(&self.id) as usize;
-        let fresh = ATTACHED.with(|a| a.borrow_mut().insert(key));
-        if !fresh {
-            return Err(Error::AlreadyAttached);
-        }
-        Ok(Mutator::new(self.clone(), key))
-    }
-
-    pub(crate) fn detached(key: usize) {
-        // `try_with`: a mutator dropped during thread-local destruction.
-        let _ = ATTACHED.try_with(|a| a.borrow_mut().remove(&key));
+        let ctx = self.gc.attach().map_err(|_| Error::AlreadyAttached)?;
+        Ok(Mutator::new(self.clone(), ctx))
     }
 
     /// A snapshot of the collector statistics.
@@ -66,19 +49,22 @@ impl Heap {
         self.gc.strategy()
     }
 
+    /// The fault mode concurrent cycles use, if userfaultfd is open.
+    pub fn fault_mode(&self) -> Option<FaultMode> {
+        self.gc.fault_mode()
+    }
+
     /// Waits until no concurrent collection (marking or compaction) is
-    /// running. Safe from any thread: on a thread whose mutator of this
-    /// heap is running, it steps out of the running set while it waits (a
-    /// cycle's final pause would otherwise wait for this thread forever).
-    pub fn wait_idle(&self) {
-        let key = Arc::as_ptr(&self.id) as usize;
-        let attached = ATTACHED.with(|a| a.borrow().contains(&key));
-        let blocking = BLOCKING.with(|b| b.borrow().get(&key).is_some_and(|&d| d > 0));
-        if attached && !blocking {
-            self.gc.wait_idle_as_running_mutator()
-        } else {
-            self.gc.wait_idle()
-        }
+    /// running, from a thread that has no running mutator of this heap
+    /// (another thread, or inside [`Mutator::blocking`]).
+    ///
+    /// On a thread whose mutator of this heap is running it fails with
+    /// [`Error::RunningMutator`]: waiting here would have to step out of
+    /// the running set behind the mutator's back, and objects could move
+    /// under whatever the thread is in the middle of. Use
+    /// [`Mutator::wait_idle`] there.
+    pub fn wait_idle(&self) -> Result<()> {
+        self.gc.wait_idle().map_err(|_| Error::RunningMutator)
     }
 
     /// The heap's capacity in bytes.
@@ -86,16 +72,16 @@ impl Heap {
         self.gc.config().capacity
     }
 
-    /// The collector layer, for tools and benchmarks.
-    pub fn gc(&self) -> &GcHeap {
-        &self.gc
+    /// Minimum allocation between automatic collections, as configured
+    /// (see [`HeapBuilder::min_free`]).
+    pub fn min_free(&self) -> usize {
+        self.gc.config().min_free
     }
 
     pub(crate) fn same(&self, other: &Heap) -> bool {
         Arc::ptr_eq(&self.id, &other.id)
     }
 }
-
 /// Configures and creates a [`Heap`]. Every setting has a sane default.
 #[derive(Clone, Debug)]
 pub struct HeapBuilder {
@@ -197,6 +183,15 @@ impl HeapBuilder {
     /// first). Mostly for tests and diagnostics.
     pub fn userfaultfd_path(mut self, path: OpenPath) -> Self {
         self.config.uffd_path = Some(path);
+        self
+    }
+
+    /// A stop of the world that waits this long for some thread names the
+    /// thread on stderr and in [`HeapStats::late_threads`] (a loop that
+    /// never allocates nor polls, or a mutator leaked with `mem::forget`).
+    /// Default 5 s.
+    pub fn safepoint_warn_after(mut self, after: std::time::Duration) -> Self {
+        self.config.safepoint_warn_after = after;
         self
     }
 

@@ -29,8 +29,22 @@
 //! assert_eq!(m.read_u64(next, 0)?, 42);
 //! # Ok::<(), movegc::Error>(())
 //! ```
+//!
+//! # Safety boundary
+//!
+//! This crate is the safe surface of movegc: no sequence of calls to it,
+//! from any number of threads, can corrupt the heap or read freed memory.
+//! The engine underneath (`movegc-gc`) makes raw object access `unsafe`;
+//! the one module here that calls it (`mutator`) upholds its contract:
+//! every reference it dereferences was just read from a root slot (which
+//! the collector keeps current) and is used before the mutator can reach a
+//! safepoint (it is borrowed mutably throughout). No Rust reference into
+//! the heap is ever handed out: object data is read and written a word at a
+//! time with relaxed atomics, so threads sharing an object race at worst on
+//! its values, never on memory safety ([`Mutator::with_bytes`] works on a
+//! copy). The engine itself is not re-exported.
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 /// The README's embedding example, compiled as a doctest.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
@@ -40,16 +54,20 @@ pub struct ReadmeDoctests;
 #[cfg(doctest)]
 pub struct EmbeddingDoctests;
 
+#[cfg(doctest)]
+mod compile_fail;
 mod error;
 mod heap;
+#[allow(unsafe_code)]
 mod mutator;
 
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapBuilder};
-pub use movegc_gc as gc;
 pub use movegc_gc::concurrent::FaultMode;
+pub use movegc_gc::stats::Stalls;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
-    CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
+    ConfigError, CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
+    MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};

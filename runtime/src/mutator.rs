@@ -10,6 +10,21 @@
 //! **Persistent handles** live in a heap-wide table behind a mutex: they are
 //! `Send + Sync`, outlive scopes and threads, and cost a lock per use.
 //! Use them for roots held by non-heap data structures or other threads.
+//!
+//! **Why the `unsafe` here is sound.** This module is the only caller of
+//! the engine's `unsafe` object access, and it keeps one rule: a raw
+//! reference ([`ObjRef`]) is obtained from a root slot ([`Mutator::obj`]),
+//! from a field of such an object, or from an allocation, *inside one
+//! `&mut self` method*, and used before that method returns or makes any
+//! call that can reach a safepoint ([`MutatorContext::alloc`] comes last, or
+//! its result goes straight into a root slot). Root slots are rewritten by
+//! the collector when objects move, so a reference read from one is
+//! current; `&mut self` keeps the thread from reaching a safepoint
+//! meanwhile (every such call needs the mutator), and a thread cannot leave
+//! the running set behind the mutator's back (`Heap::wait_idle` refuses on
+//! a running mutator's thread). No closure given by the caller ever runs
+//! while a raw reference is live: [`with_bytes`](Mutator::with_bytes) hands
+//! it a copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,16 +72,9 @@ impl Drop for Persistent {
 pub struct Mutator {
     ctx: MutatorContext,
     heap: Heap,
-    key: usize,
     stamps: Vec<u64>,
     next_stamp: u64,
     stamp_end: u64,
-}
-
-impl Drop for Mutator {
-    fn drop(&mut self) {
-        Heap::detached(self.key);
-    }
 }
 
 impl std::fmt::Debug for Mutator {
@@ -78,11 +86,10 @@ impl std::fmt::Debug for Mutator {
 }
 
 impl Mutator {
-    pub(crate) fn new(heap: Heap, key: usize) -> Mutator {
+    pub(crate) fn new(heap: Heap, ctx: MutatorContext) -> Mutator {
         Mutator {
-            ctx: heap.gc.attach(),
+            ctx,
             heap,
-            key,
             stamps: Vec::new(),
             next_stamp: 0,
             stamp_end: 0,
@@ -109,20 +116,25 @@ impl Mutator {
         self.next_stamp += 1;
         let slot = self.stamps.len();
         self.stamps.push(stamp);
-        self.ctx.roots().push(Some(obj));
+        // SAFETY: `obj` is current (the module rule): the caller got it in
+        // this `&mut self` method and reached no safepoint since.
+        unsafe { self.ctx.roots() }.push(Some(obj));
         Local {
             slot: slot as u32,
             stamp,
         }
     }
 
+    /// The current address of `h`'s object, read from its root slot: valid
+    /// until this thread next reaches a safepoint (see the module docs).
     #[inline(always)]
     fn obj(&mut self, h: Local) -> Result<ObjRef> {
         let i = h.slot as usize;
         if self.stamps.get(i) != Some(&h.stamp) {
             return Err(Error::StaleHandle);
         }
-        Ok(self.ctx.roots()[i].expect("local slots are never null"))
+        // SAFETY: reading a slot stores nothing.
+        Ok(unsafe { self.ctx.roots() }[i].expect("local slots are never null"))
     }
 
     /// Allocates a zeroed object (null references, zero bytes). May collect.
@@ -146,7 +158,9 @@ impl Mutator {
     pub fn assign(&mut self, dst: Local, src: Local) -> Result<()> {
         let o = self.obj(src)?;
         self.obj(dst)?;
-        self.ctx.roots()[dst.slot as usize] = Some(o);
+        // SAFETY: `o` was just read from a root slot.
+        let roots = unsafe { self.ctx.roots() };
+        roots[dst.slot as usize] = Some(o);
         Ok(())
     }
 
@@ -161,7 +175,10 @@ impl Mutator {
     #[inline(always)]
     pub fn get_ref(&mut self, obj: Local, index: usize) -> Result<Option<Local>> {
         let o = self.obj(obj)?;
-        Ok(o.load_ref(index)?.map(|r| self.push(r)))
+        // SAFETY: `o` was just read from a root slot; the loaded reference
+        // goes straight into one.
+        let r = unsafe { o.load_ref(index) }?;
+        Ok(r.map(|r| self.push(r)))
     }
 
     /// Stores `value` (or null) into reference field / element `index`.
@@ -172,78 +189,140 @@ impl Mutator {
             Some(v) => Some(self.obj(v)?),
             None => None,
         };
-        o.store_ref(index, v)?;
+        // SAFETY: `o` and `v` were just read from root slots.
+        unsafe { self.ctx.store_ref(o, index, v) }?;
         Ok(())
     }
 
     /// Whether reference `index` of `obj` is null (no handle created).
     #[inline]
     pub fn is_null(&mut self, obj: Local, index: usize) -> Result<bool> {
-        Ok(self.obj(obj)?.load_ref(index)?.is_none())
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.load_ref(index) }?.is_none())
     }
 
     /// Reads the 8 data bytes at `offset` as a little-endian `u64`.
     #[inline(always)]
     pub fn read_u64(&mut self, obj: Local, offset: usize) -> Result<u64> {
-        Ok(self.obj(obj)?.read_u64(offset)?)
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.read_u64(offset) }?)
     }
 
     /// Writes a little-endian `u64` at data `offset`.
     #[inline(always)]
     pub fn write_u64(&mut self, obj: Local, offset: usize, value: u64) -> Result<()> {
-        Ok(self.obj(obj)?.write_u64(offset, value)?)
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.write_u64(offset, value) }?)
     }
 
     /// Copies data bytes starting at `offset` into `buf`.
     pub fn read_bytes(&mut self, obj: Local, offset: usize, buf: &mut [u8]) -> Result<()> {
-        Ok(self.obj(obj)?.read_data(offset, buf)?)
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.read_data(offset, buf) }?)
     }
 
     /// Copies `bytes` into the data starting at `offset`.
     pub fn write_bytes(&mut self, obj: Local, offset: usize, bytes: &[u8]) -> Result<()> {
-        Ok(self.obj(obj)?.write_data(offset, bytes)?)
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.write_data(offset, bytes) }?)
     }
 
-    /// Calls `f` with the object's data bytes (a byte array's contents, or a
-    /// record's data). The slice exists only inside `f`, which cannot reach
-    /// a safepoint, so the object cannot move while it is borrowed.
+    /// Calls `f` with a copy of the object's data bytes (a byte array's
+    /// contents, or a record's data).
+    ///
+    /// A copy, because heap memory is shared: another thread may write the
+    /// same object at any time (through a [`Persistent`]), and a Rust
+    /// reference into the heap would then be a data race. Small objects
+    /// are copied to the stack.
     pub fn with_bytes<R>(&mut self, obj: Local, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        Ok(self.obj(obj)?.with_data(f))
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot; both calls complete
+        // before `f` runs.
+        let len = unsafe { o.header() }.data_len();
+        with_scratch(len, |buf| {
+            unsafe { o.read_data(0, buf) }.expect("the whole data range");
+            Ok(f(buf))
+        })
     }
 
-    /// Like [`with_bytes`](Self::with_bytes), mutably.
+    /// Like [`with_bytes`](Self::with_bytes), mutably: `f` edits a copy,
+    /// and exactly the bytes it changed are written back (so concurrent
+    /// writes by other threads to other bytes are kept).
     pub fn with_bytes_mut<R>(&mut self, obj: Local, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
-        Ok(self.obj(obj)?.with_data_mut(f))
+        let len = self.data_len(obj)?;
+        let mut before = [0u8; SCRATCH];
+        let mut before_heap = Vec::new();
+        let before: &mut [u8] = if len <= SCRATCH {
+            &mut before[..len]
+        } else {
+            before_heap.resize(len, 0);
+            &mut before_heap
+        };
+        self.read_bytes(obj, 0, before)?;
+        with_scratch(len, |buf| {
+            buf.copy_from_slice(before);
+            let r = f(buf);
+            // The closure ran with no raw reference live; re-read the
+            // object's address (no safepoint was possible meanwhile, but
+            // this keeps the rule local).
+            let mut i = 0;
+            while i < len {
+                if buf[i] == before[i] {
+                    i += 1;
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < len && buf[j] != before[j] {
+                    j += 1;
+                }
+                self.write_bytes(obj, i, &buf[i..j])?;
+                i = j;
+            }
+            Ok(r)
+        })
+    }
+
+    /// The header of `obj`'s object.
+    #[inline(always)]
+    fn header(&mut self, obj: Local) -> Result<movegc_gc::Header> {
+        let o = self.obj(obj)?;
+        // SAFETY: `o` was just read from a root slot.
+        Ok(unsafe { o.header() })
     }
 
     /// The object's kind.
     #[inline]
     pub fn kind(&mut self, obj: Local) -> Result<Kind> {
-        Ok(self.obj(obj)?.header().kind())
+        Ok(self.header(obj)?.kind())
     }
 
     /// The embedder tag given in the object's layout.
     #[inline(always)]
     pub fn tag(&mut self, obj: Local) -> Result<u16> {
-        Ok(self.obj(obj)?.header().tag())
+        Ok(self.header(obj)?.tag())
     }
 
     /// Length: elements of a reference array, bytes of a byte array,
     /// reference fields of a record.
     #[inline]
     pub fn len(&mut self, obj: Local) -> Result<usize> {
-        Ok(self.obj(obj)?.header().len())
+        Ok(self.header(obj)?.len())
     }
 
     /// Data bytes of a record or byte array.
     #[inline]
     pub fn data_len(&mut self, obj: Local) -> Result<usize> {
-        Ok(self.obj(obj)?.header().data_len())
+        Ok(self.header(obj)?.data_len())
     }
 
     /// Size of the object in bytes, header included.
     pub fn size_of(&mut self, obj: Local) -> Result<usize> {
-        Ok(self.obj(obj)?.header().size())
+        Ok(self.header(obj)?.size())
     }
 
     /// Checks that `obj` is of kind `kind`.
@@ -279,7 +358,8 @@ impl Mutator {
 
     fn truncate(&mut self, depth: usize) {
         self.stamps.truncate(depth);
-        self.ctx.roots().truncate(depth);
+        // SAFETY: truncating stores nothing.
+        unsafe { self.ctx.roots() }.truncate(depth);
     }
 
     /// A persistent handle to `obj`.
@@ -287,7 +367,8 @@ impl Mutator {
         let o = self.obj(obj)?;
         Ok(Persistent {
             heap: self.heap.clone(),
-            id: self.heap.gc.persistent_new(Some(o)),
+            // SAFETY: `o` was just read from a root slot.
+            id: unsafe { self.heap.gc.persistent_new(Some(o)) },
         })
     }
 
@@ -310,7 +391,8 @@ impl Mutator {
             return Err(Error::WrongHeap);
         }
         let o = self.obj(obj)?;
-        self.heap.gc.persistent_set(p.id, Some(o));
+        // SAFETY: `o` was just read from a root slot.
+        unsafe { self.heap.gc.persistent_set(p.id, Some(o)) };
         Ok(())
     }
 
@@ -323,20 +405,6 @@ impl Mutator {
     /// Runs `f` (blocking I/O, foreign code, waiting on a lock or channel)
     /// without holding up collections. `f` cannot touch the heap.
     pub fn blocking<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        // Recorded so that `Heap::wait_idle` inside `f` knows this thread
-        // is already out of the running set.
-        struct Depth(usize);
-        impl Drop for Depth {
-            fn drop(&mut self) {
-                let _ = crate::heap::BLOCKING.try_with(|b| {
-                    if let Some(d) = b.borrow_mut().get_mut(&self.0) {
-                        *d -= 1;
-                    }
-                });
-            }
-        }
-        crate::heap::BLOCKING.with(|b| *b.borrow_mut().entry(self.key).or_insert(0) += 1);
-        let _depth = Depth(self.key);
         self.ctx.blocking(f)
     }
 
@@ -358,5 +426,19 @@ impl Mutator {
     /// heap's fallbacks).
     pub fn collect_with(&mut self, strategy: Strategy) -> Option<CycleStats> {
         self.ctx.collect_with(strategy)
+    }
+}
+
+/// Data bytes copied on the stack by [`Mutator::with_bytes`] (larger
+/// objects use a heap buffer).
+const SCRATCH: usize = 256;
+
+/// Calls `f` with a zeroed buffer of `len` bytes: on the stack when small.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    if len <= SCRATCH {
+        let mut b = [0u8; SCRATCH];
+        f(&mut b[..len])
+    } else {
+        f(&mut vec![0u8; len])
     }
 }
