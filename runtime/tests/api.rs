@@ -273,7 +273,7 @@ fn threads_stop_at_safepoints_for_each_others_collections() {
     for t in handles {
         t.join().unwrap();
     }
-    h.wait_idle();
+    h.wait_idle().unwrap();
     assert!(h.stats().cycles >= 4, "{:?}", h.stats().cycles);
     assert!(collections.load(Ordering::Relaxed) >= 1);
 }
@@ -281,20 +281,22 @@ fn threads_stop_at_safepoints_for_each_others_collections() {
 #[test]
 fn min_free_follows_a_small_capacity_unless_set() {
     let h = Heap::builder().capacity(16 << 20).build().unwrap();
-    assert_eq!(h.gc().config().min_free, 4 << 20, "a quarter of 16 MiB");
+    assert_eq!(h.min_free(), 4 << 20, "a quarter of 16 MiB");
     let h = Heap::builder()
         .min_free(1 << 20)
         .capacity(16 << 20)
         .build()
         .unwrap();
-    assert_eq!(h.gc().config().min_free, 1 << 20, "an explicit value stays");
+    assert_eq!(h.min_free(), 1 << 20, "an explicit value stays");
     let h = Heap::builder().capacity(1 << 30).build().unwrap();
-    assert_eq!(h.gc().config().min_free, 32 << 20);
+    assert_eq!(h.min_free(), 32 << 20);
 }
 
-/// `Heap::wait_idle` on a thread whose mutator is running, while another
-/// thread's allocation keeps starting concurrent cycles: the cycles' final
-/// pauses must not wait for the waiting thread (which would wait for them).
+/// Waiting for the collector on a thread whose mutator is running, while
+/// another thread's allocation keeps starting concurrent cycles: through the
+/// mutator (or from inside `blocking`) it works and never deadlocks; through
+/// the heap it is refused (it would step out of the running set behind the
+/// mutator's back).
 #[test]
 fn wait_idle_from_an_attached_thread_does_not_deadlock() {
     let h = Heap::builder()
@@ -336,9 +338,10 @@ fn wait_idle_from_an_attached_thread_does_not_deadlock() {
             let t = std::time::Instant::now();
             let mut waits = 0;
             while t.elapsed() < Duration::from_secs(3) {
-                h.wait_idle(); // attached and running: not inside blocking
+                assert!(matches!(h.wait_idle(), Err(Error::RunningMutator)));
+                m.wait_idle();
                 waits += 1;
-                m.blocking(|| h.wait_idle()); // and from inside blocking
+                m.blocking(|| h.wait_idle()).unwrap(); // from inside blocking
                 m.safepoint();
             }
             let _ = tx.send(waits);
@@ -351,4 +354,240 @@ fn wait_idle_from_an_attached_thread_does_not_deadlock() {
     waiter.join().unwrap();
     allocator.join().unwrap();
     assert!(h.stats().cycles > 0, "cycles ran meanwhile");
+}
+
+/// Issue 11, defect 1: a slice lent by `with_bytes_mut` outlived a move when
+/// the closure let the thread out of the running set (`Heap::wait_idle`)
+/// while another thread collected: the closure then wrote freed memory.
+/// Now the heap refuses that wait, the closure works on a copy, and every
+/// object keeps its bytes whatever the other thread's cycles do.
+#[test]
+fn a_closure_cannot_let_an_object_move_under_its_bytes() {
+    for strategy in [
+        movegc::Strategy::ConcurrentMove,
+        movegc::Strategy::StopTheWorld,
+    ] {
+        let h = Heap::builder()
+            .capacity(32 << 20)
+            .strategy(strategy)
+            .verify(true)
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let collector = {
+            let (h, stop) = (h.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut m = h.attach().unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    m.collect_with(strategy);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let mut m = h.attach().unwrap();
+        let bytes = Layout::byte_array(0, 64).unwrap();
+        let victims: Vec<_> = (0..64)
+            .map(|i| {
+                m.scope(|m| {
+                    m.alloc(&bytes).unwrap(); // garbage below: victims move
+                });
+                let v = m.alloc(&bytes).unwrap();
+                m.write_bytes(v, 0, &[i as u8; 64]).unwrap();
+                v
+            })
+            .collect();
+        for round in 0..200u32 {
+            let v = victims[round as usize % victims.len()];
+            let before = m
+                .with_bytes_mut(v, |b| {
+                    let x = b[0];
+                    assert!(matches!(h.wait_idle(), Err(Error::RunningMutator)));
+                    b.fill(0xEE);
+                    x
+                })
+                .unwrap();
+            assert!(before == 0xEE || usize::from(before) < victims.len());
+            // Allocations must come back zeroed (nobody wrote freed memory).
+            m.scope(|m| {
+                let fresh = m.alloc(&bytes).unwrap();
+                assert_eq!(m.with_bytes(fresh, |b| b.to_vec()).unwrap(), [0; 64]);
+            });
+            m.safepoint();
+        }
+        stop.store(true, Ordering::Relaxed);
+        m.blocking(|| collector.join().unwrap());
+        for (i, &v) in victims.iter().enumerate() {
+            // 200 rounds over 64 victims: every one was filled.
+            let b = m.with_bytes(v, |b| b.to_vec()).unwrap();
+            assert_eq!(b, vec![0xEE; 64], "victim {i} under {strategy:?}");
+        }
+        m.collect();
+    }
+}
+
+/// The data model: threads sharing an object through a `Persistent` write
+/// different bytes of the same word at the same time, and neither loses the
+/// other's writes (`with_bytes_mut` writes back only what it changed, and a
+/// partial word is merged, not overwritten).
+#[test]
+fn concurrent_writers_of_one_word_keep_each_others_bytes() {
+    let h = heap(16);
+    let mut m = h.attach().unwrap();
+    let o = m.alloc(&Layout::byte_array(0, 8).unwrap()).unwrap();
+    let shared = Arc::new(m.persist(o).unwrap());
+    const ROUNDS: usize = 20_000;
+    let writers: Vec<_> = (0..2)
+        .map(|k| {
+            let (h, p) = (h.clone(), shared.clone());
+            std::thread::spawn(move || {
+                let mut m = h.attach().unwrap();
+                let o = m.local(&p).unwrap();
+                for _ in 0..ROUNDS {
+                    if k == 0 {
+                        m.with_bytes_mut(o, |b| b[k] = b[k].wrapping_add(1))
+                            .unwrap();
+                    } else {
+                        let mut b = [0u8; 1];
+                        m.read_bytes(o, k, &mut b).unwrap();
+                        m.write_bytes(o, k, &[b[0].wrapping_add(1)]).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    m.blocking(|| writers.into_iter().for_each(|t| t.join().unwrap()));
+    let b = m.with_bytes(o, |b| b.to_vec()).unwrap();
+    assert_eq!(b[..2], [(ROUNDS % 256) as u8; 2], "{b:?}");
+    assert_eq!(b[2..], [0; 6]);
+}
+
+/// Issue 11, defect 3: with several threads, a concurrent heap reported
+/// `HeapExhausted` with almost nothing live (the slow path retried once
+/// after a cycle and other threads took the space first). Now a thread that
+/// waits for a cycle gets the room it freed.
+#[test]
+fn many_threads_never_see_a_false_out_of_memory() {
+    let h = Heap::builder()
+        .capacity(16 << 20)
+        .verify(false)
+        .build()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let mut m = h.attach().unwrap();
+                let bytes = Layout::byte_array(0, 100).unwrap();
+                let mut allocs = 0u64;
+                while t0.elapsed() < Duration::from_secs(3) {
+                    m.scope(|m| {
+                        for _ in 0..100 {
+                            m.alloc(&bytes).unwrap_or_else(|e| {
+                                panic!("false out-of-memory after {allocs} allocations: {e}")
+                            });
+                            allocs += 1;
+                        }
+                    });
+                }
+                allocs
+            })
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap() > 0);
+    }
+    assert!(h.stats().cycles >= 4, "the heap filled up many times over");
+}
+
+/// A real exhaustion is still reported, promptly, and the heap stays
+/// usable once the embedder lets go of something.
+#[test]
+fn a_real_exhaustion_is_an_error_and_the_heap_recovers() {
+    let h = heap(8);
+    let mut m = h.attach().unwrap();
+    let chunk = Layout::byte_array(0, 16 << 10).unwrap();
+    let big = Layout::byte_array(0, 1 << 20).unwrap(); // a large object
+    let keep = m.alloc(&Layout::ref_array(0, 1024).unwrap()).unwrap();
+    let mut n = 0;
+    let err = loop {
+        match m.scope(|m| -> Result<(), Error> {
+            let c = m.alloc(&chunk)?;
+            m.set_ref(keep, n, Some(c))
+        }) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::HeapExhausted { .. }), "{err}");
+    assert!(matches!(m.alloc(&big), Err(Error::HeapExhausted { .. })));
+    for i in 0..n {
+        m.set_ref(keep, i, None).unwrap();
+    }
+    m.alloc(&big).unwrap();
+    m.alloc(&chunk).unwrap();
+}
+
+/// Issue 11, defect 8: a mutator leaked with `mem::forget` on a thread that
+/// then exits used to hold every later collection up forever.
+#[test]
+fn a_leaked_mutator_does_not_wedge_collections() {
+    let h = heap(16);
+    let h2 = h.clone();
+    std::thread::spawn(move || std::mem::forget(h2.attach().unwrap()))
+        .join()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h3 = h.clone();
+    std::thread::spawn(move || {
+        let mut m = h3.attach().unwrap();
+        let _ = tx.send(m.collect().is_some());
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
+}
+
+/// A thread that runs without polling is named when a collection has to
+/// wait for it too long.
+#[test]
+fn a_thread_late_for_a_safepoint_is_named() {
+    let h = Heap::builder()
+        .capacity(16 << 20)
+        .safepoint_warn_after(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let started = Arc::new(Barrier::new(2));
+    let t = {
+        let (h, started) = (h.clone(), started.clone());
+        std::thread::Builder::new()
+            .name("no-poll".into())
+            .spawn(move || {
+                let mut m = h.attach().unwrap();
+                started.wait();
+                std::thread::sleep(Duration::from_millis(400)); // never polls
+                m.safepoint();
+            })
+            .unwrap()
+    };
+    let mut m = h.attach().unwrap();
+    m.blocking(|| started.wait());
+    m.collect_with(movegc::Strategy::StopTheWorld);
+    m.blocking(|| t.join().unwrap());
+    let late = h.stats().late_threads;
+    assert!(late.iter().any(|t| t.starts_with("'no-poll'")), "{late:?}");
+}
+
+/// Issue 11, defect 7: a capacity that overflows the address arithmetic is
+/// a typed error (it used to panic in debug builds and give a 4 KiB heap in
+/// release builds).
+#[test]
+fn an_absurd_capacity_is_a_typed_error() {
+    for cap in [usize::MAX, usize::MAX / 2, movegc::MAX_CAPACITY + 1] {
+        let e = Heap::builder().capacity(cap).build().unwrap_err();
+        assert!(
+            matches!(&e, Error::Create(c) if c.to_string().contains("above the maximum")),
+            "{cap}: {e}"
+        );
+    }
 }
