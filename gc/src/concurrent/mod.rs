@@ -42,6 +42,7 @@
 //! panics (and the heap is poisoned) rather than return a corrupt heap.
 //! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
 
+pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
 
