@@ -424,6 +424,10 @@ impl PendingHandler {
 /// Resolves `cycle`'s fault events until `stop` is raised.
 fn serve(cycle: &CycleShared, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
+        #[cfg(test)]
+        if tests::PANIC_IN_SERVE.load(Ordering::Relaxed) {
+            panic!("injected panic in the fault-handler thread");
+        }
         match cycle.uffd().wait_event(Some(Duration::from_millis(2))) {
             Ok(Some(Event::PageFault { address, .. })) if cycle.contains(address) => {
                 cycle.resolve_fault(address)
@@ -451,5 +455,65 @@ impl HandlerThread {
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{Mapping, Prot, PAGE_SIZE};
+    use crate::uffd::{OpenOptions, RegisterMode, Uffd};
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Makes `serve` panic (test only).
+    pub(super) static PANIC_IN_SERVE: AtomicBool = AtomicBool::new(false);
+
+    const CHILD_ENV: &str = "MOVEGC_FAULT_THREAD_CHILD";
+
+    /// Child: the fault-handler thread of a cycle panics.
+    #[test]
+    fn child_fault_thread_panics() {
+        if std::env::var(CHILD_ENV).is_err() {
+            return;
+        }
+        let uffd = Arc::new(Uffd::open(&OpenOptions::new()).unwrap());
+        let pages = 8;
+        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        uffd.register(space.start(), space.len(), RegisterMode::MISSING)
+            .unwrap();
+        let cycle = Arc::new(super::super::test_cycle(uffd, &space, &from, pages));
+        PANIC_IN_SERVE.store(true, Ordering::Relaxed);
+        let h = PendingHandler::spawn().unwrap().start(cycle);
+        std::thread::sleep(Duration::from_secs(2));
+        h.stop();
+        println!("survived a panic in the fault-handler thread");
+        std::process::exit(0);
+    }
+
+    /// A panic in the fault-handler thread may leave a page claimed for
+    /// good (its readers would wait forever): the process must abort with
+    /// a message instead of going on.
+    #[test]
+    fn fault_thread_panic_aborts_the_process() {
+        if let Err(e) = Uffd::open(&OpenOptions::new()) {
+            eprintln!("skipped: userfaultfd unavailable: {e}");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "concurrent::fault::tests::child_fault_thread_panics",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(
+            err.contains("movegc: concurrent fault handling failed part-way"),
+            "{err}"
+        );
     }
 }

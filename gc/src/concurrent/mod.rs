@@ -988,10 +988,38 @@ mod block_tests {
     }
 }
 
+/// A cycle over `pages` pages at `space` (registered by the caller) with
+/// from-space `from`, no live data: every page is allocation region.
+#[cfg(test)]
+pub(crate) fn test_cycle(
+    uffd: Arc<Uffd>,
+    space: &Mapping,
+    from: &Mapping,
+    pages: usize,
+) -> CycleShared {
+    use crate::mapping::WordMap;
+    CycleShared::new(CycleSetup {
+        live: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
+        marks: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
+        offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
+        pages: Vec::new(),
+        end_words: 0,
+        total_words: 0,
+        space_start: space.start(),
+        from_start: from.start(),
+        reg_pages: pages,
+        used_pages: pages,
+        uffd,
+        install: InstallMode::Move,
+        fault_mode: FaultMode::HandlerThread,
+        injection: Injection::default(),
+    })
+}
+
 #[cfg(test)]
 mod recycler_tests {
     use super::*;
-    use crate::mapping::{Prot, WordMap};
+    use crate::mapping::Prot;
     use crate::uffd::{Features, OpenOptions, RegisterMode};
 
     #[test]
@@ -1052,22 +1080,7 @@ mod recycler_tests {
         let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
         uffd.register(space.start(), space.len(), RegisterMode::MISSING)
             .unwrap();
-        let shared = CycleShared::new(CycleSetup {
-            live: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
-            marks: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
-            offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
-            pages: Vec::new(),
-            end_words: 0,
-            total_words: 0,
-            space_start: space.start(),
-            from_start: from.start(),
-            reg_pages: pages,
-            used_pages: pages,
-            uffd: uffd.clone(),
-            install: InstallMode::Move,
-            fault_mode: FaultMode::Sigbus,
-            injection: Injection::default(),
-        });
+        let shared = test_cycle(uffd.clone(), &space, &from, pages);
         // Dirty the from-space: the zero-fill must zero what it recycles.
         for p in 0..pages {
             // SAFETY: `from` is this test's own mapping.
