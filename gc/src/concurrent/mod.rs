@@ -38,8 +38,10 @@
 //! `EEXIST` means the page is already there (a racing resolver won) and is
 //! success. Any other MOVE error falls back to COPY for the rest of the run.
 //! A COPY that keeps failing is fatal for the heap: a registered page that
-//! cannot be installed would block its readers forever, so the collector
-//! panics (and the heap is poisoned) rather than return a corrupt heap.
+//! cannot be installed would block its readers forever, so the process
+//! aborts with a fixed message ([`fatal`]; this may run in a SIGBUS
+//! handler, which must not unwind) rather than hang or return a corrupt
+//! heap.
 //! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
 
 pub(crate) mod fatal;
