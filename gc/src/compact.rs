@@ -103,7 +103,7 @@ impl Compactor<'_> {
     /// Runs on the fault path (in a SIGBUS handler), so it and everything
     /// it calls (the forwarding lookups, `run_length`, `next_live`) must
     /// not allocate, lock, format or unwind: an impossible state (a corrupt
-    /// heap) ends in [`fatal`] instead of a panic. The slice indexing that
+    /// heap) ends in `fatal` instead of a panic. The slice indexing that
     /// remains (bitmaps, offsets, page starts, the page buffer, `slots`) is
     /// in range by construction: every index is derived from a live word
     /// or a to-space page of this collection, whose tables cover them.

@@ -39,7 +39,7 @@
 //! success. Any other MOVE error falls back to COPY for the rest of the run.
 //! A COPY that keeps failing is fatal for the heap: a registered page that
 //! cannot be installed would block its readers forever, so the process
-//! aborts with a fixed message ([`fatal`]; this may run in a SIGBUS
+//! aborts with a fixed message (`fatal::fatal`; this may run in a SIGBUS
 //! handler, which must not unwind) rather than hang or return a corrupt
 //! heap.
 //! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
