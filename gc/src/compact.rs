@@ -17,6 +17,7 @@
 //! compacted in any order and in parallel, which the concurrent collector
 //! relies on.
 
+use crate::concurrent::fatal::fatal;
 use crate::forwarding::{next_live, run_length, Forwarding, PageStart, PAGE_WORDS};
 use crate::mapping::PAGE_SIZE;
 use crate::object::{Header, WORD};
@@ -40,7 +41,10 @@ pub struct Compactor<'a> {
 /// Word `i` of a page buffer.
 #[inline(always)]
 fn word_at(page: &[u8], i: usize) -> u64 {
-    u64::from_ne_bytes(page[i * WORD..(i + 1) * WORD].try_into().expect("word"))
+    match page[i * WORD..(i + 1) * WORD].try_into() {
+        Ok(b) => u64::from_ne_bytes(b),
+        Err(_) => fatal("compact: a word slice is not 8 bytes"),
+    }
 }
 
 /// Read-only access to old object words during compaction. `Compactor`
@@ -95,6 +99,14 @@ impl Compactor<'_> {
     /// Produces the final contents of to-space page `page` (index from the
     /// start of the space; must be at or above the dense prefix) in `dst`.
     /// Returns the number of live bytes copied.
+    ///
+    /// Runs on the fault path (in a SIGBUS handler), so it and everything
+    /// it calls (the forwarding lookups, `run_length`, `next_live`) must
+    /// not allocate, lock, format or unwind: an impossible state (a corrupt
+    /// heap) ends in `fatal` instead of a panic. The slice indexing that
+    /// remains (bitmaps, offsets, page starts, the page buffer, `slots`) is
+    /// in range by construction: every index is derived from a live word
+    /// or a to-space page of this collection, whose tables cover them.
     pub fn compact_page(&self, page: usize, dst: &mut [u8]) -> usize {
         self.compact_page_with(page, dst, None)
     }
@@ -114,7 +126,9 @@ impl Compactor<'_> {
         dst: &mut [u8],
         first_header: Option<u64>,
     ) -> usize {
-        assert_eq!(dst.len(), PAGE_SIZE);
+        if dst.len() != PAGE_SIZE {
+            fatal("compact_page: destination is not one page");
+        }
         let ps = self.pages[page - self.dense_pages()];
         let total = self.fwd.total_words();
         let page_word = page * PAGE_WORDS;
@@ -138,7 +152,7 @@ impl Compactor<'_> {
             filled += n;
             if filled < want {
                 w = next_live(self.fwd.live, w + n, self.fwd.end_words)
-                    .expect("live words end early");
+                    .unwrap_or_else(|| fatal("compact_page: live words end early"));
             }
         }
         dst[filled * WORD..].fill(0);
@@ -153,7 +167,8 @@ impl Compactor<'_> {
         let mut nslots = 0;
         let mut obj_to = self.fwd.forward(ps.first_object);
         let raw_first = first_header.unwrap_or_else(|| read(self.old_word_addr(ps.first_object)));
-        let mut header = Header::from_raw(raw_first).expect("first object header");
+        let mut header = Header::from_raw(raw_first)
+            .unwrap_or_else(|| fatal("compact_page: bad first object header"));
         loop {
             let refs = header.ref_count();
             if refs > 0 {
@@ -175,7 +190,7 @@ impl Compactor<'_> {
             }
             let raw = word_at(dst, obj_to - page_word);
             header = Header::from_raw(raw)
-                .unwrap_or_else(|| panic!("bad header {raw:#x} in to-space page {page}"));
+                .unwrap_or_else(|| fatal("compact_page: bad object header in a to-space page"));
         }
         for &i in &slots[..nslots] {
             let i = usize::from(i);
@@ -216,5 +231,68 @@ impl Compactor<'_> {
             }
             w += h.size_words();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{Mapping, Prot};
+    use std::os::unix::process::ExitStatusExt;
+
+    const CHILD_ENV: &str = "MOVEGC_COMPACT_CHILD";
+
+    /// Child: compacts a page whose first object has a corrupt header.
+    #[test]
+    fn child_corrupt_header() {
+        if std::env::var(CHILD_ENV).is_err() {
+            return;
+        }
+        let from = Mapping::new(PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        // Word 0 is live and 0: not a valid header.
+        let live = [1u64];
+        let offsets = [0u32, 1];
+        let pages = [PageStart {
+            first_word: 0,
+            first_object: 0,
+        }];
+        let c = Compactor {
+            fwd: Forwarding {
+                live: &live,
+                offsets: &offsets,
+                dense_words: 0,
+                end_words: 1,
+            },
+            marks: &live,
+            pages: &pages,
+            space_start: from.start(),
+            from_start: from.start(),
+        };
+        let mut buf = vec![0u8; PAGE_SIZE];
+        c.compact_page(0, &mut buf);
+        std::process::exit(0);
+    }
+
+    /// `compact_page` runs in a SIGBUS handler: on a corrupt heap it must
+    /// abort with a fixed message, never panic (unwinding out of a signal
+    /// handler, formatting and allocating on the way).
+    #[test]
+    fn corrupt_heap_aborts_without_panicking() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "compact::tests::child_corrupt_header",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(
+            err.contains("movegc: fatal: compact_page: bad first object header"),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
     }
 }

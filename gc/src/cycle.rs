@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 
 use crate::compact::Compactor;
+use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, InstallMode};
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
@@ -236,7 +237,7 @@ impl Collector {
                 };
                 // Mutators may be waiting for this cycle and the barrier is
                 // on: a failure cannot be recovered from.
-                abort_on_panic(&heap2.clone(), "marking", || {
+                abort_on_panic(Some(&heap2.clone()), "marking", || {
                     concurrent_mark(
                         heap2,
                         meta,
@@ -637,7 +638,7 @@ impl Collector {
         let job: DriverJob = Box::new(move || {
             // Pages of the heap may still be missing and registered:
             // mutators touching them would wait forever.
-            abort_on_panic(&heap2.clone(), "compaction", || {
+            abort_on_panic(Some(&heap2.clone()), "compaction", || {
                 drive(
                     heap2,
                     shared,
@@ -686,27 +687,6 @@ fn spawn_driver() -> std::io::Result<std::sync::mpsc::Sender<DriverJob>> {
             }
         })?;
     Ok(tx)
-}
-
-/// Ends the process after a failure that leaves the heap unrecoverable
-/// (past a concurrent cycle's point of no return), with a message.
-fn abort_with(msg: &str) -> ! {
-    eprintln!("movegc: {msg}; aborting (the heap cannot be completed)");
-    std::process::abort()
-}
-
-/// Runs `f` (the body of a concurrent cycle's marker or driver thread).
-/// If it panics the cycle cannot be completed (mutators wait for it, pages
-/// may be missing), so the heap is poisoned and the process aborts with a
-/// message rather than hang.
-fn abort_on_panic(heap: &GcHeap, phase: &str, f: impl FnOnce()) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        heap.poison();
-        eprintln!(
-            "movegc: concurrent {phase} failed part-way; aborting (the heap cannot be completed)"
-        );
-        std::process::abort();
-    }
 }
 
 /// Pause start, cycle start and the `madvise` count at the cycle start.

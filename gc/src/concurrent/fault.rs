@@ -7,13 +7,26 @@
 //! then returns so the access is retried. No thread hand-off. The handler
 //! is process-wide and shared by all heaps: each heap using SIGBUS mode owns
 //! a slot of a fixed registry holding its address range and, during a
-//! cycle, a pointer to the cycle's [`CycleShared`]. A signal for an address
-//! outside every heap goes to the handler that was installed before ours
-//! (Rust's stack-overflow handler, usually), or to the default action.
+//! cycle, a pointer to the cycle's [`CycleShared`].
 //!
-//! The handler runs arbitrary interrupted code's signal context, so it only
-//! does async-signal-safe things: atomics, `memcpy`, ioctls, `nanosleep`;
-//! no allocation and no locks. It saves and restores `errno`.
+//! **What is ours.** Only a kernel-generated fault (`si_code ==
+//! BUS_ADRERR`) whose `si_addr` lies in a registered heap range. Every
+//! other SIGBUS (sent with `kill`, `raise`, `sigqueue`: `si_code <= 0`,
+//! whose `si_addr` field is no address; poisoned memory, `BUS_MCEERR_*`; a
+//! fault outside every heap) goes to the disposition that was in place
+//! before ours, exactly as if movegc were not there (see `pass_on`):
+//! `SIG_DFL` kills the process by SIGBUS right away; `SIG_IGN` ignores a
+//! user-sent signal and kills on a kernel fault (the kernel forces those);
+//! a handler (Rust's stack-overflow handler, usually) is called with its
+//! mask, flags and `SA_RESETHAND` honoured. Our handler stays installed in
+//! every case the process survives.
+//!
+//! The handler runs in arbitrary interrupted code's signal context, so it
+//! only does async-signal-safe things: atomics, `memcpy`, ioctls,
+//! `nanosleep`, `sigaction`, `pthread_sigmask`; no allocation, no lock, no
+//! formatting, no unwinding (an impossible state ends in `fatal`: a
+//! fixed message by `write(2)`, then
+//! `abort`). It saves and restores `errno`.
 //!
 //! Teardown protocol: a cycle is published in its heap's slot *before* the
 //! range is registered and unpublished only *after* it is unregistered;
@@ -28,11 +41,14 @@
 //! the kernel until the installing ioctl wakes it. With `THREAD_ID` the
 //! event names the faulting thread.
 
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::fatal::abort_on_panic;
 use super::CycleShared;
 use crate::uffd::Event;
 
@@ -58,8 +74,56 @@ const EMPTY: Slot = Slot {
 static REGISTRY: [Slot; SLOTS] = [EMPTY; SLOTS];
 static INSTALL: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
-/// The SIGBUS action that was in place before ours (leaked box).
-static PREVIOUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Storage for "the SIGBUS disposition that would be in effect without
+/// movegc": slot 0 is written by [`install_handler`]; later slots are
+/// written by the handler itself (no allocation there) when a previous
+/// handler changes the disposition while we call it, or has
+/// `SA_RESETHAND`. A slot is written once, by the thread that took it from
+/// `PREV_NEXT`, before `PREV_CUR` publishes it (release/acquire), and never
+/// written again.
+const PREV_SLOTS: usize = 16;
+
+struct PrevActions([UnsafeCell<MaybeUninit<libc::sigaction>>; PREV_SLOTS]);
+
+// SAFETY: each slot is written by one thread before it is published through
+// `PREV_CUR` (Release) and only read after that (Acquire); see above.
+unsafe impl Sync for PrevActions {}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const PREV_EMPTY: UnsafeCell<MaybeUninit<libc::sigaction>> = UnsafeCell::new(MaybeUninit::uninit());
+static PREV: PrevActions = PrevActions([PREV_EMPTY; PREV_SLOTS]);
+/// Index of the current previous action in `PREV`; `usize::MAX` = none.
+static PREV_CUR: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Next free slot of `PREV`.
+static PREV_NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Records `act` as the disposition that applies without movegc. Async-
+/// signal-safe. False if every slot is used (the old one then stays).
+fn set_previous(act: &libc::sigaction) -> bool {
+    let i = PREV_NEXT.fetch_add(1, Ordering::Relaxed);
+    if i >= PREV_SLOTS {
+        return false;
+    }
+    // SAFETY: slot `i` was handed to this thread alone by `PREV_NEXT` and
+    // nobody reads it before the Release store below publishes it.
+    unsafe { (*PREV.0[i].get()).write(*act) };
+    PREV_CUR.store(i, Ordering::Release);
+    true
+}
+
+/// The disposition that applies without movegc (a copy), `None` before
+/// the handler is installed.
+fn previous() -> Option<libc::sigaction> {
+    let i = PREV_CUR.load(Ordering::Acquire);
+    if i >= PREV_SLOTS {
+        return None;
+    }
+    // SAFETY: slot `i` was fully written before `PREV_CUR` published it
+    // (Acquire above pairs with the Release in `set_previous`) and is never
+    // written again.
+    Some(unsafe { (*PREV.0[i].get()).assume_init() })
+}
 
 /// Why SIGBUS mode cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,19 +194,17 @@ impl Drop for HeapSlot {
 fn install_handler() {
     // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value;
     // we fill in the handler and install it with sigaction(2), keeping the
-    // previous action for chaining. The handler only does async-signal-safe
-    // work (see the module docs).
+    // previous action for passing on. The handler only does
+    // async-signal-safe work (see the module docs).
     unsafe {
         let mut new: libc::sigaction = std::mem::zeroed();
         new.sa_sigaction = on_sigbus as *const () as usize;
         new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
         libc::sigemptyset(&mut new.sa_mask);
-        let old = Box::into_raw(Box::new(std::mem::zeroed::<libc::sigaction>()));
-        if libc::sigaction(libc::SIGBUS, &new, old) == 0 {
-            PREVIOUS.store(old, Ordering::Release);
+        let mut old = std::mem::zeroed::<libc::sigaction>();
+        if libc::sigaction(libc::SIGBUS, &new, &mut old) == 0 {
+            set_previous(&old);
             INSTALLED.store(true, Ordering::Release);
-        } else {
-            drop(Box::from_raw(old));
         }
     }
 }
@@ -172,47 +234,142 @@ fn handle(addr: usize) -> bool {
     false
 }
 
+/// Whether a SIGBUS with this `si_code` was raised by the kernel for a
+/// faulting access that userfaultfd's SIGBUS mode may have caused
+/// (`BUS_ADRERR`). User-sent signals (`kill`, `raise`, `sigqueue`) have
+/// `si_code <= 0`, and their `si_addr` field is not an address at all;
+/// other kernel codes (`BUS_MCEERR_*` for poisoned memory, `BUS_ADRALN`,
+/// `BUS_OBJERR`) are never ours either.
+fn is_uffd_fault(si_code: libc::c_int) -> bool {
+    si_code == libc::BUS_ADRERR
+}
+
 extern "C" fn on_sigbus(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     // SAFETY: errno is thread-local; reading and restoring it keeps the
     // interrupted code's errno intact across our ioctls.
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    let ours = handle(addr);
+    let code = unsafe { (*info).si_code };
+    let ours = is_uffd_fault(code) && {
+        // SAFETY: as above; for a kernel-generated SIGBUS (`si_code > 0`)
+        // the union member is `si_addr`, the faulting address.
+        let addr = unsafe { (*info).si_addr() } as usize;
+        handle(addr)
+    };
+    if !ours {
+        pass_on(sig, info, uctx);
+    }
     // SAFETY: as above.
     unsafe { *libc::__errno_location() = errno };
-    if !ours {
-        chain(sig, info, uctx);
+}
+
+/// Delivers a SIGBUS that is not ours to the disposition that would be in
+/// effect without movegc, as the kernel would have; our handler stays
+/// installed unless the process is about to die.
+///
+/// * `SIG_DFL`, or `SIG_IGN` for a kernel-generated fault (the kernel
+///   forces those: an ignored synchronous SIGBUS kills): the process dies
+///   now, by SIGBUS ([`die_by_sigbus`]).
+/// * `SIG_IGN` for a user-sent signal: nothing happens.
+/// * A handler: it is called (with three arguments if it has
+///   `SA_SIGINFO`) with its `sa_mask` (plus SIGBUS unless `SA_NODEFER`)
+///   blocked, as the kernel would; with `SA_RESETHAND` the previous
+///   disposition becomes `SIG_DFL` first. If the handler changes the SIGBUS
+///   disposition itself (Rust's stack-overflow handler resets it to
+///   `SIG_DFL` for a fault that is not a stack overflow, then returns so the
+///   access faults again), the new disposition is taken as the previous one
+///   and our handler is put back, so later heap faults are still served and
+///   later foreign signals meet what the previous handler asked for.
+fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let code = unsafe { (*info).si_code };
+    let Some(prev) = previous() else {
+        die_by_sigbus(info);
+    };
+    let h = prev.sa_sigaction;
+    if h == libc::SIG_DFL {
+        die_by_sigbus(info);
+    }
+    if h == libc::SIG_IGN {
+        if code > 0 {
+            die_by_sigbus(info);
+        }
+        return;
+    }
+    // SAFETY: plain libc calls on valid, stack-owned signal sets and
+    // actions; `h` is the previous handler's address as it was installed,
+    // called with the signature its flags say it has, and with the signal
+    // mask the kernel would have given it. sigaction(2) and
+    // pthread_sigmask(3) are async-signal-safe.
+    unsafe {
+        if prev.sa_flags & libc::SA_RESETHAND != 0 {
+            let mut dfl: libc::sigaction = std::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut dfl.sa_mask);
+            set_previous(&dfl);
+        }
+        let mut mask = prev.sa_mask;
+        if prev.sa_flags & libc::SA_NODEFER == 0 {
+            libc::sigaddset(&mut mask, libc::SIGBUS);
+        }
+        let mut saved: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &mask, &mut saved);
+        if prev.sa_flags & libc::SA_NODEFER != 0 {
+            let mut bus: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut bus);
+            libc::sigaddset(&mut bus, libc::SIGBUS);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &bus, std::ptr::null_mut());
+        }
+        if prev.sa_flags & libc::SA_SIGINFO != 0 {
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                std::mem::transmute(h);
+            f(sig, info, uctx);
+        } else {
+            let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
+            f(sig);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &saved, std::ptr::null_mut());
+        // Did the previous handler change the disposition?
+        let mut now: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut now) == 0
+            && now.sa_sigaction != on_sigbus as *const () as usize
+        {
+            set_previous(&now);
+            let mut ours: libc::sigaction = std::mem::zeroed();
+            ours.sa_sigaction = on_sigbus as *const () as usize;
+            ours.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut ours.sa_mask);
+            libc::sigaction(libc::SIGBUS, &ours, std::ptr::null_mut());
+        }
     }
 }
 
-fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    let prev = PREVIOUS.load(Ordering::Acquire);
-    // SAFETY: `prev` is the leaked, never-freed previous action (or null).
-    // Calling it with our own arguments is what the kernel would have done
-    // had it been installed; for SIG_DFL/SIG_IGN we restore the default
-    // action so the retried faulting instruction terminates the process as
-    // it would have without us.
+/// Terminates the process by SIGBUS, as the default action would: restores
+/// `SIG_DFL`, queues the same signal (same `si_code` and `si_addr`) to this
+/// thread and unblocks it. Never returns.
+fn die_by_sigbus(info: *mut libc::siginfo_t) -> ! {
+    // SAFETY: async-signal-safe libc calls on stack-owned values; `info`
+    // is the valid siginfo the kernel passed us (rt_tgsigqueueinfo to our
+    // own thread group may carry any si_code).
     unsafe {
-        if !prev.is_null() {
-            let p = &*prev;
-            let h = p.sa_sigaction;
-            if h != libc::SIG_DFL && h != libc::SIG_IGN {
-                if p.sa_flags & libc::SA_SIGINFO != 0 {
-                    let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                        std::mem::transmute(h);
-                    f(sig, info, uctx);
-                } else {
-                    let f: extern "C" fn(libc::c_int) = std::mem::transmute(h);
-                    f(sig);
-                }
-                return;
-            }
-        }
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigemptyset(&mut dfl.sa_mask);
         libc::sigaction(libc::SIGBUS, &dfl, std::ptr::null_mut());
+        let pid = libc::getpid();
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let mut si = *info;
+        if libc::syscall(libc::SYS_rt_tgsigqueueinfo, pid, tid, libc::SIGBUS, &mut si) != 0 {
+            libc::raise(libc::SIGBUS);
+        }
+        let mut bus: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut bus);
+        libc::sigaddset(&mut bus, libc::SIGBUS);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &bus, std::ptr::null_mut());
+        // Delivered on return from pthread_sigmask; not reached.
+        libc::kill(pid, libc::SIGBUS);
     }
+    super::fatal::fatal("SIGBUS with the default action did not terminate the process")
 }
 
 /// The fault-handler thread of one cycle (handler-thread mode).
@@ -242,7 +399,10 @@ impl PendingHandler {
             .name("movegc-faults".into())
             .spawn(move || {
                 if let Ok(cycle) = rx.recv() {
-                    serve(&cycle, &s);
+                    // A panic here may leave a page `MutatorClaimed` for
+                    // good: its readers (and the GC's `wait_mapped`) would
+                    // wait forever, so the process aborts instead.
+                    abort_on_panic(None, "fault handling", || serve(&cycle, &s));
                 }
             })
             .ok()?;
@@ -264,6 +424,10 @@ impl PendingHandler {
 /// Resolves `cycle`'s fault events until `stop` is raised.
 fn serve(cycle: &CycleShared, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
+        #[cfg(test)]
+        if tests::PANIC_IN_SERVE.load(Ordering::Relaxed) {
+            panic!("injected panic in the fault-handler thread");
+        }
         match cycle.uffd().wait_event(Some(Duration::from_millis(2))) {
             Ok(Some(Event::PageFault { address, .. })) if cycle.contains(address) => {
                 cycle.resolve_fault(address)
@@ -291,5 +455,65 @@ impl HandlerThread {
         if let Some(j) = self.join.take() {
             let _ = j.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{Mapping, Prot, PAGE_SIZE};
+    use crate::uffd::{OpenOptions, RegisterMode, Uffd};
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Makes `serve` panic (test only).
+    pub(super) static PANIC_IN_SERVE: AtomicBool = AtomicBool::new(false);
+
+    const CHILD_ENV: &str = "MOVEGC_FAULT_THREAD_CHILD";
+
+    /// Child: the fault-handler thread of a cycle panics.
+    #[test]
+    fn child_fault_thread_panics() {
+        if std::env::var(CHILD_ENV).is_err() {
+            return;
+        }
+        let uffd = Arc::new(Uffd::open(&OpenOptions::new()).unwrap());
+        let pages = 8;
+        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        uffd.register(space.start(), space.len(), RegisterMode::MISSING)
+            .unwrap();
+        let cycle = Arc::new(super::super::test_cycle(uffd, &space, &from, pages));
+        PANIC_IN_SERVE.store(true, Ordering::Relaxed);
+        let h = PendingHandler::spawn().unwrap().start(cycle);
+        std::thread::sleep(Duration::from_secs(2));
+        h.stop();
+        println!("survived a panic in the fault-handler thread");
+        std::process::exit(0);
+    }
+
+    /// A panic in the fault-handler thread may leave a page claimed for
+    /// good (its readers would wait forever): the process must abort with
+    /// a message instead of going on.
+    #[test]
+    fn fault_thread_panic_aborts_the_process() {
+        if let Err(e) = Uffd::open(&OpenOptions::new()) {
+            eprintln!("skipped: userfaultfd unavailable: {e}");
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "concurrent::fault::tests::child_fault_thread_panics",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        assert!(
+            err.contains("movegc: concurrent fault handling failed part-way"),
+            "{err}"
+        );
     }
 }

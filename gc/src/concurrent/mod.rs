@@ -38,10 +38,13 @@
 //! `EEXIST` means the page is already there (a racing resolver won) and is
 //! success. Any other MOVE error falls back to COPY for the rest of the run.
 //! A COPY that keeps failing is fatal for the heap: a registered page that
-//! cannot be installed would block its readers forever, so the collector
-//! panics (and the heap is poisoned) rather than return a corrupt heap.
+//! cannot be installed would block its readers forever, so the process
+//! aborts with a fixed message (`fatal::fatal`; this may run in a SIGBUS
+//! handler, which must not unwind) rather than hang or return a corrupt
+//! heap.
 //! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
 
+pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
 
@@ -205,24 +208,105 @@ impl StallHistogram {
     }
 }
 
-/// The from-space recycler of [`InstallMode::Move`]: free pages are
-/// `[watermark, free_top)`; GC threads take runs from the top, completed
-/// blocks lower the watermark.
+/// The free range of the from-space recycler of [`InstallMode::Move`]:
+/// free pages are `[watermark, free_top)` (from-space page indexes). GC
+/// threads and fault resolvers take runs from the top, completed blocks
+/// lower the watermark. Both indexes live in one `AtomicU64` (`free_top`
+/// in the high half, `watermark` in the low half) updated by CAS, so the
+/// fault path (a SIGBUS handler) takes pages without a lock, and a take
+/// and a watermark move can never interleave into a page handed out twice
+/// or a page below the watermark.
+///
+/// Invariant: `watermark <= free_top`. Taking lowers `free_top` no further
+/// than `watermark`; the watermark only moves down.
+#[derive(Debug)]
+pub(crate) struct FreeRange(AtomicU64);
+
+impl FreeRange {
+    /// The range `[watermark, free_top)`. Both must fit in 32 bits (16 TiB
+    /// of from-space) and `watermark <= free_top`.
+    pub(crate) fn new(free_top: usize, watermark: usize) -> FreeRange {
+        assert!(
+            free_top <= u32::MAX as usize && watermark <= free_top,
+            "from-space too large for the recycler"
+        );
+        FreeRange(AtomicU64::new(Self::pack(free_top, watermark)))
+    }
+
+    #[inline]
+    fn pack(free_top: usize, watermark: usize) -> u64 {
+        (free_top as u64) << 32 | watermark as u64
+    }
+
+    #[inline]
+    fn unpack(v: u64) -> (usize, usize) {
+        ((v >> 32) as usize, (v & u64::from(u32::MAX)) as usize)
+    }
+
+    /// `(free_top, watermark)` now.
+    pub(crate) fn get(&self) -> (usize, usize) {
+        Self::unpack(self.0.load(Ordering::Acquire))
+    }
+
+    /// Number of free pages now.
+    pub(crate) fn free(&self) -> usize {
+        let (top, wm) = self.get();
+        top - wm
+    }
+
+    /// Takes up to `k` pages from the top: `(first, n)`, the pages
+    /// `[first, first + n)` now belong to the caller alone. Lock-free and
+    /// async-signal-safe.
+    #[inline]
+    pub(crate) fn take_up_to(&self, k: usize) -> (usize, usize) {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let (top, wm) = Self::unpack(cur);
+            let n = k.min(top - wm);
+            if n == 0 {
+                return (top, 0);
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                Self::pack(top - n, wm),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return (top - n, n),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Lowers the watermark to `w` (no-op if it is already at or below).
+    /// The pages `[w, old watermark)` become free.
+    pub(crate) fn lower_watermark(&self, w: usize) {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let (top, wm) = Self::unpack(cur);
+            if w >= wm {
+                return;
+            }
+            match self.0.compare_exchange_weak(
+                cur,
+                Self::pack(top, w),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// The GC threads' block bookkeeping of the recycler (never touched on
+/// the fault path): which blocks are being swept and which are done.
 #[derive(Debug)]
 struct Recycler {
-    free_top: usize,
-    watermark: usize,
     done: Vec<bool>,
     in_progress: Vec<bool>,
     lowest_done: usize,
-}
-
-impl Recycler {
-    fn take_up_to(&mut self, k: usize) -> (usize, usize) {
-        let n = k.min(self.free_top - self.watermark);
-        self.free_top -= n;
-        (self.free_top, n)
-    }
 }
 
 /// Everything a concurrent cycle shares between the GC threads and the
@@ -256,6 +340,9 @@ pub struct CycleShared {
     pub counters: Counters,
     /// Stalls of resolved and waited faults.
     pub stalls: StallHistogram,
+    /// The recycler's free range (lock-free: the fault path takes from it).
+    free: FreeRange,
+    /// GC threads' block bookkeeping, and their wait for a higher block.
     recycler: Mutex<Recycler>,
     recycler_cv: Condvar,
 }
@@ -323,9 +410,8 @@ impl CycleShared {
             inject_n: AtomicU32::new(0),
             counters: Counters::default(),
             stalls: StallHistogram::default(),
+            free: FreeRange::new(s.used_pages, last_live_page.min(s.used_pages)),
             recycler: Mutex::new(Recycler {
-                free_top: s.used_pages,
-                watermark: last_live_page.min(s.used_pages),
                 done: vec![false; nblocks],
                 in_progress: vec![false; nblocks],
                 lowest_done: nblocks,
@@ -382,7 +468,16 @@ impl CycleShared {
 
     /// Serves a fault at `addr` (inside the registered range). Runs in a
     /// SIGBUS handler or on the fault-handler thread: no allocation, no
-    /// locks. In SIGBUS mode it returns only once the page is mapped.
+    /// locks, no formatting, no unwinding, in everything it reaches
+    /// (`resolve_page`, [`Compactor::compact_page`] and its forwarding
+    /// lookups, `copy_pages_until`, `zero_fill_recycled`, the page states,
+    /// the recycler's [`FreeRange`]). An impossible state ends in
+    /// `fatal::fatal` (a fixed message by `write(2)`, then `abort`). The
+    /// implicit slice-index checks and debug-build overflow checks that
+    /// remain on this path cannot fire: `p` is below `reg_pages` (the
+    /// caller checked [`contains`](Self::contains)) and below `npages`
+    /// where it indexes `states` and `srcs`; the histogram clamps its
+    /// bucket. In SIGBUS mode it returns only once the page is mapped.
     pub fn resolve_fault(&self, addr: usize) {
         let t0 = Instant::now();
         let p = (addr - self.space_start) / PAGE_SIZE;
@@ -424,19 +519,15 @@ impl CycleShared {
     /// from-space pages from the recycler, zeroes them and moves them to
     /// `dst` with one `UFFDIO_MOVE`, so the allocation region costs no page
     /// allocation either. Returns the pages installed; 0 if none were free
-    /// (or the recycler was busy: this may run in a signal handler, so it
-    /// never waits for the lock), and the caller zero-fills with COPY.
+    /// and the caller zero-fills with COPY. Lock-free: the free range is
+    /// one atomic word ([`FreeRange`]).
     ///
     /// Taking pages here can leave a GC block short of recycled pages (it
     /// then copies instead), but never costs more page allocations than
     /// zero-filling would: every page taken is one the allocation region
     /// does not allocate.
     fn zero_fill_recycled(&self, dst: usize, n: usize) -> usize {
-        let Ok(mut r) = self.recycler.try_lock() else {
-            return 0;
-        };
-        let (first, k) = r.take_up_to(n);
-        drop(r);
+        let (first, k) = self.free.take_up_to(n);
         for i in 0..k {
             // SAFETY: the recycler handed from-space pages [first, first+k)
             // to this thread alone: no compaction reads them any more and no
@@ -592,10 +683,13 @@ impl CycleShared {
                             // served by the kernel.
                             return installed;
                         }
-                        other => {
+                        _ => {
                             failures += 1;
                             if failures > 100 {
-                                panic!("UFFDIO_COPY keeps failing at {:#x}: {other}", dst + off);
+                                // Runs on the fault path: no formatting.
+                                fatal::fatal(
+                                    "UFFDIO_COPY keeps failing: a registered page cannot be installed",
+                                );
                             }
                             std::thread::sleep(Duration::from_micros(100));
                         }
@@ -797,14 +891,17 @@ impl CycleShared {
         let mut r = self.recycler.lock().unwrap_or_else(|e| e.into_inner());
         r.in_progress[b] = true;
         loop {
-            let free = r.free_top - r.watermark;
+            // The watermark is lowered under this lock (`block_done`), so
+            // the wait below cannot miss it; fault resolvers only take.
+            let free = self.free.free();
             // Wait for a higher block in progress to free pages, if any.
             let higher_busy = r.in_progress[b + 1..]
                 .iter()
                 .zip(&r.done[b + 1..])
                 .any(|(ip, d)| *ip && !*d);
             if free >= k || !higher_busy {
-                return r.take_up_to(k);
+                drop(r);
+                return self.free.take_up_to(k);
             }
             r = self.recycler_cv.wait(r).unwrap_or_else(|e| e.into_inner());
         }
@@ -816,18 +913,16 @@ impl CycleShared {
         while r.lowest_done > 0 && r.done[r.lowest_done - 1] {
             r.lowest_done -= 1;
         }
-        let w = if r.lowest_done == r.done.len() {
-            // The top block is not done yet: nothing new is free.
-            r.watermark
-        } else if r.lowest_done == 0 {
-            0
-        } else {
-            let first = self.pages[r.lowest_done * self.block_pages].first_word;
-            first / PAGE_WORDS + 1
-        };
-        if w < r.watermark {
-            r.watermark = w;
+        if r.lowest_done < r.done.len() {
+            let w = if r.lowest_done == 0 {
+                0
+            } else {
+                let first = self.pages[r.lowest_done * self.block_pages].first_word;
+                first / PAGE_WORDS + 1
+            };
+            self.free.lower_watermark(w);
         }
+        // (Otherwise the top block is not done yet: nothing new is free.)
         drop(r);
         self.recycler_cv.notify_all();
     }
@@ -892,5 +987,115 @@ mod block_tests {
             assert!(b.is_power_of_two() && (MIN_BLOCK_PAGES..=BLOCK_PAGES).contains(&b));
             assert!(b == MIN_BLOCK_PAGES || n.div_ceil(b) >= 16);
         }
+    }
+}
+
+/// A cycle over `pages` pages at `space` (registered by the caller) with
+/// from-space `from`, no live data: every page is allocation region.
+#[cfg(test)]
+pub(crate) fn test_cycle(
+    uffd: Arc<Uffd>,
+    space: &Mapping,
+    from: &Mapping,
+    pages: usize,
+) -> CycleShared {
+    use crate::mapping::WordMap;
+    CycleShared::new(CycleSetup {
+        live: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
+        marks: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
+        offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
+        pages: Vec::new(),
+        end_words: 0,
+        total_words: 0,
+        space_start: space.start(),
+        from_start: from.start(),
+        reg_pages: pages,
+        used_pages: pages,
+        uffd,
+        install: InstallMode::Move,
+        fault_mode: FaultMode::HandlerThread,
+        injection: Injection::default(),
+    })
+}
+
+#[cfg(test)]
+mod recycler_tests {
+    use super::*;
+    use crate::mapping::Prot;
+    use crate::uffd::{Features, OpenOptions, RegisterMode};
+
+    #[test]
+    fn free_range_takes_from_the_top_and_never_below_the_watermark() {
+        let r = FreeRange::new(100, 90);
+        assert_eq!(r.take_up_to(4), (96, 4));
+        assert_eq!(r.take_up_to(10), (90, 6));
+        assert_eq!(r.take_up_to(1), (90, 0));
+        r.lower_watermark(95); // never moves up
+        assert_eq!(r.get(), (90, 90));
+        r.lower_watermark(80);
+        assert_eq!(r.free(), 10);
+        assert_eq!(r.take_up_to(3), (87, 3));
+        // Concurrent takers and a watermark mover: every page handed out
+        // once, none below the final watermark.
+        let r = Arc::new(FreeRange::new(10_000, 5_000));
+        let taken: Vec<Vec<usize>> = (0..4)
+            .map(|t| {
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..4000 {
+                        if t == 0 && i % 100 == 0 {
+                            r.lower_watermark(5_000 - i);
+                        }
+                        let (first, n) = r.take_up_to(1 + i % 7);
+                        mine.extend(first..first + n);
+                    }
+                    mine
+                })
+            })
+            .map(|h| h.join().unwrap())
+            .collect();
+        let mut all: Vec<usize> = taken.into_iter().flatten().collect();
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "a page was handed out twice");
+        let (top, wm) = r.get();
+        assert!(all.iter().all(|&p| p >= wm && p < 10_000));
+        assert_eq!(n + (top - wm), 10_000 - wm);
+    }
+
+    /// The fault path's zero-fill takes recycled pages even while a GC
+    /// thread holds the recycler's lock (it used to `try_lock` it from the
+    /// signal handler and give up).
+    #[test]
+    fn zero_fill_takes_recycled_pages_while_the_gc_holds_its_lock() {
+        let uffd = match Uffd::open(&OpenOptions::new().require_features(Features::MOVE)) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                eprintln!("skipped: userfaultfd with MOVE unavailable: {e}");
+                return;
+            }
+        };
+        let pages = 64;
+        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        uffd.register(space.start(), space.len(), RegisterMode::MISSING)
+            .unwrap();
+        let shared = test_cycle(uffd.clone(), &space, &from, pages);
+        // Dirty the from-space: the zero-fill must zero what it recycles.
+        for p in 0..pages {
+            // SAFETY: `from` is this test's own mapping.
+            unsafe { crate::mapping::from_space_page(from.start(), p * PAGE_SIZE) }.fill(0xAB);
+        }
+        let gc_lock = shared.recycler.lock().unwrap();
+        let got = shared.zero_fill_recycled(space.start(), 4);
+        drop(gc_lock);
+        assert_eq!(got, 4, "no recycled page taken while the GC held its lock");
+        // SAFETY: the four pages were just installed; reading them.
+        let bytes =
+            unsafe { std::slice::from_raw_parts(space.start() as *const u8, 4 * PAGE_SIZE) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        uffd.unregister(space.start(), space.len()).unwrap();
     }
 }

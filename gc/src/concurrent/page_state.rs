@@ -146,10 +146,15 @@ impl PageStates {
     /// `MutatorClaimed → Mapping`: the installing ioctl is next.
     #[inline]
     pub fn mapping(&self, p: usize) {
-        debug_assert!(matches!(
-            self.get(p),
-            PageState::Compacted | PageState::MutatorClaimed
-        ));
+        // On the fault path: no panic, even in debug builds.
+        if cfg!(debug_assertions)
+            && !matches!(
+                self.get(p),
+                PageState::Compacted | PageState::MutatorClaimed
+            )
+        {
+            super::fatal::fatal("page_state: mapping() of a page nobody claimed");
+        }
         self.states[p].store(PageState::Mapping as u8, Ordering::Release);
     }
 
