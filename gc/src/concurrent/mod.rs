@@ -49,6 +49,9 @@ pub mod fault;
 pub mod page_state;
 mod sync;
 
+#[cfg(all(test, feature = "loom"))]
+mod loom_tests;
+
 use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
