@@ -19,6 +19,11 @@ use crate::heap::GcHeap;
 #[cold]
 #[inline(never)]
 pub(crate) fn fatal(msg: &'static str) -> ! {
+    // In the loom models (threads of a test, no signal handler) an
+    // impossible state fails the model, which then reports its schedule.
+    if cfg!(all(test, feature = "loom")) {
+        panic!("movegc: fatal: {msg}");
+    }
     write_stderr(b"movegc: fatal: ");
     write_stderr(msg.as_bytes());
     write_stderr(b"\n");

@@ -43,12 +43,13 @@
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::fatal::abort_on_panic;
+use super::sync;
 use super::CycleShared;
 use crate::uffd::Event;
 
@@ -58,20 +59,122 @@ struct Slot {
     taken: AtomicBool,
     start: AtomicUsize,
     end: AtomicUsize,
-    cycle: AtomicPtr<CycleShared>,
-    users: AtomicUsize,
+    cycle: SlotUse<CycleShared>,
 }
 
+#[cfg(not(all(test, feature = "loom")))]
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Slot = Slot {
     taken: AtomicBool::new(false),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
-    cycle: AtomicPtr::new(std::ptr::null_mut()),
-    users: AtomicUsize::new(0),
+    cycle: SlotUse::new(),
 };
 
+#[cfg(not(all(test, feature = "loom")))]
 static REGISTRY: [Slot; SLOTS] = [EMPTY; SLOTS];
+
+/// Under loom a `SlotUse` cannot be built in a constant; the registry is
+/// never used by the loom models (they build their own `SlotUse`), this
+/// only keeps the crate compiling.
+#[cfg(all(test, feature = "loom"))]
+static REGISTRY: std::sync::LazyLock<[Slot; SLOTS]> = std::sync::LazyLock::new(|| {
+    std::array::from_fn(|_| Slot {
+        taken: AtomicBool::new(false),
+        start: AtomicUsize::new(0),
+        end: AtomicUsize::new(0),
+        cycle: SlotUse::new(),
+    })
+});
+
+/// The teardown protocol of a registry slot (see the module docs): a
+/// published pointer and a count of the handlers using it. A handler
+/// [`enter`](Self::enter)s (bumps `users`, then loads the pointer) and
+/// leaves when its [`SlotUser`] drops; [`unpublish`](Self::unpublish)
+/// clears the pointer, then waits for `users == 0`. All `SeqCst`: the
+/// handler's "bump, then load" and unpublish's "clear, then load the count"
+/// are a store-buffering (Dekker) pair, so either the handler sees the
+/// pointer cleared or unpublish sees its use. Hence whatever the handler
+/// loaded is not freed before it leaves. Model-checked by
+/// `loom_tests::unpublish_waits_for_every_user`.
+pub(crate) struct SlotUse<T> {
+    cycle: sync::AtomicPtr<T>,
+    users: sync::AtomicUsize,
+}
+
+impl<T> SlotUse<T> {
+    /// Nothing published, no user.
+    #[cfg(not(all(test, feature = "loom")))]
+    pub(crate) const fn new() -> SlotUse<T> {
+        SlotUse {
+            cycle: sync::AtomicPtr::new(std::ptr::null_mut()),
+            users: sync::AtomicUsize::new(0),
+        }
+    }
+
+    /// Nothing published, no user.
+    #[cfg(all(test, feature = "loom"))]
+    pub(crate) fn new() -> SlotUse<T> {
+        SlotUse {
+            cycle: sync::AtomicPtr::new(std::ptr::null_mut()),
+            users: sync::AtomicUsize::new(0),
+        }
+    }
+
+    /// Makes `p` visible to the handlers that enter from now on.
+    ///
+    /// # Safety
+    ///
+    /// `*p` must stay valid until [`unpublish`](Self::unpublish) (or the
+    /// next `publish`'s `unpublish`) has returned.
+    pub(crate) unsafe fn publish(&self, p: *const T) {
+        self.cycle.store(p as *mut T, Ordering::SeqCst);
+    }
+
+    /// Hides the pointer and waits until no handler uses it: when this
+    /// returns, the pointee may be freed. Not async-signal-safe with
+    /// respect to a handler of the same slot on this thread (it would wait
+    /// for itself).
+    pub(crate) fn unpublish(&self) {
+        self.cycle.store(std::ptr::null_mut(), Ordering::SeqCst);
+        while self.users.load(Ordering::SeqCst) != 0 {
+            sync::yield_now();
+        }
+    }
+
+    /// Takes a use of the slot and loads the pointer. Async-signal-safe.
+    #[inline]
+    pub(crate) fn enter(&self) -> SlotUser<'_, T> {
+        self.users.fetch_add(1, Ordering::SeqCst);
+        let cycle = self.cycle.load(Ordering::SeqCst);
+        SlotUser { slot: self, cycle }
+    }
+}
+
+/// A handler's use of a [`SlotUse`]; dropping it leaves (drops `users`).
+pub(crate) struct SlotUser<'a, T> {
+    slot: &'a SlotUse<T>,
+    cycle: *const T,
+}
+
+impl<T> SlotUser<'_, T> {
+    /// The pointer published when the use was taken, if any: valid while
+    /// this use is held.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&T> {
+        // SAFETY: `publish`'s contract keeps the pointee alive until
+        // `unpublish` returns, and `unpublish` does not return while this
+        // use is counted (see `SlotUse`).
+        unsafe { self.cycle.as_ref() }
+    }
+}
+
+impl<T> Drop for SlotUser<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.slot.users.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 static INSTALL: Once = Once::new();
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -165,19 +268,16 @@ pub fn register_heap(start: usize, end: usize) -> Result<HeapSlot, SigbusError> 
 impl HeapSlot {
     /// Makes `cycle` visible to the handler. Call before registering.
     pub(crate) fn publish(&self, cycle: &Arc<CycleShared>) {
-        REGISTRY[self.0]
-            .cycle
-            .store(Arc::as_ptr(cycle) as *mut CycleShared, Ordering::SeqCst);
+        // SAFETY: the collector holds its `Arc` of the cycle until after it
+        // has called `unpublish` (at the end of the cycle, or when starting
+        // it fails), and `Drop` unpublishes too.
+        unsafe { REGISTRY[self.0].cycle.publish(Arc::as_ptr(cycle)) };
     }
 
     /// Hides the cycle and waits until no handler uses it. Call after
     /// unregistering.
     pub(crate) fn unpublish(&self) {
-        let s = &REGISTRY[self.0];
-        s.cycle.store(std::ptr::null_mut(), Ordering::SeqCst);
-        while s.users.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        REGISTRY[self.0].cycle.unpublish();
     }
 }
 
@@ -218,17 +318,13 @@ fn handle(addr: usize) -> bool {
         if start == 0 || addr < start || addr >= s.end.load(Ordering::Acquire) {
             continue;
         }
-        s.users.fetch_add(1, Ordering::SeqCst);
-        let c = s.cycle.load(Ordering::SeqCst);
-        if !c.is_null() {
-            // SAFETY: a published cycle stays alive until `unpublish` has
-            // seen `users == 0`, and we hold a use.
-            let c = unsafe { &*c };
+        let user = s.cycle.enter();
+        if let Some(c) = user.get() {
             if c.contains(addr) {
                 c.resolve_fault(addr);
             }
         }
-        s.users.fetch_sub(1, Ordering::SeqCst);
+        drop(user);
         return true;
     }
     false

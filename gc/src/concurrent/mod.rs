@@ -47,6 +47,10 @@
 pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
+mod sync;
+
+#[cfg(all(test, feature = "loom"))]
+mod loom_tests;
 
 use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -220,7 +224,7 @@ impl StallHistogram {
 /// Invariant: `watermark <= free_top`. Taking lowers `free_top` no further
 /// than `watermark`; the watermark only moves down.
 #[derive(Debug)]
-pub(crate) struct FreeRange(AtomicU64);
+pub(crate) struct FreeRange(sync::AtomicU64);
 
 impl FreeRange {
     /// The range `[watermark, free_top)`. Both must fit in 32 bits (16 TiB
@@ -230,7 +234,7 @@ impl FreeRange {
             free_top <= u32::MAX as usize && watermark <= free_top,
             "from-space too large for the recycler"
         );
-        FreeRange(AtomicU64::new(Self::pack(free_top, watermark)))
+        FreeRange(sync::AtomicU64::new(Self::pack(free_top, watermark)))
     }
 
     #[inline]

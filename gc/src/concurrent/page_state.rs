@@ -30,7 +30,7 @@
 //! (`wait_mapped`); in handler-thread mode it need not wait at all, because
 //! the installing ioctl wakes every thread blocked on the page.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use super::sync::{self, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// The state of one to-space page.
@@ -172,12 +172,12 @@ impl PageStates {
         while self.get(p) != PageState::Mapped {
             round += 1;
             if round < 32 {
-                std::hint::spin_loop();
+                sync::spin_loop();
             } else if round < 40 {
-                std::thread::yield_now();
+                sync::yield_now();
             } else {
                 let us = (10u64 << (round - 40).min(7)).min(1000);
-                std::thread::sleep(Duration::from_micros(us));
+                sync::sleep(Duration::from_micros(us));
             }
         }
     }
