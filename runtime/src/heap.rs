@@ -49,6 +49,14 @@ impl Heap {
         self.gc.strategy()
     }
 
+    /// What `strategy` becomes on this heap after the fallbacks (for
+    /// [`Mutator::collect_with`]). Asking about a concurrent strategy on a
+    /// heap built stop-the-world opens userfaultfd now (saying once on
+    /// stderr if it cannot).
+    pub fn effective_strategy(&self, strategy: Strategy) -> Strategy {
+        self.gc.effective_strategy(strategy)
+    }
+
     /// The fault mode concurrent cycles use, if userfaultfd is open.
     pub fn fault_mode(&self) -> Option<FaultMode> {
         self.gc.fault_mode()

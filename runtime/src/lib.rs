@@ -68,6 +68,6 @@ pub use movegc_gc::stats::Stalls;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
     ConfigError, CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
-    MAX_CAPACITY,
+    FILLER_TAG, MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};
