@@ -509,7 +509,12 @@ impl Collector {
         // stop-the-world (saying so once); after the flip the only failure
         // exit is a message and an abort, never a hang.
         let threads = inner.config.gc_threads.max(1);
-        let driver = match self.acquire_buffers(threads).and_then(|()| spawn_driver()) {
+        let prepared = if inner.config.injection.prepare_fails {
+            Err(std::io::Error::other("injected failure"))
+        } else {
+            self.acquire_buffers(threads).and_then(|()| spawn_driver())
+        };
+        let driver = match prepared {
             Ok(d) => d,
             Err(e) => {
                 crate::heap::warn_once(
@@ -879,7 +884,15 @@ fn drive(
         .collect();
     let (rs, rl) = shared.registered();
     if rl > 0 {
-        if let Err(e) = shared.uffd().unregister(rs, rl) {
+        let unregistered = if inner.config.injection.unregister_fails {
+            Err(crate::uffd::UffdError::Os {
+                op: "UFFDIO_UNREGISTER",
+                errno: libc::EINVAL,
+            })
+        } else {
+            shared.uffd().unregister(rs, rl)
+        };
+        if let Err(e) = unregistered {
             // The range would stay registered: its next fault would find no
             // cycle to serve it and retry forever.
             abort_with(&format!(

@@ -1007,3 +1007,33 @@ fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<Concurren
         can_move,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11, defect 9: each heap used to leak its SATB queue (a
+    /// process-wide registry of `'static` queues). The log now belongs to
+    /// the heap and goes with it once its mutators have detached.
+    #[test]
+    fn a_heap_frees_its_satb_log() {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 4 << 20,
+            strategy: Strategy::StopTheWorld,
+            ..Default::default()
+        })
+        .unwrap();
+        let log = Arc::downgrade(&heap.inner.satb);
+        let h2 = heap.clone();
+        std::thread::spawn(move || {
+            let mut m = h2.attach().unwrap();
+            m.collect();
+        })
+        .join()
+        .unwrap();
+        drop(heap.attach().unwrap());
+        assert!(log.upgrade().is_some());
+        drop(heap);
+        assert!(log.upgrade().is_none(), "the heap's SATB log outlived it");
+    }
+}

@@ -131,6 +131,13 @@ pub struct Injection {
     pub again_every: u32,
     /// Every n-th MOVE finds its first page already installed (`EEXIST`).
     pub exists_every: u32,
+    /// Preparing the concurrent compaction (its buffers and driver thread,
+    /// acquired before the flip) fails: the cycle must finish
+    /// stop-the-world.
+    pub prepare_fails: bool,
+    /// `UFFDIO_UNREGISTER` at the end of the cycle fails (`EINVAL`): the
+    /// process must abort with a message, not hang.
+    pub unregister_fails: bool,
 }
 
 /// Counters of one concurrent cycle (updated from signal handlers too, so
