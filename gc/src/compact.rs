@@ -23,19 +23,48 @@ use crate::mapping::PAGE_SIZE;
 use crate::object::{Header, WORD};
 
 /// Everything needed to compact any page of one collection.
+///
+/// Its methods read the old words at raw addresses (`from_start`, and the
+/// dense prefix at `space_start`), so making one is `unsafe`
+/// ([`Compactor::new`]); within the crate the collector builds it from the
+/// cycle's own mappings.
 #[derive(Clone, Copy, Debug)]
 pub struct Compactor<'a> {
     /// The forwarding function.
-    pub fwd: Forwarding<'a>,
-    /// Object-start bits (for dense-page walks).
-    pub marks: &'a [u64],
+    pub(crate) fwd: Forwarding<'a>,
     /// Page starts for to-space pages from the dense prefix on.
-    pub pages: &'a [PageStart],
+    pub(crate) pages: &'a [PageStart],
     /// Address of the moving space (to-space).
-    pub space_start: usize,
+    pub(crate) space_start: usize,
     /// Address of the from-space alias: word `w` of the old space is at
     /// `from_start + w * 8` (for `w >= dense_words`).
-    pub from_start: usize,
+    pub(crate) from_start: usize,
+}
+
+impl<'a> Compactor<'a> {
+    /// A compactor over `fwd` and `pages` (as `cycle` computes them) for a space at `space_start` whose old words are readable at
+    /// `from_start`.
+    ///
+    /// # Safety
+    /// For as long as the compactor is used: the `fwd.end_words` words at
+    /// `from_start` are readable, and the dense prefix's
+    /// `fwd.dense_words` words at `space_start` readable and writable
+    /// (`update_dense_page` rewrites them); no one else writes either
+    /// range; and the tables describe that memory (every live word is part
+    /// of an object whose header starts a live run).
+    pub unsafe fn new(
+        fwd: Forwarding<'a>,
+        pages: &'a [PageStart],
+        space_start: usize,
+        from_start: usize,
+    ) -> Compactor<'a> {
+        Compactor {
+            fwd,
+            pages,
+            space_start,
+            from_start,
+        }
+    }
 }
 
 /// Word `i` of a page buffer.
@@ -263,7 +292,6 @@ mod tests {
                 dense_words: 0,
                 end_words: 1,
             },
-            marks: &live,
             pages: &pages,
             space_start: from.start(),
             from_start: from.start(),

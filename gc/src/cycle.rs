@@ -383,7 +383,6 @@ impl Collector {
                 dense_words: dense,
                 end_words,
             },
-            marks,
             pages,
             space_start: start,
             from_start: start,

@@ -348,6 +348,7 @@ fn injected_errors_are_survived() {
         busy_every: 3,
         again_every: 5,
         exists_every: 7,
+        ..Default::default()
     };
     for mode in [FaultMode::Sigbus, FaultMode::HandlerThread] {
         let run = stress(Strategy::ConcurrentMove, mode, inj, 50);

@@ -562,13 +562,10 @@ fn check_compaction(sp: &Space, dense: usize, seed: u64) -> Result<(), TestCaseE
         "fillers must not change page starts"
     );
 
-    let comp = Compactor {
-        fwd,
-        marks: &marks2,
-        pages: &pstarts,
-        space_start,
-        from_start: from.addr(),
-    };
+    // SAFETY: `from` holds the old image (end_words words) and the dense
+    // prefix lives in `to` at `space_start`; both outlive `comp`, and only
+    // the compactor writes `to` meanwhile.
+    let comp = unsafe { Compactor::new(fwd, &pstarts, space_start, from.addr()) };
     prop_assert_eq!(comp.page_count(), total.div_ceil(PW));
     prop_assert_eq!(comp.dense_pages(), dense / PW);
 

@@ -115,7 +115,11 @@ fn a_failed_unregister_aborts_instead_of_hanging() {
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "a_failed_unregister_aborts_instead_of_hanging", "--nocapture"])
+        .args([
+            "--exact",
+            "a_failed_unregister_aborts_instead_of_hanging",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -133,7 +137,12 @@ fn a_failed_unregister_aborts_instead_of_hanging() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     assert_eq!(status.signal(), Some(libc::SIGABRT), "{status:?}\n{err}");
     assert!(
         err.contains("unregistering the heap from userfaultfd failed"),

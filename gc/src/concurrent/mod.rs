@@ -440,7 +440,6 @@ impl CycleShared {
                 dense_words: 0,
                 end_words: self.end_words,
             },
-            marks: self.marks.words(),
             pages: &self.pages,
             space_start: self.space_start,
             from_start: self.from_start,
