@@ -267,7 +267,6 @@ impl Compactor<'_> {
 mod tests {
     use super::*;
     use crate::mapping::{Mapping, Prot};
-    use std::os::unix::process::ExitStatusExt;
 
     const CHILD_ENV: &str = "MOVEGC_COMPACT_CHILD";
 
@@ -306,17 +305,10 @@ mod tests {
     /// handler, formatting and allocating on the way).
     #[test]
     fn corrupt_heap_aborts_without_panicking() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "compact::tests::child_corrupt_header",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        let err = crate::concurrent::fatal::child_aborts(
+            "compact::tests::child_corrupt_header",
+            CHILD_ENV,
+        );
         assert!(
             err.contains("movegc: fatal: compact_page: bad first object header"),
             "{err}"

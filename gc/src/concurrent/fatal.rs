@@ -72,3 +72,18 @@ pub(crate) fn abort_with(msg: &str) -> ! {
     eprintln!("movegc: {msg}; aborting (the heap cannot be completed)");
     std::process::abort()
 }
+
+/// Runs the unit test `test` of this binary in a child process with `env`
+/// set (the test's child half), expects it to die by `SIGABRT`, and returns
+/// its stderr.
+#[cfg(test)]
+pub(crate) fn child_aborts(test: &str, env: &str) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -559,7 +559,6 @@ mod tests {
     use super::*;
     use crate::mapping::{Mapping, Prot, PAGE_SIZE};
     use crate::uffd::{OpenOptions, RegisterMode, Uffd};
-    use std::os::unix::process::ExitStatusExt;
 
     /// Makes `serve` panic (test only).
     pub(super) static PANIC_IN_SERVE: AtomicBool = AtomicBool::new(false);
@@ -596,17 +595,10 @@ mod tests {
             eprintln!("skipped: userfaultfd unavailable: {e}");
             return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "concurrent::fault::tests::child_fault_thread_panics",
-                "--exact",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{out:?}");
+        let err = crate::concurrent::fatal::child_aborts(
+            "concurrent::fault::tests::child_fault_thread_panics",
+            CHILD_ENV,
+        );
         assert!(
             err.contains("movegc: concurrent fault handling failed part-way"),
             "{err}"
