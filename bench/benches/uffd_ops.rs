@@ -374,10 +374,14 @@ impl Workload for MovePingPong<'_> {
         let probe = Probe::start();
         let t0 = Instant::now();
         for off in (0..REGION).step_by(len) {
-            if let Err(e) =
+            // SAFETY: both areas are this workload's own mappings; no Rust
+            // reference points into them (`stamp`/`check_pattern` borrow
+            // them only briefly).
+            let r = unsafe {
                 self.uffd
                     .move_pages(dst.start() + off, src.start() + off, len, MoveMode::empty())
-            {
+            };
+            if let Err(e) = r {
                 panic!(
                     "UFFDIO_MOVE {:#x} <- {:#x} len {len:#x}: {e}",
                     dst.start() + off,
@@ -460,7 +464,9 @@ impl Workload for CopyFill<'_> {
         let probe = Probe::start();
         let t0 = Instant::now();
         for off in (0..REGION).step_by(len) {
-            if let Err(e) = self.uffd.copy(dst + off, src, len, CopyMode::empty()) {
+            // SAFETY: `dst` and `buf` are this workload's own mappings; no
+            // Rust reference points into `dst`, and `buf` is only read.
+            if let Err(e) = unsafe { self.uffd.copy(dst + off, src, len, CopyMode::empty()) } {
                 panic!("UFFDIO_COPY {:#x} <- {src:#x} len {len:#x}: {e}", dst + off);
             }
         }
@@ -597,17 +603,24 @@ impl Handler<'_> {
             return Err(format!("fault at {address:#x} outside the target"));
         }
         let off = page - t.dst.start();
+        // SAFETY: `dst`, `pool` and `buf` belong to the benchmark's
+        // `FaultTarget`; the mutator loads `dst` by raw pointer only, so no
+        // Rust reference points into them, and `buf` is written only by this
+        // thread, before the COPY reads it.
         match self.resolve {
-            Resolve::Move => self
-                .uffd
-                .move_pages(page, t.pool.start() + off, PAGE_SIZE, MoveMode::empty())
-                .map_err(|e| format!("UFFDIO_MOVE of faulting page {page:#x}: {e}")),
+            Resolve::Move => unsafe {
+                self.uffd
+                    .move_pages(page, t.pool.start() + off, PAGE_SIZE, MoveMode::empty())
+            }
+            .map_err(|e| format!("UFFDIO_MOVE of faulting page {page:#x}: {e}")),
             Resolve::Copy => {
                 // The GC compacts into its buffer and then copies it out.
                 stamp(&t.buf, 0, MAGIC ^ (off / PAGE_SIZE) as u64);
-                self.uffd
-                    .copy(page, t.buf.start(), PAGE_SIZE, CopyMode::empty())
-                    .map_err(|e| format!("UFFDIO_COPY of faulting page {page:#x}: {e}"))
+                unsafe {
+                    self.uffd
+                        .copy(page, t.buf.start(), PAGE_SIZE, CopyMode::empty())
+                }
+                .map_err(|e| format!("UFFDIO_COPY of faulting page {page:#x}: {e}"))
             }
         }
     }
@@ -633,12 +646,18 @@ impl FaultBench<'_> {
             match self.resolve {
                 // Recycle: all pages back into the pool in one ioctl.
                 Resolve::Move => {
-                    if let Err(e) = self.uffd.move_pages(
-                        t.pool.start(),
-                        t.dst.start(),
-                        t.dst.len(),
-                        MoveMode::empty(),
-                    ) {
+                    // SAFETY: `pool` and `dst` are the benchmark's own
+                    // mappings and no Rust reference points into them; the
+                    // handler thread is idle (no fault is pending).
+                    let r = unsafe {
+                        self.uffd.move_pages(
+                            t.pool.start(),
+                            t.dst.start(),
+                            t.dst.len(),
+                            MoveMode::empty(),
+                        )
+                    };
+                    if let Err(e) = r {
                         panic!("UFFDIO_MOVE dst -> pool: {e}");
                     }
                 }

@@ -228,7 +228,10 @@ fn check_move(uffd: &Uffd) -> Check {
     if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
         return Check::fail(format!("register: {e}"));
     }
-    let r = uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty());
+    // SAFETY: `src` and `dst` are this function's private scratch mappings;
+    // no Rust reference points into them (`fill`/`matches` borrow them only
+    // briefly) and `dst` is registered and still missing.
+    let r = unsafe { uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty()) };
     let _ = uffd.unregister(dst.start(), dst.len());
     match r {
         Ok(()) if matches(&dst, 0, 0x5eed) && is_zero(&src, 0) => {
@@ -248,7 +251,9 @@ fn check_copy(uffd: &Uffd) -> Check {
     if let Err(e) = uffd.register(dst.start(), dst.len(), RegisterMode::MISSING) {
         return Check::fail(format!("register: {e}"));
     }
-    let r = uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty());
+    // SAFETY: `dst` is this function's private scratch mapping, registered
+    // and missing, with no reference into it; `src` is readable and unshared.
+    let r = unsafe { uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty()) };
     let _ = uffd.unregister(dst.start(), dst.len());
     match r {
         Ok(()) if matches(&dst, 0, 0xc0b1) && matches(&src, 0, 0xc0b1) => {
@@ -283,10 +288,15 @@ fn check_fault_roundtrip(uffd: &Uffd) -> Check {
     };
     let result = match uffd.wait_event(Some(Duration::from_secs(5))) {
         Ok(Some(Event::PageFault { address, .. })) if address & !(PAGE_SIZE - 1) == dst.start() => {
-            let install = if uffd.features().contains(Features::MOVE) {
-                uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty())
-            } else {
-                uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty())
+            // SAFETY: private scratch mappings: the reader only loads a word
+            // by raw address (no Rust reference into `dst`), `dst` is
+            // registered and missing, and nothing else touches `src`.
+            let install = unsafe {
+                if uffd.features().contains(Features::MOVE) {
+                    uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty())
+                } else {
+                    uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty())
+                }
             };
             match install {
                 Ok(()) => None,
@@ -299,7 +309,9 @@ fn check_fault_roundtrip(uffd: &Uffd) -> Check {
     };
     if let Some(fail) = result {
         // Unblock the reader before reporting.
-        let _ = uffd.zeropage(dst.start(), PAGE_SIZE, false);
+        // SAFETY: `dst` is our scratch mapping, still missing; the reader
+        // only loads a word from it by raw address.
+        let _ = unsafe { uffd.zeropage(dst.start(), PAGE_SIZE, false) };
         let _ = reader.join();
         let _ = uffd.unregister(dst.start(), dst.len());
         return fail;
@@ -385,8 +397,15 @@ fn check_ebusy_after_fork(uffd: &Uffd) -> Check {
         Ok(c) => c,
         Err(e) => return Check::fail(format!("fork: {e}")),
     };
-    let moved = uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty());
-    let copied = uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty());
+    // SAFETY: private scratch mappings with no Rust reference into them
+    // (the forked child has its own copy of `src`); `dst` is registered and
+    // missing, and the MOVE is expected to fail with EBUSY before the COPY.
+    let (moved, copied) = unsafe {
+        (
+            uffd.move_pages(dst.start(), src.start(), PAGE_SIZE, MoveMode::empty()),
+            uffd.copy(dst.start(), src.start(), PAGE_SIZE, CopyMode::empty()),
+        )
+    };
     drop(child);
     let _ = uffd.unregister(dst.start(), dst.len());
     match (moved, copied) {

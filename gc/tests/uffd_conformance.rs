@@ -1287,8 +1287,9 @@ fn move_page_appears_at_dst_and_src_reads_zero() {
         ioctls.names()
     );
     assert!(!page_present(dst.base));
-    uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty())
-        .unwrap();
+    // SAFETY: `src` and `dst` are this test's own mappings; no Rust
+    // reference points into them.
+    unsafe { uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()) }.unwrap();
     assert!(page_present(dst.base));
     assert!(!page_present(src.base), "src pte cleared by MOVE");
     assert_pattern(dst.base, PAGE, 0x11, "moved page at dst");
@@ -1312,32 +1313,37 @@ fn move_onto_populated_is_exists_and_hole_is_nosource() {
 
     // Populate dst page 0 with COPY (data from a heap buffer), then MOVE onto it.
     let buf: Vec<u8> = (0..PAGE).map(|i| pattern(i, 0x33)).collect();
-    uffd.copy(dst.base, buf.as_ptr() as usize, PAGE, CopyMode::empty())
-        .unwrap();
-    expect_op_err(
-        uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
-        0,
-        UffdError::Exists,
-        "MOVE onto populated page",
-    );
-    assert_pattern(dst.base, PAGE, 0x33, "dst keeps the COPY");
-    assert_pattern(src.base, PAGE, 0x22, "failed MOVE leaves src intact");
+    // SAFETY: `src` and `dst` are this test's own mappings; no Rust
+    // reference points into them (the helpers borrow them only briefly).
+    // `buf` is only read.
+    unsafe {
+        uffd.copy(dst.base, buf.as_ptr() as usize, PAGE, CopyMode::empty())
+            .unwrap();
+        expect_op_err(
+            uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
+            0,
+            UffdError::Exists,
+            "MOVE onto populated page",
+        );
+        assert_pattern(dst.base, PAGE, 0x33, "dst keeps the COPY");
+        assert_pattern(src.base, PAGE, 0x22, "failed MOVE leaves src intact");
 
-    // src page 1 was never touched: a hole.
-    expect_op_err(
-        uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty()),
-        0,
-        UffdError::NoSource,
-        "MOVE from a hole",
-    );
-    uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::ALLOW_SRC_HOLES)
-        .expect("ALLOW_SRC_HOLES skips the hole");
-    assert!(
-        !page_present(dst.at(PAGE)),
-        "dst of a skipped hole stays missing"
-    );
-    // Still missing, hence still resolvable.
-    uffd.zeropage(dst.at(PAGE), PAGE, false).unwrap();
+        // src page 1 was never touched: a hole.
+        expect_op_err(
+            uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty()),
+            0,
+            UffdError::NoSource,
+            "MOVE from a hole",
+        );
+        uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::ALLOW_SRC_HOLES)
+            .expect("ALLOW_SRC_HOLES skips the hole");
+        assert!(
+            !page_present(dst.at(PAGE)),
+            "dst of a skipped hole stays missing"
+        );
+        // Still missing, hence still resolvable.
+        uffd.zeropage(dst.at(PAGE), PAGE, false).unwrap();
+    }
     assert_zero(dst.at(PAGE), PAGE, "zeropage after hole");
 }
 
@@ -1357,31 +1363,37 @@ fn partial_move_and_copy_report_progress() {
     }
     uffd.register(dst.base, 4 * PAGE, RegisterMode::MISSING)
         .unwrap();
-    expect_op_err(
-        uffd.move_pages(dst.base, src.base, 4 * PAGE, MoveMode::empty()),
-        2 * PAGE,
-        UffdError::Again,
-        "4-page MOVE with a hole at page 3",
-    );
-    for p in [0, 1] {
-        assert_pattern(
-            dst.at(p * PAGE),
-            PAGE,
-            0x40 + p as u8,
-            "moved before the hole",
+    // SAFETY (this and the COPY and ZEROPAGE blocks below): `src`, `dst`,
+    // `cdst` and `zdst` are this test's own mappings; no Rust reference
+    // points into them (the helpers borrow them only briefly). `buf` is only
+    // read.
+    unsafe {
+        expect_op_err(
+            uffd.move_pages(dst.base, src.base, 4 * PAGE, MoveMode::empty()),
+            2 * PAGE,
+            UffdError::Again,
+            "4-page MOVE with a hole at page 3",
+        );
+        for p in [0, 1] {
+            assert_pattern(
+                dst.at(p * PAGE),
+                PAGE,
+                0x40 + p as u8,
+                "moved before the hole",
+            );
+        }
+        expect_op_err(
+            uffd.move_pages(
+                dst.at(2 * PAGE),
+                src.at(2 * PAGE),
+                2 * PAGE,
+                MoveMode::empty(),
+            ),
+            0,
+            UffdError::NoSource,
+            "retry from src+done",
         );
     }
-    expect_op_err(
-        uffd.move_pages(
-            dst.at(2 * PAGE),
-            src.at(2 * PAGE),
-            2 * PAGE,
-            MoveMode::empty(),
-        ),
-        0,
-        UffdError::NoSource,
-        "retry from src+done",
-    );
     assert!(
         !page_present(dst.at(3 * PAGE)),
         "nothing moved past the hole"
@@ -1392,41 +1404,48 @@ fn partial_move_and_copy_report_progress() {
     let cdst = Region::new(4 * PAGE);
     uffd.register(cdst.base, 4 * PAGE, RegisterMode::MISSING)
         .unwrap();
-    uffd.zeropage(cdst.at(2 * PAGE), PAGE, false).unwrap();
+    // SAFETY: see the MOVE block above.
+    unsafe { uffd.zeropage(cdst.at(2 * PAGE), PAGE, false) }.unwrap();
     let buf: Vec<u8> = (0..4 * PAGE).map(|i| pattern(i, 0x50)).collect();
     let b = buf.as_ptr() as usize;
-    expect_op_err(
-        uffd.copy(cdst.base, b, 4 * PAGE, CopyMode::empty()),
-        2 * PAGE,
-        UffdError::Again,
-        "4-page COPY onto a populated 3rd page",
-    );
-    assert_pattern(
-        cdst.base,
-        2 * PAGE,
-        0x50,
-        "copied before the populated page",
-    );
-    expect_op_err(
-        uffd.copy(cdst.at(2 * PAGE), b + 2 * PAGE, 2 * PAGE, CopyMode::empty()),
-        0,
-        UffdError::Exists,
-        "retry from dst+done",
-    );
+    // SAFETY: see the MOVE block above.
+    unsafe {
+        expect_op_err(
+            uffd.copy(cdst.base, b, 4 * PAGE, CopyMode::empty()),
+            2 * PAGE,
+            UffdError::Again,
+            "4-page COPY onto a populated 3rd page",
+        );
+        assert_pattern(
+            cdst.base,
+            2 * PAGE,
+            0x50,
+            "copied before the populated page",
+        );
+        expect_op_err(
+            uffd.copy(cdst.at(2 * PAGE), b + 2 * PAGE, 2 * PAGE, CopyMode::empty()),
+            0,
+            UffdError::Exists,
+            "retry from dst+done",
+        );
+    }
     assert!(!page_present(cdst.at(3 * PAGE)));
 
     // ZEROPAGE has the same shape.
     let zdst = Region::new(3 * PAGE);
     uffd.register(zdst.base, 3 * PAGE, RegisterMode::MISSING)
         .unwrap();
-    uffd.copy(zdst.at(PAGE), b, PAGE, CopyMode::empty())
-        .unwrap();
-    expect_op_err(
-        uffd.zeropage(zdst.base, 3 * PAGE, false),
-        PAGE,
-        UffdError::Again,
-        "ZEROPAGE onto a populated 2nd page",
-    );
+    // SAFETY: see the MOVE block above.
+    unsafe {
+        uffd.copy(zdst.at(PAGE), b, PAGE, CopyMode::empty())
+            .unwrap();
+        expect_op_err(
+            uffd.zeropage(zdst.base, 3 * PAGE, false),
+            PAGE,
+            UffdError::Again,
+            "ZEROPAGE onto a populated 2nd page",
+        );
+    }
 }
 
 #[test]
@@ -1442,7 +1461,10 @@ fn unread_remove_event_makes_move_again_with_done_zero() {
     fill(src.base, PAGE, 0x61);
     uffd.register(dst.base, 2 * PAGE, RegisterMode::MISSING)
         .unwrap();
-    uffd.zeropage(dst.at(PAGE), PAGE, false).unwrap();
+    // SAFETY (for every resolving call of this test): `src` and `dst` are
+    // this test's own mappings and no Rust reference points into them (the
+    // zapper thread passes `dst` to madvise by raw address).
+    unsafe { uffd.zeropage(dst.at(PAGE), PAGE, false) }.unwrap();
     let released = AtomicBool::new(false);
     std::thread::scope(|s| {
         let zapper = s.spawn(|| {
@@ -1462,7 +1484,8 @@ fn unread_remove_event_makes_move_again_with_done_zero() {
         // SAFETY: one valid pollfd.
         let ready = unsafe { libc::poll(&mut pfd, 1, 2000) };
         assert_eq!(ready, 1, "REMOVE event queued");
-        let r = uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty());
+        // SAFETY: see above.
+        let r = unsafe { uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()) };
         expect_op_err(
             r,
             0,
@@ -1481,8 +1504,8 @@ fn unread_remove_event_makes_move_again_with_done_zero() {
         }
         assert_eq!(zapper.join().unwrap(), 0);
     });
-    uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty())
-        .unwrap();
+    // SAFETY: see above.
+    unsafe { uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()) }.unwrap();
     assert_pattern(dst.base, PAGE, 0x61, "MOVE after the event was read");
 }
 
@@ -1567,30 +1590,36 @@ fn move_after_fork_is_busy_and_copy_works() {
 
     let mut child = BlockedChild::fork();
     assert!(child.is_alive());
-    expect_op_err(
-        uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
-        0,
-        UffdError::Busy,
-        "MOVE of a page COW-shared with a live child",
-    );
-    assert_pattern(src.base, PAGE, 0x71, "src intact after EBUSY");
-    uffd.copy(dst.base, src.base, PAGE, CopyMode::empty())
-        .expect("COPY fallback after EBUSY");
-    assert_pattern(dst.base, PAGE, 0x71, "COPY fallback data");
-    assert!(child.is_alive());
-    child.release();
+    // SAFETY (this block and the MOVE below): `src` and `dst` are this
+    // test's own mappings and no Rust reference points into them (the
+    // helpers borrow them only briefly; the child has its own copy of `src`).
+    unsafe {
+        expect_op_err(
+            uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
+            0,
+            UffdError::Busy,
+            "MOVE of a page COW-shared with a live child",
+        );
+        assert_pattern(src.base, PAGE, 0x71, "src intact after EBUSY");
+        uffd.copy(dst.base, src.base, PAGE, CopyMode::empty())
+            .expect("COPY fallback after EBUSY");
+        assert_pattern(dst.base, PAGE, 0x71, "COPY fallback data");
+        assert!(child.is_alive());
+        child.release();
 
-    // Measured: exclusivity is not restored by the child's exit ...
-    expect_op_err(
-        uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty()),
-        0,
-        UffdError::Busy,
-        "MOVE after the child exited, page not rewritten",
-    );
+        // Measured: exclusivity is not restored by the child's exit ...
+        expect_op_err(
+            uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty()),
+            0,
+            UffdError::Busy,
+            "MOVE after the child exited, page not rewritten",
+        );
+    }
     // ... but by a write fault (the page is then reused exclusively).
     // SAFETY: writing one byte of our own mapped page.
     unsafe { ptr::write_volatile(src.at(PAGE) as *mut u8, pattern(PAGE, 0x71)) };
-    uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty())
+    // SAFETY: see above.
+    unsafe { uffd.move_pages(dst.at(PAGE), src.at(PAGE), PAGE, MoveMode::empty()) }
         .expect("MOVE after the page was written again");
     assert_pattern_from(dst.at(PAGE), PAGE, 0x71, PAGE, "moved after rewrite");
 }
@@ -1632,20 +1661,25 @@ fn dontwake_keeps_waiter_blocked_until_wake() {
         // between queueing the event and sleeping, so a MOVE landing in that
         // window would let it continue without a wake.
         wait_until_sleeping(reader_tid.load(Ordering::SeqCst));
-        uffd.move_pages(dst.base, src.base, PAGE, MoveMode::DONTWAKE)
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !done.load(Ordering::SeqCst),
-            "DONTWAKE: reader still blocked"
-        );
-        // A losing resolver gets EEXIST, which wakes nobody either.
-        expect_op_err(
-            uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
-            0,
-            UffdError::Exists,
-            "racing MOVE",
-        );
+        // SAFETY: `src` and `dst` are this test's own mappings; the reader
+        // thread reads `dst` by raw address only, so no Rust reference
+        // points into either.
+        unsafe {
+            uffd.move_pages(dst.base, src.base, PAGE, MoveMode::DONTWAKE)
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(
+                !done.load(Ordering::SeqCst),
+                "DONTWAKE: reader still blocked"
+            );
+            // A losing resolver gets EEXIST, which wakes nobody either.
+            expect_op_err(
+                uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
+                0,
+                UffdError::Exists,
+                "racing MOVE",
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
         assert!(!done.load(Ordering::SeqCst), "EEXIST does not wake");
         uffd.wake(dst.base, PAGE).unwrap();
@@ -1681,7 +1715,9 @@ fn fault_round_trip_with_handler_thread() {
                     }) => {
                         assert!(!wp && !minor);
                         let off = address - dst.base;
-                        uffd.move_pages(address, src.at(off), PAGE, MoveMode::empty())
+                        // SAFETY: `src` and `dst` are this test's own mappings;
+                        // the reader accesses `dst` by raw address only.
+                        unsafe { uffd.move_pages(address, src.at(off), PAGE, MoveMode::empty()) }
                             .unwrap();
                         seen.push((address, write, thread_id));
                     }
@@ -1768,7 +1804,10 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
     let errno = if code == libc::BUS_MCEERR_AR {
         libc::EEXIST // a poisoned pte (kernels with CONFIG_MEMORY_FAILURE)
     } else {
-        match uffd.move_pages(page, src, PAGE, MoveMode::DONTWAKE) {
+        // SAFETY: `page` is in the test's registered `dst` region and `src`
+        // in its `src` region (checked above); the test only accesses them
+        // by raw address, so no Rust reference points into either.
+        match unsafe { uffd.move_pages(page, src, PAGE, MoveMode::DONTWAKE) } {
             Ok(()) => 0,
             Err(e) => e.error.errno().unwrap_or(-2),
         }
@@ -1848,7 +1887,10 @@ fn sigbus_mode_resolves_in_handler() {
     // machine) the poison SIGBUS is BUS_ADRERR, like a uffd one; with it,
     // BUS_MCEERR_AR.
     let poison = if uffd.features().contains(Features::POISON) {
-        uffd.poison(dst.at(2 * PAGE), PAGE, false).unwrap();
+        // SAFETY: page 2 of the test's own `dst` mapping, never touched and
+        // not referenced; the read below goes by raw address to exercise
+        // the poison SIGBUS.
+        unsafe { uffd.poison(dst.at(2 * PAGE), PAGE, false) }.unwrap();
         let before = SIGBUS_COUNT.load(Ordering::SeqCst);
         POISON_FIRST_CODE.store(0, Ordering::SeqCst);
         let v = read_byte(dst.at(2 * PAGE + 7));
@@ -1930,8 +1972,9 @@ fn thp_pmd_move_and_misaligned_move() {
         );
     } else {
         let t = Instant::now();
-        uffd.move_pages(dst.base, src.base, HUGE, MoveMode::empty())
-            .unwrap();
+        // SAFETY: `src` and `dst` are this test's own mappings; no Rust
+        // reference points into them.
+        unsafe { uffd.move_pages(dst.base, src.base, HUGE, MoveMode::empty()) }.unwrap();
         let took = t.elapsed();
         assert_eq!(dst.anon_huge_kb(), 2048, "dst holds the THP as a PMD");
         assert_eq!(src.anon_huge_kb(), 0, "src lost it");
@@ -1946,8 +1989,9 @@ fn thp_pmd_move_and_misaligned_move() {
     let dst2 = Region::new(2 * HUGE);
     uffd.register(dst2.base, 2 * HUGE, RegisterMode::MISSING)
         .unwrap();
-    uffd.move_pages(dst2.at(PAGE), src2.base, HUGE, MoveMode::empty())
-        .unwrap();
+    // SAFETY: `src2` and `dst2` are this test's own mappings; no Rust
+    // reference points into them.
+    unsafe { uffd.move_pages(dst2.at(PAGE), src2.base, HUGE, MoveMode::empty()) }.unwrap();
     assert_pattern(dst2.at(PAGE), HUGE, 0xB2, "misaligned move, page by page");
     assert_eq!(dst2.anon_huge_kb(), 0, "no PMD at a misaligned dst");
     assert!(!page_present(dst2.base) && !page_present(dst2.at(HUGE + PAGE)));
@@ -1979,64 +2023,69 @@ fn invalid_ranges_rejected_before_syscall() {
         other => panic!("{what}: expected InvalidRange, got {other:?}"),
     };
     let m = MoveMode::empty();
-    bad_op(
-        uffd.move_pages(r.base + 1, src, PAGE, m),
-        r.base + 1,
-        PAGE,
-        "misaligned dst",
-    );
-    bad_op(
-        uffd.move_pages(r.base, src + 8, PAGE, m),
-        src + 8,
-        PAGE,
-        "misaligned src",
-    );
-    bad_op(
-        uffd.move_pages(r.base, src, PAGE + 1, m),
-        r.base,
-        PAGE + 1,
-        "len not page multiple",
-    );
-    bad_op(uffd.move_pages(r.base, src, 0, m), r.base, 0, "len 0");
-    let top = usize::MAX & !(PAGE - 1);
-    bad_op(
-        uffd.move_pages(top, src, 2 * PAGE, m),
-        top,
-        2 * PAGE,
-        "dst overflow",
-    );
-    bad_op(
-        uffd.move_pages(r.base, top, 2 * PAGE, m),
-        top,
-        2 * PAGE,
-        "src overflow",
-    );
-    bad_op(
-        uffd.copy(r.base + 8, src, PAGE, CopyMode::empty()),
-        r.base + 8,
-        PAGE,
-        "copy dst",
-    );
-    bad_op(
-        uffd.copy(r.base, src, 100, CopyMode::empty()),
-        r.base,
-        100,
-        "copy len",
-    );
-    bad_op(
-        uffd.copy(r.base, usize::MAX - 10, PAGE, CopyMode::empty()),
-        usize::MAX - 10,
-        PAGE,
-        "copy src overflow",
-    );
-    bad_op(uffd.zeropage(r.base, 0, false), r.base, 0, "zeropage len 0");
-    bad_op(
-        uffd.poison(r.base + 2, PAGE, false),
-        r.base + 2,
-        PAGE,
-        "poison",
-    );
-    bad_op(uffd.continue_range(r.base, 3, false), r.base, 3, "continue");
+    // SAFETY: every call below is rejected with `InvalidRange` before any
+    // syscall (which is what the test checks), so no memory is touched; the
+    // in-range addresses are this test's own mapping `r` anyway.
+    unsafe {
+        bad_op(
+            uffd.move_pages(r.base + 1, src, PAGE, m),
+            r.base + 1,
+            PAGE,
+            "misaligned dst",
+        );
+        bad_op(
+            uffd.move_pages(r.base, src + 8, PAGE, m),
+            src + 8,
+            PAGE,
+            "misaligned src",
+        );
+        bad_op(
+            uffd.move_pages(r.base, src, PAGE + 1, m),
+            r.base,
+            PAGE + 1,
+            "len not page multiple",
+        );
+        bad_op(uffd.move_pages(r.base, src, 0, m), r.base, 0, "len 0");
+        let top = usize::MAX & !(PAGE - 1);
+        bad_op(
+            uffd.move_pages(top, src, 2 * PAGE, m),
+            top,
+            2 * PAGE,
+            "dst overflow",
+        );
+        bad_op(
+            uffd.move_pages(r.base, top, 2 * PAGE, m),
+            top,
+            2 * PAGE,
+            "src overflow",
+        );
+        bad_op(
+            uffd.copy(r.base + 8, src, PAGE, CopyMode::empty()),
+            r.base + 8,
+            PAGE,
+            "copy dst",
+        );
+        bad_op(
+            uffd.copy(r.base, src, 100, CopyMode::empty()),
+            r.base,
+            100,
+            "copy len",
+        );
+        bad_op(
+            uffd.copy(r.base, usize::MAX - 10, PAGE, CopyMode::empty()),
+            usize::MAX - 10,
+            PAGE,
+            "copy src overflow",
+        );
+        bad_op(uffd.zeropage(r.base, 0, false), r.base, 0, "zeropage len 0");
+        bad_op(
+            uffd.poison(r.base + 2, PAGE, false),
+            r.base + 2,
+            PAGE,
+            "poison",
+        );
+        bad_op(uffd.continue_range(r.base, 3, false), r.base, 3, "continue");
+    }
     bad(uffd.wake(r.base + 16, PAGE), r.base + 16, PAGE, "wake");
     bad(
         uffd.writeprotect(r.base, PAGE - 1, true, false),
@@ -2055,7 +2104,9 @@ fn invalid_ranges_rejected_before_syscall() {
     // Nothing reached the kernel: the range is still missing and resolvable,
     // and COPY from an unaligned src is fine.
     assert!(!page_present(r.base));
-    uffd.copy(r.base, src + 8, PAGE, CopyMode::empty()).unwrap();
+    // SAFETY: `r` is this test's own mapping and no Rust reference points
+    // into it; the source (its page 2) is only read.
+    unsafe { uffd.copy(r.base, src + 8, PAGE, CopyMode::empty()) }.unwrap();
     // SAFETY: page 0 is present now; byte 0 was copied from src + 8.
     assert_eq!(unsafe { *(r.base as *const u8) }, pattern(8, 0xC1));
 }
@@ -2074,21 +2125,25 @@ fn zeropage_reads_zero_and_blocks_move() {
     fill(src.base, PAGE, 0xD1);
     uffd.register(dst.base, 2 * PAGE, RegisterMode::MISSING)
         .unwrap();
-    uffd.zeropage(dst.base, 2 * PAGE, false).unwrap();
-    assert_zero(dst.base, 2 * PAGE, "zeropage");
-    expect_op_err(
-        uffd.zeropage(dst.base, PAGE, false),
-        0,
-        UffdError::Exists,
-        "zeropage twice",
-    );
-    if uffd.features().contains(Features::MOVE) {
+    // SAFETY: `src` and `dst` are this test's own mappings; no Rust
+    // reference points into them (the helpers borrow them only briefly).
+    unsafe {
+        uffd.zeropage(dst.base, 2 * PAGE, false).unwrap();
+        assert_zero(dst.base, 2 * PAGE, "zeropage");
         expect_op_err(
-            uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
+            uffd.zeropage(dst.base, PAGE, false),
             0,
             UffdError::Exists,
-            "MOVE onto the zero page",
+            "zeropage twice",
         );
+        if uffd.features().contains(Features::MOVE) {
+            expect_op_err(
+                uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()),
+                0,
+                UffdError::Exists,
+                "MOVE onto the zero page",
+            );
+        }
     }
     // A write CoWs the zero page without any uffd event.
     // SAFETY: writing into a present (zero-page) page of our mapping.
@@ -2116,8 +2171,9 @@ fn writeprotect_fault_and_unprotect() {
         ioctls.names()
     );
     let buf: Vec<u8> = (0..PAGE).map(|i| pattern(i, 0xE1)).collect();
-    uffd.copy(r.base, buf.as_ptr() as usize, PAGE, CopyMode::WP)
-        .unwrap();
+    // SAFETY: `r` is this test's own mapping and no Rust reference points
+    // into it; `buf` is only read.
+    unsafe { uffd.copy(r.base, buf.as_ptr() as usize, PAGE, CopyMode::WP) }.unwrap();
     assert_pattern(r.base, PAGE, 0xE1, "reads of a WP page do not fault");
     std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -2161,26 +2217,30 @@ fn poison_twice_is_exists() {
         .register(r.base, 2 * PAGE, RegisterMode::MISSING)
         .unwrap();
     assert!(ioctls.contains(Ioctls::POISON));
-    uffd.poison(r.base, PAGE, false).unwrap();
-    expect_op_err(
-        uffd.poison(r.base, PAGE, false),
-        0,
-        UffdError::Exists,
-        "second poison",
-    );
-    expect_op_err(
-        uffd.poison(r.base, 2 * PAGE, false),
-        0,
-        UffdError::Exists,
-        "poison over a poisoned first page",
-    );
-    if uffd.features().contains(Features::MOVE) {
+    // SAFETY: `r` and `src` are this test's own mappings; no Rust reference
+    // points into them and the poisoned page is never read.
+    unsafe {
+        uffd.poison(r.base, PAGE, false).unwrap();
         expect_op_err(
-            uffd.move_pages(r.base, src.base, PAGE, MoveMode::empty()),
+            uffd.poison(r.base, PAGE, false),
             0,
             UffdError::Exists,
-            "MOVE onto a poisoned page",
+            "second poison",
         );
+        expect_op_err(
+            uffd.poison(r.base, 2 * PAGE, false),
+            0,
+            UffdError::Exists,
+            "poison over a poisoned first page",
+        );
+        if uffd.features().contains(Features::MOVE) {
+            expect_op_err(
+                uffd.move_pages(r.base, src.base, PAGE, MoveMode::empty()),
+                0,
+                UffdError::Exists,
+                "MOVE onto a poisoned page",
+            );
+        }
     }
     // The poisoned pte is not "present".
     assert!(!page_present(r.base));
@@ -2232,13 +2292,16 @@ fn continue_resolves_minor_fault_on_shmem() {
             }
             other => panic!("expected minor PageFault, got {other:?}"),
         }
-        uffd.continue_range(b, PAGE, false).unwrap();
+        // SAFETY: mapping B is this test's own; the reader reads it by raw
+        // address only, so no Rust reference points into it.
+        unsafe { uffd.continue_range(b, PAGE, false) }.unwrap();
         reader.join().unwrap()
     });
     assert_eq!(v, pattern(77, 0x0F));
     assert_pattern(b, PAGE, 0x0F, "mapping B after CONTINUE");
     expect_op_err(
-        uffd.continue_range(b, PAGE, false),
+        // SAFETY: as above; the page is present, so nothing changes.
+        unsafe { uffd.continue_range(b, PAGE, false) },
         0,
         UffdError::Exists,
         "CONTINUE twice",
@@ -2354,8 +2417,9 @@ fn kernel_access_to_missing_page_is_efault_in_user_mode_only() {
         "no event for kernel accesses"
     );
     // Resolved first (here by MOVE; a user-space touch works too), it succeeds.
-    uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty())
-        .unwrap();
+    // SAFETY: `src` and `dst` are this test's own mappings; only write(2)
+    // reads `dst`, by raw address.
+    unsafe { uffd.move_pages(dst.base, src.base, PAGE, MoveMode::empty()) }.unwrap();
     // SAFETY: as above; the page is present now.
     let rc = unsafe { libc::write(fds[1], dst.base as *const _, 16) };
     assert_eq!(rc, 16);
@@ -2390,9 +2454,9 @@ fn kernel_access_to_missing_page_is_efault_in_user_mode_only() {
             Some(Event::PageFault { address, .. }) => assert_eq!(address, kdst.base),
             other => panic!("expected a PageFault from a kernel access, got {other:?}"),
         }
-        kuffd
-            .move_pages(kdst.base, ksrc.base, PAGE, MoveMode::empty())
-            .unwrap();
+        // SAFETY: `ksrc` and `kdst` are this test's own mappings; the writer
+        // thread's write(2) reads `kdst` by raw address only.
+        unsafe { kuffd.move_pages(kdst.base, ksrc.base, PAGE, MoveMode::empty()) }.unwrap();
         w.join().unwrap()
     });
     assert_eq!(n, 16);

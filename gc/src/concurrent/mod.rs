@@ -549,10 +549,16 @@ impl CycleShared {
         let mut off = 0;
         while off < len {
             self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
-            match self
-                .uffd
-                .move_pages(dst + off, src + off, len - off, self.move_mode())
-            {
+            // SAFETY: the destination is a run of registered allocation-region
+            // pages; only a mutator's heap-word `&AtomicU64` blocked on the
+            // fault can point into a missing one (allowed, see the uffd module
+            // docs) and present ones fail with EEXIST. The source pages were
+            // just handed to this thread alone by the recycler (see above).
+            let r = unsafe {
+                self.uffd
+                    .move_pages(dst + off, src + off, len - off, self.move_mode())
+            };
+            match r {
                 Ok(()) => off = len,
                 Err(OpError { done, error }) => {
                     off += done;
@@ -655,17 +661,29 @@ impl CycleShared {
     ) -> usize {
         if inject && self.should_inject(self.injection.exists_every) {
             // A racing resolver installed identical bytes first.
-            let _ = self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode());
+            // SAFETY: as for the COPY below.
+            let _ = unsafe { self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode()) };
         }
         let mut off = 0;
         let mut installed = 0;
         let mut failures = 0;
         while off < len {
             self.counters.copy_ioctls.fetch_add(1, Ordering::Relaxed);
-            match self
-                .uffd
-                .copy(dst + off, src + off, len - off, self.copy_mode())
-            {
+            // SAFETY: the destination is registered to-space pages whose
+            // installation the caller owns (state `Mapping`, or taken out of
+            // `Compacted`) or an allocation-region zero-fill run. Only a
+            // mutator's heap-word `&AtomicU64` blocked on the fault can
+            // point into a missing page (allowed, see the uffd module docs);
+            // present pages are left alone (EEXIST). The source is the static `ZEROS`, the
+            // resolver's stack buffer, or the compaction buffer/recycled
+            // from-space page the page was compacted into, which its GC
+            // thread leaves untouched until the page is `Mapped`
+            // (`wait_mapped`): readable and unwritten during the ioctl.
+            let r = unsafe {
+                self.uffd
+                    .copy(dst + off, src + off, len - off, self.copy_mode())
+            };
+            match r {
                 Ok(()) => return installed + (len - off) / PAGE_SIZE,
                 Err(OpError { done, error }) => {
                     installed += done / PAGE_SIZE;
@@ -729,7 +747,9 @@ impl CycleShared {
             if hit(inj.again_every) && len > PAGE_SIZE {
                 let half = len / 2 / PAGE_SIZE * PAGE_SIZE;
                 self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
-                return match self.uffd.move_pages(dst, src, half, self.move_mode()) {
+                // SAFETY: as for the MOVE below (a prefix of the same ranges).
+                let r = unsafe { self.uffd.move_pages(dst, src, half, self.move_mode()) };
+                return match r {
                     Ok(()) => Err(OpError {
                         done: half,
                         error: UffdError::Again,
@@ -738,11 +758,18 @@ impl CycleShared {
                 };
             }
             if hit(inj.exists_every) {
-                let _ = self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode());
+                // SAFETY: as for the MOVE below; the source page is only read.
+                let _ = unsafe { self.uffd.copy(dst, src, PAGE_SIZE, self.copy_mode()) };
             }
         }
         self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
-        self.uffd.move_pages(dst, src, len, self.move_mode())
+        // SAFETY: the only caller, `move_pages` from `install_runs`, passes
+        // to-space pages this thread took out of `Compacted` (registered and
+        // missing: at most a mutator's heap-word `&AtomicU64` blocked on the
+        // fault points there, which the uffd module docs allow) and the
+        // recycled from-space pages it compacted them into, which the
+        // recycler handed to this thread alone and nobody reads any more.
+        unsafe { self.uffd.move_pages(dst, src, len, self.move_mode()) }
     }
 
     /// Installs `len` bytes at `dst` by MOVE from the recycled pages at

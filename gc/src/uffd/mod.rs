@@ -54,6 +54,28 @@
 //! when an ioctl fails, so a resolver that loses a race (`Exists`) must call
 //! [`Uffd::wake`] if the winner might have used `DONTWAKE`.
 //!
+//! # Which operations are `unsafe`
+//!
+//! The operations that change what memory at a raw address contains,
+//! [`Uffd::move_pages`], [`Uffd::copy`], [`Uffd::zeropage`], [`Uffd::poison`]
+//! and [`Uffd::continue_range`], are `unsafe fn`s: a Rust reference into
+//! their destination (or, for MOVE, source) range would see its referent
+//! change, vanish or raise `SIGBUS`, so the caller must own those ranges
+//! and guarantee that no reference points into them (each method's
+//! `# Safety` section). The one exception is a shared reference to an
+//! atomic (or other `UnsafeCell`) type valid for any bytes, such as the
+//! heap's transient `&AtomicU64` word accesses blocked on a missing page:
+//! it sees the change as a concurrent store, which its type allows; only
+//! [`Uffd::poison`] must exclude those too. A range rejected with
+//! [`UffdError::InvalidRange`] (checked before any syscall) is never
+//! touched, so the requirements concern only ranges that pass validation.
+//!
+//! Everything else is safe: opening and the handshake only create a
+//! descriptor; [`Uffd::register`], [`Uffd::unregister`], [`Uffd::wake`] and
+//! [`Uffd::writeprotect`] only change *when* an access to a page completes
+//! (it may block, fault or be retried), never what a mapped page contains;
+//! and reading events only fills a stack buffer.
+//!
 //! # Events
 //!
 //! [`Uffd::read_event`] never waits on the default `O_NONBLOCK` descriptor;
@@ -673,6 +695,10 @@ impl Uffd {
     /// not fully covered by compatible VMAs or an unsupported mode;
     /// `Os { errno: EBUSY }` if a VMA is registered with another uffd;
     /// `Os { errno: EPERM }` for a read-only (not `VM_MAYWRITE`) mapping.
+    ///
+    /// Safe: registering changes only how accesses to missing or
+    /// write-protected pages are reported (they block, raise `SIGBUS` or
+    /// fail with `EFAULT`), never what a mapped page contains.
     pub fn register(
         &self,
         start: usize,
@@ -701,6 +727,9 @@ impl Uffd {
     ///
     /// # Errors
     /// `InvalidRange` before the syscall; otherwise `Os` (e.g. `EINVAL`).
+    ///
+    /// Safe: it changes no page; missing pages then fault like in any
+    /// unregistered mapping (zero-fill on anonymous memory).
     pub fn unregister(&self, start: usize, len: usize) -> Result<(), UffdError> {
         check_range(start, len)?;
         let mut arg = sys::uffdio_range {
@@ -731,7 +760,15 @@ impl Uffd {
     /// * `InvalidRange`: rejected before the syscall.
     /// * `Os { errno: EINVAL }`: dst not registered with this uffd, shared
     ///   or non-anonymous VMAs, mismatched protections/mlock, range crosses a VMA.
-    pub fn move_pages(
+    ///
+    /// # Safety
+    /// The pages are taken away from `src` (which becomes missing) and
+    /// appear at `dst`, so the caller must own both `[src, src + len)` and
+    /// `[dst, dst + len)`: no Rust reference (shared or mutable) may point
+    /// into either range, except shared references to atomics (see the
+    /// [module docs](crate::uffd#which-operations-are-unsafe)). Present dst
+    /// pages are left alone, failing with `Exists`.
+    pub unsafe fn move_pages(
         &self,
         dst: usize,
         src: usize,
@@ -769,7 +806,24 @@ impl Uffd {
     /// * `InvalidRange`: rejected before the syscall.
     /// * `Os`: `ENOENT` (dst not in a VMA registered with this uffd),
     ///   `EFAULT` (src unreadable), `EINVAL`, `ENOMEM`, ...
-    pub fn copy(&self, dst: usize, src: usize, len: usize, mode: CopyMode) -> Result<(), OpError> {
+    ///
+    /// # Safety
+    /// The missing pages of the registered range `[dst, dst + len)` are
+    /// filled from `src`, so the caller must own the destination range: no
+    /// Rust reference may point into its missing pages, except shared
+    /// references to atomics (see the
+    /// [module docs](crate::uffd#which-operations-are-unsafe)); present
+    /// pages are left alone, failing with `Exists`. `[src, src + len)` is
+    /// read like a `&[u8]`: it should be readable (an unreadable source
+    /// fails with `EFAULT`, which is not undefined behaviour) and nobody may
+    /// write it while the ioctl runs.
+    pub unsafe fn copy(
+        &self,
+        dst: usize,
+        src: usize,
+        len: usize,
+        mode: CopyMode,
+    ) -> Result<(), OpError> {
         check_range(dst, len).map_err(OpError::at_start)?;
         if src.checked_add(len).is_none() {
             return Err(OpError::at_start(UffdError::InvalidRange {
@@ -801,7 +855,14 @@ impl Uffd {
     ///
     /// # Errors
     /// As [`Uffd::copy`]: `Exists`, `Again` with `done`, `InvalidRange`, `Os`.
-    pub fn zeropage(&self, dst: usize, len: usize, dontwake: bool) -> Result<(), OpError> {
+    ///
+    /// # Safety
+    /// The missing pages of `[dst, dst + len)` start reading as zero, so the
+    /// caller must own the range: no Rust reference may point into its
+    /// missing pages, except shared references to atomics (see the
+    /// [module docs](crate::uffd#which-operations-are-unsafe)); present
+    /// pages are left alone, failing with `Exists`.
+    pub unsafe fn zeropage(&self, dst: usize, len: usize, dontwake: bool) -> Result<(), OpError> {
         check_range(dst, len).map_err(OpError::at_start)?;
         let mut arg = sys::uffdio_zeropage {
             range: sys::uffdio_range {
@@ -831,6 +892,9 @@ impl Uffd {
     ///
     /// # Errors
     /// `InvalidRange` before the syscall; otherwise `Os`.
+    ///
+    /// Safe: a woken thread just retries its access, which faults again if
+    /// the page is still missing.
     pub fn wake(&self, start: usize, len: usize) -> Result<(), UffdError> {
         check_range(start, len)?;
         let mut arg = sys::uffdio_range {
@@ -853,6 +917,10 @@ impl Uffd {
     /// # Errors
     /// `InvalidRange` before the syscall; `Again` while a non-cooperative
     /// event is unread; otherwise `Os` (`EINVAL`, `ENOENT`, ...).
+    ///
+    /// Safe: it only decides whether writes trap; page contents and the
+    /// VMA's own protection are unchanged (unprotecting never makes a
+    /// read-only or CoW page writable).
     pub fn writeprotect(
         &self,
         start: usize,
@@ -888,7 +956,14 @@ impl Uffd {
     /// # Errors
     /// As [`Uffd::copy`]: `Exists` (already populated or poisoned), `Again`
     /// with `done`, `InvalidRange`, `Os`.
-    pub fn poison(&self, start: usize, len: usize, dontwake: bool) -> Result<(), OpError> {
+    ///
+    /// # Safety
+    /// Every later read of the poisoned pages raises `SIGBUS` (until they
+    /// are zapped or unmapped), so the caller must own `[start, start + len)`:
+    /// no Rust reference of any type, atomics included, may point into its
+    /// missing pages, since the compiler may read through a reference at
+    /// any time. Present pages are left alone, failing with `Exists`.
+    pub unsafe fn poison(&self, start: usize, len: usize, dontwake: bool) -> Result<(), OpError> {
         check_range(start, len).map_err(OpError::at_start)?;
         let mut arg = sys::uffdio_poison {
             range: sys::uffdio_range {
@@ -920,7 +995,20 @@ impl Uffd {
     /// As [`Uffd::copy`]: `Exists`, `Again` with `done`, `InvalidRange`,
     /// `Os` (`EINVAL` on anonymous memory or without MINOR registration,
     /// `EFAULT` when the page cache has no page).
-    pub fn continue_range(&self, start: usize, len: usize, dontwake: bool) -> Result<(), OpError> {
+    ///
+    /// # Safety
+    /// The missing pages of `[start, start + len)` start showing whatever
+    /// the page cache holds (typically written through another mapping of
+    /// the same file), so the caller must own the range: no Rust reference
+    /// may point into its missing pages, except shared references to
+    /// atomics (see the [module docs](crate::uffd#which-operations-are-unsafe));
+    /// present pages are left alone, failing with `Exists`.
+    pub unsafe fn continue_range(
+        &self,
+        start: usize,
+        len: usize,
+        dontwake: bool,
+    ) -> Result<(), OpError> {
         check_range(start, len).map_err(OpError::at_start)?;
         let mut arg = sys::uffdio_continue {
             range: sys::uffdio_range {
@@ -950,6 +1038,9 @@ impl Uffd {
     /// # Errors
     /// `Os` for a failed `read()`, a short message (`EIO`) or an unknown
     /// event code (`EPROTO`).
+    ///
+    /// Safe: the kernel writes only the message buffer on our stack (and,
+    /// for a fork event, a new descriptor this call takes ownership of).
     pub fn read_event(&self) -> Result<Option<Event>, UffdError> {
         let mut msg = sys::uffd_msg::zeroed();
         loop {
