@@ -1,4 +1,8 @@
-//! One collection, phase by phase, top to bottom.
+//! The plan: one collection, phase by phase, top to bottom, and the
+//! collector's state between cycles ([`Gc`]). It works on the heap's
+//! spaces (the policies: `space`) and calls the heap (`heap`) only
+//! through [`Host`]: persistent roots, granting room to waiting mutators,
+//! the size policy's resident budget, and the end of a cycle.
 //!
 //! ```text
 //!  stop the world ─ (verify the previous concurrent cycle) retire TLABs, gather roots
@@ -28,8 +32,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -37,19 +41,238 @@ use rayon::prelude::*;
 use crate::compact::Compactor;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
-use crate::concurrent::{CycleSetup, CycleShared, FaultMode, InstallMode};
+use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
+use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode};
+use crate::fork::PerProcess;
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
-use crate::heap::{GcHeap, HeapError};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
 use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
-use crate::safepoint::StoppedWorld;
-use crate::space::{LargeObject, LargeObjectSpace, MovingSpace};
+use crate::safepoint::{Coordinator, StoppedWorld};
+use crate::satb::SatbLog;
+use crate::space::{LargeObject, LargeObjectSpace, MovingSpace, Spaces};
 use crate::stats::{CycleStats, Strategy, Trigger};
-use crate::uffd::RegisterMode;
+use crate::uffd::{OpenPath, RegisterMode};
 use crate::verify;
+
+/// The heap as a cycle sees it: the spaces it collects, the collector's
+/// state, and the heap's policies at the points where a cycle calls them.
+/// The heap (`heap.rs`) implements it; the plan never sees allocation,
+/// sizing or the persistent-root table otherwise.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// The spaces (moving, large objects) and their syscall counters.
+    fn spaces(&self) -> &Spaces;
+    /// The collector's state.
+    fn gc(&self) -> &Gc;
+    /// Lends the persistent roots (read at the snapshot, rewritten when
+    /// objects move).
+    fn persistent_roots(&self, f: &mut dyn FnMut(&mut [Option<ObjRef>]));
+    /// The grant stage: answers the mutators waiting for room, world
+    /// stopped, once cycle `cycle` has set the new top.
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64);
+    /// Used bytes at which the size policy starts the next collection after
+    /// a cycle leaves `live` bytes live (not capped by the capacity): the
+    /// stop-the-world release keeps the pages up to there resident.
+    fn collect_at(&self, live: usize) -> usize;
+    /// A cycle has ended (its statistics are final).
+    fn after_cycle(&self, st: &CycleStats);
+}
+
+/// What a cycle takes from the heap's configuration.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) gc_threads: usize,
+    pub(crate) verify: bool,
+    pub(crate) concurrent_mark: bool,
+    pub(crate) dense_prefix_threshold: Option<f64>,
+    /// The strategy the heap was configured with.
+    pub(crate) strategy: Strategy,
+    pub(crate) fault_mode: FaultMode,
+    pub(crate) uffd_path: Option<OpenPath>,
+    pub(crate) injection: Injection,
+}
+
+/// The collector's state, owned by the heap and driven through [`Host`]:
+/// the side metadata and buffers ([`Collector`], behind the lock every
+/// cycle holds), the concurrent cycle in flight, the worker pool, the
+/// userfaultfd support, the safepoint coordinator and the SATB log.
+pub(crate) struct Gc {
+    settings: Settings,
+    collector: Mutex<Collector>,
+    /// Mirrors `Collector::in_flight` for lock-free checks.
+    in_flight: AtomicBool,
+    /// Signalled when a concurrent cycle ends.
+    idle: Condvar,
+    /// Cycles started so far (`Collector::cycles`, readable without its
+    /// lock).
+    cycles_started: AtomicU64,
+    /// The collector's worker threads (recreated in a forked child).
+    pool: PerProcess<rayon::ThreadPool>,
+    /// userfaultfd support: opened at creation for a concurrent default
+    /// strategy, else on the first concurrent collection asked for; `None`
+    /// inside when it cannot be opened.
+    concurrent: OnceLock<Option<ConcurrentSupport>>,
+    /// The strategy collections use when not told otherwise (after
+    /// fallbacks).
+    default_strategy: Strategy,
+    coord: Arc<Coordinator>,
+    /// The SATB log of concurrent marking (see `satb`).
+    satb: Arc<SatbLog>,
+}
+
+impl Gc {
+    /// The collector of a heap with moving space `space`: side metadata
+    /// sized for it, the worker `pool` ([`worker_pool`]), and userfaultfd
+    /// opened now if the configured strategy is concurrent.
+    pub(crate) fn new(
+        settings: Settings,
+        space: &MovingSpace,
+        coord: Coordinator,
+        pool: rayon::ThreadPool,
+    ) -> std::io::Result<Gc> {
+        let pool = PerProcess::new(pool);
+        let concurrent = OnceLock::new();
+        if settings.strategy.is_concurrent() {
+            let _ = concurrent.set(open_support(&settings, space));
+        }
+        let default_strategy = effective(
+            settings.strategy,
+            concurrent.get().and_then(|c: &Option<_>| c.as_ref()),
+        );
+        Ok(Gc {
+            collector: Mutex::new(Collector::new(space)?),
+            in_flight: AtomicBool::new(false),
+            idle: Condvar::new(),
+            cycles_started: AtomicU64::new(0),
+            pool,
+            concurrent,
+            default_strategy,
+            coord: Arc::new(coord),
+            satb: Arc::default(),
+            settings,
+        })
+    }
+
+    /// The safepoint coordinator of the heap's mutators.
+    pub(crate) fn coord(&self) -> &Arc<Coordinator> {
+        &self.coord
+    }
+
+    /// The SATB log of concurrent marking.
+    pub(crate) fn satb(&self) -> &Arc<SatbLog> {
+        &self.satb
+    }
+
+    /// The strategy collections use when not told otherwise.
+    pub(crate) fn strategy(&self) -> Strategy {
+        self.default_strategy
+    }
+
+    /// What `strategy` becomes on this heap after fallbacks; asking about a
+    /// concurrent one opens userfaultfd now if that was not tried yet.
+    pub(crate) fn effective_strategy(&self, strategy: Strategy, space: &MovingSpace) -> Strategy {
+        let support = if strategy.is_concurrent() {
+            self.concurrent
+                .get_or_init(|| open_support(&self.settings, space))
+                .as_ref()
+        } else {
+            self.concurrent()
+        };
+        effective(strategy, support)
+    }
+
+    /// The userfaultfd support, if it has been opened successfully.
+    pub(crate) fn concurrent(&self) -> Option<&ConcurrentSupport> {
+        self.concurrent.get().and_then(|c| c.as_ref())
+    }
+
+    /// Whether a concurrent cycle is running now.
+    pub(crate) fn in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Cycles started so far.
+    pub(crate) fn cycles_started(&self) -> u64 {
+        self.cycles_started.load(Ordering::Acquire)
+    }
+
+    /// Blocks until no concurrent cycle is running (the caller is not a
+    /// running mutator of this heap: the cycle's final pause waits for
+    /// those).
+    pub(crate) fn wait_idle(&self) {
+        let mut c = lock(&self.collector);
+        while c.in_flight {
+            c = self.idle.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Runs one collection with the world stopped (see
+    /// [`Collector::collect`]; the caller reports a finished one to
+    /// [`Host::after_cycle`]); `None` if a concurrent cycle started
+    /// between the caller's wait and its pause (wait and try again).
+    pub(crate) fn collect(
+        &self,
+        host: &Arc<dyn Host>,
+        world: &mut StoppedWorld<'_>,
+        trigger: Trigger,
+        strategy: Strategy,
+        ttsp: Duration,
+    ) -> Option<(CycleStats, bool)> {
+        let mut col = lock(&self.collector);
+        if col.in_flight {
+            return None;
+        }
+        Some(col.collect(host, world, trigger, strategy, ttsp))
+    }
+
+    /// Verifies the heap now (world stopped) if the last concurrent cycle
+    /// has not been verified yet; `false` if a cycle is in flight (wait and
+    /// try again).
+    pub(crate) fn verify_if_needed(&self, host: &dyn Host, world: &mut StoppedWorld<'_>) -> bool {
+        let mut col = lock(&self.collector);
+        if col.in_flight {
+            return false;
+        }
+        if col.unverified {
+            col.verify_stopped(host, world);
+        }
+        true
+    }
+
+    /// This process's worker pool (a forked child gets its own on first
+    /// use: the parent's threads do not exist there).
+    fn pool(&self) -> Arc<rayon::ThreadPool> {
+        self.pool
+            .get(|_| worker_pool(self.settings.gc_threads))
+            .unwrap_or_else(|e| panic!("cannot start the collector's threads: {e}"))
+    }
+}
+
+/// Opens userfaultfd for the heap's moving space (or says once why not).
+fn open_support(settings: &Settings, space: &MovingSpace) -> Option<ConcurrentSupport> {
+    ConcurrentSupport::open(
+        settings.strategy,
+        settings.fault_mode,
+        settings.uffd_path,
+        space.start(),
+        space.end(),
+    )
+}
+
+/// The collector's worker pool.
+pub(crate) fn worker_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .thread_name(|i| format!("movegc-worker-{i}"))
+        .build()
+        .map_err(std::io::Error::other)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Tag of the filler objects written over dead gaps in the dense prefix.
 pub const FILLER_TAG: u16 = u16::MAX;
@@ -66,7 +289,7 @@ pub(crate) struct Metadata {
 }
 
 /// The collector: metadata, per-thread buffers and cycle bookkeeping.
-pub(crate) struct Collector {
+struct Collector {
     /// `None` while a concurrent cycle owns the metadata.
     meta: Option<Metadata>,
     buffers: Vec<Mapping>,
@@ -74,7 +297,7 @@ pub(crate) struct Collector {
     bounce: Vec<u8>,
     cycles: u64,
     /// A concurrent cycle is running after its flip.
-    pub(crate) in_flight: bool,
+    in_flight: bool,
     /// The last concurrent cycle has not been verified yet.
     unverified: bool,
     /// End of the packed objects produced by the last cycle.
@@ -82,7 +305,7 @@ pub(crate) struct Collector {
 }
 
 impl Collector {
-    pub(crate) fn new(space: &MovingSpace) -> Result<Collector, HeapError> {
+    fn new(space: &MovingSpace) -> std::io::Result<Collector> {
         let words = space.capacity() / WORD;
         Ok(Collector {
             meta: Some(Metadata {
@@ -102,41 +325,28 @@ impl Collector {
 
     /// Verifies the heap now (world stopped). Panics on corruption: the
     /// heap cannot be used safely any more.
-    pub(crate) fn verify_stopped(
-        &mut self,
-        heap: &GcHeap,
-        world: &mut StoppedWorld<'_>,
-    ) -> Duration {
+    fn verify_stopped(&mut self, host: &dyn Host, world: &mut StoppedWorld<'_>) -> Duration {
         let t = Instant::now();
-        let inner = &heap.inner;
-        let roots = gather_roots(heap, world, false);
-        let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let packed_end = self.packed_end.max(inner.space.start());
-        if let Err(e) = verify::verify_heap(
-            inner.space.start(),
-            packed_end,
-            inner.space.top(),
-            &los,
-            &roots,
-        ) {
+        let sp = host.spaces();
+        let roots = gather_roots(host, world, false);
+        let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let packed_end = self.packed_end.max(sp.moving.start());
+        if let Err(e) =
+            verify::verify_heap(sp.moving.start(), packed_end, sp.moving.top(), &los, &roots)
+        {
             panic!("heap verification failed after cycle {}: {e}", self.cycles);
         }
         self.unverified = false;
         t.elapsed()
     }
 
-    /// Whether the last concurrent cycle still needs verifying.
-    pub(crate) fn needs_verify(&self) -> bool {
-        self.unverified
-    }
-
     /// Runs the pause of one collection. For the stop-the-world strategy the
     /// whole cycle runs here and the result is final (`true`); for the
     /// concurrent ones the pause ends after the flip, a driver thread
     /// finishes the cycle, and the returned stats cover the pause (`false`).
-    pub(crate) fn collect(
+    fn collect(
         &mut self,
-        heap: &GcHeap,
+        host: &Arc<dyn Host>,
         world: &mut StoppedWorld<'_>,
         trigger: Trigger,
         strategy: Strategy,
@@ -146,8 +356,8 @@ impl Collector {
         let t_start = Instant::now()
             .checked_sub(ttsp)
             .unwrap_or_else(Instant::now);
-        let inner = &heap.inner;
-        let space = &inner.space;
+        let (sp, gc) = (host.spaces(), host.gc());
+        let space = &sp.moving;
         assert!(
             !self.in_flight,
             "a collection started while a concurrent cycle is in flight"
@@ -156,26 +366,26 @@ impl Collector {
             time_to_safepoint: ttsp,
             ..CycleStats::default()
         };
-        if inner.config.verify && self.unverified {
-            st.verify = self.verify_stopped(heap, world);
+        if gc.settings.verify && self.unverified {
+            st.verify = self.verify_stopped(&**host, world);
         }
-        let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
+        let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
         self.cycles += 1;
-        heap.cycle_started(self.cycles);
+        gc.cycles_started.store(self.cycles, Ordering::Release);
         st.cycle = self.cycles;
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
         st.used_before = space.used();
 
         if strategy.is_concurrent()
-            && inner.config.concurrent_mark
-            && self.start_concurrent_mark(heap, world, &mut st, strategy, t_start, madvise_before)
+            && gc.settings.concurrent_mark
+            && self.start_concurrent_mark(host, world, &mut st, strategy, t_start, madvise_before)
         {
             return (st, false);
         }
 
-        let roots = gather_roots(heap, world, true);
-        let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let roots = gather_roots(&**host, world, true);
+        let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
         let meta = self.meta.take().expect("metadata present between cycles");
 
         // Mark.
@@ -193,8 +403,8 @@ impl Collector {
                     los: &lm,
                 },
                 &roots,
-                Some(&inner.pool()),
-                inner.config.gc_threads.max(1),
+                Some(&gc.pool()),
+                gc.settings.gc_threads.max(1),
             )
         };
         st.mark = t.elapsed();
@@ -206,7 +416,7 @@ impl Collector {
             cycle_start: t_start,
             madvise_before,
         };
-        self.finish(heap, world, los, meta, st, strategy, top, times, None)
+        self.finish(host, world, los, meta, st, strategy, top, times, None)
     }
 
     /// Starts a concurrent cycle with concurrent marking: in this (short)
@@ -217,18 +427,18 @@ impl Collector {
     /// thread cannot be started (the caller then marks in this pause).
     fn start_concurrent_mark(
         &mut self,
-        heap: &GcHeap,
+        host: &Arc<dyn Host>,
         world: &mut StoppedWorld<'_>,
         st: &mut CycleStats,
         strategy: Strategy,
         t_start: Instant,
         madvise_before: usize,
     ) -> bool {
-        let inner = &heap.inner;
+        let (sp, gc) = (host.spaces(), host.gc());
         // The marker thread first, before any state changes: if it cannot
         // be started, this cycle simply marks in the pause.
         let (tx, rx) = std::sync::mpsc::channel::<(Metadata, Vec<usize>, usize, CycleStats)>();
-        let heap2 = heap.clone();
+        let host2 = host.clone();
         let spawned = std::thread::Builder::new()
             .name("movegc-marker".into())
             .spawn(move || {
@@ -237,9 +447,9 @@ impl Collector {
                 };
                 // Mutators may be waiting for this cycle and the barrier is
                 // on: a failure cannot be recovered from.
-                abort_on_panic(Some(&heap2.clone()), "marking", || {
+                abort_on_panic("marking", || {
                     concurrent_mark(
-                        heap2,
+                        host2,
                         meta,
                         roots,
                         mark_top,
@@ -254,14 +464,14 @@ impl Collector {
             return false;
         }
         // Anything left from an earlier cycle is stale (objects moved).
-        drop(inner.satb.take_all());
-        inner.satb.set_marking(true);
-        let roots = gather_roots(heap, world, true);
+        drop(gc.satb.take_all());
+        gc.satb.set_marking(true);
+        let roots = gather_roots(&**host, world, true);
         let meta = self.meta.take().expect("metadata present between cycles");
-        let mark_top = inner.space.top();
-        inner.los.set_allocate_black(true);
+        let mark_top = sp.moving.top();
+        sp.large.set_allocate_black(true);
         self.in_flight = true;
-        inner.in_flight.store(true, Ordering::Release);
+        gc.in_flight.store(true, Ordering::Release);
         st.initial_pause = t_start.elapsed();
         st.pause = st.initial_pause;
         tx.send((meta, roots, mark_top, st.clone()))
@@ -275,7 +485,7 @@ impl Collector {
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
-        heap: &GcHeap,
+        host: &Arc<dyn Host>,
         world: &mut StoppedWorld<'_>,
         mut los: MutexGuard<'_, BTreeMap<usize, LargeObject>>,
         mut meta: Metadata,
@@ -285,8 +495,8 @@ impl Collector {
         times: CycleTimes,
         pending: Option<PendingHandler>,
     ) -> (CycleStats, bool) {
-        let inner = &heap.inner;
-        let space = &inner.space;
+        let (sp, gc) = (host.spaces(), host.gc());
+        let space = &sp.moving;
         let start = space.start();
         let end_words = (top - start) / WORD;
         let CycleTimes {
@@ -297,14 +507,14 @@ impl Collector {
 
         // Prepare: dense prefix (stop-the-world only), offsets, fillers, page starts.
         let t = Instant::now();
-        let dense = match (strategy, inner.config.dense_prefix_threshold) {
+        let dense = match (strategy, gc.settings.dense_prefix_threshold) {
             (Strategy::StopTheWorld, Some(th)) => {
                 forwarding::dense_prefix(meta.live.words(), end_words, th)
             }
             _ => 0,
         };
         // compute_offsets and page_starts run on the collector's pool.
-        let pool = inner.pool();
+        let pool = gc.pool();
         let total = pool.install(|| {
             forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets)
         });
@@ -333,7 +543,7 @@ impl Collector {
 
         if strategy.is_concurrent() {
             match self.flip_concurrent(
-                heap,
+                host,
                 world,
                 &mut los,
                 meta,
@@ -347,8 +557,7 @@ impl Collector {
                 pending,
             ) {
                 Ok(()) => {
-                    st.madvise_calls =
-                        inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
+                    st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
                     return (st, false);
                 }
                 Err(m) => {
@@ -392,7 +601,7 @@ impl Collector {
         let heap_map = &space.heap;
         let bounce = &mut self.bounce;
         bounce.resize(STW_CHUNK_PAGES * PAGE_SIZE, 0);
-        inner.pool().install(|| {
+        gc.pool().install(|| {
             let headers: Vec<u64> = (dense_pages..npages)
                 .into_par_iter()
                 .map(|p| comp.first_header(p))
@@ -428,7 +637,7 @@ impl Collector {
 
         // Update roots and large objects; sweep large objects.
         let t = Instant::now();
-        let (freed_n, freed_b) = update_roots(heap, world, &mut los, |v| comp.forward_ref(v));
+        let (freed_n, freed_b) = update_roots(&**host, world, &mut los, |v| comp.forward_ref(v));
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
 
@@ -438,16 +647,15 @@ impl Collector {
         let t = Instant::now();
         let new_top = start + total * WORD;
         space.set_top(new_top);
-        let cfg = &inner.config;
-        let live = st.live_bytes + inner.los.bytes();
-        let budget = ((live as f64 * cfg.growth_factor) as usize).max(live + cfg.min_free);
+        let live = st.live_bytes + sp.large.bytes();
+        let budget = host.collect_at(live);
         let keep_end = round_up(new_top + budget, HUGE_PAGE_SIZE).min(space.end());
         let old_end = round_up(top, PAGE_SIZE);
         let dirty = space.dirty_limit().max(old_end);
         if dirty > keep_end {
             let _ = space
                 .heap
-                .release(keep_end - start, dirty - keep_end, &inner.counters);
+                .release(keep_end - start, dirty - keep_end, &sp.counters);
         }
         space.set_dirty_limit(dirty.min(keep_end));
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
@@ -456,14 +664,14 @@ impl Collector {
         self.packed_end = new_top;
         st.release = t.elapsed();
         st.freed_bytes = (top - new_top) + freed_b;
-        heap.grant_waiting(world, self.cycles);
+        host.grant_waiting(world, self.cycles);
 
         // Verify.
-        if inner.config.verify {
+        if gc.settings.verify {
             drop(los);
-            st.verify += self.verify_stopped(heap, world);
+            st.verify += self.verify_stopped(&**host, world);
         }
-        st.madvise_calls = inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
+        st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
         st.pause = t_start.elapsed();
         st.cycle_time = cycle_start.elapsed();
         (st, true)
@@ -474,7 +682,7 @@ impl Collector {
     #[allow(clippy::too_many_arguments)]
     fn flip_concurrent(
         &mut self,
-        heap: &GcHeap,
+        host: &Arc<dyn Host>,
         world: &mut StoppedWorld<'_>,
         los: &mut BTreeMap<usize, LargeObject>,
         meta: Metadata,
@@ -487,17 +695,17 @@ impl Collector {
         cycle_start: Instant,
         pending: Option<PendingHandler>,
     ) -> Result<(), Metadata> {
-        let inner = &heap.inner;
-        let space = &inner.space;
+        let (sp, gc) = (host.spaces(), host.gc());
+        let space = &sp.moving;
         let start = space.start();
-        let support = inner
+        let support = gc
             .concurrent()
             .expect("concurrent strategy without userfaultfd support");
         let uffd = match support.uffd() {
             Ok(u) => u,
             Err(e) => {
-                crate::heap::warn_once(
-                    &crate::heap::WARN_FLIP,
+                warn_once(
+                    &WARN_FLIP,
                     &format!("reopening userfaultfd after fork() failed ({e}); compacting stop-the-world"),
                 );
                 return Err(meta);
@@ -507,8 +715,8 @@ impl Collector {
         // point of no return: a failure here finishes this cycle
         // stop-the-world (saying so once); after the flip the only failure
         // exit is a message and an abort, never a hang.
-        let threads = inner.config.gc_threads.max(1);
-        let prepared = if inner.config.injection.prepare_fails {
+        let threads = gc.settings.gc_threads.max(1);
+        let prepared = if gc.settings.injection.prepare_fails {
             Err(std::io::Error::other("injected failure"))
         } else {
             self.acquire_buffers(threads).and_then(|()| spawn_driver())
@@ -516,8 +724,8 @@ impl Collector {
         let driver = match prepared {
             Ok(d) => d,
             Err(e) => {
-                crate::heap::warn_once(
-                    &crate::heap::WARN_FLIP,
+                warn_once(
+                    &WARN_FLIP,
                     &format!(
                         "cannot prepare concurrent compaction ({e}); compacting stop-the-world"
                     ),
@@ -551,7 +759,7 @@ impl Collector {
             uffd: uffd.clone(),
             install,
             fault_mode: support.fault_mode,
-            injection: inner.config.injection,
+            injection: gc.settings.injection,
         }));
         // Fault service first, so nothing can fault unserved.
         let handler = match (support.fault_mode, &support.slot) {
@@ -592,10 +800,10 @@ impl Collector {
         // keeps it ~0.1 ms. The world is stopped, so nothing can touch the
         // range between the two calls.
         let whole = space.capacity();
-        inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
+        sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = space.heap.move_pages_to(&space.from, 0, whole) {
-            crate::heap::warn_once(
-                &crate::heap::WARN_FLIP,
+            warn_once(
+                &WARN_FLIP,
                 &format!("mremap of the heap failed ({e}); compacting stop-the-world"),
             );
             return Err(undo(shared, handler));
@@ -603,14 +811,14 @@ impl Collector {
         if let Err(e) = uffd.register(start, whole, RegisterMode::MISSING) {
             // Put the pages back (the whole range, so the heap stays one
             // VMA) and finish this cycle stop-the-world.
-            inner.counters.mremap.fetch_add(1, Ordering::Relaxed);
+            sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = space.from.move_pages_back(&space.heap, whole) {
                 // The live data is in the from-space and the heap range is
                 // empty and unregistered: resuming would read zeros.
                 abort_with(&format!("mremap back into the heap failed: {e}"));
             }
-            crate::heap::warn_once(
-                &crate::heap::WARN_FLIP,
+            warn_once(
+                &WARN_FLIP,
                 &format!(
                     "registering the heap with userfaultfd failed ({e}); compacting stop-the-world"
                 ),
@@ -623,28 +831,28 @@ impl Collector {
         st.flip = t.elapsed();
         let t = Instant::now();
         let comp = shared.compactor();
-        let (freed_n, freed_b) = update_roots(heap, world, los, |v| comp.forward_ref(v));
+        let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v));
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
         let new_top = start + total * WORD;
         space.set_top(new_top);
-        heap.grant_waiting(world, self.cycles);
+        host.grant_waiting(world, self.cycles);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
         st.pages_compacted = shared.npages();
         st.fault_mode = Some(support.fault_mode);
         st.pause = t_start.elapsed();
         self.in_flight = true;
-        inner.in_flight.store(true, Ordering::Release);
+        gc.in_flight.store(true, Ordering::Release);
         self.packed_end = new_top;
         let buffers = std::mem::take(&mut self.buffers);
-        let (heap2, st2) = (heap.clone(), st.clone());
+        let (host2, st2) = (host.clone(), st.clone());
         let flip_end = Instant::now();
         let job: DriverJob = Box::new(move || {
             // Pages of the heap may still be missing and registered:
             // mutators touching them would wait forever.
-            abort_on_panic(Some(&heap2.clone()), "compaction", || {
+            abort_on_panic("compaction", || {
                 drive(
-                    heap2,
+                    host2,
                     shared,
                     st2,
                     handler,
@@ -709,7 +917,7 @@ struct CycleTimes {
 /// (prepare, flip; the compaction driver finishes the cycle).
 #[allow(clippy::too_many_arguments)]
 fn concurrent_mark(
-    heap: GcHeap,
+    host: Arc<dyn Host>,
     meta: Metadata,
     roots: Vec<usize>,
     mark_top: usize,
@@ -718,20 +926,19 @@ fn concurrent_mark(
     cycle_start: Instant,
     madvise_before: usize,
 ) {
-    let inner = &heap.inner;
-    let space = &inner.space;
+    let (sp, gc) = (host.spaces(), host.gc());
+    let space = &sp.moving;
     let start = space.start();
-    let threads = inner.config.gc_threads.max(1);
-    let pool = inner.pool();
+    let threads = gc.settings.gc_threads.max(1);
+    let pool = gc.pool();
     // Values that are this heap's objects below the snapshot top, or its
     // large objects (the barrier broadcasts stores into large objects).
     let own = |v: &usize, los: &dyn Fn(usize) -> bool| {
         (start..mark_top).contains(v) || (!(start..space.end()).contains(v) && los(*v))
     };
-    let los_concurrent = |a: usize| inner.los.mark_locked(a);
+    let los_concurrent = |a: usize| sp.large.mark_locked(a);
     let los_has = |a: usize| {
-        inner
-            .los
+        sp.large
             .objects
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -752,7 +959,7 @@ fn concurrent_mark(
         // Catch up with the barrier a few times while mutators run, so the
         // final pause has little left.
         for _ in 0..8 {
-            let mut logged = inner.satb.take_all();
+            let mut logged = gc.satb.take_all();
             logged.retain(|v| own(v, &los_has));
             if logged.is_empty() {
                 break;
@@ -776,27 +983,27 @@ fn concurrent_mark(
     }
 
     // In handler-thread mode, the fault thread starts now, not in the pause.
-    let pending = match inner.concurrent() {
+    let pending = match gc.concurrent() {
         Some(c) if c.fault_mode == FaultMode::HandlerThread => PendingHandler::spawn(),
         _ => None,
     };
 
     // The final pause.
     let t_pause = Instant::now();
-    let mut world = inner.coord.stop_the_world_external();
+    let mut world = gc.coord.stop_the_world_external();
     st.time_to_safepoint += t_pause.elapsed();
-    let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
+    let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
-    inner.satb.set_marking(false);
-    inner.los.set_allocate_black(false);
-    let mut rest = drain_satb(&heap, &mut world);
+    gc.satb.set_marking(false);
+    sp.large.set_allocate_black(false);
+    let mut rest = drain_satb(&*host, &mut world);
     // Retire TLABs so the walk below sees every object allocated since the
     // snapshot. The roots themselves need no second look: everything they
     // can reach now was reachable at the snapshot (traced, or logged when a
     // store cut its path) or allocated since (black by position). Marking
     // them again would also hide a barrier hole from the tests.
-    drop(gather_roots(&heap, &mut world, true));
-    let los = inner.los.objects.lock().unwrap_or_else(|e| e.into_inner());
+    drop(gather_roots(&*host, &mut world, true));
+    let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
     let top = space.top();
     {
         rest.retain(|v| own(v, &|a| los.contains_key(&a)) || (mark_top..top).contains(v));
@@ -834,7 +1041,7 @@ fn concurrent_mark(
         madvise_before,
     };
     let (st, finished) = col.finish(
-        &heap, &mut world, los, meta, st, strategy, top, times, pending,
+        &host, &mut world, los, meta, st, strategy, top, times, pending,
     );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
@@ -842,10 +1049,10 @@ fn concurrent_mark(
         // over may fork at once, and must not fork a stopped world.
         drop(world);
         col.in_flight = false;
-        inner.in_flight.store(false, Ordering::Release);
-        heap.after_cycle(&st);
+        gc.in_flight.store(false, Ordering::Release);
+        host.after_cycle(&st);
         drop(col);
-        inner.idle.notify_all();
+        gc.idle.notify_all();
     }
 }
 
@@ -853,7 +1060,7 @@ fn concurrent_mark(
 /// drain, release, hand the metadata back.
 #[allow(clippy::too_many_arguments)]
 fn drive(
-    heap: GcHeap,
+    host: Arc<dyn Host>,
     shared: Arc<CycleShared>,
     mut st: CycleStats,
     handler: Option<HandlerThread>,
@@ -862,11 +1069,11 @@ fn drive(
     t_start: Instant,
     end_words: usize,
 ) {
-    let inner = &heap.inner;
-    let madvise_before = inner.counters.madvise.load(Ordering::Relaxed);
+    let (sp, gc) = (host.spaces(), host.gc());
+    let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
     let times: Vec<Mutex<Duration>> = buffers.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
-    inner.pool().scope(|s| {
+    gc.pool().scope(|s| {
         for (i, buf) in buffers.iter().enumerate() {
             let (shared, next, times) = (&shared, &next, &times);
             s.spawn(move |_| {
@@ -883,7 +1090,7 @@ fn drive(
         .collect();
     let (rs, rl) = shared.registered();
     if rl > 0 {
-        let unregistered = if inner.config.injection.unregister_fails {
+        let unregistered = if gc.settings.injection.unregister_fails {
             Err(crate::uffd::UffdError::Os {
                 op: "UFFDIO_UNREGISTER",
                 errno: libc::EINVAL,
@@ -906,7 +1113,7 @@ fn drive(
     }
     match handler {
         Some(h) => h.stop(),
-        None => inner
+        None => gc
             .concurrent()
             .and_then(|c| c.slot.as_ref())
             .expect("sigbus slot")
@@ -915,7 +1122,7 @@ fn drive(
     // Release what is left of the from-space (only the old used range ever
     // held pages).
     let used = shared.used_len();
-    let from = &inner.space.from;
+    let from = &sp.moving.from;
     let install = if st.strategy == Some(Strategy::ConcurrentMove) {
         InstallMode::Move
     } else {
@@ -926,7 +1133,7 @@ fn drive(
             st.pages_released = from.resident_pages(0, used).unwrap_or(0);
             from.remap_fresh(0, rl, Prot::None)
                 .unwrap_or_else(|e| panic!("releasing the from-space failed: {e}"));
-            inner.counters.mmap.fetch_add(1, Ordering::Relaxed);
+            sp.counters.mmap.fetch_add(1, Ordering::Relaxed);
         }
         InstallMode::Copy => {
             // The pre-MOVE baseline frees the from-space with madvise in
@@ -935,7 +1142,7 @@ fn drive(
             let mut off = 0;
             while off < used {
                 let len = chunk.min(used - off);
-                let _ = from.release(off, len, &inner.counters);
+                let _ = from.release(off, len, &sp.counters);
                 off += len;
             }
         }
@@ -954,7 +1161,7 @@ fn drive(
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));
-    st.madvise_calls += inner.counters.madvise.load(Ordering::Relaxed) - madvise_before;
+    st.madvise_calls += sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
     // Hand the metadata back for the next cycle.
     let mut shared = shared;
     let shared = loop {
@@ -977,21 +1184,21 @@ fn drive(
     meta.live.clear_prefix(chunks_for(end_words) + 1);
     st.cycle_time = t_start.elapsed();
     {
-        let mut col = inner.collector.lock().unwrap_or_else(|e| e.into_inner());
+        let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
         col.meta = Some(meta);
         col.buffers = buffers;
         col.in_flight = false;
         col.unverified = true;
-        inner.in_flight.store(false, Ordering::Release);
-        heap.after_cycle(&st);
+        gc.in_flight.store(false, Ordering::Release);
+        host.after_cycle(&st);
     }
-    inner.idle.notify_all();
+    gc.idle.notify_all();
 }
 
 /// Everything the SATB barrier logged: the mutators' buffers and the
 /// heap's queue (world stopped, barrier off).
-fn drain_satb(heap: &GcHeap, world: &mut StoppedWorld<'_>) -> Vec<usize> {
-    let mut v = heap.inner.satb.take_all();
+fn drain_satb(host: &dyn Host, world: &mut StoppedWorld<'_>) -> Vec<usize> {
+    let mut v = host.gc().satb.take_all();
     world.for_each_mutator(|m| v.extend(m.satb.take()));
     v
 }
@@ -999,8 +1206,8 @@ fn drain_satb(heap: &GcHeap, world: &mut StoppedWorld<'_>) -> Vec<usize> {
 /// Root values of all mutators and the persistent table; retires TLABs if
 /// asked (at the start of a cycle, and before the walk of the final pause).
 /// Retiring a TLAB also revokes a TLAB granted to a waiting mutator that
-/// has not used it yet: this cycle grants again (`GcHeap::grant_waiting`).
-fn gather_roots(heap: &GcHeap, world: &mut StoppedWorld<'_>, retire_tlabs: bool) -> Vec<usize> {
+/// has not used it yet: this cycle grants again (`Host::grant_waiting`).
+fn gather_roots(host: &dyn Host, world: &mut StoppedWorld<'_>, retire_tlabs: bool) -> Vec<usize> {
     let mut roots: Vec<usize> = Vec::new();
     world.for_each_mutator(|m| {
         if retire_tlabs {
@@ -1011,14 +1218,14 @@ fn gather_roots(heap: &GcHeap, world: &mut StoppedWorld<'_>, retire_tlabs: bool)
         }
         roots.extend(m.roots.iter().flatten().map(|r| r.addr()));
     });
-    heap.with_persistent_roots(|p| roots.extend(p.iter().flatten().map(|r| r.addr())));
+    host.persistent_roots(&mut |p| roots.extend(p.iter().flatten().map(|r| r.addr())));
     roots
 }
 
 /// Rewrites every root and every live large object's references through
 /// `fwd`, and frees dead large objects. Returns (objects, bytes) freed.
 fn update_roots(
-    heap: &GcHeap,
+    host: &dyn Host,
     world: &mut StoppedWorld<'_>,
     los: &mut BTreeMap<usize, LargeObject>,
     fwd: impl Fn(u64) -> u64,
@@ -1029,7 +1236,7 @@ fn update_roots(
         }
     };
     world.for_each_mutator(|m| m.roots.iter_mut().for_each(fix));
-    heap.with_persistent_roots(|p| p.iter_mut().for_each(fix));
+    host.persistent_roots(&mut |p| p.iter_mut().for_each(fix));
     for lo in los.values().filter(|o| o.marked.load(Ordering::Relaxed)) {
         let a = lo.obj().addr();
         // SAFETY: a live large object of this heap, world stopped.
@@ -1042,7 +1249,7 @@ fn update_roots(
             }
         }
     }
-    LargeObjectSpace::sweep(los, heap.inner.los.bytes_counter())
+    LargeObjectSpace::sweep(los, host.spaces().large.bytes_counter())
 }
 
 /// Writes a filler object over every dead gap of the dense prefix

@@ -1,6 +1,17 @@
-//! The heap: configuration, spaces, collector state, persistent roots, the
-//! heap-size policy, and [`MutatorContext`], a thread's allocation and
-//! safepoint interface.
+//! The heap: configuration, the policies only the heap applies (the size
+//! policy, allocation and its grants, persistent roots, statistics) and
+//! [`MutatorContext`], a thread's allocation and safepoint interface.
+//!
+//! **Who owns what.** A heap ([`GcHeap`], shared) holds its spaces
+//! (`space::Spaces`: the moving and large-object spaces, each the policy
+//! for its objects), its collector (`cycle::Gc`: side metadata, the cycle
+//! in flight, worker pool, userfaultfd, safepoints, the SATB log) and the
+//! state above. Collections are run by the plan in `cycle`, which sees the
+//! heap only through the `cycle::Host` trait: the spaces, the collector,
+//! the persistent roots, and the three points where a cycle calls the
+//! heap's policies (grant waiting mutators, how much to keep resident,
+//! cycle ended). Nothing in `cycle` reaches into this module's fields;
+//! this module calls `cycle` to collect, never the other way round.
 //!
 //! **Heap-size policy.** After each collection with `L` live bytes (moving
 //! space plus large objects) the next automatic collection starts when the
@@ -24,24 +35,19 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use std::sync::Condvar;
-
-use crate::concurrent::fault::{register_heap, HeapSlot};
 use crate::concurrent::{FaultMode, Injection};
-use crate::cycle::Collector;
-use crate::fork::PerProcess;
+use crate::cycle::{worker_pool, Gc, Host, Settings};
 use crate::mapping::{
     physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::object::{store_word, swap_word, FieldError, Layout, ObjRef, WORD};
 use crate::safepoint::{running_here, AlreadyAttached, StoppedWorld, Want};
 use crate::safepoint::{Attached, Coordinator};
-use crate::satb::SatbLog;
-use crate::space::{LargeObjectSpace, MovingSpace};
+use crate::space::{LargeObjectSpace, MovingSpace, Spaces};
 use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
-use crate::uffd::{Features, OpenOptions, OpenPath, Uffd};
+use crate::uffd::OpenPath;
 
 /// Heap configuration. Build one with [`HeapConfig::default`] and adjust
 /// fields; [`GcHeap::new`] validates it.
@@ -200,73 +206,17 @@ struct PersistentTable {
     free: Vec<usize>,
 }
 
-/// What a heap has for concurrent compaction.
-pub(crate) struct ConcurrentSupport {
-    /// The descriptor (reopened in a forked child: see `fork`).
-    uffd: PerProcess<Uffd>,
-    pub(crate) fault_mode: FaultMode,
-    /// The heap's SIGBUS registry slot (SIGBUS mode only).
-    pub(crate) slot: Option<HeapSlot>,
-    pub(crate) can_move: bool,
-}
-
-impl ConcurrentSupport {
-    /// This process's userfaultfd: the heap's, or in a forked child a new
-    /// one with the same features and open path (the inherited descriptor
-    /// would act on the parent's memory).
-    pub(crate) fn uffd(&self) -> Result<Arc<Uffd>, crate::uffd::UffdError> {
-        self.uffd.get(|old| {
-            Uffd::open(
-                &OpenOptions::new()
-                    .features(old.features())
-                    .require_path(old.open_path()),
-            )
-        })
-    }
-}
-
-pub(crate) static WARN_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
-pub(crate) static WARN_NO_MOVE: AtomicBool = AtomicBool::new(false);
-pub(crate) static WARN_NO_SIGBUS: AtomicBool = AtomicBool::new(false);
-pub(crate) static WARN_FLIP: AtomicBool = AtomicBool::new(false);
-
-/// Prints `msg` to stderr (and as a tracing warning) the first time `flag`
-/// is raised in this process.
-pub(crate) fn warn_once(flag: &AtomicBool, msg: &str) {
-    if !flag.swap(true, Ordering::Relaxed) {
-        eprintln!("movegc: {msg}");
-        tracing::warn!("{msg}");
-    }
-}
-
-pub(crate) struct HeapInner {
-    pub(crate) config: HeapConfig,
-    /// The collector's worker threads (recreated in a forked child).
-    pool: PerProcess<rayon::ThreadPool>,
-    /// userfaultfd support: opened at creation for a concurrent default
-    /// strategy, else on the first concurrent `collect_with`; `None`
-    /// inside when it cannot be opened.
-    concurrent: OnceLock<Option<ConcurrentSupport>>,
-    /// The strategy collections use when not told otherwise.
-    pub(crate) default_strategy: Strategy,
-    /// Mirrors `Collector::in_flight` for lock-free checks.
-    pub(crate) in_flight: AtomicBool,
-    /// Signalled when a concurrent cycle ends.
-    pub(crate) idle: Condvar,
-    pub(crate) space: MovingSpace,
-    pub(crate) los: LargeObjectSpace,
-    pub(crate) coord: Arc<Coordinator>,
-    /// The SATB log of concurrent marking (see `satb`).
-    pub(crate) satb: Arc<SatbLog>,
+/// A heap: its configuration, its spaces, its collector and the policies
+/// only the heap applies (sizing, allocation grants, persistent roots,
+/// statistics). The collector reaches it through [`Host`].
+struct HeapInner {
+    config: HeapConfig,
+    spaces: Spaces,
+    gc: Gc,
     /// Bytes of capacity promised to mutators waiting for a large object.
-    pub(crate) los_reserved: AtomicUsize,
-    /// Cycles started so far (`Collector::cycles`, readable without its
-    /// lock).
-    cycles_started: std::sync::atomic::AtomicU64,
-    pub(crate) collector: Mutex<Collector>,
+    los_reserved: AtomicUsize,
     persistent: Mutex<PersistentTable>,
-    pub(crate) stats: Mutex<HeapStats>,
-    pub(crate) counters: SyscallCounters,
+    stats: Mutex<HeapStats>,
     /// Used bytes at which the next automatic collection starts.
     next_gc: AtomicUsize,
     /// Set if a collection panicked: the heap may be inconsistent.
@@ -277,13 +227,16 @@ pub(crate) struct HeapInner {
 /// process.
 #[derive(Clone)]
 pub struct GcHeap {
-    pub(crate) inner: Arc<HeapInner>,
+    inner: Arc<HeapInner>,
 }
 
 impl std::fmt::Debug for GcHeap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GcHeap")
-            .field("start", &format_args!("{:#x}", self.inner.space.start()))
+            .field(
+                "start",
+                &format_args!("{:#x}", self.inner.spaces.moving.start()),
+            )
             .field("capacity", &self.inner.config.capacity)
             .finish()
     }
@@ -323,41 +276,40 @@ impl GcHeap {
                 return Err(ConfigError::BadDensePrefix(t).into());
             }
         }
-        let space = MovingSpace::new(config.capacity, config.huge_pages)?;
-        let collector = Collector::new(&space)?;
-        let next_gc = config.min_free.min(config.capacity);
-        let pool = PerProcess::new(worker_pool(config.gc_threads)?);
-        let warn_after = config.safepoint_warn_after;
-        let concurrent = OnceLock::new();
-        if config.strategy.is_concurrent() {
-            let _ = concurrent.set(open_concurrent(&config, &space));
-        }
-        let default_strategy = effective(
-            config.strategy,
-            concurrent.get().and_then(|c: &Option<_>| c.as_ref()),
-        );
+        let moving = MovingSpace::new(config.capacity, config.huge_pages)?;
+        let settings = Settings {
+            gc_threads: config.gc_threads,
+            verify: config.verify,
+            concurrent_mark: config.concurrent_mark,
+            dense_prefix_threshold: config.dense_prefix_threshold,
+            strategy: config.strategy,
+            fault_mode: config.fault_mode,
+            uffd_path: config.uffd_path,
+            injection: config.injection,
+        };
+        let pool = worker_pool(config.gc_threads).map_err(|e| HeapError::Threads(e.to_string()))?;
+        let gc = Gc::new(
+            settings,
+            &moving,
+            Coordinator::new(config.safepoint_warn_after),
+            pool,
+        )?;
         Ok(GcHeap {
             inner: Arc::new(HeapInner {
-                pool,
-                concurrent,
-                default_strategy,
-                in_flight: AtomicBool::new(false),
-                idle: Condvar::new(),
                 stats: Mutex::new(HeapStats {
                     capacity: config.capacity,
                     ..Default::default()
                 }),
+                next_gc: AtomicUsize::new(config.min_free.min(config.capacity)),
                 config,
-                space,
-                los: LargeObjectSpace::default(),
-                coord: Arc::new(Coordinator::new(warn_after)),
-                satb: Arc::default(),
+                spaces: Spaces {
+                    moving,
+                    large: LargeObjectSpace::default(),
+                    counters: SyscallCounters::default(),
+                },
+                gc,
                 los_reserved: AtomicUsize::new(0),
-                cycles_started: Default::default(),
-                collector: Mutex::new(collector),
                 persistent: Mutex::new(PersistentTable::default()),
-                counters: SyscallCounters::default(),
-                next_gc: AtomicUsize::new(next_gc),
                 poisoned: AtomicBool::new(false),
             }),
         })
@@ -370,7 +322,7 @@ impl GcHeap {
 
     /// The strategy collections actually use (after fallbacks).
     pub fn strategy(&self) -> Strategy {
-        self.inner.default_strategy
+        self.inner.gc.strategy()
     }
 
     /// What `strategy` becomes on this heap after fallbacks.
@@ -379,26 +331,18 @@ impl GcHeap {
     /// opens userfaultfd now (saying once on stderr if it cannot), so that
     /// `collect_with(ConcurrentMove)` works on any heap.
     pub fn effective_strategy(&self, strategy: Strategy) -> Strategy {
-        let support = if strategy.is_concurrent() {
-            let inner = &self.inner;
-            inner
-                .concurrent
-                .get_or_init(|| open_concurrent(&inner.config, &inner.space))
-                .as_ref()
-        } else {
-            self.inner.concurrent()
-        };
-        effective(strategy, support)
+        let inner = &self.inner;
+        inner.gc.effective_strategy(strategy, &inner.spaces.moving)
     }
 
     /// The fault mode concurrent cycles use, if userfaultfd is open.
     pub fn fault_mode(&self) -> Option<FaultMode> {
-        self.inner.concurrent().map(|c| c.fault_mode)
+        self.inner.gc.concurrent().map(|c| c.fault_mode)
     }
 
     /// Whether a concurrent cycle is running now.
     pub fn cycle_in_flight(&self) -> bool {
-        self.inner.in_flight.load(Ordering::Acquire)
+        self.inner.gc.in_flight()
     }
 
     /// Blocks until no concurrent cycle is running.
@@ -410,7 +354,7 @@ impl GcHeap {
     /// objects move under whatever the thread holds. Such a thread calls
     /// [`MutatorContext::wait_idle`], which needs the mutator itself.
     pub fn wait_idle(&self) -> Result<(), WaitError> {
-        if running_here(&self.inner.coord) {
+        if running_here(self.inner.gc.coord()) {
             return Err(WaitError::RunningMutator);
         }
         self.wait_idle_unchecked();
@@ -420,10 +364,7 @@ impl GcHeap {
     /// [`wait_idle`](Self::wait_idle) without the check: the caller is not
     /// a running mutator of this heap (it is inside a blocking region).
     fn wait_idle_unchecked(&self) {
-        let mut c = lock(&self.inner.collector);
-        while c.in_flight {
-            c = self.inner.idle.wait(c).unwrap_or_else(|e| e.into_inner());
-        }
+        self.inner.gc.wait_idle();
     }
 
     /// Attaches the calling thread as a mutator: at most one per thread and
@@ -432,47 +373,43 @@ impl GcHeap {
     pub fn attach(&self) -> Result<MutatorContext, AlreadyAttached> {
         Ok(MutatorContext {
             heap: self.clone(),
-            attached: Attached::new(self.inner.coord.clone(), self.inner.satb.clone())?,
+            attached: Attached::new(self.inner.gc.coord().clone(), self.inner.gc.satb().clone())?,
         })
     }
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> HeapStats {
         let mut s = lock(&self.inner.stats).clone();
-        s.used_bytes = self.inner.space.used();
-        s.large_object_bytes = self.inner.los.bytes();
-        s.late_threads = self.inner.coord.late_threads();
+        s.used_bytes = self.inner.spaces.moving.used();
+        s.large_object_bytes = self.inner.spaces.large.bytes();
+        s.late_threads = self.inner.gc.coord().late_threads();
         s
     }
 
     /// Kernel calls made on the heap's mappings so far.
     pub fn syscall_counters(&self) -> &SyscallCounters {
-        &self.inner.counters
+        &self.inner.spaces.counters
     }
 
     /// First address of the moving space (diagnostics).
     pub fn space_start(&self) -> usize {
-        self.inner.space.start()
+        self.inner.spaces.moving.start()
     }
 
     /// Bytes in use: moving space up to its top plus large objects.
     pub fn used_bytes(&self) -> usize {
-        self.inner.space.used() + self.inner.los.bytes()
+        self.inner.used_bytes()
     }
 
     /// Whether `obj` lies in this heap (moving space or large objects).
     pub fn contains(&self, obj: ObjRef) -> bool {
-        self.inner.space.contains(obj.addr())
-            || lock(&self.inner.los.objects).contains_key(&obj.addr())
+        let sp = &self.inner.spaces;
+        sp.moving.contains(obj.addr()) || lock(&sp.large.objects).contains_key(&obj.addr())
     }
 
     /// Whether a collection panicked, leaving the heap unusable.
     pub fn is_poisoned(&self) -> bool {
         self.inner.poisoned.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn poison(&self) {
-        self.inner.poisoned.store(true, Ordering::Relaxed);
     }
 
     /// Registers `obj` as a persistent root; returns its slot id.
@@ -516,32 +453,23 @@ impl GcHeap {
         t.free.push(id);
     }
 
-    pub(crate) fn with_persistent_roots<R>(&self, f: impl FnOnce(&mut [Option<ObjRef>]) -> R) -> R {
-        f(&mut lock(&self.inner.persistent).slots)
-    }
-
     fn should_collect(&self) -> bool {
         self.used_bytes() >= self.inner.next_gc.load(Ordering::Relaxed)
     }
+}
 
-    /// Cycles started so far.
-    fn cycles_started(&self) -> u64 {
-        self.inner.cycles_started.load(Ordering::Acquire)
-    }
-
-    /// Records that cycle `n` has started (world stopped).
-    pub(crate) fn cycle_started(&self, n: u64) {
-        self.inner.cycles_started.store(n, Ordering::Release);
+impl HeapInner {
+    /// Bytes in use: moving space up to its top plus large objects.
+    fn used_bytes(&self) -> usize {
+        self.spaces.moving.used() + self.spaces.large.bytes()
     }
 
     /// The capacity left to the moving space: what large objects, and the
     /// reservations of mutators waiting for one, do not use.
     fn moving_limit(&self) -> usize {
-        let inner = &self.inner;
-        inner
-            .config
+        self.config
             .capacity
-            .saturating_sub(inner.los.bytes() + inner.los_reserved.load(Ordering::Relaxed))
+            .saturating_sub(self.spaces.large.bytes() + self.los_reserved.load(Ordering::Relaxed))
     }
 
     /// Reserves `footprint` bytes of capacity for a large object if they
@@ -549,11 +477,10 @@ impl GcHeap {
     /// caller releases the reservation once the object's bytes count in
     /// `los.bytes()`.
     fn try_reserve_large(&self, footprint: usize) -> bool {
-        let inner = &self.inner;
-        let r = &inner.los_reserved;
+        let r = &self.los_reserved;
         let mut cur = r.load(Ordering::Relaxed);
         loop {
-            if self.used_bytes() + cur + footprint > inner.config.capacity {
+            if self.used_bytes() + cur + footprint > self.config.capacity {
                 return false;
             }
             match r.compare_exchange_weak(cur, cur + footprint, Ordering::AcqRel, Ordering::Relaxed)
@@ -564,13 +491,35 @@ impl GcHeap {
         }
     }
 
-    /// The grant stage of cycle `cycle` (world stopped, after the cycle has
-    /// set the new top): answers every mutator waiting for room, in the
-    /// order they are attached. A small object gets a fresh TLAB that fits
-    /// it (zeroed where the space may be dirty), a large one a reservation
-    /// of its footprint.
-    pub(crate) fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64) {
-        let inner = &self.inner;
+    /// Takes a block that fits `size` bytes (a TLAB of at least the
+    /// configured size) from the moving space, zeroed.
+    fn take_block(&self, size: usize) -> Option<(usize, usize)> {
+        let moving = &self.spaces.moving;
+        let tlab = self.config.tlab_size.max(size);
+        let (start, end) = moving.alloc_block(size, tlab, self.moving_limit())?;
+        moving.clean_block(start, end);
+        Some((start, end))
+    }
+}
+
+impl Host for HeapInner {
+    fn spaces(&self) -> &Spaces {
+        &self.spaces
+    }
+
+    fn gc(&self) -> &Gc {
+        &self.gc
+    }
+
+    fn persistent_roots(&self, f: &mut dyn FnMut(&mut [Option<ObjRef>])) {
+        f(&mut lock(&self.persistent).slots)
+    }
+
+    /// Answers every mutator waiting for room, in the order they are
+    /// attached. A small object gets a fresh TLAB that fits it (zeroed
+    /// where the space may be dirty), a large one a reservation of its
+    /// footprint.
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64) {
         world.for_each_mutator(|m| {
             let Some(w) = m.want.as_mut() else { return };
             if matches!(w.answer, Some((_, true))) {
@@ -579,10 +528,8 @@ impl GcHeap {
             let granted = if w.large {
                 self.try_reserve_large(round_up(w.size, PAGE_SIZE))
             } else {
-                let tlab = inner.config.tlab_size.max(w.size);
-                match inner.space.alloc_block(w.size, tlab, self.moving_limit()) {
+                match self.take_block(w.size) {
                     Some((start, end)) => {
-                        inner.space.clean_block(start, end);
                         m.tlab.set(start, end);
                         true
                     }
@@ -593,13 +540,16 @@ impl GcHeap {
         });
     }
 
-    pub(crate) fn after_cycle(&self, c: &CycleStats) {
-        let cfg = &self.inner.config;
-        let live = c.live_bytes + self.inner.los.bytes();
-        let grown = (live as f64 * cfg.growth_factor) as usize;
-        let next = grown.max(live + cfg.min_free).min(cfg.capacity);
-        self.inner.next_gc.store(next, Ordering::Relaxed);
-        let mut s = lock(&self.inner.stats);
+    fn collect_at(&self, live: usize) -> usize {
+        let cfg = &self.config;
+        ((live as f64 * cfg.growth_factor) as usize).max(live + cfg.min_free)
+    }
+
+    fn after_cycle(&self, c: &CycleStats) {
+        let live = c.live_bytes + self.spaces.large.bytes();
+        let next = self.collect_at(live).min(self.config.capacity);
+        self.next_gc.store(next, Ordering::Relaxed);
+        let mut s = lock(&self.stats);
         s.record(c);
         s.live_bytes = live;
     }
@@ -639,7 +589,7 @@ impl MutatorContext {
     #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Result<ObjRef, AllocError> {
         if layout.size() < self.heap.inner.config.large_object_threshold
-            && !self.heap.inner.coord.requested()
+            && !self.heap.inner.gc.coord().requested()
         {
             if let Some(obj) = self.attached.state().tlab.alloc(layout) {
                 return Ok(obj);
@@ -680,15 +630,9 @@ impl MutatorContext {
 
     /// Takes a new TLAB that fits `size` bytes from the shared cursor.
     fn new_tlab(&mut self, size: usize) -> bool {
-        let inner = &self.heap.inner;
-        let tlab = inner.config.tlab_size.max(size);
-        let Some((start, end)) = inner
-            .space
-            .alloc_block(size, tlab, self.heap.moving_limit())
-        else {
+        let Some((start, end)) = self.heap.inner.take_block(size) else {
             return false;
         };
-        inner.space.clean_block(start, end);
         self.attached.state().tlab.set(start, end);
         true
     }
@@ -705,10 +649,10 @@ impl MutatorContext {
         // Every large allocation holds a reservation of its footprint until
         // its bytes count in `los.bytes()`.
         let footprint = round_up(layout.size(), PAGE_SIZE);
-        if !self.heap.try_reserve_large(footprint) {
+        if !self.heap.inner.try_reserve_large(footprint) {
             self.wait_for_room(layout.size(), true)?;
         }
-        let r = self.heap.inner.los.alloc(layout);
+        let r = self.heap.inner.spaces.large.alloc(layout);
         self.heap
             .inner
             .los_reserved
@@ -720,7 +664,7 @@ impl MutatorContext {
     /// docs). On success a small object's TLAB fits it, or a large object's
     /// footprint is reserved.
     fn wait_for_room(&mut self, size: usize, large: bool) -> Result<(), AllocError> {
-        let since = self.heap.cycles_started();
+        let since = self.heap.inner.gc.cycles_started();
         self.attached.state().want = Some(Want {
             size,
             large,
@@ -741,7 +685,7 @@ impl MutatorContext {
             // No answer that counts: a cycle that had already flipped when
             // we asked may have left room, so try once more directly.
             let direct = if large {
-                self.heap.try_reserve_large(round_up(size, PAGE_SIZE))
+                self.heap.inner.try_reserve_large(round_up(size, PAGE_SIZE))
             } else {
                 self.new_tlab(size)
             };
@@ -805,7 +749,7 @@ impl MutatorContext {
     fn log_store(&mut self, slot: usize, v: u64) {
         let old = swap_word(slot, v);
         if old != 0 {
-            let log = self.heap.inner.satb.clone();
+            let log = self.heap.inner.gc.satb().clone();
             self.attached.state().satb.push(old as usize, &log);
         }
     }
@@ -868,38 +812,32 @@ impl MutatorContext {
             let Some(mut world) = self.attached.stop_the_world() else {
                 return;
             };
-            let mut col = lock(&heap.inner.collector);
-            if col.in_flight {
-                continue;
+            if heap.inner.gc.verify_if_needed(&*heap.inner, &mut world) {
+                return;
             }
-            if col.needs_verify() {
-                col.verify_stopped(&heap, &mut world);
-            }
-            return;
         }
     }
 
     fn collect_for(&mut self, trigger: Trigger, strategy: Strategy) -> Option<(CycleStats, bool)> {
         let heap = self.heap.clone();
+        let host: Arc<dyn Host> = heap.inner.clone();
         loop {
             self.wait_idle();
             let t = std::time::Instant::now();
             let mut world = self.attached.stop_the_world()?;
             let ttsp = t.elapsed();
-            let mut col = lock(&heap.inner.collector);
-            if col.in_flight {
-                // A cycle started between our wait and our pause.
-                continue;
-            }
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                col.collect(&heap, &mut world, trigger, strategy, ttsp)
+                heap.inner
+                    .gc
+                    .collect(&host, &mut world, trigger, strategy, ttsp)
             }));
-            drop(col);
             drop(world);
             return match result {
-                Ok((st, finished)) => {
+                // A cycle started between our wait and our pause.
+                Ok(None) => continue,
+                Ok(Some((st, finished))) => {
                     if finished {
-                        heap.after_cycle(&st);
+                        heap.inner.after_cycle(&st);
                     }
                     Some((st, finished))
                 }
@@ -910,102 +848,6 @@ impl MutatorContext {
             };
         }
     }
-}
-
-/// The collector's worker pool.
-fn worker_pool(threads: usize) -> Result<rayon::ThreadPool, HeapError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .thread_name(|i| format!("movegc-worker-{i}"))
-        .build()
-        .map_err(|e| HeapError::Threads(e.to_string()))
-}
-
-impl HeapInner {
-    /// The userfaultfd support, if it has been opened successfully.
-    pub(crate) fn concurrent(&self) -> Option<&ConcurrentSupport> {
-        self.concurrent.get().and_then(|c| c.as_ref())
-    }
-
-    /// This process's worker pool (a forked child gets its own on first
-    /// use: the parent's threads do not exist there).
-    pub(crate) fn pool(&self) -> Arc<rayon::ThreadPool> {
-        self.pool
-            .get(|_| worker_pool(self.config.gc_threads))
-            .unwrap_or_else(|e| panic!("cannot start the collector's threads: {e}"))
-    }
-}
-
-/// What `strategy` becomes given the heap's userfaultfd support.
-fn effective(strategy: Strategy, support: Option<&ConcurrentSupport>) -> Strategy {
-    match (strategy, support) {
-        (Strategy::StopTheWorld, _) | (_, None) => Strategy::StopTheWorld,
-        (Strategy::ConcurrentMove, Some(s)) if !s.can_move => Strategy::ConcurrentCopy,
-        (s, Some(_)) => s,
-    }
-}
-
-/// Opens the heap's userfaultfd for a concurrent strategy, or says once why
-/// it cannot (and the heap compacts stop-the-world).
-fn open_concurrent(config: &HeapConfig, space: &MovingSpace) -> Option<ConcurrentSupport> {
-    let mut mode = config.fault_mode;
-    let want = |mode: FaultMode| match mode {
-        FaultMode::Sigbus => Features::MOVE | Features::SIGBUS,
-        FaultMode::HandlerThread => Features::MOVE | Features::THREAD_ID,
-    };
-    let open = |mode: FaultMode| {
-        let mut opts = OpenOptions::new().features(want(mode));
-        if let Some(p) = config.uffd_path {
-            opts = opts.require_path(p);
-        }
-        Uffd::open(&opts)
-            .map_err(|e| {
-                let msg = format!(
-                    "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
-                );
-                warn_once(&WARN_UNAVAILABLE, &msg)
-            })
-            .ok()
-    };
-    let uffd = open(mode)?;
-    if mode == FaultMode::Sigbus && !uffd.features().contains(Features::SIGBUS) {
-        warn_once(
-            &WARN_NO_SIGBUS,
-            "UFFD_FEATURE_SIGBUS not granted; serving faults with a handler thread",
-        );
-        mode = FaultMode::HandlerThread;
-    }
-    let slot = match mode {
-        FaultMode::Sigbus => match register_heap(space.start(), space.end()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                warn_once(
-                    &WARN_NO_SIGBUS,
-                    &format!("{e}; serving faults with a handler thread"),
-                );
-                mode = FaultMode::HandlerThread;
-                None
-            }
-        },
-        FaultMode::HandlerThread => None,
-    };
-    // A SIGBUS-mode descriptor never queues fault events: reopen for the
-    // handler-thread fallback.
-    let uffd = if mode == FaultMode::HandlerThread && uffd.features().contains(Features::SIGBUS) {
-        open(mode)?
-    } else {
-        uffd
-    };
-    let can_move = uffd.features().contains(Features::MOVE);
-    if !can_move && config.strategy == Strategy::ConcurrentMove {
-        warn_once(&WARN_NO_MOVE, "UFFDIO_MOVE is unavailable (kernel older than 6.8?); installing pages with UFFDIO_COPY");
-    }
-    Some(ConcurrentSupport {
-        uffd: PerProcess::new(uffd),
-        fault_mode: mode,
-        slot,
-        can_move,
-    })
 }
 
 #[cfg(test)]
@@ -1023,7 +865,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        let log = Arc::downgrade(&heap.inner.satb);
+        let log = Arc::downgrade(heap.inner.gc.satb());
         let h2 = heap.clone();
         std::thread::spawn(move || {
             let mut m = h2.attach().unwrap();

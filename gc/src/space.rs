@@ -15,8 +15,21 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::mapping::{round_up, Mapping, Prot, HUGE_PAGE_SIZE, PAGE_SIZE};
+use crate::mapping::{round_up, Mapping, Prot, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE};
 use crate::object::{init_object, Layout, ObjRef};
+
+/// A heap's spaces, the policies a cycle works on (each says how its
+/// objects are allocated, found, moved or freed), and the count of the
+/// kernel calls made on their mappings.
+#[derive(Debug)]
+pub(crate) struct Spaces {
+    /// The moving space (compacted).
+    pub(crate) moving: MovingSpace,
+    /// The large-object space (never moved; dead objects unmapped).
+    pub(crate) large: LargeObjectSpace,
+    /// `madvise`, `mremap` and `mmap` calls on these mappings.
+    pub(crate) counters: SyscallCounters,
+}
 
 /// A thread-local allocation buffer: a private `[cursor, limit)` range of the
 /// moving space.

@@ -9,8 +9,6 @@
 //! forever, so a cycle that cannot be completed must take the process down
 //! with a message instead of hanging it.
 
-use crate::heap::GcHeap;
-
 /// Writes `movegc: fatal: <msg>` to stderr with `write(2)` and aborts.
 ///
 /// Async-signal-safe: no allocation, no lock, no formatting, no unwinding
@@ -51,13 +49,9 @@ fn write_stderr(mut bytes: &[u8]) {
 /// Runs `f`, the body of one of a concurrent cycle's threads (marker,
 /// compaction driver, fault-handler thread). If it panics the cycle cannot
 /// be completed (mutators wait for it, pages may be missing and claimed by
-/// the dead thread), so `heap` (if given) is poisoned and the process
-/// aborts with a message rather than hang.
-pub(crate) fn abort_on_panic(heap: Option<&GcHeap>, phase: &str, f: impl FnOnce()) {
+/// the dead thread), so the process aborts with a message rather than hang.
+pub(crate) fn abort_on_panic(phase: &str, f: impl FnOnce()) {
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-        if let Some(heap) = heap {
-            heap.poison();
-        }
         eprintln!(
             "movegc: concurrent {phase} failed part-way; aborting (the heap cannot be completed)"
         );

@@ -498,7 +498,7 @@ impl PendingHandler {
                     // A panic here may leave a page `MutatorClaimed` for
                     // good: its readers (and the GC's `wait_mapped`) would
                     // wait forever, so the process aborts instead.
-                    abort_on_panic(None, "fault handling", || serve(&cycle, &s));
+                    abort_on_panic("fault handling", || serve(&cycle, &s));
                 }
             })
             .ok()?;

@@ -47,6 +47,7 @@
 pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
+pub(crate) mod support;
 mod sync;
 
 #[cfg(all(test, feature = "loom"))]
