@@ -32,13 +32,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
 use crate::compact::Compactor;
+use crate::concurrent::arena::ArenaPages;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
@@ -52,7 +53,7 @@ use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
 use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
 use crate::safepoint::{Coordinator, StoppedWorld};
 use crate::satb::SatbLog;
-use crate::space::{LargeObject, LargeObjectSpace, MovingSpace, Spaces};
+use crate::space::{LargeObject, MovingSpace, Spaces};
 use crate::stats::{CycleStats, Strategy, Trigger};
 use crate::uffd::{OpenPath, RegisterMode};
 use crate::verify;
@@ -257,7 +258,7 @@ fn open_support(settings: &Settings, space: &MovingSpace) -> Option<ConcurrentSu
         settings.fault_mode,
         settings.uffd_path,
         space.start(),
-        space.end(),
+        space.start() + space.reserved(),
     )
 }
 
@@ -637,7 +638,8 @@ impl Collector {
 
         // Update roots and large objects; sweep large objects.
         let t = Instant::now();
-        let (freed_n, freed_b) = update_roots(&**host, world, &mut los, |v| comp.forward_ref(v));
+        let (freed_n, freed_b) =
+            update_roots(&**host, world, &mut los, |v| comp.forward_ref(v), false);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
 
@@ -739,6 +741,26 @@ impl Collector {
         } else {
             InstallMode::Copy
         };
+        // The live arena objects, read now: once the reservation is moved
+        // out, their headers are not mapped until their pages come back.
+        // The arena's extent (dead objects too) bounds what the from-space
+        // holds there.
+        let arena = ArenaPages::new(
+            los.values()
+                .filter(|o| o.in_arena() && o.marked.load(Ordering::Relaxed))
+                .map(|o| {
+                    // SAFETY: a live large object of this heap, world
+                    // stopped, its pages mapped (before the flip).
+                    let refs = unsafe { o.obj().header() }.ref_count();
+                    (o.obj().addr(), o.footprint(), refs)
+                }),
+        );
+        let arena_used = los
+            .values()
+            .filter(|o| o.in_arena())
+            .map(|o| o.obj().addr() + o.footprint() - space.end())
+            .max()
+            .unwrap_or(0);
         let Metadata {
             marks,
             live,
@@ -754,7 +776,10 @@ impl Collector {
             total_words: total,
             space_start: start,
             from_start: space.from.start(),
-            reg_pages: space.capacity() / PAGE_SIZE,
+            moving_pages: space.capacity() / PAGE_SIZE,
+            arena,
+            arena_used,
+            reg_pages: space.reserved() / PAGE_SIZE,
             used_pages: reg_len / PAGE_SIZE,
             uffd: uffd.clone(),
             install,
@@ -799,7 +824,7 @@ impl Collector {
         // at 256 MiB, ~3 ms at 1 GiB, growing with the heap); moving first
         // keeps it ~0.1 ms. The world is stopped, so nothing can touch the
         // range between the two calls.
-        let whole = space.capacity();
+        let whole = space.reserved();
         sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = space.heap.move_pages_to(&space.from, 0, whole) {
             warn_once(
@@ -831,7 +856,7 @@ impl Collector {
         st.flip = t.elapsed();
         let t = Instant::now();
         let comp = shared.compactor();
-        let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v));
+        let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v), true);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
         let new_top = start + total * WORD;
@@ -1072,11 +1097,15 @@ fn drive(
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
+    let next_arena = AtomicUsize::new(0);
     let times: Vec<Mutex<Duration>> = buffers.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
     gc.pool().scope(|s| {
         for (i, buf) in buffers.iter().enumerate() {
-            let (shared, next, times) = (&shared, &next, &times);
+            let (shared, next, next_arena, times) = (&shared, &next, &next_arena, &times);
             s.spawn(move |_| {
+                // The arena first: its pages are few but each is a fault
+                // for any mutator that reads a large array.
+                shared.sweep_arena(next_arena);
                 shared.sweep(next, buf);
                 *times[i].lock().unwrap_or_else(|e| e.into_inner()) = flip_end.elapsed();
             });
@@ -1119,9 +1148,10 @@ fn drive(
             .expect("sigbus slot")
             .unpublish(),
     }
-    // Release what is left of the from-space (only the old used range ever
-    // held pages).
+    // Release what is left of the from-space (only the old used range and
+    // the arena's used part ever held pages).
     let used = shared.used_len();
+    let (arena_off, arena_used) = shared.arena_from_range();
     let from = &sp.moving.from;
     let install = if st.strategy == Some(Strategy::ConcurrentMove) {
         InstallMode::Move
@@ -1130,7 +1160,8 @@ fn drive(
     };
     match install {
         InstallMode::Move => {
-            st.pages_released = from.resident_pages(0, used).unwrap_or(0);
+            st.pages_released = from.resident_pages(0, used).unwrap_or(0)
+                + from.resident_pages(arena_off, arena_used).unwrap_or(0);
             from.remap_fresh(0, rl, Prot::None)
                 .unwrap_or_else(|e| panic!("releasing the from-space failed: {e}"));
             sp.counters.mmap.fetch_add(1, Ordering::Relaxed);
@@ -1139,11 +1170,13 @@ fn drive(
             // The pre-MOVE baseline frees the from-space with madvise in
             // 8 MiB chunks, as ART does.
             let chunk = 8 << 20;
-            let mut off = 0;
-            while off < used {
-                let len = chunk.min(used - off);
-                let _ = from.release(off, len, &sp.counters);
-                off += len;
+            for (start, end) in [(0, used), (arena_off, arena_off + arena_used)] {
+                let mut off = start;
+                while off < end {
+                    let len = chunk.min(end - off);
+                    let _ = from.release(off, len, &sp.counters);
+                    off += len;
+                }
             }
         }
     }
@@ -1158,6 +1191,7 @@ fn drive(
     st.eagain_retries = c.eagain_retries.load(Ordering::Relaxed);
     st.eexist = c.eexist.load(Ordering::Relaxed);
     st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);
+    st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));
@@ -1222,13 +1256,20 @@ fn gather_roots(host: &dyn Host, world: &mut StoppedWorld<'_>, retire_tlabs: boo
     roots
 }
 
-/// Rewrites every root and every live large object's references through
-/// `fwd`, and frees dead large objects. Returns (objects, bytes) freed.
+/// Rewrites every root and the references of live large objects through
+/// `fwd`, and frees dead large objects. With `arena_after_flip` the arena's
+/// objects are left alone (a concurrent cycle rewrites them page by page
+/// after the flip: `concurrent::arena`; their pages are not even mapped
+/// now) and freed arena pages need no release (they are missing);
+/// otherwise every large object is rewritten here, big arrays in slices on
+/// the pool, and freed arena pages are released. Returns (objects, bytes)
+/// freed.
 fn update_roots(
     host: &dyn Host,
     world: &mut StoppedWorld<'_>,
     los: &mut BTreeMap<usize, LargeObject>,
-    fwd: impl Fn(u64) -> u64,
+    fwd: impl Fn(u64) -> u64 + Sync,
+    arena_after_flip: bool,
 ) -> (usize, usize) {
     let fix = |r: &mut Option<ObjRef>| {
         if let Some(o) = *r {
@@ -1237,19 +1278,45 @@ fn update_roots(
     };
     world.for_each_mutator(|m| m.roots.iter_mut().for_each(fix));
     host.persistent_roots(&mut |p| p.iter_mut().for_each(fix));
-    for lo in los.values().filter(|o| o.marked.load(Ordering::Relaxed)) {
-        let a = lo.obj().addr();
-        // SAFETY: a live large object of this heap, world stopped.
+    // Work items: (first slot, slots) of at most SLICE_SLOTS references.
+    const SLICE_SLOTS: usize = 4096;
+    let mut items = Vec::new();
+    for lo in los.values() {
+        if !lo.marked.load(Ordering::Relaxed) || (arena_after_flip && lo.in_arena()) {
+            continue;
+        }
+        // SAFETY: a live large object of this heap, world stopped, and (not
+        // in the arena after a flip) its pages are mapped.
         let refs = unsafe { lo.obj().header() }.ref_count();
-        for i in 0..refs {
-            let slot = a + WORD + i * WORD;
+        let first = lo.obj().addr() + WORD;
+        items.extend(
+            (0..refs)
+                .step_by(SLICE_SLOTS)
+                .map(|i| (first + i * WORD, SLICE_SLOTS.min(refs - i))),
+        );
+    }
+    let fix_slice = |&(first, n): &(usize, usize)| {
+        for slot in (first..first + n * WORD).step_by(WORD) {
             let v = load_word(slot);
             if v != 0 {
                 store_word(slot, fwd(v));
             }
         }
+    };
+    if items.len() > 1 {
+        host.gc()
+            .pool()
+            .install(|| items.par_iter().for_each(fix_slice));
+    } else {
+        items.iter().for_each(fix_slice);
     }
-    LargeObjectSpace::sweep(los, host.spaces().large.bytes_counter())
+    let sp = host.spaces();
+    let arena_off = sp.moving.capacity();
+    sp.large.sweep(los, &mut |off, len| {
+        if !arena_after_flip {
+            let _ = sp.moving.heap.release(arena_off + off, len, &sp.counters);
+        }
+    })
 }
 
 /// Writes a filler object over every dead gap of the dense prefix

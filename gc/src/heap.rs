@@ -136,9 +136,9 @@ pub enum ConfigError {
     /// Capacity below the 2 MiB minimum.
     #[error("heap capacity {0} bytes is below the minimum of 2 MiB")]
     CapacityTooSmall(usize),
-    /// Capacity above [`MAX_CAPACITY`] (the moving space reserves it twice
-    /// in the address space).
-    #[error("heap capacity {0} bytes is above the maximum of {MAX_CAPACITY} bytes (16 TiB)")]
+    /// Capacity above [`MAX_CAPACITY`] (a heap reserves four times its
+    /// capacity of address space).
+    #[error("heap capacity {0} bytes is above the maximum of {MAX_CAPACITY} bytes (8 TiB)")]
     CapacityTooLarge(usize),
     /// TLAB size not a multiple of 8 in 256 B ..= capacity.
     #[error("TLAB size {0} must be a multiple of 8 between 256 bytes and the capacity")]
@@ -157,10 +157,11 @@ pub enum ConfigError {
     PageSize(usize),
 }
 
-/// Largest heap capacity: 16 TiB. The moving space reserves its capacity
-/// twice (plus the from-space alias) in a 128 TiB user address space, and
-/// page indexes of a cycle fit in 32 bits.
-pub const MAX_CAPACITY: usize = 1 << 44;
+/// Largest heap capacity: 8 TiB. A heap reserves four times its capacity
+/// of address space (the moving space, the large-object arena, and the
+/// from-space alias of both) in a 128 TiB user address space, and page
+/// indexes of a cycle fit in 32 bits.
+pub const MAX_CAPACITY: usize = 1 << 43;
 
 /// Why the heap could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -303,8 +304,8 @@ impl GcHeap {
                 next_gc: AtomicUsize::new(config.min_free.min(config.capacity)),
                 config,
                 spaces: Spaces {
+                    large: LargeObjectSpace::new(moving.arena()),
                     moving,
-                    large: LargeObjectSpace::default(),
                     counters: SyscallCounters::default(),
                 },
                 gc,

@@ -1,14 +1,25 @@
 //! Heap spaces: the moving space (one contiguous, 2 MiB-aligned reservation
 //! bump-allocated through TLABs, plus its from-space alias) and the
-//! large-object space (one mapping per object, never moved).
+//! large-object space (never moved).
 //!
 //! ```text
-//!  moving space  [start ............ top ......................... end)
-//!                 packed live objects | TLABs handed out | untouched (no pages)
+//!  reservation   [start ......... top ............ end)[arena ........................ end + capacity)
+//!                 packed objects | TLABs | untouched    large objects with references, page-aligned,
+//!                                                       first fit; free pages hold no memory
 //!  from-space    [same size, PROT_NONE except during a collection, when the
-//!                 moving space's pages are mremap'ed here and read from here]
-//!  large objects  one mmap per object, in a BTreeMap by address
+//!                 reservation's pages are mremap'ed here and read from here]
+//!  large objects  without references: one mmap per object; all of them in a
+//!                 BTreeMap by address
 //! ```
+//!
+//! The arena of large objects *with* references lies in the same mapping
+//! (one VMA) as the moving space, so a concurrent flip moves it out and
+//! registers it with the moving space: its pages come back one by one,
+//! references rewritten in place, while mutators run (`concurrent`), and the
+//! final pause never walks them. Byte arrays keep their own mappings: a
+//! cycle never touches them. An object with references that does not fit
+//! the arena gets its own mapping too, and its references are rewritten in
+//! the pause, as before the arena existed.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -75,11 +86,16 @@ impl Tlab {
     }
 }
 
-/// The moving space and its from-space alias.
+/// The moving space (with the large-object arena above it, in the same
+/// mapping) and its from-space alias.
 #[derive(Debug)]
 pub struct MovingSpace {
+    /// `[start, end)`: the moving space; `[end, end + capacity)`: the arena.
     pub(crate) heap: Mapping,
+    /// The from-space alias of `heap`, as large.
     pub(crate) from: Mapping,
+    /// Bytes of the moving space (the arena is as large).
+    capacity: usize,
     top: AtomicUsize,
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
@@ -87,24 +103,26 @@ pub struct MovingSpace {
 }
 
 impl MovingSpace {
-    /// Reserves `capacity` bytes (rounded up to 2 MiB) for the space and as
-    /// much again for the from-space. Nothing is committed yet.
+    /// Reserves `capacity` bytes (rounded up to 2 MiB) for the space, as
+    /// much for the large-object arena above it, and as much again for the
+    /// from-space alias of both. Nothing is committed yet.
     pub fn new(capacity: usize, huge_pages: bool) -> io::Result<MovingSpace> {
         let capacity = round_up(capacity.max(HUGE_PAGE_SIZE), HUGE_PAGE_SIZE);
-        let heap = Mapping::new(capacity, HUGE_PAGE_SIZE, Prot::ReadWrite)?;
-        let from = Mapping::new(capacity, HUGE_PAGE_SIZE, Prot::None)?;
+        let heap = Mapping::new(2 * capacity, HUGE_PAGE_SIZE, Prot::ReadWrite)?;
+        let from = Mapping::new(2 * capacity, HUGE_PAGE_SIZE, Prot::None)?;
         let advice = if huge_pages {
             libc::MADV_HUGEPAGE
         } else {
             libc::MADV_NOHUGEPAGE
         };
         // Best effort: kernels without THP reject the advice.
-        let _ = heap.madvise(0, capacity, advice);
+        let _ = heap.madvise(0, 2 * capacity, advice);
         let top = AtomicUsize::new(heap.start());
         let dirty_limit = AtomicUsize::new(heap.start());
         Ok(MovingSpace {
             heap,
             from,
+            capacity,
             top,
             dirty_limit,
         })
@@ -115,13 +133,24 @@ impl MovingSpace {
         self.heap.start()
     }
 
-    /// One past the last address.
+    /// One past the last address of the moving space (the arena's start).
     pub fn end(&self) -> usize {
-        self.heap.end()
+        self.heap.start() + self.capacity
     }
 
-    /// Capacity in bytes.
+    /// Capacity in bytes (of the moving space; the arena is as large).
     pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The large-object arena: `(start, len)`.
+    pub fn arena(&self) -> (usize, usize) {
+        (self.end(), self.capacity)
+    }
+
+    /// Bytes of the whole reservation: the moving space and the arena (what
+    /// a concurrent flip moves out and registers).
+    pub fn reserved(&self) -> usize {
         self.heap.len()
     }
 
@@ -135,10 +164,10 @@ impl MovingSpace {
         self.top() - self.start()
     }
 
-    /// Whether `addr` is inside the space.
+    /// Whether `addr` is inside the moving space.
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
-        addr.wrapping_sub(self.heap.start()) < self.heap.len()
+        addr.wrapping_sub(self.heap.start()) < self.capacity
     }
 
     /// Claims a block of at least `min` and at most `pref` bytes from the
@@ -196,28 +225,72 @@ impl MovingSpace {
     }
 }
 
-/// One large object: its own mapping and its mark.
+/// One large object: its memory and its mark.
 #[derive(Debug)]
 pub struct LargeObject {
-    map: Mapping,
+    addr: usize,
+    len: usize,
+    /// Its own mapping; `None` for an object in the arena.
+    own: Option<Mapping>,
     pub(crate) marked: AtomicBool,
 }
 
 impl LargeObject {
     /// The object.
     pub fn obj(&self) -> ObjRef {
-        ObjRef::from_addr(self.map.start())
+        ObjRef::from_addr(self.addr)
     }
 
     /// Bytes of memory it occupies (rounded to pages).
     pub fn footprint(&self) -> usize {
-        self.map.len()
+        self.len
+    }
+
+    /// Whether it lives in the arena (its references are rewritten after
+    /// a concurrent flip, page by page, instead of in the pause).
+    pub fn in_arena(&self) -> bool {
+        self.own.is_none()
     }
 }
 
-/// The large-object space: objects above the size threshold, each in its own
-/// mapping, never moved, unmapped when found dead.
+/// The arena's free page ranges, by start address (first fit; freed ranges
+/// merge with their neighbours).
 #[derive(Debug, Default)]
+struct ArenaFree {
+    ranges: BTreeMap<usize, usize>,
+}
+
+impl ArenaFree {
+    fn take(&mut self, len: usize) -> Option<usize> {
+        let (&start, &have) = self.ranges.iter().find(|(_, &l)| l >= len)?;
+        self.ranges.remove(&start);
+        if have > len {
+            self.ranges.insert(start + len, have - len);
+        }
+        Some(start)
+    }
+
+    fn give(&mut self, mut start: usize, mut len: usize) {
+        if let Some((&s, &l)) = self.ranges.range(..start).next_back() {
+            if s + l == start {
+                self.ranges.remove(&s);
+                start = s;
+                len += l;
+            }
+        }
+        if let Some(l) = self.ranges.remove(&(start + len)) {
+            len += l;
+        }
+        self.ranges.insert(start, len);
+    }
+}
+
+/// The large-object space: objects above the size threshold, never moved,
+/// freed when found dead. Objects with references live in the arena (page
+/// ranges of the moving space's reservation, see the module docs); byte
+/// arrays, and objects with references the arena has no room for, get
+/// their own mapping.
+#[derive(Debug)]
 pub struct LargeObjectSpace {
     pub(crate) objects: Mutex<BTreeMap<usize, LargeObject>>,
     bytes: AtomicUsize,
@@ -225,17 +298,63 @@ pub struct LargeObjectSpace {
     /// (live by construction, like moving-space objects above the
     /// mark-start top).
     allocate_black: AtomicBool,
+    /// `(start, len)` of the arena.
+    arena: (usize, usize),
+    /// Locked after `objects` when both are held.
+    arena_free: Mutex<ArenaFree>,
 }
 
 impl LargeObjectSpace {
+    /// A space whose objects with references go to the arena `(start, len)`
+    /// (page-aligned; `len` may be 0: no arena).
+    pub fn new(arena: (usize, usize)) -> LargeObjectSpace {
+        let mut free = ArenaFree::default();
+        if arena.1 > 0 {
+            free.give(arena.0, arena.1);
+        }
+        LargeObjectSpace {
+            objects: Mutex::default(),
+            bytes: AtomicUsize::new(0),
+            allocate_black: AtomicBool::new(false),
+            arena,
+            arena_free: Mutex::new(free),
+        }
+    }
+
     /// Allocates a zeroed large object.
     pub fn alloc(&self, layout: &Layout) -> io::Result<ObjRef> {
-        let map = Mapping::new(layout.size(), PAGE_SIZE, Prot::ReadWrite)?;
-        let obj = init_object(map.start(), layout.header());
-        self.bytes.fetch_add(map.len(), Ordering::Relaxed);
+        let len = round_up(layout.size(), PAGE_SIZE);
+        let in_arena = if layout.header().ref_count() > 0 {
+            self.arena_free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(len)
+        } else {
+            None
+        };
+        let (addr, own) = match in_arena {
+            // Arena pages hold no memory while free (never touched, released
+            // when their object died, or missing during a concurrent cycle):
+            // they read as zeros.
+            Some(a) => (a, None),
+            None => {
+                let map = Mapping::new(len, PAGE_SIZE, Prot::ReadWrite)?;
+                (map.start(), Some(map))
+            }
+        };
+        let obj = init_object(addr, layout.header());
+        self.bytes.fetch_add(len, Ordering::Relaxed);
         let mut objs = self.objects.lock().unwrap_or_else(|e| e.into_inner());
         let marked = AtomicBool::new(self.allocate_black.load(Ordering::Relaxed));
-        objs.insert(map.start(), LargeObject { map, marked });
+        objs.insert(
+            addr,
+            LargeObject {
+                addr,
+                len,
+                own,
+                marked,
+            },
+        );
         Ok(obj)
     }
 
@@ -261,26 +380,38 @@ impl LargeObjectSpace {
     }
 
     /// Frees unmarked objects and clears the marks of the rest. Returns
-    /// (objects freed, bytes freed). World stopped.
+    /// (objects freed, bytes freed). World stopped. The pages of a freed
+    /// arena object are handed to `release` (offset from the arena start,
+    /// length) before they can be allocated again: it must make them read
+    /// as zeros (a concurrent cycle past its flip has nothing to do: they
+    /// are missing).
     pub(crate) fn sweep(
+        &self,
         objs: &mut BTreeMap<usize, LargeObject>,
-        bytes: &AtomicUsize,
+        release: &mut dyn FnMut(usize, usize),
     ) -> (usize, usize) {
         let mut freed = (0, 0);
+        let mut ranges = Vec::new();
         objs.retain(|_, o| {
             let live = o.marked.swap(false, Ordering::Relaxed);
             if !live {
                 freed.0 += 1;
                 freed.1 += o.footprint();
+                if o.in_arena() {
+                    ranges.push((o.addr, o.len));
+                }
             }
             live
         });
-        bytes.fetch_sub(freed.1, Ordering::Relaxed);
+        if !ranges.is_empty() {
+            let mut free = self.arena_free.lock().unwrap_or_else(|e| e.into_inner());
+            for (a, l) in ranges {
+                release(a - self.arena.0, l);
+                free.give(a, l);
+            }
+        }
+        self.bytes.fetch_sub(freed.1, Ordering::Relaxed);
         freed
-    }
-
-    pub(crate) fn bytes_counter(&self) -> &AtomicUsize {
-        &self.bytes
     }
 }
 
@@ -319,15 +450,52 @@ mod tests {
 
     #[test]
     fn large_objects_are_swept_when_unmarked() {
-        let los = LargeObjectSpace::default();
+        let los = LargeObjectSpace::new((0, 0));
         let a = los.alloc(&Layout::byte_array(0, 100_000).unwrap()).unwrap();
         let _b = los.alloc(&Layout::byte_array(0, 100_000).unwrap()).unwrap();
         let mut objs = los.objects.lock().unwrap();
         objs[&a.addr()].marked.store(true, Ordering::Relaxed);
-        let (n, bytes) = LargeObjectSpace::sweep(&mut objs, &los.bytes);
+        let (n, bytes) = los.sweep(&mut objs, &mut |_, _| unreachable!("no arena"));
         assert_eq!(n, 1);
         assert!(bytes >= 100_000);
         assert_eq!(objs.len(), 1);
         assert!(!objs[&a.addr()].marked.load(Ordering::Relaxed));
+    }
+
+    /// Objects with references go to the arena, first fit; a freed range is
+    /// released before it is reused and merges with its free neighbours; an
+    /// object the arena cannot hold gets its own mapping.
+    #[test]
+    fn objects_with_references_live_in_the_arena() {
+        let s = MovingSpace::new(4 << 20, false).unwrap();
+        let (astart, alen) = s.arena();
+        assert_eq!((astart, alen), (s.end(), s.capacity()));
+        let los = LargeObjectSpace::new(s.arena());
+        let refs = |n| Layout::ref_array(0, n).unwrap();
+        let a = los.alloc(&refs(1000)).unwrap(); // 2 pages
+        let b = los.alloc(&refs(1000)).unwrap();
+        let bytes = los.alloc(&Layout::byte_array(0, 100_000).unwrap()).unwrap();
+        assert_eq!(a.addr(), astart);
+        assert_eq!(b.addr(), astart + 2 * PAGE_SIZE);
+        let mut released = Vec::new();
+        {
+            let mut objs = los.objects.lock().unwrap();
+            assert!(objs[&a.addr()].in_arena() && !objs[&bytes.addr()].in_arena());
+            objs[&b.addr()].marked.store(true, Ordering::Relaxed);
+            objs[&bytes.addr()].marked.store(true, Ordering::Relaxed);
+            los.sweep(&mut objs, &mut |off, len| released.push((off, len)));
+        }
+        assert_eq!(released, [(0, 2 * PAGE_SIZE)]);
+        // The freed range is reused first.
+        assert_eq!(los.alloc(&refs(10)).unwrap().addr(), astart);
+        // Too big for what is left of the arena: its own mapping.
+        let huge = los.alloc(&refs(alen / 8)).unwrap();
+        let mut objs = los.objects.lock().unwrap();
+        assert!(!objs[&huge.addr()].in_arena());
+        // Free everything: the arena is one range again.
+        los.sweep(&mut objs, &mut |_, _| {});
+        drop(objs);
+        let free = los.arena_free.lock().unwrap();
+        assert_eq!(free.ranges.iter().collect::<Vec<_>>(), [(&astart, &alen)]);
     }
 }

@@ -145,6 +145,10 @@ pub struct CycleStats {
     pub eexist: usize,
     /// GC pages that went through a buffer because no recycled page was free.
     pub recycle_shortfall: usize,
+    /// Pages of large objects with references whose references a
+    /// concurrent cycle rewrote after its flip (in place, then moved or
+    /// copied back) instead of in the pause.
+    pub arena_pages: usize,
     /// Mutator faults on pages not yet compacted (resolved or waited).
     pub faults: usize,
     /// Faults whose page another thread was already producing.

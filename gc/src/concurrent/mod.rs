@@ -44,6 +44,7 @@
 //! heap.
 //! Tests inject EBUSY/EAGAIN/EEXIST through [`Injection`].
 
+pub(crate) mod arena;
 pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
@@ -169,6 +170,10 @@ pub struct Counters {
     pub faults_waited: AtomicUsize,
     /// GC pages that went through the buffer because no recycled page was free.
     pub recycle_shortfall: AtomicUsize,
+    /// Pages of large objects with references (the arena) whose references
+    /// were rewritten in place and which went back (by GC threads or fault
+    /// resolvers).
+    pub arena_pages: AtomicUsize,
 }
 
 /// A fault-stall histogram that signal handlers can update: 1 µs buckets
@@ -333,9 +338,18 @@ pub struct CycleShared {
     from_start: usize,
     /// To-space pages holding compacted objects.
     npages: usize,
+    /// Pages of the moving space (above `npages`: the allocation region).
+    moving_pages: usize,
+    /// The live large objects with references, whose pages follow the
+    /// compacted ones in `states` and `srcs` (see `arena`).
+    arena: arena::ArenaPages,
+    /// Bytes from the arena's start that may hold pages (in the from-space
+    /// after the flip): up to the end of the highest object, live or dead.
+    arena_used: usize,
     /// Pages per GC batch and recycling unit ([`block_pages_for`]).
     block_pages: usize,
-    /// Registered pages from the start of the space (the whole space).
+    /// Registered pages from the start of the space (the whole reservation:
+    /// moving space and arena).
     reg_pages: usize,
     /// Pages of the old used range (the from-space pages that hold data).
     used_pages: usize,
@@ -385,6 +399,9 @@ pub(crate) struct CycleSetup {
     pub total_words: usize,
     pub space_start: usize,
     pub from_start: usize,
+    pub moving_pages: usize,
+    pub arena: arena::ArenaPages,
+    pub arena_used: usize,
     pub reg_pages: usize,
     pub used_pages: usize,
     pub uffd: Arc<Uffd>,
@@ -410,11 +427,16 @@ impl CycleShared {
             space_start: s.space_start,
             from_start: s.from_start,
             npages,
+            moving_pages: s.moving_pages,
             block_pages,
             reg_pages: s.reg_pages,
             used_pages: s.used_pages,
-            states: PageStates::new(npages),
-            srcs: (0..npages).map(|_| AtomicUsize::new(0)).collect(),
+            states: PageStates::new(npages + s.arena.pages()),
+            srcs: (0..npages + s.arena.pages())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            arena: s.arena,
+            arena_used: s.arena_used,
             uffd: s.uffd,
             install: s.install,
             fault_mode: s.fault_mode,
@@ -450,6 +472,22 @@ impl CycleShared {
     /// Number of to-space pages with compacted objects.
     pub fn npages(&self) -> usize {
         self.npages
+    }
+
+    /// The address of page `p` of the cycle: a compacted page of the
+    /// moving space, or (from `npages` on) a live arena object's page.
+    fn page_addr(&self, p: usize) -> usize {
+        if p < self.npages {
+            self.space_start + p * PAGE_SIZE
+        } else {
+            self.arena.page(p - self.npages).1
+        }
+    }
+
+    /// `(offset, len)` in the from-space of the arena's part that may hold
+    /// pages.
+    pub(crate) fn arena_from_range(&self) -> (usize, usize) {
+        (self.moving_pages * PAGE_SIZE, self.arena_used)
     }
 
     /// Whether `addr` lies in the registered range.
@@ -493,11 +531,31 @@ impl CycleShared {
         let t0 = Instant::now();
         let p = (addr - self.space_start) / PAGE_SIZE;
         let page_addr = self.space_start + p * PAGE_SIZE;
-        if p >= self.npages {
+        if p >= self.moving_pages {
+            // The arena: a live object's page comes back with its
+            // references rewritten; any other page is zero-filled (a free
+            // range, or an object allocated since the flip), one page only
+            // so that no live object's page is filled by mistake.
+            match self.arena.index_of(page_addr) {
+                Some(i) => self.resolve_page(self.npages + i, page_addr),
+                None => {
+                    let done = self.copy_pages_until(
+                        page_addr,
+                        ZEROS.0.as_ptr() as usize,
+                        PAGE_SIZE,
+                        false,
+                        true,
+                    );
+                    self.counters
+                        .pages_zero_filled
+                        .fetch_add(done, Ordering::Relaxed);
+                }
+            }
+        } else if p >= self.npages {
             // Above the compacted data: the allocation region. Fill a run
             // of pages up to the next run boundary (pages already present
             // are skipped as EEXIST), since TLABs are handed out upwards.
-            let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.reg_pages);
+            let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.moving_pages);
             let n = end - p;
             let recycled = match self.install {
                 InstallMode::Move => self.zero_fill_recycled(page_addr, n),
@@ -593,6 +651,15 @@ impl CycleShared {
                 }
                 PageState::Unprocessed => {
                     if self.states.claim(p, Claimant::Mutator) {
+                        if p >= self.npages {
+                            // An arena page: fixed in its from-space page
+                            // and copied from there.
+                            let src = self.fix_arena_page(p - self.npages);
+                            self.counters.arena_pages.fetch_add(1, Ordering::Relaxed);
+                            self.states.mapping(p);
+                            self.install_resolved(p, page_addr, src, true);
+                            return;
+                        }
                         let mut buf = PageBuf([0; PAGE_SIZE]);
                         self.compactor().compact_page(p, &mut buf.0);
                         self.states.mapping(p);
@@ -832,15 +899,16 @@ impl CycleShared {
                 i += 1; // a mutator installs this one
                 continue;
             }
+            let dst = self.page_addr(pages[i].0);
             let mut j = i + 1;
             while j < pages.len()
                 && pages[j].0 == pages[j - 1].0 + 1
+                && self.page_addr(pages[j].0) == dst + (j - i) * PAGE_SIZE
                 && pages[j].1 == pages[j - 1].1 + PAGE_SIZE
                 && self.states.take_compacted(pages[j].0)
             {
                 j += 1;
             }
-            let dst = self.space_start + pages[i].0 * PAGE_SIZE;
             let len = (j - i) * PAGE_SIZE;
             if by_move {
                 self.move_pages(dst, pages[i].1, len);
@@ -1047,6 +1115,9 @@ pub(crate) fn test_cycle(
         total_words: 0,
         space_start: space.start(),
         from_start: from.start(),
+        moving_pages: pages,
+        arena: arena::ArenaPages::default(),
+        arena_used: 0,
         reg_pages: pages,
         used_pages: pages,
         uffd,
