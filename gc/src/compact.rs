@@ -108,7 +108,7 @@ impl Compactor<'_> {
 
     /// Starts loading the forwarding entries of a reference holding `v`.
     #[inline(always)]
-    fn prefetch_ref(&self, v: u64) {
+    pub(crate) fn prefetch_ref(&self, v: u64) {
         let off = (v as usize).wrapping_sub(self.space_start);
         if off < self.fwd.end_words * WORD {
             self.fwd.prefetch(off / WORD);

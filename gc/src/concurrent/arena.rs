@@ -110,14 +110,17 @@ impl CycleShared {
         let lo = page.max(o.addr + WORD);
         let hi = (page + PAGE_SIZE).min(o.slots_end);
         let comp = self.compactor();
-        let mut a = lo;
-        while a < hi {
-            let f = from + (a - page);
+        let (lo, hi) = (from + (lo - page), from + (hi.max(lo) - page));
+        // Two passes: start loading every slot's forwarding entries, then
+        // rewrite (the lookups miss the cache; this overlaps the misses).
+        for f in (lo..hi).step_by(WORD) {
+            comp.prefetch_ref(load_word(f));
+        }
+        for f in (lo..hi).step_by(WORD) {
             let v = load_word(f);
             if v != 0 {
                 store_word(f, comp.forward_ref(v));
             }
-            a += WORD;
         }
         from
     }
