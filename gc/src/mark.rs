@@ -555,6 +555,8 @@ mod split_tests {
     use super::*;
     use crate::object::{store_word, Layout};
     use crate::space::{LargeObjectSpace, MovingSpace, Tlab};
+    use proptest::prelude::*;
+    use std::collections::VecDeque;
     use std::sync::OnceLock;
 
     /// A heap to mark by hand: a moving space handed out as one block, a
@@ -783,5 +785,184 @@ mod split_tests {
             }
         }
         panic!("one worker scanned every slice in 10 runs: {per_worker:?}");
+    }
+
+    /// A node of a random graph.
+    #[derive(Clone, Debug)]
+    struct Node {
+        /// Reference slots.
+        refs: usize,
+        /// In the large-object space.
+        large: bool,
+        /// A record (with junk data after its fields) rather than an array.
+        record: bool,
+    }
+
+    /// Slot counts around the slice size, and some anywhere below 3000.
+    fn big_refs() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            prop::sample::select(vec![0usize, 1, 511, 512, 513, 1023, 1024, 1025, 1536, 2049]),
+            0usize..3000,
+        ]
+    }
+
+    fn graph() -> impl Strategy<Value = Vec<Node>> {
+        let small = (0usize..4, any::<bool>()).prop_map(|(refs, record)| Node {
+            refs,
+            large: false,
+            record,
+        });
+        let big =
+            (big_refs(), any::<bool>(), any::<bool>()).prop_map(|(refs, large, record)| Node {
+                refs,
+                large,
+                record,
+            });
+        (
+            prop::collection::vec(small, 1..200),
+            prop::collection::vec(big, 1..6),
+        )
+            .prop_map(|(mut s, b)| {
+                s.extend(b);
+                s
+            })
+    }
+
+    /// Builds `nodes` with random edges (each slot null with probability
+    /// `null_pct`%) and random roots, marks with `threads` workers and
+    /// compares everything with a sequential BFS over the model.
+    fn check_against_bfs(
+        nodes: &[Node],
+        seed: u64,
+        null_pct: u64,
+        roots_n: usize,
+        threads: usize,
+    ) -> Result<(), TestCaseError> {
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let layout = |n: &Node| {
+            if n.record {
+                Layout::record(0, n.refs, 24).unwrap()
+            } else {
+                Layout::ref_array(0, n.refs).unwrap()
+            }
+        };
+        let moving: usize = nodes
+            .iter()
+            .filter(|n| !n.large)
+            .map(|n| layout(n).size())
+            .sum();
+        let mut h = TestHeap::new(moving);
+        let addrs: Vec<usize> = nodes
+            .iter()
+            .map(|n| {
+                let l = layout(n);
+                let a = if n.large {
+                    h.alloc_large(&l)
+                } else {
+                    h.alloc(&l)
+                };
+                if n.record {
+                    for d in 0..3 {
+                        store_word(a + WORD * (1 + n.refs + d), 0xbad0_0000_0000 | d as u64);
+                    }
+                }
+                a
+            })
+            .collect();
+        let mut edges: Vec<Vec<Option<usize>>> = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let e: Vec<Option<usize>> = (0..n.refs)
+                .map(|_| {
+                    let r = next();
+                    (r % 100 >= null_pct).then(|| (r >> 8) as usize % nodes.len())
+                })
+                .collect();
+            for (k, t) in e.iter().enumerate() {
+                if let Some(t) = t {
+                    h.set_ref(addrs[i], k, addrs[*t]);
+                }
+            }
+            edges.push(e);
+        }
+        let roots: Vec<usize> = (0..roots_n)
+            .map(|_| next() as usize % nodes.len())
+            .collect();
+
+        // The reference: a sequential BFS over the model.
+        let mut reached = vec![false; nodes.len()];
+        let mut queue: VecDeque<usize> = VecDeque::new();
+        for &r in &roots {
+            if !reached[r] {
+                reached[r] = true;
+                queue.push_back(r);
+            }
+        }
+        while let Some(i) = queue.pop_front() {
+            for &t in edges[i].iter().flatten() {
+                if !reached[t] {
+                    reached[t] = true;
+                    queue.push_back(t);
+                }
+            }
+        }
+        let mut want = MarkResult::default();
+        let (mut marks, mut live) = (vec![0u64; h.marks.len()], vec![0u64; h.live.len()]);
+        let mut large = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if n.large {
+                large.push((addrs[i], reached[i]));
+            }
+            if !reached[i] {
+                continue;
+            }
+            if n.refs > SLICE_REFS {
+                want.slices += n.refs.div_ceil(SLICE_REFS);
+            }
+            if n.large {
+                want.large_objects += 1;
+                continue;
+            }
+            let size = layout(n).size();
+            want.objects += 1;
+            want.bytes += size;
+            let w = (addrs[i] - h.space.start()) / WORD;
+            marks[w / CHUNK_WORDS] |= 1 << (w % CHUNK_WORDS);
+            for w in w..w + size / WORD {
+                live[w / CHUNK_WORDS] |= 1 << (w % CHUNK_WORDS);
+            }
+        }
+        large.sort_unstable();
+
+        let root_addrs: Vec<usize> = roots.iter().map(|&r| addrs[r]).collect();
+        let (r, w, got) = h.mark(&root_addrs, threads);
+        prop_assert_eq!(sum(r, &w), want);
+        prop_assert!(got.marks == marks, "mark bits differ from the BFS");
+        prop_assert!(got.live == live, "live-word bits differ from the BFS");
+        prop_assert_eq!(got.large, large);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Marking random graphs with big objects of sizes around the
+        /// slice size, with 1 to 4 workers, marks exactly what a
+        /// sequential BFS reaches, and counts it the same.
+        #[test]
+        fn marks_match_a_sequential_bfs(
+            nodes in graph(),
+            seed in any::<u64>(),
+            null_pct in 0u64..60,
+            roots_n in 1usize..4,
+            threads in 1usize..=4,
+        ) {
+            check_against_bfs(&nodes, seed, null_pct, roots_n, threads)?;
+        }
     }
 }
