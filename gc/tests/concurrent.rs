@@ -18,7 +18,9 @@ use std::sync::{Arc, Barrier};
 use movegc_gc::concurrent::{FaultMode, Injection};
 use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, ObjRef, Strategy};
 
-const NODE: u16 = 7;
+mod common;
+use common::{checksum, node_layout, SwapArrays, Swapper, NODE};
+
 const SLOTS_PER_THREAD: usize = 32;
 
 fn uffd_ok() -> bool {
@@ -29,15 +31,6 @@ fn uffd_ok() -> bool {
             false
         }
     }
-}
-
-fn checksum(id: u64, value: u64) -> u64 {
-    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ value).rotate_left(17)
-}
-
-fn node_layout() -> Layout {
-    // next, id, value, checksum
-    Layout::record(NODE, 1, 24).unwrap()
 }
 
 fn make_list(m: &mut movegc_gc::MutatorContext, slot: usize, len: usize, base: u64) {
@@ -559,140 +552,12 @@ fn nodes_moved_during_concurrent_marking_survive() {
         ..Default::default()
     })
     .unwrap();
-    let (a_id, b_id) = {
-        let mut m = heap.attach().unwrap();
-        let arr = Layout::ref_array(1, N).unwrap();
-        let a = m.alloc(&arr).unwrap();
-        // SAFETY: `a` was just allocated.
-        unsafe { m.roots().push(Some(a)) };
-        let b = m.alloc(&arr).unwrap();
-        // SAFETY: `b` was just allocated.
-        unsafe { m.roots().push(Some(b)) };
-        for (k, which) in [(0u64, 0usize), (1, 1)] {
-            for i in 0..N {
-                let id = k << 32 | i as u64;
-                // SAFETY: a null slot.
-                unsafe { m.roots().push(None) };
-                // The node's chain, built back to front, then the node.
-                for t in 0..TAIL as u64 {
-                    let c = m.alloc(&node_layout()).unwrap();
-                    // SAFETY: `c` was just allocated and `prev` read from a
-                    // root slot; `c` then lives in the root slot.
-                    unsafe {
-                        c.write_u64(0, id ^ (t << 48)).unwrap();
-                        c.write_u64(16, checksum(id ^ (t << 48), 0)).unwrap();
-                        let prev = *m.roots().last().unwrap();
-                        m.store_ref(c, 0, prev).unwrap();
-                        *m.roots().last_mut().unwrap() = Some(c);
-                    }
-                }
-                // SAFETY: both read from root slots, no allocation before
-                // the store.
-                unsafe {
-                    let n = m.roots().pop().unwrap().unwrap();
-                    let arr = m.roots()[which].unwrap();
-                    m.store_ref(arr, i, Some(n)).unwrap();
-                }
-            }
-        }
-        // SAFETY: read from the root slots just now.
-        unsafe {
-            let a = m.roots()[0];
-            let b = m.roots()[1];
-            (heap.persistent_new(a), heap.persistent_new(b))
-        }
-    };
-    let check = |m: &mut movegc_gc::MutatorContext| {
-        let a = heap.persistent_get(a_id).unwrap();
-        let b = heap.persistent_get(b_id).unwrap();
-        let mut seen = vec![false; 2 * N];
-        for arr in [a, b] {
-            for i in 0..N {
-                // SAFETY: `arr` was read from a persistent slot by this
-                // running mutator (`m`, borrowed, reaches no safepoint).
-                let mut c = unsafe { arr.load_ref(i).unwrap() };
-                // SAFETY: as above.
-                let head = unsafe { c.expect("slot emptied").read_u64(0).unwrap() };
-                let id = head ^ ((TAIL as u64 - 1) << 48);
-                let idx = (id >> 32) as usize * N + (id & 0xffff_ffff) as usize;
-                assert!(!seen[idx], "node {id:#x} twice");
-                seen[idx] = true;
-                for t in (0..TAIL as u64).rev() {
-                    let n = c.unwrap_or_else(|| panic!("chain of {id:#x} cut at {t}"));
-                    // SAFETY: as above: no safepoint during the check.
-                    unsafe {
-                        let v = n.read_u64(0).unwrap();
-                        assert_eq!(v, id ^ (t << 48));
-                        assert_eq!(n.read_u64(16).unwrap(), checksum(v, 0));
-                        c = n.load_ref(0).unwrap();
-                    }
-                }
-                assert!(c.is_none());
-            }
-        }
-        assert!(seen.iter().all(|&s| s), "a node was lost");
-        let _ = m;
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let swaps = Arc::new(AtomicUsize::new(0));
-    // The check needs the swapper between two swaps: `hold` asks it to
-    // wait (in a blocking region, so collections go on), `held` says it is.
-    let hold = Arc::new(AtomicBool::new(false));
-    let held = Arc::new(AtomicBool::new(false));
-    let swapper = {
-        let (heap, stop, swaps) = (heap.clone(), stop.clone(), swaps.clone());
-        let (hold, held) = (hold.clone(), held.clone());
-        std::thread::spawn(move || {
-            let mut m = heap.attach().unwrap();
-            let mut x = 0x9E37_79B9_7F4A_7C15u64;
-            while !stop.load(Ordering::Relaxed) {
-                if hold.load(Ordering::Acquire) {
-                    m.blocking(|| {
-                        held.store(true, Ordering::Release);
-                        while hold.load(Ordering::Acquire) {
-                            std::thread::yield_now();
-                        }
-                        held.store(false, Ordering::Release);
-                    });
-                }
-                for _ in 0..64 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let (i, j) = ((x as usize) % N, ((x >> 32) as usize) % N);
-                    // SAFETY: everything is read from the persistent slots
-                    // in this iteration; the safepoint is after the loop.
-                    unsafe {
-                        let a = heap.persistent_get(a_id).unwrap();
-                        let b = heap.persistent_get(b_id).unwrap();
-                        let na = a.load_ref(i).unwrap();
-                        let nb = b.load_ref(j).unwrap();
-                        m.store_ref(b, j, na).unwrap();
-                        m.store_ref(a, i, nb).unwrap();
-                    }
-                    swaps.fetch_add(1, Ordering::Relaxed);
-                }
-                m.safepoint();
-            }
-        })
-    };
+    let arrays = SwapArrays::build(&heap, [N, N], TAIL);
+    let swapper = Swapper::spawn(&arrays);
     let mut m = heap.attach().unwrap();
-    let mut concurrent_marks = 0;
-    for _ in 0..20 {
-        let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
-        if st.initial_pause > std::time::Duration::ZERO {
-            concurrent_marks += 1;
-        }
-        hold.store(true, Ordering::Release);
-        while !held.load(Ordering::Acquire) {
-            std::thread::yield_now();
-        }
-        check(&mut m);
-        hold.store(false, Ordering::Release);
-    }
-    stop.store(true, Ordering::Relaxed);
-    swapper.join().unwrap();
+    let concurrent_marks = arrays.collect_and_check(&mut m, &swapper, 20);
+    let swaps = swapper.stop();
     assert_eq!(concurrent_marks, 20, "every cycle marked concurrently");
-    assert!(swaps.load(Ordering::Relaxed) > 0);
-    eprintln!("{} swaps during 20 cycles", swaps.load(Ordering::Relaxed));
+    assert!(swaps > 0);
+    eprintln!("{swaps} swaps during 20 cycles");
 }
