@@ -62,7 +62,8 @@ pub struct BenchArgs {
     large_refs_entries: Option<Vec<String>>,
     /// Run large-refs at 1M, 2M, 4M, 8M and 12M entries (quick: 250k,
     /// 500k, 1M) instead of one size: how the final pause grows with the
-    /// references held in a large object. Adds about a minute per repeat.
+    /// references held in a large object. About 75 s per repeat on two
+    /// cores (the default's one size: about 35 s).
     #[arg(long)]
     large_refs_sweep: bool,
     /// Output directory (default: target/movegc-bench/<timestamp>).
