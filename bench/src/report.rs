@@ -914,6 +914,8 @@ struct Labels<'a> {
     y: &'a str,
     /// How many x-axis labels to aim for.
     x_ticks: usize,
+    /// Where the legend goes.
+    legend: SeriesLabelPosition,
 }
 
 /// An axis label: integers without decimals, others with at most three
@@ -942,15 +944,56 @@ fn padded(lo: f64, hi: f64, from_zero: bool) -> (f64, f64) {
     }
 }
 
-/// Draws line + point series on a chart with a legend. `log_x` makes the
-/// x axis logarithmic (all x must then be positive).
+/// The axes of a plot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    /// Both linear.
+    Linear,
+    /// Logarithmic x (all x must be positive).
+    LogX,
+    /// Logarithmic y (values at or below zero are drawn at the bottom).
+    LogY,
+}
+
+/// Draws line + point series on a chart with a legend, on the axes of
+/// `scale`.
 fn plot_lines(
     path: &Path,
     labels: &Labels<'_>,
     series: &[Series],
-    log_x: bool,
+    scale: Scale,
     y_range: Option<(f64, f64)>,
 ) -> Result<(), String> {
+    let log_y_range = || {
+        let (lo, hi) = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|&y| y > 0.0)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
+        if lo.is_finite() {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            (0.1, 1.0)
+        }
+    };
+    let clamped: Vec<Series>;
+    let series = if scale == Scale::LogY {
+        let bottom = y_range.unwrap_or_else(log_y_range).0;
+        clamped = series
+            .iter()
+            .map(|s| Series {
+                label: s.label.clone(),
+                strategy: s.strategy.clone(),
+                points: s.points.iter().map(|&(x, y)| (x, y.max(bottom))).collect(),
+                dashed: s.dashed,
+            })
+            .collect();
+        &clamped[..]
+    } else {
+        series
+    };
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (xmin, xmax) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
@@ -1021,7 +1064,7 @@ fn plot_lines(
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(labels.legend.clone())
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 15))
@@ -1029,20 +1072,30 @@ fn plot_lines(
                 .map_err(|e| err(&e))?;
         }};
     }
-    if log_x {
-        let (lo, hi) = if xmax > xmin {
-            (xmin / 1.25, xmax * 1.25)
-        } else {
-            (xmin / 2.0, xmin * 2.0)
-        };
-        draw!(builder
-            .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
-            .map_err(|e| err(&e))?);
-    } else {
-        let (x0, x1) = padded(xmin, xmax, false);
-        draw!(builder
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?);
+    match scale {
+        Scale::LogX => {
+            let (lo, hi) = if xmax > xmin {
+                (xmin / 1.25, xmax * 1.25)
+            } else {
+                (xmin / 2.0, xmin * 2.0)
+            };
+            draw!(builder
+                .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
+                .map_err(|e| err(&e))?);
+        }
+        Scale::LogY => {
+            let (x0, x1) = padded(xmin, xmax, false);
+            let (y0, y1) = y_range.unwrap_or_else(log_y_range);
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(|e| err(&e))?);
+        }
+        Scale::Linear => {
+            let (x0, x1) = padded(xmin, xmax, false);
+            draw!(builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?);
+        }
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -1349,7 +1402,9 @@ fn large_refs_series(results: &[RunRecord]) -> Vec<Series> {
 /// - `final_pause_vs_large_refs.svg`: the `large-refs` workload's final
 ///   pause (ms; p50 over a run's cycles, median over repeats) against the
 ///   references in its large array (millions), one solid line per
-///   strategy, with that strategy's `update_roots` time dashed.
+///   strategy, with that strategy's `update_roots` time dashed; y
+///   logarithmic (stop-the-world's pause, which holds marking and
+///   compaction, is ~15× the concurrent ones').
 pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut written = Vec::new();
@@ -1363,8 +1418,9 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "heap size (MiB)",
             y: "compaction completion time (ms)",
             x_ticks: 10,
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, false, None)?;
+        plot_lines(&path, &labels, &series, Scale::Linear, None)?;
         written.push(path);
     }
 
@@ -1376,8 +1432,9 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "fault stall (µs, log scale)",
             y: "fraction of faults stalled ≤ x",
             x_ticks: 20,
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, true, Some((0.0, 1.02)))?;
+        plot_lines(&path, &labels, &series, Scale::LogX, Some((0.0, 1.02)))?;
         written.push(path);
     }
 
@@ -1391,8 +1448,9 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "cycle index",
             y: "pause (ms)",
             x_ticks: cycles.clamp(2, 12),
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, false, None)?;
+        plot_lines(&path, &labels, &series, Scale::Linear, None)?;
         written.push(path);
     }
 
@@ -1402,10 +1460,11 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
         let labels = Labels {
             title: "Final pause vs large-object references (large-refs, median over repeats)",
             x: "references in the large array (millions)",
-            y: "final pause, update_roots dashed (ms, p50 over cycles)",
+            y: "final pause, update_roots dashed (ms, p50 over cycles, log scale)",
             x_ticks: 12,
+            legend: SeriesLabelPosition::LowerRight,
         };
-        plot_lines(&path, &labels, &series, false, None)?;
+        plot_lines(&path, &labels, &series, Scale::LogY, None)?;
         written.push(path);
     }
     Ok(written)
