@@ -109,6 +109,15 @@ pub struct CycleRecord {
     /// a concurrent cycle).
     #[serde(default)]
     pub update_roots_ms: f64,
+    /// Chunk offsets, dense prefix, page-start table and fillers, ms:
+    /// inside the pause (the final one of a concurrent cycle), growing
+    /// with the heap.
+    #[serde(default)]
+    pub prepare_ms: f64,
+    /// Waiting for every mutator to reach a safepoint, summed over the
+    /// cycle's pauses, ms (included in them).
+    #[serde(default)]
+    pub time_to_safepoint_ms: f64,
     /// Pages of the dense prefix updated in place instead of compacted.
     #[serde(default)]
     pub dense_pages: usize,
@@ -136,6 +145,8 @@ impl CycleRecord {
             faults: c.faults,
             fault_stall_p99_us: c.fault_stall_quantile_us(0.99) as f64,
             update_roots_ms: ms(c.update_roots),
+            prepare_ms: ms(c.prepare),
+            time_to_safepoint_ms: ms(c.time_to_safepoint),
             dense_pages: c.dense_pages,
             large_objects_live: c.large_objects_live,
         }

@@ -635,8 +635,9 @@ const LARGE_REFS_TITLE: &str = "Final pause vs large-object references (large-re
 const LARGE_REFS_NOTE: &str = "Per (array size, strategy), medians over repeats of: the final \
 pause (the one holding the flip and `update_roots`; a stop-the-world cycle's only pause) p50 and \
 max over the run's cycles, `update_roots` (rewriting the roots and every live large object's \
-references, inside that pause) p50 and max, the remark p50, and per-cycle means of the \
-compaction time, the pages compacted and the dense-prefix pages left in place.";
+references, inside that pause) p50 and max, the p50 of prepare (forwarding tables, in the \
+same pause, growing with the heap) and of the remark, and per-cycle means of the compaction \
+time, the pages compacted and the dense-prefix pages left in place.";
 
 /// `rows` under `headers`, columns aligned (the first `left` columns to
 /// the left, the others to the right), one line each.
@@ -1264,6 +1265,7 @@ struct LargeRefsRow {
     final_max: f64,
     update_roots_p50: f64,
     update_roots_max: f64,
+    prepare_p50: f64,
     remark_p50: f64,
     compaction_per_cycle: f64,
     pages_compacted_per_cycle: f64,
@@ -1296,6 +1298,9 @@ fn large_refs_rows(results: &[RunRecord]) -> Vec<LargeRefsRow> {
                 final_max: med(&|r| r.final_pause_ms.max),
                 update_roots_p50: med(&|r| r.update_roots_ms.p50),
                 update_roots_max: med(&|r| r.update_roots_ms.max),
+                prepare_p50: med(&|r| {
+                    median(&r.per_cycle.iter().map(|c| c.prepare_ms).collect::<Vec<_>>())
+                }),
                 remark_p50: med(&|r| {
                     median(&r.per_cycle.iter().map(|c| c.remark_ms).collect::<Vec<_>>())
                 }),
@@ -1319,12 +1324,13 @@ fn count_text(n: usize) -> String {
 }
 
 /// Column headers of the large-refs table.
-const LARGE_REFS_HEADERS: [&str; 9] = [
+const LARGE_REFS_HEADERS: [&str; 10] = [
     "entries",
     "strategy",
     "n",
     "final pause ms p50/max",
     "update_roots ms p50/max",
+    "prepare ms p50",
     "remark ms p50",
     "compaction ms/cycle",
     "pages compacted/cycle",
@@ -1332,7 +1338,7 @@ const LARGE_REFS_HEADERS: [&str; 9] = [
 ];
 
 /// The cells of the large-refs table.
-fn large_refs_cells(rows: &[LargeRefsRow]) -> Vec<[String; 9]> {
+fn large_refs_cells(rows: &[LargeRefsRow]) -> Vec<[String; 10]> {
     rows.iter()
         .map(|r| {
             [
@@ -1341,6 +1347,7 @@ fn large_refs_cells(rows: &[LargeRefsRow]) -> Vec<[String; 9]> {
                 r.runs.to_string(),
                 format!("{:.2}/{:.2}", r.final_p50, r.final_max),
                 format!("{:.2}/{:.2}", r.update_roots_p50, r.update_roots_max),
+                format!("{:.2}", r.prepare_p50),
                 format!("{:.2}", r.remark_p50),
                 format!("{:.1}", r.compaction_per_cycle),
                 format!("{:.0}", r.pages_compacted_per_cycle),

@@ -70,6 +70,7 @@ fn large_refs(strategy: &str, entries: usize, repeat: usize, final_ms: f64) -> R
             strategy: strategy.into(),
             pause_ms: final_ms + i as f64,
             update_roots_ms: 0.8 * (final_ms + i as f64),
+            prepare_ms: 0.1 * final_ms,
             compaction_ms: 10.0,
             pages_compacted: 100,
             dense_pages: if strategy == STW { 50 } else { 0 },
@@ -404,6 +405,7 @@ fn large_refs_table_in_text_and_markdown() {
     assert_eq!(table.len(), 2 + 9, "{t}");
     assert!(table[0].contains("final pause ms p50/max"), "{t}");
     assert!(table[0].contains("update_roots ms p50/max"), "{t}");
+    assert!(table[0].contains("prepare ms p50"), "{t}");
     // Ordered by size, then MOVE, COPY, STW; medians over the 2 repeats:
     // MOVE at 4M has final p50 81 and 82 -> 81.50, max 82 and 83 -> 82.50.
     let move_4m = table
@@ -429,7 +431,9 @@ fn large_refs_table_in_text_and_markdown() {
         "{md}"
     );
     assert!(
-        md.contains(&format!("| 4M | {MOVE} | 2 | 81.50/82.50 | 65.20/66.00 |")),
+        md.contains(&format!(
+            "| 4M | {MOVE} | 2 | 81.50/82.50 | 65.20/66.00 | 8.05 |"
+        )),
         "{md}"
     );
     // No large-refs records, no table.
