@@ -132,8 +132,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// The default suite (`quick = false`, about two minutes on two cores)
-    /// or the smoke suite.
+    /// The default suite (`quick = false`, about two and a half minutes on
+    /// two cores, one of them `large-refs`) or the smoke suite.
     pub fn new(quick: bool) -> Options {
         Options {
             quick,
