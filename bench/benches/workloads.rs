@@ -9,7 +9,7 @@
 //! ```
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use movegc_bench::{binary_trees, fragmenter, gcbench, threads};
+use movegc_bench::{binary_trees, fragmenter, gcbench, lrefs, threads};
 use movegc_gc::concurrent::FaultMode;
 use movegc_gc::Strategy;
 
@@ -21,7 +21,7 @@ const STRATEGIES: [Strategy; 3] = [
 
 fn bench(c: &mut Criterion) {
     type Run = Box<dyn Fn(Strategy) -> Result<movegc_bench::record::WorkloadOutput, String>>;
-    let workloads: [(&str, Run); 4] = [
+    let workloads: [(&str, Run); 5] = [
         (
             "fragmenter",
             Box::new(|s| fragmenter::run(&fragmenter::Params::quick(), s, FaultMode::Sigbus)),
@@ -39,6 +39,10 @@ fn bench(c: &mut Criterion) {
         (
             "threads",
             Box::new(|s| threads::run(&threads::Params::quick(), s, FaultMode::Sigbus)),
+        ),
+        (
+            "large-refs",
+            Box::new(|s| lrefs::run(&lrefs::Params::quick(), s, FaultMode::Sigbus)),
         ),
     ];
     for (name, run) in &workloads {

@@ -7,6 +7,7 @@ pub mod child;
 pub mod compact;
 pub mod fragmenter;
 pub mod gcbench;
+pub mod lrefs;
 pub mod record;
 pub mod report;
 pub mod suite;

@@ -104,6 +104,26 @@ pub struct CycleRecord {
     pub faults: usize,
     /// Fault stall p99, microseconds.
     pub fault_stall_p99_us: f64,
+    /// Updating the roots and the live large objects' references (and
+    /// sweeping the large objects), ms: inside the pause (the final one of
+    /// a concurrent cycle).
+    #[serde(default)]
+    pub update_roots_ms: f64,
+    /// Chunk offsets, dense prefix, page-start table and fillers, ms:
+    /// inside the pause (the final one of a concurrent cycle), growing
+    /// with the heap.
+    #[serde(default)]
+    pub prepare_ms: f64,
+    /// Waiting for every mutator to reach a safepoint, summed over the
+    /// cycle's pauses, ms (included in them).
+    #[serde(default)]
+    pub time_to_safepoint_ms: f64,
+    /// Pages of the dense prefix updated in place instead of compacted.
+    #[serde(default)]
+    pub dense_pages: usize,
+    /// Live large objects.
+    #[serde(default)]
+    pub large_objects_live: usize,
 }
 
 impl CycleRecord {
@@ -124,6 +144,11 @@ impl CycleRecord {
             pages_copied: c.pages_copied,
             faults: c.faults,
             fault_stall_p99_us: c.fault_stall_quantile_us(0.99) as f64,
+            update_roots_ms: ms(c.update_roots),
+            prepare_ms: ms(c.prepare),
+            time_to_safepoint_ms: ms(c.time_to_safepoint),
+            dense_pages: c.dense_pages,
+            large_objects_live: c.large_objects_live,
         }
     }
 }
@@ -165,8 +190,8 @@ impl ProcessUsage {
 /// docs; `docs/benchmarks.md` documents each field.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// Workload name (`compact`, `fragmenter`, `binary-trees`, `gcbench`,
-    /// `threads`).
+    /// Workload name (`compact`, `compact-mutators`, `fragmenter`,
+    /// `binary-trees`, `gcbench`, `threads`, `large-refs`).
     pub workload: String,
     /// Strategy asked for (`concurrent-move`, `concurrent-copy`,
     /// `stop-the-world`).
@@ -195,6 +220,15 @@ pub struct RunRecord {
     /// Pause p50 / p99 / max over all pauses (a cycle with concurrent
     /// marking has two), ms.
     pub pause_ms: Quantiles,
+    /// p50 / p99 / max over cycles of the pause that holds the flip and
+    /// `update_roots` (the final pause of a concurrent cycle, the only one
+    /// of a stop-the-world cycle), ms.
+    #[serde(default)]
+    pub final_pause_ms: Quantiles,
+    /// `update_roots` p50 / p99 / max over cycles, ms (see
+    /// [`CycleRecord::update_roots_ms`]).
+    #[serde(default)]
+    pub update_roots_ms: Quantiles,
     /// To-space pages compacted (sum).
     pub pages_compacted: usize,
     /// Pages installed with `UFFDIO_MOVE` (sum).
@@ -298,6 +332,13 @@ impl RunRecord {
             mark_ms: cycles.iter().map(|c| ms(c.mark)).sum(),
             flip_ms: Quantiles::of(&flips),
             pause_ms: Quantiles::of(&pauses),
+            final_pause_ms: Quantiles::of(&cycles.iter().map(|c| ms(c.pause)).collect::<Vec<_>>()),
+            update_roots_ms: Quantiles::of(
+                &cycles
+                    .iter()
+                    .map(|c| ms(c.update_roots))
+                    .collect::<Vec<_>>(),
+            ),
             pages_compacted: sum(|c| c.pages_compacted),
             pages_moved: sum(|c| c.pages_moved),
             pages_copied: sum(|c| c.pages_copied),
@@ -347,6 +388,7 @@ mod tests {
             pause: Duration::from_millis(pause_ms),
             compaction: Duration::from_millis(10),
             flip: Duration::from_micros(300),
+            update_roots: Duration::from_millis(pause_ms / 2),
             pages_moved: moved,
             faults: stalls.len(),
             fault_stall_us: Some(movegc_gc::stats::Stalls(h)),
@@ -396,6 +438,9 @@ mod tests {
         assert_eq!(r.compaction_ms, 30.0);
         assert_eq!(r.pause_ms.max, 4.0);
         assert_eq!(r.pause_ms.p50, 3.0);
+        assert_eq!(r.final_pause_ms.max, 4.0);
+        assert_eq!(r.update_roots_ms.p50, 1.0);
+        assert_eq!(r.per_cycle[1].update_roots_ms, 2.0);
         assert_eq!(r.fault_stall_us.max, 1000.0);
         assert!(r.fault_stall_us.p50 >= 19.0 && r.fault_stall_us.p50 <= 20.0);
         let last = r.fault_stall_cdf.last().unwrap();

@@ -24,7 +24,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::median;
-use crate::record::RunRecord;
+use crate::record::{CycleRecord, RunRecord};
 
 /// `RunRecord::strategy` of concurrent MOVE.
 pub const MOVE: &str = "concurrent-move";
@@ -628,10 +628,57 @@ fn summary_lines(s: &Summary) -> Vec<String> {
     lines
 }
 
+/// Heading of the large-refs table.
+const LARGE_REFS_TITLE: &str = "Final pause vs large-object references (large-refs)";
+
+/// What the large-refs table's columns are, under its markdown heading.
+const LARGE_REFS_NOTE: &str = "Per (array size, strategy), medians over repeats of: the final \
+pause (the one holding the flip and `update_roots`; a stop-the-world cycle's only pause) p50 and \
+max over the run's cycles, `update_roots` (rewriting the roots and every live large object's \
+references, inside that pause) p50 and max, the p50 of prepare (forwarding tables, in the \
+same pause, growing with the heap) and of the remark, and per-cycle means of the compaction \
+time, the pages compacted and the dense-prefix pages left in place.";
+
+/// `rows` under `headers`, columns aligned (the first `left` columns to
+/// the left, the others to the right), one line each.
+fn aligned<const N: usize>(headers: &[&str; N], rows: &[[String; N]], left: usize) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .chain([headers[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = " ".repeat(widths[i] - c.chars().count());
+                if i < left {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        parts.join("  ").trim_end().to_string() + "\n"
+    };
+    let mut out = line(&headers.map(str::to_string));
+    out += &line(&widths.iter().map(|&w| "-".repeat(w)).collect::<Vec<_>>());
+    for row in rows {
+        out += &line(row);
+    }
+    out
+}
+
 /// The terminal view of a report: an aligned table (one row per workload,
 /// parameters and strategy; medians over repeats; `params` shows only the
 /// parameters that differ within the workload, the others follow the
-/// table), then the summary with each target marked met / missed.
+/// table), the large-refs table if there are `large-refs` records, then
+/// the summary with each target marked met / missed.
 pub fn text_table(r: &Report) -> String {
     let (rows, fell_back) = table_rows(&r.results);
     let width = |i: usize| {
@@ -676,6 +723,11 @@ pub fn text_table(r: &Report) -> String {
             let _ = writeln!(out, "{w}: {p}");
         }
     }
+    let cells = large_refs_cells(&large_refs_rows(&r.results));
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n{LARGE_REFS_TITLE}:");
+        out.push_str(&aligned(&LARGE_REFS_HEADERS, &cells, 2));
+    }
     let _ = writeln!(out);
     for l in summary_lines(&r.summary) {
         let _ = writeln!(out, "{l}");
@@ -688,8 +740,9 @@ fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('*', "\\*")
 }
 
-/// `report.md`: the meta, the results table, the summary and `plots` as
-/// image links. Links use each plot's file name, so `report.md` belongs in
+/// `report.md`: the meta, the results table, the large-refs table (final
+/// pause vs large-object references, if there are `large-refs` records),
+/// the summary and `plots` as image links. Links use each plot's file name, so `report.md` belongs in
 /// the directory the plots were written to.
 pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
     let m = &r.meta;
@@ -751,6 +804,20 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
         for (w, p) in common {
             let p = if p.is_empty() { "-".into() } else { p };
             let _ = writeln!(out, "- `{w}`: `{p}`");
+        }
+    }
+    let cells = large_refs_cells(&large_refs_rows(&r.results));
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n## {LARGE_REFS_TITLE}\n");
+        let _ = writeln!(out, "{LARGE_REFS_NOTE}\n");
+        let _ = writeln!(out, "| {} |", LARGE_REFS_HEADERS.join(" | "));
+        let aligns: Vec<&str> = (0..LARGE_REFS_HEADERS.len())
+            .map(|i| if i == 1 { "---" } else { "---:" })
+            .collect();
+        let _ = writeln!(out, "| {} |", aligns.join(" | "));
+        for row in &cells {
+            let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+            let _ = writeln!(out, "| {} |", cells.join(" | "));
         }
     }
     let _ = writeln!(out, "\n## Summary\n");
@@ -832,11 +899,13 @@ fn strategy_color(s: &str) -> RGBColor {
 /// Plot size, pixels.
 const PLOT_SIZE: (u32, u32) = (900, 560);
 
-/// One plotted series: legend label, strategy (for the colour) and points.
+/// One plotted series: legend label, strategy (for the colour), points,
+/// and whether it is drawn dashed (a secondary measure of the strategy).
 struct Series {
     label: String,
     strategy: String,
     points: Vec<(f64, f64)>,
+    dashed: bool,
 }
 
 /// Texts of a plot.
@@ -846,6 +915,8 @@ struct Labels<'a> {
     y: &'a str,
     /// How many x-axis labels to aim for.
     x_ticks: usize,
+    /// Where the legend goes.
+    legend: SeriesLabelPosition,
 }
 
 /// An axis label: integers without decimals, others with at most three
@@ -874,15 +945,56 @@ fn padded(lo: f64, hi: f64, from_zero: bool) -> (f64, f64) {
     }
 }
 
-/// Draws line + point series on a chart with a legend. `log_x` makes the
-/// x axis logarithmic (all x must then be positive).
+/// The axes of a plot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scale {
+    /// Both linear.
+    Linear,
+    /// Logarithmic x (all x must be positive).
+    LogX,
+    /// Logarithmic y (values at or below zero are drawn at the bottom).
+    LogY,
+}
+
+/// Draws line + point series on a chart with a legend, on the axes of
+/// `scale`.
 fn plot_lines(
     path: &Path,
     labels: &Labels<'_>,
     series: &[Series],
-    log_x: bool,
+    scale: Scale,
     y_range: Option<(f64, f64)>,
 ) -> Result<(), String> {
+    let log_y_range = || {
+        let (lo, hi) = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.1))
+            .filter(|&y| y > 0.0)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+                (a.min(y), b.max(y))
+            });
+        if lo.is_finite() {
+            (lo / 1.5, hi * 1.5)
+        } else {
+            (0.1, 1.0)
+        }
+    };
+    let clamped: Vec<Series>;
+    let series = if scale == Scale::LogY {
+        let bottom = y_range.unwrap_or_else(log_y_range).0;
+        clamped = series
+            .iter()
+            .map(|s| Series {
+                label: s.label.clone(),
+                strategy: s.strategy.clone(),
+                points: s.points.iter().map(|&(x, y)| (x, y.max(bottom))).collect(),
+                dashed: s.dashed,
+            })
+            .collect();
+        &clamped[..]
+    } else {
+        series
+    };
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (xmin, xmax) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
@@ -915,6 +1027,28 @@ fn plot_lines(
                 .map_err(|e| err(&e))?;
             for s in series {
                 let color = strategy_color(&s.strategy);
+                if s.dashed {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            s.points.iter().copied(),
+                            8,
+                            5,
+                            color.stroke_width(2),
+                        ))
+                        .map_err(|e| err(&e))?
+                        .label(s.label.as_str())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 8, y)], color.stroke_width(2))
+                        });
+                    chart
+                        .draw_series(
+                            s.points
+                                .iter()
+                                .map(|&p| Cross::new(p, 4, color.stroke_width(2))),
+                        )
+                        .map_err(|e| err(&e))?;
+                    continue;
+                }
                 chart
                     .draw_series(LineSeries::new(
                         s.points.iter().copied(),
@@ -931,7 +1065,7 @@ fn plot_lines(
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(labels.legend.clone())
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
                 .label_font(("sans-serif", 15))
@@ -939,20 +1073,30 @@ fn plot_lines(
                 .map_err(|e| err(&e))?;
         }};
     }
-    if log_x {
-        let (lo, hi) = if xmax > xmin {
-            (xmin / 1.25, xmax * 1.25)
-        } else {
-            (xmin / 2.0, xmin * 2.0)
-        };
-        draw!(builder
-            .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
-            .map_err(|e| err(&e))?);
-    } else {
-        let (x0, x1) = padded(xmin, xmax, false);
-        draw!(builder
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?);
+    match scale {
+        Scale::LogX => {
+            let (lo, hi) = if xmax > xmin {
+                (xmin / 1.25, xmax * 1.25)
+            } else {
+                (xmin / 2.0, xmin * 2.0)
+            };
+            draw!(builder
+                .build_cartesian_2d((lo..hi).log_scale(), y0..y1)
+                .map_err(|e| err(&e))?);
+        }
+        Scale::LogY => {
+            let (x0, x1) = padded(xmin, xmax, false);
+            let (y0, y1) = y_range.unwrap_or_else(log_y_range);
+            draw!(builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(|e| err(&e))?);
+        }
+        Scale::Linear => {
+            let (x0, x1) = padded(xmin, xmax, false);
+            draw!(builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?);
+        }
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
@@ -1002,6 +1146,7 @@ fn compaction_series(results: &[RunRecord]) -> Vec<Series> {
                 label: s.to_string(),
                 strategy: s.to_string(),
                 points,
+                dashed: false,
             }
         })
         .collect()
@@ -1055,6 +1200,7 @@ fn stall_cdf_series(results: &[RunRecord]) -> Vec<Series> {
                     .iter()
                     .map(|&[us, q]| (us.max(1.0), q))
                     .collect(),
+                dashed: false,
             })
         })
         .collect()
@@ -1090,10 +1236,157 @@ fn fragmenter_series(results: &[RunRecord]) -> (Vec<Series>, usize) {
                     .enumerate()
                     .map(|(i, c)| (i as f64, c.pause_ms))
                     .collect(),
+                dashed: false,
             })
         })
         .collect();
     (series, first_repeat)
+}
+
+/// Name of the large-refs workload (`RunRecord::workload`).
+pub const LARGE_REFS: &str = "large-refs";
+
+/// The `entries=` value of a parameter string.
+fn entries(params: &str) -> Option<usize> {
+    pairs(params)
+        .into_iter()
+        .find(|(k, _)| *k == "entries")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// One row of the large-refs table: the records of one (array size,
+/// strategy), each value the median over repeats of a per-run value.
+#[derive(Clone, Debug, PartialEq)]
+struct LargeRefsRow {
+    entries: usize,
+    strategy: String,
+    runs: usize,
+    final_p50: f64,
+    final_max: f64,
+    update_roots_p50: f64,
+    update_roots_max: f64,
+    prepare_p50: f64,
+    remark_p50: f64,
+    compaction_per_cycle: f64,
+    pages_compacted_per_cycle: f64,
+    dense_pages_per_cycle: f64,
+}
+
+/// The large-refs rows of `results`, by array size, then MOVE, COPY, STW.
+fn large_refs_rows(results: &[RunRecord]) -> Vec<LargeRefsRow> {
+    let mut by: BTreeMap<(usize, usize, String), Vec<&RunRecord>> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.workload == LARGE_REFS) {
+        if let Some(n) = entries(&r.params) {
+            by.entry((n, strategy_rank(&r.strategy), r.strategy.clone()))
+                .or_default()
+                .push(r);
+        }
+    }
+    by.into_iter()
+        .map(|((entries, _, strategy), recs)| {
+            let med = |f: &dyn Fn(&RunRecord) -> f64| {
+                median(&recs.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let per_cycle = |r: &RunRecord, f: fn(&CycleRecord) -> f64| {
+                r.per_cycle.iter().map(f).sum::<f64>() / r.per_cycle.len().max(1) as f64
+            };
+            LargeRefsRow {
+                entries,
+                strategy,
+                runs: recs.len(),
+                final_p50: med(&|r| r.final_pause_ms.p50),
+                final_max: med(&|r| r.final_pause_ms.max),
+                update_roots_p50: med(&|r| r.update_roots_ms.p50),
+                update_roots_max: med(&|r| r.update_roots_ms.max),
+                prepare_p50: med(&|r| {
+                    median(&r.per_cycle.iter().map(|c| c.prepare_ms).collect::<Vec<_>>())
+                }),
+                remark_p50: med(&|r| {
+                    median(&r.per_cycle.iter().map(|c| c.remark_ms).collect::<Vec<_>>())
+                }),
+                compaction_per_cycle: med(&|r| per_cycle(r, |c| c.compaction_ms)),
+                pages_compacted_per_cycle: med(&|r| per_cycle(r, |c| c.pages_compacted as f64)),
+                dense_pages_per_cycle: med(&|r| per_cycle(r, |c| c.dense_pages as f64)),
+            }
+        })
+        .collect()
+}
+
+/// `n` as `12M`, `250k` or digits (whichever is exact).
+fn count_text(n: usize) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1_000 && n % 1_000 == 0 {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// Column headers of the large-refs table.
+const LARGE_REFS_HEADERS: [&str; 10] = [
+    "entries",
+    "strategy",
+    "n",
+    "final pause ms p50/max",
+    "update_roots ms p50/max",
+    "prepare ms p50",
+    "remark ms p50",
+    "compaction ms/cycle",
+    "pages compacted/cycle",
+    "dense pages/cycle",
+];
+
+/// The cells of the large-refs table.
+fn large_refs_cells(rows: &[LargeRefsRow]) -> Vec<[String; 10]> {
+    rows.iter()
+        .map(|r| {
+            [
+                count_text(r.entries),
+                r.strategy.clone(),
+                r.runs.to_string(),
+                format!("{:.2}/{:.2}", r.final_p50, r.final_max),
+                format!("{:.2}/{:.2}", r.update_roots_p50, r.update_roots_max),
+                format!("{:.2}", r.prepare_p50),
+                format!("{:.2}", r.remark_p50),
+                format!("{:.1}", r.compaction_per_cycle),
+                format!("{:.0}", r.pages_compacted_per_cycle),
+                format!("{:.0}", r.dense_pages_per_cycle),
+            ]
+        })
+        .collect()
+}
+
+/// Series of `final_pause_vs_large_refs.svg`: per strategy, the final
+/// pause (p50 over a run's cycles, median over repeats) against the
+/// array's entries in millions, and `update_roots` the same way (dashed).
+fn large_refs_series(results: &[RunRecord]) -> Vec<Series> {
+    let rows = large_refs_rows(results);
+    let mut strats: Vec<&str> = rows.iter().map(|r| r.strategy.as_str()).collect();
+    strats.sort_by_key(|s| (strategy_rank(s), *s));
+    strats.dedup();
+    let mut out = Vec::new();
+    for s in strats {
+        let mine: Vec<&LargeRefsRow> = rows.iter().filter(|r| r.strategy == s).collect();
+        let points = |f: fn(&LargeRefsRow) -> f64| {
+            mine.iter()
+                .map(|r| (r.entries as f64 / 1e6, f(r)))
+                .collect::<Vec<_>>()
+        };
+        out.push(Series {
+            label: format!("{s}: final pause"),
+            strategy: s.to_string(),
+            points: points(|r| r.final_p50),
+            dashed: false,
+        });
+        out.push(Series {
+            label: format!("{s}: update_roots"),
+            strategy: s.to_string(),
+            points: points(|r| r.update_roots_p50),
+            dashed: true,
+        });
+    }
+    out
 }
 
 /// Writes the plots of `r` into `dir` (created if missing) and returns the
@@ -1113,6 +1406,12 @@ fn fragmenter_series(results: &[RunRecord]) -> (Vec<Series>, usize) {
 ///   would not be one.
 /// - `fragmenter_pauses.svg`: pause (ms) per cycle index of the
 ///   `fragmenter` workload, one line per strategy (its lowest repeat).
+/// - `final_pause_vs_large_refs.svg`: the `large-refs` workload's final
+///   pause (ms; p50 over a run's cycles, median over repeats) against the
+///   references in its large array (millions), one solid line per
+///   strategy, with that strategy's `update_roots` time dashed; y
+///   logarithmic (stop-the-world's pause, which holds marking and
+///   compaction, is ~15× the concurrent ones').
 pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
     fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut written = Vec::new();
@@ -1126,8 +1425,9 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "heap size (MiB)",
             y: "compaction completion time (ms)",
             x_ticks: 10,
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, false, None)?;
+        plot_lines(&path, &labels, &series, Scale::Linear, None)?;
         written.push(path);
     }
 
@@ -1139,8 +1439,9 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "fault stall (µs, log scale)",
             y: "fraction of faults stalled ≤ x",
             x_ticks: 20,
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, true, Some((0.0, 1.02)))?;
+        plot_lines(&path, &labels, &series, Scale::LogX, Some((0.0, 1.02)))?;
         written.push(path);
     }
 
@@ -1154,8 +1455,23 @@ pub fn write_plots(r: &Report, dir: &Path) -> Result<Vec<PathBuf>, String> {
             x: "cycle index",
             y: "pause (ms)",
             x_ticks: cycles.clamp(2, 12),
+            legend: SeriesLabelPosition::UpperLeft,
         };
-        plot_lines(&path, &labels, &series, false, None)?;
+        plot_lines(&path, &labels, &series, Scale::Linear, None)?;
+        written.push(path);
+    }
+
+    let series = large_refs_series(&r.results);
+    if nonempty(&series) {
+        let path = dir.join("final_pause_vs_large_refs.svg");
+        let labels = Labels {
+            title: "Final pause vs large-object references (large-refs, median over repeats)",
+            x: "references in the large array (millions)",
+            y: "final pause, update_roots dashed (ms, p50 over cycles, log scale)",
+            x_ticks: 12,
+            legend: SeriesLabelPosition::LowerRight,
+        };
+        plot_lines(&path, &labels, &series, Scale::LogY, None)?;
         written.push(path);
     }
     Ok(written)

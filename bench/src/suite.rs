@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compact::{self, parse_fault_mode, CompactParams};
 use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
-use crate::{binary_trees, fragmenter, gcbench, threads};
+use crate::{binary_trees, fragmenter, gcbench, lrefs, threads};
 
 /// Environment variable that makes the `movegc` binary run one job.
 pub const JOB_ENV: &str = "MOVEGC_BENCH_JOB";
@@ -42,17 +42,21 @@ pub enum Workload {
     GcBench,
     /// Several mutators allocating and mutating concurrently.
     Threads,
+    /// One large reference array indexing small, mostly long-lived nodes:
+    /// the final pause against the references held in a large object.
+    LargeRefs,
 }
 
 impl Workload {
     /// Every workload, in suite order.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Compact,
         Workload::CompactMutators,
         Workload::Fragmenter,
         Workload::BinaryTrees,
         Workload::GcBench,
         Workload::Threads,
+        Workload::LargeRefs,
     ];
 
     /// Stable name (the `workload` field of results).
@@ -64,6 +68,7 @@ impl Workload {
             Workload::BinaryTrees => "binary-trees",
             Workload::GcBench => "gcbench",
             Workload::Threads => "threads",
+            Workload::LargeRefs => "large-refs",
         }
     }
 
@@ -121,11 +126,14 @@ pub struct Options {
     pub repeat: usize,
     /// Fault modes of `compact-mutators`.
     pub fault_modes: Vec<FaultMode>,
+    /// Reference-array sizes of the `large-refs` workload (one
+    /// configuration each: several make the sweep).
+    pub large_refs_entries: Vec<usize>,
 }
 
 impl Options {
-    /// The default suite (`quick = false`, about two minutes on two cores)
-    /// or the smoke suite.
+    /// The default suite (`quick = false`, about two and a half minutes on
+    /// two cores, one of them `large-refs`) or the smoke suite.
     pub fn new(quick: bool) -> Options {
         Options {
             quick,
@@ -143,7 +151,22 @@ impl Options {
             threads: 2,
             repeat: if quick { 1 } else { 2 },
             fault_modes: vec![FaultMode::Sigbus, FaultMode::HandlerThread],
+            large_refs_entries: vec![if quick {
+                lrefs::Params::quick().entries
+            } else {
+                lrefs::Params::default().entries
+            }],
         }
+    }
+
+    /// Makes `large-refs` a sweep over [`lrefs::SWEEP_ENTRIES`] (with
+    /// `quick`: [`lrefs::SWEEP_ENTRIES_QUICK`]).
+    pub fn large_refs_sweep(&mut self) {
+        self.large_refs_entries = if self.quick {
+            lrefs::SWEEP_ENTRIES_QUICK.to_vec()
+        } else {
+            lrefs::SWEEP_ENTRIES.to_vec()
+        };
     }
 
     /// Checks the options.
@@ -162,6 +185,19 @@ impl Options {
         }
         if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
             return Err("--heap needs at least one size".into());
+        }
+        if self.workloads.contains(&Workload::LargeRefs) {
+            if self.large_refs_entries.is_empty() {
+                return Err("--large-refs-entries needs at least one size".into());
+            }
+            for &entries in &self.large_refs_entries {
+                lrefs::Params {
+                    entries,
+                    ..lrefs::Params::default()
+                }
+                .validate()
+                .map_err(|e| format!("--large-refs-entries: {e}"))?;
+            }
         }
         Ok(())
     }
@@ -230,6 +266,20 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                     ..base
                 };
                 v.push((w, sigbus, p.to_spec()));
+            }
+            Workload::LargeRefs => {
+                let base = if o.quick {
+                    lrefs::Params::quick()
+                } else {
+                    lrefs::Params::default()
+                };
+                for &entries in &o.large_refs_entries {
+                    let p = lrefs::Params {
+                        entries,
+                        ..base.clone()
+                    };
+                    v.push((w, sigbus, p.to_spec()));
+                }
             }
         }
     }
@@ -332,6 +382,10 @@ pub fn run_job(job: &Job) -> Result<RunRecord, String> {
             let p = threads::Params::parse_spec(&job.spec)?;
             run(&|| threads::run(&p, strategy, mode))
         }
+        Workload::LargeRefs => {
+            let p = lrefs::Params::parse_spec(&job.spec)?;
+            run(&|| lrefs::run(&p, strategy, mode))
+        }
     }
 }
 
@@ -387,6 +441,30 @@ mod tests {
         for w in Workload::ALL {
             assert!(jobs.iter().any(|j| j.workload == w.name()), "{w:?} missing");
         }
+    }
+
+    #[test]
+    fn large_refs_sweep_is_one_config_per_size() {
+        let mut o = Options::new(false);
+        o.workloads = vec![Workload::LargeRefs];
+        o.repeat = 1;
+        assert_eq!(plan(&o).len(), 3, "one size, three strategies");
+        o.large_refs_sweep();
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 3 * lrefs::SWEEP_ENTRIES.len());
+        let mut sizes: Vec<usize> = jobs
+            .iter()
+            .map(|j| lrefs::Params::parse_spec(&j.spec).unwrap().entries)
+            .collect();
+        sizes.dedup();
+        assert_eq!(sizes, lrefs::SWEEP_ENTRIES);
+        let mut q = Options::new(true);
+        q.large_refs_sweep();
+        assert_eq!(q.large_refs_entries, lrefs::SWEEP_ENTRIES_QUICK);
+        o.large_refs_entries.clear();
+        assert!(o.validate().is_err());
+        o.large_refs_entries = vec![1];
+        assert!(o.validate().is_err());
     }
 
     #[test]

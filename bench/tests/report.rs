@@ -62,6 +62,60 @@ fn compact_runs(move_ms: &[f64], copy_ms: &[f64]) -> Vec<RunRecord> {
     v
 }
 
+/// A large-refs record of `entries` slots: final pause `final_ms` per
+/// cycle, `update_roots` 80 % of it.
+fn large_refs(strategy: &str, entries: usize, repeat: usize, final_ms: f64) -> RunRecord {
+    let per_cycle: Vec<CycleRecord> = (0..3)
+        .map(|i| CycleRecord {
+            strategy: strategy.into(),
+            pause_ms: final_ms + i as f64,
+            update_roots_ms: 0.8 * (final_ms + i as f64),
+            prepare_ms: 0.1 * final_ms,
+            compaction_ms: 10.0,
+            pages_compacted: 100,
+            dense_pages: if strategy == STW { 50 } else { 0 },
+            large_objects_live: 1,
+            ..Default::default()
+        })
+        .collect();
+    RunRecord {
+        workload: "large-refs".into(),
+        strategy: strategy.into(),
+        strategy_used: strategy.into(),
+        params: format!("entries={entries},rounds=3,replace=0.3,seed=1"),
+        repeat,
+        wall_s: 1.0,
+        cycles: 3,
+        final_pause_ms: Quantiles {
+            p50: final_ms + 1.0,
+            p99: final_ms + 2.0,
+            max: final_ms + 2.0,
+        },
+        update_roots_ms: Quantiles {
+            p50: 0.8 * (final_ms + 1.0),
+            p99: 0.8 * (final_ms + 2.0),
+            max: 0.8 * (final_ms + 2.0),
+        },
+        per_cycle,
+        check: "ok".into(),
+        ..Default::default()
+    }
+}
+
+/// Large-refs records of a sweep: the final pause grows with the entries.
+fn large_refs_sweep() -> Vec<RunRecord> {
+    let mut v = Vec::new();
+    for repeat in 0..2 {
+        for entries in [1_000_000, 2_000_000, 4_000_000] {
+            for (s, per_million) in [(MOVE, 20.0), (COPY, 18.0), (STW, 300.0)] {
+                let ms = per_million * (entries / 1_000_000) as f64 + repeat as f64;
+                v.push(large_refs(s, entries, repeat, ms));
+            }
+        }
+    }
+    v
+}
+
 fn report(results: Vec<RunRecord>) -> Report {
     let meta = Meta {
         command_line: "movegc bench --quick".into(),
@@ -262,6 +316,7 @@ fn plots_are_written() {
         results.push(rec("fragmenter", s, 32, 0, 5.0));
         results.push(rec("fragmenter", s, 32, 1, 5.0));
     }
+    results.extend(large_refs_sweep());
     let dir = plot_dir("all");
     let written = write_plots(&report(results), &dir).unwrap();
     assert_eq!(
@@ -269,8 +324,19 @@ fn plots_are_written() {
         [
             "compaction_vs_heap.svg",
             "fault_stall_cdf.svg",
-            "fragmenter_pauses.svg"
+            "fragmenter_pauses.svg",
+            "final_pause_vs_large_refs.svg"
         ]
+    );
+    assert_svg(
+        &written[3],
+        &[
+            "Final pause vs large-object references",
+            "references in the large array (millions)",
+            "concurrent-move: final pause",
+            "concurrent-move: update_roots",
+            "stop-the-world: final pause",
+        ],
     );
     assert_svg(
         &written[0],
@@ -321,6 +387,59 @@ fn plots_skip_absent_data() {
     let dir = plot_dir("empty");
     assert!(write_plots(&report(Vec::new()), &dir).unwrap().is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn large_refs_table_in_text_and_markdown() {
+    let r = report(large_refs_sweep());
+    let t = text_table(&r);
+    let at = t
+        .find("Final pause vs large-object references (large-refs):")
+        .unwrap_or_else(|| panic!("no large-refs table in\n{t}"));
+    let table: Vec<&str> = t[at..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    // Header, rule, 3 sizes x 3 strategies.
+    assert_eq!(table.len(), 2 + 9, "{t}");
+    assert!(table[0].contains("final pause ms p50/max"), "{t}");
+    assert!(table[0].contains("update_roots ms p50/max"), "{t}");
+    assert!(table[0].contains("prepare ms p50"), "{t}");
+    // Ordered by size, then MOVE, COPY, STW; medians over the 2 repeats:
+    // MOVE at 4M has final p50 81 and 82 -> 81.50, max 82 and 83 -> 82.50.
+    let move_4m = table
+        .iter()
+        .find(|l| l.starts_with("4M") && l.contains(MOVE))
+        .unwrap();
+    assert!(move_4m.contains("81.50/82.50"), "{move_4m}");
+    assert!(move_4m.contains("65.20/66.00"), "{move_4m}");
+    assert!(table[2].starts_with("1M") && table[2].contains(MOVE), "{t}");
+    assert!(
+        table[10].starts_with("4M") && table[10].contains(STW),
+        "{t}"
+    );
+    assert!(
+        table[10].trim_end().ends_with("50"),
+        "dense pages: {}",
+        table[10]
+    );
+
+    let md = markdown(&r, &[]);
+    assert!(
+        md.contains("## Final pause vs large-object references (large-refs)"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!(
+            "| 4M | {MOVE} | 2 | 81.50/82.50 | 65.20/66.00 | 8.05 |"
+        )),
+        "{md}"
+    );
+    // No large-refs records, no table.
+    let plain = report(compact_runs(&[50.0], &[100.0]));
+    assert!(!text_table(&plain).contains("large-refs"));
+    assert!(!markdown(&plain, &[]).contains("large-refs"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! parameter specs must round-trip. The default sizes run in the ignored
 //! `default_sizes` test (`cargo test --release -p movegc-bench --test
 //! workloads -- --ignored --nocapture`), which prints timings; set
-//! `WORKLOAD=fragmenter,threads,..` to run only some workloads,
+//! `WORKLOAD=fragmenter,threads,large-refs,..` to run only some workloads,
 //! `WORKLOAD_BT_N` to change binary-trees' `n` and `WORKLOAD_CYCLES=1` to
 //! print every cycle.
 
@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use movegc::FaultMode;
 use movegc::Strategy;
-use movegc_bench::record::WorkloadOutput;
-use movegc_bench::{binary_trees, fragmenter, gcbench, threads};
+use movegc_bench::record::{RunRecord, WorkloadOutput};
+use movegc_bench::suite::{self, Job};
+use movegc_bench::{binary_trees, fragmenter, gcbench, lrefs, threads};
 
 const STRATEGIES: [Strategy; 3] = [
     Strategy::ConcurrentMove,
@@ -271,6 +272,116 @@ fn binary_trees_check_detects_a_wrong_line() {
 }
 
 // ---------------------------------------------------------------------------
+// large-refs
+
+/// A tiny large-refs run: a 20 000-slot array, 3 rounds.
+fn large_refs_tiny() -> lrefs::Params {
+    lrefs::Params {
+        entries: 20_000,
+        rounds: 3,
+        ..lrefs::Params::quick()
+    }
+}
+
+#[test]
+fn large_refs_tiny_under_every_strategy() {
+    let p = large_refs_tiny();
+    let mut checks = Vec::new();
+    for s in STRATEGIES {
+        let out = lrefs::run(&p, s, FaultMode::Sigbus)
+            .unwrap_or_else(|e| panic!("large-refs {s:?}: {e}"));
+        sane("large-refs", s, &out);
+        assert_eq!(out.cycles.len(), p.rounds, "one collection per round");
+        for c in &out.cycles {
+            assert_eq!(c.trigger, Some(movegc::Trigger::Explicit));
+            assert!(
+                c.large_objects_live >= 1,
+                "the array is a live large object"
+            );
+            assert!(c.update_roots > std::time::Duration::ZERO);
+            assert!(
+                c.update_roots <= c.pause,
+                "update_roots is inside the pause"
+            );
+        }
+        eprintln!("{}", summary("large-refs", s, &out));
+        checks.push(out.check);
+    }
+    // Same parameters, same data: every strategy finds the same digest.
+    assert!(checks.windows(2).all(|w| w[0] == w[1]), "{checks:?}");
+    assert!(checks[0].contains(&format!("{:016x}", lrefs::expected_digest(&p))));
+}
+
+#[test]
+fn large_refs_detects_a_wrong_reference() {
+    for s in [Strategy::ConcurrentMove, Strategy::StopTheWorld] {
+        let e = lrefs::run_corrupted(&large_refs_tiny(), s, FaultMode::Sigbus)
+            .expect_err("a slot pointing at its neighbour's node must fail the verification");
+        assert!(e.contains("verification failed"), "{e}");
+        assert!(e.contains("slot 9999 holds value"), "{e}");
+    }
+}
+
+#[test]
+fn large_refs_runs_as_a_suite_job() {
+    // The path `movegc bench` takes in its child process: spec, run,
+    // record (with the per-cycle update_roots and the final pause).
+    let p = large_refs_tiny();
+    for s in STRATEGIES {
+        let job = Job {
+            workload: suite::Workload::LargeRefs.name().into(),
+            strategy: s.name().into(),
+            fault_mode: "sigbus".into(),
+            spec: p.to_spec(),
+            repeat: 0,
+        };
+        let r: RunRecord = suite::run_job(&job).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+        assert_eq!(r.workload, "large-refs");
+        assert_eq!(r.cycles, p.rounds);
+        assert_eq!(r.per_cycle.len(), p.rounds);
+        assert!(r.per_cycle.iter().all(|c| c.update_roots_ms > 0.0
+            && c.update_roots_ms + c.prepare_ms <= c.pause_ms
+            && c.large_objects_live >= 1));
+        assert!(r.final_pause_ms.p50 > 0.0 && r.final_pause_ms.p50 <= r.final_pause_ms.max);
+        assert!(r.update_roots_ms.max <= r.final_pause_ms.max);
+        assert!(r.check.contains("digest"), "{}", r.check);
+    }
+    let bad = Job {
+        workload: "large-refs".into(),
+        strategy: "stw".into(),
+        fault_mode: "sigbus".into(),
+        spec: "entries=1".into(),
+        repeat: 0,
+    };
+    assert!(suite::run_job(&bad).unwrap_err().contains("entries"));
+}
+
+#[test]
+fn large_refs_spec_round_trips() {
+    for p in [
+        lrefs::Params::default(),
+        lrefs::Params::quick(),
+        lrefs::Params {
+            entries: 777,
+            rounds: 9,
+            replace: 0.125,
+            seed: 3,
+        },
+    ] {
+        assert_eq!(lrefs::Params::parse_spec(&p.to_spec()), Ok(p));
+    }
+    assert_eq!(lrefs::Params::parse_spec(""), Ok(lrefs::Params::default()));
+    assert_eq!(
+        lrefs::Params::parse_spec("entries=4M").map(|p| p.entries),
+        Ok(4_000_000)
+    );
+    assert!(lrefs::Params::parse_spec("replace=1").is_err());
+    assert!(lrefs::Params::parse_spec("rounds=0").is_err());
+    assert!(lrefs::Params::parse_spec("entries=x").is_err());
+    assert!(lrefs::Params::parse_spec("nodes=3").is_err());
+}
+
+// ---------------------------------------------------------------------------
 // default sizes, timed
 
 /// Runs `f` for every strategy and prints the timing.
@@ -336,6 +447,11 @@ fn default_sizes() {
     if want("gcbench") {
         timed("gcbench", |s| {
             gcbench::run(&gcbench::Params::default(), s, FaultMode::Sigbus)
+        });
+    }
+    if want("large-refs") {
+        timed("large-refs", |s| {
+            lrefs::run(&lrefs::Params::default(), s, FaultMode::Sigbus)
         });
     }
 }

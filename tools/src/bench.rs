@@ -31,7 +31,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Workloads to run, comma-separated (compact, compact-mutators,
-    /// fragmenter, binary-trees, gcbench, threads). Default: all.
+    /// fragmenter, binary-trees, gcbench, threads, large-refs). Default:
+    /// all.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Strategies to compare, comma-separated (move, copy, stw).
@@ -54,6 +55,17 @@ pub struct BenchArgs {
     /// handler-thread). Default: both.
     #[arg(long, value_delimiter = ',')]
     fault_modes: Option<Vec<String>>,
+    /// Reference-array sizes of the large-refs workload, comma-separated,
+    /// with an optional k or M suffix (default 12M; quick 1M). Several
+    /// sizes make a sweep: the final_pause_vs_large_refs plot.
+    #[arg(long, value_delimiter = ',', conflicts_with = "large_refs_sweep")]
+    large_refs_entries: Option<Vec<String>>,
+    /// Run large-refs at 1M, 2M, 4M, 8M and 12M entries (quick: 250k,
+    /// 500k, 1M) instead of one size: how the final pause grows with the
+    /// references held in a large object. About 75 s per repeat on two
+    /// cores (the default's one size: about 35 s).
+    #[arg(long)]
+    large_refs_sweep: bool,
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -148,6 +160,15 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     }
     if let Some(r) = a.repeat {
         o.repeat = r;
+    }
+    if a.large_refs_sweep {
+        o.large_refs_sweep();
+    }
+    if let Some(e) = &a.large_refs_entries {
+        o.large_refs_entries = e
+            .iter()
+            .map(|s| movegc_bench::lrefs::parse_count(s))
+            .collect::<Result<_, _>>()?;
     }
     o.validate()?;
     Ok(o)

@@ -31,7 +31,7 @@ enum Command {
         json: bool,
     },
     /// Run the MOVE-vs-COPY benchmark suite: table, results.json, report.md, plots.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() {

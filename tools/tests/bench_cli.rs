@@ -75,6 +75,7 @@ fn quick_json_suite_is_complete_and_consistent() {
         "binary-trees",
         "gcbench",
         "threads",
+        "large-refs",
     ];
     for w in workloads {
         assert!(
@@ -104,6 +105,12 @@ fn quick_json_suite_is_complete_and_consistent() {
         assert!(f(r, "peak_rss_bytes") > 0.0);
         assert!(f(r, "cycles") >= 1.0, "every run collects: {r}");
         quantiles_ordered(r, "pause_ms");
+        quantiles_ordered(r, "final_pause_ms");
+        quantiles_ordered(r, "update_roots_ms");
+        assert!(
+            f(&r["update_roots_ms"], "max") <= f(&r["final_pause_ms"], "max"),
+            "update_roots is part of the final pause: {r}"
+        );
         quantiles_ordered(r, "fault_stall_us");
         assert_eq!(
             r["per_cycle"].as_array().unwrap().len() as f64,
@@ -161,10 +168,15 @@ fn quick_json_suite_is_complete_and_consistent() {
     assert_eq!(written, doc);
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("concurrent-move") || !concurrent);
+    assert!(
+        md.contains("## Final pause vs large-object references (large-refs)"),
+        "{md}"
+    );
     for svg in [
         "compaction_vs_heap.svg",
         "fault_stall_cdf.svg",
         "fragmenter_pauses.svg",
+        "final_pause_vs_large_refs.svg",
     ] {
         let p: &Path = &dir.join(svg);
         if svg == "fault_stall_cdf.svg" && !concurrent {
@@ -204,6 +216,8 @@ fn bad_options_are_usage_errors() {
         &["bench", "--strategies", "sideways"],
         &["bench", "--repeat", "0"],
         &["bench", "--heap", "1"],
+        &["bench", "--large-refs-entries", "1"],
+        &["bench", "--large-refs-entries", "lots"],
     ] {
         let out = movegc(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -1,0 +1,448 @@
+//! The large-refs workload: how the collector's pauses grow with the
+//! references held in one large object. A single reference array of
+//! `entries` slots (a large object: never moved, but every reference in it
+//! must be rewritten when the objects it points to move) indexes as many
+//! small nodes, most of them long-lived. It is the measuring stick for a
+//! final pause that does not depend on the references in large objects
+//! (today the final pause rewrites every reference of every live large
+//! object, see `update_roots` in `gc/src/cycle.rs`) and for a dense prefix
+//! of long-lived data that is not recompacted each cycle.
+//!
+//! **Data.** The array (tag [`ARRAY_TAG`]) has `entries` slots; slot `i`
+//! points to a node of its own, a record with no reference and one data
+//! word (16 bytes with its header, tag [`NODE_TAG`]) holding
+//! [`check_value`]`(seed, i, generation)`. A fixed, hash-chosen fraction
+//! `replace` of the slots is *transient* ([`is_transient`]); the others
+//! are *long-lived*: their node, of generation 0, lives for the whole run.
+//!
+//! **Run.** [`run`] builds a heap with room for everything (capacity
+//! [`Params::capacity`], `min_free` = the capacity: the heap's policy never
+//! starts a collection), fills the array in slot order (so long-lived and
+//! transient nodes are interleaved), then runs `rounds` rounds. Round `r`
+//! replaces the node of every transient slot, in a new random order each
+//! round, by a node of generation `r` (checking the old node's value first:
+//! about `replace × entries` nodes become garbage, scattered through the
+//! heap after the first round, then in the region of the previous round),
+//! checks 1 024 random slots, and collects explicitly (`Mutator::collect`,
+//! which waits for a concurrent cycle to finish), so every round is exactly
+//! one cycle, measured alone: the mutator runs no code during the cycle.
+//! From the second round on the long-lived nodes form a fully live prefix
+//! of the heap. `wall` covers the fill, the rounds and their collections.
+//!
+//! **Verification.** At the end every slot must point to a node with tag
+//! [`NODE_TAG`], 16 bytes and no reference whose value is the slot's
+//! expected check value (generation 0 for long-lived slots, `rounds` for
+//! transient ones: a reference left unrewritten or rewritten to another
+//! node is caught, because the value encodes the slot), and the digest of
+//! every value read from the heap must equal the digest computed without
+//! the heap ([`expected_digest`]). An unexpected collection (one the run
+//! did not ask for) fails the run: it would blur the per-cycle measure.
+
+use std::time::Instant;
+
+use movegc::FaultMode;
+use movegc::{Heap, Layout, Local, Mutator, Strategy, Trigger};
+
+use crate::compact::{mix, Rng};
+use crate::fragmenter::{finish, parse_pairs, parse_value, Fail, Res};
+use crate::record::WorkloadOutput;
+
+/// Embedder tag of the nodes.
+pub const NODE_TAG: u16 = 0x1A20;
+/// Embedder tag of the reference array.
+pub const ARRAY_TAG: u16 = 0x1A21;
+/// Size of a node in bytes: header and one data word.
+pub const NODE_BYTES: usize = 16;
+/// Slots handled per handle scope when filling, replacing and verifying.
+const BATCH: usize = 1024;
+/// Random slots checked after each round's replacements.
+const SPOT_CHECKS: usize = 1024;
+/// Most entries accepted (the array is at most 2 GiB).
+pub const MAX_ENTRIES: usize = 1 << 28;
+/// Most rounds accepted (the generation is 20 bits of the check value).
+pub const MAX_ROUNDS: usize = (1 << 20) - 1;
+/// Array sizes of the sweep (`movegc bench --large-refs-sweep`).
+pub const SWEEP_ENTRIES: [usize; 5] = [1_000_000, 2_000_000, 4_000_000, 8_000_000, 12_000_000];
+/// Array sizes of the sweep at `--quick` sizes.
+pub const SWEEP_ENTRIES_QUICK: [usize; 3] = [250_000, 500_000, 1_000_000];
+
+/// What to run. See the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Slots of the reference array (and nodes it holds).
+    pub entries: usize,
+    /// Rounds, each replacing the transient nodes and collecting once.
+    pub rounds: usize,
+    /// Fraction of the slots that are transient, in `(0, 1)`.
+    pub replace: f64,
+    /// Seed of the check values, the transient slots and the orders.
+    pub seed: u64,
+}
+
+impl Default for Params {
+    /// The default-suite size: 12 million entries (a 92 MiB array
+    /// indexing 183 MiB of nodes), 2 rounds of 30 % (about 55 MiB of
+    /// garbage each; the second cycle finds the long-lived nodes packed
+    /// at the bottom of the heap). About 10 s a run on two cores, mostly
+    /// marking.
+    fn default() -> Self {
+        Params {
+            entries: 12_000_000,
+            rounds: 2,
+            replace: 0.3,
+            seed: 0x1A2E,
+        }
+    }
+}
+
+impl Params {
+    /// The smoke size: a million entries (an 8 MiB array, 15 MiB of
+    /// nodes), 3 rounds of 30 %.
+    pub fn quick() -> Params {
+        Params {
+            entries: 1_000_000,
+            rounds: 3,
+            ..Params::default()
+        }
+    }
+
+    /// Heap capacity: the array, twice the nodes (live ones plus a round's
+    /// garbage, with room to spare) and 64 MiB.
+    pub fn capacity(&self) -> usize {
+        let bytes = self.entries * 8 + 2 * self.entries * NODE_BYTES + (64 << 20);
+        bytes.next_multiple_of(2 << 20)
+    }
+
+    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
+    /// reads back.
+    pub fn to_spec(&self) -> String {
+        format!(
+            "entries={},rounds={},replace={},seed={}",
+            self.entries, self.rounds, self.replace, self.seed
+        )
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
+    /// defaults. `entries` also takes a `k` or `M` suffix (thousands,
+    /// millions).
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        let mut p = Params::default();
+        parse_pairs(spec, |k, v| {
+            match k {
+                "entries" => p.entries = parse_count(v)?,
+                "rounds" => p.rounds = parse_value(k, v)?,
+                "replace" => p.replace = parse_value(k, v)?,
+                "seed" => p.seed = parse_value(k, v)?,
+                _ => return Err(format!("unknown key {k:?}")),
+            }
+            Ok(())
+        })?;
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Checks the parameters.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=MAX_ENTRIES).contains(&self.entries) {
+            return Err(format!(
+                "entries {} must be in 2..={MAX_ENTRIES}",
+                self.entries
+            ));
+        }
+        if !(1..=MAX_ROUNDS).contains(&self.rounds) {
+            return Err(format!(
+                "rounds {} must be in 1..={MAX_ROUNDS}",
+                self.rounds
+            ));
+        }
+        if !(self.replace > 0.0 && self.replace < 1.0) {
+            return Err(format!("replace {} must be in (0, 1)", self.replace));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a count: digits with an optional `k` (thousands) or `M`
+/// (millions) suffix, e.g. `12M`, `500k`, `1000000`.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, scale) = match t.as_bytes().last() {
+        Some(b'k' | b'K') => (&t[..t.len() - 1], 1_000),
+        Some(b'M' | b'm') => (&t[..t.len() - 1], 1_000_000),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("bad count {s:?} (digits, optionally followed by k or M)"))
+}
+
+/// The value of the node of slot `slot` at generation `generation`
+/// (distinct for distinct `(slot, generation)`: `mix` is a bijection).
+pub fn check_value(seed: u64, slot: usize, generation: usize) -> u64 {
+    let key = ((slot as u64) << 20) | generation as u64;
+    mix(key.wrapping_add(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// Whether slot `slot` is transient (replaced every round): a hash of the
+/// slot below the fraction `replace`.
+pub fn is_transient(seed: u64, slot: usize, replace: f64) -> bool {
+    let h = mix((slot as u64) ^ seed.rotate_left(32) ^ 0x6c72_6566_7321);
+    (h >> 11) as f64 * (1.0 / (1u64 << 53) as f64) < replace
+}
+
+/// The generation slot `slot` holds after `rounds` rounds.
+pub fn generation(p: &Params, slot: usize, rounds: usize) -> usize {
+    if is_transient(p.seed, slot, p.replace) {
+        rounds
+    } else {
+        0
+    }
+}
+
+/// The digest [`run`] must find in the heap after `p.rounds` rounds,
+/// computed from the parameters alone.
+pub fn expected_digest(p: &Params) -> u64 {
+    (0..p.entries).fold(0, |h, i| {
+        fold(h, check_value(p.seed, i, generation(p, i, p.rounds)))
+    })
+}
+
+/// One step of the digest: order-sensitive mixing.
+fn fold(h: u64, x: u64) -> u64 {
+    mix(h ^ x).wrapping_add(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Runs the workload (see the module docs) on a new heap with `strategy`
+/// and `fault_mode`, verifies the array, and returns the measurements.
+/// `Err` describes a failed check or a heap error.
+pub fn run(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+) -> Result<WorkloadOutput, String> {
+    run_inner(p, strategy, fault_mode, false)
+}
+
+/// Like [`run`], but makes one slot in the middle of the array point to
+/// its neighbour's node just before the verification (what an update of
+/// the array's references gone wrong would leave), which must then fail:
+/// a test of the verifier.
+pub fn run_corrupted(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+) -> Result<WorkloadOutput, String> {
+    run_inner(p, strategy, fault_mode, true)
+}
+
+fn run_inner(
+    p: &Params,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+    corrupt: bool,
+) -> Result<WorkloadOutput, String> {
+    p.validate()?;
+    let capacity = p.capacity();
+    let heap = Heap::builder()
+        .capacity(capacity)
+        .min_free(capacity)
+        .growth_factor(1.0)
+        .strategy(strategy)
+        .fault_mode(fault_mode)
+        .verify(false)
+        .build()
+        .map_err(|e| format!("creating the heap: {e}"))?;
+    let mut m = heap.attach().map_err(|e| e.to_string())?;
+    let node = Layout::record(NODE_TAG, 0, 8).map_err(|e| e.to_string())?;
+    debug_assert_eq!(node.size(), NODE_BYTES);
+    let r = m.scope(|m| -> Res<WorkloadOutput> {
+        let start = Instant::now();
+        let array = m.alloc(&Layout::ref_array(ARRAY_TAG, p.entries)?)?;
+        for lo in (0..p.entries).step_by(BATCH) {
+            let hi = (lo + BATCH).min(p.entries);
+            m.scope(|m| -> Res<()> {
+                for i in lo..hi {
+                    put(m, array, &node, i, check_value(p.seed, i, 0))?;
+                }
+                Ok(())
+            })?;
+        }
+        let mut transient: Vec<u32> = (0..p.entries)
+            .filter(|&i| is_transient(p.seed, i, p.replace))
+            .map(|i| i as u32)
+            .collect();
+        let mut rng = Rng::new(p.seed ^ 0x5eed);
+        for round in 1..=p.rounds {
+            shuffle(&mut transient, &mut rng);
+            for batch in transient.chunks(BATCH) {
+                m.scope(|m| -> Res<()> {
+                    for &i in batch {
+                        let i = i as usize;
+                        expect_node(m, array, i, check_value(p.seed, i, round - 1))?;
+                        put(m, array, &node, i, check_value(p.seed, i, round))?;
+                    }
+                    Ok(())
+                })?;
+            }
+            m.scope(|m| -> Res<()> {
+                for _ in 0..SPOT_CHECKS {
+                    let i = rng.below(p.entries);
+                    expect_node(m, array, i, check_value(p.seed, i, generation(p, i, round)))?;
+                }
+                Ok(())
+            })?;
+            if m.collect().is_none() {
+                return Err(Fail::Check(format!(
+                    "round {round}: another collection ran instead of the one asked for"
+                )));
+            }
+        }
+        let cycles = finish(m)?;
+        let wall = start.elapsed();
+        if let Some(c) = cycles.iter().find(|c| c.trigger != Some(Trigger::Explicit)) {
+            return Err(Fail::Check(format!(
+                "cycle {} was started by {:?}, not by the run (capacity {capacity} too small?)",
+                c.cycle, c.trigger
+            )));
+        }
+        if cycles.len() != p.rounds {
+            return Err(Fail::Check(format!(
+                "{} collections for {} rounds",
+                cycles.len(),
+                p.rounds
+            )));
+        }
+        if corrupt {
+            let i = (p.entries - 1) / 2;
+            m.scope(|m| -> Res<()> {
+                let next = m
+                    .get_ref(array, i + 1)?
+                    .ok_or_else(|| Fail::Check(format!("slot {} is null", i + 1)))?;
+                m.set_ref(array, i, Some(next))?;
+                Ok(())
+            })?;
+        }
+        let digest = verify(m, array, p)?;
+        let expected = expected_digest(p);
+        if digest != expected {
+            return Err(Fail::Check(format!(
+                "digest of the heap {digest:016x} != expected {expected:016x}"
+            )));
+        }
+        Ok(WorkloadOutput {
+            wall,
+            cycles,
+            op_latency_us: None,
+            check: format!(
+                "{} entries, {} transient, {} rounds; every slot's node checked, digest {digest:016x}",
+                p.entries,
+                transient.len(),
+                p.rounds
+            ),
+        })
+    });
+    Ok(r?)
+}
+
+/// Allocates a node holding `value` and stores it into slot `i`.
+fn put(m: &mut Mutator, array: Local, node: &Layout, i: usize, value: u64) -> Res<()> {
+    let o = m.alloc(node)?;
+    m.write_u64(o, 0, value)?;
+    m.set_ref(array, i, Some(o))?;
+    Ok(())
+}
+
+/// Checks that slot `i` holds a node whose value is `want`.
+fn expect_node(m: &mut Mutator, array: Local, i: usize, want: u64) -> Res<u64> {
+    let o = m
+        .get_ref(array, i)?
+        .ok_or_else(|| Fail::Check(format!("slot {i} is null")))?;
+    let (tag, size, refs) = (m.tag(o)?, m.size_of(o)?, m.len(o)?);
+    if tag != NODE_TAG || size != NODE_BYTES || refs != 0 {
+        return Err(Fail::Check(format!(
+            "slot {i}: object with tag {tag:#x}, {size} bytes, {refs} references; expected a node"
+        )));
+    }
+    let found = m.read_u64(o, 0)?;
+    if found != want {
+        return Err(Fail::Check(format!(
+            "slot {i} holds value {found:016x}, expected {want:016x}"
+        )));
+    }
+    Ok(found)
+}
+
+/// Checks every slot (see the module docs); returns the digest of the
+/// values read.
+fn verify(m: &mut Mutator, array: Local, p: &Params) -> Res<u64> {
+    let len = m.len(array)?;
+    if len != p.entries || m.tag(array)? != ARRAY_TAG {
+        return Err(Fail::Check(format!(
+            "the array has {len} slots, expected {}",
+            p.entries
+        )));
+    }
+    let mut h = 0;
+    for lo in (0..p.entries).step_by(BATCH) {
+        let hi = (lo + BATCH).min(p.entries);
+        h = m.scope(|m| -> Res<u64> {
+            let mut h = h;
+            for i in lo..hi {
+                let want = check_value(p.seed, i, generation(p, i, p.rounds));
+                h = fold(h, expect_node(m, array, i, want)?);
+            }
+            Ok(h)
+        })?;
+    }
+    Ok(h)
+}
+
+/// Fisher-Yates shuffle of `v`.
+fn shuffle(v: &mut [u32], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_values_are_distinct_per_slot_and_generation() {
+        let mut seen = std::collections::HashSet::new();
+        for slot in 0..200 {
+            for generation in 0..5 {
+                assert!(seen.insert(check_value(7, slot, generation)));
+            }
+        }
+    }
+
+    #[test]
+    fn about_the_asked_fraction_is_transient() {
+        let n = 100_000;
+        let t = (0..n).filter(|&i| is_transient(3, i, 0.3)).count();
+        assert!((29_000..31_000).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn counts_parse_with_suffixes() {
+        assert_eq!(parse_count("12M"), Ok(12_000_000));
+        assert_eq!(parse_count("500k"), Ok(500_000));
+        assert_eq!(parse_count("1000"), Ok(1000));
+        assert!(parse_count("M").is_err());
+        assert!(parse_count("1.5M").is_err());
+        assert!(parse_count("").is_err());
+    }
+
+    #[test]
+    fn shuffle_is_a_permutation() {
+        let mut v: Vec<u32> = (0..1000).collect();
+        shuffle(&mut v, &mut Rng::new(1));
+        assert_ne!(v, (0..1000).collect::<Vec<u32>>());
+        v.sort_unstable();
+        assert_eq!(v, (0..1000).collect::<Vec<u32>>());
+    }
+}
