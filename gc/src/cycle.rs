@@ -1260,7 +1260,7 @@ fn walk_allocated(
     MarkResult {
         objects,
         bytes,
-        large_objects: 0,
+        ..MarkResult::default()
     }
 }
 

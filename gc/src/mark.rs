@@ -602,7 +602,7 @@ mod split_tests {
             TestHeap {
                 space,
                 tlab,
-                los: LargeObjectSpace::default(),
+                los: LargeObjectSpace::new((0, 0)),
                 marks: (0..chunks).map(|_| AtomicU64::new(0)).collect(),
                 live: (0..chunks).map(|_| AtomicU64::new(0)).collect(),
             }
