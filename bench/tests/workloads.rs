@@ -129,11 +129,12 @@ fn gcbench_quick_under_every_strategy() {
     // loaded machine makes each concurrent cycle span much of the run.
     let p = gcbench::Params {
         min_free_mib: 1,
+        max_depth: 14,
         ..gcbench::Params::quick()
     };
     for s in STRATEGIES {
-        let out = gcbench::run(&p, s, FaultMode::Sigbus)
-            .unwrap_or_else(|e| panic!("gcbench {s:?}: {e}"));
+        let out =
+            gcbench::run(&p, s, FaultMode::Sigbus).unwrap_or_else(|e| panic!("gcbench {s:?}: {e}"));
         sane("gcbench", s, &out);
         eprintln!("{}", summary("gcbench", s, &out));
     }

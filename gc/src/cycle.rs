@@ -981,17 +981,15 @@ fn concurrent_mark(
             los: &los_concurrent,
         };
         total += mark(&ctx, &roots, Some(&pool), threads);
-        // Catch up with the barrier and walk the TLABs mutators retired a
-        // few times while mutators run, so the final pause has little left.
+        // Catch up with the barrier a few times while mutators run, so the
+        // final pause has little left.
         for _ in 0..8 {
             let mut logged = gc.satb.take_all();
             logged.retain(|v| own(v, &los_has));
-            let retired = gc.satb.take_retired();
-            if logged.is_empty() && retired.is_empty() {
+            if logged.is_empty() {
                 break;
             }
             total += mark(&ctx, &logged, Some(&pool), threads);
-            total += walk_allocated(&pool, &meta, start, &retired);
         }
     }
     st.mark = t.elapsed();
@@ -1024,14 +1022,11 @@ fn concurrent_mark(
     gc.satb.set_marking(false);
     sp.large.set_allocate_black(false);
     let mut rest = drain_satb(&*host, &mut world);
-    // Retire the TLABs in use: with those handed over since the marker's
-    // last look they are every allocation since the snapshot not walked
-    // yet. The roots themselves need no second look: everything they can
-    // reach now was reachable at the snapshot (traced, or logged when a
+    // Retire TLABs so the walk below sees every object allocated since the
+    // snapshot. The roots themselves need no second look: everything they
+    // can reach now was reachable at the snapshot (traced, or logged when a
     // store cut its path) or allocated since (black by position). Marking
     // them again would also hide a barrier hole from the tests.
-    let mut unwalked = gc.satb.take_retired();
-    world.for_each_mutator(|m| unwalked.extend(m.tlab.used()));
     drop(gather_roots(&*host, &mut world, true));
     let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
     let top = space.top();
@@ -1048,7 +1043,15 @@ fn concurrent_mark(
         };
         total += mark(&ctx, &rest, Some(&pool), threads);
     }
-    total += walk_allocated(&pool, &meta, start, &unwalked);
+    let (n, b) = mark_allocated(
+        meta.marks.atomics(),
+        meta.live.atomics(),
+        start,
+        mark_top,
+        top,
+    );
+    total.objects += n;
+    total.bytes += b;
     st.remark = t.elapsed();
     st.live_bytes = total.bytes;
     st.live_objects = total.objects;
@@ -1224,44 +1227,6 @@ fn drive(
         host.after_cycle(&st);
     }
     gc.idle.notify_all();
-}
-
-/// Marks the objects allocated during marking in each `[from, to)` of
-/// `ranges` (used parts of retired TLABs, see `satb`) by walking them, on
-/// the pool; they are live by position.
-fn walk_allocated(
-    pool: &rayon::ThreadPool,
-    meta: &Metadata,
-    space_start: usize,
-    ranges: &[(usize, usize)],
-) -> MarkResult {
-    let walk = |&(from, to): &(usize, usize)| {
-        mark_allocated(
-            meta.marks.atomics(),
-            meta.live.atomics(),
-            space_start,
-            from,
-            to,
-        )
-    };
-    let (objects, bytes) = if ranges.len() > 4 {
-        pool.install(|| {
-            ranges
-                .par_iter()
-                .map(walk)
-                .reduce(|| (0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-        })
-    } else {
-        ranges
-            .iter()
-            .map(walk)
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
-    };
-    MarkResult {
-        objects,
-        bytes,
-        ..MarkResult::default()
-    }
 }
 
 /// Everything the SATB barrier logged: the mutators' buffers and the

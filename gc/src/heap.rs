@@ -634,8 +634,6 @@ impl MutatorContext {
         let Some((start, end)) = self.heap.inner.take_block(size) else {
             return false;
         };
-        let old = self.attached.state().tlab.used();
-        self.attached.satb().retire(old);
         self.attached.state().tlab.set(start, end);
         true
     }

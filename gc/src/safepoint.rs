@@ -399,8 +399,7 @@ struct Membership {
 
 impl Membership {
     /// Leaves the heap for good: hands over the SATB buffer (the marker
-    /// must see what this thread logged) and, while the heap marks, its
-    /// TLAB's objects (see `satb`), then leaves the running set.
+    /// must see what this thread logged), then leaves the running set.
     /// The owner thread calls this (from `Drop` or its thread-local
     /// destructor), so it may touch its state.
     fn leave(&self) {
@@ -412,8 +411,6 @@ impl Membership {
         // not parked), so it has exclusive access to its state.
         let st = unsafe { self.shared.state() };
         self.satb.publish(&mut st.satb);
-        self.satb.retire(st.tlab.used());
-        st.tlab.reset();
         self.coord.detach(&self.shared);
     }
 }

@@ -20,15 +20,6 @@
 //! final pause takes what is left in every mutator's buffer (the world is
 //! stopped, so the collector may read them), and a mutator that detaches
 //! hands its buffer over first.
-//!
-//! The log also carries the **retired TLABs** of a marking heap: objects
-//! allocated while it marks are live by position but still need their mark
-//! and live bits (the compaction reads them). A mutator that leaves a TLAB
-//! behind while the heap marks (it takes a new one, or detaches) hands over
-//! the range of objects it allocated there; the marker walks those ranges
-//! while mutators run, so the final pause walks only the TLABs in use at
-//! that moment (at most one per thread) and the few retired since the
-//! marker's last look, not everything allocated during marking.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -42,10 +33,6 @@ pub const BUFFER_LEN: usize = 256;
 pub struct SatbLog {
     marking: AtomicBool,
     queue: Injector<Vec<usize>>,
-    /// `[start, end)` of TLABs retired while marking (objects back to
-    /// back, headers written: the retiring thread wrote them, and the
-    /// queue's push/steal orders those writes before the walk).
-    retired: Injector<(usize, usize)>,
 }
 
 impl std::fmt::Debug for SatbLog {
@@ -77,28 +64,6 @@ impl SatbLog {
                 &mut buf.0,
                 Vec::with_capacity(BUFFER_LEN),
             ));
-        }
-    }
-
-    /// Hands over the used part of a TLAB its mutator leaves while the heap
-    /// marks (no-op otherwise, or if nothing was allocated in it).
-    pub(crate) fn retire(&self, used: Option<(usize, usize)>) {
-        if let Some(r) = used {
-            if self.is_marking() {
-                self.retired.push(r);
-            }
-        }
-    }
-
-    /// Takes every retired TLAB range handed over so far.
-    pub(crate) fn take_retired(&self) -> Vec<(usize, usize)> {
-        let mut v = Vec::new();
-        loop {
-            match self.retired.steal() {
-                Steal::Success(r) => v.push(r),
-                Steal::Empty => return v,
-                Steal::Retry => continue,
-            }
         }
     }
 
@@ -157,18 +122,5 @@ mod tests {
         );
         log.publish(&mut b); // empty: nothing queued
         assert!(log.take_all().is_empty());
-    }
-
-    #[test]
-    fn retired_tlabs_are_kept_only_while_marking() {
-        let log = SatbLog::default();
-        log.retire(Some((4096, 8192)));
-        assert!(log.take_retired().is_empty(), "not marking");
-        log.set_marking(true);
-        log.retire(None);
-        log.retire(Some((4096, 8192)));
-        log.retire(Some((16384, 16392)));
-        assert_eq!(log.take_retired(), [(4096, 8192), (16384, 16392)]);
-        assert!(log.take_retired().is_empty());
     }
 }

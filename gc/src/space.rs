@@ -50,8 +50,6 @@ pub(crate) struct Spaces {
 /// The fast path is a bump and a bounds check, no atomics and no locks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tlab {
-    /// Where the buffer began (its allocated objects are `[start, cursor)`).
-    start: usize,
     cursor: usize,
     limit: usize,
 }
@@ -83,15 +81,8 @@ impl Tlab {
     }
 
     pub(crate) fn set(&mut self, start: usize, end: usize) {
-        self.start = start;
         self.cursor = start;
         self.limit = end;
-    }
-
-    /// `[start, cursor)`: the objects allocated in it so far, back to back
-    /// (`None` if none).
-    pub(crate) fn used(&self) -> Option<(usize, usize)> {
-        (self.cursor > self.start).then_some((self.start, self.cursor))
     }
 }
 
