@@ -1,6 +1,7 @@
 //! Producing to-space pages: [`Compactor::compact_page`] builds one page's
 //! final bytes from the from-space, and [`Compactor::update_dense_page`]
-//! fixes the references of a page of the dense prefix in place.
+//! fixes the references of a page of the dense prefix in place (and
+//! covers its dead gaps with filler objects).
 //!
 //! `compact_page` is what every strategy uses (stop-the-world now, the
 //! concurrent MOVE and COPY installers later), so it is written for speed:
@@ -18,9 +19,24 @@
 //! relies on.
 
 use crate::concurrent::fatal::fatal;
-use crate::forwarding::{next_live, run_length, Forwarding, PageStart, PAGE_WORDS};
+use crate::forwarding::{
+    is_live, next_live, object_start, run_length, Forwarding, PageStart, PAGE_WORDS,
+};
 use crate::mapping::PAGE_SIZE;
-use crate::object::{Header, WORD};
+use crate::object::{Header, Layout, WORD};
+
+/// Tag of the filler objects written over dead gaps in the dense prefix
+/// (byte arrays: the heap stays walkable object by object).
+pub const FILLER_TAG: u16 = u16::MAX;
+
+/// The raw header of a filler covering `words` (>= 1) words.
+#[inline]
+fn filler_header(words: usize) -> u64 {
+    match Layout::byte_array(FILLER_TAG, (words - 1) * WORD) {
+        Ok(l) if l.size() == words * WORD => l.header().raw(),
+        _ => fatal("compact: a dead gap of the dense prefix has no filler layout"),
+    }
+}
 
 /// Everything needed to compact any page of one collection.
 ///
@@ -39,6 +55,16 @@ pub struct Compactor<'a> {
     /// Address of the from-space alias: word `w` of the old space is at
     /// `from_start + w * 8` (for `w >= dense_words`).
     pub(crate) from_start: usize,
+    /// Where the dense prefix's words are read and fixed in place:
+    /// `space_start` when the world is stopped, `from_start` in a
+    /// concurrent cycle (the prefix pages are fixed in the from-space and
+    /// moved back).
+    pub(crate) prefix_start: usize,
+    /// The raw header of the object that crosses the end of the dense
+    /// prefix (0 if none): read before the prefix is touched, because the
+    /// compaction of the pages after the prefix needs it when the prefix
+    /// page holding it may already be gone from the from-space.
+    pub(crate) boundary_header: u64,
 }
 
 impl<'a> Compactor<'a> {
@@ -63,8 +89,32 @@ impl<'a> Compactor<'a> {
             pages,
             space_start,
             from_start,
+            prefix_start: space_start,
+            boundary_header: 0,
         }
     }
+}
+
+/// The raw header of the object crossing the end of a dense prefix of
+/// `dense` words (the first word after it is live but starts no object),
+/// or 0 if none, read from the prefix at `prefix_start`. The concurrent
+/// flip saves it before the prefix pages leave: the compaction of the
+/// pages after the prefix needs it.
+///
+/// # Safety
+/// `prefix_start` must hold the prefix's words, readable, and the
+/// bitmaps must describe them.
+pub(crate) unsafe fn boundary_header(
+    live: &[u64],
+    marks: &[u64],
+    dense: usize,
+    end_words: usize,
+    prefix_start: usize,
+) -> u64 {
+    if dense == 0 || dense >= end_words || !is_live(live, dense) || is_live(marks, dense) {
+        return 0;
+    }
+    read(prefix_start + object_start(marks, dense) * WORD)
 }
 
 /// Word `i` of a page buffer.
@@ -119,7 +169,7 @@ impl Compactor<'_> {
     #[inline(always)]
     fn old_word_addr(&self, w: usize) -> usize {
         if w < self.fwd.dense_words {
-            self.space_start + w * WORD
+            self.prefix_start + w * WORD
         } else {
             self.from_start + w * WORD
         }
@@ -195,7 +245,13 @@ impl Compactor<'_> {
         let mut slots = [0u16; PAGE_WORDS];
         let mut nslots = 0;
         let mut obj_to = self.fwd.forward(ps.first_object);
-        let raw_first = first_header.unwrap_or_else(|| read(self.old_word_addr(ps.first_object)));
+        let raw_first = match first_header {
+            Some(h) => h,
+            None if ps.first_object < self.fwd.dense_words && self.boundary_header != 0 => {
+                self.boundary_header
+            }
+            None => read(self.old_word_addr(ps.first_object)),
+        };
         let mut header = Header::from_raw(raw_first)
             .unwrap_or_else(|| fatal("compact_page: bad first object header"));
         loop {
@@ -230,31 +286,60 @@ impl Compactor<'_> {
     }
 
     /// Fixes, in place, the reference slots that lie in dense-prefix page
-    /// `page`. Dead gaps in the dense prefix must already hold filler
-    /// objects (see `cycle`), so the page is walkable from its first object.
+    /// `page` (its old bytes at `prefix_start`), and writes a filler
+    /// object over every dead gap that starts in the page, so that the
+    /// prefix stays walkable object by object. Objects are found from the
+    /// bitmaps (`marks` holds the object starts), never through fillers, so
+    /// pages can be fixed in any order and in parallel: a page writes only
+    /// its own words and reads, besides them, only the header of the object
+    /// that crosses into it (a live word no other page writes).
     ///
-    /// Safety of the in-place writes: with the world stopped each dense page
-    /// is updated by exactly one thread, and only slots inside the page are
-    /// written.
-    pub fn update_dense_page(&self, page: usize, first_object: usize) {
+    /// Runs on the fault path (concurrent cycles): no allocation, no lock,
+    /// no unwinding; a corrupt heap ends in `fatal`.
+    pub fn update_dense_page(&self, page: usize, marks: &[u64]) {
+        let live = self.fwd.live;
+        let dense = self.fwd.dense_words;
         let page_word = page * PAGE_WORDS;
-        let page_end = page_word + PAGE_WORDS;
-        let mut w = first_object;
+        let page_end = (page_word + PAGE_WORDS).min(dense);
+        let at = |w: usize| self.prefix_start + w * WORD;
+        let mut w = if is_live(live, page_word) {
+            object_start(marks, page_word)
+        } else {
+            page_word
+        };
         while w < page_end {
-            let addr = self.space_start + w * WORD;
-            let raw = read(addr);
-            let h = Header::from_raw(raw)
-                .unwrap_or_else(|| panic!("bad header {raw:#x} in dense page {page}"));
+            if !is_live(live, w) {
+                // A dead gap: it starts here unless it began on an earlier
+                // page (whose fixer covers it).
+                let next = next_live(live, w, dense).unwrap_or(dense);
+                if w > page_word || w == 0 || is_live(live, w - 1) {
+                    crate::object::store_word(at(w), filler_header(next - w));
+                }
+                w = next;
+                continue;
+            }
+            let raw = read(at(w));
+            let h = Header::from_raw(raw).unwrap_or_else(|| {
+                fatal("update_dense_page: bad object header in the dense prefix")
+            });
             let refs = h.ref_count();
             let lo = (w + 1).max(page_word);
-            let hi = (w + 1 + refs).min(page_end);
+            let hi = (w + 1 + refs).min(page_word + PAGE_WORDS);
             for s in lo..hi {
-                let slot = self.space_start + s * WORD;
-                let v = read(slot);
+                let v = read(at(s));
+                if v != 0 {
+                    self.prefetch_ref(v);
+                }
+            }
+            for s in lo..hi {
+                let v = read(at(s));
                 if v != 0 {
                     let nv = self.forward_ref(v);
+                    // Unchanged slots are not written: a page none of whose
+                    // references move keeps its bytes untouched (shared with
+                    // a zygote after fork, for one).
                     if nv != v {
-                        crate::object::store_word(slot, nv);
+                        crate::object::store_word(at(s), nv);
                     }
                 }
             }
@@ -294,6 +379,8 @@ mod tests {
             pages: &pages,
             space_start: from.start(),
             from_start: from.start(),
+            prefix_start: from.start(),
+            boundary_header: 0,
         };
         let mut buf = vec![0u8; PAGE_SIZE];
         c.compact_page(0, &mut buf);

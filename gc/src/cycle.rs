@@ -45,12 +45,12 @@ use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode};
 use crate::fork::PerProcess;
-use crate::forwarding::{self, chunks_for, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS};
+use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
-use crate::object::{load_word, store_word, Layout, ObjRef, WORD};
+use crate::object::{load_word, store_word, ObjRef, WORD};
 use crate::safepoint::{Coordinator, StoppedWorld};
 use crate::satb::SatbLog;
 use crate::space::{LargeObject, MovingSpace, Spaces};
@@ -274,9 +274,6 @@ pub(crate) fn worker_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Tag of the filler objects written over dead gaps in the dense prefix.
-pub const FILLER_TAG: u16 = u16::MAX;
 
 /// Pages compacted per step of the in-place stop-the-world compaction.
 const STW_CHUNK_PAGES: usize = 256;
@@ -506,23 +503,18 @@ impl Collector {
             madvise_before,
         } = times;
 
-        // Prepare: dense prefix (stop-the-world only), offsets, fillers, page starts.
+        // Prepare: dense prefix, offsets, page starts. (The prefix's dead
+        // gaps get fillers when its pages are fixed, not here.)
         let t = Instant::now();
-        let dense = match (strategy, gc.settings.dense_prefix_threshold) {
-            (Strategy::StopTheWorld, Some(th)) => {
-                forwarding::dense_prefix(meta.live.words(), end_words, th)
-            }
-            _ => 0,
+        let dense = match gc.settings.dense_prefix_threshold {
+            Some(th) => forwarding::dense_prefix(meta.live.words(), end_words, th),
+            None => 0,
         };
         // compute_offsets and page_starts run on the collector's pool.
         let pool = gc.pool();
         let total = pool.install(|| {
             forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets)
         });
-        {
-            let Metadata { marks, live, .. } = &mut meta;
-            fill_dense_gaps(start, live.words(), marks.words_mut(), dense);
-        }
         {
             let Metadata {
                 marks,
@@ -552,6 +544,7 @@ impl Collector {
                 strategy,
                 end_words,
                 total,
+                dense,
                 reg_len,
                 t_start,
                 cycle_start,
@@ -563,8 +556,7 @@ impl Collector {
                 }
                 Err(m) => {
                     // Registration or the flip failed: finish this cycle
-                    // stop-the-world (offsets were computed without a dense
-                    // prefix, which the stop-the-world path handles too).
+                    // stop-the-world (the same offsets and dense prefix).
                     meta = m;
                     st.strategy = Some(Strategy::StopTheWorld);
                 }
@@ -596,6 +588,8 @@ impl Collector {
             pages,
             space_start: start,
             from_start: start,
+            prefix_start: start,
+            boundary_header: 0,
         };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
@@ -610,9 +604,7 @@ impl Collector {
             (0..dense_pages)
                 .into_par_iter()
                 .with_min_len(8)
-                .for_each(|p| {
-                    comp.update_dense_page(p, forwarding::object_start(marks, p * PAGE_WORDS));
-                });
+                .for_each(|p| comp.update_dense_page(p, marks));
             let mut lo = dense_pages;
             while lo < npages {
                 let hi = (lo + STW_CHUNK_PAGES).min(npages);
@@ -692,6 +684,7 @@ impl Collector {
         strategy: Strategy,
         end_words: usize,
         total: usize,
+        dense: usize,
         reg_len: usize,
         t_start: Instant,
         cycle_start: Instant,
@@ -767,13 +760,28 @@ impl Collector {
             offsets,
             pages,
         } = meta;
+        let (live, marks) = (FrozenWordMap::freeze(live), FrozenWordMap::freeze(marks));
+        let dense_words = dense;
+        // SAFETY: the world is stopped and the space not flipped yet: the
+        // prefix's words are mapped at `start`, described by the bitmaps.
+        let boundary_header = unsafe {
+            crate::compact::boundary_header(
+                live.words(),
+                marks.words(),
+                dense_words,
+                end_words,
+                start,
+            )
+        };
         let shared = Arc::new(CycleShared::new(CycleSetup {
-            live: FrozenWordMap::freeze(live),
-            marks: FrozenWordMap::freeze(marks),
+            live,
+            marks,
             offsets,
             pages,
             end_words,
             total_words: total,
+            dense_words,
+            boundary_header,
             space_start: start,
             from_start: space.from.start(),
             moving_pages: space.capacity() / PAGE_SIZE,
@@ -863,7 +871,8 @@ impl Collector {
         space.set_top(new_top);
         host.grant_waiting(world, self.cycles);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
-        st.pages_compacted = shared.npages();
+        st.pages_compacted = shared.npages() - shared.dense_pages();
+        st.dense_pages = shared.dense_pages();
         st.fault_mode = Some(support.fault_mode);
         st.pause = t_start.elapsed();
         self.in_flight = true;
@@ -1098,12 +1107,27 @@ fn drive(
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
     let next_arena = AtomicUsize::new(0);
+    let (fix_prefix, install_prefix) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let times: Vec<Mutex<Duration>> = buffers.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
+    // The dense prefix first (the long-lived data mutators read most), in
+    // two phases (see concurrent/prefix.rs): fix every page in the
+    // from-space, then move them back.
+    if shared.dense_pages() > 0 {
+        gc.pool().scope(|s| {
+            for _ in &buffers {
+                let (shared, fix_prefix) = (&shared, &fix_prefix);
+                s.spawn(move |_| shared.fix_prefix(fix_prefix));
+            }
+        });
+        shared.prefix_quiesce();
+    }
     gc.pool().scope(|s| {
         for (i, buf) in buffers.iter().enumerate() {
             let (shared, next, next_arena, times) = (&shared, &next, &next_arena, &times);
+            let install_prefix = &install_prefix;
             s.spawn(move |_| {
-                // The arena first: its pages are few but each is a fault
+                shared.install_prefix(install_prefix);
+                // The arena next: its pages are few but each is a fault
                 // for any mutator that reads a large array.
                 shared.sweep_arena(next_arena);
                 shared.sweep(next, buf);
@@ -1192,6 +1216,7 @@ fn drive(
     st.eexist = c.eexist.load(Ordering::Relaxed);
     st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);
     st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
+    st.prefix_pages = c.prefix_pages.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));
@@ -1317,28 +1342,4 @@ fn update_roots(
             let _ = sp.moving.heap.release(arena_off + off, len, &sp.counters);
         }
     })
-}
-
-/// Writes a filler object over every dead gap of the dense prefix
-/// `[0, dense)` (word indices) and sets its mark bit, so that the prefix
-/// stays walkable object by object after dead objects' bytes are left
-/// behind. Gaps are the zero runs of the live-words bitmap, found 64 words
-/// at a time; no object header is read.
-fn fill_dense_gaps(space_start: usize, live: &[u64], marks: &mut [u64], dense: usize) {
-    let mut w = 0;
-    while w < dense {
-        let next = forwarding::next_live(live, w, dense).unwrap_or(dense);
-        if next > w {
-            let words = next - w;
-            let filler = Layout::byte_array(FILLER_TAG, (words - 1) * WORD).expect("filler layout");
-            debug_assert_eq!(filler.size(), words * WORD);
-            store_word(space_start + w * WORD, filler.header().raw());
-            marks[w / CHUNK_WORDS] |= 1 << (w % CHUNK_WORDS);
-        }
-        if next >= dense {
-            break;
-        }
-        // Skip the live run (one or more adjacent live objects).
-        w = next + forwarding::run_length(live, next, usize::MAX);
-    }
 }

@@ -162,6 +162,12 @@ pub fn nth_set_bit(mut w: u64, n: u32) -> u32 {
     w.trailing_zeros()
 }
 
+/// Whether bit `w` of a bitmap (`live` or `marks`) is set.
+#[inline(always)]
+pub fn is_live(bits: &[u64], w: usize) -> bool {
+    (bits[w / CHUNK_WORDS] >> (w % CHUNK_WORDS)) & 1 != 0
+}
+
 /// Start of the object containing word `w`: the last `marks` bit at or
 /// before `w`. `w` must lie inside a live object.
 #[inline]

@@ -42,7 +42,7 @@ pub mod stats;
 pub mod uffd;
 pub(crate) mod verify;
 
-pub use cycle::FILLER_TAG;
+pub use compact::FILLER_TAG;
 pub use heap::{
     AllocError, ConfigError, GcHeap, HeapConfig, HeapError, MutatorContext, WaitError, MAX_CAPACITY,
 };

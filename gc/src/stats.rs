@@ -104,8 +104,12 @@ pub struct CycleStats {
     pub moved_bytes: usize,
     /// To-space pages produced by `compact_page`.
     pub pages_compacted: usize,
-    /// Pages of the dense prefix updated in place.
+    /// Pages of the dense prefix updated in place (not compacted).
     pub dense_pages: usize,
+    /// Of those, in a concurrent cycle, the pages whose references were
+    /// rewritten after the flip (in their from-space page, then moved or
+    /// copied back); equals `dense_pages` when every page was fixed once.
+    pub prefix_pages: usize,
     /// Live large objects.
     pub large_objects_live: usize,
     /// Large objects freed.

@@ -48,6 +48,7 @@ pub(crate) mod arena;
 pub(crate) mod fatal;
 pub mod fault;
 pub mod page_state;
+pub(crate) mod prefix;
 pub(crate) mod support;
 mod sync;
 
@@ -174,6 +175,9 @@ pub struct Counters {
     /// were rewritten in place and which went back (by GC threads or fault
     /// resolvers).
     pub arena_pages: AtomicUsize,
+    /// Pages of the dense prefix whose references were rewritten in place
+    /// (by GC threads or fault resolvers) before they went back.
+    pub prefix_pages: AtomicUsize,
 }
 
 /// A fault-stall histogram that signal handlers can update: 1 µs buckets
@@ -336,8 +340,15 @@ pub struct CycleShared {
     end_words: usize,
     space_start: usize,
     from_start: usize,
-    /// To-space pages holding compacted objects.
+    /// To-space pages holding compacted objects (the dense prefix
+    /// included).
     npages: usize,
+    /// Pages of the dense prefix: fixed in place in the from-space and
+    /// moved back (see `prefix`).
+    dense_pages: usize,
+    /// The raw header of the object crossing the end of the dense prefix
+    /// (0 if none), saved in the pause.
+    boundary_header: u64,
     /// Pages of the moving space (above `npages`: the allocation region).
     moving_pages: usize,
     /// The live large objects with references, whose pages follow the
@@ -397,6 +408,8 @@ pub(crate) struct CycleSetup {
     pub pages: Vec<PageStart>,
     pub end_words: usize,
     pub total_words: usize,
+    pub dense_words: usize,
+    pub boundary_header: u64,
     pub space_start: usize,
     pub from_start: usize,
     pub moving_pages: usize,
@@ -413,11 +426,14 @@ pub(crate) struct CycleSetup {
 impl CycleShared {
     pub(crate) fn new(s: CycleSetup) -> CycleShared {
         let npages = s.total_words.div_ceil(PAGE_WORDS);
-        let block_pages = block_pages_for(npages);
-        let nblocks = npages.div_ceil(block_pages);
-        // Initially free: from-space pages above the last live word.
-        let last_live_page =
-            last_live_word(s.live.words(), s.end_words).map_or(0, |w| w / PAGE_WORDS + 1);
+        let dense_pages = s.dense_words / PAGE_WORDS;
+        let block_pages = block_pages_for(npages - dense_pages);
+        let nblocks = (npages - dense_pages).div_ceil(block_pages);
+        // Initially free: from-space pages above the last live word (never
+        // the dense prefix's: they go back to the to-space).
+        let last_live_page = last_live_word(s.live.words(), s.end_words)
+            .map_or(0, |w| w / PAGE_WORDS + 1)
+            .max(dense_pages);
         CycleShared {
             live: s.live,
             marks: s.marks,
@@ -427,6 +443,8 @@ impl CycleShared {
             space_start: s.space_start,
             from_start: s.from_start,
             npages,
+            dense_pages,
+            boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
             block_pages,
             reg_pages: s.reg_pages,
@@ -460,16 +478,24 @@ impl CycleShared {
             fwd: Forwarding {
                 live: self.live.words(),
                 offsets: &self.offsets,
-                dense_words: 0,
+                dense_words: self.dense_pages * PAGE_WORDS,
                 end_words: self.end_words,
             },
             pages: &self.pages,
             space_start: self.space_start,
             from_start: self.from_start,
+            prefix_start: self.from_start,
+            boundary_header: self.boundary_header,
         }
     }
 
-    /// Number of to-space pages with compacted objects.
+    /// Pages of the dense prefix.
+    pub fn dense_pages(&self) -> usize {
+        self.dense_pages
+    }
+
+    /// Number of to-space pages with live objects (the dense prefix
+    /// included).
     pub fn npages(&self) -> usize {
         self.npages
     }
@@ -651,6 +677,17 @@ impl CycleShared {
                 }
                 PageState::Unprocessed => {
                     if self.states.claim(p, Claimant::Mutator) {
+                        if p < self.dense_pages {
+                            // A dense-prefix page: fixed in its from-space
+                            // page and copied from there (a MOVE would take
+                            // that page away from the fixers of the pages
+                            // after it, which read the header of an object
+                            // that starts here; see `prefix`).
+                            let src = self.fix_prefix_page(p);
+                            self.states.mapping(p);
+                            self.install_resolved(p, page_addr, src, true);
+                            return;
+                        }
                         if p >= self.npages {
                             // An arena page: fixed in its from-space page
                             // and copied from there.
@@ -936,7 +973,7 @@ impl CycleShared {
                 return;
             }
             let b = b as usize;
-            let lo = b * self.block_pages;
+            let lo = self.dense_pages + b * self.block_pages;
             let hi = (lo + self.block_pages).min(self.npages);
             // Recycled pages are reserved for the whole block up front;
             // pages are claimed one at a time as they are compacted, so a
@@ -1021,7 +1058,7 @@ impl CycleShared {
         }
         if r.lowest_done < r.done.len() {
             let w = if r.lowest_done == 0 {
-                0
+                self.dense_pages
             } else {
                 let first = self.pages[r.lowest_done * self.block_pages].first_word;
                 first / PAGE_WORDS + 1
@@ -1033,9 +1070,9 @@ impl CycleShared {
         self.recycler_cv.notify_all();
     }
 
-    /// Number of blocks the GC threads sweep.
+    /// Number of blocks the GC threads sweep (above the dense prefix).
     pub(crate) fn nblocks(&self) -> usize {
-        self.npages.div_ceil(self.block_pages)
+        (self.npages - self.dense_pages).div_ceil(self.block_pages)
     }
 
     /// The registered range.
@@ -1113,6 +1150,8 @@ pub(crate) fn test_cycle(
         pages: Vec::new(),
         end_words: 0,
         total_words: 0,
+        dense_words: 0,
+        boundary_header: 0,
         space_start: space.start(),
         from_start: from.start(),
         moving_pages: pages,

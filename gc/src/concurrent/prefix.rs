@@ -1,0 +1,119 @@
+//! The dense prefix during a concurrent cycle: the pages at the bottom of
+//! the moving space whose objects do not move keep their bytes and their
+//! physical pages. The flip moves them out with the rest of the space (one
+//! mremap of the whole reservation, which keeps the heap one VMA); after it
+//! each prefix page has its reference slots rewritten *in its from-space
+//! page* ([`Compactor::update_dense_page`](crate::compact::Compactor), which
+//! also covers dead gaps with fillers) and comes back through the same page
+//! states as a compacted page:
+//!
+//! ```text
+//!  phase 1 (GC threads, runs of 512 pages)     phase 2 (after a barrier)
+//!  claim ─► fix in the from-space ─► Compacted ─► UFFDIO_MOVE the run back ─► Mapped
+//!                                        │         (EBUSY: COPY that page)
+//!  fault resolver:                       └──────► take it: UFFDIO_COPY ──────► Mapped
+//!  claim ─► fix in the from-space ─► Mapping ─► UFFDIO_COPY ───────────────► Mapped
+//! ```
+//!
+//! Why two phases: fixing page `p` reads the header of the object that
+//! crosses into `p`, which may start on an earlier page `q`. A MOVE takes
+//! `q`'s physical page out of the from-space (reading there afterwards
+//! yields zeros), so no prefix page may be moved before every prefix page
+//! has been fixed. Phase 1 claims and fixes every page nobody has claimed
+//! yet; then [`CycleShared::prefix_quiesce`] waits until no fault resolver
+//! is still fixing one (resolvers install by COPY, which leaves the
+//! from-space page in place); only then does phase 2 move runs of pages
+//! back. From phase 2 on no prefix page is unclaimed, so nobody reads a
+//! prefix header any more. The compaction of the pages after the prefix
+//! reads one prefix header, that of the object crossing the prefix's end;
+//! it is saved in the pause (`CycleShared::boundary_header`).
+//!
+//! A page whose references all stay the same is not written at all, so
+//! after `fork` it is still shared with the parent when its MOVE is tried:
+//! the kernel refuses to move a shared page (`EBUSY`) and it is copied.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::page_state::{Claimant, PageState};
+use super::{CycleShared, InstallMode, BLOCK_PAGES};
+use crate::mapping::PAGE_SIZE;
+
+impl CycleShared {
+    /// Fixes dense-prefix page `p` (claimed by the caller) in its
+    /// from-space page and returns that page's address, from where it is
+    /// installed. No allocation, no lock: fault path.
+    pub(super) fn fix_prefix_page(&self, p: usize) -> usize {
+        self.compactor().update_dense_page(p, self.marks.words());
+        self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
+        self.from_start + p * PAGE_SIZE
+    }
+
+    /// Phase 1, one GC thread's share: takes runs of [`BLOCK_PAGES`] prefix
+    /// pages from `next` and fixes every page of them it can claim, leaving
+    /// it `Compacted` (installable by a faulting mutator from then on).
+    pub(crate) fn fix_prefix(&self, next: &AtomicUsize) {
+        loop {
+            let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
+            if lo >= self.dense_pages {
+                return;
+            }
+            for p in lo..(lo + BLOCK_PAGES).min(self.dense_pages) {
+                if self.states.claim(p, Claimant::Gc) {
+                    let src = self.fix_prefix_page(p);
+                    self.srcs[p].store(src, Ordering::Release);
+                    self.states.compacted(p);
+                }
+            }
+        }
+    }
+
+    /// Between the phases (after every GC thread finished phase 1): waits
+    /// until no prefix page is being fixed by a fault resolver, so that
+    /// moving pages out of the from-space cannot pull a header from under
+    /// a fixer. Resolvers finish a page in microseconds.
+    pub(crate) fn prefix_quiesce(&self) {
+        for p in 0..self.dense_pages {
+            let mut round = 0u32;
+            loop {
+                match self.states.get(p) {
+                    PageState::MutatorClaimed => {}
+                    PageState::Unprocessed | PageState::GcClaimed => {
+                        // Phase 1 claimed every page nobody else had.
+                        crate::concurrent::fatal::fatal(
+                            "prefix_quiesce: a dense-prefix page was left unclaimed",
+                        )
+                    }
+                    _ => break,
+                }
+                round += 1;
+                if round < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Phase 2, one GC thread's share: takes runs of [`BLOCK_PAGES`] prefix
+    /// pages from `next` and installs those still `Compacted` from their
+    /// from-space pages, by MOVE in MOVE mode (the same physical pages go
+    /// back; a 2 MiB-aligned run of a huge page moves as one PMD), else by
+    /// COPY. Returns when every page of every run it took is mapped.
+    pub(crate) fn install_prefix(&self, next: &AtomicUsize) {
+        let mut runs = Vec::with_capacity(BLOCK_PAGES);
+        loop {
+            let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
+            if lo >= self.dense_pages {
+                return;
+            }
+            let hi = (lo + BLOCK_PAGES).min(self.dense_pages);
+            runs.clear();
+            runs.extend((lo..hi).map(|p| (p, self.from_start + p * PAGE_SIZE)));
+            self.install_runs(&runs, self.install == InstallMode::Move);
+            for p in lo..hi {
+                self.states.wait_mapped(p);
+            }
+        }
+    }
+}

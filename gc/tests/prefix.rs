@@ -1,0 +1,317 @@
+//! The dense prefix in concurrent cycles (`concurrent::prefix`): the
+//! long-lived objects at the bottom of the moving space keep their
+//! addresses and their bytes; after the flip their pages have their
+//! references rewritten in the from-space and go back (MOVE or COPY), and a
+//! mutator that touches one first fixes it itself. These tests build such a
+//! prefix (a long list of nodes, a few of them dead, with reference arrays
+//! spanning pages among them, every node pointing at a young object that
+//! moves each cycle), and check, in every install and fault mode, with a
+//! reader racing the GC over the prefix: every prefix page is fixed exactly
+//! once, prefix objects do not move, every reference read is right, and the
+//! verifier (after every cycle) finds the prefix walkable through the
+//! fillers written over its dead gaps. Tests skip, saying why, where
+//! userfaultfd is unavailable.
+//!
+//! Object access through the engine is `unsafe` (`ObjRef`'s access
+//! contract). Rule followed: an `ObjRef` held in a local is only used until
+//! the thread's next `alloc`/`collect`/`safepoint`/wait; anything that must
+//! survive one lives in a root slot or a persistent slot.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use movegc_gc::concurrent::FaultMode;
+use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
+
+/// Old nodes: next, young, then the node's id.
+fn old_node() -> Layout {
+    Layout::record(1, 2, 8).unwrap()
+}
+
+/// Young objects of generation `gen`: the id of the old node (or the index
+/// of the array slot) that owns it, then padding. The size changes with the
+/// generation, so a dead node's stale reference to an old young object
+/// points into the middle of what the next cycle packs there: the verifier
+/// fails unless the dead node is hidden by a filler.
+fn young(gen: usize) -> Layout {
+    Layout::record(2, 0, 8 + 8 * (gen % 3)).unwrap()
+}
+
+/// Entries of each reference array placed among the old nodes (3 pages:
+/// its slots lie on pages whose first object starts on an earlier page).
+const ARRAY_LEN: usize = 1500;
+/// An array after every this many old nodes.
+const ARRAY_EVERY: usize = 2000;
+/// Every this many old nodes, one is unlinked (a dead gap in the prefix).
+const DEAD_EVERY: usize = 400;
+
+fn heap(strategy: Strategy, fault_mode: FaultMode) -> Option<GcHeap> {
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy,
+        fault_mode,
+        gc_threads: 2,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
+    if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
+        eprintln!("skipped: userfaultfd unavailable");
+        return None;
+    }
+    Some(heap)
+}
+
+/// Builds the old list of `n` nodes (root slot 0 holds its head; root slot
+/// 1 holds the list of arrays, chained through slot 0 of each array), with
+/// no young objects yet.
+fn build_old(m: &mut MutatorContext, n: usize) {
+    // SAFETY: every `ObjRef` below is used before the next allocation, or
+    // read back from a root slot after it.
+    unsafe {
+        m.roots().resize(3, None);
+        for i in (0..n).rev() {
+            if i % ARRAY_EVERY == 0 {
+                let a = m.alloc(&Layout::ref_array(3, ARRAY_LEN).unwrap()).unwrap();
+                let prev = m.roots()[1];
+                m.store_ref(a, 0, prev).unwrap();
+                m.roots()[1] = Some(a);
+            }
+            let nd = m.alloc(&old_node()).unwrap();
+            nd.write_u64(0, i as u64).unwrap();
+            let next = m.roots()[0];
+            m.store_ref(nd, 0, next).unwrap();
+            m.roots()[0] = Some(nd);
+            if i % DEAD_EVERY == 1 {
+                // Allocated, linked, then unlinked below: dead.
+                m.roots()[2] = Some(nd);
+            }
+            if i % DEAD_EVERY == 0 {
+                if let Some(dead) = m.roots()[2].take() {
+                    let after = dead.load_ref(0).unwrap();
+                    let head = m.roots()[0].unwrap();
+                    m.store_ref(head, 0, after).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// Gives every old node a new young object (garbage between them, so the
+/// young objects move in the next cycle) and fills each array's slots
+/// 1.. with young objects too. A reader racing this sees the old or the
+/// new young object of a node, both valid.
+fn refresh_young(m: &mut MutatorContext, gen: usize) {
+    // SAFETY: as in `build_old`; the walk pointer lives in root slot 2.
+    unsafe {
+        m.roots()[2] = m.roots()[0];
+        while let Some(nd) = m.roots()[2] {
+            let _garbage = m.alloc(&young(gen)).unwrap();
+            let y = m.alloc(&young(gen)).unwrap();
+            let nd2 = m.roots()[2].unwrap();
+            debug_assert_eq!(nd.addr(), nd2.addr());
+            y.write_u64(0, nd2.read_u64(0).unwrap()).unwrap();
+            m.store_ref(nd2, 1, Some(y)).unwrap();
+            m.roots()[2] = nd2.load_ref(0).unwrap();
+        }
+        m.roots()[2] = m.roots()[1];
+        while m.roots()[2].is_some() {
+            for i in 1..ARRAY_LEN {
+                let y = m.alloc(&young(gen)).unwrap();
+                y.write_u64(0, i as u64).unwrap();
+                let a = m.roots()[2].unwrap();
+                m.store_ref(a, i, Some(y)).unwrap();
+            }
+            let a = m.roots()[2].unwrap();
+            m.roots()[2] = a.load_ref(0).unwrap();
+        }
+    }
+}
+
+/// Unlinks the successor of every node whose id is `cycle` modulo 157
+/// (never the last node); returns how many.
+fn unlink_some(m: &mut MutatorContext, cycle: u64) -> usize {
+    let mut n = 0;
+    // SAFETY: read from the root slot; `store_ref` reaches no safepoint.
+    unsafe {
+        let mut cur = m.roots()[0];
+        while let Some(nd) = cur {
+            let next = nd.load_ref(0).unwrap();
+            if nd.read_u64(0).unwrap() % 157 == cycle {
+                if let Some(nx) = next {
+                    if let Some(after) = nx.load_ref(0).unwrap() {
+                        m.store_ref(nd, 0, Some(after)).unwrap();
+                        n += 1;
+                    }
+                }
+            }
+            cur = nd.load_ref(0).unwrap();
+        }
+    }
+    n
+}
+
+/// Walks the list from `head` and the arrays from `arrays`, checking every
+/// id and young object; returns the number of nodes. No safepoint inside.
+///
+/// # Safety
+/// `head` and `arrays` must be valid until the walk returns (no safepoint
+/// of the calling thread meanwhile).
+unsafe fn check(head: Option<ObjRef>, arrays: Option<ObjRef>, n: usize) -> usize {
+    let mut count = 0;
+    let mut prev = None;
+    let mut cur = head;
+    while let Some(nd) = cur {
+        let id = nd.read_u64(0).unwrap();
+        if let Some(p) = prev {
+            assert!(id > p, "ids ascend along the list: {p} then {id}");
+        }
+        let y = nd.load_ref(1).unwrap().expect("a young object");
+        assert_eq!(y.read_u64(0).unwrap(), id, "young object of node {id}");
+        prev = Some(id);
+        count += 1;
+        cur = nd.load_ref(0).unwrap();
+    }
+    assert_eq!(prev, Some(n as u64 - 1));
+    let mut a = arrays;
+    while let Some(arr) = a {
+        for i in 1..ARRAY_LEN {
+            let y = arr.load_ref(i).unwrap().expect("a young object");
+            assert_eq!(y.read_u64(0).unwrap(), i as u64, "array slot {i}");
+        }
+        a = arr.load_ref(0).unwrap();
+    }
+    count
+}
+
+/// The prefix, in one install and fault mode: six cycles, with a reader
+/// walking the list (faulting on prefix pages the GC has not brought back
+/// yet, and fixing them itself) while the main thread collects if
+/// `reader`; without one, every prefix page goes back from the GC threads
+/// (by MOVE in MOVE mode).
+fn prefix_pages_come_back_fixed(strategy: Strategy, fault_mode: FaultMode, reader: bool) {
+    const N: usize = 60_000; // ~2.4 MB of old nodes: ~590 prefix pages
+    let Some(heap) = heap(strategy, fault_mode) else {
+        return;
+    };
+    let mut m = heap.attach().unwrap();
+    build_old(&mut m, N);
+    refresh_young(&mut m, 0);
+    // A first cycle packs the old data at the bottom of the space.
+    m.collect_with(strategy).expect("a collection ran");
+    // SAFETY: read from the root slots just now.
+    let (head_id, arrays_id) = unsafe {
+        (
+            heap.persistent_new(m.roots()[0]),
+            heap.persistent_new(m.roots()[1]),
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let walks = Arc::new(AtomicUsize::new(0));
+    let reader = reader.then(|| {
+        let (heap, stop, walks) = (heap.clone(), stop.clone(), walks.clone());
+        std::thread::spawn(move || {
+            let mut r = heap.attach().unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: read from the persistent slots; no safepoint until
+                // the `safepoint` below.
+                unsafe {
+                    let n = check(
+                        heap.persistent_get(head_id),
+                        heap.persistent_get(arrays_id),
+                        N,
+                    );
+                    assert!(n <= N - N / DEAD_EVERY);
+                }
+                walks.fetch_add(1, Ordering::Relaxed);
+                r.safepoint();
+            }
+        })
+    });
+    let mut faults = 0;
+    let mut prefix_pages = 0;
+    let mut alive = N - N / DEAD_EVERY;
+    for cycle in 0..6 {
+        // Old nodes die too: dead gaps inside the next prefix.
+        alive -= unlink_some(&mut m, cycle);
+        // New young objects (the old ones die), so that the prefix ends
+        // where the young objects start and they move.
+        refresh_young(&mut m, cycle as usize + 1);
+        // SAFETY: read from the root slot; used before the collection.
+        let head_before = unsafe { m.roots()[0].unwrap().addr() };
+        let st = m.collect_with(strategy).expect("a collection ran");
+        assert_eq!(st.strategy, Some(strategy));
+        assert!(
+            st.dense_pages >= 500,
+            "a dense prefix: {} pages",
+            st.dense_pages
+        );
+        assert_eq!(
+            st.prefix_pages, st.dense_pages,
+            "every prefix page was fixed exactly once"
+        );
+        assert!(st.moved_bytes > 0, "the young objects moved");
+        assert!(
+            st.pages_moved + st.pages_copied >= st.dense_pages,
+            "the prefix pages were installed"
+        );
+        // GC threads move prefix pages back (MOVE mode) unless a reader
+        // faulted on them first (then they are copied).
+        match (strategy, reader.is_some()) {
+            (Strategy::ConcurrentMove, false) => assert!(
+                st.pages_moved >= st.dense_pages,
+                "prefix pages go back by MOVE: {st:?}"
+            ),
+            (Strategy::ConcurrentMove, true) => {}
+            _ => assert_eq!(st.pages_moved, 0),
+        }
+        prefix_pages += st.dense_pages;
+        faults += st.faults;
+        // SAFETY: read from the root slots after the collection.
+        unsafe {
+            assert_eq!(
+                m.roots()[0].unwrap().addr(),
+                head_before,
+                "prefix objects stay put"
+            );
+            assert_eq!(check(m.roots()[0], m.roots()[1], N), alive);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(r) = reader {
+        r.join().unwrap();
+        assert!(walks.load(Ordering::Relaxed) > 0);
+    }
+    heap.persistent_free(head_id);
+    heap.persistent_free(arrays_id);
+    eprintln!(
+        "{strategy:?}/{fault_mode:?}: {prefix_pages} prefix pages over 6 cycles, {faults} faults, {} reader walks",
+        walks.load(Ordering::Relaxed)
+    );
+}
+
+#[test]
+fn prefix_move_sigbus() {
+    prefix_pages_come_back_fixed(Strategy::ConcurrentMove, FaultMode::Sigbus, true);
+}
+
+#[test]
+fn prefix_move_handler_thread() {
+    prefix_pages_come_back_fixed(Strategy::ConcurrentMove, FaultMode::HandlerThread, true);
+}
+
+#[test]
+fn prefix_copy_sigbus() {
+    prefix_pages_come_back_fixed(Strategy::ConcurrentCopy, FaultMode::Sigbus, true);
+}
+
+#[test]
+fn prefix_copy_handler_thread() {
+    prefix_pages_come_back_fixed(Strategy::ConcurrentCopy, FaultMode::HandlerThread, true);
+}
+
+#[test]
+fn prefix_move_without_faults_moves_every_page() {
+    prefix_pages_come_back_fixed(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
+}
