@@ -7,13 +7,12 @@
 //! ```text
 //!  stop the world ─ (verify the previous concurrent cycle) retire TLABs, gather roots
 //!    mark          parallel, into the mark and live-words bitmaps
-//!    prepare       dense prefix (stop-the-world only), chunk offsets,
-//!                  fillers, page-start table
+//!    prepare       dense prefix, chunk offsets, page-start table
 //!  stop-the-world strategy:
-//!    flip          mremap(DONTUNMAP) the pages above the dense prefix to
-//!                  the from-space: the heap range is now empty
-//!    compact       every to-space page = compact_page(p), in parallel;
-//!                  dense pages get their references fixed in place
+//!    compact       in place: dense-prefix pages get their references
+//!                  fixed (and fillers over dead gaps); every other page
+//!                  = compact_page(p) into a bounce buffer, in parallel,
+//!                  copied back a chunk at a time
 //!    update roots  mutator roots, persistent roots, large objects; sweep LOS
 //!    release       drop the from-space pages, clear the bitmaps
 //!    verify        (debug/test builds) check every reference and header
@@ -25,7 +24,9 @@
 //!    update roots  as above; the top drops to the compacted size
 //!  restart the world ── mutators run; a touched page faults and is
 //!                       compacted first (concurrent::fault)
-//!    driver        GC threads compact + install every page (concurrent::sweep),
+//!    driver        GC threads fix the dense prefix in the from-space and
+//!                  move it back (concurrent::prefix), then compact +
+//!                  install every other page (concurrent::sweep),
 //!                  unregister, drain resolvers, recycle/release the
 //!                  from-space, hand the metadata back; verified at the next
 //!                  pause (or by `collect()`, which waits for the cycle)
