@@ -311,11 +311,33 @@ pub struct AppReport {
     pub rss_kib: u64,
     /// Proportional set size at the end, KiB (shared pages divided).
     pub pss_kib: u64,
+    /// Memory shared with the zygote (and siblings) just after the fork
+    /// and after the app's first collection (an explicit one, before the
+    /// frames): how much of the preload's sharing a cycle keeps.
+    pub first_cycle: FirstCycle,
     /// Fold of every frame's layout checksum (same for an app index under
     /// every strategy).
     pub frame_digest: u64,
     /// Integrity problems found (empty: everything intact).
     pub errors: Vec<String>,
+}
+
+/// An app's memory around its first collection (`smaps_rollup`, KiB), and
+/// what that collection did with the pages it found shared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstCycle {
+    /// `Shared_Clean + Shared_Dirty` just after the fork.
+    pub shared_before_kib: u64,
+    /// The same after the first collection.
+    pub shared_after_kib: u64,
+    /// PSS just after the fork.
+    pub pss_before_kib: u64,
+    /// PSS after the first collection.
+    pub pss_after_kib: u64,
+    /// Pages of the dense prefix (not compacted, fixed in place).
+    pub dense_pages: u64,
+    /// Pages that MOVE refused (`EBUSY`: shared) and that were copied.
+    pub ebusy_fallbacks: u64,
 }
 
 /// One zygote's run: its preload and its apps.
@@ -436,6 +458,26 @@ impl RunReport {
                 sum(|a| a.ebusy_fallbacks),
                 mib(sum(|a| a.rss_kib)),
                 mib(sum(|a| a.pss_kib)),
+            );
+            let first =
+                |f: fn(&FirstCycle) -> u64| mib(s.apps.iter().map(|a| f(&a.first_cycle)).sum());
+            let _ = writeln!(
+                t,
+                "{:>18} shared with the zygote {:.1} -> {:.1} MiB, PSS {:.1} -> {:.1} MiB \
+                 ({} dense-prefix pages, {} EBUSY fallbacks)",
+                "first GC, all apps:",
+                first(|f| f.shared_before_kib),
+                first(|f| f.shared_after_kib),
+                first(|f| f.pss_before_kib),
+                first(|f| f.pss_after_kib),
+                s.apps
+                    .iter()
+                    .map(|a| a.first_cycle.dense_pages)
+                    .sum::<u64>(),
+                s.apps
+                    .iter()
+                    .map(|a| a.first_cycle.ebusy_fallbacks)
+                    .sum::<u64>(),
             );
             let _ = writeln!(
                 t,
@@ -1407,8 +1449,9 @@ fn worker(
     Ok(w)
 }
 
-/// `(Rss, Pss)` of this process in KiB, from `/proc/self/smaps_rollup`.
-fn memory_kib() -> (u64, u64) {
+/// `(Rss, Pss, Shared_Clean + Shared_Dirty)` of this process in KiB, from
+/// `/proc/self/smaps_rollup`.
+fn memory_kib() -> (u64, u64, u64) {
     let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
     let field = |name: &str| {
         text.lines()
@@ -1417,7 +1460,11 @@ fn memory_kib() -> (u64, u64) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    (field("Rss:"), field("Pss:"))
+    (
+        field("Rss:"),
+        field("Pss:"),
+        field("Shared_Clean:") + field("Shared_Dirty:"),
+    )
 }
 
 fn micros(d: Duration) -> u64 {
@@ -1434,6 +1481,19 @@ fn app_body(
     rep: &mut AppReport,
 ) -> Res<()> {
     let heap = m.heap().clone();
+    let before = memory_kib();
+    if let Some(c) = m.collect() {
+        m.wait_idle();
+        let after = memory_kib();
+        rep.first_cycle = FirstCycle {
+            shared_before_kib: before.2,
+            shared_after_kib: after.2,
+            pss_before_kib: before.1,
+            pss_after_kib: after.1,
+            dense_pages: c.dense_pages as u64,
+            ebusy_fallbacks: c.ebusy_fallbacks as u64,
+        };
+    }
     let base_cycles = heap.stats().cycles;
     let stop = AtomicBool::new(false);
 
@@ -1547,7 +1607,7 @@ fn app_body(
             ),
         );
     }
-    (rep.rss_kib, rep.pss_kib) = memory_kib();
+    (rep.rss_kib, rep.pss_kib, _) = memory_kib();
     Ok(())
 }
 

@@ -80,6 +80,22 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
             if s.effective == "stop-the-world" {
                 assert_eq!(a.faults, 0, "{who}: faults without concurrent cycles");
             }
+            // The first collection after the fork: the compacted preload is
+            // the dense prefix, shared with the zygote until then.
+            let f = &a.first_cycle;
+            assert!(f.dense_pages > 0, "{who}: no dense prefix: {f:?}");
+            assert!(
+                f.shared_before_kib > 0,
+                "{who}: nothing shared after fork: {f:?}"
+            );
+            if s.effective == "concurrent-move" {
+                // Moving a page still shared with the zygote is refused and
+                // copied instead (see docs/design.md, the dense prefix).
+                assert!(
+                    f.ebusy_fallbacks > 0,
+                    "{who}: no EBUSY on shared pages: {f:?}"
+                );
+            }
         }
     }
 
