@@ -65,6 +65,22 @@ pub struct Compactor<'a> {
     /// compaction of the pages after the prefix needs it when the prefix
     /// page holding it may already be gone from the from-space.
     pub(crate) boundary_header: u64,
+    /// The black block of a concurrent cycle (see [`Black`]).
+    pub(crate) black: Black,
+}
+
+/// The black block of a concurrent cycle: the objects allocated while it
+/// marked, old-space words `[fwd.end_words, end_words)` (the old region's
+/// end is page-aligned). They are live by position and slide down as one
+/// block by a whole number of pages, so a reference into it forwards by a
+/// subtraction, and each of its pages is fixed in place and moved, not
+/// compacted. `end_words == 0`: no black block.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Black {
+    /// One past the block's last word (the top at the final pause).
+    pub end_words: usize,
+    /// How far the block slides down, in words (a multiple of a page).
+    pub delta_words: usize,
 }
 
 impl<'a> Compactor<'a> {
@@ -91,6 +107,7 @@ impl<'a> Compactor<'a> {
             from_start,
             prefix_start: space_start,
             boundary_header: 0,
+            black: Black::default(),
         }
     }
 }
@@ -151,6 +168,8 @@ impl Compactor<'_> {
         let off = (v as usize).wrapping_sub(self.space_start);
         if off < self.fwd.end_words * WORD {
             (self.space_start + self.fwd.forward(off / WORD) * WORD) as u64
+        } else if off < self.black.end_words * WORD {
+            v - (self.black.delta_words * WORD) as u64 // the black block slides whole
         } else {
             v // null or a large object: never moves
         }
@@ -348,6 +367,62 @@ impl Compactor<'_> {
     }
 }
 
+impl Compactor<'_> {
+    /// Fixes, in place (at `prefix_start`), the reference slots of old-space
+    /// page `page` of the black block, and zeroes the words past the block's
+    /// end on its last page (they may hold stale bytes, and allocation
+    /// continues right after the block once it has slid down). Objects are
+    /// found from the bitmaps (the final pause marked every object of the
+    /// block); its gaps are unused TLAB tails, zero already. Same
+    /// properties as [`update_dense_page`](Self::update_dense_page): any
+    /// order, in parallel, fault path.
+    pub fn update_black_page(&self, page: usize, marks: &[u64]) {
+        let live = self.fwd.live;
+        let page_word = page * PAGE_WORDS;
+        let page_end = page_word + PAGE_WORDS;
+        let end = self.black.end_words.min(page_end);
+        let at = |w: usize| self.prefix_start + w * WORD;
+        for w in end.max(page_word)..page_end {
+            crate::object::store_word(at(w), 0);
+        }
+        let mut w = if page_word < end && is_live(live, page_word) {
+            object_start(marks, page_word)
+        } else {
+            page_word
+        };
+        while w < end {
+            if !is_live(live, w) {
+                match next_live(live, w, end) {
+                    Some(n) => w = n,
+                    None => break,
+                }
+                continue;
+            }
+            let h = Header::from_raw(read(at(w))).unwrap_or_else(|| {
+                fatal("update_black_page: bad object header in the black block")
+            });
+            let lo = (w + 1).max(page_word);
+            let hi = (w + 1 + h.ref_count()).min(page_end);
+            for s in lo..hi {
+                let v = read(at(s));
+                if v != 0 {
+                    self.prefetch_ref(v);
+                }
+            }
+            for s in lo..hi {
+                let v = read(at(s));
+                if v != 0 {
+                    let nv = self.forward_ref(v);
+                    if nv != v {
+                        crate::object::store_word(at(s), nv);
+                    }
+                }
+            }
+            w += h.size_words();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +456,7 @@ mod tests {
             from_start: from.start(),
             prefix_start: from.start(),
             boundary_header: 0,
+            black: Black::default(),
         };
         let mut buf = vec![0u8; PAGE_SIZE];
         c.compact_page(0, &mut buf);

@@ -272,6 +272,27 @@ pub(crate) fn worker_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> 
         .map_err(std::io::Error::other)
 }
 
+/// Computes the chunk offsets and the page-start table of the words
+/// `[dense, end_words)` (on the pool); returns the compacted size in words.
+fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_words: usize) -> usize {
+    let Metadata {
+        marks,
+        live,
+        offsets,
+        pages,
+    } = meta;
+    let total =
+        pool.install(|| forwarding::compute_offsets(live.words(), dense, end_words, offsets));
+    let fwd = Forwarding {
+        live: live.words(),
+        offsets,
+        dense_words: dense,
+        end_words,
+    };
+    pool.install(|| forwarding::page_starts(&fwd, marks.words(), pages));
+    total
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -415,7 +436,7 @@ impl Collector {
             cycle_start: t_start,
             madvise_before,
         };
-        self.finish(host, world, los, meta, st, strategy, top, times, None)
+        self.finish(host, world, los, meta, st, strategy, top, None, times, None)
     }
 
     /// Starts a concurrent cycle with concurrent marking: in this (short)
@@ -467,6 +488,11 @@ impl Collector {
         gc.satb.set_marking(true);
         let roots = gather_roots(&**host, world, true);
         let meta = self.meta.take().expect("metadata present between cycles");
+        // Objects allocated from now on form the black block, which the
+        // flip slides down whole pages at a time (see `concurrent::prefix`):
+        // it must start on a page boundary. The words skipped lie in the old
+        // region, dead (zero, no object), and are compacted away.
+        sp.moving.align_top(PAGE_SIZE);
         let mark_top = sp.moving.top();
         sp.large.set_allocate_black(true);
         self.in_flight = true;
@@ -491,6 +517,7 @@ impl Collector {
         mut st: CycleStats,
         strategy: Strategy,
         top: usize,
+        black_start: Option<usize>,
         times: CycleTimes,
         pending: Option<PendingHandler>,
     ) -> (CycleStats, bool) {
@@ -505,34 +532,25 @@ impl Collector {
         } = times;
 
         // Prepare: dense prefix, offsets, page starts. (The prefix's dead
-        // gaps get fillers when its pages are fixed, not here.)
+        // gaps get fillers when its pages are fixed, not here.) A concurrent
+        // cycle whose marking left a black block (everything allocated while
+        // it marked, from a page boundary) slides that block whole pages at
+        // a time: the offsets cover only the old region below it.
         let t = Instant::now();
+        let old_end = match black_start {
+            Some(s) if strategy.is_concurrent() && s % PAGE_SIZE == 0 && s < top => {
+                (s - start) / WORD
+            }
+            _ => end_words,
+        };
         let dense = match gc.settings.dense_prefix_threshold {
-            Some(th) => forwarding::dense_prefix(meta.live.words(), end_words, th),
+            Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
             None => 0,
         };
-        // compute_offsets and page_starts run on the collector's pool.
         let pool = gc.pool();
-        let total = pool.install(|| {
-            forwarding::compute_offsets(meta.live.words(), dense, end_words, &mut meta.offsets)
-        });
-        {
-            let Metadata {
-                marks,
-                live,
-                offsets,
-                pages,
-            } = &mut meta;
-            let fwd = Forwarding {
-                live: live.words(),
-                offsets,
-                dense_words: dense,
-                end_words,
-            };
-            pool.install(|| forwarding::page_starts(&fwd, marks.words(), pages));
-        }
+        let mut total = prepare(&pool, &mut meta, dense, old_end);
         st.prepare = t.elapsed();
-        st.moved_bytes = (total - dense) * WORD;
+        st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
         let reg_len = round_up(top - start, PAGE_SIZE);
 
         if strategy.is_concurrent() {
@@ -544,6 +562,7 @@ impl Collector {
                 &mut st,
                 strategy,
                 end_words,
+                old_end,
                 total,
                 dense,
                 reg_len,
@@ -557,8 +576,12 @@ impl Collector {
                 }
                 Err(m) => {
                     // Registration or the flip failed: finish this cycle
-                    // stop-the-world (the same offsets and dense prefix).
+                    // stop-the-world (the same dense prefix; the offsets
+                    // again if they stopped at a black block).
                     meta = m;
+                    if old_end != end_words {
+                        total = prepare(&pool, &mut meta, dense, end_words);
+                    }
                     st.strategy = Some(Strategy::StopTheWorld);
                 }
             }
@@ -591,6 +614,7 @@ impl Collector {
             from_start: start,
             prefix_start: start,
             boundary_header: 0,
+            black: Default::default(),
         };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
@@ -684,6 +708,7 @@ impl Collector {
         st: &mut CycleStats,
         strategy: Strategy,
         end_words: usize,
+        old_end: usize,
         total: usize,
         dense: usize,
         reg_len: usize,
@@ -770,7 +795,7 @@ impl Collector {
                 live.words(),
                 marks.words(),
                 dense_words,
-                end_words,
+                old_end,
                 start,
             )
         };
@@ -779,7 +804,8 @@ impl Collector {
             marks,
             offsets,
             pages,
-            end_words,
+            end_words: old_end,
+            black_end_words: if old_end < end_words { end_words } else { 0 },
             total_words: total,
             dense_words,
             boundary_header,
@@ -868,17 +894,20 @@ impl Collector {
         let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v), true);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
-        let new_top = start + total * WORD;
+        let new_top = start + shared.new_top_words() * WORD;
         space.set_top(new_top);
         host.grant_waiting(world, self.cycles);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
-        st.pages_compacted = shared.npages() - shared.dense_pages();
+        st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();
+        st.black_pages = shared.black_pages();
         st.fault_mode = Some(support.fault_mode);
         st.pause = t_start.elapsed();
         self.in_flight = true;
         gc.in_flight.store(true, Ordering::Release);
-        self.packed_end = new_top;
+        // The black block and what follows are not packed (unused TLAB
+        // tails are zero words between objects), as in the allocation region.
+        self.packed_end = start + total * WORD;
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
         let flip_end = Instant::now();
@@ -1076,7 +1105,16 @@ fn concurrent_mark(
         madvise_before,
     };
     let (st, finished) = col.finish(
-        &host, &mut world, los, meta, st, strategy, top, times, pending,
+        &host,
+        &mut world,
+        los,
+        meta,
+        st,
+        strategy,
+        top,
+        Some(mark_top),
+        times,
+        pending,
     );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
@@ -1113,7 +1151,7 @@ fn drive(
     // The dense prefix first (the long-lived data mutators read most), in
     // two phases (see concurrent/prefix.rs): fix every page in the
     // from-space, then move them back.
-    if shared.dense_pages() > 0 {
+    if shared.in_place_pages() > 0 {
         gc.pool().scope(|s| {
             for _ in &buffers {
                 let (shared, fix_prefix) = (&shared, &fix_prefix);
@@ -1218,6 +1256,7 @@ fn drive(
     st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);
     st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
     st.prefix_pages = c.prefix_pages.load(Ordering::Relaxed);
+    st.black_fixed = c.black_pages.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));

@@ -210,6 +210,21 @@ impl MovingSpace {
         self.dirty_limit.load(Ordering::Acquire)
     }
 
+    /// With the world stopped and no TLAB open (all retired), moves the
+    /// top up to the next multiple of `align`; the words skipped are zeroed
+    /// where they may be dirty, so they read as unused allocation space.
+    /// Leaves the top alone if that would pass the end of the space.
+    pub(crate) fn align_top(&self, align: usize) {
+        let top = self.top();
+        let aligned = round_up(top, align);
+        if aligned > top && aligned <= self.end() {
+            // Nobody owns [top, aligned): it is above the shared cursor and
+            // the world is stopped, so zeroing it is as for a new block.
+            self.clean_block(top, aligned);
+            self.set_top(aligned);
+        }
+    }
+
     /// Zeroes the dirty part of a block just returned by `alloc_block`, so
     /// allocation can rely on zeroed memory. Pages the kernel supplies
     /// fresh are not touched.

@@ -106,7 +106,14 @@ pub struct CycleStats {
     pub pages_compacted: usize,
     /// Pages of the dense prefix updated in place (not compacted).
     pub dense_pages: usize,
-    /// Of those, in a concurrent cycle, the pages whose references were
+    /// Pages of the black block (what was allocated while a concurrent
+    /// cycle marked): slid down whole pages at a time, their references
+    /// rewritten in place and the pages moved, not compacted.
+    pub black_pages: usize,
+    /// Of those, the pages fixed after the flip (by GC threads or fault
+    /// resolvers); equals `black_pages` when every page was fixed once.
+    pub black_fixed: usize,
+    /// Of the dense pages, in a concurrent cycle, the pages whose references were
     /// rewritten after the flip (in their from-space page, then moved or
     /// copied back); equals `dense_pages` when every page was fixed once.
     pub prefix_pages: usize,

@@ -46,12 +46,17 @@ const ARRAY_EVERY: usize = 2000;
 const DEAD_EVERY: usize = 400;
 
 fn heap(strategy: Strategy, fault_mode: FaultMode) -> Option<GcHeap> {
+    heap_with(strategy, fault_mode, HeapConfig::default().tlab_size)
+}
+
+fn heap_with(strategy: Strategy, fault_mode: FaultMode, tlab_size: usize) -> Option<GcHeap> {
     let heap = GcHeap::new(HeapConfig {
         capacity: 64 << 20,
         min_free: 64 << 20,
         strategy,
         fault_mode,
         gc_threads: 2,
+        tlab_size,
         verify: true,
         ..Default::default()
     })
@@ -314,4 +319,140 @@ fn prefix_copy_handler_thread() {
 #[test]
 fn prefix_move_without_faults_moves_every_page() {
     prefix_pages_come_back_fixed(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
+}
+
+/// The black block: a thread allocates linked lists without pause (each
+/// node points at the previous one, black to black, and at an old anchor,
+/// black to old) and keeps the last eight lists rooted, checking each list
+/// before dropping it, while the main thread runs concurrent cycles. The
+/// lists allocated while a cycle marks form its black block, which slides
+/// down whole pages at a time: every cycle that has one fixes each of its
+/// pages exactly once, and every list reads back intact.
+fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode) {
+    const LIST: usize = 2000;
+    // TLABs that are not a whole number of pages, so the block's end (the
+    // top at the final pause) falls inside a page.
+    let Some(heap) = heap_with(strategy, fault_mode, 5000) else {
+        return;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let lists = Arc::new(AtomicUsize::new(0));
+    let allocator = {
+        let (heap, stop, lists) = (heap.clone(), stop.clone(), lists.clone());
+        std::thread::spawn(move || {
+            let mut m = heap.attach().unwrap();
+            // SAFETY: every `ObjRef` is used before this thread's next
+            // allocation, or read back from a root slot after it.
+            unsafe {
+                m.roots().resize(10, None);
+                let anchor = m.alloc(&young(0)).unwrap();
+                anchor.write_u64(0, 0xA11C).unwrap();
+                m.roots()[9] = Some(anchor);
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let slot = (k % 8) as usize;
+                    if let Some(head) = m.roots()[slot] {
+                        check_list(head, LIST);
+                    }
+                    m.roots()[8] = None;
+                    for i in 0..LIST {
+                        let nd = m.alloc(&old_node()).unwrap();
+                        // Fresh objects are zeroed, also those allocated
+                        // right after a black block that slid down.
+                        assert_eq!(nd.load_ref(0).unwrap(), None, "a fresh node is zeroed");
+                        assert_eq!(nd.load_ref(1).unwrap(), None, "a fresh node is zeroed");
+                        assert_eq!(nd.read_u64(0).unwrap(), 0, "a fresh node is zeroed");
+                        nd.write_u64(0, (k << 20) | i as u64).unwrap();
+                        let prev = m.roots()[8];
+                        m.store_ref(nd, 0, prev).unwrap();
+                        let anchor = m.roots()[9];
+                        m.store_ref(nd, 1, anchor).unwrap();
+                        m.roots()[8] = Some(nd);
+                    }
+                    m.roots()[slot] = m.roots()[8].take();
+                    k += 1;
+                    lists.fetch_add(1, Ordering::Relaxed);
+                }
+                for slot in 0..8 {
+                    if let Some(head) = m.roots()[slot] {
+                        check_list(head, LIST);
+                    }
+                }
+            }
+        })
+    };
+    let mut m = heap.attach().unwrap();
+    let (mut with_block, mut black_pages) = (0, 0);
+    for i in 0..12 {
+        // Every third cycle stop-the-world: it leaves the space above its
+        // top dirty (old bytes, zeroed only when handed out), so the next
+        // black block ends on a page whose tail holds stale bytes, which
+        // must not survive its move (allocation continues right after it).
+        if i % 3 == 2 {
+            m.collect_with(Strategy::StopTheWorld)
+                .expect("a collection ran");
+            continue;
+        }
+        let st = m.collect_with(strategy).expect("a collection ran");
+        assert_eq!(st.strategy, Some(strategy));
+        assert_eq!(
+            st.black_fixed, st.black_pages,
+            "every black page was fixed exactly once: {st:?}"
+        );
+        if st.black_pages > 0 {
+            with_block += 1;
+            black_pages += st.black_pages;
+        }
+        m.safepoint();
+    }
+    stop.store(true, Ordering::Relaxed);
+    allocator.join().unwrap();
+    assert!(lists.load(Ordering::Relaxed) > 8);
+    assert!(with_block > 0, "no cycle had a black block");
+    eprintln!(
+        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles slid a black block, {black_pages} pages in all, {} lists",
+        lists.load(Ordering::Relaxed)
+    );
+}
+
+/// Checks one list built by `black_block_slides_whole`: `n` nodes with
+/// descending indexes and the same list number, each pointing at the anchor.
+///
+/// # Safety
+/// `head` must be valid until this returns (no safepoint meanwhile).
+unsafe fn check_list(head: ObjRef, n: usize) {
+    let mut cur = Some(head);
+    let mut want = n;
+    let list = head.read_u64(0).unwrap() >> 20;
+    while let Some(nd) = cur {
+        want -= 1;
+        assert_eq!(
+            nd.read_u64(0).unwrap(),
+            (list << 20) | want as u64,
+            "list {list}"
+        );
+        let anchor = nd.load_ref(1).unwrap().expect("the anchor");
+        assert_eq!(
+            anchor.read_u64(0).unwrap(),
+            0xA11C,
+            "list {list} node {want}"
+        );
+        cur = nd.load_ref(0).unwrap();
+    }
+    assert_eq!(want, 0, "list {list} is {n} nodes long");
+}
+
+#[test]
+fn black_block_move_sigbus() {
+    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus);
+}
+
+#[test]
+fn black_block_move_handler_thread() {
+    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::HandlerThread);
+}
+
+#[test]
+fn black_block_copy_sigbus() {
+    black_block_slides_whole(Strategy::ConcurrentCopy, FaultMode::Sigbus);
 }

@@ -59,7 +59,7 @@ use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::compact::Compactor;
+use crate::compact::{Black, Compactor};
 use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
 use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
@@ -178,6 +178,8 @@ pub struct Counters {
     /// Pages of the dense prefix whose references were rewritten in place
     /// (by GC threads or fault resolvers) before they went back.
     pub prefix_pages: AtomicUsize,
+    /// Pages of the black block fixed in place and moved down.
+    pub black_pages: AtomicUsize,
 }
 
 /// A fault-stall histogram that signal handlers can update: 1 µs buckets
@@ -340,9 +342,17 @@ pub struct CycleShared {
     end_words: usize,
     space_start: usize,
     from_start: usize,
-    /// To-space pages holding compacted objects (the dense prefix
-    /// included).
+    /// To-space pages holding live objects: the dense prefix, the
+    /// compacted old region, then the black block's pages.
     npages: usize,
+    /// To-space pages of the dense prefix and the compacted old region
+    /// (the black block's pages follow).
+    old_pages: usize,
+    /// How many pages the black block slides down: to-space page `p` of
+    /// the block is from-space page `p + black_delta_pages`.
+    black_delta_pages: usize,
+    /// One past the black block's last old-space word (0: no block).
+    black_end_words: usize,
     /// Pages of the dense prefix: fixed in place in the from-space and
     /// moved back (see `prefix`).
     dense_pages: usize,
@@ -407,6 +417,7 @@ pub(crate) struct CycleSetup {
     pub offsets: U32Map,
     pub pages: Vec<PageStart>,
     pub end_words: usize,
+    pub black_end_words: usize,
     pub total_words: usize,
     pub dense_words: usize,
     pub boundary_header: u64,
@@ -425,12 +436,30 @@ pub(crate) struct CycleSetup {
 
 impl CycleShared {
     pub(crate) fn new(s: CycleSetup) -> CycleShared {
-        let npages = s.total_words.div_ceil(PAGE_WORDS);
+        let old_pages = s.total_words.div_ceil(PAGE_WORDS);
+        // The black block (if any) starts at the page-aligned end of the old
+        // region and lands on the first page after the compacted data.
+        let (black_pages, black_delta_pages) = if s.black_end_words > s.end_words {
+            debug_assert_eq!(s.end_words % PAGE_WORDS, 0);
+            (
+                (s.black_end_words - s.end_words).div_ceil(PAGE_WORDS),
+                s.end_words / PAGE_WORDS - old_pages,
+            )
+        } else {
+            (0, 0)
+        };
+        let npages = old_pages + black_pages;
         let dense_pages = s.dense_words / PAGE_WORDS;
-        let block_pages = block_pages_for(npages - dense_pages);
-        let nblocks = (npages - dense_pages).div_ceil(block_pages);
-        // Initially free: from-space pages above the last live word (never
-        // the dense prefix's: they go back to the to-space).
+        let block_pages = block_pages_for(old_pages - dense_pages);
+        let nblocks = (old_pages - dense_pages).div_ceil(block_pages);
+        // Initially free: from-space pages above the old region's last live
+        // word and below the black block (never the dense prefix's or the
+        // black block's: they go back to the to-space).
+        let free_top = if black_pages > 0 {
+            s.end_words / PAGE_WORDS
+        } else {
+            s.used_pages
+        };
         let last_live_page = last_live_word(s.live.words(), s.end_words)
             .map_or(0, |w| w / PAGE_WORDS + 1)
             .max(dense_pages);
@@ -443,6 +472,13 @@ impl CycleShared {
             space_start: s.space_start,
             from_start: s.from_start,
             npages,
+            old_pages,
+            black_delta_pages,
+            black_end_words: if black_pages > 0 {
+                s.black_end_words
+            } else {
+                0
+            },
             dense_pages,
             boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
@@ -462,7 +498,7 @@ impl CycleShared {
             inject_n: AtomicU32::new(0),
             counters: Counters::default(),
             stalls: StallHistogram::default(),
-            free: FreeRange::new(s.used_pages, last_live_page.min(s.used_pages)),
+            free: FreeRange::new(free_top, last_live_page.min(free_top)),
             recycler: Mutex::new(Recycler {
                 done: vec![false; nblocks],
                 in_progress: vec![false; nblocks],
@@ -486,6 +522,30 @@ impl CycleShared {
             from_start: self.from_start,
             prefix_start: self.from_start,
             boundary_header: self.boundary_header,
+            black: Black {
+                end_words: self.black_end_words,
+                delta_words: self.black_delta_pages * PAGE_WORDS,
+            },
+        }
+    }
+
+    /// To-space pages of the dense prefix and the compacted old region.
+    pub fn old_pages(&self) -> usize {
+        self.old_pages
+    }
+
+    /// Pages of the black block.
+    pub fn black_pages(&self) -> usize {
+        self.npages - self.old_pages
+    }
+
+    /// Words from the start of the space to the top after the flip: the
+    /// compacted data, then (page-aligned) the black block.
+    pub(crate) fn new_top_words(&self) -> usize {
+        if self.black_end_words > 0 {
+            self.old_pages * PAGE_WORDS + self.black_end_words - self.end_words
+        } else {
+            self.compactor().fwd.total_words()
         }
     }
 
@@ -677,13 +737,13 @@ impl CycleShared {
                 }
                 PageState::Unprocessed => {
                     if self.states.claim(p, Claimant::Mutator) {
-                        if p < self.dense_pages {
-                            // A dense-prefix page: fixed in its from-space
-                            // page and copied from there (a MOVE would take
-                            // that page away from the fixers of the pages
-                            // after it, which read the header of an object
-                            // that starts here; see `prefix`).
-                            let src = self.fix_prefix_page(p);
+                        if self.in_place(p) {
+                            // A dense-prefix or black-block page: fixed in
+                            // its from-space page and copied from there (a
+                            // MOVE would take that page away from the fixers
+                            // of the pages after it, which read the header of
+                            // an object that starts here; see `prefix`).
+                            let src = self.fix_in_place(p);
                             self.states.mapping(p);
                             self.install_resolved(p, page_addr, src, true);
                             return;
@@ -974,7 +1034,7 @@ impl CycleShared {
             }
             let b = b as usize;
             let lo = self.dense_pages + b * self.block_pages;
-            let hi = (lo + self.block_pages).min(self.npages);
+            let hi = (lo + self.block_pages).min(self.old_pages);
             // Recycled pages are reserved for the whole block up front;
             // pages are claimed one at a time as they are compacted, so a
             // mutator faulting ahead of the sweep compacts its page itself
@@ -1072,7 +1132,7 @@ impl CycleShared {
 
     /// Number of blocks the GC threads sweep (above the dense prefix).
     pub(crate) fn nblocks(&self) -> usize {
-        (self.npages - self.dense_pages).div_ceil(self.block_pages)
+        (self.old_pages - self.dense_pages).div_ceil(self.block_pages)
     }
 
     /// The registered range.
@@ -1149,6 +1209,7 @@ pub(crate) fn test_cycle(
         offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
         pages: Vec::new(),
         end_words: 0,
+        black_end_words: 0,
         total_words: 0,
         dense_words: 0,
         boundary_header: 0,

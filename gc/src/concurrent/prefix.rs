@@ -31,35 +31,93 @@
 //! A page whose references all stay the same is not written at all, so
 //! after `fork` it is still shared with the parent when its MOVE is tried:
 //! the kernel refuses to move a shared page (`EBUSY`) and it is copied.
+//!
+//! **The black block** goes the same way. Everything allocated while the
+//! cycle marked is live by position and lies at the top of the old space
+//! from a page boundary (the initial pause aligns the top). Instead of
+//! compacting it object by object, the flip slides it down as one block by
+//! a whole number of pages, to the first page after the compacted old data:
+//! a reference into it forwards by a subtraction, and each of its pages is
+//! fixed in its from-space page ([`Compactor::update_black_page`]) and
+//! moved to its new place, `black_delta_pages` lower. It takes part in both
+//! phases with the prefix pages (its objects cross pages too).
+//!
+//! ```text
+//!  old space:  [ prefix | old region (compacted)        |·| black block   ]
+//!  to-space:   [ prefix | compacted | black block ] allocation ...
+//!                                     ^ old_pages: to-space page p of the block
+//!                                       is from-space page p + black_delta_pages
+//! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::page_state::{Claimant, PageState};
 use super::{CycleShared, InstallMode, BLOCK_PAGES};
+#[allow(unused_imports)] // named in the module docs
+use crate::compact::Compactor;
 use crate::mapping::PAGE_SIZE;
 
 impl CycleShared {
-    /// Fixes dense-prefix page `p` (claimed by the caller) in its
-    /// from-space page and returns that page's address, from where it is
-    /// installed. No allocation, no lock: fault path.
-    pub(super) fn fix_prefix_page(&self, p: usize) -> usize {
-        self.compactor().update_dense_page(p, self.marks.words());
-        self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
-        self.from_start + p * PAGE_SIZE
+    /// Pages fixed in place: the dense prefix's, then the black block's.
+    pub(crate) fn in_place_pages(&self) -> usize {
+        self.dense_pages + self.black_pages()
     }
 
-    /// Phase 1, one GC thread's share: takes runs of [`BLOCK_PAGES`] prefix
-    /// pages from `next` and fixes every page of them it can claim, leaving
-    /// it `Compacted` (installable by a faulting mutator from then on).
+    /// The to-space page of the `i`-th page fixed in place.
+    fn in_place_page(&self, i: usize) -> usize {
+        if i < self.dense_pages {
+            i
+        } else {
+            self.old_pages + (i - self.dense_pages)
+        }
+    }
+
+    /// Whether to-space page `p` is fixed in place (prefix or black block).
+    #[inline]
+    pub(super) fn in_place(&self, p: usize) -> bool {
+        p < self.dense_pages || (p >= self.old_pages && p < self.npages)
+    }
+
+    /// The from-space address of in-place to-space page `p`.
+    fn in_place_src(&self, p: usize) -> usize {
+        let from_page = if p < self.dense_pages {
+            p
+        } else {
+            p + self.black_delta_pages
+        };
+        self.from_start + from_page * PAGE_SIZE
+    }
+
+    /// Fixes in-place page `p` (claimed by the caller) in its from-space
+    /// page and returns that page's address, from where it is installed.
+    /// No allocation, no lock: fault path.
+    pub(super) fn fix_in_place(&self, p: usize) -> usize {
+        if p < self.dense_pages {
+            self.compactor().update_dense_page(p, self.marks.words());
+            self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.compactor()
+                .update_black_page(p + self.black_delta_pages, self.marks.words());
+            self.counters.black_pages.fetch_add(1, Ordering::Relaxed);
+        }
+        self.in_place_src(p)
+    }
+
+    /// Phase 1, one GC thread's share: takes runs of [`BLOCK_PAGES`]
+    /// in-place pages from `next` and fixes every page of them it can
+    /// claim, leaving it `Compacted` (installable by a faulting mutator from
+    /// then on).
     pub(crate) fn fix_prefix(&self, next: &AtomicUsize) {
+        let n = self.in_place_pages();
         loop {
             let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
-            if lo >= self.dense_pages {
+            if lo >= n {
                 return;
             }
-            for p in lo..(lo + BLOCK_PAGES).min(self.dense_pages) {
+            for i in lo..(lo + BLOCK_PAGES).min(n) {
+                let p = self.in_place_page(i);
                 if self.states.claim(p, Claimant::Gc) {
-                    let src = self.fix_prefix_page(p);
+                    let src = self.fix_in_place(p);
                     self.srcs[p].store(src, Ordering::Release);
                     self.states.compacted(p);
                 }
@@ -68,11 +126,12 @@ impl CycleShared {
     }
 
     /// Between the phases (after every GC thread finished phase 1): waits
-    /// until no prefix page is being fixed by a fault resolver, so that
+    /// until no in-place page is being fixed by a fault resolver, so that
     /// moving pages out of the from-space cannot pull a header from under
     /// a fixer. Resolvers finish a page in microseconds.
     pub(crate) fn prefix_quiesce(&self) {
-        for p in 0..self.dense_pages {
+        for i in 0..self.in_place_pages() {
+            let p = self.in_place_page(i);
             let mut round = 0u32;
             loop {
                 match self.states.get(p) {
@@ -80,7 +139,7 @@ impl CycleShared {
                     PageState::Unprocessed | PageState::GcClaimed => {
                         // Phase 1 claimed every page nobody else had.
                         crate::concurrent::fatal::fatal(
-                            "prefix_quiesce: a dense-prefix page was left unclaimed",
+                            "prefix_quiesce: an in-place page was left unclaimed",
                         )
                     }
                     _ => break,
@@ -95,23 +154,27 @@ impl CycleShared {
         }
     }
 
-    /// Phase 2, one GC thread's share: takes runs of [`BLOCK_PAGES`] prefix
-    /// pages from `next` and installs those still `Compacted` from their
-    /// from-space pages, by MOVE in MOVE mode (the same physical pages go
-    /// back; a 2 MiB-aligned run of a huge page moves as one PMD), else by
-    /// COPY. Returns when every page of every run it took is mapped.
+    /// Phase 2, one GC thread's share: takes runs of [`BLOCK_PAGES`]
+    /// in-place pages from `next` and installs those still `Compacted` from
+    /// their from-space pages, by MOVE in MOVE mode (the same physical pages
+    /// go back; a 2 MiB-aligned run of a huge page moves as one PMD), else
+    /// by COPY. Returns when every page of every run it took is mapped.
     pub(crate) fn install_prefix(&self, next: &AtomicUsize) {
+        let n = self.in_place_pages();
         let mut runs = Vec::with_capacity(BLOCK_PAGES);
         loop {
             let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
-            if lo >= self.dense_pages {
+            if lo >= n {
                 return;
             }
-            let hi = (lo + BLOCK_PAGES).min(self.dense_pages);
+            let hi = (lo + BLOCK_PAGES).min(n);
             runs.clear();
-            runs.extend((lo..hi).map(|p| (p, self.from_start + p * PAGE_SIZE)));
+            runs.extend((lo..hi).map(|i| {
+                let p = self.in_place_page(i);
+                (p, self.in_place_src(p))
+            }));
             self.install_runs(&runs, self.install == InstallMode::Move);
-            for p in lo..hi {
+            for &(p, _) in &runs {
                 self.states.wait_mapped(p);
             }
         }
