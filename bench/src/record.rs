@@ -121,6 +121,10 @@ pub struct CycleRecord {
     /// Pages of the dense prefix updated in place instead of compacted.
     #[serde(default)]
     pub dense_pages: usize,
+    /// Pages of the black block (allocated while a concurrent cycle marked)
+    /// slid down whole, fixed in place instead of compacted.
+    #[serde(default)]
+    pub black_pages: usize,
     /// Live large objects.
     #[serde(default)]
     pub large_objects_live: usize,
@@ -148,6 +152,7 @@ impl CycleRecord {
             prepare_ms: ms(c.prepare),
             time_to_safepoint_ms: ms(c.time_to_safepoint),
             dense_pages: c.dense_pages,
+            black_pages: c.black_pages,
             large_objects_live: c.large_objects_live,
         }
     }

@@ -24,8 +24,10 @@
 //!    update roots  as above; the top drops to the compacted size
 //!  restart the world ── mutators run; a touched page faults and is
 //!                       compacted first (concurrent::fault)
-//!    driver        GC threads fix the dense prefix in the from-space and
-//!                  move it back (concurrent::prefix), then compact +
+//!    driver        GC threads fix the dense prefix and the black block
+//!                  (what was allocated while marking) in the from-space
+//!                  and move them back, the block whole pages lower
+//!                  (concurrent::prefix), then compact +
 //!                  install every other page (concurrent::sweep),
 //!                  unregister, drain resolvers, recycle/release the
 //!                  from-space, hand the metadata back; verified at the next
