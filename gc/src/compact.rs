@@ -368,16 +368,57 @@ impl Compactor<'_> {
 }
 
 impl Compactor<'_> {
+    /// The first word to walk on old-space page `page` of the black block:
+    /// the start of the object that contains the page's first word, or the
+    /// first object start after it (or a word at or past the block's end).
+    /// `blocks` are the block starts recorded while marking (sorted word
+    /// indices, the first one the block's start): objects lie back to back
+    /// from each block start up to its first zero word (the unused tail of
+    /// a TLAB), so the walk starts at the last block start at or before the
+    /// page and hops from header to header, reading only earlier headers of
+    /// the same block (see the two phases in `concurrent::prefix`).
+    pub(crate) fn black_first_object(&self, page: usize, blocks: &[usize]) -> usize {
+        let page_word = page * PAGE_WORDS;
+        let end = self.black.end_words;
+        let k = blocks.partition_point(|&b| b <= page_word);
+        let Some(&first) = k.checked_sub(1).and_then(|i| blocks.get(i)) else {
+            fatal("black_first_object: a page below the black block");
+        };
+        let mut w = first;
+        while w < page_word {
+            let raw = read(self.prefix_start + w * WORD);
+            if raw == 0 {
+                // The rest of this block is unused: the next object starts
+                // the next block, which begins after the page's first word.
+                return blocks.get(k).copied().unwrap_or(end);
+            }
+            let h = Header::from_raw(raw).unwrap_or_else(|| {
+                fatal("black_first_object: bad object header in the black block")
+            });
+            if w + h.size_words() > page_word {
+                return w;
+            }
+            w += h.size_words();
+        }
+        w
+    }
+
     /// Fixes, in place (at `prefix_start`), the reference slots of old-space
-    /// page `page` of the black block, and zeroes the words past the block's
-    /// end on its last page (they may hold stale bytes, and allocation
-    /// continues right after the block once it has slid down). Objects are
-    /// found from the bitmaps (the final pause marked every object of the
-    /// block); its gaps are unused TLAB tails, zero already. Same
-    /// properties as [`update_dense_page`](Self::update_dense_page): any
-    /// order, in parallel, fault path.
-    pub fn update_black_page(&self, page: usize, marks: &[u64]) {
-        let live = self.fwd.live;
+    /// page `page` of the black block, walking from `first`
+    /// ([`black_first_object`](Self::black_first_object)), and zeroes the
+    /// words past the block's end on its last page (they may hold stale
+    /// bytes, and allocation continues right after the block once it has
+    /// slid down). A zero word where an object could start is an unused
+    /// TLAB tail: the walk resumes at the next block start. Same properties
+    /// as [`update_dense_page`](Self::update_dense_page): any order, in
+    /// parallel, fault path. Returns the objects that start on the page and
+    /// their bytes.
+    pub(crate) fn update_black_page(
+        &self,
+        page: usize,
+        first: usize,
+        blocks: &[usize],
+    ) -> (usize, usize) {
         let page_word = page * PAGE_WORDS;
         let page_end = page_word + PAGE_WORDS;
         let end = self.black.end_words.min(page_end);
@@ -385,22 +426,24 @@ impl Compactor<'_> {
         for w in end.max(page_word)..page_end {
             crate::object::store_word(at(w), 0);
         }
-        let mut w = if page_word < end && is_live(live, page_word) {
-            object_start(marks, page_word)
-        } else {
-            page_word
-        };
+        let (mut objects, mut bytes) = (0, 0);
+        let mut w = first;
         while w < end {
-            if !is_live(live, w) {
-                match next_live(live, w, end) {
-                    Some(n) => w = n,
-                    None => break,
-                }
+            let raw = read(at(w));
+            if raw == 0 {
+                w = blocks
+                    .get(blocks.partition_point(|&b| b <= w))
+                    .copied()
+                    .unwrap_or(end);
                 continue;
             }
-            let h = Header::from_raw(read(at(w))).unwrap_or_else(|| {
+            let h = Header::from_raw(raw).unwrap_or_else(|| {
                 fatal("update_black_page: bad object header in the black block")
             });
+            if w >= page_word {
+                objects += 1;
+                bytes += h.size();
+            }
             let lo = (w + 1).max(page_word);
             let hi = (w + 1 + h.ref_count()).min(page_end);
             for s in lo..hi {
@@ -420,6 +463,7 @@ impl Compactor<'_> {
             }
             w += h.size_words();
         }
+        (objects, bytes)
     }
 }
 

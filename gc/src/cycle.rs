@@ -519,7 +519,7 @@ impl Collector {
         mut st: CycleStats,
         strategy: Strategy,
         top: usize,
-        black_start: Option<usize>,
+        black: Option<(usize, Vec<usize>)>,
         times: CycleTimes,
         pending: Option<PendingHandler>,
     ) -> (CycleStats, bool) {
@@ -539,11 +539,12 @@ impl Collector {
         // it marked, from a page boundary) slides that block whole pages at
         // a time: the offsets cover only the old region below it.
         let t = Instant::now();
-        let old_end = match black_start {
-            Some(s) if strategy.is_concurrent() && s % PAGE_SIZE == 0 && s < top => {
-                (s - start) / WORD
-            }
-            _ => end_words,
+        let (old_end, blocks) = match black {
+            Some((s, blocks)) => (
+                (s - start) / WORD,
+                blocks.into_iter().map(|b| (b - start) / WORD).collect(),
+            ),
+            None => (end_words, Vec::new()),
         };
         let dense = match gc.settings.dense_prefix_threshold {
             Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
@@ -565,6 +566,7 @@ impl Collector {
                 strategy,
                 end_words,
                 old_end,
+                blocks,
                 total,
                 dense,
                 reg_len,
@@ -582,6 +584,16 @@ impl Collector {
                     // again if they stopped at a black block).
                     meta = m;
                     if old_end != end_words {
+                        // The black block is compacted like the rest: walk it.
+                        let (n, b) = mark_allocated(
+                            meta.marks.atomics(),
+                            meta.live.atomics(),
+                            start,
+                            start + old_end * WORD,
+                            top,
+                        );
+                        st.live_objects += n;
+                        st.live_bytes = st.live_bytes - (end_words - old_end) * WORD + b;
                         total = prepare(&pool, &mut meta, dense, end_words);
                     }
                     st.strategy = Some(Strategy::StopTheWorld);
@@ -711,6 +723,7 @@ impl Collector {
         strategy: Strategy,
         end_words: usize,
         old_end: usize,
+        blocks: Vec<usize>,
         total: usize,
         dense: usize,
         reg_len: usize,
@@ -808,6 +821,7 @@ impl Collector {
             pages,
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
+            black_blocks: blocks.into_boxed_slice(),
             total_words: total,
             dense_words,
             boundary_header,
@@ -1084,15 +1098,31 @@ fn concurrent_mark(
         };
         total += mark(&ctx, &rest, Some(&pool), threads);
     }
-    let (n, b) = mark_allocated(
-        meta.marks.atomics(),
-        meta.live.atomics(),
-        start,
-        mark_top,
-        top,
-    );
-    total.objects += n;
-    total.bytes += b;
+    // What was allocated while marking, [mark_top, top), is live by
+    // position. If it starts on a page boundary it is the black block,
+    // which slides down whole and is walked after the flip from the block
+    // starts mutators recorded (`concurrent::prefix`): nothing to walk here;
+    // its bytes count whole until the GC threads have counted its objects.
+    // Otherwise it is walked now and compacted like the rest.
+    let blocks = gc.satb.take_blocks();
+    let black = (strategy.is_concurrent()
+        && mark_top % PAGE_SIZE == 0
+        && mark_top < top
+        && blocks.first() == Some(&mark_top))
+    .then_some((mark_top, blocks));
+    if black.is_some() {
+        total.bytes += top - mark_top;
+    } else {
+        let (n, b) = mark_allocated(
+            meta.marks.atomics(),
+            meta.live.atomics(),
+            start,
+            mark_top,
+            top,
+        );
+        total.objects += n;
+        total.bytes += b;
+    }
     st.remark = t.elapsed();
     st.live_bytes = total.bytes;
     st.live_objects = total.objects;
@@ -1107,16 +1137,7 @@ fn concurrent_mark(
         madvise_before,
     };
     let (st, finished) = col.finish(
-        &host,
-        &mut world,
-        los,
-        meta,
-        st,
-        strategy,
-        top,
-        Some(mark_top),
-        times,
-        pending,
+        &host, &mut world, los, meta, st, strategy, top, black, times, pending,
     );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
@@ -1259,6 +1280,11 @@ fn drive(
     st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
     st.prefix_pages = c.prefix_pages.load(Ordering::Relaxed);
     st.black_fixed = c.black_pages.load(Ordering::Relaxed);
+    // The black block's objects, counted by its fixers (the pause counted
+    // its bytes whole).
+    st.live_bytes =
+        st.live_bytes - shared.black_words() * WORD + c.black_bytes.load(Ordering::Relaxed);
+    st.live_objects += c.black_objects.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));

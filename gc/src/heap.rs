@@ -499,6 +499,7 @@ impl HeapInner {
         let tlab = self.config.tlab_size.max(size);
         let (start, end) = moving.alloc_block(size, tlab, self.moving_limit())?;
         moving.clean_block(start, end);
+        self.gc.satb().record_block(start);
         Some((start, end))
     }
 }

@@ -28,11 +28,18 @@ use crossbeam_deque::{Injector, Steal};
 /// Logged values a mutator buffers before handing them to the heap.
 pub const BUFFER_LEN: usize = 256;
 
-/// One heap's SATB state: whether it marks, and the queue of full buffers.
+/// One heap's SATB state: whether it marks, the queue of full buffers,
+/// and where the blocks (TLABs) handed out while it marks begin.
 #[derive(Default)]
 pub struct SatbLog {
     marking: AtomicBool,
     queue: Injector<Vec<usize>>,
+    /// Start addresses of the moving-space blocks handed out while the
+    /// heap marks: they cut the black block into runs of objects back to
+    /// back, each run ending at its first zero word (an unused TLAB tail),
+    /// so the black block can be walked from any block without the final
+    /// pause walking it (see `concurrent::prefix`).
+    blocks: Injector<usize>,
 }
 
 impl std::fmt::Debug for SatbLog {
@@ -65,6 +72,28 @@ impl SatbLog {
                 Vec::with_capacity(BUFFER_LEN),
             ));
         }
+    }
+
+    /// Records the start of a moving-space block handed out while the heap
+    /// marks (no-op otherwise).
+    pub(crate) fn record_block(&self, start: usize) {
+        if self.is_marking() {
+            self.blocks.push(start);
+        }
+    }
+
+    /// Takes the block starts recorded so far, in ascending order.
+    pub(crate) fn take_blocks(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        loop {
+            match self.blocks.steal() {
+                Steal::Success(b) => v.push(b),
+                Steal::Empty => break,
+                Steal::Retry => continue,
+            }
+        }
+        v.sort_unstable();
+        v
     }
 
     /// Takes every value handed over so far.

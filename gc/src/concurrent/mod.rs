@@ -180,6 +180,10 @@ pub struct Counters {
     pub prefix_pages: AtomicUsize,
     /// Pages of the black block fixed in place and moved down.
     pub black_pages: AtomicUsize,
+    /// Objects of the black block (counted by its fixers).
+    pub black_objects: AtomicUsize,
+    /// Bytes of those objects.
+    pub black_bytes: AtomicUsize,
 }
 
 /// A fault-stall histogram that signal handlers can update: 1 µs buckets
@@ -353,6 +357,9 @@ pub struct CycleShared {
     black_delta_pages: usize,
     /// One past the black block's last old-space word (0: no block).
     black_end_words: usize,
+    /// Where the blocks handed out while marking begin (sorted word
+    /// indices): the black block is walked from them.
+    black_blocks: Box<[usize]>,
     /// Pages of the dense prefix: fixed in place in the from-space and
     /// moved back (see `prefix`).
     dense_pages: usize,
@@ -418,6 +425,7 @@ pub(crate) struct CycleSetup {
     pub pages: Vec<PageStart>,
     pub end_words: usize,
     pub black_end_words: usize,
+    pub black_blocks: Box<[usize]>,
     pub total_words: usize,
     pub dense_words: usize,
     pub boundary_header: u64,
@@ -479,6 +487,7 @@ impl CycleShared {
             } else {
                 0
             },
+            black_blocks: s.black_blocks,
             dense_pages,
             boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
@@ -537,6 +546,11 @@ impl CycleShared {
     /// Pages of the black block.
     pub fn black_pages(&self) -> usize {
         self.npages - self.old_pages
+    }
+
+    /// Words of the black block.
+    pub(crate) fn black_words(&self) -> usize {
+        self.black_end_words.saturating_sub(self.end_words)
     }
 
     /// Words from the start of the space to the top after the flip: the
@@ -1210,6 +1224,7 @@ pub(crate) fn test_cycle(
         pages: Vec::new(),
         end_words: 0,
         black_end_words: 0,
+        black_blocks: Box::default(),
         total_words: 0,
         dense_words: 0,
         boundary_header: 0,

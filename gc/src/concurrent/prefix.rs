@@ -96,9 +96,15 @@ impl CycleShared {
             self.compactor().update_dense_page(p, self.marks.words());
             self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.compactor()
-                .update_black_page(p + self.black_delta_pages, self.marks.words());
+            let page = p + self.black_delta_pages;
+            let comp = self.compactor();
+            let first = comp.black_first_object(page, &self.black_blocks);
+            let (n, bytes) = comp.update_black_page(page, first, &self.black_blocks);
             self.counters.black_pages.fetch_add(1, Ordering::Relaxed);
+            self.counters.black_objects.fetch_add(n, Ordering::Relaxed);
+            self.counters
+                .black_bytes
+                .fetch_add(bytes, Ordering::Relaxed);
         }
         self.in_place_src(p)
     }
