@@ -411,14 +411,16 @@ impl Compactor<'_> {
     /// slid down). A zero word where an object could start is an unused
     /// TLAB tail: the walk resumes at the next block start. Same properties
     /// as [`update_dense_page`](Self::update_dense_page): any order, in
-    /// parallel, fault path. Returns the objects that start on the page and
-    /// their bytes.
+    /// parallel, fault path. Returns the objects that start on the page,
+    /// their bytes, and the first word to walk on the next page (what
+    /// [`black_first_object`](Self::black_first_object) would return for
+    /// it, without its walk).
     pub(crate) fn update_black_page(
         &self,
         page: usize,
         first: usize,
         blocks: &[usize],
-    ) -> (usize, usize) {
+    ) -> (usize, usize, usize) {
         let page_word = page * PAGE_WORDS;
         let page_end = page_word + PAGE_WORDS;
         let end = self.black.end_words.min(page_end);
@@ -427,6 +429,7 @@ impl Compactor<'_> {
             crate::object::store_word(at(w), 0);
         }
         let (mut objects, mut bytes) = (0, 0);
+        let mut crossing = None;
         let mut w = first;
         while w < end {
             let raw = read(at(w));
@@ -461,9 +464,12 @@ impl Compactor<'_> {
                     }
                 }
             }
+            if w + h.size_words() > page_end {
+                crossing = Some(w);
+            }
             w += h.size_words();
         }
-        (objects, bytes)
+        (objects, bytes, crossing.unwrap_or(w))
     }
 }
 

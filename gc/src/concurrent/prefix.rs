@@ -92,21 +92,30 @@ impl CycleShared {
     /// page and returns that page's address, from where it is installed.
     /// No allocation, no lock: fault path.
     pub(super) fn fix_in_place(&self, p: usize) -> usize {
+        self.fix_in_place_from(p, None).0
+    }
+
+    /// [`fix_in_place`](Self::fix_in_place), given for a black-block page
+    /// where its walk starts if the caller knows (it fixed the page
+    /// before); also returns where the next page's walk starts.
+    fn fix_in_place_from(&self, p: usize, first: Option<usize>) -> (usize, Option<usize>) {
+        let mut next = None;
         if p < self.dense_pages {
             self.compactor().update_dense_page(p, self.marks.words());
             self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
         } else {
             let page = p + self.black_delta_pages;
             let comp = self.compactor();
-            let first = comp.black_first_object(page, &self.black_blocks);
-            let (n, bytes) = comp.update_black_page(page, first, &self.black_blocks);
+            let first = first.unwrap_or_else(|| comp.black_first_object(page, &self.black_blocks));
+            let (n, bytes, after) = comp.update_black_page(page, first, &self.black_blocks);
+            next = Some(after);
             self.counters.black_pages.fetch_add(1, Ordering::Relaxed);
             self.counters.black_objects.fetch_add(n, Ordering::Relaxed);
             self.counters
                 .black_bytes
                 .fetch_add(bytes, Ordering::Relaxed);
         }
-        self.in_place_src(p)
+        (self.in_place_src(p), next)
     }
 
     /// Phase 1, one GC thread's share: takes runs of [`BLOCK_PAGES`]
@@ -120,10 +129,14 @@ impl CycleShared {
             if lo >= n {
                 return;
             }
+            // Consecutive black pages fixed here pass the walk on.
+            let mut carried: Option<(usize, usize)> = None;
             for i in lo..(lo + BLOCK_PAGES).min(n) {
                 let p = self.in_place_page(i);
                 if self.states.claim(p, Claimant::Gc) {
-                    let src = self.fix_in_place(p);
+                    let hint = carried.filter(|&(q, _)| q == p).map(|(_, w)| w);
+                    let (src, next) = self.fix_in_place_from(p, hint);
+                    carried = next.map(|w| (p + 1, w));
                     self.srcs[p].store(src, Ordering::Release);
                     self.states.compacted(p);
                 }
