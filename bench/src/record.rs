@@ -114,6 +114,9 @@ pub struct CycleRecord {
     /// with the heap.
     #[serde(default)]
     pub prepare_ms: f64,
+    /// The speculative prepare done while mutators ran, ms (not in a pause).
+    #[serde(default)]
+    pub prepare_outside_ms: f64,
     /// Waiting for every mutator to reach a safepoint, summed over the
     /// cycle's pauses, ms (included in them).
     #[serde(default)]
@@ -150,6 +153,7 @@ impl CycleRecord {
             fault_stall_p99_us: c.fault_stall_quantile_us(0.99) as f64,
             update_roots_ms: ms(c.update_roots),
             prepare_ms: ms(c.prepare),
+            prepare_outside_ms: ms(c.prepare_outside),
             time_to_safepoint_ms: ms(c.time_to_safepoint),
             dense_pages: c.dense_pages,
             black_pages: c.black_pages,

@@ -274,6 +274,17 @@ pub(crate) fn worker_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> 
         .map_err(std::io::Error::other)
 }
 
+/// A prepare done while mutators ran (see `concurrent_mark`).
+#[derive(Clone, Copy, Debug)]
+struct Prepared {
+    /// The old region it covers, `[0, old_end)` words.
+    old_end: usize,
+    /// Its dense prefix, in words.
+    dense: usize,
+    /// The compacted size, in words.
+    total: usize,
+}
+
 /// Computes the chunk offsets and the page-start table of the words
 /// `[dense, end_words)` (on the pool); returns the compacted size in words.
 fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_words: usize) -> usize {
@@ -438,7 +449,9 @@ impl Collector {
             cycle_start: t_start,
             madvise_before,
         };
-        self.finish(host, world, los, meta, st, strategy, top, None, times, None)
+        self.finish(
+            host, world, los, meta, st, strategy, top, None, None, times, None,
+        )
     }
 
     /// Starts a concurrent cycle with concurrent marking: in this (short)
@@ -520,6 +533,7 @@ impl Collector {
         strategy: Strategy,
         top: usize,
         black: Option<(usize, Vec<usize>)>,
+        prepared: Option<Prepared>,
         times: CycleTimes,
         pending: Option<PendingHandler>,
     ) -> (CycleStats, bool) {
@@ -546,12 +560,17 @@ impl Collector {
             ),
             None => (end_words, Vec::new()),
         };
-        let dense = match gc.settings.dense_prefix_threshold {
-            Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
-            None => 0,
-        };
         let pool = gc.pool();
-        let mut total = prepare(&pool, &mut meta, dense, old_end);
+        let (dense, mut total) = match prepared.filter(|p| p.old_end == old_end) {
+            Some(p) => (p.dense, p.total),
+            None => {
+                let dense = match gc.settings.dense_prefix_threshold {
+                    Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
+                    None => 0,
+                };
+                (dense, prepare(&pool, &mut meta, dense, old_end))
+            }
+        };
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
         let reg_len = round_up(top - start, PAGE_SIZE);
@@ -1062,6 +1081,26 @@ fn concurrent_mark(
         meta.pages.clear();
     }
 
+    // Prepare speculatively, while mutators run: the dense prefix, offsets
+    // and page starts of the old region below the (page-aligned) snapshot
+    // top. If the final pause marks nothing more there, they are exact and
+    // the pause skips its prepare; otherwise it computes them again.
+    let speculative = (strategy.is_concurrent() && mark_top % PAGE_SIZE == 0).then(|| {
+        let t = Instant::now();
+        let old_end = (mark_top - start) / WORD;
+        let dense = match gc.settings.dense_prefix_threshold {
+            Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
+            None => 0,
+        };
+        let total = prepare(&pool, &mut meta, dense, old_end);
+        st.prepare_outside = t.elapsed();
+        Prepared {
+            old_end,
+            dense,
+            total,
+        }
+    });
+
     // In handler-thread mode, the fault thread starts now, not in the pause.
     let pending = match gc.concurrent() {
         Some(c) if c.fault_mode == FaultMode::HandlerThread => PendingHandler::spawn(),
@@ -1085,6 +1124,7 @@ fn concurrent_mark(
     drop(gather_roots(&*host, &mut world, true));
     let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
     let top = space.top();
+    let remarked;
     {
         rest.retain(|v| own(v, &|a| los.contains_key(&a)) || (mark_top..top).contains(v));
         let lm = los_marker(&los);
@@ -1096,7 +1136,9 @@ fn concurrent_mark(
             live: meta.live.atomics(),
             los: &lm,
         };
-        total += mark(&ctx, &rest, Some(&pool), threads);
+        let r = mark(&ctx, &rest, Some(&pool), threads);
+        remarked = r.objects;
+        total += r;
     }
     // What was allocated while marking, [mark_top, top), is live by
     // position. If it starts on a page boundary it is the black block,
@@ -1137,7 +1179,17 @@ fn concurrent_mark(
         madvise_before,
     };
     let (st, finished) = col.finish(
-        &host, &mut world, los, meta, st, strategy, top, black, times, pending,
+        &host,
+        &mut world,
+        los,
+        meta,
+        st,
+        strategy,
+        top,
+        black,
+        speculative.filter(|_| remarked == 0),
+        times,
+        pending,
     );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart

@@ -80,8 +80,12 @@ pub struct CycleStats {
     pub time_to_safepoint: Duration,
     /// Marking (with concurrent marking: while mutators ran).
     pub mark: Duration,
-    /// Chunk offsets, dense prefix, page-start table, fillers.
+    /// Chunk offsets, dense prefix, page-start table (in the pause).
     pub prepare: Duration,
+    /// The same prepared speculatively while mutators ran, after
+    /// concurrent marking; when the final pause marks nothing new in the
+    /// old region it uses that and its own `prepare` is next to nothing.
+    pub prepare_outside: Duration,
     /// Moving the space's pages to the from-space.
     pub flip: Duration,
     /// Producing all to-space pages (and updating dense pages).
