@@ -562,7 +562,10 @@ impl Collector {
         };
         let pool = gc.pool();
         let (dense, mut total) = match prepared.filter(|p| p.old_end == old_end) {
-            Some(p) => (p.dense, p.total),
+            Some(p) => {
+                st.prepare_reused = true;
+                (p.dense, p.total)
+            }
             None => {
                 let dense = match gc.settings.dense_prefix_threshold {
                     Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
@@ -1187,7 +1190,7 @@ fn concurrent_mark(
         strategy,
         top,
         black,
-        speculative.filter(|_| remarked == 0),
+        speculative.filter(|_| remarked == 0 && !gc.settings.injection.discard_speculative_prepare),
         times,
         pending,
     );

@@ -86,6 +86,8 @@ pub struct CycleStats {
     /// concurrent marking; when the final pause marks nothing new in the
     /// old region it uses that and its own `prepare` is next to nothing.
     pub prepare_outside: Duration,
+    /// Whether the final pause used that speculative prepare.
+    pub prepare_reused: bool,
     /// Moving the space's pages to the from-space.
     pub flip: Duration,
     /// Producing all to-space pages (and updating dense pages).

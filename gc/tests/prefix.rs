@@ -20,7 +20,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use movegc_gc::concurrent::FaultMode;
+use movegc_gc::concurrent::{FaultMode, Injection};
 use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
 
 /// Old nodes: next, young, then the node's id.
@@ -328,13 +328,30 @@ fn prefix_move_without_faults_moves_every_page() {
 /// lists allocated while a cycle marks form its black block, which slides
 /// down whole pages at a time: every cycle that has one fixes each of its
 /// pages exactly once, and every list reads back intact.
-fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode) {
+fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare: bool) {
     const LIST: usize = 2000;
     // TLABs that are not a whole number of pages, so the block's end (the
     // top at the final pause) falls inside a page.
-    let Some(heap) = heap_with(strategy, fault_mode, 5000) else {
-        return;
+    let Ok(heap) = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy,
+        fault_mode,
+        gc_threads: 2,
+        tlab_size: 5000,
+        verify: true,
+        injection: Injection {
+            discard_speculative_prepare: reprepare,
+            ..Default::default()
+        },
+        ..Default::default()
+    }) else {
+        panic!("heap");
     };
+    if heap.strategy() == Strategy::StopTheWorld {
+        eprintln!("skipped: userfaultfd unavailable");
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let lists = Arc::new(AtomicUsize::new(0));
     let allocator = {
@@ -382,7 +399,7 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode) {
         })
     };
     let mut m = heap.attach().unwrap();
-    let (mut with_block, mut black_pages) = (0, 0);
+    let (mut with_block, mut black_pages, mut reused) = (0, 0, 0);
     for i in 0..12 {
         // Every third cycle stop-the-world: it leaves the space above its
         // top dirty (old bytes, zeroed only when handed out), so the next
@@ -399,6 +416,13 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode) {
             st.black_fixed, st.black_pages,
             "every black page was fixed exactly once: {st:?}"
         );
+        // The offsets were prepared while mutators ran and used by the
+        // pause unless its remark marked something new (or the test says
+        // to prepare again).
+        assert!(st.prepare_outside > std::time::Duration::ZERO, "{st:?}");
+        if st.prepare_reused {
+            reused += 1;
+        }
         if st.black_pages > 0 {
             with_block += 1;
             black_pages += st.black_pages;
@@ -409,8 +433,11 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode) {
     allocator.join().unwrap();
     assert!(lists.load(Ordering::Relaxed) > 8);
     assert!(with_block > 0, "no cycle had a black block");
+    if reprepare {
+        assert_eq!(reused, 0, "the speculative prepare was discarded");
+    }
     eprintln!(
-        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles slid a black block, {black_pages} pages in all, {} lists",
+        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles slid a black block, {black_pages} pages in all, {reused} reused the speculative prepare, {} lists",
         lists.load(Ordering::Relaxed)
     );
 }
@@ -444,15 +471,20 @@ unsafe fn check_list(head: ObjRef, n: usize) {
 
 #[test]
 fn black_block_move_sigbus() {
-    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus);
+    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
+}
+
+#[test]
+fn black_block_move_sigbus_prepared_in_the_pause() {
+    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus, true);
 }
 
 #[test]
 fn black_block_move_handler_thread() {
-    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::HandlerThread);
+    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::HandlerThread, false);
 }
 
 #[test]
 fn black_block_copy_sigbus() {
-    black_block_slides_whole(Strategy::ConcurrentCopy, FaultMode::Sigbus);
+    black_block_slides_whole(Strategy::ConcurrentCopy, FaultMode::Sigbus, false);
 }

@@ -141,6 +141,10 @@ pub struct Injection {
     /// `UFFDIO_UNREGISTER` at the end of the cycle fails (`EINVAL`): the
     /// process must abort with a message, not hang.
     pub unregister_fails: bool,
+    /// The final pause prepares again even when the prepare done while
+    /// mutators ran is still exact (tests the path taken when its remark
+    /// marks something new).
+    pub discard_speculative_prepare: bool,
 }
 
 /// Counters of one concurrent cycle (updated from signal handlers too, so
