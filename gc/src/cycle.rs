@@ -326,6 +326,8 @@ struct Collector {
     /// `None` while a concurrent cycle owns the metadata.
     meta: Option<Metadata>,
     buffers: Vec<Mapping>,
+    /// The page tables of the last concurrent cycle, reused by the next.
+    tables: Option<crate::concurrent::PageTables>,
     /// Bounce buffer of the in-place stop-the-world compaction.
     bounce: Vec<u8>,
     cycles: u64,
@@ -348,6 +350,7 @@ impl Collector {
                 pages: Vec::new(),
             }),
             buffers: Vec::new(),
+            tables: None,
             bounce: Vec::new(),
             cycles: 0,
             in_flight: false,
@@ -844,6 +847,7 @@ impl Collector {
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
             black_blocks: blocks.into_boxed_slice(),
+            tables: self.tables.take(),
             total_words: total,
             dense_words,
             boundary_header,
@@ -1355,7 +1359,7 @@ fn drive(
             }
         }
     };
-    let (live, marks, offsets, pages) = shared.into_meta();
+    let ((live, marks, offsets, pages), tables) = shared.into_parts();
     let mut meta = Metadata {
         marks: marks.thaw(),
         live: live.thaw(),
@@ -1369,6 +1373,7 @@ fn drive(
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
         col.meta = Some(meta);
         col.buffers = buffers;
+        col.tables = Some(tables);
         col.in_flight = false;
         col.unverified = true;
         gc.in_flight.store(false, Ordering::Release);

@@ -182,6 +182,14 @@ impl PageStates {
         }
     }
 
+    /// Puts every page back to `Unprocessed`, for the next cycle (which
+    /// reuses the table instead of allocating one in its pause).
+    pub(crate) fn reset(&mut self) {
+        for s in self.states.iter() {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Number of pages in state `s` (diagnostics and tests).
     pub fn count(&self, s: PageState) -> usize {
         (0..self.len()).filter(|&p| self.get(p) == s).count()
