@@ -393,13 +393,18 @@ fn soak() {
 /// of ours that existed at fork time is shared with it.
 fn fork_sleeper() -> (libc::pid_t, libc::c_int) {
     let mut fds = [0; 2];
-    // SAFETY: plain pipe/fork; the child only calls read and _exit
+    // SAFETY: plain pipe/fork; the child only calls close, read and _exit
     // (async-signal-safe) before exiting.
     unsafe {
         assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
         let pid = libc::fork();
         assert!(pid >= 0);
         if pid == 0 {
+            // Close our copy of the write end: if the test dies before
+            // `release`, its end closes with it, the read sees EOF and the
+            // child exits instead of outliving the test (and holding its
+            // output pipe open).
+            libc::close(fds[1]);
             let mut b = 0u8;
             libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
             libc::_exit(0);
