@@ -175,6 +175,29 @@ impl Compactor<'_> {
         }
     }
 
+    /// Rewrites, in place, the reference slots at `[lo, hi)` (addresses of
+    /// words the caller owns) through the forwarding function, in two
+    /// passes: start loading every slot's forwarding entries, then rewrite
+    /// (the lookups miss the cache; issued together the misses overlap).
+    /// Null and unchanged slots are not written: a page none of whose
+    /// references move keeps its bytes untouched (shared with a zygote
+    /// after fork, for one). No allocation, no lock: fault path.
+    #[inline]
+    pub(crate) fn rewrite_slots(&self, lo: usize, hi: usize) {
+        for a in (lo..hi).step_by(WORD) {
+            self.prefetch_ref(read(a));
+        }
+        for a in (lo..hi).step_by(WORD) {
+            let v = read(a);
+            if v != 0 {
+                let nv = self.forward_ref(v);
+                if nv != v {
+                    crate::object::store_word(a, nv);
+                }
+            }
+        }
+    }
+
     /// Starts loading the forwarding entries of a reference holding `v`.
     #[inline(always)]
     pub(crate) fn prefetch_ref(&self, v: u64) {
@@ -341,27 +364,9 @@ impl Compactor<'_> {
             let h = Header::from_raw(raw).unwrap_or_else(|| {
                 fatal("update_dense_page: bad object header in the dense prefix")
             });
-            let refs = h.ref_count();
             let lo = (w + 1).max(page_word);
-            let hi = (w + 1 + refs).min(page_word + PAGE_WORDS);
-            for s in lo..hi {
-                let v = read(at(s));
-                if v != 0 {
-                    self.prefetch_ref(v);
-                }
-            }
-            for s in lo..hi {
-                let v = read(at(s));
-                if v != 0 {
-                    let nv = self.forward_ref(v);
-                    // Unchanged slots are not written: a page none of whose
-                    // references move keeps its bytes untouched (shared with
-                    // a zygote after fork, for one).
-                    if nv != v {
-                        crate::object::store_word(at(s), nv);
-                    }
-                }
-            }
+            let hi = (w + 1 + h.ref_count()).min(page_word + PAGE_WORDS);
+            self.rewrite_slots(at(lo), at(hi.max(lo)));
             w += h.size_words();
         }
     }
@@ -449,21 +454,7 @@ impl Compactor<'_> {
             }
             let lo = (w + 1).max(page_word);
             let hi = (w + 1 + h.ref_count()).min(page_end);
-            for s in lo..hi {
-                let v = read(at(s));
-                if v != 0 {
-                    self.prefetch_ref(v);
-                }
-            }
-            for s in lo..hi {
-                let v = read(at(s));
-                if v != 0 {
-                    let nv = self.forward_ref(v);
-                    if nv != v {
-                        crate::object::store_word(at(s), nv);
-                    }
-                }
-            }
+            self.rewrite_slots(at(lo), at(hi.max(lo)));
             if w + h.size_words() > page_end {
                 crossing = Some(w);
             }

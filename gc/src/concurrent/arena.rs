@@ -25,9 +25,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::page_state::Claimant;
-use super::{CycleShared, InstallMode, BLOCK_PAGES};
+use super::{take_runs, CycleShared, InstallMode, BLOCK_PAGES};
 use crate::mapping::PAGE_SIZE;
-use crate::object::{load_word, store_word, WORD};
+use crate::object::{load_word, WORD};
 
 /// A live arena object of one cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,19 +109,8 @@ impl CycleShared {
         let _ = load_word(from);
         let lo = page.max(o.addr + WORD);
         let hi = (page + PAGE_SIZE).min(o.slots_end);
-        let comp = self.compactor();
-        let (lo, hi) = (from + (lo - page), from + (hi.max(lo) - page));
-        // Two passes: start loading every slot's forwarding entries, then
-        // rewrite (the lookups miss the cache; this overlaps the misses).
-        for f in (lo..hi).step_by(WORD) {
-            comp.prefetch_ref(load_word(f));
-        }
-        for f in (lo..hi).step_by(WORD) {
-            let v = load_word(f);
-            if v != 0 {
-                store_word(f, comp.forward_ref(v));
-            }
-        }
+        self.compactor()
+            .rewrite_slots(from + (lo - page), from + (hi.max(lo) - page));
         from
     }
 
@@ -130,16 +119,10 @@ impl CycleShared {
     /// each page it claims and installs the runs (MOVE in MOVE mode, else
     /// COPY). Returns when every page of every run it took is mapped.
     pub(crate) fn sweep_arena(&self, next: &AtomicUsize) {
-        let n = self.arena.pages();
         let mut runs = Vec::with_capacity(BLOCK_PAGES);
-        loop {
-            let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
-            if lo >= n {
-                return;
-            }
-            let hi = (lo + BLOCK_PAGES).min(n);
+        take_runs(next, self.arena.pages(), |run| {
             runs.clear();
-            for i in lo..hi {
+            for i in run.clone() {
                 let p = self.npages + i;
                 if !self.states.claim(p, Claimant::Gc) {
                     continue;
@@ -153,10 +136,10 @@ impl CycleShared {
                 .arena_pages
                 .fetch_add(runs.len(), Ordering::Relaxed);
             self.install_runs(&runs, self.install == InstallMode::Move);
-            for i in lo..hi {
+            for i in run {
                 self.states.wait_mapped(self.npages + i);
             }
-        }
+        });
     }
 }
 

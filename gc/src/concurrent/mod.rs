@@ -1213,6 +1213,19 @@ impl CycleShared {
     }
 }
 
+/// Hands out runs of up to [`BLOCK_PAGES`] indexes below `n` from the
+/// shared cursor `next` (every GC thread calls this with the same cursor)
+/// to `f`, until none is left.
+pub(crate) fn take_runs(next: &AtomicUsize, n: usize, mut f: impl FnMut(std::ops::Range<usize>)) {
+    loop {
+        let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
+        if lo >= n {
+            return;
+        }
+        f(lo..(lo + BLOCK_PAGES).min(n));
+    }
+}
+
 fn last_live_word(live: &[u64], end_words: usize) -> Option<usize> {
     let mut c = end_words.div_ceil(64);
     while c > 0 {

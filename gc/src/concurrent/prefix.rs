@@ -52,7 +52,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::page_state::{Claimant, PageState};
-use super::{CycleShared, InstallMode, BLOCK_PAGES};
+use super::{take_runs, CycleShared, InstallMode, BLOCK_PAGES};
 #[allow(unused_imports)] // named in the module docs
 use crate::compact::Compactor;
 use crate::mapping::PAGE_SIZE;
@@ -123,15 +123,10 @@ impl CycleShared {
     /// claim, leaving it `Compacted` (installable by a faulting mutator from
     /// then on).
     pub(crate) fn fix_prefix(&self, next: &AtomicUsize) {
-        let n = self.in_place_pages();
-        loop {
-            let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
-            if lo >= n {
-                return;
-            }
+        take_runs(next, self.in_place_pages(), |run| {
             // Consecutive black pages fixed here pass the walk on.
             let mut carried: Option<(usize, usize)> = None;
-            for i in lo..(lo + BLOCK_PAGES).min(n) {
+            for i in run {
                 let p = self.in_place_page(i);
                 if self.states.claim(p, Claimant::Gc) {
                     let hint = carried.filter(|&(q, _)| q == p).map(|(_, w)| w);
@@ -141,7 +136,7 @@ impl CycleShared {
                     self.states.compacted(p);
                 }
             }
-        }
+        });
     }
 
     /// Between the phases (after every GC thread finished phase 1): waits
@@ -179,16 +174,10 @@ impl CycleShared {
     /// go back; a 2 MiB-aligned run of a huge page moves as one PMD), else
     /// by COPY. Returns when every page of every run it took is mapped.
     pub(crate) fn install_prefix(&self, next: &AtomicUsize) {
-        let n = self.in_place_pages();
         let mut runs = Vec::with_capacity(BLOCK_PAGES);
-        loop {
-            let lo = next.fetch_add(BLOCK_PAGES, Ordering::Relaxed);
-            if lo >= n {
-                return;
-            }
-            let hi = (lo + BLOCK_PAGES).min(n);
+        take_runs(next, self.in_place_pages(), |run| {
             runs.clear();
-            runs.extend((lo..hi).map(|i| {
+            runs.extend(run.map(|i| {
                 let p = self.in_place_page(i);
                 (p, self.in_place_src(p))
             }));
@@ -196,6 +185,6 @@ impl CycleShared {
             for &(p, _) in &runs {
                 self.states.wait_mapped(p);
             }
-        }
+        });
     }
 }
