@@ -46,7 +46,7 @@ use crate::concurrent::arena::ArenaPages;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
-use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode};
+use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
 use crate::fork::PerProcess;
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
 use crate::mapping::{
@@ -327,7 +327,7 @@ struct Collector {
     meta: Option<Metadata>,
     buffers: Vec<Mapping>,
     /// The page tables of the last concurrent cycle, reused by the next.
-    tables: Option<crate::concurrent::PageTables>,
+    tables: Option<PageTables>,
     /// Bounce buffer of the in-place stop-the-world compaction.
     bounce: Vec<u8>,
     cycles: u64,
@@ -475,12 +475,19 @@ impl Collector {
         let (sp, gc) = (host.spaces(), host.gc());
         // The marker thread first, before any state changes: if it cannot
         // be started, this cycle simply marks in the pause.
-        let (tx, rx) = std::sync::mpsc::channel::<(Metadata, Vec<usize>, usize, CycleStats)>();
+        #[allow(clippy::type_complexity)]
+        let (tx, rx) = std::sync::mpsc::channel::<(
+            Metadata,
+            Option<PageTables>,
+            Vec<usize>,
+            usize,
+            CycleStats,
+        )>();
         let host2 = host.clone();
         let spawned = std::thread::Builder::new()
             .name("movegc-marker".into())
             .spawn(move || {
-                let Ok((meta, roots, mark_top, st)) = rx.recv() else {
+                let Ok((meta, tables, roots, mark_top, st)) = rx.recv() else {
                     return; // not needed after all
                 };
                 // Mutators may be waiting for this cycle and the barrier is
@@ -489,6 +496,7 @@ impl Collector {
                     concurrent_mark(
                         host2,
                         meta,
+                        tables,
                         roots,
                         mark_top,
                         st,
@@ -517,7 +525,7 @@ impl Collector {
         gc.in_flight.store(true, Ordering::Release);
         st.initial_pause = t_start.elapsed();
         st.pause = st.initial_pause;
-        tx.send((meta, roots, mark_top, st.clone()))
+        tx.send((meta, self.tables.take(), roots, mark_top, st.clone()))
             .unwrap_or_else(|_| unreachable!("the marker waits for its job"));
         true
     }
@@ -817,7 +825,7 @@ impl Collector {
         let arena_used = los
             .values()
             .filter(|o| o.in_arena())
-            .map(|o| o.obj().addr() + o.footprint() - space.end())
+            .map(|o| o.obj().addr() + o.footprint() - space.arena().0)
             .max()
             .unwrap_or(0);
         let Metadata {
@@ -854,6 +862,7 @@ impl Collector {
             space_start: start,
             from_start: space.from.start(),
             moving_pages: space.capacity() / PAGE_SIZE,
+            arena_offset: space.arena_offset(),
             arena,
             arena_used,
             reg_pages: space.reserved() / PAGE_SIZE,
@@ -1025,6 +1034,7 @@ struct CycleTimes {
 fn concurrent_mark(
     host: Arc<dyn Host>,
     meta: Metadata,
+    tables: Option<PageTables>,
     roots: Vec<usize>,
     mark_top: usize,
     mut st: CycleStats,
@@ -1108,6 +1118,17 @@ fn concurrent_mark(
         }
     });
 
+    // The flip's page tables, large enough for any cycle of this heap
+    // (every page of the space and of the arena, which hold at most as
+    // many objects' pages as capacity's): allocating them in the
+    // final pause costs it ~1 ms per GiB. Stop-the-world cycles need none.
+    let table_len = 2 * space.capacity() / PAGE_SIZE;
+    let tables = match tables {
+        Some(t) if t.0.len() >= table_len => Some(t),
+        _ if strategy.is_concurrent() => Some(crate::concurrent::page_tables(table_len)),
+        t => t,
+    };
+
     // In handler-thread mode, the fault thread starts now, not in the pause.
     let pending = match gc.concurrent() {
         Some(c) if c.fault_mode == FaultMode::HandlerThread => PendingHandler::spawn(),
@@ -1119,6 +1140,7 @@ fn concurrent_mark(
     let mut world = gc.coord.stop_the_world_external();
     st.time_to_safepoint += t_pause.elapsed();
     let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
+    col.tables = tables;
     let t = Instant::now();
     gc.satb.set_marking(false);
     sp.large.set_allocate_black(false);
@@ -1464,7 +1486,7 @@ fn update_roots(
         items.iter().for_each(fix_slice);
     }
     let sp = host.spaces();
-    let arena_off = sp.moving.capacity();
+    let arena_off = sp.moving.arena_offset();
     sp.large.sweep(los, &mut |off, len| {
         if !arena_after_flip {
             let _ = sp.moving.heap.release(arena_off + off, len, &sp.counters);

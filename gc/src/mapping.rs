@@ -14,6 +14,12 @@ pub const PAGE_SIZE: usize = 4096;
 /// Size of a PMD-mapped huge page: the alignment that lets `mremap` and
 /// `UFFDIO_MOVE` move whole page tables.
 pub const HUGE_PAGE_SIZE: usize = 2 << 20;
+/// Span of one page-middle directory (1 GiB): when both sides of an `mremap`
+/// are aligned to it, the kernel moves each whole GiB by relinking one table
+/// (one TLB flush) instead of 512 PMD entries with a flush each, which on a
+/// two-CPU machine is an IPI each as soon as another thread of the process
+/// ran on the other CPU (1.2-1.5 ms per GiB here, 0.03 ms aligned).
+pub const PUD_SIZE: usize = 1 << 30;
 
 /// Counters of the kernel calls made on mappings, so benchmarks can show that
 /// a strategy made none (e.g. zero `madvise` calls in MOVE mode).

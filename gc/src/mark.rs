@@ -373,6 +373,12 @@ fn mark_by_worker(
         }
     }
     let threads = threads.max(1);
+    if injector.is_empty() {
+        // Nothing new (the common final-pause remark): waking the pool
+        // would cost a pause a thread wake-up, milliseconds when the host
+        // has descheduled the other vCPU.
+        return (from_roots, vec![MarkResult::default(); threads]);
+    }
     let workers: Vec<Worker<Work>> = (0..threads).map(|_| Worker::new_lifo()).collect();
     let stealers: Vec<Stealer<Work>> = workers.iter().map(|w| w.stealer()).collect();
     let idle = AtomicUsize::new(0);

@@ -1,11 +1,12 @@
-//! Heap spaces: the moving space (one contiguous, 2 MiB-aligned reservation
+//! Heap spaces: the moving space (one contiguous, GiB-aligned reservation
 //! bump-allocated through TLABs, plus its from-space alias) and the
 //! large-object space (never moved).
 //!
 //! ```text
-//!  reservation   [start ......... top ............ end)[arena ........................ end + capacity)
-//!                 packed objects | TLABs | untouched    large objects with references, page-aligned,
-//!                                                       first fit; free pages hold no memory
+//!  reservation   [start ......... top ............ end) gap [arena ................ arena + capacity) gap
+//!                 packed objects | TLABs | untouched         large objects with references, page-aligned,
+//!                                                            first fit; free pages hold no memory
+//!                 ^ GiB-aligned                              ^ GiB-aligned                            ^ GiB-aligned
 //!  from-space    [same size, PROT_NONE except during a collection, when the
 //!                 reservation's pages are mremap'ed here and read from here]
 //!  large objects  without references: one mmap per object; all of them in a
@@ -20,13 +21,21 @@
 //! cycle never touches them. An object with references that does not fit
 //! the arena gets its own mapping too, and its references are rewritten in
 //! the pause, as before the arena existed.
+//!
+//! Both parts start and end on GiB boundaries (the gaps are address space
+//! that is never touched): the flip's `mremap` then moves one page-table
+//! page per GiB with one TLB flush, instead of one flush per populated
+//! 2 MiB, each an interrupt to every other CPU the process last ran on
+//! (see [`PUD_SIZE`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::mapping::{round_up, Mapping, Prot, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE};
+use crate::mapping::{
+    round_up, Mapping, Prot, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE, PUD_SIZE,
+};
 use crate::object::{init_object, Layout, ObjRef};
 
 /// A heap's spaces, the policies a cycle works on (each says how its
@@ -90,12 +99,16 @@ impl Tlab {
 /// mapping) and its from-space alias.
 #[derive(Debug)]
 pub struct MovingSpace {
-    /// `[start, end)`: the moving space; `[end, end + capacity)`: the arena.
+    /// `[start, end)`: the moving space; `[start + arena_offset, ... +
+    /// capacity)`: the arena.
     pub(crate) heap: Mapping,
     /// The from-space alias of `heap`, as large.
     pub(crate) from: Mapping,
     /// Bytes of the moving space (the arena is as large).
     capacity: usize,
+    /// Where the arena starts, from `start`: the capacity rounded up to a
+    /// GiB.
+    arena_offset: usize,
     top: AtomicUsize,
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
@@ -103,26 +116,32 @@ pub struct MovingSpace {
 }
 
 impl MovingSpace {
-    /// Reserves `capacity` bytes (rounded up to 2 MiB) for the space, as
+    /// Reserves `capacity` bytes (rounded up to 2 MiB, at a GiB-aligned
+    /// address) for the space, as
     /// much for the large-object arena above it, and as much again for the
     /// from-space alias of both. Nothing is committed yet.
     pub fn new(capacity: usize, huge_pages: bool) -> io::Result<MovingSpace> {
         let capacity = round_up(capacity.max(HUGE_PAGE_SIZE), HUGE_PAGE_SIZE);
-        let heap = Mapping::new(2 * capacity, HUGE_PAGE_SIZE, Prot::ReadWrite)?;
-        let from = Mapping::new(2 * capacity, HUGE_PAGE_SIZE, Prot::None)?;
+        // Aligned to a GiB (address space only: the padding is unmapped
+        // again) so that the flip's mremap moves whole page-table pages.
+        let arena_offset = round_up(capacity, PUD_SIZE);
+        let reserved = 2 * arena_offset;
+        let heap = Mapping::new(reserved, PUD_SIZE, Prot::ReadWrite)?;
+        let from = Mapping::new(reserved, PUD_SIZE, Prot::None)?;
         let advice = if huge_pages {
             libc::MADV_HUGEPAGE
         } else {
             libc::MADV_NOHUGEPAGE
         };
         // Best effort: kernels without THP reject the advice.
-        let _ = heap.madvise(0, 2 * capacity, advice);
+        let _ = heap.madvise(0, reserved, advice);
         let top = AtomicUsize::new(heap.start());
         let dirty_limit = AtomicUsize::new(heap.start());
         Ok(MovingSpace {
             heap,
             from,
             capacity,
+            arena_offset,
             top,
             dirty_limit,
         })
@@ -133,7 +152,7 @@ impl MovingSpace {
         self.heap.start()
     }
 
-    /// One past the last address of the moving space (the arena's start).
+    /// One past the last address of the moving space.
     pub fn end(&self) -> usize {
         self.heap.start() + self.capacity
     }
@@ -145,7 +164,12 @@ impl MovingSpace {
 
     /// The large-object arena: `(start, len)`.
     pub fn arena(&self) -> (usize, usize) {
-        (self.end(), self.capacity)
+        (self.heap.start() + self.arena_offset, self.capacity)
+    }
+
+    /// The arena's offset in the reservation (and in the from-space).
+    pub fn arena_offset(&self) -> usize {
+        self.arena_offset
     }
 
     /// Bytes of the whole reservation: the moving space and the arena (what
@@ -449,7 +473,8 @@ mod tests {
     #[test]
     fn blocks_come_from_the_shared_cursor() {
         let s = MovingSpace::new(4 << 20, false).unwrap();
-        assert_eq!(s.start() % HUGE_PAGE_SIZE, 0);
+        assert_eq!(s.start() % PUD_SIZE, 0);
+        assert_eq!(s.from.start() % PUD_SIZE, 0);
         let cap = s.capacity();
         let (a, b) = s.alloc_block(16, 1 << 20, cap).unwrap();
         assert_eq!((a, b - a), (s.start(), 1 << 20));
@@ -484,7 +509,9 @@ mod tests {
     fn objects_with_references_live_in_the_arena() {
         let s = MovingSpace::new(4 << 20, false).unwrap();
         let (astart, alen) = s.arena();
-        assert_eq!((astart, alen), (s.end(), s.capacity()));
+        assert_eq!((astart, alen), (s.start() + PUD_SIZE, s.capacity()));
+        assert_eq!(astart % PUD_SIZE, 0);
+        assert_eq!(s.reserved() % PUD_SIZE, 0);
         let los = LargeObjectSpace::new(s.arena());
         let refs = |n| Layout::ref_array(0, n).unwrap();
         let a = los.alloc(&refs(1000)).unwrap(); // 2 pages

@@ -372,6 +372,8 @@ pub struct CycleShared {
     boundary_header: u64,
     /// Pages of the moving space (above `npages`: the allocation region).
     moving_pages: usize,
+    /// Where the arena starts in the registered range, in bytes.
+    arena_offset: usize,
     /// The live large objects with references, whose pages follow the
     /// compacted ones in `states` and `srcs` (see `arena`).
     arena: arena::ArenaPages,
@@ -424,6 +426,15 @@ static ZEROS: ZeroRun = ZeroRun([0; ZERO_FILL_PAGES * PAGE_SIZE]);
 /// A cycle's page states and sources, kept between cycles for reuse.
 pub(crate) type PageTables = (PageStates, Box<[AtomicUsize]>);
 
+/// Page tables for `n` pages, all `Unprocessed`. Writes every entry: the
+/// marker calls it before the final pause so that the pause does not.
+pub(crate) fn page_tables(n: usize) -> PageTables {
+    (
+        PageStates::new(n),
+        (0..n).map(|_| AtomicUsize::new(0)).collect(),
+    )
+}
+
 /// Parameters of a concurrent cycle, from the flip.
 pub(crate) struct CycleSetup {
     pub live: FrozenWordMap,
@@ -441,6 +452,7 @@ pub(crate) struct CycleSetup {
     pub space_start: usize,
     pub from_start: usize,
     pub moving_pages: usize,
+    pub arena_offset: usize,
     pub arena: arena::ArenaPages,
     pub arena_used: usize,
     pub reg_pages: usize,
@@ -467,19 +479,13 @@ impl CycleShared {
         };
         let npages = old_pages + black_pages;
         let dense_pages = s.dense_words / PAGE_WORDS;
-        // The page tables of the last cycle, if large enough (all pages
-        // `Unprocessed` again); allocating them here would cost the pause
+        // The page tables of the last cycle or sized by the marker (all
+        // pages `Unprocessed`); allocating them here would cost the pause
         // ~1 ms at 1 GiB. Extra entries are never used.
         let needed = npages + s.arena.pages();
         let (states, srcs) = match s.tables {
             Some(t) if t.0.len() >= needed => t,
-            _ => {
-                let n = needed + needed / 4 + 1024;
-                (
-                    PageStates::new(n),
-                    (0..n).map(|_| AtomicUsize::new(0)).collect(),
-                )
-            }
+            _ => page_tables(needed + needed / 4 + 1024),
         };
         let block_pages = block_pages_for(old_pages - dense_pages);
         let nblocks = (old_pages - dense_pages).div_ceil(block_pages);
@@ -514,6 +520,7 @@ impl CycleShared {
             dense_pages,
             boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
+            arena_offset: s.arena_offset,
             block_pages,
             reg_pages: s.reg_pages,
             used_pages: s.used_pages,
@@ -608,7 +615,7 @@ impl CycleShared {
     /// `(offset, len)` in the from-space of the arena's part that may hold
     /// pages.
     pub(crate) fn arena_from_range(&self) -> (usize, usize) {
-        (self.moving_pages * PAGE_SIZE, self.arena_used)
+        (self.arena_offset, self.arena_used)
     }
 
     /// Whether `addr` lies in the registered range.
@@ -1282,6 +1289,7 @@ pub(crate) fn test_cycle(
         space_start: space.start(),
         from_start: from.start(),
         moving_pages: pages,
+        arena_offset: pages * PAGE_SIZE,
         arena: arena::ArenaPages::default(),
         arena_used: 0,
         reg_pages: pages,
