@@ -67,6 +67,22 @@ pub struct Compactor<'a> {
     pub(crate) boundary_header: u64,
     /// The black block of a concurrent cycle (see [`Black`]).
     pub(crate) black: Black,
+    /// In a young cycle, the old region (the whole dense prefix): which of
+    /// its pages to fix and where their walks begin (`generation`).
+    pub(crate) old: Option<OldPages<'a>>,
+}
+
+/// The old region of a young cycle, as its compactors see it: every page
+/// below `fwd.dense_words` is old; only those with a dirty card can hold a
+/// reference that moves (to a young object), and they are walked from the
+/// object-start table rather than by mark bits (old objects are not
+/// marked).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OldPages<'a> {
+    /// Per old page: nonzero if its card was dirty at the final pause.
+    pub dirty: &'a [u8],
+    /// Per old page: where its walk begins (`generation::ObjectStarts`).
+    pub starts: &'a [u32],
 }
 
 /// The black block of a concurrent cycle: the objects allocated while it
@@ -108,6 +124,7 @@ impl<'a> Compactor<'a> {
             prefix_start: space_start,
             boundary_header: 0,
             black: Black::default(),
+            old: None,
         }
     }
 }
@@ -339,6 +356,21 @@ impl Compactor<'_> {
     /// Runs on the fault path (concurrent cycles): no allocation, no lock,
     /// no unwinding; a corrupt heap ends in `fatal`.
     pub fn update_dense_page(&self, page: usize, marks: &[u64]) {
+        if let Some(old) = self.old {
+            // A young cycle's old page: fixed only if written since the
+            // last cycle (a clean one refers to old objects only).
+            if old.dirty.get(page).is_some_and(|&d| d != 0) {
+                crate::generation::old_page_slots(
+                    read,
+                    self.prefix_start,
+                    old.starts,
+                    page,
+                    self.fwd.dense_words,
+                    |lo, hi| self.rewrite_slots(lo, hi),
+                );
+            }
+            return;
+        }
         let live = self.fwd.live;
         let dense = self.fwd.dense_words;
         let page_word = page * PAGE_WORDS;
@@ -498,6 +530,7 @@ mod tests {
             prefix_start: from.start(),
             boundary_header: 0,
             black: Black::default(),
+            old: None,
         };
         let mut buf = vec![0u8; PAGE_SIZE];
         c.compact_page(0, &mut buf);

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::compact::Compactor;
+use crate::compact::{Compactor, OldPages};
 use crate::concurrent::arena::ArenaPages;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
@@ -49,6 +49,7 @@ use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_F
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
 use crate::fork::PerProcess;
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
+use crate::generation::{remembered_set, CardTable, Generations, ObjectStarts, Plan};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
@@ -91,6 +92,7 @@ pub(crate) struct Settings {
     pub(crate) verify: bool,
     pub(crate) concurrent_mark: bool,
     pub(crate) dense_prefix_threshold: Option<f64>,
+    pub(crate) generational: bool,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -124,6 +126,8 @@ pub(crate) struct Gc {
     coord: Arc<Coordinator>,
     /// The SATB log of concurrent marking (see `satb`).
     satb: Arc<SatbLog>,
+    /// The card table of young collections (see `generation`).
+    cards: CardTable,
 }
 
 impl Gc {
@@ -155,6 +159,7 @@ impl Gc {
             default_strategy,
             coord: Arc::new(coord),
             satb: Arc::default(),
+            cards: CardTable::new(space.start(), space.reserved())?,
             settings,
         })
     }
@@ -167,6 +172,12 @@ impl Gc {
     /// The SATB log of concurrent marking.
     pub(crate) fn satb(&self) -> &Arc<SatbLog> {
         &self.satb
+    }
+
+    /// The card table of young collections.
+    #[inline(always)]
+    pub(crate) fn cards(&self) -> &CardTable {
+        &self.cards
     }
 
     /// The strategy collections use when not told otherwise.
@@ -285,6 +296,24 @@ struct Prepared {
     total: usize,
 }
 
+/// The old region's size in words under `plan` (0 for a full cycle).
+fn old_words(plan: Plan) -> usize {
+    match plan {
+        Plan::Young(w) => w,
+        Plan::Full(_) => 0,
+    }
+}
+
+/// The dense prefix of a cycle, in words: a young cycle's is its old
+/// region; a full cycle's the pages at least the configured share live.
+fn dense_prefix(gc: &Gc, plan: Plan, live: &[u64], old_end: usize) -> usize {
+    match (plan, gc.settings.dense_prefix_threshold) {
+        (Plan::Young(w), _) => w,
+        (Plan::Full(_), Some(th)) => forwarding::dense_prefix(live, old_end, th),
+        (Plan::Full(_), None) => 0,
+    }
+}
+
 /// Computes the chunk offsets and the page-start table of the words
 /// `[dense, end_words)` (on the pool); returns the compacted size in words.
 fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_words: usize) -> usize {
@@ -293,6 +322,7 @@ fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_word
         live,
         offsets,
         pages,
+        ..
     } = meta;
     let total =
         pool.install(|| forwarding::compute_offsets(live.words(), dense, end_words, offsets));
@@ -319,6 +349,8 @@ pub(crate) struct Metadata {
     live: WordMap,
     offsets: U32Map,
     pages: Vec<PageStart>,
+    /// The old region's object starts (young collections).
+    starts: ObjectStarts,
 }
 
 /// The collector: metadata, per-thread buffers and cycle bookkeeping.
@@ -328,6 +360,8 @@ struct Collector {
     buffers: Vec<Mapping>,
     /// The page tables of the last concurrent cycle, reused by the next.
     tables: Option<PageTables>,
+    /// The old generation's bookkeeping (young collections).
+    gen: Generations,
     /// Bounce buffer of the in-place stop-the-world compaction.
     bounce: Vec<u8>,
     cycles: u64,
@@ -348,7 +382,9 @@ impl Collector {
                 live: WordMap::new(chunks_for(words))?,
                 offsets: U32Map::new(chunks_for(words) + 1)?,
                 pages: Vec::new(),
+                starts: ObjectStarts::new(space.capacity())?,
             }),
+            gen: Generations::default(),
             buffers: Vec::new(),
             tables: None,
             bounce: Vec::new(),
@@ -357,6 +393,26 @@ impl Collector {
             unverified: false,
             packed_end: space.start(),
         })
+    }
+
+    /// Ends a cycle under young collections: everything below `new_old`
+    /// words is old; the object starts of what this cycle promoted (above
+    /// the old region it began with, everything after a full cycle) are
+    /// recorded from the space at `start`; `examined_end` is where the
+    /// cycle's heap ended (what it freed is the difference).
+    fn promote(
+        &mut self,
+        starts: &mut ObjectStarts,
+        start: usize,
+        plan: Plan,
+        new_old: usize,
+        examined_end: usize,
+    ) {
+        let from = old_words(plan);
+        starts.extend(start, from, new_old);
+        let young = examined_end.saturating_sub(from);
+        let freed = examined_end.saturating_sub(new_old);
+        self.gen.finished(plan, new_old, young, freed);
     }
 
     /// Verifies the heap now (world stopped). Panics on corruption: the
@@ -412,17 +468,43 @@ impl Collector {
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
         st.used_before = space.used();
+        let plan = self
+            .gen
+            .plan(gc.settings.generational, trigger, space.capacity() / WORD);
+        match plan {
+            Plan::Full(r) => st.full_reason = Some(r),
+            Plan::Young(w) => {
+                st.young = true;
+                st.old_bytes = w * WORD;
+            }
+        }
 
         if strategy.is_concurrent()
             && gc.settings.concurrent_mark
-            && self.start_concurrent_mark(host, world, &mut st, strategy, t_start, madvise_before)
+            && self.start_concurrent_mark(
+                host,
+                world,
+                &mut st,
+                strategy,
+                t_start,
+                madvise_before,
+                plan,
+            )
         {
             return (st, false);
         }
 
-        let roots = gather_roots(&**host, world, true);
+        let mut roots = gather_roots(&**host, world, true);
         let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
         let meta = self.meta.take().expect("metadata present between cycles");
+        if let Plan::Young(old_words) = plan {
+            sp.large.mark_old(&los);
+            let t = Instant::now();
+            let (rs, n) = remembered_set(&gc.cards, &meta.starts, space.start(), old_words, &los);
+            roots.extend(rs);
+            st.remembered_pages = n;
+            st.remembered_scan = t.elapsed();
+        }
 
         // Mark.
         let t = Instant::now();
@@ -432,6 +514,7 @@ impl Collector {
             mark(
                 &MarkContext {
                     space_start: space.start(),
+                    old_end: space.start() + old_words(plan) * WORD,
                     space_top: top,
                     black_end: top,
                     marks: meta.marks.atomics(),
@@ -444,7 +527,7 @@ impl Collector {
             )
         };
         st.mark = t.elapsed();
-        st.live_bytes = m.bytes;
+        st.live_bytes = m.bytes + st.old_bytes;
         st.live_objects = m.objects;
         st.large_objects_live = m.large_objects;
         let times = CycleTimes {
@@ -453,7 +536,7 @@ impl Collector {
             madvise_before,
         };
         self.finish(
-            host, world, los, meta, st, strategy, top, None, None, times, None,
+            host, world, los, meta, st, strategy, top, None, None, times, None, plan,
         )
     }
 
@@ -463,6 +546,7 @@ impl Collector {
     /// marker thread marks while mutators run and stops the world again
     /// for the final pause ([`concurrent_mark`]). `false` if the marker
     /// thread cannot be started (the caller then marks in this pause).
+    #[allow(clippy::too_many_arguments)]
     fn start_concurrent_mark(
         &mut self,
         host: &Arc<dyn Host>,
@@ -471,6 +555,7 @@ impl Collector {
         strategy: Strategy,
         t_start: Instant,
         madvise_before: usize,
+        plan: Plan,
     ) -> bool {
         let (sp, gc) = (host.spaces(), host.gc());
         // The marker thread first, before any state changes: if it cannot
@@ -503,6 +588,7 @@ impl Collector {
                         strategy,
                         t_start,
                         madvise_before,
+                        plan,
                     )
                 })
             });
@@ -514,6 +600,10 @@ impl Collector {
         gc.satb.set_marking(true);
         let roots = gather_roots(&**host, world, true);
         let meta = self.meta.take().expect("metadata present between cycles");
+        if matches!(plan, Plan::Young(_)) {
+            sp.large
+                .mark_old(&sp.large.objects.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         // Objects allocated from now on form the black block, which the
         // flip slides down whole pages at a time (see `concurrent::prefix`):
         // it must start on a page boundary. The words skipped lie in the old
@@ -547,6 +637,7 @@ impl Collector {
         prepared: Option<Prepared>,
         times: CycleTimes,
         pending: Option<PendingHandler>,
+        plan: Plan,
     ) -> (CycleStats, bool) {
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
@@ -578,13 +669,30 @@ impl Collector {
                 (p.dense, p.total)
             }
             None => {
-                let dense = match gc.settings.dense_prefix_threshold {
-                    Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
-                    None => 0,
-                };
+                let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
                 (dense, prepare(&pool, &mut meta, dense, old_end))
             }
         };
+        // Everything this cycle keeps is old once it ends: the old pages
+        // written since the last cycle are what a young cycle must fix
+        // (their references to young objects move), and the card table
+        // starts afresh for the next one.
+        let old_dirty = match plan {
+            Plan::Young(w) => Some(gc.cards.snapshot(w / PAGE_WORDS)),
+            Plan::Full(_) => None,
+        };
+        if gc.settings.generational {
+            gc.cards.clear(0, (top - start).div_ceil(PAGE_SIZE));
+            let (arena, _) = space.arena();
+            let arena_end = los
+                .values()
+                .filter(|o| o.in_arena())
+                .map(|o| o.obj().addr() + o.footprint())
+                .max()
+                .unwrap_or(arena);
+            gc.cards
+                .clear((arena - start) / PAGE_SIZE, (arena_end - start) / PAGE_SIZE);
+        }
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
         let reg_len = round_up(top - start, PAGE_SIZE);
@@ -606,6 +714,8 @@ impl Collector {
                 t_start,
                 cycle_start,
                 pending,
+                plan,
+                old_dirty.clone(),
             ) {
                 Ok(()) => {
                     st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
@@ -647,6 +757,7 @@ impl Collector {
             live,
             offsets,
             pages,
+            starts,
         } = &mut meta;
         let marks = marks.words();
         let comp = Compactor {
@@ -662,6 +773,10 @@ impl Collector {
             prefix_start: start,
             boundary_header: 0,
             black: Default::default(),
+            old: old_dirty.as_deref().map(|dirty| OldPages {
+                dirty,
+                starts: starts.table(),
+            }),
         };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
@@ -711,7 +826,14 @@ impl Collector {
         // collection is expected stay resident (dirty: zeroed when handed
         // out); beyond that the freed tail is returned to the system.
         let t = Instant::now();
-        let new_top = start + total * WORD;
+        let packed = start + total * WORD;
+        // With young collections the old region ends on a page (the gap is
+        // zero: compaction zeroes the rest of its last page).
+        let new_top = if gc.settings.generational {
+            round_up(packed, PAGE_SIZE)
+        } else {
+            packed
+        };
         space.set_top(new_top);
         let live = st.live_bytes + sp.large.bytes();
         let budget = host.collect_at(live);
@@ -726,8 +848,16 @@ impl Collector {
         space.set_dirty_limit(dirty.min(keep_end));
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
         meta.live.clear_prefix(chunks_for(end_words) + 1);
+        if gc.settings.generational {
+            let new_old = (new_top - start) / WORD;
+            self.promote(&mut meta.starts, start, plan, new_old, end_words);
+        }
         self.meta = Some(meta);
-        self.packed_end = new_top;
+        if !st.young {
+            // A young cycle leaves the old region as it was (its earlier
+            // black blocks hold zero words) and packs only above it.
+            self.packed_end = packed;
+        }
         st.release = t.elapsed();
         st.freed_bytes = (top - new_top) + freed_b;
         host.grant_waiting(world, self.cycles);
@@ -763,6 +893,8 @@ impl Collector {
         t_start: Instant,
         cycle_start: Instant,
         pending: Option<PendingHandler>,
+        plan: Plan,
+        old_dirty: Option<Box<[u8]>>,
     ) -> Result<(), Metadata> {
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
@@ -833,6 +965,7 @@ impl Collector {
             live,
             offsets,
             pages,
+            starts,
         } = meta;
         let (live, marks) = (FrozenWordMap::freeze(live), FrozenWordMap::freeze(marks));
         let dense_words = dense;
@@ -852,6 +985,8 @@ impl Collector {
             marks,
             offsets,
             pages,
+            starts: Some(starts),
+            old_dirty,
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
             black_blocks: blocks.into_boxed_slice(),
@@ -889,7 +1024,7 @@ impl Collector {
                 Some(h) => h.stop(),
                 None => support.slot.as_ref().expect("sigbus slot").unpublish(),
             }
-            let (live, marks, offsets, pages) = Arc::try_unwrap(shared)
+            let (live, marks, offsets, pages, starts) = Arc::try_unwrap(shared)
                 .ok()
                 .expect("cycle not shared yet")
                 .into_meta();
@@ -898,6 +1033,7 @@ impl Collector {
                 live: live.thaw(),
                 offsets,
                 pages,
+                starts: starts.expect("the cycle carries the object starts"),
             }
         };
         // Move the pages of the *whole* space out, then register the (now
@@ -945,7 +1081,14 @@ impl Collector {
         let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v), true);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
-        let new_top = start + shared.new_top_words() * WORD;
+        let packed = start + shared.new_top_words() * WORD;
+        // With young collections the old region ends on a page (the gap is
+        // zero: the last page's compactor or black-block fixer zeroes it).
+        let new_top = if gc.settings.generational {
+            round_up(packed, PAGE_SIZE)
+        } else {
+            packed
+        };
         space.set_top(new_top);
         host.grant_waiting(world, self.cycles);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
@@ -958,7 +1101,13 @@ impl Collector {
         gc.in_flight.store(true, Ordering::Release);
         // The black block and what follows are not packed (unused TLAB
         // tails are zero words between objects), as in the allocation region.
-        self.packed_end = start + total * WORD;
+        if !st.young {
+            self.packed_end = start + total * WORD;
+        }
+        let promote = gc
+            .settings
+            .generational
+            .then_some((plan, (new_top - start) / WORD));
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
         let flip_end = Instant::now();
@@ -975,6 +1124,7 @@ impl Collector {
                     flip_end,
                     cycle_start,
                     end_words,
+                    promote,
                 )
             })
         });
@@ -1041,12 +1191,28 @@ fn concurrent_mark(
     strategy: Strategy,
     cycle_start: Instant,
     madvise_before: usize,
+    plan: Plan,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
     let start = space.start();
     let threads = gc.settings.gc_threads.max(1);
     let pool = gc.pool();
+    let old_end = start + old_words(plan) * WORD;
+    // A young cycle's remembered set, read while mutators run: the old
+    // pages written since the last cycle (any value read is fine: one
+    // written after the snapshot is either reachable from it, hence
+    // logged by the barrier if cut, or allocated since, hence black).
+    let mut roots = roots;
+    if let Plan::Young(w) = plan {
+        let t = Instant::now();
+        let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let (rs, n) = remembered_set(&gc.cards, &meta.starts, start, w, &los);
+        drop(los);
+        roots.extend(rs);
+        st.remembered_pages = n;
+        st.remembered_scan = t.elapsed();
+    }
     // Values that are this heap's objects below the snapshot top, or its
     // large objects (the barrier broadcasts stores into large objects).
     let own = |v: &usize, los: &dyn Fn(usize) -> bool| {
@@ -1065,6 +1231,7 @@ fn concurrent_mark(
     {
         let ctx = MarkContext {
             space_start: start,
+            old_end,
             space_top: mark_top,
             black_end: space.end(),
             marks: meta.marks.atomics(),
@@ -1105,10 +1272,7 @@ fn concurrent_mark(
     let speculative = (strategy.is_concurrent() && mark_top % PAGE_SIZE == 0).then(|| {
         let t = Instant::now();
         let old_end = (mark_top - start) / WORD;
-        let dense = match gc.settings.dense_prefix_threshold {
-            Some(th) => forwarding::dense_prefix(meta.live.words(), old_end, th),
-            None => 0,
-        };
+        let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
         let total = prepare(&pool, &mut meta, dense, old_end);
         st.prepare_outside = t.elapsed();
         Prepared {
@@ -1159,6 +1323,7 @@ fn concurrent_mark(
         let lm = los_marker(&los);
         let ctx = MarkContext {
             space_start: start,
+            old_end,
             space_top: mark_top,
             black_end: space.end(),
             marks: meta.marks.atomics(),
@@ -1195,7 +1360,7 @@ fn concurrent_mark(
         total.bytes += b;
     }
     st.remark = t.elapsed();
-    st.live_bytes = total.bytes;
+    st.live_bytes = total.bytes + st.old_bytes;
     st.live_objects = total.objects;
     // Traced ones and those born marked during marking.
     st.large_objects_live = los
@@ -1219,6 +1384,7 @@ fn concurrent_mark(
         speculative.filter(|_| remarked == 0 && !gc.settings.injection.discard_speculative_prepare),
         times,
         pending,
+        plan,
     );
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
@@ -1245,6 +1411,7 @@ fn drive(
     flip_end: Instant,
     t_start: Instant,
     end_words: usize,
+    promote: Option<(Plan, usize)>,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
@@ -1381,18 +1548,26 @@ fn drive(
             }
         }
     };
-    let ((live, marks, offsets, pages), tables) = shared.into_parts();
+    let ((live, marks, offsets, pages, starts), tables) = shared.into_parts();
     let mut meta = Metadata {
         marks: marks.thaw(),
         live: live.thaw(),
         offsets,
         pages,
+        starts: starts.expect("the cycle carries the object starts"),
     };
     meta.marks.clear_prefix(chunks_for(end_words) + 1);
     meta.live.clear_prefix(chunks_for(end_words) + 1);
     st.cycle_time = t_start.elapsed();
     {
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((plan, new_old)) = promote {
+            // Every page is mapped: record where the promoted objects'
+            // pages begin, reading the to-space (headers only: mutators
+            // never write them).
+            let start = sp.moving.start();
+            col.promote(&mut meta.starts, start, plan, new_old, end_words);
+        }
         col.meta = Some(meta);
         col.buffers = buffers;
         col.tables = Some(tables);

@@ -74,6 +74,16 @@ pub struct HeapConfig {
     /// Pages at the start of the space at least this live are left in
     /// place (the dense prefix); `None` compacts everything. Default 0.95.
     pub dense_prefix_threshold: Option<f64>,
+    /// Young collections (`generation`): a cycle started by the heap-size
+    /// policy marks and compacts only what was allocated since the last
+    /// cycle, from the roots and the old pages written since then (a card
+    /// table kept by the reference-store barrier); the old region stays
+    /// where it is. Full cycles still run when the old region has doubled
+    /// since the last full one, a young cycle freed little, an allocation
+    /// failed or `collect()` is called. Default false, or the environment
+    /// variable `MOVEGC_GENERATIONAL` (`1`/`0`), so a deployed program can
+    /// switch it without a rebuild.
+    pub generational: bool,
     /// Ask for transparent huge pages on the moving space. Default false.
     pub huge_pages: bool,
     /// Concurrent strategies also mark concurrently (a snapshot-at-the-
@@ -118,6 +128,7 @@ impl Default for HeapConfig {
             growth_factor: 2.0,
             min_free: (32 << 20).min(capacity / 4),
             dense_prefix_threshold: Some(0.95),
+            generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
             huge_pages: false,
             concurrent_mark: true,
             verify: cfg!(any(debug_assertions, feature = "verify")),
@@ -283,6 +294,7 @@ impl GcHeap {
             verify: config.verify,
             concurrent_mark: config.concurrent_mark,
             dense_prefix_threshold: config.dense_prefix_threshold,
+            generational: config.generational,
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,
@@ -722,7 +734,8 @@ impl MutatorContext {
 
     /// Stores `value` (or null) into reference field / element `index` of
     /// `obj`: the only way to write a reference into an object, since it
-    /// carries the write barrier of concurrent marking (`satb`).
+    /// carries the write barriers: concurrent marking's (`satb`) and the
+    /// card mark of young collections (`generation`).
     ///
     /// # Safety
     /// `obj` and `value` are current references of this heap (see
@@ -742,6 +755,9 @@ impl MutatorContext {
         } else {
             store_word(slot, v);
         }
+        // The card barrier of young collections (`generation`): one byte
+        // store, whatever was stored.
+        self.heap.inner.gc.cards().mark(slot);
         Ok(())
     }
 
@@ -783,11 +799,24 @@ impl MutatorContext {
         self.collect_with(self.heap.strategy())
     }
 
+    /// Runs the collection the heap-size policy would start now and waits
+    /// for it: with young collections on ([`HeapConfig::generational`]) a
+    /// young cycle unless a full one is due ([`CycleStats::full_reason`]
+    /// says why); otherwise the same as [`collect`](Self::collect).
+    pub fn collect_young(&mut self) -> Option<CycleStats> {
+        self.collect_traced(Trigger::Policy, self.heap.strategy())
+    }
+
     /// Like [`collect`](Self::collect) with a given strategy (subject to the
     /// same fallbacks as the heap's).
     pub fn collect_with(&mut self, strategy: Strategy) -> Option<CycleStats> {
+        self.collect_traced(Trigger::Explicit, strategy)
+    }
+
+    /// Runs a collection for `trigger` and waits for its end.
+    fn collect_traced(&mut self, trigger: Trigger, strategy: Strategy) -> Option<CycleStats> {
         let strategy = self.heap.effective_strategy(strategy);
-        let (st, finished) = self.collect_for(Trigger::Explicit, strategy)?;
+        let (st, finished) = self.collect_for(trigger, strategy)?;
         if finished {
             return Some(st);
         }

@@ -30,6 +30,7 @@ pub mod concurrent;
 pub(crate) mod cycle;
 mod fork;
 pub mod forwarding;
+pub(crate) mod generation;
 pub mod heap;
 pub mod mapping;
 pub(crate) mod mark;
@@ -48,4 +49,4 @@ pub use heap::{
 };
 pub use object::{FieldError, Header, Kind, Layout, LayoutError, ObjRef};
 pub use safepoint::AlreadyAttached;
-pub use stats::{CycleStats, HeapStats, Strategy, Trigger};
+pub use stats::{CycleStats, FullReason, HeapStats, Strategy, Trigger};

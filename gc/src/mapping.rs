@@ -7,7 +7,7 @@
 //! Everything above it works with addresses and safe slices.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Size of a base page. movegc assumes 4 KiB pages (checked at heap creation).
 pub const PAGE_SIZE: usize = 4096;
@@ -393,6 +393,31 @@ impl std::ops::DerefMut for U32Map {
     fn deref_mut(&mut self) -> &mut [u32] {
         // SAFETY: as in `deref`; `&mut self` gives exclusive access.
         unsafe { std::slice::from_raw_parts_mut(self.map.start() as *mut u32, self.len) }
+    }
+}
+
+/// A zero-initialised array of bytes written concurrently (the card
+/// table: mutators store to it, the collector reads and clears it), in
+/// its own mapping: pages are committed only where bytes are written.
+#[derive(Debug)]
+pub struct ByteMap {
+    map: Mapping,
+    len: usize,
+}
+
+impl ByteMap {
+    /// `len` zeroed bytes (4 KiB pages: the table is written sparsely).
+    pub fn new(len: usize) -> io::Result<ByteMap> {
+        let map = Mapping::new(len.max(1), PAGE_SIZE, Prot::ReadWrite)?;
+        Ok(ByteMap { map, len })
+    }
+
+    /// The bytes, as atomics.
+    pub fn atomics(&self) -> &[AtomicU8] {
+        // SAFETY: the mapping is readable and writable, zero-initialised and
+        // at least `len` bytes long for as long as `self` lives; AtomicU8
+        // has the size and alignment of u8 and every bit pattern is valid.
+        unsafe { std::slice::from_raw_parts(self.map.start() as *const AtomicU8, self.len) }
     }
 }
 

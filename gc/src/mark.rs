@@ -48,6 +48,9 @@ use crate::space::LargeObject;
 pub struct MarkContext<'a> {
     /// Start of the moving space.
     pub space_start: usize,
+    /// End of the old region in a young cycle (`space_start` in a full
+    /// one): objects below it are live without being marked or traced.
+    pub old_end: usize,
     /// Allocation top of the moving space when marking started: objects
     /// below it are traced.
     pub space_top: usize,
@@ -148,7 +151,9 @@ impl MarkContext<'_> {
     /// caller must scan it).
     #[inline]
     fn try_mark(&self, addr: usize, stats: &mut MarkResult) -> bool {
-        if addr.wrapping_sub(self.space_start) < self.space_top - self.space_start {
+        if addr.wrapping_sub(self.space_start) < self.old_end - self.space_start {
+            false // old: live, not traced
+        } else if addr.wrapping_sub(self.space_start) < self.space_top - self.space_start {
             let w = (addr - self.space_start) / WORD;
             let bit = 1u64 << (w % CHUNK_WORDS);
             if self.marks[w / CHUNK_WORDS].load(Ordering::Relaxed) & bit != 0 {
@@ -533,6 +538,7 @@ mod panic_tests {
             let los = |_a: usize| None;
             let ctx = MarkContext {
                 space_start: base,
+                old_end: base,
                 space_top: base + 4096 * 8,
                 black_end: base + 4096 * 8,
                 marks: &marks,
@@ -642,6 +648,7 @@ mod split_tests {
             let lm = los_marker(&objs);
             let ctx = MarkContext {
                 space_start: self.space.start(),
+                old_end: self.space.start(),
                 space_top: self.space.top(),
                 black_end: self.space.top(),
                 marks: &self.marks,

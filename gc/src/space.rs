@@ -272,6 +272,8 @@ pub struct LargeObject {
     /// Its own mapping; `None` for an object in the arena.
     own: Option<Mapping>,
     pub(crate) marked: AtomicBool,
+    /// Survived a cycle: old, so a young cycle keeps it without marking.
+    old: AtomicBool,
 }
 
 impl LargeObject {
@@ -289,6 +291,11 @@ impl LargeObject {
     /// a concurrent flip, page by page, instead of in the pause).
     pub fn in_arena(&self) -> bool {
         self.own.is_none()
+    }
+
+    /// Whether it survived a cycle (old: see `generation`).
+    pub(crate) fn is_old(&self) -> bool {
+        self.old.load(Ordering::Relaxed)
     }
 }
 
@@ -392,6 +399,7 @@ impl LargeObjectSpace {
                 len,
                 own,
                 marked,
+                old: AtomicBool::new(false),
             },
         );
         Ok(obj)
@@ -418,7 +426,16 @@ impl LargeObjectSpace {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Frees unmarked objects and clears the marks of the rest. Returns
+    /// Marks every old object (world stopped, at the start of a young
+    /// cycle: old objects are live without being traced).
+    pub(crate) fn mark_old(&self, objs: &BTreeMap<usize, LargeObject>) {
+        for o in objs.values().filter(|o| o.is_old()) {
+            o.marked.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Frees unmarked objects, clears the marks of the rest and makes them
+    /// old. Returns
     /// (objects freed, bytes freed). World stopped. The pages of a freed
     /// arena object are handed to `release` (offset from the arena start,
     /// length) before they can be allocated again: it must make them read
@@ -433,6 +450,7 @@ impl LargeObjectSpace {
         let mut ranges = Vec::new();
         objs.retain(|_, o| {
             let live = o.marked.swap(false, Ordering::Relaxed);
+            o.old.store(live, Ordering::Relaxed);
             if !live {
                 freed.0 += 1;
                 freed.1 += o.footprint();

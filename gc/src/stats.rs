@@ -56,6 +56,26 @@ impl Strategy {
     }
 }
 
+/// Why a cycle collected the whole heap instead of only what was allocated
+/// since the last one (see [`CycleStats::young`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FullReason {
+    /// Young collections are off (`HeapConfig::generational`).
+    NotGenerational,
+    /// No cycle has made an old region yet.
+    NoOldGeneration,
+    /// The embedder asked for a collection (`collect()` is always full).
+    Explicit,
+    /// An allocation did not fit.
+    Exhausted,
+    /// The last young cycle freed less than a tenth of what it examined.
+    PoorYoungYield,
+    /// The old region grew past twice its size after the last full cycle
+    /// (at least 1/16 of the capacity), or past 3/4 of the capacity.
+    OldGrew,
+}
+
 /// What one collection did and how long each phase took.
 #[derive(Clone, Debug, Default)]
 pub struct CycleStats {
@@ -88,6 +108,19 @@ pub struct CycleStats {
     pub prepare_outside: Duration,
     /// Whether the final pause used that speculative prepare.
     pub prepare_reused: bool,
+    /// A young cycle: only what was allocated since the last cycle was
+    /// marked and compacted; the old region stayed in place.
+    pub young: bool,
+    /// Why a full cycle was full (`None` for a young one).
+    pub full_reason: Option<FullReason>,
+    /// Bytes of the old region a young cycle kept without marking them.
+    pub old_bytes: usize,
+    /// Old pages whose card was dirty (their references were scanned as
+    /// roots and rewritten in place).
+    pub remembered_pages: usize,
+    /// Scanning them (inside the pause for stop-the-world, in the marker
+    /// thread for concurrent marking).
+    pub remembered_scan: Duration,
     /// Moving the space's pages to the from-space.
     pub flip: Duration,
     /// Producing all to-space pages (and updating dense pages).

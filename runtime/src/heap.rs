@@ -147,6 +147,17 @@ impl HeapBuilder {
         self
     }
 
+    /// Young collections: cycles started by the size policy mark and
+    /// compact only what was allocated since the last cycle, finding the
+    /// old objects' references to it through a card table kept by
+    /// `set_ref`; full cycles still run when the old region has doubled,
+    /// a young cycle freed little, an allocation failed, or on `collect()`.
+    /// Default off.
+    pub fn generational(mut self, on: bool) -> Self {
+        self.config.generational = on;
+        self
+    }
+
     /// Ask for transparent huge pages on the moving space. Default off.
     pub fn huge_pages(mut self, on: bool) -> Self {
         self.config.huge_pages = on;

@@ -427,6 +427,14 @@ impl Mutator {
     pub fn collect_with(&mut self, strategy: Strategy) -> Option<CycleStats> {
         self.ctx.collect_with(strategy)
     }
+
+    /// Runs the collection the heap-size policy would start now and waits
+    /// for it: young when young collections are on (`HeapBuilder::
+    /// generational`) and no full cycle is due (`CycleStats::full_reason`
+    /// says why one was), else full like [`collect`](Self::collect).
+    pub fn collect_young(&mut self) -> Option<CycleStats> {
+        self.ctx.collect_young()
+    }
 }
 
 /// Data bytes copied on the stack by [`Mutator::with_bytes`] (larger

@@ -59,8 +59,9 @@ use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::compact::{Black, Compactor};
+use crate::compact::{Black, Compactor, OldPages};
 use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
+use crate::generation::ObjectStarts;
 use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
@@ -347,6 +348,11 @@ pub struct CycleShared {
     pub(crate) marks: FrozenWordMap,
     pub(crate) offsets: U32Map,
     pub(crate) pages: Vec<PageStart>,
+    /// The object-start table of the old region (carried through the
+    /// cycle; read by young cycles' fixers).
+    starts: Option<ObjectStarts>,
+    /// A young cycle's dirty old pages (see `compact::OldPages`).
+    old_dirty: Option<Box<[u8]>>,
     end_words: usize,
     space_start: usize,
     from_start: usize,
@@ -423,6 +429,16 @@ struct ZeroRun([u8; ZERO_FILL_PAGES * PAGE_SIZE]);
 /// What a zero-fill copies from.
 static ZEROS: ZeroRun = ZeroRun([0; ZERO_FILL_PAGES * PAGE_SIZE]);
 
+/// The side metadata a cycle hands back when it ends: live and mark
+/// bitmaps, chunk offsets, page starts and the old region's object starts.
+pub(crate) type Meta = (
+    FrozenWordMap,
+    FrozenWordMap,
+    U32Map,
+    Vec<PageStart>,
+    Option<ObjectStarts>,
+);
+
 /// A cycle's page states and sources, kept between cycles for reuse.
 pub(crate) type PageTables = (PageStates, Box<[AtomicUsize]>);
 
@@ -441,6 +457,8 @@ pub(crate) struct CycleSetup {
     pub marks: FrozenWordMap,
     pub offsets: U32Map,
     pub pages: Vec<PageStart>,
+    pub starts: Option<ObjectStarts>,
+    pub old_dirty: Option<Box<[u8]>>,
     pub end_words: usize,
     pub black_end_words: usize,
     pub black_blocks: Box<[usize]>,
@@ -505,6 +523,8 @@ impl CycleShared {
             marks: s.marks,
             offsets: s.offsets,
             pages: s.pages,
+            starts: s.starts,
+            old_dirty: s.old_dirty,
             end_words: s.end_words,
             space_start: s.space_start,
             from_start: s.from_start,
@@ -563,6 +583,14 @@ impl CycleShared {
                 end_words: self.black_end_words,
                 delta_words: self.black_delta_pages * PAGE_WORDS,
             },
+            old: self
+                .old_dirty
+                .as_deref()
+                .zip(self.starts.as_ref())
+                .map(|(dirty, starts)| OldPages {
+                    dirty,
+                    starts: starts.table(),
+                }),
         }
     }
 
@@ -1197,24 +1225,18 @@ impl CycleShared {
         self.fault_mode
     }
 
-    /// Takes the metadata back at the end of the cycle: (live, marks,
-    /// offsets, pages).
-    pub(crate) fn into_meta(self) -> (FrozenWordMap, FrozenWordMap, U32Map, Vec<PageStart>) {
-        (self.live, self.marks, self.offsets, self.pages)
+    /// Takes the metadata back at the end of the cycle.
+    pub(crate) fn into_meta(self) -> Meta {
+        (self.live, self.marks, self.offsets, self.pages, self.starts)
     }
 
     /// Takes the metadata and the page tables back at the end of the
     /// cycle; the states are reset for the next one.
-    pub(crate) fn into_parts(
-        self,
-    ) -> (
-        (FrozenWordMap, FrozenWordMap, U32Map, Vec<PageStart>),
-        PageTables,
-    ) {
+    pub(crate) fn into_parts(self) -> (Meta, PageTables) {
         let mut states = self.states;
         states.reset();
         (
-            (self.live, self.marks, self.offsets, self.pages),
+            (self.live, self.marks, self.offsets, self.pages, self.starts),
             (states, self.srcs),
         )
     }
@@ -1279,6 +1301,8 @@ pub(crate) fn test_cycle(
         marks: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
         offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
         pages: Vec::new(),
+        starts: None,
+        old_dirty: None,
         end_words: 0,
         black_end_words: 0,
         black_blocks: Box::default(),

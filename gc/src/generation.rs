@@ -1,0 +1,422 @@
+//! Young collections (sticky mark bits): the old generation, the card table
+//! that remembers which of its pages mutators wrote, the object-start table
+//! that lets the collector walk one old page without walking the pages
+//! before it, the remembered-set scan, and the policy that chooses between
+//! a young and a full cycle.
+//!
+//! Every cycle ends by making everything it kept old: the moving space's
+//! top is rounded up to a page and `[start, old_end)` is the old region.
+//! A young cycle treats the old region as marked: marking stops at old
+//! objects, and starts from the roots plus every reference held on an old
+//! page written since the last cycle (a *dirty card*). The old region is
+//! then the dense prefix (it keeps its place and its physical pages); only
+//! its dirty pages have references to rewrite, the others are not touched.
+//! Only what was allocated since the last cycle is compacted.
+//!
+//! ```text
+//!  after cycle n:   [ old (everything cycle n kept) |0| allocation ...
+//!                                                    ^ old_end (page aligned)
+//!  cycle n+1 young: [ old: not marked, dirty pages  | young: marked from roots
+//!                     fixed in place               ]   + dirty old pages, compacted
+//!  after n+1:       [ old                | promoted |0| allocation ...
+//! ```
+//!
+//! The card table has one byte per 4 KiB page of the whole reservation
+//! (moving space and arena). Every reference store marks the card of the
+//! page that holds the slot (one unconditional byte store, no test of
+//! what was stored, as HotSpot's card barrier). The final pause of a cycle
+//! takes the old region's cards (the pages its compactors must fix) and
+//! clears the table: every reference that existed then points at an old
+//! object once the cycle ends, so the next remembered set is what mutators
+//! write after it. Large objects with their own mapping (outside the
+//! reservation) have no cards: a young cycle scans the old ones whole.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::Ordering;
+
+use crate::mapping::{ByteMap, U32Map, PAGE_SIZE};
+use crate::object::{load_word, Header, WORD};
+use crate::space::LargeObject;
+
+/// Words per page.
+const PAGE_WORDS: usize = PAGE_SIZE / WORD;
+
+/// One byte per page of the reservation: 1 when a reference was stored on
+/// that page since the last cycle's final pause.
+#[derive(Debug)]
+pub(crate) struct CardTable {
+    start: usize,
+    cards: ByteMap,
+}
+
+impl CardTable {
+    /// Cards for the `len` bytes from `start`.
+    pub(crate) fn new(start: usize, len: usize) -> io::Result<CardTable> {
+        Ok(CardTable {
+            start,
+            cards: ByteMap::new(len.div_ceil(PAGE_SIZE))?,
+        })
+    }
+
+    /// The write barrier: marks the card of the page holding `slot` (a
+    /// slot outside the reservation, in a large object with its own
+    /// mapping, has none).
+    #[inline(always)]
+    pub(crate) fn mark(&self, slot: usize) {
+        let i = slot.wrapping_sub(self.start) / PAGE_SIZE;
+        if let Some(c) = self.cards.atomics().get(i) {
+            c.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether page `p` (from the reservation's start) is dirty.
+    #[inline]
+    pub(crate) fn is_dirty(&self, p: usize) -> bool {
+        self.cards
+            .atomics()
+            .get(p)
+            .is_some_and(|c| c.load(Ordering::Relaxed) != 0)
+    }
+
+    /// The cards of pages `[0, pages)`, for the compactors (world stopped).
+    pub(crate) fn snapshot(&self, pages: usize) -> Box<[u8]> {
+        self.cards.atomics()[..pages.min(self.cards.atomics().len())]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Clears the cards of pages `[from, to)` (world stopped).
+    pub(crate) fn clear(&self, from: usize, to: usize) {
+        let cards = self.cards.atomics();
+        for c in &cards[from.min(cards.len())..to.min(cards.len())] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// For each page of the old region, the word (from the space's start)
+/// where a walk over that page begins: the start of the object holding
+/// the page's first word, or that word itself if an object or a free zero
+/// word begins there. Old objects never move while they are old, so an
+/// entry stays valid until the next full cycle rebuilds the table.
+#[derive(Debug)]
+pub(crate) struct ObjectStarts {
+    starts: U32Map,
+}
+
+impl ObjectStarts {
+    /// A table for a space of `capacity` bytes.
+    pub(crate) fn new(capacity: usize) -> io::Result<ObjectStarts> {
+        assert!(
+            capacity / WORD <= u32::MAX as usize,
+            "the object-start table indexes words with u32"
+        );
+        Ok(ObjectStarts {
+            starts: U32Map::new(capacity.div_ceil(PAGE_SIZE))?,
+        })
+    }
+
+    /// The entries.
+    pub(crate) fn table(&self) -> &[u32] {
+        &self.starts
+    }
+
+    /// Records the pages of words `[from, to)` of the space at `base`,
+    /// walking its objects from `from` (a page boundary where an object or
+    /// a zero word begins); a zero word is one free word (the unused end of
+    /// a TLAB or the gap up to a page boundary). Reads only headers, which
+    /// mutators never write, so it may run while they run.
+    pub(crate) fn extend(&mut self, base: usize, from: usize, to: usize) {
+        debug_assert_eq!(from % PAGE_WORDS, 0);
+        let mut w = from;
+        let mut p = from / PAGE_WORDS;
+        while w < to {
+            let raw = load_word(base + w * WORD);
+            let size = if raw == 0 {
+                1
+            } else {
+                Header::from_raw(raw)
+                    .unwrap_or_else(|| panic!("bad header {raw:#x} in the old region at word {w}"))
+                    .size_words()
+            };
+            while p * PAGE_WORDS < w + size && p * PAGE_WORDS < to {
+                self.starts[p] = w as u32;
+                p += 1;
+            }
+            w += size;
+        }
+    }
+}
+
+/// Calls `f(lo, hi)` for each run of reference slots of old page `page`
+/// (addresses `[lo, hi)`, relative to `base`, where the old region's words
+/// are read), walking from `starts[page]`; `old_end` bounds the region,
+/// in words. `read` loads a word. No allocation: it runs on fault paths.
+#[inline]
+pub(crate) fn old_page_slots(
+    read: impl Fn(usize) -> u64,
+    base: usize,
+    starts: &[u32],
+    page: usize,
+    old_end: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let page_word = page * PAGE_WORDS;
+    let page_end = (page_word + PAGE_WORDS).min(old_end);
+    let mut w = starts[page] as usize;
+    while w < page_end {
+        let raw = read(base + w * WORD);
+        if raw == 0 {
+            w += 1;
+            continue;
+        }
+        let Some(h) = Header::from_raw(raw) else {
+            crate::concurrent::fatal::fatal("old_page_slots: bad object header in the old region")
+        };
+        let lo = (w + 1).max(page_word);
+        let hi = (w + 1 + h.ref_count()).min(page_word + PAGE_WORDS);
+        if hi > lo {
+            f(base + lo * WORD, base + hi * WORD);
+        }
+        w += h.size_words();
+    }
+}
+
+/// The remembered set of a young cycle: every non-null reference held in
+/// an old page with a dirty card (the moving space's old region, and old
+/// large objects in the arena) or anywhere in an old large object with its
+/// own mapping. May run while mutators run (it reads slots they may be
+/// writing: either value is fine under the snapshot barrier).
+pub(crate) fn remembered_set(
+    cards: &CardTable,
+    starts: &ObjectStarts,
+    space_start: usize,
+    old_end: usize,
+    los: &BTreeMap<usize, LargeObject>,
+) -> (Vec<usize>, usize) {
+    let mut out = Vec::new();
+    let mut dirty = 0;
+    let push_range = |out: &mut Vec<usize>, lo: usize, hi: usize| {
+        for a in (lo..hi).step_by(WORD) {
+            let v = load_word(a) as usize;
+            if v != 0 {
+                out.push(v);
+            }
+        }
+    };
+    for p in 0..old_end.div_ceil(PAGE_WORDS) {
+        if cards.is_dirty(p) {
+            dirty += 1;
+            old_page_slots(
+                load_word,
+                space_start,
+                starts.table(),
+                p,
+                old_end,
+                |lo, hi| push_range(&mut out, lo, hi),
+            );
+        }
+    }
+    for o in los.values().filter(|o| o.is_old()) {
+        let a = o.obj().addr();
+        // SAFETY: a large object of this heap that is still allocated (the
+        // caller holds the map); its header is immutable.
+        let n = unsafe { o.obj().header() }.ref_count();
+        if n == 0 {
+            continue;
+        }
+        let (lo, hi) = (a + WORD, a + WORD + n * WORD);
+        if !o.in_arena() {
+            push_range(&mut out, lo, hi);
+            continue;
+        }
+        let mut page = (lo - space_start) / PAGE_SIZE;
+        while space_start + page * PAGE_SIZE < hi {
+            if cards.is_dirty(page) {
+                dirty += 1;
+                let p0 = space_start + page * PAGE_SIZE;
+                push_range(&mut out, lo.max(p0), hi.min(p0 + PAGE_SIZE));
+            }
+            page += 1;
+        }
+    }
+    (out, dirty)
+}
+
+/// What a cycle collects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Everything.
+    Full(crate::stats::FullReason),
+    /// What was allocated since the last cycle, with the old region's
+    /// size in words.
+    Young(usize),
+}
+
+/// The generational state kept between cycles.
+#[derive(Debug, Default)]
+pub(crate) struct Generations {
+    /// A cycle has made an old region (possibly empty).
+    pub(crate) ready: bool,
+    /// Words of the old region.
+    pub(crate) old_words: usize,
+    /// Its size after the last full cycle.
+    pub(crate) after_full_words: usize,
+    /// The last young cycle freed less than [`POOR_YIELD`] of what it
+    /// examined.
+    pub(crate) poor_yield: bool,
+}
+
+/// A young cycle that frees less than this share of the young region
+/// makes the next cycle full.
+pub(crate) const POOR_YIELD: f64 = 0.10;
+
+impl Generations {
+    /// Chooses the next cycle's plan. Full when young collections are off,
+    /// there is no old region yet, the embedder asked (`collect()`), an
+    /// allocation failed, the last young cycle freed little, or the old
+    /// region has grown past twice its size after the last full cycle
+    /// (at least 1/16 of the capacity) or past 3/4 of the capacity.
+    pub(crate) fn plan(
+        &self,
+        enabled: bool,
+        trigger: crate::stats::Trigger,
+        capacity_words: usize,
+    ) -> Plan {
+        use crate::stats::{FullReason, Trigger};
+        let limit =
+            (2 * self.after_full_words.max(capacity_words / 16)).min(capacity_words / 4 * 3);
+        Plan::Full(if !enabled {
+            FullReason::NotGenerational
+        } else if !self.ready {
+            FullReason::NoOldGeneration
+        } else if trigger == Trigger::Explicit {
+            FullReason::Explicit
+        } else if trigger == Trigger::Exhausted {
+            FullReason::Exhausted
+        } else if self.poor_yield {
+            FullReason::PoorYoungYield
+        } else if self.old_words > limit {
+            FullReason::OldGrew
+        } else {
+            return Plan::Young(self.old_words);
+        })
+    }
+
+    /// Records the end of a cycle: the old region is now `old_words`.
+    pub(crate) fn finished(
+        &mut self,
+        plan: Plan,
+        old_words: usize,
+        young_words: usize,
+        freed_words: usize,
+    ) {
+        self.old_words = old_words;
+        self.ready = true;
+        match plan {
+            Plan::Full(_) => {
+                self.after_full_words = old_words;
+                self.poor_yield = false;
+            }
+            Plan::Young(_) => {
+                self.poor_yield = (freed_words as f64) < POOR_YIELD * young_words as f64;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{Mapping, Prot};
+    use crate::object::store_word;
+    use crate::object::Layout;
+    use crate::stats::{FullReason, Trigger};
+
+    #[test]
+    fn cards_mark_pages_and_clear() {
+        let c = CardTable::new(0x10000, 16 * PAGE_SIZE).unwrap();
+        c.mark(0x10000 + 3 * PAGE_SIZE + 8);
+        c.mark(0x10000 + 100 * PAGE_SIZE); // outside: ignored
+        c.mark(0x1000); // below: ignored
+        assert!(c.is_dirty(3) && !c.is_dirty(2) && !c.is_dirty(4));
+        assert_eq!(&*c.snapshot(5), &[0, 0, 0, 1, 0]);
+        c.clear(0, 16);
+        assert!(!c.is_dirty(3));
+    }
+
+    #[test]
+    fn starts_and_page_slots_cross_pages() {
+        // Objects of 3 refs + 500 data words (504 words) laid from word 0,
+        // then a zero gap, then small objects: page 1 begins inside the
+        // first object.
+        let m = Mapping::new(4 * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let base = m.start();
+        let big = Layout::record(1, 3, 500 * WORD).unwrap();
+        let small = Layout::record(2, 1, 0).unwrap();
+        store_word(base, big.header().raw());
+        let mut w = big.header().size_words();
+        w += 2; // two free words
+        let mut small_at = vec![];
+        while w + small.header().size_words() <= 2 * PAGE_WORDS {
+            store_word(base + w * WORD, small.header().raw());
+            small_at.push(w);
+            w += small.header().size_words();
+        }
+        let mut s = ObjectStarts::new(4 * PAGE_SIZE).unwrap();
+        s.extend(base, 0, 2 * PAGE_WORDS);
+        assert_eq!(s.table()[0], 0);
+        // Page 1 (word 512) is inside whichever small object covers it.
+        let cover = *small_at.iter().rev().find(|&&a| a <= PAGE_WORDS).unwrap();
+        let expect = if cover + small.header().size_words() > PAGE_WORDS {
+            cover
+        } else {
+            PAGE_WORDS
+        };
+        assert_eq!(s.table()[1] as usize, expect);
+        let mut ranges = vec![];
+        old_page_slots(load_word, base, s.table(), 0, 2 * PAGE_WORDS, |lo, hi| {
+            ranges.push(((lo - base) / WORD, (hi - base) / WORD))
+        });
+        assert_eq!(ranges[0], (1, 4), "the big object's three slots");
+        assert!(ranges[1..].iter().all(|&(lo, hi)| hi == lo + 1));
+        assert_eq!(
+            ranges.len(),
+            1 + small_at.iter().filter(|&&a| a < PAGE_WORDS).count()
+        );
+    }
+
+    #[test]
+    fn plan_is_full_until_there_is_an_old_region_and_when_it_grew() {
+        let mut g = Generations::default();
+        let cap = 1 << 20;
+        assert_eq!(
+            g.plan(true, Trigger::Policy, cap),
+            Plan::Full(FullReason::NoOldGeneration)
+        );
+        g.finished(Plan::Full(FullReason::NoOldGeneration), 100_000, 0, 0);
+        assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(100_000));
+        assert_eq!(
+            g.plan(false, Trigger::Policy, cap),
+            Plan::Full(FullReason::NotGenerational)
+        );
+        assert_eq!(
+            g.plan(true, Trigger::Explicit, cap),
+            Plan::Full(FullReason::Explicit)
+        );
+        g.finished(Plan::Young(100_000), 150_000, 100_000, 50_000);
+        assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(150_000));
+        g.finished(Plan::Young(150_000), 210_000, 100_000, 5_000);
+        assert_eq!(
+            g.plan(true, Trigger::Policy, cap),
+            Plan::Full(FullReason::PoorYoungYield)
+        );
+        g.finished(Plan::Young(150_000), 210_000, 100_000, 50_000);
+        assert_eq!(
+            g.plan(true, Trigger::Policy, cap),
+            Plan::Full(FullReason::OldGrew)
+        );
+    }
+}
