@@ -70,6 +70,12 @@ pub struct Compactor<'a> {
     /// In a young cycle, the old region (the whole dense prefix): which of
     /// its pages to fix and where their walks begin (`generation`).
     pub(crate) old: Option<OldPages<'a>>,
+    /// With young collections and a black block, which stays young after
+    /// the cycle: the card table and the block's to-space range
+    /// `[lo, hi)`. A slot rewritten to point into it, on a page that will
+    /// be old, gets its card marked (the next young cycle's remembered set
+    /// must find it; the mutator's card mark was at the old address).
+    pub(crate) young_cards: Option<(&'a crate::generation::CardTable, usize, usize)>,
 }
 
 /// The old region of a young cycle, as its compactors see it: every page
@@ -125,6 +131,7 @@ impl<'a> Compactor<'a> {
             boundary_header: 0,
             black: Black::default(),
             old: None,
+            young_cards: None,
         }
     }
 }
@@ -199,8 +206,28 @@ impl Compactor<'_> {
     /// Null and unchanged slots are not written: a page none of whose
     /// references move keeps its bytes untouched (shared with a zygote
     /// after fork, for one). No allocation, no lock: fault path.
+    /// Slots read at `prefix_start` live at the same offset from
+    /// `space_start` once installed; one that now points into the young
+    /// black block gets its card marked there (see `young_cards`).
     #[inline]
     pub(crate) fn rewrite_slots(&self, lo: usize, hi: usize) {
+        self.rewrite(lo, hi, self.young_cards);
+    }
+
+    /// [`rewrite_slots`](Self::rewrite_slots) marking no card: for the
+    /// black block's own pages, which stay young.
+    #[inline]
+    fn rewrite_slots_uncarded(&self, lo: usize, hi: usize) {
+        self.rewrite(lo, hi, None);
+    }
+
+    #[inline(always)]
+    fn rewrite(
+        &self,
+        lo: usize,
+        hi: usize,
+        cards: Option<(&crate::generation::CardTable, usize, usize)>,
+    ) {
         for a in (lo..hi).step_by(WORD) {
             self.prefetch_ref(read(a));
         }
@@ -210,6 +237,11 @@ impl Compactor<'_> {
                 let nv = self.forward_ref(v);
                 if nv != v {
                     crate::object::store_word(a, nv);
+                }
+                if let Some((c, ylo, yhi)) = cards {
+                    if (ylo..yhi).contains(&(nv as usize)) {
+                        c.mark(a - self.prefix_start + self.space_start);
+                    }
                 }
             }
         }
@@ -336,10 +368,19 @@ impl Compactor<'_> {
             header = Header::from_raw(raw)
                 .unwrap_or_else(|| fatal("compact_page: bad object header in a to-space page"));
         }
+        let mut young = false;
         for &i in &slots[..nslots] {
             let i = usize::from(i);
             let v = self.forward_ref(word_at(dst, i));
             dst[i * WORD..(i + 1) * WORD].copy_from_slice(&v.to_ne_bytes());
+            if let Some((_, ylo, yhi)) = self.young_cards {
+                young |= (ylo..yhi).contains(&(v as usize));
+            }
+        }
+        if young {
+            if let Some((c, _, _)) = self.young_cards {
+                c.mark(self.space_start + page * PAGE_SIZE);
+            }
         }
         filled * WORD
     }
@@ -486,7 +527,7 @@ impl Compactor<'_> {
             }
             let lo = (w + 1).max(page_word);
             let hi = (w + 1 + h.ref_count()).min(page_end);
-            self.rewrite_slots(at(lo), at(hi.max(lo)));
+            self.rewrite_slots_uncarded(at(lo), at(hi.max(lo)));
             if w + h.size_words() > page_end {
                 crossing = Some(w);
             }
@@ -531,6 +572,7 @@ mod tests {
             boundary_header: 0,
             black: Black::default(),
             old: None,
+            young_cards: None,
         };
         let mut buf = vec![0u8; PAGE_SIZE];
         c.compact_page(0, &mut buf);

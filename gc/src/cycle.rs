@@ -127,7 +127,7 @@ pub(crate) struct Gc {
     /// The SATB log of concurrent marking (see `satb`).
     satb: Arc<SatbLog>,
     /// The card table of young collections (see `generation`).
-    cards: CardTable,
+    cards: Arc<CardTable>,
 }
 
 impl Gc {
@@ -159,7 +159,7 @@ impl Gc {
             default_strategy,
             coord: Arc::new(coord),
             satb: Arc::default(),
-            cards: CardTable::new(space.start(), space.reserved())?,
+            cards: Arc::new(CardTable::new(space.start(), space.reserved())?),
             settings,
         })
     }
@@ -777,6 +777,7 @@ impl Collector {
                 dirty,
                 starts: starts.table(),
             }),
+            young_cards: None, // no black block: nothing stays young
         };
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
@@ -987,6 +988,7 @@ impl Collector {
             pages,
             starts: Some(starts),
             old_dirty,
+            cards: gc.settings.generational.then(|| gc.cards.clone()),
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
             black_blocks: blocks.into_boxed_slice(),
@@ -1104,10 +1106,17 @@ impl Collector {
         if !st.young {
             self.packed_end = start + total * WORD;
         }
-        let promote = gc
-            .settings
-            .generational
-            .then_some((plan, (new_top - start) / WORD));
+        // What becomes old: everything below the new top, except a black
+        // block, which stays young (its objects were kept without being
+        // marked; the next young cycle marks them). The compactors mark
+        // the cards of old pages that point into it (`young_cards`).
+        let promote = gc.settings.generational.then(|| {
+            if shared.black_pages() > 0 {
+                (plan, shared.old_pages() * PAGE_WORDS, old_end)
+            } else {
+                (plan, (new_top - start) / WORD, end_words)
+            }
+        });
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
         let flip_end = Instant::now();
@@ -1411,7 +1420,7 @@ fn drive(
     flip_end: Instant,
     t_start: Instant,
     end_words: usize,
-    promote: Option<(Plan, usize)>,
+    promote: Option<(Plan, usize, usize)>,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
@@ -1561,12 +1570,12 @@ fn drive(
     st.cycle_time = t_start.elapsed();
     {
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((plan, new_old)) = promote {
+        if let Some((plan, new_old, examined)) = promote {
             // Every page is mapped: record where the promoted objects'
             // pages begin, reading the to-space (headers only: mutators
             // never write them).
             let start = sp.moving.start();
-            col.promote(&mut meta.starts, start, plan, new_old, end_words);
+            col.promote(&mut meta.starts, start, plan, new_old, examined);
         }
         col.meta = Some(meta);
         col.buffers = buffers;

@@ -399,3 +399,70 @@ fn concurrent_stores_into_old_arrays_survive_young_cycles() {
         assert!(stores.load(Ordering::Relaxed) > 0);
     }
 }
+
+/// Stores made while a concurrent cycle marks put black objects (kept
+/// without marking, and young again once the cycle ends) into an old
+/// array; the mutator's card marks are cleared at the final pause, so the
+/// next young cycle finds the array only if the compactor that rewrote
+/// those slots marked their cards again. No store happens after the
+/// cycle: nothing else would dirty the array's pages.
+#[test]
+fn stores_made_while_a_cycle_marks_are_remembered_by_the_next() {
+    const SLOTS: usize = 3000; // 24 KB: in the moving space
+    const YOUNG_LIST: usize = 100_000; // so that marking takes a while
+    for strategy in [Strategy::ConcurrentMove, Strategy::ConcurrentCopy] {
+        let Some(heap) = heap(strategy) else { continue };
+        let mut m = heap.attach().unwrap();
+        let arr = m.alloc(&Layout::ref_array(3, SLOTS).unwrap()).unwrap();
+        // SAFETY: `arr` was just allocated.
+        let id = unsafe { heap.persistent_new(Some(arr)) };
+        m.collect().unwrap();
+        m.collect().unwrap();
+        build_list(&mut m, YOUNG_LIST);
+        // Garbage, so that the young cycle frees enough for the next one
+        // to be young too (see `FullReason::PoorYoungYield`).
+        for _ in 0..200_000 {
+            m.alloc(&child()).unwrap();
+        }
+        let during = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (heap, during) = (heap.clone(), during.clone());
+            std::thread::spawn(move || {
+                let mut m = heap.attach().unwrap();
+                while !heap.cycle_in_flight() {
+                    m.safepoint();
+                    std::hint::spin_loop();
+                }
+                for i in 0..SLOTS {
+                    let c = m.alloc(&child()).unwrap();
+                    // SAFETY: `c` and the array are current until the next
+                    // allocation.
+                    unsafe {
+                        fill(c, i as u64, 1);
+                        m.store_ref(heap.persistent_get(id).unwrap(), i, Some(c))
+                            .unwrap();
+                    }
+                }
+                during.store(heap.cycle_in_flight(), Ordering::Relaxed);
+            })
+        };
+        let st = m.collect_young().unwrap();
+        assert!(st.young);
+        writer.join().unwrap();
+        if !during.load(Ordering::Relaxed) {
+            eprintln!("{strategy:?}: the stores outlasted the cycle; checked all the same");
+        }
+        // SAFETY: a null root slot.
+        unsafe { m.roots()[0] = None };
+        let st = m.collect_young().unwrap();
+        assert!(st.young, "{:?}", st.full_reason);
+        let arr = heap.persistent_get(id).unwrap();
+        for i in 0..SLOTS {
+            // SAFETY: no safepoint during the check.
+            unsafe {
+                let c = arr.load_ref(i).unwrap().expect("slot emptied");
+                assert_eq!(check_child(c, i as u64), 1, "{strategy:?} slot {i}");
+            }
+        }
+    }
+}

@@ -61,7 +61,7 @@ use std::time::{Duration, Instant};
 
 use crate::compact::{Black, Compactor, OldPages};
 use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
-use crate::generation::ObjectStarts;
+use crate::generation::{CardTable, ObjectStarts};
 use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
@@ -353,6 +353,9 @@ pub struct CycleShared {
     starts: Option<ObjectStarts>,
     /// A young cycle's dirty old pages (see `compact::OldPages`).
     old_dirty: Option<Box<[u8]>>,
+    /// With young collections: the card table (see
+    /// `compact::Compactor::young_cards`).
+    cards: Option<Arc<CardTable>>,
     end_words: usize,
     space_start: usize,
     from_start: usize,
@@ -459,6 +462,7 @@ pub(crate) struct CycleSetup {
     pub pages: Vec<PageStart>,
     pub starts: Option<ObjectStarts>,
     pub old_dirty: Option<Box<[u8]>>,
+    pub cards: Option<Arc<CardTable>>,
     pub end_words: usize,
     pub black_end_words: usize,
     pub black_blocks: Box<[usize]>,
@@ -525,6 +529,7 @@ impl CycleShared {
             pages: s.pages,
             starts: s.starts,
             old_dirty: s.old_dirty,
+            cards: s.cards,
             end_words: s.end_words,
             space_start: s.space_start,
             from_start: s.from_start,
@@ -590,6 +595,17 @@ impl CycleShared {
                 .map(|(dirty, starts)| OldPages {
                     dirty,
                     starts: starts.table(),
+                }),
+            young_cards: self
+                .cards
+                .as_deref()
+                .filter(|_| self.npages > self.old_pages)
+                .map(|c| {
+                    (
+                        c,
+                        self.space_start + self.old_pages * PAGE_SIZE,
+                        self.space_start + self.npages * PAGE_SIZE,
+                    )
                 }),
         }
     }
@@ -1303,6 +1319,7 @@ pub(crate) fn test_cycle(
         pages: Vec::new(),
         starts: None,
         old_dirty: None,
+        cards: None,
         end_words: 0,
         black_end_words: 0,
         black_blocks: Box::default(),
