@@ -67,7 +67,7 @@ pub use movegc_gc::concurrent::FaultMode;
 pub use movegc_gc::stats::Stalls;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
-    ConfigError, CycleStats, FieldError, HeapStats, Kind, Layout, LayoutError, Strategy, Trigger,
-    FILLER_TAG, MAX_CAPACITY,
+    ConfigError, CycleStats, FieldError, FullReason, HeapStats, Kind, Layout, LayoutError,
+    Strategy, Trigger, FILLER_TAG, MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};
