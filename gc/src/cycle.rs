@@ -75,8 +75,10 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// objects move).
     fn persistent_roots(&self, f: &mut dyn FnMut(&mut [Option<ObjRef>]));
     /// The grant stage: answers the mutators waiting for room, world
-    /// stopped, once cycle `cycle` has set the new top.
-    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64);
+    /// stopped, once cycle `cycle` has set the new top. A young cycle
+    /// grants but never answers "no room": what it did not free may be old
+    /// garbage, which only a full cycle frees.
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, young: bool);
     /// Used bytes at which the size policy starts the next collection after
     /// a cycle leaves `live` bytes live (not capped by the capacity): the
     /// stop-the-world release keeps the pages up to there resident.
@@ -296,6 +298,19 @@ struct Prepared {
     total: usize,
 }
 
+/// Where the top goes after a cycle that packed the space up to `packed`,
+/// and whether that ends the old region on a page: with young collections
+/// the next page boundary (the gap is zero), unless that leaves no room at
+/// all (a full heap: then `packed`, and no old region).
+fn top_after(gc: &Gc, space: &MovingSpace, packed: usize) -> (usize, bool) {
+    let up = round_up(packed, PAGE_SIZE);
+    if gc.settings.generational && up < space.end() {
+        (up, true)
+    } else {
+        (packed, false)
+    }
+}
+
 /// The old region's size in words under `plan` (0 for a full cycle).
 fn old_words(plan: Plan) -> usize {
     match plan {
@@ -399,15 +414,21 @@ impl Collector {
     /// words is old; the object starts of what this cycle promoted (above
     /// the old region it began with, everything after a full cycle) are
     /// recorded from the space at `start`; `examined_end` is where the
-    /// cycle's heap ended (what it freed is the difference).
+    /// cycle's heap ended (what it freed is the difference). `None`: the
+    /// old region could not end on a page (the heap is nearly full), so
+    /// there is none and the next cycle is full.
     fn promote(
         &mut self,
         starts: &mut ObjectStarts,
         start: usize,
         plan: Plan,
-        new_old: usize,
+        new_old: Option<usize>,
         examined_end: usize,
     ) {
+        let Some(new_old) = new_old else {
+            self.gen = Generations::default();
+            return;
+        };
         let from = old_words(plan);
         starts.extend(start, from, new_old);
         let young = examined_end.saturating_sub(from);
@@ -830,11 +851,7 @@ impl Collector {
         let packed = start + total * WORD;
         // With young collections the old region ends on a page (the gap is
         // zero: compaction zeroes the rest of its last page).
-        let new_top = if gc.settings.generational {
-            round_up(packed, PAGE_SIZE)
-        } else {
-            packed
-        };
+        let (new_top, aligned) = top_after(gc, space, packed);
         space.set_top(new_top);
         let live = st.live_bytes + sp.large.bytes();
         let budget = host.collect_at(live);
@@ -850,7 +867,7 @@ impl Collector {
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
         meta.live.clear_prefix(chunks_for(end_words) + 1);
         if gc.settings.generational {
-            let new_old = (new_top - start) / WORD;
+            let new_old = aligned.then_some((new_top - start) / WORD);
             self.promote(&mut meta.starts, start, plan, new_old, end_words);
         }
         self.meta = Some(meta);
@@ -860,8 +877,8 @@ impl Collector {
             self.packed_end = packed;
         }
         st.release = t.elapsed();
-        st.freed_bytes = (top - new_top) + freed_b;
-        host.grant_waiting(world, self.cycles);
+        st.freed_bytes = top.saturating_sub(new_top) + freed_b;
+        host.grant_waiting(world, self.cycles, st.young);
 
         // Verify.
         if gc.settings.verify {
@@ -1086,13 +1103,9 @@ impl Collector {
         let packed = start + shared.new_top_words() * WORD;
         // With young collections the old region ends on a page (the gap is
         // zero: the last page's compactor or black-block fixer zeroes it).
-        let new_top = if gc.settings.generational {
-            round_up(packed, PAGE_SIZE)
-        } else {
-            packed
-        };
+        let (new_top, aligned) = top_after(gc, space, packed);
         space.set_top(new_top);
-        host.grant_waiting(world, self.cycles);
+        host.grant_waiting(world, self.cycles, st.young);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
         st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();
@@ -1112,9 +1125,9 @@ impl Collector {
         // the cards of old pages that point into it (`young_cards`).
         let promote = gc.settings.generational.then(|| {
             if shared.black_pages() > 0 {
-                (plan, shared.old_pages() * PAGE_WORDS, old_end)
+                (plan, Some(shared.old_pages() * PAGE_WORDS), old_end)
             } else {
-                (plan, (new_top - start) / WORD, end_words)
+                (plan, aligned.then_some((new_top - start) / WORD), end_words)
             }
         });
         let buffers = std::mem::take(&mut self.buffers);
@@ -1420,7 +1433,7 @@ fn drive(
     flip_end: Instant,
     t_start: Instant,
     end_words: usize,
-    promote: Option<(Plan, usize, usize)>,
+    promote: Option<(Plan, Option<usize>, usize)>,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);

@@ -80,7 +80,10 @@ pub struct HeapConfig {
     /// table kept by the reference-store barrier); the old region stays
     /// where it is. Full cycles still run when the old region has doubled
     /// since the last full one, a young cycle freed little, an allocation
-    /// failed or `collect()` is called. Default false, or the environment
+    /// failed or `collect()` is called. The old region ends on a page
+    /// boundary: after each cycle the top skips to the next one (up to
+    /// 4 KiB that count as used until a full cycle packs them). Default
+    /// false, or the environment
     /// variable `MOVEGC_GENERATIONAL` (`1`/`0`), so a deployed program can
     /// switch it without a rebuild.
     pub generational: bool,
@@ -533,7 +536,7 @@ impl Host for HeapInner {
     /// attached. A small object gets a fresh TLAB that fits it (zeroed
     /// where the space may be dirty), a large one a reservation of its
     /// footprint.
-    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64) {
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, young: bool) {
         world.for_each_mutator(|m| {
             let Some(w) = m.want.as_mut() else { return };
             if matches!(w.answer, Some((_, true))) {
@@ -550,7 +553,9 @@ impl Host for HeapInner {
                     None => false,
                 }
             };
-            w.answer = Some((cycle, granted));
+            if granted || !young {
+                w.answer = Some((cycle, granted));
+            }
         });
     }
 

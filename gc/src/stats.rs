@@ -63,7 +63,8 @@ impl Strategy {
 pub enum FullReason {
     /// Young collections are off (`HeapConfig::generational`).
     NotGenerational,
-    /// No cycle has made an old region yet.
+    /// No cycle has made an old region yet, or the last one could not end
+    /// it on a page boundary (the heap was nearly full).
     NoOldGeneration,
     /// The embedder asked for a collection (`collect()` is always full).
     Explicit,

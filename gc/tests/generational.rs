@@ -466,3 +466,46 @@ fn stores_made_while_a_cycle_marks_are_remembered_by_the_next() {
         }
     }
 }
+
+/// Old garbage is freed only by a full cycle: an allocation that does not
+/// fit after young cycles gets one (`FullReason::Exhausted`) instead of
+/// an error, and young cycles, which cannot free old garbage, never answer
+/// a waiting allocation "no room".
+#[test]
+fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
+    for strategy in STRATEGIES {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 8 << 20,
+            min_free: 1 << 20,
+            strategy,
+            generational: true,
+            gc_threads: 2,
+            verify: true,
+            ..Default::default()
+        })
+        .unwrap();
+        if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
+            eprintln!("skipped {strategy:?}: userfaultfd unavailable");
+            continue;
+        }
+        let mut m = heap.attach().unwrap();
+        // 5.1 MB of nodes, made old, then dropped: old garbage.
+        build_list(&mut m, 160_000);
+        m.collect().unwrap();
+        // SAFETY: null slots.
+        unsafe { m.roots()[0] = None };
+        // 5.1 MB more, kept: fits only once the old list is freed.
+        build_list(&mut m, 160_000);
+        let s = heap.stats();
+        let kinds: Vec<_> = s.recent.iter().map(|c| (c.young, c.full_reason)).collect();
+        let explicit = kinds
+            .iter()
+            .position(|k| k.1 == Some(FullReason::Explicit))
+            .unwrap();
+        assert!(
+            kinds[explicit + 1..].iter().any(|k| !k.0),
+            "{strategy:?}: no full cycle freed the old list: {kinds:?}"
+        );
+        assert_eq!(addresses(&mut m).len(), 160_000);
+    }
+}
