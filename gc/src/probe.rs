@@ -118,6 +118,12 @@ pub struct ProbeReport {
     /// MOVE of a page shared with a live forked child fails with `EBUSY`
     /// and COPY of the same page succeeds.
     pub check_ebusy_after_fork: Check,
+    /// Kernel dirty-page tracking (`UFFD_FEATURE_WP_ASYNC` +
+    /// `PAGEMAP_SCAN`, the remembered set young collections could use
+    /// instead of a card barrier): exactly the pages written since they
+    /// were protected are reported, one of them zapped and touched again,
+    /// and they are protected again.
+    pub check_wp_async: Check,
     /// The conclusion.
     pub capability: Capability,
     /// Why.
@@ -420,6 +426,85 @@ fn check_ebusy_after_fork(uffd: &Uffd) -> Check {
     }
 }
 
+/// See [`ProbeReport::check_wp_async`]. Opens its own userfaultfd (the
+/// feature set differs from the collector's) through the path that worked.
+fn check_wp_async(path: OpenPath, supported: Features) -> Check {
+    let want = Features::WP_ASYNC | Features::WP_UNPOPULATED;
+    if !supported.contains(want) {
+        return unavailable("WP_ASYNC or WP_UNPOPULATED not supported by this kernel");
+    }
+    let uffd = match Uffd::open(&OpenOptions::new().require_features(want).require_path(path)) {
+        Ok(u) => u,
+        Err(e) => return Check::fail(format!("open with WP_ASYNC: {e}")),
+    };
+    let pagemap = match crate::uffd::pagemap::Pagemap::open() {
+        Ok(p) => p,
+        Err(e) => return Check::fail(e.to_string()),
+    };
+    const PAGES: usize = 8;
+    let m = match Mapping::new(PAGES * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite) {
+        Ok(m) => m,
+        Err(e) => return Check::fail(format!("mmap: {e}")),
+    };
+    let _ = m.madvise(0, m.len(), libc::MADV_NOHUGEPAGE);
+    let (a, end) = (m.start(), m.end());
+    let write = |p: usize| {
+        // SAFETY: the probe owns `m`; no other reference to this page exists.
+        let page = unsafe { m.bytes_mut(p * PAGE_SIZE, PAGE_SIZE) };
+        page[8] = 1;
+    };
+    write(0);
+    write(5);
+    let scan = || -> Result<Vec<usize>, UffdError> {
+        let mut out = Vec::new();
+        pagemap.take_written(a, end, &mut out)?;
+        Ok(out
+            .iter()
+            .flat_map(|&(s, e)| ((s - a) / PAGE_SIZE)..((e - a) / PAGE_SIZE))
+            .collect())
+    };
+    let r = (|| -> Result<String, String> {
+        uffd.register(a, m.len(), RegisterMode::WP)
+            .map_err(|e| format!("register WP: {e}"))?;
+        uffd.writeprotect(a, m.len(), true, false)
+            .map_err(|e| format!("write-protect: {e}"))?;
+        let clean = scan().map_err(|e| e.to_string())?;
+        if !clean.is_empty() {
+            return Err(format!(
+                "pages {clean:?} reported written right after protecting"
+            ));
+        }
+        // Page 5 released and touched again (the collector releases pages),
+        // page 2 never populated before (WP_UNPOPULATED), page 0 populated.
+        m.madvise(5 * PAGE_SIZE, PAGE_SIZE, libc::MADV_DONTNEED)
+            .map_err(|e| format!("madvise: {e}"))?;
+        for p in [0, 2, 5] {
+            write(p);
+        }
+        let written = scan().map_err(|e| e.to_string())?;
+        if written != [0, 2, 5] {
+            return Err(format!(
+                "pages 0, 2, 5 written, PAGEMAP_SCAN reported {written:?}"
+            ));
+        }
+        let again = scan().map_err(|e| e.to_string())?;
+        if !again.is_empty() {
+            return Err(format!("not protected again: {again:?} reported twice"));
+        }
+        write(7);
+        let last = scan().map_err(|e| e.to_string())?;
+        if last != [7] {
+            return Err(format!("page 7 written after a scan, reported {last:?}"));
+        }
+        Ok("pages 0, 2 (unpopulated) and 5 (zapped) written: reported, protected again; then page 7 alone".into())
+    })();
+    let _ = uffd.unregister(a, m.len());
+    match r {
+        Ok(d) => Check::pass(d),
+        Err(d) => Check::fail(d),
+    }
+}
+
 fn unavailable(why: &str) -> Check {
     Check::fail(format!("not run: {why}"))
 }
@@ -475,6 +560,7 @@ pub fn run() -> ProbeReport {
         check_copy: unavailable("no userfaultfd"),
         check_fault_roundtrip: unavailable("no userfaultfd"),
         check_ebusy_after_fork: unavailable("no userfaultfd"),
+        check_wp_async: unavailable("no userfaultfd"),
         capability: Capability::StopTheWorld,
         reason: String::new(),
     };
@@ -503,6 +589,7 @@ pub fn run() -> ProbeReport {
     report.check_copy = check_copy(&uffd);
     report.check_fault_roundtrip = check_fault_roundtrip(&uffd);
     report.check_ebusy_after_fork = check_ebusy_after_fork(&uffd);
+    report.check_wp_async = check_wp_async(uffd.open_path(), supported);
     let (cap, reason) = decide(&report);
     report.capability = cap;
     report.reason = reason;

@@ -91,12 +91,14 @@ fn probe_json(r: &ProbeReport) -> Value {
             "copy": r.check_copy.ok,
             "fault_roundtrip": r.check_fault_roundtrip.ok,
             "ebusy_after_fork": r.check_ebusy_after_fork.ok,
+            "wp_async": r.check_wp_async.ok,
         },
         "check_details": {
             "move": check_json(&r.check_move),
             "copy": check_json(&r.check_copy),
             "fault_roundtrip": check_json(&r.check_fault_roundtrip),
             "ebusy_after_fork": check_json(&r.check_ebusy_after_fork),
+            "wp_async": check_json(&r.check_wp_async),
         },
         "strategy": r.capability.name(),
         "reason": r.reason,
@@ -172,6 +174,7 @@ fn probe_text(r: &ProbeReport) -> String {
         ("UFFDIO_COPY one page", &r.check_copy),
         ("fault via handler thread", &r.check_fault_roundtrip),
         ("EBUSY after fork", &r.check_ebusy_after_fork),
+        ("WP_ASYNC + PAGEMAP_SCAN", &r.check_wp_async),
     ] {
         let _ = writeln!(s, "  {} {:<26} {}", yes(c.ok), name, c.detail);
     }

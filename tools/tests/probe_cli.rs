@@ -43,6 +43,7 @@ fn probe_json_has_the_stable_keys_and_agrees_with_the_library() {
         ("copy", &lib.check_copy),
         ("fault_roundtrip", &lib.check_fault_roundtrip),
         ("ebusy_after_fork", &lib.check_ebusy_after_fork),
+        ("wp_async", &lib.check_wp_async),
     ] {
         assert_eq!(
             j["checks"][key].as_bool(),

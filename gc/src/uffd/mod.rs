@@ -104,6 +104,7 @@
 pub mod sys;
 
 mod open;
+pub mod pagemap;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};

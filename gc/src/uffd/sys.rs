@@ -486,6 +486,66 @@ impl uffd_msg {
 }
 
 // ---------------------------------------------------------------------------
+// PAGEMAP_SCAN (linux/fs.h, Linux 6.7): the written-page report of ranges
+// write-protected with UFFD_FEATURE_WP_ASYNC. Absent from this machine's
+// headers; values from the 6.18 uAPI text (`man 2const PAGEMAP_SCAN`).
+// ---------------------------------------------------------------------------
+
+/// `PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg)`, on `/proc/<pid>/pagemap`.
+pub const PAGEMAP_SCAN: libc::Ioctl = iowr::<pm_scan_arg>(b'f' as u32, 16);
+/// `PM_SCAN_WP_MATCHING`: write-protect the pages reported.
+pub const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PM_SCAN_CHECK_WPASYNC`: fail if a page of the range is not
+/// async-write-protect enabled.
+pub const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// `PAGE_IS_WPALLOWED`.
+pub const PAGE_IS_WPALLOWED: u64 = 1 << 0;
+/// `PAGE_IS_WRITTEN`: written since last write-protected.
+pub const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+/// `struct pm_scan_arg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct pm_scan_arg {
+    /// `sizeof(struct pm_scan_arg)`.
+    pub size: u64,
+    /// `PM_SCAN_*`.
+    pub flags: u64,
+    /// First address of the range.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+    /// Out: where the walk stopped.
+    pub walk_end: u64,
+    /// Address of a `struct page_region` array.
+    pub vec: u64,
+    /// Its length.
+    pub vec_len: u64,
+    /// Stop after this many pages (0: no limit).
+    pub max_pages: u64,
+    /// Categories to invert before matching.
+    pub category_inverted: u64,
+    /// Categories that must all be set.
+    pub category_mask: u64,
+    /// Categories of which one must be set.
+    pub category_anyof_mask: u64,
+    /// Categories reported per region.
+    pub return_mask: u64,
+}
+
+/// `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct page_region {
+    /// First address.
+    pub start: u64,
+    /// One past the last.
+    pub end: u64,
+    /// Its categories (`& return_mask`).
+    pub categories: u64,
+}
+
+// ---------------------------------------------------------------------------
 // Compile-time layout and request-number checks
 // ---------------------------------------------------------------------------
 
@@ -519,6 +579,9 @@ const _: () = {
     assert!(UFFDIO_CONTINUE == 0xc020_aa07);
     assert!(UFFDIO_POISON == 0xc020_aa08);
     assert!(USERFAULTFD_IOC_NEW == 0xaa00);
+    assert!(size_of::<pm_scan_arg>() == 96);
+    assert!(size_of::<page_region>() == 24);
+    assert!(PAGEMAP_SCAN == 0xc060_6610);
 };
 
 #[cfg(test)]
