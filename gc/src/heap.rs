@@ -87,6 +87,13 @@ pub struct HeapConfig {
     /// variable `MOVEGC_GENERATIONAL` (`1`/`0`), so a deployed program can
     /// switch it without a rebuild.
     pub generational: bool,
+    /// Print one line per collection on stderr (`CycleStats::log_line`:
+    /// kind and cause, heap before and after, live, pauses with time to
+    /// safepoint, marking, compaction, pages, faults), as the JVM's
+    /// `-Xlog:gc`. Every cycle is also a `tracing` event on the target
+    /// `movegc::gc` whatever this says. Default: on if the environment
+    /// variable `MOVEGC_LOG` lists `gc` (e.g. `MOVEGC_LOG=gc`).
+    pub gc_log: bool,
     /// Ask for transparent huge pages on the moving space. Default false.
     pub huge_pages: bool,
     /// Concurrent strategies also mark concurrently (a snapshot-at-the-
@@ -133,6 +140,8 @@ impl Default for HeapConfig {
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
             huge_pages: false,
+            gc_log: std::env::var("MOVEGC_LOG")
+                .is_ok_and(|v| v.split(',').any(|t| t.trim() == "gc")),
             concurrent_mark: true,
             verify: cfg!(any(debug_assertions, feature = "verify")),
             strategy: Strategy::ConcurrentMove,
@@ -565,6 +574,10 @@ impl Host for HeapInner {
     }
 
     fn after_cycle(&self, c: &CycleStats) {
+        tracing::info!(target: "movegc::gc", cycle = c.cycle, young = c.young, "{}", c.log_line());
+        if self.config.gc_log {
+            eprintln!("[movegc] {}", c.log_line());
+        }
         let live = c.live_bytes + self.spaces.large.bytes();
         let next = self.collect_at(live).min(self.config.capacity);
         self.next_gc.store(next, Ordering::Relaxed);

@@ -56,6 +56,102 @@ impl Strategy {
     }
 }
 
+/// Bytes as a short human figure (`12.3M`, `640K`, `900B`).
+fn bytes(b: usize) -> String {
+    let b = b as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2}G", b / (1u64 << 30) as f64)
+    } else if b >= (1 << 20) as f64 {
+        format!("{:.1}M", b / (1 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.0}K", b / 1024.0)
+    } else {
+        format!("{b:.0}B")
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}ms", d.as_secs_f64() * 1e3)
+}
+
+impl CycleStats {
+    /// The cycle as one line of the GC log (`MOVEGC_LOG=gc`; see
+    /// `HeapConfig::gc_log`): number, kind and why, strategy, heap before
+    /// and after, live, each pause with its time to safepoint apart,
+    /// marking, compaction, pages and faults. For example:
+    ///
+    /// ```text
+    /// gc #12 young (policy) concurrent-move 40.2M->9.1M live 8.9M (old 6.0M, 14 dirty pages) \
+    ///   pauses initial 0.090ms final 0.210ms (ttsp 0.011ms) mark 0.8ms compact 3.1ms \
+    ///   pages 1540 in place 3 compacted 96 black moved 1639 copied 2 faults 4 (p99 31us) cycle 5.2ms
+    /// ```
+    pub fn log_line(&self) -> String {
+        use std::fmt::Write;
+        let kind = match (self.young, self.full_reason) {
+            (true, _) => "young".to_string(),
+            (false, Some(r)) => format!("full[{r:?}]"),
+            (false, None) => "full".to_string(),
+        };
+        let trigger = match self.trigger {
+            Some(Trigger::Explicit) => "explicit",
+            Some(Trigger::Policy) => "policy",
+            Some(Trigger::Exhausted) => "exhausted",
+            None => "?",
+        };
+        let strategy = self.strategy.map_or("?", |s| s.name());
+        let after = self.used_before.saturating_sub(self.freed_bytes);
+        let mut l = format!(
+            "gc #{} {kind} ({trigger}) {strategy} {}->{} live {}",
+            self.cycle,
+            bytes(self.used_before),
+            bytes(after),
+            bytes(self.live_bytes)
+        );
+        if self.young {
+            let _ = write!(
+                l,
+                " (old {}, {} dirty pages)",
+                bytes(self.old_bytes),
+                self.remembered_pages
+            );
+        }
+        if self.initial_pause > Duration::ZERO {
+            let _ = write!(
+                l,
+                " pauses initial {} final {}",
+                ms(self.initial_pause),
+                ms(self.pause)
+            );
+        } else {
+            let _ = write!(l, " pause {}", ms(self.pause));
+        }
+        let _ = write!(
+            l,
+            " (ttsp {} included) mark {} compact {}",
+            ms(self.time_to_safepoint),
+            ms(self.mark),
+            ms(self.compaction)
+        );
+        let _ = write!(
+            l,
+            " pages {} in place {} compacted {} black",
+            self.dense_pages, self.pages_compacted, self.black_pages
+        );
+        if self.strategy.is_some_and(|s| s.is_concurrent()) {
+            let _ = write!(
+                l,
+                " moved {} copied {} faults {}",
+                self.pages_moved, self.pages_copied, self.faults
+            );
+            if let Some(st) = self.fault_stall_us.as_ref().filter(|s| !s.0.is_empty()) {
+                let _ = write!(l, " (p99 {}us)", st.0.value_at_quantile(0.99));
+            }
+        }
+        let _ = write!(l, " cycle {}", ms(self.cycle_time));
+        l
+    }
+}
+
 /// Why a cycle collected the whole heap instead of only what was allocated
 /// since the last one (see [`CycleStats::young`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -322,6 +418,50 @@ pub fn quantile(xs: &[Duration], q: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_line_says_kind_cause_sizes_and_pauses() {
+        let young = CycleStats {
+            cycle: 12,
+            strategy: Some(Strategy::ConcurrentMove),
+            trigger: Some(Trigger::Policy),
+            young: true,
+            old_bytes: 6 << 20,
+            remembered_pages: 14,
+            used_before: 40 << 20,
+            freed_bytes: 31 << 20,
+            live_bytes: 9 << 20,
+            initial_pause: Duration::from_micros(90),
+            pause: Duration::from_micros(210),
+            time_to_safepoint: Duration::from_micros(11),
+            dense_pages: 1540,
+            pages_moved: 1639,
+            ..Default::default()
+        };
+        let l = young.log_line();
+        for part in [
+            "gc #12 young (policy) concurrent-move 40.0M->9.0M live 9.0M",
+            "(old 6.0M, 14 dirty pages)",
+            "pauses initial 0.090ms final 0.210ms (ttsp 0.011ms included)",
+            "pages 1540 in place",
+            "moved 1639",
+        ] {
+            assert!(l.contains(part), "{part:?} missing from {l:?}");
+        }
+        let full = CycleStats {
+            strategy: Some(Strategy::StopTheWorld),
+            trigger: Some(Trigger::Exhausted),
+            full_reason: Some(FullReason::Exhausted),
+            pause: Duration::from_millis(3),
+            ..Default::default()
+        };
+        let l = full.log_line();
+        assert!(
+            l.contains("full[Exhausted] (exhausted) stop-the-world"),
+            "{l}"
+        );
+        assert!(l.contains(" pause 3.000ms") && !l.contains("moved"), "{l}");
+    }
 
     #[test]
     fn quantiles_by_nearest_rank() {

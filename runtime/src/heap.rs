@@ -158,6 +158,16 @@ impl HeapBuilder {
         self
     }
 
+    /// Print one line per collection on stderr (kind and cause, heap
+    /// before and after, live, pauses with time to safepoint, marking,
+    /// compaction, pages, faults), like the JVM's `-Xlog:gc`. Default: on
+    /// if the environment variable `MOVEGC_LOG` lists `gc`. Every cycle is
+    /// also a `tracing` event on the target `movegc::gc`.
+    pub fn gc_log(mut self, on: bool) -> Self {
+        self.config.gc_log = on;
+        self
+    }
+
     /// Ask for transparent huge pages on the moving space. Default off.
     pub fn huge_pages(mut self, on: bool) -> Self {
         self.config.huge_pages = on;
