@@ -91,9 +91,28 @@ pub struct Job {
     pub spec: String,
     /// Repeat index.
     pub repeat: usize,
+    /// Young collections on (`HeapConfig::generational`, passed to the
+    /// child as `MOVEGC_GENERATIONAL`); recorded in the record's params as
+    /// `young=on` so the report keeps the two apart.
+    #[serde(default)]
+    pub generational: bool,
 }
 
 impl Job {
+    /// The environment of the child process that runs this job.
+    pub fn child_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                JOB_ENV,
+                serde_json::to_string(self).expect("a job serializes"),
+            ),
+            (
+                "MOVEGC_GENERATIONAL",
+                if self.generational { "1" } else { "0" }.to_string(),
+            ),
+        ]
+    }
+
     /// A one-line description for progress output.
     pub fn label(&self) -> String {
         let mode = if self.strategy == Strategy::StopTheWorld.name()
@@ -103,7 +122,11 @@ impl Job {
         } else {
             format!(" ({})", self.fault_mode)
         };
-        format!("{} {}{mode} #{}", self.workload, self.strategy, self.repeat)
+        let young = if self.generational { " young" } else { "" };
+        format!(
+            "{} {}{mode}{young} #{}",
+            self.workload, self.strategy, self.repeat
+        )
     }
 }
 
@@ -129,6 +152,9 @@ pub struct Options {
     /// Reference-array sizes of the `large-refs` workload (one
     /// configuration each: several make the sweep).
     pub large_refs_entries: Vec<usize>,
+    /// Young collections off, on, or both (each configuration then runs
+    /// twice, side by side).
+    pub generational: Vec<bool>,
 }
 
 impl Options {
@@ -156,6 +182,7 @@ impl Options {
             } else {
                 lrefs::Params::default().entries
             }],
+            generational: vec![false],
         }
     }
 
@@ -291,7 +318,10 @@ pub fn plan(o: &Options) -> Vec<Job> {
     let configs = configs(o);
     let mut jobs = Vec::new();
     for repeat in 0..o.repeat {
-        for (w, mode, spec) in &configs {
+        for ((w, mode, spec), &generational) in configs
+            .iter()
+            .flat_map(|c| o.generational.iter().map(move |g| (c, g)))
+        {
             let n = o.strategies.len();
             for i in 0..n {
                 let s = o.strategies[(i + repeat) % n];
@@ -316,6 +346,7 @@ pub fn plan(o: &Options) -> Vec<Job> {
                     fault_mode: mode.name().to_string(),
                     spec,
                     repeat,
+                    generational,
                 });
             }
         }
@@ -482,6 +513,29 @@ mod tests {
     }
 
     #[test]
+    fn both_generational_settings_run_side_by_side() {
+        let mut o = Options::new(true);
+        o.workloads = vec![Workload::GcBench];
+        let off = plan(&o);
+        o.generational = vec![false, true];
+        let both = plan(&o);
+        assert_eq!(both.len(), 2 * off.len());
+        // Within a repeat: every strategy off, then every strategy on.
+        let n = o.strategies.len();
+        assert!(both[..n].iter().all(|j| !j.generational));
+        assert!(both[n..2 * n].iter().all(|j| j.generational));
+        let env = both[n].child_env();
+        assert!(env.contains(&("MOVEGC_GENERATIONAL", "1".to_string())));
+        assert!(both[n].label().contains("young"));
+        // A job written before the field existed still reads.
+        let old: Job = serde_json::from_str(
+            r#"{"workload":"gcbench","strategy":"stw","fault_mode":"sigbus","spec":"","repeat":0}"#,
+        )
+        .unwrap();
+        assert!(!old.generational);
+    }
+
+    #[test]
     fn bad_jobs_are_errors_not_panics() {
         let job = Job {
             workload: "compact".into(),
@@ -489,6 +543,7 @@ mod tests {
             fault_mode: "sigbus".into(),
             spec: String::new(),
             repeat: 0,
+            generational: false,
         };
         assert!(run_job(&job).unwrap_err().contains("strategy"));
         let job = Job {
@@ -497,6 +552,7 @@ mod tests {
             fault_mode: "sigbus".into(),
             spec: "bogus=1".into(),
             repeat: 0,
+            generational: false,
         };
         assert!(run_job(&job).is_err());
     }

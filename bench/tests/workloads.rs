@@ -341,6 +341,7 @@ fn large_refs_runs_as_a_suite_job() {
             fault_mode: "sigbus".into(),
             spec: p.to_spec(),
             repeat: 0,
+            generational: false,
         };
         let r: RunRecord = suite::run_job(&job).unwrap_or_else(|e| panic!("{s:?}: {e}"));
         assert_eq!(r.workload, "large-refs");
@@ -359,6 +360,7 @@ fn large_refs_runs_as_a_suite_job() {
         fault_mode: "sigbus".into(),
         spec: "entries=1".into(),
         repeat: 0,
+        generational: false,
     };
     assert!(suite::run_job(&bad).unwrap_err().contains("entries"));
 }

@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// cores (the default's one size: about 35 s).
     #[arg(long)]
     large_refs_sweep: bool,
+    /// Young collections (HeapConfig::generational): off, on, or both
+    /// (every configuration twice, side by side; the report's params say
+    /// young=on). Default: off.
+    #[arg(long, value_parser = ["off", "on", "both"])]
+    generational: Option<String>,
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -163,6 +168,11 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     }
     if a.large_refs_sweep {
         o.large_refs_sweep();
+    }
+    match a.generational.as_deref() {
+        Some("on") => o.generational = vec![true],
+        Some("both") => o.generational = vec![false, true],
+        _ => {}
     }
     if let Some(e) = &a.large_refs_entries {
         o.large_refs_entries = e
@@ -293,9 +303,17 @@ pub fn run(a: &BenchArgs) -> i32 {
     let mut failed = Vec::new();
     for job in &jobs {
         bar.set_message(job.label());
-        let env = [(JOB_ENV, serde_json::to_string(job).expect("JSON"))];
-        match run_json_child::<RunRecord>(&env) {
-            Ok(r) => results.push(r),
+        match run_json_child::<RunRecord>(&job.child_env()) {
+            Ok(mut r) => {
+                if job.generational {
+                    r.params = if r.params == "-" || r.params.is_empty() {
+                        "young=on".into()
+                    } else {
+                        format!("{},young=on", r.params)
+                    };
+                }
+                results.push(r)
+            }
             Err(e) => {
                 bar.println(format!("FAILED {}: {e}", job.label()));
                 failed.push(job.label());
