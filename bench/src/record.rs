@@ -131,6 +131,16 @@ pub struct CycleRecord {
     /// Live large objects.
     #[serde(default)]
     pub large_objects_live: usize,
+    /// A young cycle (young collections on).
+    #[serde(default)]
+    pub young: bool,
+    /// Why a full cycle was full (`FullReason` as Debug), empty for a young
+    /// one.
+    #[serde(default)]
+    pub full_reason: String,
+    /// Old pages a young cycle scanned as its remembered set.
+    #[serde(default)]
+    pub remembered_pages: usize,
 }
 
 impl CycleRecord {
@@ -158,6 +168,9 @@ impl CycleRecord {
             dense_pages: c.dense_pages,
             black_pages: c.black_pages,
             large_objects_live: c.large_objects_live,
+            young: c.young,
+            full_reason: c.full_reason.map(|r| format!("{r:?}")).unwrap_or_default(),
+            remembered_pages: c.remembered_pages,
         }
     }
 }
