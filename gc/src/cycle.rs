@@ -424,6 +424,7 @@ impl Collector {
         plan: Plan,
         new_old: Option<usize>,
         examined_end: usize,
+        dirty_pages: usize,
     ) {
         let Some(new_old) = new_old else {
             self.gen = Generations::default();
@@ -433,7 +434,7 @@ impl Collector {
         starts.extend(start, from, new_old);
         let young = examined_end.saturating_sub(from);
         let freed = examined_end.saturating_sub(new_old);
-        self.gen.finished(plan, new_old, young, freed);
+        self.gen.finished(plan, new_old, young, freed, dirty_pages);
     }
 
     /// Verifies the heap now (world stopped). Panics on corruption: the
@@ -868,7 +869,8 @@ impl Collector {
         meta.live.clear_prefix(chunks_for(end_words) + 1);
         if gc.settings.generational {
             let new_old = aligned.then_some((new_top - start) / WORD);
-            self.promote(&mut meta.starts, start, plan, new_old, end_words);
+            let dirty = st.remembered_pages;
+            self.promote(&mut meta.starts, start, plan, new_old, end_words, dirty);
         }
         self.meta = Some(meta);
         if !st.young {
@@ -1588,7 +1590,14 @@ fn drive(
             // pages begin, reading the to-space (headers only: mutators
             // never write them).
             let start = sp.moving.start();
-            col.promote(&mut meta.starts, start, plan, new_old, examined);
+            col.promote(
+                &mut meta.starts,
+                start,
+                plan,
+                new_old,
+                examined,
+                st.remembered_pages,
+            );
         }
         col.meta = Some(meta);
         col.buffers = buffers;

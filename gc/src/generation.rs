@@ -267,7 +267,16 @@ pub(crate) struct Generations {
     /// The last young cycle freed less than [`POOR_YIELD`] of what it
     /// examined.
     pub(crate) poor_yield: bool,
+    /// The last young cycle found more than [`MOSTLY_DIRTY`] of the old
+    /// pages dirty.
+    pub(crate) mostly_dirty: bool,
 }
+
+/// A young cycle that finds more than this share of the old pages dirty
+/// makes the next cycle full: it scanned and fixed most of the old region
+/// anyway, and a full cycle would also have freed the old garbage that a
+/// program writing its old objects that much is making.
+pub(crate) const MOSTLY_DIRTY: f64 = 0.25;
 
 /// A young cycle that frees less than this share of the young region
 /// makes the next cycle full.
@@ -298,6 +307,8 @@ impl Generations {
             FullReason::Exhausted
         } else if self.poor_yield {
             FullReason::PoorYoungYield
+        } else if self.mostly_dirty {
+            FullReason::MostlyDirty
         } else if self.old_words > limit {
             FullReason::OldGrew
         } else {
@@ -312,6 +323,7 @@ impl Generations {
         old_words: usize,
         young_words: usize,
         freed_words: usize,
+        dirty_pages: usize,
     ) {
         self.old_words = old_words;
         self.ready = true;
@@ -319,9 +331,12 @@ impl Generations {
             Plan::Full(_) => {
                 self.after_full_words = old_words;
                 self.poor_yield = false;
+                self.mostly_dirty = false;
             }
-            Plan::Young(_) => {
+            Plan::Young(old) => {
                 self.poor_yield = (freed_words as f64) < POOR_YIELD * young_words as f64;
+                self.mostly_dirty =
+                    dirty_pages as f64 > MOSTLY_DIRTY * old.div_ceil(PAGE_WORDS) as f64;
             }
         }
     }
@@ -396,7 +411,7 @@ mod tests {
             g.plan(true, Trigger::Policy, cap),
             Plan::Full(FullReason::NoOldGeneration)
         );
-        g.finished(Plan::Full(FullReason::NoOldGeneration), 100_000, 0, 0);
+        g.finished(Plan::Full(FullReason::NoOldGeneration), 100_000, 0, 0, 0);
         assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(100_000));
         assert_eq!(
             g.plan(false, Trigger::Policy, cap),
@@ -406,14 +421,20 @@ mod tests {
             g.plan(true, Trigger::Explicit, cap),
             Plan::Full(FullReason::Explicit)
         );
-        g.finished(Plan::Young(100_000), 150_000, 100_000, 50_000);
+        g.finished(Plan::Young(100_000), 150_000, 100_000, 50_000, 10);
         assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(150_000));
-        g.finished(Plan::Young(150_000), 210_000, 100_000, 5_000);
+        g.finished(Plan::Young(150_000), 210_000, 100_000, 5_000, 10);
         assert_eq!(
             g.plan(true, Trigger::Policy, cap),
             Plan::Full(FullReason::PoorYoungYield)
         );
-        g.finished(Plan::Young(150_000), 210_000, 100_000, 50_000);
+        // 150,000 old words are 293 pages: 80 dirty is over a quarter.
+        g.finished(Plan::Young(150_000), 180_000, 100_000, 50_000, 80);
+        assert_eq!(
+            g.plan(true, Trigger::Policy, cap),
+            Plan::Full(FullReason::MostlyDirty)
+        );
+        g.finished(Plan::Young(150_000), 210_000, 100_000, 50_000, 70);
         assert_eq!(
             g.plan(true, Trigger::Policy, cap),
             Plan::Full(FullReason::OldGrew)

@@ -168,6 +168,10 @@ pub enum FullReason {
     Exhausted,
     /// The last young cycle freed less than a tenth of what it examined.
     PoorYoungYield,
+    /// The last young cycle found more than a quarter of the old pages
+    /// dirty (it scanned and fixed most of the old region anyway; a full
+    /// cycle also frees the old garbage such a program makes).
+    MostlyDirty,
     /// The old region grew past twice its size after the last full cycle
     /// (at least 1/16 of the capacity), or past 3/4 of the capacity.
     OldGrew,
