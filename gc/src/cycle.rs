@@ -75,10 +75,12 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// objects move).
     fn persistent_roots(&self, f: &mut dyn FnMut(&mut [Option<ObjRef>]));
     /// The grant stage: answers the mutators waiting for room, world
-    /// stopped, once cycle `cycle` has set the new top. A young cycle
-    /// grants but never answers "no room": what it did not free may be old
-    /// garbage, which only a full cycle frees.
-    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, young: bool);
+    /// stopped, once cycle `cycle` has set the new top. A cycle that may
+    /// have kept garbage (`may_keep_garbage`: a young cycle keeps old
+    /// garbage, a concurrent one everything allocated while it marked)
+    /// grants but never answers "no room": the waiting mutator then starts
+    /// an exhaustion cycle, which is full and marks in its pause.
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, may_keep_garbage: bool);
     /// Used bytes at which the size policy starts the next collection after
     /// a cycle leaves `live` bytes live (not capped by the capacity): the
     /// stop-the-world release keeps the pages up to there resident.
@@ -503,6 +505,10 @@ impl Collector {
 
         if strategy.is_concurrent()
             && gc.settings.concurrent_mark
+            // An allocation that does not fit waits for this cycle: mark in
+            // the pause, so that nothing allocated meanwhile is kept
+            // unmarked and a "no room" answer is final.
+            && trigger != Trigger::Exhausted
             && self.start_concurrent_mark(
                 host,
                 world,
@@ -1107,7 +1113,7 @@ impl Collector {
         // zero: the last page's compactor or black-block fixer zeroes it).
         let (new_top, aligned) = top_after(gc, space, packed);
         space.set_top(new_top);
-        host.grant_waiting(world, self.cycles, st.young);
+        host.grant_waiting(world, self.cycles, st.young || shared.black_pages() > 0);
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
         st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();

@@ -545,7 +545,7 @@ impl Host for HeapInner {
     /// attached. A small object gets a fresh TLAB that fits it (zeroed
     /// where the space may be dirty), a large one a reservation of its
     /// footprint.
-    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, young: bool) {
+    fn grant_waiting(&self, world: &mut StoppedWorld<'_>, cycle: u64, may_keep_garbage: bool) {
         world.for_each_mutator(|m| {
             let Some(w) = m.want.as_mut() else { return };
             if matches!(w.answer, Some((_, true))) {
@@ -562,7 +562,7 @@ impl Host for HeapInner {
                     None => false,
                 }
             };
-            if granted || !young {
+            if granted || !may_keep_garbage {
                 w.answer = Some((cycle, granted));
             }
         });
