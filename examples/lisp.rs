@@ -22,8 +22,8 @@ use movegc_examples::{gc_summary, CommonArgs, UsageError};
 fn usage() -> &'static str {
     "usage: lisp [FILE.scm] [--strategy move|copy|stw] [--heap-mib N]\n\
      \x20 FILE.scm     program to run (default: a REPL on stdin)\n\
-     \x20 --strategy S how the collector compacts: move (concurrent, UFFDIO_MOVE),\n\
-     \x20              copy (concurrent, UFFDIO_COPY) or stw (stop-the-world, the default)\n\
+     \x20 --strategy S how the collector compacts: move (concurrent, UFFDIO_MOVE, the\n\
+     \x20              default), copy (concurrent, UFFDIO_COPY) or stw (stop-the-world)\n\
      \x20 --heap-mib N heap capacity in MiB (default: the heap builder's, a quarter of RAM)"
 }
 

@@ -139,13 +139,22 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     if let Some(w) = &a.workloads {
         o.workloads = w
             .iter()
-            .map(|s| Workload::parse(s).ok_or_else(|| format!("unknown workload {s:?}")))
+            .map(|s| {
+                Workload::parse(s).ok_or_else(|| {
+                    let names: Vec<_> = Workload::ALL.iter().map(|w| w.name()).collect();
+                    format!("unknown workload {s:?} (valid: {})", names.join(", "))
+                })
+            })
             .collect::<Result<_, _>>()?;
     }
     if let Some(s) = &a.strategies {
         o.strategies = s
             .iter()
-            .map(|s| Strategy::parse(s).ok_or_else(|| format!("unknown strategy {s:?}")))
+            .map(|s| {
+                Strategy::parse(s).ok_or_else(|| {
+                    format!("unknown strategy {s:?} (valid: move, copy, stw or their full names)")
+                })
+            })
             .collect::<Result<_, _>>()?;
     }
     if let Some(m) = &a.fault_modes {

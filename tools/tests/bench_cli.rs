@@ -224,4 +224,14 @@ fn bad_options_are_usage_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("movegc bench: "), "{args:?}: {err}");
     }
+    // An unknown name lists the valid ones.
+    let err =
+        String::from_utf8_lossy(&movegc(&["bench", "--workloads", "nope"]).stderr).into_owned();
+    assert!(
+        err.contains("valid: compact, compact-mutators, fragmenter"),
+        "{err}"
+    );
+    let err = String::from_utf8_lossy(&movegc(&["bench", "--generational", "sometimes"]).stderr)
+        .into_owned();
+    assert!(err.contains("off") && err.contains("both"), "{err}");
 }
