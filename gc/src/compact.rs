@@ -88,7 +88,7 @@ pub(crate) struct OldPages<'a> {
     /// Per old page: nonzero if its card was dirty at the final pause.
     pub dirty: &'a [u8],
     /// Per old page: where its walk begins (`generation::ObjectStarts`).
-    pub starts: &'a [u32],
+    pub starts: &'a [u64],
 }
 
 /// The black block of a concurrent cycle: the objects allocated while it

@@ -1312,14 +1312,17 @@ fn concurrent_mark(
         }
     });
 
-    // The flip's page tables, large enough for any cycle of this heap
-    // (every page of the space and of the arena, which hold at most as
-    // many objects' pages as capacity's): allocating them in the
-    // final pause costs it ~1 ms per GiB. Stop-the-world cycles need none.
-    let table_len = 2 * space.capacity() / PAGE_SIZE;
+    // The flip's page tables, sized for the heap as it is now (the used
+    // space and every large object's pages, with room to grow by a
+    // quarter before the pause): allocating them in the final pause costs
+    // it ~1 ms per GiB (the pause still does if the heap outgrew them).
+    // Stop-the-world cycles need none.
+    let need = (space.top() - start + sp.large.bytes()) / PAGE_SIZE;
     let tables = match tables {
-        Some(t) if t.0.len() >= table_len => Some(t),
-        _ if strategy.is_concurrent() => Some(crate::concurrent::page_tables(table_len)),
+        Some(t) if t.0.len() >= need + need / 8 => Some(t),
+        _ if strategy.is_concurrent() => {
+            Some(crate::concurrent::page_tables(need + need / 4 + 1024))
+        }
         t => t,
     };
 

@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::Ordering;
 
-use crate::mapping::{ByteMap, U32Map, PAGE_SIZE};
+use crate::mapping::{ByteMap, U64Map, PAGE_SIZE};
 use crate::object::{load_word, Header, WORD};
 use crate::space::LargeObject;
 
@@ -103,23 +103,21 @@ impl CardTable {
 /// entry stays valid until the next full cycle rebuilds the table.
 #[derive(Debug)]
 pub(crate) struct ObjectStarts {
-    starts: U32Map,
+    /// A word index per page (u64: heaps may exceed 2^32 words), in a
+    /// reserved mapping committed as the old region grows over it.
+    starts: U64Map,
 }
 
 impl ObjectStarts {
     /// A table for a space of `capacity` bytes.
     pub(crate) fn new(capacity: usize) -> io::Result<ObjectStarts> {
-        assert!(
-            capacity / WORD <= u32::MAX as usize,
-            "the object-start table indexes words with u32"
-        );
         Ok(ObjectStarts {
-            starts: U32Map::new(capacity.div_ceil(PAGE_SIZE))?,
+            starts: U64Map::new(capacity.div_ceil(PAGE_SIZE))?,
         })
     }
 
     /// The entries.
-    pub(crate) fn table(&self) -> &[u32] {
+    pub(crate) fn table(&self) -> &[u64] {
         &self.starts
     }
 
@@ -142,7 +140,7 @@ impl ObjectStarts {
                     .size_words()
             };
             while p * PAGE_WORDS < w + size && p * PAGE_WORDS < to {
-                self.starts[p] = w as u32;
+                self.starts[p] = w as u64;
                 p += 1;
             }
             w += size;
@@ -158,7 +156,7 @@ impl ObjectStarts {
 pub(crate) fn old_page_slots(
     read: impl Fn(usize) -> u64,
     base: usize,
-    starts: &[u32],
+    starts: &[u64],
     page: usize,
     old_end: usize,
     mut f: impl FnMut(usize, usize),

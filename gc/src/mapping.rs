@@ -421,6 +421,39 @@ impl ByteMap {
     }
 }
 
+/// A zero-initialised array of `u64` in its own [`metadata_mapping`]
+/// (reserved, committed as written): the old region's object-start table.
+/// Dereferences to a slice.
+#[derive(Debug)]
+pub struct U64Map {
+    map: Mapping,
+    len: usize,
+}
+
+impl U64Map {
+    /// `len` zeroed entries.
+    pub fn new(len: usize) -> io::Result<U64Map> {
+        let map = metadata_mapping(len.max(1) * 8)?;
+        Ok(U64Map { map, len })
+    }
+}
+
+impl std::ops::Deref for U64Map {
+    type Target = [u64];
+    fn deref(&self) -> &[u64] {
+        // SAFETY: the mapping is readable, zero-initialised, page aligned
+        // and at least `len * 8` bytes long; `&self` excludes `&mut` views.
+        unsafe { std::slice::from_raw_parts(self.map.start() as *const u64, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for U64Map {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        // SAFETY: as in `deref`; `&mut self` gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.map.start() as *mut u64, self.len) }
+    }
+}
+
 /// A [`WordMap`] that nobody writes any more: marking is over and the
 /// collector reads the bitmaps from many threads (GC workers, fault
 /// resolvers, signal handlers) as plain `&[u64]`.

@@ -527,3 +527,31 @@ fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
         assert_eq!(addresses(&mut m).len(), 160_000);
     }
 }
+
+/// A capacity of more than 2^32 words (here 40 GiB, reserved, never
+/// committed): the object-start table holds 64-bit word indexes.
+#[test]
+fn a_heap_above_32_gib_has_young_collections() {
+    let heap = match GcHeap::new(HeapConfig {
+        capacity: 40 << 30,
+        min_free: 64 << 20,
+        strategy: Strategy::StopTheWorld,
+        generational: true,
+        gc_threads: 2,
+        verify: true,
+        ..Default::default()
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: a 40 GiB reservation is refused here: {e}");
+            return;
+        }
+    };
+    let mut m = heap.attach().unwrap();
+    build_list(&mut m, 1000);
+    m.collect().unwrap();
+    new_children(&mut m, 10, 1);
+    let st = m.collect_young().unwrap();
+    assert!(st.young, "{:?}", st.full_reason);
+    check_children(&mut m, 10, 1);
+}
