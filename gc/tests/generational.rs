@@ -74,21 +74,31 @@ const STRATEGIES: [Strategy; 3] = [
 ];
 
 fn heap(strategy: Strategy) -> Option<GcHeap> {
-    let heap = GcHeap::new(HeapConfig {
-        capacity: 64 << 20,
-        min_free: 64 << 20,
-        strategy,
-        generational: true,
-        gc_threads: 2,
-        verify: true,
-        ..Default::default()
-    })
-    .unwrap();
+    heap_with(strategy, 64 << 20, 64 << 20)
+}
+
+/// A generational heap of `capacity` bytes collecting every `min_free`;
+/// `None` (saying why) if `strategy` is concurrent and userfaultfd is
+/// unavailable.
+fn heap_with(strategy: Strategy, capacity: usize, min_free: usize) -> Option<GcHeap> {
+    let heap = GcHeap::new(config(strategy, capacity, min_free)).unwrap();
     if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
         eprintln!("skipped {strategy:?}: userfaultfd unavailable");
         return None;
     }
     Some(heap)
+}
+
+fn config(strategy: Strategy, capacity: usize, min_free: usize) -> HeapConfig {
+    HeapConfig {
+        capacity,
+        min_free,
+        strategy,
+        generational: true,
+        gc_threads: 2,
+        verify: true,
+        ..Default::default()
+    }
 }
 
 /// Builds a list of `n` old nodes in root slot 0 (ids 0..n from the head).
@@ -492,20 +502,9 @@ fn stores_made_while_a_cycle_marks_are_remembered_by_the_next() {
 #[test]
 fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
     for strategy in STRATEGIES {
-        let heap = GcHeap::new(HeapConfig {
-            capacity: 8 << 20,
-            min_free: 1 << 20,
-            strategy,
-            generational: true,
-            gc_threads: 2,
-            verify: true,
-            ..Default::default()
-        })
-        .unwrap();
-        if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
-            eprintln!("skipped {strategy:?}: userfaultfd unavailable");
+        let Some(heap) = heap_with(strategy, 8 << 20, 1 << 20) else {
             continue;
-        }
+        };
         let mut m = heap.attach().unwrap();
         // 5.1 MB of nodes, made old, then dropped: old garbage.
         build_list(&mut m, 160_000);
@@ -532,15 +531,7 @@ fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
 /// committed): the object-start table holds 64-bit word indexes.
 #[test]
 fn a_heap_above_32_gib_has_young_collections() {
-    let heap = match GcHeap::new(HeapConfig {
-        capacity: 40 << 30,
-        min_free: 64 << 20,
-        strategy: Strategy::StopTheWorld,
-        generational: true,
-        gc_threads: 2,
-        verify: true,
-        ..Default::default()
-    }) {
+    let heap = match GcHeap::new(config(Strategy::StopTheWorld, 40 << 30, 64 << 20)) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("skipped: a 40 GiB reservation is refused here: {e}");
