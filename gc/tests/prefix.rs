@@ -401,6 +401,17 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
     let mut m = heap.attach().unwrap();
     let (mut with_block, mut black_pages, mut reused) = (0, 0, 0);
     for i in 0..12 {
+        // Let the allocator build at least one list between cycles, so each
+        // cycle has a fresh black block to slide even when this machine is
+        // loaded and the allocator thread got no CPU meanwhile. Waiting in
+        // `blocking` lets the allocator's own collections proceed.
+        let before = lists.load(Ordering::Relaxed);
+        m.blocking(|| {
+            // (An allocator that panicked ends the wait; its join reports it.)
+            while lists.load(Ordering::Relaxed) == before && !allocator.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
         // Every third cycle stop-the-world: it leaves the space above its
         // top dirty (old bytes, zeroed only when handed out), so the next
         // black block ends on a page whose tail holds stale bytes, which
@@ -431,7 +442,7 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
     }
     stop.store(true, Ordering::Relaxed);
     allocator.join().unwrap();
-    assert!(lists.load(Ordering::Relaxed) > 8);
+    assert!(lists.load(Ordering::Relaxed) >= 12);
     assert!(with_block > 0, "no cycle had a black block");
     if reprepare {
         assert_eq!(reused, 0, "the speculative prepare was discarded");
