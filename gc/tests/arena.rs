@@ -135,6 +135,13 @@ fn arena_pages_come_back_rewritten(strategy: Strategy, fault_mode: FaultMode) {
         faults += st.faults;
         check_array(&mut m, 0, N, tag);
     }
+    // On a loaded machine the reader may not have run yet: give it the
+    // time to finish one scan (in `blocking`, so it is not held up).
+    m.blocking(|| {
+        while scans.load(Ordering::Relaxed) == 0 && !reader.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     heap.persistent_free(id);

@@ -283,6 +283,15 @@ fn prefix_pages_come_back_fixed(strategy: Strategy, fault_mode: FaultMode, reade
             assert_eq!(check(m.roots()[0], m.roots()[1], N), alive);
         }
     }
+    // On a loaded machine the reader may not have run yet: give it the
+    // time to finish one walk (in `blocking`, so it is not held up).
+    if let Some(r) = &reader {
+        m.blocking(|| {
+            while walks.load(Ordering::Relaxed) == 0 && !r.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+    }
     stop.store(true, Ordering::Relaxed);
     if let Some(r) = reader {
         r.join().unwrap();
