@@ -47,6 +47,7 @@ use crate::concurrent::fatal::{abort_on_panic, abort_with};
 use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
+use crate::cputime::GcCpu;
 use crate::fork::PerProcess;
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{remembered_set, CardTable, Generations, ObjectStarts, Plan};
@@ -58,7 +59,7 @@ use crate::object::{load_word, store_word, ObjRef, WORD};
 use crate::safepoint::{Coordinator, StoppedWorld};
 use crate::satb::SatbLog;
 use crate::space::{LargeObject, MovingSpace, Spaces};
-use crate::stats::{CycleStats, Strategy, Trigger};
+use crate::stats::{CycleProgress, CycleStats, Pause, PauseKind, Phase, Strategy, Trigger};
 use crate::uffd::{OpenPath, RegisterMode};
 use crate::verify;
 
@@ -132,6 +133,10 @@ pub(crate) struct Gc {
     satb: Arc<SatbLog>,
     /// The card table of young collections (see `generation`).
     cards: Arc<CardTable>,
+    /// The collector's CPU time (see `cputime`).
+    cpu: Arc<GcCpu>,
+    /// The concurrent cycle in flight: what it is doing, since when.
+    progress: Mutex<Option<(CycleProgress, Instant)>>,
 }
 
 impl Gc {
@@ -143,6 +148,7 @@ impl Gc {
         space: &MovingSpace,
         coord: Coordinator,
         pool: rayon::ThreadPool,
+        cpu: Arc<GcCpu>,
     ) -> std::io::Result<Gc> {
         let pool = PerProcess::new(pool);
         let concurrent = OnceLock::new();
@@ -164,6 +170,8 @@ impl Gc {
             coord: Arc::new(coord),
             satb: Arc::default(),
             cards: Arc::new(CardTable::new(space.start(), space.reserved())?),
+            cpu,
+            progress: Mutex::new(None),
             settings,
         })
     }
@@ -176,6 +184,36 @@ impl Gc {
     /// The SATB log of concurrent marking.
     pub(crate) fn satb(&self) -> &Arc<SatbLog> {
         &self.satb
+    }
+
+    /// The collector's CPU time.
+    pub(crate) fn cpu(&self) -> &Arc<GcCpu> {
+        &self.cpu
+    }
+
+    /// The concurrent cycle in flight, if any.
+    pub(crate) fn progress(&self) -> Option<CycleProgress> {
+        lock(&self.progress)
+            .as_ref()
+            .map(|(p, since)| CycleProgress {
+                elapsed: since.elapsed(),
+                ..p.clone()
+            })
+    }
+
+    /// Says what the cycle in flight (`st`'s, begun at `since`) does now;
+    /// `None` when it has ended.
+    fn set_progress(&self, now: Option<(&CycleStats, Phase, Instant)>) {
+        *lock(&self.progress) = now.map(|(st, phase, since)| {
+            let p = CycleProgress {
+                cycle: st.cycle,
+                strategy: st.strategy.unwrap_or(self.default_strategy),
+                young: st.young,
+                phase,
+                elapsed: Duration::ZERO,
+            };
+            (p, since)
+        });
     }
 
     /// The card table of young collections.
@@ -237,13 +275,12 @@ impl Gc {
         world: &mut StoppedWorld<'_>,
         trigger: Trigger,
         strategy: Strategy,
-        ttsp: Duration,
     ) -> Option<(CycleStats, bool)> {
         let mut col = lock(&self.collector);
         if col.in_flight {
             return None;
         }
-        Some(col.collect(host, world, trigger, strategy, ttsp))
+        Some(col.collect(host, world, trigger, strategy))
     }
 
     /// Verifies the heap now (world stopped) if the last concurrent cycle
@@ -264,7 +301,7 @@ impl Gc {
     /// use: the parent's threads do not exist there).
     fn pool(&self) -> Arc<rayon::ThreadPool> {
         self.pool
-            .get(|_| worker_pool(self.settings.gc_threads))
+            .get(|_| worker_pool(self.settings.gc_threads, self.cpu.clone()))
             .unwrap_or_else(|e| panic!("cannot start the collector's threads: {e}"))
     }
 }
@@ -281,10 +318,11 @@ fn open_support(settings: &Settings, space: &MovingSpace) -> Option<ConcurrentSu
 }
 
 /// The collector's worker pool.
-pub(crate) fn worker_pool(threads: usize) -> std::io::Result<rayon::ThreadPool> {
+pub(crate) fn worker_pool(threads: usize, cpu: Arc<GcCpu>) -> std::io::Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .thread_name(|i| format!("movegc-worker-{i}"))
+        .start_handler(move |_| cpu.register_worker())
         .build()
         .map_err(std::io::Error::other)
 }
@@ -466,12 +504,11 @@ impl Collector {
         world: &mut StoppedWorld<'_>,
         trigger: Trigger,
         strategy: Strategy,
-        ttsp: Duration,
     ) -> (CycleStats, bool) {
-        // The pause began when the world started stopping.
-        let t_start = Instant::now()
-            .checked_sub(ttsp)
-            .unwrap_or_else(Instant::now);
+        // The pause begins now, with every mutator stopped; the cycle began
+        // when the world started stopping.
+        let t_start = Instant::now();
+        let ttsp = world.time_to_safepoint();
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
         assert!(
@@ -480,6 +517,7 @@ impl Collector {
         );
         let mut st = CycleStats {
             time_to_safepoint: ttsp,
+            pauses: vec![Pause::begin(PauseKind::StopTheWorld, world)],
             ..CycleStats::default()
         };
         if gc.settings.verify && self.unverified {
@@ -560,7 +598,7 @@ impl Collector {
         st.large_objects_live = m.large_objects;
         let times = CycleTimes {
             pause_start: t_start,
-            cycle_start: t_start,
+            cycle_start: t_start.checked_sub(ttsp).unwrap_or(t_start),
             madvise_before,
         };
         self.finish(
@@ -597,12 +635,15 @@ impl Collector {
             CycleStats,
         )>();
         let host2 = host.clone();
+        // The cycle began when the world started stopping.
+        let cycle_start = t_start.checked_sub(st.time_to_safepoint).unwrap_or(t_start);
         let spawned = std::thread::Builder::new()
             .name("movegc-marker".into())
             .spawn(move || {
                 let Ok((meta, tables, roots, mark_top, st)) = rx.recv() else {
                     return; // not needed after all
                 };
+                let cpu = host2.gc().cpu().clone();
                 // Mutators may be waiting for this cycle and the barrier is
                 // on: a failure cannot be recovered from.
                 abort_on_panic("marking", || {
@@ -614,11 +655,12 @@ impl Collector {
                         mark_top,
                         st,
                         strategy,
-                        t_start,
+                        cycle_start,
                         madvise_before,
                         plan,
                     )
-                })
+                });
+                cpu.add_this_thread();
             });
         if spawned.is_err() {
             return false;
@@ -641,8 +683,8 @@ impl Collector {
         sp.large.set_allocate_black(true);
         self.in_flight = true;
         gc.in_flight.store(true, Ordering::Release);
-        st.initial_pause = t_start.elapsed();
-        st.pause = st.initial_pause;
+        st.initial_pause = st.end_pause(PauseKind::Initial, t_start);
+        gc.set_progress(Some((st, Phase::Marking, cycle_start)));
         tx.send((meta, self.tables.take(), roots, mark_top, st.clone()))
             .unwrap_or_else(|_| unreachable!("the marker waits for its job"));
         true
@@ -894,7 +936,13 @@ impl Collector {
             st.verify += self.verify_stopped(&**host, world);
         }
         st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
-        st.pause = t_start.elapsed();
+        // The last pause of a cycle that marked concurrently, or the only
+        // one of a cycle that did everything in it.
+        let kind = match st.initial_pause > Duration::ZERO {
+            true => PauseKind::Final,
+            false => PauseKind::StopTheWorld,
+        };
+        st.end_pause(kind, t_start);
         st.cycle_time = cycle_start.elapsed();
         (st, true)
     }
@@ -1119,9 +1167,10 @@ impl Collector {
         st.dense_pages = shared.dense_pages();
         st.black_pages = shared.black_pages();
         st.fault_mode = Some(support.fault_mode);
-        st.pause = t_start.elapsed();
+        st.end_pause(PauseKind::Final, t_start);
         self.in_flight = true;
         gc.in_flight.store(true, Ordering::Release);
+        gc.set_progress(Some((st, Phase::Compacting, cycle_start)));
         // The black block and what follows are not packed (unused TLAB
         // tails are zero words between objects), as in the allocation region.
         if !st.young {
@@ -1140,6 +1189,7 @@ impl Collector {
         });
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
+        let cpu = gc.cpu.clone();
         let flip_end = Instant::now();
         let job: DriverJob = Box::new(move || {
             // Pages of the heap may still be missing and registered:
@@ -1156,7 +1206,8 @@ impl Collector {
                     end_words,
                     promote,
                 )
-            })
+            });
+            cpu.add_this_thread();
         });
         if driver.send(job).is_err() {
             abort_with("the compaction driver thread is gone");
@@ -1333,9 +1384,10 @@ fn concurrent_mark(
     };
 
     // The final pause.
-    let t_pause = Instant::now();
     let mut world = gc.coord.stop_the_world_external();
-    st.time_to_safepoint += t_pause.elapsed();
+    let t_pause = Instant::now();
+    st.time_to_safepoint += world.time_to_safepoint();
+    st.pauses.push(Pause::begin(PauseKind::Final, &world));
     let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
     col.tables = tables;
     let t = Instant::now();
@@ -1426,6 +1478,7 @@ fn concurrent_mark(
         drop(world);
         col.in_flight = false;
         gc.in_flight.store(false, Ordering::Release);
+        gc.set_progress(None);
         host.after_cycle(&st);
         drop(col);
         gc.idle.notify_all();
@@ -1507,14 +1560,24 @@ fn drive(
         // descriptor's wait queues) guarantees nobody is left asleep.
         let _ = shared.uffd().wake(rs, rl);
     }
-    match handler {
-        Some(h) => h.stop(),
-        None => gc
-            .concurrent()
-            .and_then(|c| c.slot.as_ref())
-            .expect("sigbus slot")
-            .unpublish(),
-    }
+    // The collector's CPU spent outside its own threads' accounting: the
+    // handler thread's, or in SIGBUS mode the faults mutators resolved
+    // (their wall time: an upper bound, it includes waits on pages
+    // another thread was producing).
+    let fault_cpu = match handler {
+        Some(h) => {
+            h.stop();
+            Duration::from_nanos(shared.counters.handler_cpu_ns.load(Ordering::Relaxed))
+        }
+        None => {
+            gc.concurrent()
+                .and_then(|c| c.slot.as_ref())
+                .expect("sigbus slot")
+                .unpublish();
+            shared.stalls.total()
+        }
+    };
+    gc.cpu.add(fault_cpu);
     // Release what is left of the from-space (only the old used range and
     // the arena's used part ever held pages).
     let used = shared.used_len();
@@ -1568,7 +1631,7 @@ fn drive(
     st.live_objects += c.black_objects.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
-    st.fault_stall_us = Some(crate::stats::Stalls(shared.stalls.to_hdr()));
+    st.fault_stall_us = Some(crate::stats::LatencyHistogram(shared.stalls.to_hdr()));
     st.madvise_calls += sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
     // Hand the metadata back for the next cycle.
     let mut shared = shared;
@@ -1614,6 +1677,7 @@ fn drive(
         col.in_flight = false;
         col.unverified = true;
         gc.in_flight.store(false, Ordering::Release);
+        gc.set_progress(None);
         host.after_cycle(&st);
     }
     gc.idle.notify_all();

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::concurrent::{FaultMode, Injection};
+use crate::cputime::{self, GcCpu};
 use crate::cycle::{worker_pool, Gc, Host, Settings};
 use crate::mapping::{
     physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
@@ -46,8 +47,9 @@ use crate::object::{store_word, swap_word, FieldError, Layout, ObjRef, WORD};
 use crate::safepoint::{running_here, AlreadyAttached, StoppedWorld, Want};
 use crate::safepoint::{Attached, Coordinator};
 use crate::space::{LargeObjectSpace, MovingSpace, Spaces};
-use crate::stats::{CycleStats, HeapStats, Strategy, Trigger};
+use crate::stats::{CycleStats, HeapStats, Strategy, Trigger, RECENT_CYCLES};
 use crate::uffd::OpenPath;
+use std::collections::VecDeque;
 
 /// Heap configuration. Build one with [`HeapConfig::default`] and adjust
 /// fields; [`GcHeap::new`] validates it.
@@ -240,7 +242,10 @@ struct HeapInner {
     /// Bytes of capacity promised to mutators waiting for a large object.
     los_reserved: AtomicUsize,
     persistent: Mutex<PersistentTable>,
+    /// Run totals (`recent` is kept apart, below).
     stats: Mutex<HeapStats>,
+    /// The most recent cycles, oldest first.
+    recent: Mutex<VecDeque<CycleStats>>,
     /// Used bytes at which the next automatic collection starts.
     next_gc: AtomicUsize,
     /// Set if a collection panicked: the heap may be inconsistent.
@@ -312,12 +317,15 @@ impl GcHeap {
             uffd_path: config.uffd_path,
             injection: config.injection,
         };
-        let pool = worker_pool(config.gc_threads).map_err(|e| HeapError::Threads(e.to_string()))?;
+        let cpu = Arc::new(GcCpu::default());
+        let pool = worker_pool(config.gc_threads, cpu.clone())
+            .map_err(|e| HeapError::Threads(e.to_string()))?;
         let gc = Gc::new(
             settings,
             &moving,
             Coordinator::new(config.safepoint_warn_after),
             pool,
+            cpu,
         )?;
         Ok(GcHeap {
             inner: Arc::new(HeapInner {
@@ -325,6 +333,7 @@ impl GcHeap {
                     capacity: config.capacity,
                     ..Default::default()
                 }),
+                recent: Mutex::new(VecDeque::new()),
                 next_gc: AtomicUsize::new(config.min_free.min(config.capacity)),
                 config,
                 spaces: Spaces {
@@ -404,10 +413,21 @@ impl GcHeap {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> HeapStats {
-        let mut s = lock(&self.inner.stats).clone();
-        s.used_bytes = self.inner.spaces.moving.used();
-        s.large_object_bytes = self.inner.spaces.large.bytes();
-        s.late_threads = self.inner.gc.coord().late_threads();
+        let inner = &self.inner;
+        let mut s = lock(&inner.stats).clone();
+        s.recent = lock(&inner.recent).iter().cloned().collect();
+        s.used_bytes = inner.spaces.moving.used();
+        s.large_object_bytes = inner.spaces.large.bytes();
+        s.next_collection_at = inner.next_gc.load(Ordering::Relaxed);
+        s.late_threads = inner.gc.coord().late_threads();
+        let (threads, gone) = inner.gc.coord().thread_stats();
+        s.alloc_stalls = gone.alloc_stalls + threads.iter().map(|t| t.alloc_stalls).sum::<u64>();
+        s.alloc_stall_total =
+            gone.alloc_stall_total + threads.iter().map(|t| t.alloc_stall_total).sum();
+        s.threads = threads;
+        s.detached_threads = gone;
+        s.in_progress = inner.gc.progress();
+        (s.gc_cpu, s.process_cpu) = inner.gc.cpu().totals();
         s
     }
 
@@ -584,6 +604,12 @@ impl Host for HeapInner {
         let mut s = lock(&self.stats);
         s.record(c);
         s.live_bytes = live;
+        drop(s);
+        let mut recent = lock(&self.recent);
+        if recent.len() == RECENT_CYCLES {
+            recent.pop_front();
+        }
+        recent.push_back(c.clone());
     }
 }
 
@@ -696,6 +722,30 @@ impl MutatorContext {
     /// docs). On success a small object's TLAB fits it, or a large object's
     /// footprint is reserved.
     fn wait_for_room(&mut self, size: usize, large: bool) -> Result<(), AllocError> {
+        let t0 = std::time::Instant::now();
+        let r = self.wait_for_room_inner(size, large);
+        self.count_alloc_stall(t0.elapsed(), size);
+        r
+    }
+
+    /// Records an allocation stall: in this thread's counters, the heap's
+    /// histogram, the `tracing` target `movegc::gc` and the GC log.
+    fn count_alloc_stall(&self, d: std::time::Duration, size: usize) {
+        let inner = &self.heap.inner;
+        self.attached.counters().alloc_stall(d);
+        lock(&inner.stats).alloc_stall_histogram.record(d);
+        let cycle = inner.gc.cycles_started();
+        let thread = self.attached.thread_label();
+        tracing::info!(target: "movegc::gc", cycle, thread, size, stall_us = d.as_micros() as u64, "allocation stall");
+        if inner.config.gc_log {
+            eprintln!(
+                "[movegc] allocation stall: {thread} waited {:.3}ms for {size} bytes (cycle #{cycle})",
+                d.as_secs_f64() * 1e3
+            );
+        }
+    }
+
+    fn wait_for_room_inner(&mut self, size: usize, large: bool) -> Result<(), AllocError> {
         let since = self.heap.inner.gc.cycles_started();
         self.attached.state().want = Some(Want {
             size,
@@ -839,8 +889,7 @@ impl MutatorContext {
             return Some(st);
         }
         self.wait_idle();
-        let done = lock(&self.heap.inner.stats)
-            .recent
+        let done = lock(&self.heap.inner.recent)
             .iter()
             .rev()
             .find(|c| c.cycle == st.cycle)
@@ -872,15 +921,18 @@ impl MutatorContext {
         let host: Arc<dyn Host> = heap.inner.clone();
         loop {
             self.wait_idle();
-            let t = std::time::Instant::now();
+            let cpu_before = cputime::thread_now();
             let mut world = self.attached.stop_the_world()?;
-            let ttsp = t.elapsed();
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                heap.inner
-                    .gc
-                    .collect(&host, &mut world, trigger, strategy, ttsp)
+                heap.inner.gc.collect(&host, &mut world, trigger, strategy)
             }));
             drop(world);
+            // This thread ran the pause: its CPU time over it is the
+            // collector's (the wait for the safepoint used none).
+            heap.inner
+                .gc
+                .cpu()
+                .add(cputime::thread_now().saturating_sub(cpu_before));
             return match result {
                 // A cycle started between our wait and our pause.
                 Ok(None) => continue,

@@ -27,6 +27,7 @@
 
 pub mod compact;
 pub mod concurrent;
+pub(crate) mod cputime;
 pub(crate) mod cycle;
 mod fork;
 pub mod forwarding;
@@ -49,4 +50,7 @@ pub use heap::{
 };
 pub use object::{FieldError, Header, Kind, Layout, LayoutError, ObjRef};
 pub use safepoint::AlreadyAttached;
-pub use stats::{CycleStats, FullReason, HeapStats, Strategy, Trigger};
+pub use stats::{
+    CycleProgress, CycleStats, FullReason, HeapStats, LatencyHistogram, Pause, PauseKind, Phase,
+    Strategy, ThreadStats, Trigger,
+};

@@ -27,7 +27,7 @@
 //! coordinator's mutex only on state changes.
 
 use std::cell::{RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -83,18 +83,104 @@ pub struct MutatorShared {
     detached: AtomicBool,
     /// The thread's name and id, for diagnostics.
     thread: String,
+    /// The thread's name alone (`unnamed` if it has none).
+    name: String,
+    /// The thread's kernel id.
+    tid: i32,
+    /// What this thread waited for, and made others wait for.
+    pub(crate) counters: ThreadCounters,
+}
+
+/// Per-mutator counters: written by the owner thread (allocation stalls)
+/// or under the coordinator's lock (safepoint delays), read by
+/// `HeapStats` snapshots at any time.
+#[derive(Debug, Default)]
+pub(crate) struct ThreadCounters {
+    /// Allocations that waited for a collection to make room.
+    pub alloc_stalls: AtomicU64,
+    /// Their total wait, nanoseconds.
+    pub alloc_stall_ns: AtomicU64,
+    /// The longest one, nanoseconds.
+    pub alloc_stall_max_ns: AtomicU64,
+    /// Stops of the world this thread was the last to reach.
+    pub last_to_safepoint: AtomicU64,
+    /// The time to safepoint of those stops, nanoseconds (the time the
+    /// stopping thread, and every thread already stopped, waited).
+    pub held_up_ns: AtomicU64,
+}
+
+impl ThreadCounters {
+    /// Records one allocation stall.
+    pub(crate) fn alloc_stall(&self, d: Duration) {
+        let ns = d.as_nanos() as u64;
+        self.alloc_stalls.fetch_add(1, Ordering::Relaxed);
+        self.alloc_stall_ns.fetch_add(ns, Ordering::Relaxed);
+        self.alloc_stall_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+}
+
+/// One mutator thread's view in `HeapStats`: what it waited for (the
+/// collector making room: allocation stalls) and how often the world
+/// waited for it (it was the last to reach a safepoint).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadStats {
+    /// The thread's name (`unnamed` if it has none).
+    pub name: String,
+    /// The thread's kernel id.
+    pub tid: i32,
+    /// Allocations that waited for a collection to make room: the
+    /// allocation stalls (ZGC's "Allocation Stall").
+    pub alloc_stalls: u64,
+    /// Their total wait.
+    pub alloc_stall_total: Duration,
+    /// The longest one.
+    pub alloc_stall_max: Duration,
+    /// Stops of the world this thread was the last to reach.
+    pub last_to_safepoint: u64,
+    /// The time to safepoint of those stops, summed: how long the world
+    /// waited for this thread.
+    pub held_up_world: Duration,
+}
+
+impl ThreadStats {
+    fn of(m: &MutatorShared) -> ThreadStats {
+        let c = &m.counters;
+        let d = |a: &AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        ThreadStats {
+            name: m.name.clone(),
+            tid: m.tid,
+            alloc_stalls: c.alloc_stalls.load(Ordering::Relaxed),
+            alloc_stall_total: d(&c.alloc_stall_ns),
+            alloc_stall_max: d(&c.alloc_stall_max_ns),
+            last_to_safepoint: c.last_to_safepoint.load(Ordering::Relaxed),
+            held_up_world: d(&c.held_up_ns),
+        }
+    }
+
+    /// Adds `o`'s counts to these (totals over threads).
+    pub fn add(&mut self, o: &ThreadStats) {
+        self.alloc_stalls += o.alloc_stalls;
+        self.alloc_stall_total += o.alloc_stall_total;
+        self.alloc_stall_max = self.alloc_stall_max.max(o.alloc_stall_max);
+        self.last_to_safepoint += o.last_to_safepoint;
+        self.held_up_world += o.held_up_world;
+    }
 }
 
 impl Default for MutatorShared {
     fn default() -> Self {
         let cur = std::thread::current();
         // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let name = cur.name().unwrap_or("unnamed").to_string();
         MutatorShared {
             state: UnsafeCell::default(),
             status: AtomicU8::new(Status::Running as u8),
             detached: AtomicBool::new(false),
-            thread: format!("'{}' (tid {tid})", cur.name().unwrap_or("unnamed")),
+            thread: format!("'{name}' (tid {tid})"),
+            name,
+            tid,
+            counters: ThreadCounters::default(),
         }
     }
 }
@@ -137,6 +223,23 @@ struct CoordState {
     mutators: Vec<Arc<MutatorShared>>,
     /// Threads that made a stop wait past `warn_after` (most recent last).
     late: Vec<String>,
+    /// During a stop: the mutator whose stopping brought `running` to
+    /// zero, the one the stop waited for last.
+    last_stopped: Option<Arc<MutatorShared>>,
+    /// Counters of detached mutators, summed (their threads are gone).
+    departed: ThreadStats,
+}
+
+impl CoordState {
+    /// Takes a running mutator out of the running set (it parks, blocks,
+    /// or detaches): if a stop waits for the set to empty and this was the
+    /// last one, it is the thread the stop waited for.
+    fn leave_running(&mut self, me: &Arc<MutatorShared>) {
+        self.running -= 1;
+        if self.active && self.running == 0 {
+            self.last_stopped = Some(me.clone());
+        }
+    }
 }
 
 /// Most late threads remembered.
@@ -165,9 +268,27 @@ pub struct StoppedWorld<'a> {
     mutators: Vec<Arc<MutatorShared>>,
     /// The mutator that stopped the world (`None`: a collector thread).
     me: Option<Arc<MutatorShared>>,
+    /// From the stop's request to the last mutator leaving the running set.
+    ttsp: Duration,
+    /// The thread that was last to stop ("'name' (tid N)"), if the stop
+    /// had to wait for one.
+    last: Option<String>,
 }
 
 impl StoppedWorld<'_> {
+    /// How long the stop waited for mutators to reach a safepoint (zero if
+    /// none was running). The stopped threads waited this long on top of
+    /// the pause itself.
+    pub fn time_to_safepoint(&self) -> Duration {
+        self.ttsp
+    }
+
+    /// The thread the stop waited for last ("'name' (tid N)"), if it
+    /// waited for any.
+    pub fn last_to_safepoint(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+
     /// The states of all attached mutators (the caller's included).
     pub(crate) fn for_each_mutator(&mut self, mut f: impl FnMut(&mut MutatorState)) {
         for m in &self.mutators {
@@ -211,9 +332,28 @@ impl Coordinator {
     /// leaked with `mem::forget` on a thread that lives on.
     fn wait_all_stopped<'a>(
         &self,
-        mut s: MutexGuard<'a, CoordState>,
-    ) -> MutexGuard<'a, CoordState> {
+        s: MutexGuard<'a, CoordState>,
+    ) -> (MutexGuard<'a, CoordState>, Duration, Option<String>) {
         let t0 = Instant::now();
+        let waited = s.running > 0;
+        let mut s = self.wait_running_zero(s, t0);
+        let ttsp = t0.elapsed();
+        let last = s.last_stopped.take().filter(|_| waited).map(|m| {
+            m.counters.last_to_safepoint.fetch_add(1, Ordering::Relaxed);
+            m.counters
+                .held_up_ns
+                .fetch_add(ttsp.as_nanos() as u64, Ordering::Relaxed);
+            m.thread.clone()
+        });
+        (s, if waited { ttsp } else { Duration::ZERO }, last)
+    }
+
+    /// The waiting loop of `wait_all_stopped`, with its warning.
+    fn wait_running_zero<'a>(
+        &self,
+        mut s: MutexGuard<'a, CoordState>,
+        t0: Instant,
+    ) -> MutexGuard<'a, CoordState> {
         let mut warned = false;
         while s.running > 0 {
             let left = self.warn_after.saturating_sub(t0.elapsed());
@@ -259,6 +399,18 @@ impl Coordinator {
         self.lock().late.clone()
     }
 
+    /// Each attached mutator's counters, and the sum of those of detached
+    /// ones (`name` "detached").
+    pub fn thread_stats(&self) -> (Vec<ThreadStats>, ThreadStats) {
+        let s = self.lock();
+        let mut gone = s.departed.clone();
+        gone.name = "detached".into();
+        (
+            s.mutators.iter().map(|m| ThreadStats::of(m)).collect(),
+            gone,
+        )
+    }
+
     fn lock(&self) -> MutexGuard<'_, CoordState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -291,8 +443,10 @@ impl Coordinator {
         if shared.detached.swap(true, Ordering::Relaxed) {
             return;
         }
-        s.running -= 1;
+        s.leave_running(shared);
         s.mutators.retain(|m| !Arc::ptr_eq(m, shared));
+        let gone = ThreadStats::of(shared);
+        s.departed.add(&gone);
         self.cv.notify_all();
     }
 
@@ -303,12 +457,12 @@ impl Coordinator {
     }
 
     /// Parks the calling (running) mutator until no collection is active.
-    fn park(&self, me: &MutatorShared) {
+    fn park(&self, me: &Arc<MutatorShared>) {
         let mut s = self.lock();
         if !s.active {
             return;
         }
-        s.running -= 1;
+        s.leave_running(me);
         me.set(Status::Parked);
         self.cv.notify_all();
         while s.active {
@@ -319,9 +473,9 @@ impl Coordinator {
     }
 
     /// Leaves the running set for a blocking region.
-    fn enter_blocking(&self, me: &MutatorShared) {
+    fn enter_blocking(&self, me: &Arc<MutatorShared>) {
         let mut s = self.lock();
-        s.running -= 1;
+        s.leave_running(me);
         me.set(Status::Blocked);
         self.cv.notify_all();
     }
@@ -342,7 +496,7 @@ impl Coordinator {
     fn stop_the_world(&self, me: &Arc<MutatorShared>) -> Option<StoppedWorld<'_>> {
         let mut s = self.lock();
         if s.active {
-            s.running -= 1;
+            s.leave_running(me);
             me.set(Status::Parked);
             self.cv.notify_all();
             while s.active {
@@ -353,15 +507,18 @@ impl Coordinator {
             return None;
         }
         s.active = true;
+        s.last_stopped = None;
         self.requested.store(true, Ordering::Release);
-        s.running -= 1;
+        s.running -= 1; // the collector itself is not waited for
         me.set(Status::Collecting);
-        let s = self.wait_all_stopped(s);
+        let (s, ttsp, last) = self.wait_all_stopped(s);
         let mutators = s.mutators.clone();
         Some(StoppedWorld {
             coord: self,
             mutators,
             me: Some(me.clone()),
+            ttsp,
+            last,
         })
     }
 
@@ -374,13 +531,16 @@ impl Coordinator {
             s = self.wait(s);
         }
         s.active = true;
+        s.last_stopped = None;
         self.requested.store(true, Ordering::Release);
-        let s = self.wait_all_stopped(s);
+        let (s, ttsp, last) = self.wait_all_stopped(s);
         let mutators = s.mutators.clone();
         StoppedWorld {
             coord: self,
             mutators,
             me: None,
+            ttsp,
+            last,
         }
     }
 }
@@ -481,6 +641,16 @@ impl Attached {
                 _not_send: std::marker::PhantomData,
             })
         })
+    }
+
+    /// This mutator's counters.
+    pub(crate) fn counters(&self) -> &ThreadCounters {
+        &self.shared.counters
+    }
+
+    /// This mutator's thread, as diagnostics name it ("'name' (tid N)").
+    pub(crate) fn thread_label(&self) -> &str {
+        &self.shared.thread
     }
 
     /// The heap's SATB log.

@@ -1,7 +1,140 @@
-//! Collection statistics: per-cycle phase times and volumes, and heap-wide
-//! aggregates with pause percentiles.
+//! Collection statistics: per-cycle phase times and volumes, the pauses
+//! as users read them (labelled, time to safepoint apart), and heap-wide
+//! run totals with latency histograms.
 
 use std::time::Duration;
+
+use crate::safepoint::StoppedWorld;
+pub use crate::safepoint::ThreadStats;
+
+/// Which stop of the world a pause was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PauseKind {
+    /// The first pause of a cycle that marks concurrently: root snapshot,
+    /// barrier on.
+    Initial,
+    /// The last pause of a concurrent cycle: finish marking, compute the
+    /// forwarding, update roots, flip (compaction follows while mutators
+    /// run).
+    Final,
+    /// A whole collection with the world stopped.
+    StopTheWorld,
+}
+
+impl PauseKind {
+    /// Stable name used in the GC log and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PauseKind::Initial => "initial",
+            PauseKind::Final => "final",
+            PauseKind::StopTheWorld => "stop-the-world",
+        }
+    }
+}
+
+/// One stop of the world.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pause {
+    /// Which one.
+    pub kind: PauseKind,
+    /// How long every mutator was stopped, from the moment the last one
+    /// reached its safepoint to the restart. Not counting
+    /// `time_to_safepoint`.
+    pub duration: Duration,
+    /// How long the stop waited for running mutators to reach a safepoint
+    /// (threads that had stopped already waited this long too).
+    pub time_to_safepoint: Duration,
+    /// The thread the stop waited for last ("'name' (tid N)"), if it waited
+    /// for any: the one to look at when `time_to_safepoint` is long.
+    pub last_to_safepoint: Option<String>,
+}
+
+impl Pause {
+    /// A pause starting now that has just stopped `world`.
+    pub(crate) fn begin(kind: PauseKind, world: &StoppedWorld<'_>) -> Pause {
+        Pause {
+            kind,
+            duration: Duration::ZERO,
+            time_to_safepoint: world.time_to_safepoint(),
+            last_to_safepoint: world.last_to_safepoint().map(str::to_string),
+        }
+    }
+}
+
+/// A histogram of latencies in microseconds (HDR, 3 significant digits):
+/// pauses, times to safepoint, fault stalls, allocation stalls.
+#[derive(Clone)]
+pub struct LatencyHistogram(pub hdrhistogram::Histogram<u64>);
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram(hdrhistogram::Histogram::new(3).expect("3 significant digits"))
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        // Auto-resizing: only a value past the format's range saturates
+        // (`saturating_record` alone never resizes).
+        if self.0.record(us).is_err() {
+            self.0.saturating_record(us);
+        }
+    }
+
+    /// Adds every value of `other`.
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        // Auto-resizing histograms with the same precision always merge.
+        self.0
+            .add(&other.0)
+            .expect("histograms of the same precision");
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `q`-quantile (0..=1); zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        match self.is_empty() {
+            true => Duration::ZERO,
+            false => Duration::from_micros(self.0.value_at_quantile(q)),
+        }
+    }
+
+    /// The largest value; zero when empty.
+    pub fn max(&self) -> Duration {
+        match self.is_empty() {
+            true => Duration::ZERO,
+            false => Duration::from_micros(self.0.max()),
+        }
+    }
+}
+
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let h = &self.0;
+        if h.is_empty() {
+            return write!(f, "LatencyHistogram(none)");
+        }
+        write!(
+            f,
+            "LatencyHistogram(n={} p50={}us p99={}us max={}us)",
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.max()
+        )
+    }
+}
 
 /// Why a collection ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +203,9 @@ fn bytes(b: usize) -> String {
     }
 }
 
+/// A time to safepoint from which the GC log names the last thread.
+const SLOW_SAFEPOINT: Duration = Duration::from_millis(1);
+
 fn ms(d: Duration) -> String {
     format!("{:.3}ms", d.as_secs_f64() * 1e3)
 }
@@ -115,23 +251,24 @@ impl CycleStats {
                 self.remembered_pages
             );
         }
-        if self.initial_pause > Duration::ZERO {
+        l.push_str(" pauses");
+        for p in &self.pauses {
             let _ = write!(
                 l,
-                " pauses initial {} final {}",
-                ms(self.initial_pause),
-                ms(self.pause)
+                " {} {} (ttsp {}",
+                p.kind.name(),
+                ms(p.duration),
+                ms(p.time_to_safepoint)
             );
-        } else {
-            let _ = write!(l, " pause {}", ms(self.pause));
+            match &p.last_to_safepoint {
+                // Worth naming when the stop waited noticeably.
+                Some(t) if p.time_to_safepoint >= SLOW_SAFEPOINT => {
+                    let _ = write!(l, ", last {t})");
+                }
+                _ => l.push(')'),
+            }
         }
-        let _ = write!(
-            l,
-            " (ttsp {} included) mark {} compact {}",
-            ms(self.time_to_safepoint),
-            ms(self.mark),
-            ms(self.compaction)
-        );
+        let _ = write!(l, " mark {} compact {}", ms(self.mark), ms(self.compaction));
         let _ = write!(
             l,
             " pages {} in place {} compacted {} black",
@@ -188,16 +325,21 @@ pub struct CycleStats {
     pub trigger: Option<Trigger>,
     /// Time mutators were stopped: the whole pause of a stop-the-world
     /// cycle, the flip pause of a concurrent one (with concurrent marking:
-    /// the final pause, see also `initial_pause`).
+    /// the final pause, see also `initial_pause`). From the last mutator
+    /// reaching its safepoint to the restart: `time_to_safepoint` apart.
     pub pause: Duration,
     /// With concurrent marking, the first pause (root snapshot); zero
     /// otherwise.
     pub initial_pause: Duration,
+    /// Every pause of the cycle, in order, labelled, each with its time to
+    /// safepoint and the thread the stop waited for last.
+    pub pauses: Vec<Pause>,
     /// With concurrent marking, finishing marking inside the final pause
     /// (drain the barrier's log, walk what was allocated meanwhile).
     pub remark: Duration,
-    /// Waiting for all mutators to reach a safepoint (summed over the
-    /// cycle's pauses; included in them).
+    /// Waiting for all mutators to reach a safepoint, summed over the
+    /// cycle's pauses (not included in `pause` and `initial_pause`; see
+    /// `pauses` for each).
     pub time_to_safepoint: Duration,
     /// Marking (with concurrent marking: while mutators ran).
     pub mark: Duration,
@@ -305,28 +447,7 @@ pub struct CycleStats {
     /// Faults whose page another thread was already producing.
     pub fault_waits: usize,
     /// Fault-resolution times, microseconds.
-    pub fault_stall_us: Option<Stalls>,
-}
-
-/// A histogram of fault stalls in microseconds.
-#[derive(Clone)]
-pub struct Stalls(pub hdrhistogram::Histogram<u64>);
-
-impl std::fmt::Debug for Stalls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let h = &self.0;
-        if h.is_empty() {
-            return write!(f, "Stalls(none)");
-        }
-        write!(
-            f,
-            "Stalls(n={} p50={}us p99={}us max={}us)",
-            h.len(),
-            h.value_at_quantile(0.5),
-            h.value_at_quantile(0.99),
-            h.max()
-        )
-    }
+    pub fault_stall_us: Option<LatencyHistogram>,
 }
 
 impl CycleStats {
@@ -345,37 +466,105 @@ impl CycleStats {
             .filter(|h| !h.0.is_empty())
             .map_or(0, |h| h.0.max())
     }
+
+    /// Ends the pause begun last (`pauses`' last entry, pushed when the
+    /// world stopped) as a `kind` pause that began at `start`; returns its
+    /// duration, which also becomes `pause` (the cycle's last pause).
+    pub(crate) fn end_pause(&mut self, kind: PauseKind, start: std::time::Instant) -> Duration {
+        let d = start.elapsed();
+        let p = self.pauses.last_mut().expect("a pause was begun");
+        p.kind = kind;
+        p.duration = d;
+        self.pause = d;
+        d
+    }
 }
 
-/// Heap-wide statistics.
+/// Heap-wide statistics: run totals since the heap was created, latency
+/// histograms, each mutator thread's waits, the cycle in progress and the
+/// most recent cycles.
 #[derive(Clone, Debug, Default)]
 pub struct HeapStats {
     /// Completed collections.
     pub cycles: u64,
-    /// Sum of pauses.
+    /// Of those, young ones (`CycleStats::young`).
+    pub young_cycles: u64,
+    /// Of those, full ones.
+    pub full_cycles: u64,
+    /// Completed collections by what started them.
+    pub cycles_explicit: u64,
+    /// ... by the heap-size policy.
+    pub cycles_policy: u64,
+    /// ... by an allocation that did not fit.
+    pub cycles_exhausted: u64,
+    /// Sum of pauses (time to safepoint apart).
     pub total_pause: Duration,
     /// Longest pause.
     pub max_pause: Duration,
-    /// Every pause, in order (for percentiles); a cycle with concurrent
-    /// marking has two.
-    pub pauses: Vec<Duration>,
+    /// Every pause (a cycle with concurrent marking has two).
+    pub pause_histogram: LatencyHistogram,
+    /// Sum of the times to safepoint of every pause.
+    pub total_time_to_safepoint: Duration,
+    /// Longest time to safepoint.
+    pub max_time_to_safepoint: Duration,
+    /// Every pause's time to safepoint.
+    pub time_to_safepoint_histogram: LatencyHistogram,
+    /// The thread the longest time to safepoint waited for.
+    pub max_time_to_safepoint_thread: Option<String>,
+    /// Total marking time (concurrent or in pauses).
+    pub total_mark: Duration,
+    /// Total compaction time (see `CycleStats::compaction`).
+    pub total_compaction: Duration,
+    /// Mutator faults on pages not yet compacted (concurrent cycles).
+    pub faults: u64,
+    /// Their stalls, every cycle's merged.
+    pub fault_stalls: LatencyHistogram,
+    /// Allocations that waited for a collection to make room (every
+    /// thread's, also of threads since detached).
+    pub alloc_stalls: u64,
+    /// Their total wait.
+    pub alloc_stall_total: Duration,
+    /// Their waits.
+    pub alloc_stall_histogram: LatencyHistogram,
+    /// Each attached mutator thread: its allocation stalls and how often
+    /// the world waited for it.
+    pub threads: Vec<ThreadStats>,
+    /// The same summed over mutators that have detached.
+    pub detached_threads: ThreadStats,
     /// Total bytes reclaimed.
     pub freed_bytes: u64,
     /// Total bytes moved.
     pub moved_bytes: u64,
+    /// Total to-space pages compacted.
+    pub pages_compacted: u64,
     /// Total pages installed with `UFFDIO_MOVE` (concurrent cycles).
     pub pages_moved: u64,
     /// Total pages installed with `UFFDIO_COPY` (concurrent cycles).
     pub pages_copied: u64,
+    /// Total allocation-region pages zero-filled on a fault.
+    pub pages_zero_filled: u64,
+    /// Total from-space pages released at the end of a cycle.
+    pub pages_released: u64,
+    /// CPU time of the collector since the heap was created: its threads
+    /// (workers, marker, compaction driver, fault handler), its pauses,
+    /// and the faults mutators resolved themselves.
+    pub gc_cpu: Duration,
+    /// CPU time of the whole process over the same span.
+    pub process_cpu: Duration,
     /// Live bytes after the last collection (moving space + large objects).
     pub live_bytes: usize,
+    /// Bytes in use (moving space and large objects) at which the
+    /// heap-size policy starts the next collection.
+    pub next_collection_at: usize,
     /// Moving-space bytes in use now (live data plus handed-out TLABs).
     pub used_bytes: usize,
     /// Large-object bytes now.
     pub large_object_bytes: usize,
     /// Heap capacity.
     pub capacity: usize,
-    /// The most recent cycles (up to 1024), oldest first.
+    /// The cycle running now, if any.
+    pub in_progress: Option<CycleProgress>,
+    /// The most recent cycles (up to `RECENT_CYCLES`), oldest first.
     pub recent: Vec<CycleStats>,
     /// Threads that held a stop of the world up past
     /// `HeapConfig::safepoint_warn_after` ("'name' (tid N)", most recent
@@ -383,40 +572,88 @@ pub struct HeapStats {
     pub late_threads: Vec<String>,
 }
 
+/// Most recent cycles kept in `HeapStats::recent`.
+pub const RECENT_CYCLES: usize = 1024;
+
+/// A cycle that has started and not ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CycleProgress {
+    /// Its number.
+    pub cycle: u64,
+    /// Its strategy.
+    pub strategy: Strategy,
+    /// Whether it is a young cycle.
+    pub young: bool,
+    /// What it is doing.
+    pub phase: Phase,
+    /// Since its first pause began.
+    pub elapsed: Duration,
+}
+
+/// What a running cycle is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Marking while mutators run (between the initial and final pause).
+    Marking,
+    /// Compacting while mutators run (after the final pause).
+    Compacting,
+}
+
 impl HeapStats {
     /// The `q`-quantile (0..=1) of pause times, or zero without cycles.
     pub fn pause_quantile(&self, q: f64) -> Duration {
-        quantile(&self.pauses, q)
+        self.pause_histogram.quantile(q)
     }
 
+    /// The collector's share of the process's CPU time since the heap was
+    /// created (0..=1; 0 before any CPU time was measured).
+    pub fn gc_cpu_share(&self) -> f64 {
+        match self.process_cpu.is_zero() {
+            true => 0.0,
+            false => (self.gc_cpu.as_secs_f64() / self.process_cpu.as_secs_f64()).min(1.0),
+        }
+    }
+
+    /// Adds a finished cycle to the totals (not to `recent`, which the
+    /// heap keeps in a ring).
     pub(crate) fn record(&mut self, c: &CycleStats) {
         self.cycles += 1;
-        let initial = (c.initial_pause > Duration::ZERO).then_some(c.initial_pause);
-        for p in initial.into_iter().chain([c.pause]) {
-            self.total_pause += p;
-            self.max_pause = self.max_pause.max(p);
-            self.pauses.push(p);
+        match c.young {
+            true => self.young_cycles += 1,
+            false => self.full_cycles += 1,
+        }
+        match c.trigger {
+            Some(Trigger::Explicit) => self.cycles_explicit += 1,
+            Some(Trigger::Policy) => self.cycles_policy += 1,
+            Some(Trigger::Exhausted) => self.cycles_exhausted += 1,
+            None => {}
+        }
+        for p in &c.pauses {
+            self.total_pause += p.duration;
+            self.max_pause = self.max_pause.max(p.duration);
+            self.pause_histogram.record(p.duration);
+            self.total_time_to_safepoint += p.time_to_safepoint;
+            self.time_to_safepoint_histogram.record(p.time_to_safepoint);
+            if p.time_to_safepoint > self.max_time_to_safepoint {
+                self.max_time_to_safepoint = p.time_to_safepoint;
+                self.max_time_to_safepoint_thread = p.last_to_safepoint.clone();
+            }
+        }
+        self.total_mark += c.mark;
+        self.total_compaction += c.compaction;
+        self.faults += c.faults as u64;
+        if let Some(h) = &c.fault_stall_us {
+            self.fault_stalls.add(h);
         }
         self.freed_bytes += c.freed_bytes as u64;
         self.moved_bytes += c.moved_bytes as u64;
+        self.pages_compacted += c.pages_compacted as u64;
         self.pages_moved += c.pages_moved as u64;
         self.pages_copied += c.pages_copied as u64;
-        if self.recent.len() == 1024 {
-            self.recent.remove(0);
-        }
-        self.recent.push(c.clone());
+        self.pages_zero_filled += c.pages_zero_filled as u64;
+        self.pages_released += c.pages_released as u64;
     }
-}
-
-/// The `q`-quantile of `xs` by nearest rank.
-pub fn quantile(xs: &[Duration], q: f64) -> Duration {
-    if xs.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut v = xs.to_vec();
-    v.sort_unstable();
-    let i = ((q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
-    v[i]
 }
 
 #[cfg(test)]
@@ -437,7 +674,21 @@ mod tests {
             live_bytes: 9 << 20,
             initial_pause: Duration::from_micros(90),
             pause: Duration::from_micros(210),
-            time_to_safepoint: Duration::from_micros(11),
+            pauses: vec![
+                Pause {
+                    kind: PauseKind::Initial,
+                    duration: Duration::from_micros(90),
+                    time_to_safepoint: Duration::from_micros(11),
+                    last_to_safepoint: Some("'worker' (tid 7)".into()),
+                },
+                Pause {
+                    kind: PauseKind::Final,
+                    duration: Duration::from_micros(210),
+                    time_to_safepoint: Duration::from_millis(3),
+                    last_to_safepoint: Some("'ui' (tid 8)".into()),
+                },
+            ],
+            time_to_safepoint: Duration::from_micros(3011),
             dense_pages: 1540,
             pages_moved: 1639,
             ..Default::default()
@@ -446,7 +697,8 @@ mod tests {
         for part in [
             "gc #12 young (policy) concurrent-move 40.0M->9.0M live 9.0M",
             "(old 6.0M, 14 dirty pages)",
-            "pauses initial 0.090ms final 0.210ms (ttsp 0.011ms included)",
+            // The last thread is named only when the stop waited long.
+            "pauses initial 0.090ms (ttsp 0.011ms) final 0.210ms (ttsp 3.000ms, last 'ui' (tid 8))",
             "pages 1540 in place",
             "moved 1639",
         ] {
@@ -457,6 +709,12 @@ mod tests {
             trigger: Some(Trigger::Exhausted),
             full_reason: Some(FullReason::Exhausted),
             pause: Duration::from_millis(3),
+            pauses: vec![Pause {
+                kind: PauseKind::StopTheWorld,
+                duration: Duration::from_millis(3),
+                time_to_safepoint: Duration::ZERO,
+                last_to_safepoint: None,
+            }],
             ..Default::default()
         };
         let l = full.log_line();
@@ -464,15 +722,68 @@ mod tests {
             l.contains("full[Exhausted] (exhausted) stop-the-world"),
             "{l}"
         );
-        assert!(l.contains(" pause 3.000ms") && !l.contains("moved"), "{l}");
+        assert!(
+            l.contains(" pauses stop-the-world 3.000ms (ttsp 0.000ms)") && !l.contains("moved"),
+            "{l}"
+        );
     }
 
     #[test]
-    fn quantiles_by_nearest_rank() {
-        let xs: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&xs, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&xs, 0.99), Duration::from_millis(99));
-        assert_eq!(quantile(&xs, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    fn latency_histograms_give_quantiles_and_merge() {
+        let mut a = LatencyHistogram::default();
+        assert_eq!(a.quantile(0.5), Duration::ZERO, "empty");
+        for ms in 1..=100 {
+            a.record(Duration::from_millis(ms));
+        }
+        let near = |d: Duration, ms: u64| {
+            d.abs_diff(Duration::from_millis(ms)) <= Duration::from_micros(ms * 2)
+        };
+        assert!(near(a.quantile(0.5), 50), "{:?}", a.quantile(0.5));
+        assert!(near(a.quantile(0.99), 99), "{:?}", a.quantile(0.99));
+        assert!(near(a.max(), 100));
+        let mut b = LatencyHistogram::default();
+        b.record(Duration::from_secs(2));
+        a.add(&b);
+        assert_eq!(a.len(), 101);
+        assert!(near(a.max(), 2000));
+    }
+
+    #[test]
+    fn heap_totals_count_pauses_by_kind_and_the_slowest_safepoint() {
+        let pause = |kind, us, ttsp_us, last: Option<&str>| Pause {
+            kind,
+            duration: Duration::from_micros(us),
+            time_to_safepoint: Duration::from_micros(ttsp_us),
+            last_to_safepoint: last.map(str::to_string),
+        };
+        let mut h = HeapStats::default();
+        h.record(&CycleStats {
+            young: true,
+            trigger: Some(Trigger::Policy),
+            pauses: vec![
+                pause(PauseKind::Initial, 100, 5, Some("a")),
+                pause(PauseKind::Final, 300, 900, Some("b")),
+            ],
+            pages_moved: 7,
+            faults: 3,
+            ..Default::default()
+        });
+        h.record(&CycleStats {
+            trigger: Some(Trigger::Exhausted),
+            pauses: vec![pause(PauseKind::StopTheWorld, 2000, 10, None)],
+            ..Default::default()
+        });
+        assert_eq!((h.cycles, h.young_cycles, h.full_cycles), (2, 1, 1));
+        assert_eq!(
+            (h.cycles_policy, h.cycles_exhausted, h.cycles_explicit),
+            (1, 1, 0)
+        );
+        assert_eq!(h.pause_histogram.len(), 3);
+        assert_eq!(h.total_pause, Duration::from_micros(2400));
+        assert_eq!(h.max_pause, Duration::from_micros(2000));
+        assert_eq!(h.total_time_to_safepoint, Duration::from_micros(915));
+        assert_eq!(h.max_time_to_safepoint, Duration::from_micros(900));
+        assert_eq!(h.max_time_to_safepoint_thread.as_deref(), Some("b"));
+        assert_eq!((h.pages_moved, h.faults), (7, 3));
     }
 }

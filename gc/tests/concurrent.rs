@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 
 use movegc_gc::concurrent::{FaultMode, Injection};
-use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, ObjRef, Strategy};
+use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, ObjRef, PauseKind, Strategy};
 
 mod common;
 use common::{checksum, node_layout, SwapArrays, Swapper, NODE};
@@ -529,10 +529,27 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     assert!(hs.pages_moved > 0 && hs.pages_copied > 0);
     assert_eq!(hs.cycles, 3);
     assert_eq!(
-        hs.pauses.len(),
+        hs.pause_histogram.len(),
         5,
         "two pauses per concurrent cycle, one for STW"
     );
+    // Each pause is labelled: initial + final for a concurrent cycle, one
+    // stop-the-world pause otherwise; the totals add them up.
+    let mut total = std::time::Duration::ZERO;
+    for c in &hs.recent {
+        let kinds: Vec<_> = c.pauses.iter().map(|p| p.kind).collect();
+        match c.strategy.unwrap().is_concurrent() {
+            true => assert_eq!(kinds, [PauseKind::Initial, PauseKind::Final], "{c:?}"),
+            false => assert_eq!(kinds, [PauseKind::StopTheWorld], "{c:?}"),
+        }
+        assert_eq!(c.pauses.last().unwrap().duration, c.pause);
+        total += c
+            .pauses
+            .iter()
+            .map(|p| p.duration)
+            .sum::<std::time::Duration>();
+    }
+    assert_eq!(hs.total_pause, total);
 }
 
 /// The snapshot-at-the-beginning barrier at work: one thread keeps

@@ -64,10 +64,10 @@ mod mutator;
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapBuilder};
 pub use movegc_gc::concurrent::FaultMode;
-pub use movegc_gc::stats::Stalls;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
-    ConfigError, CycleStats, FieldError, FullReason, HeapStats, Kind, Layout, LayoutError,
-    Strategy, Trigger, FILLER_TAG, MAX_CAPACITY,
+    ConfigError, CycleProgress, CycleStats, FieldError, FullReason, HeapStats, Kind,
+    LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, Strategy, ThreadStats, Trigger,
+    FILLER_TAG, MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};

@@ -499,6 +499,8 @@ impl PendingHandler {
                     // good: its readers (and the GC's `wait_mapped`) would
                     // wait forever, so the process aborts instead.
                     abort_on_panic("fault handling", || serve(&cycle, &s));
+                    let cpu = crate::cputime::thread_now().as_nanos() as u64;
+                    cycle.counters.handler_cpu_ns.store(cpu, Ordering::Relaxed);
                 }
             })
             .ok()?;

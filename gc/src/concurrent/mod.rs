@@ -189,6 +189,9 @@ pub struct Counters {
     pub black_objects: AtomicUsize,
     /// Bytes of those objects.
     pub black_bytes: AtomicUsize,
+    /// CPU time of the fault-handler thread (handler-thread mode),
+    /// nanoseconds, stored when it ends.
+    pub handler_cpu_ns: AtomicU64,
 }
 
 /// A fault-stall histogram that signal handlers can update: 1 µs buckets
@@ -197,6 +200,8 @@ pub struct Counters {
 pub struct StallHistogram {
     linear: Box<[AtomicU64]>,
     log: Box<[AtomicU64]>,
+    /// Every stall summed, nanoseconds.
+    total_ns: AtomicU64,
 }
 
 impl Default for StallHistogram {
@@ -204,6 +209,7 @@ impl Default for StallHistogram {
         StallHistogram {
             linear: (0..1000).map(|_| AtomicU64::new(0)).collect(),
             log: (0..40).map(|_| AtomicU64::new(0)).collect(),
+            total_ns: AtomicU64::new(0),
         }
     }
 }
@@ -212,6 +218,8 @@ impl StallHistogram {
     /// Records one stall.
     #[inline]
     pub fn record(&self, d: Duration) {
+        self.total_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
         let us = d.as_micros() as u64;
         if us < 1000 {
             self.linear[us as usize].fetch_add(1, Ordering::Relaxed);
@@ -219,6 +227,11 @@ impl StallHistogram {
             let b = (63 - us.leading_zeros()) as usize;
             self.log[b.min(39)].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Every recorded stall summed.
+    pub fn total(&self) -> Duration {
+        Duration::from_nanos(self.total_ns.load(Ordering::Relaxed))
     }
 
     /// The recorded stalls as an HDR histogram of microseconds.
