@@ -150,10 +150,12 @@ mod tests {
         let cpu = std::sync::Arc::new(GcCpu::default());
         let (c1, c2) = (cpu.clone(), cpu.clone());
         let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (spun_tx, spun_rx) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::spawn(move || {
             c1.register_worker();
             spin(Duration::from_millis(20));
-            rx.recv().unwrap();
+            spun_tx.send(()).unwrap();
+            rx.recv().unwrap(); // stay alive while it is read
         });
         std::thread::spawn(move || {
             spin(Duration::from_millis(20));
@@ -163,6 +165,7 @@ mod tests {
         .unwrap();
         // Only collector time counts: this thread's spinning does not.
         spin(Duration::from_millis(20));
+        spun_rx.recv().unwrap();
         let (gc, process) = cpu.totals();
         assert!(gc >= Duration::from_millis(40), "{gc:?}");
         assert!(gc < Duration::from_millis(80), "{gc:?}");

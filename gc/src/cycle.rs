@@ -137,6 +137,10 @@ pub(crate) struct Gc {
     cpu: Arc<GcCpu>,
     /// The concurrent cycle in flight: what it is doing, since when.
     progress: Mutex<Option<(CycleProgress, Instant)>>,
+    /// Flips of concurrent cycles so far: each answered the mutators
+    /// waiting for room (changed under the collector lock, signalled on
+    /// `idle`).
+    grants: AtomicU64,
 }
 
 impl Gc {
@@ -172,6 +176,7 @@ impl Gc {
             cards: Arc::new(CardTable::new(space.start(), space.reserved())?),
             cpu,
             progress: Mutex::new(None),
+            grants: AtomicU64::new(0),
             settings,
         })
     }
@@ -261,6 +266,21 @@ impl Gc {
     pub(crate) fn wait_idle(&self) {
         let mut c = lock(&self.collector);
         while c.in_flight {
+            c = self.idle.wait(c).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The number of concurrent flips so far (see `wait_flip_or_idle`).
+    pub(crate) fn flips(&self) -> u64 {
+        self.grants.load(Ordering::Acquire)
+    }
+
+    /// Blocks until no concurrent cycle is running or one has flipped
+    /// since `flips` was read: a mutator waiting for room has its answer
+    /// at the flip, not only once the compaction ends.
+    pub(crate) fn wait_flip_or_idle(&self, flips: u64) {
+        let mut c = lock(&self.collector);
+        while c.in_flight && self.grants.load(Ordering::Acquire) == flips {
             c = self.idle.wait(c).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -1162,6 +1182,10 @@ impl Collector {
         let (new_top, aligned) = top_after(gc, space, packed);
         space.set_top(new_top);
         host.grant_waiting(world, self.cycles, st.young || shared.black_pages() > 0);
+        // Under the collector lock: waiters in `wait_flip_or_idle` see it
+        // once the pause ends and they get the lock.
+        gc.grants.fetch_add(1, Ordering::AcqRel);
+        gc.idle.notify_all();
         st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
         st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();

@@ -13,11 +13,15 @@
 //! cycle ended). Nothing in `cycle` reaches into this module's fields;
 //! this module calls `cycle` to collect, never the other way round.
 //!
-//! **Heap-size policy.** After each collection with `L` live bytes (moving
-//! space plus large objects) the next automatic collection starts when the
-//! heap's used bytes reach `min(capacity, max(L * growth_factor, L +
-//! min_free))`; an allocation that does not fit collects at once. If it
-//! still does not fit after that collection, it fails with
+//! **Heap-size policy** (`pacing`). After each collection with `L` live
+//! bytes (moving space plus large objects) the next automatic collection
+//! starts when the heap's used bytes reach `max(L * growth_factor, L +
+//! budget)`, where the free budget starts at `min_free` and follows the
+//! collector's measured CPU share (`gc_cpu_target`); concurrent cycles
+//! start earlier, by what mutators allocate during one cycle at the
+//! recent rate, so they end before the heap is full. An allocation that
+//! does not fit waits for a collection (an *allocation stall*, counted per
+//! thread). If it still does not fit after that collection, it fails with
 //! [`AllocError::HeapExhausted`] and the heap stays usable.
 //!
 //! **No false out-of-memory.** An allocation that does not fit records a
@@ -44,6 +48,7 @@ use crate::mapping::{
     physical_memory, round_up, system_page_size, SyscallCounters, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::object::{store_word, swap_word, FieldError, Layout, ObjRef, WORD};
+use crate::pacing::{CycleSample, Pacer, PacingConfig};
 use crate::safepoint::{running_here, AlreadyAttached, StoppedWorld, Want};
 use crate::safepoint::{Attached, Coordinator};
 use crate::space::{LargeObjectSpace, MovingSpace, Spaces};
@@ -68,11 +73,21 @@ pub struct HeapConfig {
     /// Collector worker threads (marking, compaction). Default: available
     /// parallelism, at most 4.
     pub gc_threads: usize,
-    /// Heap growth factor of the size policy. Default 2.0.
+    /// Heap growth factor of the size policy: after a cycle with `L` live
+    /// bytes the heap may use at least `L * growth_factor` before the next
+    /// (see `pacing`). Default 2.0.
     pub growth_factor: f64,
-    /// Minimum allocation between automatic collections. Default 32 MiB or
-    /// a quarter of the capacity, whichever is smaller.
+    /// The smallest allocation between automatic collections, and the
+    /// free budget the size policy starts from. Default 32 MiB or a
+    /// quarter of the capacity, whichever is smaller.
     pub min_free: usize,
+    /// The collector's target share of the process's CPU time: while the
+    /// measured share since the previous cycle is above it, the free
+    /// budget grows (toward the capacity); well below it, it shrinks back
+    /// toward `min_free` (see `pacing`). `None` keeps the budget at
+    /// `min_free`. Default `Some(0.10)`, or the environment variable
+    /// `MOVEGC_GC_CPU_TARGET` (a share such as `0.05`, or `off`).
+    pub gc_cpu_target: Option<f64>,
     /// Pages at the start of the space at least this live are left in
     /// place (the dense prefix); `None` compacts everything. Default 0.95.
     pub dense_prefix_threshold: Option<f64>,
@@ -139,6 +154,7 @@ impl Default for HeapConfig {
                 .min(4),
             growth_factor: 2.0,
             min_free: (32 << 20).min(capacity / 4),
+            gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
             huge_pages: false,
@@ -152,6 +168,23 @@ impl Default for HeapConfig {
             safepoint_warn_after: std::time::Duration::from_secs(5),
             injection: Injection::default(),
         }
+    }
+}
+
+/// The default CPU target given `MOVEGC_GC_CPU_TARGET`'s value: `off`
+/// for none, a number for that share, 0.10 otherwise (also when the
+/// value does not parse: `GcHeap::new` would reject nothing useful).
+fn cpu_target_from_env(v: Option<String>) -> Option<f64> {
+    match v.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(s) => match s.parse::<f64>() {
+            Ok(t) if t > 0.0 && t < 1.0 => Some(t),
+            _ => {
+                eprintln!("movegc: MOVEGC_GC_CPU_TARGET={s:?} is not 'off' or a share in (0, 1); using 0.10");
+                Some(0.10)
+            }
+        },
+        None => Some(0.10),
     }
 }
 
@@ -174,6 +207,9 @@ pub enum ConfigError {
     /// Growth factor below 1.
     #[error("growth factor {0} must be at least 1.0")]
     BadGrowthFactor(f64),
+    /// CPU target outside `0 < t < 1`.
+    #[error("GC CPU target {0} must be between 0.0 and 1.0 (exclusive)")]
+    BadCpuTarget(f64),
     /// Dense-prefix threshold outside 0..=1.
     #[error("dense-prefix threshold {0} must be within 0.0..=1.0")]
     BadDensePrefix(f64),
@@ -248,6 +284,8 @@ struct HeapInner {
     recent: Mutex<VecDeque<CycleStats>>,
     /// Used bytes at which the next automatic collection starts.
     next_gc: AtomicUsize,
+    /// The size and pacing policy (`pacing`).
+    pacer: Mutex<Pacer>,
     /// Set if a collection panicked: the heap may be inconsistent.
     poisoned: AtomicBool,
 }
@@ -297,6 +335,11 @@ impl GcHeap {
         if config.large_object_threshold < 16 || config.large_object_threshold > config.capacity {
             return Err(ConfigError::BadLargeObjectThreshold(config.large_object_threshold).into());
         }
+        if let Some(t) = config.gc_cpu_target {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(ConfigError::BadCpuTarget(t).into());
+            }
+        }
         if config.growth_factor.is_nan() || config.growth_factor < 1.0 {
             return Err(ConfigError::BadGrowthFactor(config.growth_factor).into());
         }
@@ -334,6 +377,7 @@ impl GcHeap {
                     ..Default::default()
                 }),
                 recent: Mutex::new(VecDeque::new()),
+                pacer: Mutex::new(Pacer::new(&pacing_config(&config, gc.strategy()))),
                 next_gc: AtomicUsize::new(config.min_free.min(config.capacity)),
                 config,
                 spaces: Spaces {
@@ -419,6 +463,7 @@ impl GcHeap {
         s.used_bytes = inner.spaces.moving.used();
         s.large_object_bytes = inner.spaces.large.bytes();
         s.next_collection_at = inner.next_gc.load(Ordering::Relaxed);
+        s.free_budget = lock(&inner.pacer).budget();
         s.late_threads = inner.gc.coord().late_threads();
         let (threads, gone) = inner.gc.coord().thread_stats();
         s.alloc_stalls = gone.alloc_stalls + threads.iter().map(|t| t.alloc_stalls).sum::<u64>();
@@ -503,7 +548,25 @@ impl GcHeap {
     }
 }
 
+/// The pacing settings of a heap configured by `config` whose cycles use
+/// `strategy`.
+fn pacing_config(config: &HeapConfig, strategy: Strategy) -> PacingConfig {
+    PacingConfig {
+        capacity: config.capacity,
+        min_free: config.min_free.min(config.capacity),
+        growth_factor: config.growth_factor,
+        gc_cpu_target: config.gc_cpu_target,
+        concurrent: strategy.is_concurrent(),
+        tlab: config.tlab_size,
+    }
+}
+
 impl HeapInner {
+    /// The pacing settings.
+    fn pacing(&self) -> PacingConfig {
+        pacing_config(&self.config, self.gc.strategy())
+    }
+
     /// Bytes in use: moving space up to its top plus large objects.
     fn used_bytes(&self) -> usize {
         self.spaces.moving.used() + self.spaces.large.bytes()
@@ -589,18 +652,30 @@ impl Host for HeapInner {
     }
 
     fn collect_at(&self, live: usize) -> usize {
-        let cfg = &self.config;
-        ((live as f64 * cfg.growth_factor) as usize).max(live + cfg.min_free)
+        lock(&self.pacer).goal(&self.pacing(), live)
     }
 
     fn after_cycle(&self, c: &CycleStats) {
+        let live = c.live_bytes + self.spaces.large.bytes();
+        let sample = CycleSample {
+            live,
+            used_before: c.used_before,
+            used_after: self.used_bytes(),
+            duration: c.cycle_time,
+            concurrent: c.strategy.is_some_and(|s| s.is_concurrent()),
+            cpu: self.gc.cpu().totals(),
+            threads: self.gc.coord().attached(),
+        };
+        let next =
+            lock(&self.pacer).after_cycle(&self.pacing(), &sample, std::time::Instant::now());
+        self.next_gc.store(next, Ordering::Relaxed);
+        let mut c = c.clone();
+        c.next_collection_at = next;
+        let c = &c;
         tracing::info!(target: "movegc::gc", cycle = c.cycle, young = c.young, "{}", c.log_line());
         if self.config.gc_log {
             eprintln!("[movegc] {}", c.log_line());
         }
-        let live = c.live_bytes + self.spaces.large.bytes();
-        let next = self.collect_at(live).min(self.config.capacity);
-        self.next_gc.store(next, Ordering::Relaxed);
         let mut s = lock(&self.stats);
         s.record(c);
         s.live_bytes = live;
@@ -754,8 +829,6 @@ impl MutatorContext {
             answer: None,
         });
         let r = loop {
-            // A cycle in flight may answer in its final pause.
-            self.wait_idle();
             match self.attached.state().want.and_then(|w| w.answer) {
                 Some((_, true)) => break Ok(()),
                 Some((cycle, false)) if cycle > since => break Err(self.exhausted(size)),
@@ -763,6 +836,14 @@ impl MutatorContext {
             }
             if self.heap.is_poisoned() {
                 break Err(AllocError::Poisoned);
+            }
+            // A cycle in flight may answer at its flip (its final pause):
+            // wait for that, or for its end, not for the whole compaction.
+            if self.heap.cycle_in_flight() {
+                let (heap, flips) = (self.heap.clone(), self.heap.inner.gc.flips());
+                self.attached
+                    .blocking(|| heap.inner.gc.wait_flip_or_idle(flips));
+                continue;
             }
             // No answer that counts: a cycle that had already flipped when
             // we asked may have left room, so try once more directly.
@@ -958,6 +1039,28 @@ mod tests {
     /// Issue 11, defect 9: each heap used to leak its SATB queue (a
     /// process-wide registry of `'static` queues). The log now belongs to
     /// the heap and goes with it once its mutators have detached.
+    #[test]
+    fn the_cpu_target_comes_from_the_environment_value() {
+        assert_eq!(cpu_target_from_env(None), Some(0.10));
+        assert_eq!(cpu_target_from_env(Some("off".into())), None);
+        assert_eq!(cpu_target_from_env(Some(" 0.05 ".into())), Some(0.05));
+        assert_eq!(
+            cpu_target_from_env(Some("2".into())),
+            Some(0.10),
+            "out of range"
+        );
+        assert_eq!(cpu_target_from_env(Some("x".into())), Some(0.10));
+        let bad = GcHeap::new(HeapConfig {
+            capacity: 4 << 20,
+            gc_cpu_target: Some(1.5),
+            ..Default::default()
+        });
+        assert!(matches!(
+            bad,
+            Err(HeapError::Config(ConfigError::BadCpuTarget(t))) if t == 1.5
+        ));
+    }
+
     #[test]
     fn a_heap_frees_its_satb_log() {
         let heap = GcHeap::new(HeapConfig {

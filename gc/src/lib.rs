@@ -36,6 +36,7 @@ pub mod heap;
 pub mod mapping;
 pub(crate) mod mark;
 pub mod object;
+pub(crate) mod pacing;
 pub mod probe;
 pub(crate) mod safepoint;
 pub(crate) mod satb;

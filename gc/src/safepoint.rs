@@ -451,7 +451,6 @@ impl Coordinator {
     }
 
     /// Number of attached mutators.
-    #[cfg(test)]
     pub(crate) fn attached(&self) -> usize {
         self.lock().mutators.len()
     }

@@ -285,6 +285,9 @@ impl CycleStats {
             }
         }
         let _ = write!(l, " cycle {}", ms(self.cycle_time));
+        if self.next_collection_at > 0 {
+            let _ = write!(l, " next at {}", bytes(self.next_collection_at));
+        }
         l
     }
 }
@@ -354,6 +357,9 @@ pub struct CycleStats {
     /// A young cycle: only what was allocated since the last cycle was
     /// marked and compacted; the old region stayed in place.
     pub young: bool,
+    /// Used bytes (moving space and large objects) at which the heap-size
+    /// policy starts the next cycle, as decided when this one ended.
+    pub next_collection_at: usize,
     /// Why a full cycle was full (`None` for a young one).
     pub full_reason: Option<FullReason>,
     /// Bytes of the old region a young cycle kept without marking them.
@@ -556,6 +562,10 @@ pub struct HeapStats {
     /// Bytes in use (moving space and large objects) at which the
     /// heap-size policy starts the next collection.
     pub next_collection_at: usize,
+    /// The size policy's free budget now: what it lets mutators allocate
+    /// beyond the live data (before the growth-factor floor), adapted to
+    /// the collector's CPU share (`HeapConfig::gc_cpu_target`).
+    pub free_budget: usize,
     /// Moving-space bytes in use now (live data plus handed-out TLABs).
     pub used_bytes: usize,
     /// Large-object bytes now.

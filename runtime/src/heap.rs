@@ -132,11 +132,25 @@ impl HeapBuilder {
         self
     }
 
-    /// Minimum allocation between automatic collections. Default: 32 MiB,
-    /// or a quarter of the capacity if that is less.
+    /// The smallest allocation between automatic collections, and where
+    /// the size policy's free budget starts (it grows while the collector
+    /// costs more than [`gc_cpu_target`](Self::gc_cpu_target)). Default:
+    /// 32 MiB, or a quarter of the capacity if that is less (also when the
+    /// capacity is set after this default: it follows the capacity unless
+    /// set here).
     pub fn min_free(mut self, bytes: usize) -> Self {
         self.config.min_free = bytes;
         self.min_free_set = true;
+        self
+    }
+
+    /// The collector's target share of CPU time: while it costs more, the
+    /// heap lets the program allocate more between cycles (up to the
+    /// capacity); while it costs far less, it shrinks back toward
+    /// [`min_free`](Self::min_free). `None` keeps the budget at
+    /// `min_free`. Default `Some(0.10)`. Must be within `0 < t < 1`.
+    pub fn gc_cpu_target(mut self, target: Option<f64>) -> Self {
+        self.config.gc_cpu_target = target;
         self
     }
 

@@ -292,6 +292,48 @@ fn min_free_follows_a_small_capacity_unless_set() {
     assert_eq!(h.min_free(), 32 << 20);
 }
 
+/// The size policy's free budget follows the collector's CPU share: with
+/// a target the collector exceeds, it grows past `min_free` (cycles become
+/// rarer); without a target it stays at `min_free`. A target outside
+/// (0, 1) is refused.
+#[test]
+fn the_free_budget_grows_while_the_collector_costs_more_than_its_target() {
+    let run = |target: Option<f64>| {
+        let h = Heap::builder()
+            .capacity(256 << 20)
+            .min_free(2 << 20)
+            .gc_cpu_target(target)
+            .strategy(movegc::Strategy::StopTheWorld)
+            .build()
+            .unwrap();
+        let mut m = h.attach().unwrap();
+        let garbage = Layout::byte_array(0, 4000).unwrap();
+        while h.stats().cycles < 12 {
+            m.scope(|m| {
+                m.alloc(&garbage).unwrap();
+            });
+        }
+        let s = h.stats();
+        let gaps: Vec<usize> = s.recent.iter().map(|c| c.next_collection_at).collect();
+        (s.free_budget, s.gc_cpu_share(), gaps)
+    };
+    // A hundredth of the CPU: a heap doing nothing but allocate and
+    // collect spends more than that in the collector.
+    let (budget, share, gaps) = run(Some(0.01));
+    assert!(share > 0.01, "{share}");
+    assert!(
+        budget >= 8 << 20,
+        "{budget} after 12 cycles at share {share}"
+    );
+    assert!(gaps.last() > gaps.first(), "{gaps:?}");
+    let (budget, _, gaps) = run(None);
+    assert_eq!(budget, 2 << 20);
+    assert!(gaps.iter().all(|&g| g == gaps[0]), "{gaps:?}");
+    let bad = Heap::builder().gc_cpu_target(Some(1.0)).build();
+    let msg = bad.err().expect("a target of 1.0 is refused").to_string();
+    assert!(msg.contains("GC CPU target 1"), "{msg}");
+}
+
 /// Waiting for the collector on a thread whose mutator is running, while
 /// another thread's allocation keeps starting concurrent cycles: through the
 /// mutator (or from inside `blocking`) it works and never deadlocks; through
