@@ -330,7 +330,10 @@ fn the_free_budget_grows_while_the_collector_costs_more_than_its_target() {
     assert_eq!(budget, 2 << 20);
     assert!(gaps.iter().all(|&g| g == gaps[0]), "{gaps:?}");
     let bad = Heap::builder().gc_cpu_target(Some(1.0)).build();
-    let msg = bad.err().expect("a target of 1.0 is refused").to_string();
+    let Err(e) = bad else {
+        panic!("a target of 1.0 is refused");
+    };
+    let msg = e.to_string();
     assert!(msg.contains("GC CPU target 1"), "{msg}");
 }
 
