@@ -513,6 +513,8 @@ fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
         unsafe { m.roots()[0] = None };
         // 5.1 MB more, kept: fits only once the old list is freed.
         build_list(&mut m, 160_000);
+        // A stalled allocation resumes at the flip: let that cycle end.
+        m.wait_idle();
         let s = heap.stats();
         let kinds: Vec<_> = s.recent.iter().map(|c| (c.young, c.full_reason)).collect();
         let explicit = kinds

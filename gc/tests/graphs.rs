@@ -1302,10 +1302,12 @@ fn run_mutators(h: &GcHeap, threads: u64, iters: usize, deadline: std::time::Dur
 fn four_mutator_threads_with_many_collections() {
     const ITERS: usize = 40_000;
     let t0 = Instant::now();
-    // A small heap and a small `min_free`, so the size policy collects
-    // often, on top of the explicit collections.
+    // A small heap and a small fixed `min_free` (no CPU target, which
+    // would space cycles out), so the size policy collects often, on top
+    // of the explicit collections.
     let h = GcHeap::new(HeapConfig {
         min_free: 4 << 20,
+        gc_cpu_target: None,
         ..config(64 << 20)
     })
     .unwrap();

@@ -317,10 +317,11 @@ fn the_free_budget_grows_while_the_collector_costs_more_than_its_target() {
         let gaps: Vec<usize> = s.recent.iter().map(|c| c.next_collection_at).collect();
         (s.free_budget, s.gc_cpu_share(), gaps)
     };
-    // A hundredth of the CPU: a heap doing nothing but allocate and
-    // collect spends more than that in the collector.
-    let (budget, share, gaps) = run(Some(0.01));
-    assert!(share > 0.01, "{share}");
+    // A ten-thousandth of the process's CPU: a heap doing nothing but
+    // allocate and collect spends more than that in its collector, even
+    // with other tests of this binary running beside it.
+    let (budget, share, gaps) = run(Some(0.0001));
+    assert!(share > 0.0001, "{share}");
     assert!(
         budget >= 8 << 20,
         "{budget} after 12 cycles at share {share}"
