@@ -11,6 +11,8 @@
 //!     [--fault-mode sigbus|handler] [--json]
 //! ```
 //!
+//! (`--help` describes each option and its default.)
+//!
 //! The strategies run one after another, each with a fresh zygote and fresh
 //! apps (the logic, and why, is in `movegc_examples::zygote_lib`). The
 //! defaults (3 apps, 600 frames, 2 workers per app, all three strategies)
@@ -19,21 +21,12 @@
 
 use std::process::ExitCode;
 
-use movegc_examples::zygote_lib::{run, usage, Cli};
+use clap::Parser;
+use movegc_examples::zygote_lib::{run, Cli};
 
 fn main() -> ExitCode {
-    let cli = match Cli::parse(std::env::args().skip(1)) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("zygote: {e}\n{}", usage());
-            return ExitCode::from(2);
-        }
-    };
-    if cli.help {
-        println!("{}", usage());
-        return ExitCode::SUCCESS;
-    }
-    let report = run(&cli.config);
+    let cli = Cli::parse();
+    let report = run(&cli.config());
     if cli.json {
         match serde_json::to_string_pretty(&report) {
             Ok(j) => println!("{j}"),

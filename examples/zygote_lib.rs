@@ -64,7 +64,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, getppid, pipe, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
-use crate::UsageError;
+use clap::builder::RangedU64ValueParser;
+use clap::{Parser, ValueEnum};
+
+use crate::cli::StrategyArg;
 
 /// The frame budget: one frame per 60 Hz vsync.
 pub const FRAME_PERIOD: Duration = Duration::from_nanos(PERIOD_NS);
@@ -89,6 +92,11 @@ pub struct Config {
     pub heap_mib: usize,
     /// Minimum allocation between automatic collections, in MiB.
     pub min_free_mib: usize,
+    /// Keep the allocation between automatic collections at `min_free_mib`
+    /// (`HeapBuilder::gc_cpu_target(None)`) instead of letting the heap's
+    /// pacing grow it while the collector costs much CPU (a test's way to
+    /// get collections during a few frames of an unoptimised build).
+    pub fixed_budget: bool,
     /// Collector worker threads per process.
     pub gc_threads: usize,
     /// How concurrent cycles serve a mutator's fault on a page not yet
@@ -116,6 +124,7 @@ impl Default for Config {
             ],
             heap_mib: 256,
             min_free_mib: 8,
+            fixed_budget: false,
             gc_threads: 2,
             fault_mode: FaultMode::Sigbus,
             worker_sleep: Duration::from_millis(2),
@@ -145,117 +154,100 @@ impl Config {
     }
 }
 
-/// A parsed command line.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cli {
-    /// The run to do.
-    pub config: Config,
-    /// `--json`: print the report as JSON instead of the table.
-    pub json: bool,
-    /// `-h` / `--help`.
-    pub help: bool,
+/// `--fault-mode`: how concurrent cycles serve a mutator's fault.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FaultModeArg {
+    /// The faulting thread compacts the page itself, in its SIGBUS handler
+    #[default]
+    Sigbus,
+    /// A handler thread reading the userfaultfd serves the fault
+    #[value(alias = "handler-thread")]
+    Handler,
 }
 
-/// The usage text.
-pub fn usage() -> &'static str {
-    "usage: zygote [--frames N] [--apps N] [--workers N] [--strategies LIST] [--quick]\n\
-     \x20             [--heap-mib N] [--fault-mode M] [--json]\n\
-     \x20 --frames N        frames per app, 1..=100000 (default 600, about 10 s per strategy)\n\
-     \x20 --apps N          app processes forked per zygote, 1..=16 (default 3)\n\
-     \x20 --workers N       allocating background threads per app, 0..=8 (default 2)\n\
-     \x20 --strategies L    comma-separated: move, copy, stw (default move,copy,stw)\n\
-     \x20 --quick           90 frames per app (a few seconds in all) unless --frames is given\n\
-     \x20 --heap-mib N      heap capacity in MiB, 64..=65536 (default 256)\n\
-     \x20 --fault-mode M    sigbus or handler (concurrent strategies; default sigbus)\n\
-     \x20 --json            print the full report as JSON instead of the table"
-}
-
-fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
-    opt: &str,
-    v: &str,
-    lo: T,
-    hi: T,
-) -> Result<T, UsageError> {
-    match v.parse::<T>() {
-        Ok(n) if n >= lo && n <= hi => Ok(n),
-        _ => Err(UsageError(format!(
-            "{opt} wants a whole number in {lo}..={hi}, got {v:?}"
-        ))),
-    }
-}
-
-fn strategies(v: &str) -> Result<Vec<Strategy>, UsageError> {
-    let mut out = Vec::new();
-    for name in v.split(',') {
-        let s = Strategy::parse(name.trim()).ok_or_else(|| {
-            UsageError(format!(
-                "unknown strategy {name:?} in --strategies (use move, copy, stw)"
-            ))
-        })?;
-        if !out.contains(&s) {
-            out.push(s);
+impl From<FaultModeArg> for FaultMode {
+    fn from(m: FaultModeArg) -> FaultMode {
+        match m {
+            FaultModeArg::Sigbus => FaultMode::Sigbus,
+            FaultModeArg::Handler => FaultMode::HandlerThread,
         }
     }
-    Ok(out)
 }
 
-fn fault_mode(v: &str) -> Result<FaultMode, UsageError> {
-    match v {
-        "sigbus" => Ok(FaultMode::Sigbus),
-        "handler" | "handler-thread" => Ok(FaultMode::HandlerThread),
-        _ => Err(UsageError(format!(
-            "--fault-mode wants sigbus or handler, got {v:?}"
-        ))),
-    }
+/// The zygote example's command line (its `--help` describes each option).
+#[derive(Parser, Clone, Debug, PartialEq, Eq)]
+#[command(
+    name = "zygote",
+    about = "An Android-style process model on a movegc heap: per collection strategy, a \
+             fresh zygote preloads a heap and forks app processes that draw 60 Hz frames \
+             while background threads allocate; prints frames missed, frame times, \
+             collections, fault stalls and memory per app.",
+    long_about = None,
+    after_help = "Exit status: 0 when every app reported with its data intact, 1 otherwise, \
+                  2 for a bad command line."
+)]
+pub struct Cli {
+    /// Frames per app, 1..=100000 [default: 600, about 10 s per strategy;
+    /// 90 with --quick]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub frames: Option<u64>,
+    /// App processes forked per zygote, 1..=16
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub apps: usize,
+    /// Allocating background threads per app, 0..=8
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = RangedU64ValueParser::<usize>::new().range(0..=8))]
+    pub workers: usize,
+    /// Strategies to run, comma-separated, in this order (one fresh zygote
+    /// each)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "move,copy,stw"
+    )]
+    pub strategies: Vec<StrategyArg>,
+    /// 90 frames per app (a few seconds in all) unless --frames is given
+    #[arg(long)]
+    pub quick: bool,
+    /// Heap capacity in MiB, 64..=65536
+    #[arg(long, value_name = "MIB", default_value_t = 256,
+          value_parser = RangedU64ValueParser::<usize>::new().range(64..=65_536))]
+    pub heap_mib: usize,
+    /// How concurrent strategies serve a fault on a page not yet compacted
+    #[arg(long, value_name = "M", value_enum, default_value_t = FaultModeArg::Sigbus)]
+    pub fault_mode: FaultModeArg,
+    /// Print the full report as JSON instead of the table
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl Cli {
-    /// Parses the arguments (without the program name). Options take their
-    /// value as the next argument or after `=`.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, UsageError> {
-        let mut config = Config::default();
-        let (mut json, mut help, mut quick, mut frames) = (false, false, false, None);
-        let mut args = args.into_iter();
-        while let Some(a) = args.next() {
-            let (opt, inline) = match a.split_once('=') {
-                Some((o, v)) if o.starts_with("--") => (o.to_string(), Some(v.to_string())),
-                _ => (a.clone(), None),
-            };
-            let flag = |inline: &Option<String>| match inline {
-                Some(_) => Err(UsageError(format!("{opt} takes no value"))),
-                None => Ok(true),
-            };
-            match opt.as_str() {
-                "-h" | "--help" => help = flag(&inline)?,
-                "--json" => json = flag(&inline)?,
-                "--quick" => quick = flag(&inline)?,
-                "--frames" | "--apps" | "--workers" | "--strategies" | "--heap-mib"
-                | "--fault-mode" => {
-                    let v = match inline {
-                        Some(v) => v,
-                        None => args
-                            .next()
-                            .ok_or_else(|| UsageError(format!("{opt} needs a value")))?,
-                    };
-                    match opt.as_str() {
-                        "--frames" => frames = Some(number(&opt, &v, 1, 100_000)?),
-                        "--apps" => config.apps = number(&opt, &v, 1, 16)?,
-                        "--workers" => config.workers = number(&opt, &v, 0, 8)?,
-                        "--heap-mib" => config.heap_mib = number(&opt, &v, 64, 65_536)?,
-                        "--fault-mode" => config.fault_mode = fault_mode(&v)?,
-                        _ => config.strategies = strategies(&v)?,
-                    }
-                }
-                _ if a.starts_with('-') => return Err(UsageError(format!("unknown option {a:?}"))),
-                _ => return Err(UsageError(format!("unexpected argument {a:?}"))),
+    /// The run the command line asks for: [`Config::default`] with the
+    /// options applied (strategies in order, each once).
+    pub fn config(&self) -> Config {
+        let mut strategies: Vec<Strategy> = Vec::new();
+        for &s in &self.strategies {
+            let s = Strategy::from(s);
+            if !strategies.contains(&s) {
+                strategies.push(s);
             }
         }
-        config.frames = frames.unwrap_or(if quick {
-            Config::QUICK_FRAMES
-        } else {
-            config.frames
-        });
-        Ok(Cli { config, json, help })
+        Config {
+            apps: self.apps,
+            frames: self.frames.unwrap_or(if self.quick {
+                Config::QUICK_FRAMES
+            } else {
+                Config::default().frames
+            }),
+            workers: self.workers,
+            strategies,
+            heap_mib: self.heap_mib,
+            fault_mode: self.fault_mode.into(),
+            ..Config::default()
+        }
     }
 }
 
@@ -945,26 +937,25 @@ struct Spec {
 }
 
 /// Section `s` of app `app`'s screen, generation `generation`: 3–5 rows of
-/// 3–8 labelled leaves each.
+/// 3–8 labelled leaves each, drawn from a PRNG seeded by the three (the
+/// same section every time, in every process).
 fn section_spec(app: usize, s: usize, generation: u64) -> Spec {
-    let mut r = mix(mix(app as u64, s as u64), generation);
+    let mut rng = fastrand::Rng::with_seed(mix(mix(app as u64, s as u64), generation));
     let base = (generation << 24) | ((s as u64) << 16);
     let mut next = 0u64;
-    let rows = 3 + (r % 3) as usize;
+    let rows = rng.usize(3..=5);
     let mut children = Vec::with_capacity(rows);
     for row in 0..rows {
-        r = mix(r, row as u64);
-        let leaves = 3 + (r % 6) as usize;
+        let leaves = rng.usize(3..=8);
         let mut kids = Vec::with_capacity(leaves);
         for l in 0..leaves {
-            r = mix(r, l as u64);
             next += 1;
             kids.push(Spec {
                 id: base | next,
-                class: (r % N_CLASSES as u64) as usize,
+                class: rng.usize(..N_CLASSES),
                 label: Some(format!(
                     "a{app}.s{s}.g{generation}.r{row}.l{l}{}",
-                    &ALPHA[..((r >> 20) % 12) as usize]
+                    &ALPHA[..rng.usize(..12)]
                 )),
                 children: Vec::new(),
             });
@@ -972,7 +963,7 @@ fn section_spec(app: usize, s: usize, generation: u64) -> Spec {
         next += 1;
         children.push(Spec {
             id: base | next,
-            class: 2 * ((r >> 8) % (N_CLASSES as u64 / 2)) as usize + 1,
+            class: 2 * rng.usize(..N_CLASSES / 2) + 1,
             label: None,
             children: kids,
         });
@@ -980,7 +971,7 @@ fn section_spec(app: usize, s: usize, generation: u64) -> Spec {
     next += 1;
     Spec {
         id: base | next,
-        class: 2 * ((r >> 16) % (N_CLASSES as u64 / 2)) as usize,
+        class: 2 * rng.usize(..N_CLASSES / 2),
         label: None,
         children,
     }
@@ -1244,8 +1235,9 @@ fn frame(
             );
         }
         let table = need(m.get_ref(b, BOOT_TABLE)?, "intern table")?;
-        for j in 0..8u64 {
-            let i = (mix(f, j ^ app as u64) % N_STRINGS as u64) as usize;
+        let mut rng = fastrand::Rng::with_seed(mix(app as u64, f));
+        for _ in 0..8 {
+            let i = rng.usize(..N_STRINGS);
             let text = string_text(i);
             if !intern_lookup(m, table, text.as_bytes())? {
                 note(
@@ -1736,19 +1728,20 @@ fn zygote(cfg: &Config, strategy: Strategy) -> StrategyReport {
         zygote_pid: std::process::id() as i32,
         ..Default::default()
     };
-    let built = Heap::builder()
+    let mut builder = Heap::builder()
         .strategy(strategy)
         .capacity(cfg.heap_mib << 20)
         .min_free(cfg.min_free_mib << 20)
         .growth_factor(1.25)
         .gc_threads(cfg.gc_threads)
-        .fault_mode(cfg.fault_mode)
-        .build()
-        .map_err(Failure::from)
-        .and_then(|heap| {
-            let m = heap.attach()?;
-            Ok((heap, m))
-        });
+        .fault_mode(cfg.fault_mode);
+    if cfg.fixed_budget {
+        builder = builder.gc_cpu_target(None);
+    }
+    let built = builder.build().map_err(Failure::from).and_then(|heap| {
+        let m = heap.attach()?;
+        Ok((heap, m))
+    });
     let (heap, mut m) = match built {
         Ok(x) => x,
         Err(e) => {
@@ -1944,35 +1937,92 @@ pub fn run(cfg: &Config) -> RunReport {
 mod tests {
     use super::*;
 
-    fn args(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
+    fn parse(v: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("zygote").chain(v.iter().copied()))
     }
 
     #[test]
     fn parses_the_command_line() {
-        let c = Cli::parse(args(&[])).unwrap();
-        assert_eq!(c.config, Config::default());
-        let c = Cli::parse(args(&["--quick", "--apps", "2", "--strategies=stw,move"])).unwrap();
-        assert_eq!(c.config.frames, Config::QUICK_FRAMES);
-        assert_eq!(c.config.apps, 2);
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.config(), Config::default());
+        assert!(!c.json);
+        let c = parse(&["--quick", "--apps", "2", "--strategies=stw,move,stw"]).unwrap();
+        assert_eq!(c.config().frames, Config::QUICK_FRAMES);
+        assert_eq!(c.config().apps, 2);
         assert_eq!(
-            c.config.strategies,
+            c.config().strategies,
             vec![Strategy::StopTheWorld, Strategy::ConcurrentMove]
         );
-        let c = Cli::parse(args(&["--frames=7", "--quick", "--json", "--workers", "0"])).unwrap();
-        assert_eq!((c.config.frames, c.json, c.config.workers), (7, true, 0));
-        assert!(Cli::parse(args(&["-h"])).unwrap().help);
+        let c = parse(&["--frames=7", "--quick", "--json", "--workers", "0"]).unwrap();
+        assert_eq!(
+            (c.config().frames, c.json, c.config().workers),
+            (7, true, 0)
+        );
+        let c = parse(&[
+            "--strategies",
+            "copy",
+            "--heap-mib",
+            "64",
+            "--fault-mode",
+            "handler",
+        ])
+        .unwrap()
+        .config();
+        assert_eq!(
+            (c.strategies, c.heap_mib, c.fault_mode),
+            (vec![Strategy::ConcurrentCopy], 64, FaultMode::HandlerThread)
+        );
+        assert_eq!(
+            parse(&["--fault-mode=handler-thread"])
+                .unwrap()
+                .config()
+                .fault_mode,
+            FaultMode::HandlerThread
+        );
+        assert_eq!(
+            parse(&["-h"]).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
         for bad in [
             &["--frames"][..],
             &["--frames", "0"],
             &["--apps", "x"],
+            &["--apps", "17"],
+            &["--heap-mib", "32"],
             &["--strategies", "fast"],
             &["--quick=1"],
             &["--fault-mode", "poll"],
             &["--frob"],
             &["stray"],
         ] {
-            assert!(Cli::parse(args(bad)).is_err(), "{bad:?}");
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn help_names_every_option_and_its_default() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for needle in [
+            "--frames <N>",
+            "600",
+            "90 with --quick",
+            "--apps <N>",
+            "[default: 3]",
+            "--workers <N>",
+            "[default: 2]",
+            "--strategies <LIST>",
+            "[default: move,copy,stw]",
+            "--quick",
+            "--heap-mib <MIB>",
+            "[default: 256]",
+            "--fault-mode <M>",
+            "[default: sigbus]",
+            "--json",
+        ] {
+            assert!(help.contains(needle), "{needle:?} missing in:\n{help}");
         }
     }
 

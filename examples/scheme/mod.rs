@@ -35,6 +35,7 @@ pub mod builtins;
 pub mod compile;
 pub mod eval;
 pub mod reader;
+pub mod repl;
 pub mod value;
 
 use std::fmt;

@@ -1,9 +1,11 @@
 //! Tests of the Scheme interpreter example: the shipped programs under
 //! every collection strategy (on small heaps, so they collect many times
 //! while running), and unit tests of the reader, printer, evaluator (tail
-//! calls, closures, `set!`, derived forms) and of errors as values.
+//! calls, closures, `set!`, derived forms), of errors as values, and of the
+//! REPL on piped input (an error in the middle, prompts, read errors).
 
 use movegc::{Heap, Strategy};
+use movegc_examples::scheme::repl::{repl, ReplSummary, CONTINUATION_PROMPT, PROMPT};
 use movegc_examples::scheme::{on_big_stack, run_program, Interpreter, SchemeError, PROGRAMS};
 
 // ----- the programs -------------------------------------------------------------
@@ -665,4 +667,110 @@ fn eval_next_walks_the_forms_one_by_one() {
 #[test]
 fn big_stack_helper_returns_the_value() {
     assert_eq!(on_big_stack(|| 6 * 7).unwrap(), 42);
+}
+
+// ----- the REPL -----------------------------------------------------------------
+
+/// An output stream the test keeps a handle on.
+#[derive(Clone, Default)]
+struct Shared(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What the REPL prints for `input` piped into it: stdout (the
+/// interpreter's output, the values and the prompts, in order), stderr,
+/// and the summary.
+fn pipe_into_repl(input: &[u8], prompt: bool) -> (String, String, ReplSummary) {
+    let out = Shared::default();
+    let mut it = Interpreter::with_output(&heap(16), Box::new(out.clone())).unwrap();
+    let mut err = Vec::new();
+    let summary = repl(&mut it, input, &mut out.clone(), &mut err, prompt).unwrap();
+    let out = String::from_utf8(out.0.borrow().clone()).unwrap();
+    (out, String::from_utf8(err).unwrap(), summary)
+}
+
+#[test]
+fn repl_reports_an_error_and_evaluates_the_expressions_after_it() {
+    let input = "(define x 40)\n\
+                 (car 5)\n\
+                 (display \"after\") (newline)\n\
+                 (+ x 2)\n";
+    let (out, err, summary) = pipe_into_repl(input.as_bytes(), false);
+    assert_eq!(out, "after\n42\n");
+    assert_eq!(
+        err,
+        "error: car: wrong type argument: expected a pair, got 5\n"
+    );
+    assert_eq!(
+        summary,
+        ReplSummary {
+            evaluated: 4,
+            errors: 1
+        }
+    );
+    // Piped input with an error fails the exit status; a terminal's not.
+    assert!(!summary.success(false));
+    assert!(summary.success(true));
+
+    // Several expressions on one line: the ones after the failing one run.
+    let (out, err, summary) = pipe_into_repl(
+        b"(display 'a) (undefined-thing) (display 'b) (* 6 7)\n",
+        false,
+    );
+    assert_eq!(out, "ab42\n");
+    assert_eq!(err, "error: unbound variable: undefined-thing\n");
+    assert_eq!((summary.evaluated, summary.errors), (3, 1));
+
+    // Without errors the session succeeds either way.
+    let (out, err, summary) = pipe_into_repl(b"(+ 1 2)\n'(a b)\n", false);
+    assert_eq!((out.as_str(), err.as_str()), ("3\n(a b)\n", ""));
+    assert!(summary.success(false) && summary.success(true));
+}
+
+#[test]
+fn repl_prompts_on_piped_input() {
+    let input = "(define x 1)\n(car x)\n(+ x\n   41)\n";
+    let (out, err, summary) = pipe_into_repl(input.as_bytes(), true);
+    // A prompt before each expression, the continuation prompt inside the
+    // one spanning two lines, a newline at the end of the input.
+    let p = PROMPT;
+    let c = CONTINUATION_PROMPT;
+    assert_eq!(out, format!("{p}{p}{p}{c}42\n{p}\n"));
+    assert_eq!(
+        err,
+        "error: car: wrong type argument: expected a pair, got 1\n"
+    );
+    assert_eq!((summary.evaluated, summary.errors), (2, 1));
+}
+
+#[test]
+fn repl_skips_the_rest_of_a_line_after_a_read_error_only() {
+    // `)` is a read error: the rest of its line is skipped (where the next
+    // expression starts is unknown), the next line is read again.
+    let (out, err, summary) = pipe_into_repl(b"(+ 1 2) ) (+ 3 4)\n(+ 5 6)\n", false);
+    assert_eq!(out, "3\n11\n");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert_eq!((summary.evaluated, summary.errors), (2, 1));
+
+    // A line that is not UTF-8 is an error; the next one is evaluated.
+    let (out, err, summary) = pipe_into_repl(b"(+ 1 2)\n(display \"\xff\")\n(+ 3 4)\n", false);
+    assert_eq!(out, "3\n7\n");
+    assert_eq!(err, "error: input line is not UTF-8; skipped\n");
+    assert_eq!((summary.evaluated, summary.errors), (2, 1));
+
+    // An expression still open at the end of the input is an error.
+    let (out, err, summary) = pipe_into_repl(b"(+ 1 2)\n(car '(1)\n", false);
+    assert_eq!(out, "3\n");
+    assert_eq!(err, format!("error: {}\n", SchemeError::Incomplete));
+    assert_eq!((summary.evaluated, summary.errors), (1, 1));
+    assert!(!summary.success(false));
 }
