@@ -672,6 +672,17 @@ impl Host for HeapInner {
         let mut c = c.clone();
         c.next_collection_at = next;
         let c = &c;
+        for p in &c.pauses {
+            tracing::info!(
+                target: "movegc::gc::pause",
+                cycle = c.cycle,
+                kind = p.kind.name(),
+                duration_us = p.duration.as_micros() as u64,
+                time_to_safepoint_us = p.time_to_safepoint.as_micros() as u64,
+                last_to_safepoint = p.last_to_safepoint.as_deref().unwrap_or("-"),
+                "pause"
+            );
+        }
         tracing::info!(target: "movegc::gc", cycle = c.cycle, young = c.young, "{}", c.log_line());
         if self.config.gc_log {
             eprintln!("[movegc] {}", c.log_line());
