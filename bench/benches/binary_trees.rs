@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use movegc::{Heap, Strategy};
 use movegc_bench::binary_trees::{self, Scheme};
 use movegc_bench::env_or;
+use movegc_bench::spec::{flag, Spec};
 use serde::{Deserialize, Serialize};
 
 #[global_allocator]
@@ -88,42 +89,36 @@ struct MovegcConfig {
 
 impl MovegcConfig {
     fn parse(spec: &str) -> Result<MovegcConfig, String> {
-        let mut c = MovegcConfig::default();
-        for kv in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("expected key=value, got {kv:?}"))?;
-            let bad = |e: &dyn std::fmt::Display| format!("bad value for {k}: {v:?} ({e})");
-            match k {
-                "capacity_mib" => c.capacity_mib = Some(v.parse().map_err(|e| bad(&e))?),
-                "min_free_mib" => c.min_free_mib = Some(v.parse().map_err(|e| bad(&e))?),
-                "growth" => c.growth = Some(v.parse().map_err(|e| bad(&e))?),
-                "tlab_kib" => c.tlab_kib = Some(v.parse().map_err(|e| bad(&e))?),
-                "huge" => c.huge = Some(v == "1" || v == "true"),
-                "threads" => c.threads = Some(v.parse().map_err(|e| bad(&e))?),
-                "dense" => {
-                    c.dense = Some(if v == "none" {
-                        None
-                    } else {
-                        Some(v.parse().map_err(|e| bad(&e))?)
-                    })
-                }
-                "strategy" => {
-                    c.strategy = Some(Strategy::parse(v).ok_or_else(|| bad(&"unknown strategy"))?)
-                }
-                "scheme" => {
-                    c.scheme = if v == "per-node" {
-                        Scheme::ScopePerNode
-                    } else {
-                        Scheme::Batched {
-                            levels: v.parse().map_err(|e| bad(&e))?,
-                        }
-                    }
-                }
-                _ => return Err(format!("unknown movegc setting {k:?}")),
-            }
-        }
-        Ok(c)
+        let s: Spec = spec.parse()?;
+        s.only(&[
+            "capacity_mib",
+            "min_free_mib",
+            "growth",
+            "tlab_kib",
+            "huge",
+            "threads",
+            "dense",
+            "strategy",
+            "scheme",
+        ])?;
+        let some = |v: &str| v.parse().ok().map(Some);
+        Ok(MovegcConfig {
+            capacity_mib: s.read_or("capacity_mib", None, some)?,
+            min_free_mib: s.read_or("min_free_mib", None, some)?,
+            growth: s.read_or("growth", None, |v| v.parse().ok().map(Some))?,
+            tlab_kib: s.read_or("tlab_kib", None, some)?,
+            huge: s.read_or("huge", None, |v| flag(v).map(Some))?,
+            threads: s.read_or("threads", None, some)?,
+            dense: s.read_or("dense", None, |v| match v {
+                "none" => Some(Some(None)),
+                _ => v.parse().ok().map(|f| Some(Some(f))),
+            })?,
+            strategy: s.read_or("strategy", None, |v| Strategy::parse(v).map(Some))?,
+            scheme: s.read_or("scheme", Scheme::default(), |v| match v {
+                "per-node" => Some(Scheme::ScopePerNode),
+                _ => v.parse().ok().map(|levels| Scheme::Batched { levels }),
+            })?,
+        })
     }
 
     fn build(&self) -> movegc::Result<Heap> {
@@ -311,8 +306,11 @@ fn main() {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
+    // Bad names and settings fail here, not in each child.
     for i in &impls {
-        movegc_spec(i).unwrap_or_else(|e| panic!("{e}"));
+        if let Some(spec) = movegc_spec(i).unwrap_or_else(|e| panic!("{e}")) {
+            MovegcConfig::parse(&spec).unwrap_or_else(|e| panic!("{i}: {e}"));
+        }
     }
     eprintln!(
         "binary-trees depth {depth}: {} nodes allocated per run; {repeat} runs of {}",
@@ -321,22 +319,30 @@ fn main() {
     );
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
     let mut failures: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    // Progress: a line on stderr (unbuffered) as each child ends, with the
+    // runs done so far and the time since the first started.
+    let total = repeat * impls.len();
+    let started = Instant::now();
+    let mut done = 0;
     for r in 0..repeat {
         // Alternate, and rotate the order each round so no implementation
         // always runs first (or right after the same neighbour).
         let k = impls.len();
         for j in 0..k {
             let name = &impls[(j + r) % k];
-            let s = match run_child(name, depth) {
+            let result = run_child(name, depth);
+            done += 1;
+            let progress = format!("[{done}/{total}, {:.0} s]", started.elapsed().as_secs_f64());
+            let s = match result {
                 Ok(s) => s,
                 Err(e) => {
-                    eprintln!("  run {}/{repeat} {name}: FAILED: {e}", r + 1);
+                    eprintln!("  {progress} run {}/{repeat} {name}: FAILED: {e}", r + 1);
                     failures.entry(name.as_str()).or_default().push(e);
                     continue;
                 }
             };
             eprintln!(
-                "  run {}/{repeat} {name}: {:.3} s wall, {:.3} s cpu, {:.0} MiB rss, {} gc cycles, {} faults, phases {:?}",
+                "  {progress} run {}/{repeat} {name}: {:.3} s wall, {:.3} s cpu, {:.0} MiB rss, {} gc cycles, {} faults, phases {:?}",
                 r + 1,
                 s.wall_s,
                 s.cpu_s,

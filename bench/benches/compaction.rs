@@ -494,10 +494,8 @@ fn print_tables(
                     let ratios: Vec<f64> = v
                         .iter()
                         .filter_map(|m| {
-                            let seed = m.spec.rsplit("seed=").next()?;
-                            let copy = c
-                                .iter()
-                                .find(|r| r.spec.rsplit("seed=").next() == Some(seed))?;
+                            let seed = m.spec.get("seed")?;
+                            let copy = c.iter().find(|r| r.spec.get("seed") == Some(seed))?;
                             Some(m.compaction_ms / copy.compaction_ms)
                         })
                         .collect();

@@ -63,12 +63,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use hdrhistogram::Histogram;
 use movegc_gc::concurrent::FaultMode;
 use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
+use crate::spec::{flag, Spec};
 
 /// Embedder tag of the workload's objects.
 pub const OBJECT_TAG: u16 = 0xC0;
@@ -159,54 +161,60 @@ impl CompactParams {
         (2 * self.heap_mib + 64) << 20
     }
 
-    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
-    /// reads back (used to hand a run to a child process).
-    pub fn to_spec(&self) -> String {
-        format!(
-            "heap={},live={},mutators={},strategy={},fault={},gc_threads={},think_us={},warm={},edge_span={},seed={}",
-            self.heap_mib,
-            self.live_fraction,
-            self.mutator_threads,
-            self.strategy.name(),
-            self.fault_mode.name(),
-            self.gc_threads.map_or("default".to_string(), |n| n.to_string()),
-            self.think_us,
-            u8::from(self.warm),
-            self.edge_span,
-            self.seed
-        )
+    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    pub fn spec(&self) -> Spec {
+        Spec::new()
+            .with("heap", self.heap_mib)
+            .with("live", self.live_fraction)
+            .with("mutators", self.mutator_threads)
+            .with("strategy", self.strategy.name())
+            .with("fault", self.fault_mode.name())
+            .with(
+                "gc_threads",
+                self.gc_threads
+                    .map_or("default".to_string(), |n| n.to_string()),
+            )
+            .with("think_us", self.think_us)
+            .with("warm", u8::from(self.warm))
+            .with("edge_span", self.edge_span)
+            .with("seed", self.seed)
     }
 
-    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
-    /// defaults.
-    pub fn parse_spec(spec: &str) -> Result<CompactParams, String> {
-        let mut p = CompactParams::default();
-        for kv in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| format!("{kv:?} is not key=value"))?;
-            let bad = || format!("bad value {v:?} for {k}");
-            match k {
-                "heap" => p.heap_mib = v.parse().map_err(|_| bad())?,
-                "live" => p.live_fraction = v.parse().map_err(|_| bad())?,
-                "mutators" => p.mutator_threads = v.parse().map_err(|_| bad())?,
-                "strategy" => p.strategy = Strategy::parse(v).ok_or_else(bad)?,
-                "fault" => p.fault_mode = parse_fault_mode(v).ok_or_else(bad)?,
-                "gc_threads" => {
-                    p.gc_threads = match v {
-                        "default" => None,
-                        _ => Some(v.parse().map_err(|_| bad())?),
-                    }
-                }
-                "think_us" => p.think_us = v.parse().map_err(|_| bad())?,
-                "warm" => p.warm = matches!(v, "1" | "true" | "yes"),
-                "seed" => p.seed = v.parse().map_err(|_| bad())?,
-                "edge_span" => p.edge_span = v.parse().map_err(|_| bad())?,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-        }
+    /// [`spec`](Self::spec) as one `key=value,..` line, which
+    /// [`parse_spec`](Self::parse_spec) reads back (used to hand a run to a
+    /// child process).
+    pub fn to_spec(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// Reads a [`Spec`]; missing keys keep their defaults, keys
+    /// [`spec`](Self::spec) does not write are an error.
+    pub fn from_spec(s: &Spec) -> Result<CompactParams, String> {
+        let d = CompactParams::default();
+        s.only(&d.spec().keys())?;
+        let p = CompactParams {
+            heap_mib: s.value_or("heap", d.heap_mib)?,
+            live_fraction: s.value_or("live", d.live_fraction)?,
+            mutator_threads: s.value_or("mutators", d.mutator_threads)?,
+            strategy: s.read_or("strategy", d.strategy, Strategy::parse)?,
+            fault_mode: s.read_or("fault", d.fault_mode, parse_fault_mode)?,
+            gc_threads: s.read_or("gc_threads", d.gc_threads, |v| match v {
+                "default" => Some(None),
+                _ => v.parse().ok().map(Some),
+            })?,
+            think_us: s.value_or("think_us", d.think_us)?,
+            warm: s.read_or("warm", d.warm, flag)?,
+            edge_span: s.value_or("edge_span", d.edge_span)?,
+            seed: s.value_or("seed", d.seed)?,
+        };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format (see
+    /// [`from_spec`](Self::from_spec)).
+    pub fn parse_spec(spec: &str) -> Result<CompactParams, String> {
+        CompactParams::from_spec(&spec.parse()?)
     }
 
     /// Checks the parameters.
@@ -238,8 +246,8 @@ impl CompactParams {
 /// faults in a stop-the-world cycle, ...).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CompactResult {
-    /// The parameters, as [`CompactParams::to_spec`].
-    pub spec: String,
+    /// The parameters, as [`CompactParams::spec`].
+    pub spec: Spec,
     /// The strategy asked for.
     pub strategy_requested: String,
     /// The strategy the cycle really used (after fallbacks).
@@ -373,30 +381,6 @@ pub struct CompactResult {
     pub verified: bool,
 }
 
-/// SplitMix64: the workload's deterministic random numbers.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    #[inline]
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
-
 /// The SplitMix64 finaliser: the check word of an object with id `x`.
 #[inline]
 pub fn mix(x: u64) -> u64 {
@@ -524,7 +508,6 @@ struct Built {
 fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
     let layout = object_layout();
     let n = (p.heap_mib << 20) / OBJECT_BYTES;
-    let keep_below = (p.live_fraction * (1u64 << 53) as f64) as u64;
     let mut kept: Vec<ObjRef> =
         Vec::with_capacity((n as f64 * p.live_fraction * 1.01) as usize + 4096);
     let mut tails: [Option<ObjRef>; CHAINS] = [None; CHAINS];
@@ -539,7 +522,7 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
         // SAFETY: `o` was just allocated; the `tails` are current because
         // no collection runs during the build (module docs, "Engine access").
         unsafe {
-            if rng.next_u64() >> 11 < keep_below {
+            if rng.f64() < p.live_fraction {
                 let id = kept.len() as u64;
                 o.write_u64(ID, id).expect("id");
                 o.write_u64(CHECK, mix(id)).expect("check");
@@ -563,11 +546,11 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
     let mut checksum = 0u64;
     for (j, o) in kept.iter().enumerate() {
         let t = if p.edge_span == 0 {
-            rng.below(kept.len())
+            rng.usize(..kept.len())
         } else {
             let lo = j.saturating_sub(p.edge_span);
             let hi = (j + p.edge_span + 1).min(kept.len());
-            lo + rng.below(hi - lo)
+            lo + rng.usize(..hi - lo)
         };
         // SAFETY: `kept` is current: no collection runs during the build
         // (module docs, "Engine access"), and nothing here allocates.
@@ -582,7 +565,7 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
         .map(|_| {
             (0..WALKERS)
                 .map(|_| {
-                    let t = rng.below(kept.len());
+                    let t = rng.usize(..kept.len());
                     // SAFETY: as above, `kept` is current during the build.
                     (unsafe { heap.persistent_new(Some(kept[t])) }, t as u64)
                 })
@@ -634,7 +617,7 @@ fn mutator_thread(
     }
     let n = expected.len();
     let counter = COUNTER + 8 * index;
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::with_seed(seed);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("histogram");
     let mut r = MutatorReport {
         accesses: 0,
@@ -647,7 +630,7 @@ fn mutator_thread(
     ctl.ready.fetch_add(1, Ordering::Release);
     while !ctl.stop.load(Ordering::Relaxed) {
         ctx.safepoint();
-        let i = rng.below(n);
+        let i = rng.usize(..n);
         let in_window = ctl.window.load(Ordering::Relaxed);
         let t0 = Instant::now();
         // The access: the first load touches the object's page.
@@ -856,7 +839,7 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
     p.validate().unwrap_or_else(|e| panic!("{e}"));
     let heap = GcHeap::new(heap_config(p)).expect("creating the heap");
     let mut ctx = heap.attach().expect("the first mutator of a new heap");
-    let mut rng = Rng::new(p.seed);
+    let mut rng = Rng::with_seed(p.seed);
     let t = Instant::now();
     let built = build(&mut ctx, p, &mut rng);
     let setup = t.elapsed();
@@ -957,7 +940,7 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
         st.release
     };
     let result = CompactResult {
-        spec: p.to_spec(),
+        spec: p.spec(),
         strategy_requested: p.strategy.name().to_string(),
         strategy: strategy.name().to_string(),
         fault_mode: st
@@ -1072,8 +1055,21 @@ mod tests {
     }
 
     #[test]
-    fn rng_below_is_in_range() {
-        let mut r = Rng::new(1);
-        assert!((0..10_000).all(|_| r.below(7) < 7));
+    fn spec_errors_name_the_key() {
+        let e = CompactParams::parse_spec("heap=64,bogus=1").unwrap_err();
+        assert!(
+            e.starts_with(r#"unknown key "bogus" (valid: heap, live,"#),
+            "{e}"
+        );
+        let e = CompactParams::parse_spec("warm=maybe").unwrap_err();
+        assert_eq!(e, r#"bad value "maybe" for warm"#);
+        let e = CompactParams::parse_spec("strategy=sideways").unwrap_err();
+        assert_eq!(e, r#"bad value "sideways" for strategy"#);
+        let e = CompactParams::parse_spec("heap=64,heap=128").unwrap_err();
+        assert_eq!(e, r#"key "heap" given twice"#);
+        let p = CompactParams::parse_spec("gc_threads=3,warm=0").unwrap();
+        assert_eq!((p.gc_threads, p.warm), (Some(3), false));
+        let p = CompactParams::parse_spec("gc_threads=default").unwrap();
+        assert_eq!(p.gc_threads, None);
     }
 }

@@ -41,12 +41,14 @@
 
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use hdrhistogram::Histogram;
 use movegc::FaultMode;
 use movegc::{CycleStats, Heap, Layout, Local, Mutator, Strategy};
 
-use crate::compact::{mix, Rng};
+use crate::compact::mix;
 use crate::record::WorkloadOutput;
+use crate::spec::Spec;
 
 /// Embedder tag of layout 0; layout `i` has tag `TAG_BASE + i`.
 pub const TAG_BASE: u16 = 0xF700;
@@ -136,33 +138,44 @@ impl Params {
         bytes.next_multiple_of(2 << 20)
     }
 
-    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
-    /// reads back.
-    pub fn to_spec(&self) -> String {
-        format!(
-            "objects={},rounds={},replace={},batch={},min_free_mib={},seed={}",
-            self.objects, self.rounds, self.replace, self.batch, self.min_free_mib, self.seed
-        )
+    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    pub fn spec(&self) -> Spec {
+        Spec::new()
+            .with("objects", self.objects)
+            .with("rounds", self.rounds)
+            .with("replace", self.replace)
+            .with("batch", self.batch)
+            .with("min_free_mib", self.min_free_mib)
+            .with("seed", self.seed)
     }
 
-    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
-    /// defaults.
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        let mut p = Params::default();
-        parse_pairs(spec, |k, v| {
-            match k {
-                "objects" => p.objects = parse_value(k, v)?,
-                "rounds" => p.rounds = parse_value(k, v)?,
-                "replace" => p.replace = parse_value(k, v)?,
-                "batch" => p.batch = parse_value(k, v)?,
-                "min_free_mib" => p.min_free_mib = parse_value(k, v)?,
-                "seed" => p.seed = parse_value(k, v)?,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-            Ok(())
-        })?;
+    /// [`spec`](Self::spec) as one `key=value,..` line, which
+    /// [`parse_spec`](Self::parse_spec) reads back.
+    pub fn to_spec(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// Reads a [`Spec`]; missing keys keep their defaults, keys
+    /// [`spec`](Self::spec) does not write are an error.
+    pub fn from_spec(s: &Spec) -> Result<Params, String> {
+        let d = Params::default();
+        s.only(&d.spec().keys())?;
+        let p = Params {
+            objects: s.value_or("objects", d.objects)?,
+            rounds: s.value_or("rounds", d.rounds)?,
+            replace: s.value_or("replace", d.replace)?,
+            batch: s.value_or("batch", d.batch)?,
+            min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
+            seed: s.value_or("seed", d.seed)?,
+        };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format (see
+    /// [`from_spec`](Self::from_spec)).
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        Params::from_spec(&spec.parse()?)
     }
 
     /// Checks the parameters.
@@ -231,7 +244,7 @@ fn run_inner(
     let mut m = heap.attach().map_err(|e| e.to_string())?;
     let r = m.scope(|m| -> Res<WorkloadOutput> {
         let layouts = layouts();
-        let mut rng = Rng::new(p.seed);
+        let mut rng = Rng::with_seed(p.seed);
         let start = Instant::now();
         let mut g = Graph::build(m, p.objects, &layouts, &mut rng)?;
         let mut hist = latency_histogram();
@@ -242,7 +255,7 @@ fn run_inner(
                 let n = left.min(p.batch);
                 let t = Instant::now();
                 for _ in 0..n {
-                    let slot = rng.below(p.objects);
+                    let slot = rng.usize(..p.objects);
                     g.replace(m, slot, &layouts, &mut rng)?;
                 }
                 record_us(&mut hist, t.elapsed());
@@ -384,7 +397,7 @@ impl Graph {
             if range == 0 {
                 continue;
             }
-            let t = rng.below(range);
+            let t = rng.usize(..range);
             let want = self.shadow[t].id;
             let o = self.table.get(m, t)?;
             let found = m.read_u64(o, 0)?;
@@ -683,25 +696,6 @@ pub(crate) fn heap_cycles(heap: &Heap) -> Res<Vec<CycleStats>> {
         )));
     }
     Ok(s.recent)
-}
-
-/// Calls `f(key, value)` for each `key=value` of a comma-separated spec.
-pub(crate) fn parse_pairs(
-    spec: &str,
-    mut f: impl FnMut(&str, &str) -> Result<(), String>,
-) -> Result<(), String> {
-    for kv in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("{kv:?} is not key=value"))?;
-        f(k.trim(), v.trim())?;
-    }
-    Ok(())
-}
-
-/// Parses the value `v` of key `k`.
-pub(crate) fn parse_value<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
-    v.parse().map_err(|_| format!("bad value {v:?} for {k}"))
 }
 
 #[cfg(test)]

@@ -40,10 +40,9 @@ use std::time::Instant;
 use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Strategy};
 
-use crate::fragmenter::{
-    finish, latency_histogram, parse_pairs, parse_value, record_us, Fail, Res,
-};
+use crate::fragmenter::{finish, latency_histogram, record_us, Fail, Res};
 use crate::record::WorkloadOutput;
+use crate::spec::Spec;
 
 /// Embedder tag of tree nodes.
 pub const NODE_TAG: u16 = 0x6CB0;
@@ -122,38 +121,44 @@ impl Params {
         bytes.next_multiple_of(2 << 20)
     }
 
-    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
-    /// reads back.
-    pub fn to_spec(&self) -> String {
-        format!(
-            "stretch={},long_lived={},array={},min_depth={},max_depth={},min_free_mib={}",
-            self.stretch_depth,
-            self.long_lived_depth,
-            self.array_size,
-            self.min_depth,
-            self.max_depth,
-            self.min_free_mib
-        )
+    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    pub fn spec(&self) -> Spec {
+        Spec::new()
+            .with("stretch", self.stretch_depth)
+            .with("long_lived", self.long_lived_depth)
+            .with("array", self.array_size)
+            .with("min_depth", self.min_depth)
+            .with("max_depth", self.max_depth)
+            .with("min_free_mib", self.min_free_mib)
     }
 
-    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
-    /// defaults.
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        let mut p = Params::default();
-        parse_pairs(spec, |k, v| {
-            match k {
-                "stretch" => p.stretch_depth = parse_value(k, v)?,
-                "long_lived" => p.long_lived_depth = parse_value(k, v)?,
-                "array" => p.array_size = parse_value(k, v)?,
-                "min_depth" => p.min_depth = parse_value(k, v)?,
-                "max_depth" => p.max_depth = parse_value(k, v)?,
-                "min_free_mib" => p.min_free_mib = parse_value(k, v)?,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-            Ok(())
-        })?;
+    /// [`spec`](Self::spec) as one `key=value,..` line, which
+    /// [`parse_spec`](Self::parse_spec) reads back.
+    pub fn to_spec(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// Reads a [`Spec`]; missing keys keep their defaults, keys
+    /// [`spec`](Self::spec) does not write are an error.
+    pub fn from_spec(s: &Spec) -> Result<Params, String> {
+        let d = Params::default();
+        s.only(&d.spec().keys())?;
+        let p = Params {
+            stretch_depth: s.value_or("stretch", d.stretch_depth)?,
+            long_lived_depth: s.value_or("long_lived", d.long_lived_depth)?,
+            array_size: s.value_or("array", d.array_size)?,
+            min_depth: s.value_or("min_depth", d.min_depth)?,
+            max_depth: s.value_or("max_depth", d.max_depth)?,
+            min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
+        };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format (see
+    /// [`from_spec`](Self::from_spec)).
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        Params::from_spec(&spec.parse()?)
     }
 
     /// Checks the parameters.

@@ -10,6 +10,7 @@ pub mod gcbench;
 pub mod lrefs;
 pub mod record;
 pub mod report;
+pub mod spec;
 pub mod suite;
 pub mod threads;
 

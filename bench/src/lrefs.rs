@@ -40,12 +40,14 @@
 
 use std::time::Instant;
 
+use fastrand::Rng;
 use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Strategy, Trigger};
 
-use crate::compact::{mix, Rng};
-use crate::fragmenter::{finish, parse_pairs, parse_value, Fail, Res};
+use crate::compact::mix;
+use crate::fragmenter::{finish, Fail, Res};
 use crate::record::WorkloadOutput;
+use crate::spec::Spec;
 
 /// Embedder tag of the nodes.
 pub const NODE_TAG: u16 = 0x1A20;
@@ -113,32 +115,41 @@ impl Params {
         bytes.next_multiple_of(2 << 20)
     }
 
-    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
-    /// reads back.
-    pub fn to_spec(&self) -> String {
-        format!(
-            "entries={},rounds={},replace={},seed={}",
-            self.entries, self.rounds, self.replace, self.seed
-        )
+    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    pub fn spec(&self) -> Spec {
+        Spec::new()
+            .with("entries", self.entries)
+            .with("rounds", self.rounds)
+            .with("replace", self.replace)
+            .with("seed", self.seed)
     }
 
-    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
-    /// defaults. `entries` also takes a `k` or `M` suffix (thousands,
-    /// millions).
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        let mut p = Params::default();
-        parse_pairs(spec, |k, v| {
-            match k {
-                "entries" => p.entries = parse_count(v)?,
-                "rounds" => p.rounds = parse_value(k, v)?,
-                "replace" => p.replace = parse_value(k, v)?,
-                "seed" => p.seed = parse_value(k, v)?,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-            Ok(())
-        })?;
+    /// [`spec`](Self::spec) as one `key=value,..` line, which
+    /// [`parse_spec`](Self::parse_spec) reads back.
+    pub fn to_spec(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// Reads a [`Spec`]; missing keys keep their defaults, keys
+    /// [`spec`](Self::spec) does not write are an error. `entries` also takes a `k` or `M`
+    /// suffix (thousands, millions).
+    pub fn from_spec(s: &Spec) -> Result<Params, String> {
+        let d = Params::default();
+        s.only(&d.spec().keys())?;
+        let p = Params {
+            entries: s.read_or("entries", d.entries, |v| parse_count(v).ok())?,
+            rounds: s.value_or("rounds", d.rounds)?,
+            replace: s.value_or("replace", d.replace)?,
+            seed: s.value_or("seed", d.seed)?,
+        };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format (see
+    /// [`from_spec`](Self::from_spec)).
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        Params::from_spec(&spec.parse()?)
     }
 
     /// Checks the parameters.
@@ -273,7 +284,7 @@ fn run_inner(
             .filter(|&i| is_transient(p.seed, i, p.replace))
             .map(|i| i as u32)
             .collect();
-        let mut rng = Rng::new(p.seed ^ 0x5eed);
+        let mut rng = Rng::with_seed(p.seed ^ 0x5eed);
         for round in 1..=p.rounds {
             shuffle(&mut transient, &mut rng);
             for batch in transient.chunks(BATCH) {
@@ -288,7 +299,7 @@ fn run_inner(
             }
             m.scope(|m| -> Res<()> {
                 for _ in 0..SPOT_CHECKS {
-                    let i = rng.below(p.entries);
+                    let i = rng.usize(..p.entries);
                     expect_node(m, array, i, check_value(p.seed, i, generation(p, i, round)))?;
                 }
                 Ok(())
@@ -402,7 +413,7 @@ fn verify(m: &mut Mutator, array: Local, p: &Params) -> Res<u64> {
 /// Fisher-Yates shuffle of `v`.
 fn shuffle(v: &mut [u32], rng: &mut Rng) {
     for i in (1..v.len()).rev() {
-        v.swap(i, rng.below(i + 1));
+        v.swap(i, rng.usize(..i + 1));
     }
 }
 
@@ -440,7 +451,7 @@ mod tests {
     #[test]
     fn shuffle_is_a_permutation() {
         let mut v: Vec<u32> = (0..1000).collect();
-        shuffle(&mut v, &mut Rng::new(1));
+        shuffle(&mut v, &mut Rng::with_seed(1));
         assert_ne!(v, (0..1000).collect::<Vec<u32>>());
         v.sort_unstable();
         assert_eq!(v, (0..1000).collect::<Vec<u32>>());

@@ -413,7 +413,7 @@ mod tests {
             update_roots: Duration::from_millis(pause_ms / 2),
             pages_moved: moved,
             faults: stalls.len(),
-            fault_stall_us: Some(movegc_gc::stats::Stalls(h)),
+            fault_stall_us: Some(movegc_gc::LatencyHistogram(h)),
             ..Default::default()
         }
     }

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compact::{self, parse_fault_mode, CompactParams};
 use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
+use crate::spec::{Spec, SpecError};
 use crate::{binary_trees, fragmenter, gcbench, lrefs, threads};
 
 /// Environment variable that makes the `movegc` binary run one job.
@@ -87,13 +88,13 @@ pub struct Job {
     pub strategy: String,
     /// `sigbus` or `handler-thread`.
     pub fault_mode: String,
-    /// The workload's parameters (its `to_spec` form).
+    /// The workload's parameters (its [`Spec`] as one line).
     pub spec: String,
     /// Repeat index.
     pub repeat: usize,
     /// Young collections on (`HeapConfig::generational`, passed to the
-    /// child as `MOVEGC_GENERATIONAL`); recorded in the record's params as
-    /// `young=on` so the report keeps the two apart.
+    /// child as `MOVEGC_GENERATIONAL`); [`run_job`] adds `young=on` to the
+    /// record's params so the report keeps the two apart.
     #[serde(default)]
     pub generational: bool,
 }
@@ -272,7 +273,7 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                 } else {
                     binary_trees::WORKLOAD_N
                 };
-                v.push((w, sigbus, format!("n={n}")));
+                v.push((w, sigbus, binary_trees_spec(n).to_string()));
             }
             Workload::GcBench => {
                 let p = if o.quick {
@@ -354,9 +355,33 @@ pub fn plan(o: &Options) -> Vec<Job> {
     jobs
 }
 
+/// The spec of the `binary-trees` workload: its one parameter, `n`.
+fn binary_trees_spec(n: u32) -> Spec {
+    Spec::new().with("n", n)
+}
+
+/// Reads [`binary_trees_spec`]'s form (`n` is required).
+fn parse_binary_trees_spec(spec: &str) -> Result<u32, SpecError> {
+    let s: Spec = spec.parse()?;
+    s.only(&["n"])?;
+    s.require("n")
+}
+
 /// Runs `job` in this process and returns its record. Workloads verify
-/// their data; a failed verification is an `Err`.
+/// their data; a failed verification is an `Err`. The record's `params`
+/// are the job's spec, plus `young=on` for a generational job (whose heap
+/// is generational through the environment [`Job::child_env`] sets).
 pub fn run_job(job: &Job) -> Result<RunRecord, String> {
+    let mut r = run_workload(job)?;
+    if job.generational {
+        let params: Spec = r.params.parse()?;
+        r.params = params.with("young", "on").to_string();
+    }
+    Ok(r)
+}
+
+/// [`run_job`] without the generational mark.
+fn run_workload(job: &Job) -> Result<RunRecord, String> {
     let workload = Workload::parse(&job.workload)
         .ok_or_else(|| format!("unknown workload {:?}", job.workload))?;
     let strategy = Strategy::parse(&job.strategy)
@@ -398,11 +423,8 @@ pub fn run_job(job: &Job) -> Result<RunRecord, String> {
             run(&|| fragmenter::run(&p, strategy, mode))
         }
         Workload::BinaryTrees => {
-            let n: u32 = job
-                .spec
-                .strip_prefix("n=")
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| format!("bad binary-trees spec {:?}", job.spec))?;
+            let n = parse_binary_trees_spec(&job.spec)
+                .map_err(|e| format!("binary-trees spec {:?}: {e}", job.spec))?;
             run(&|| binary_trees::run_workload(n, strategy, mode))
         }
         Workload::GcBench => {
@@ -555,5 +577,49 @@ mod tests {
             generational: false,
         };
         assert!(run_job(&job).is_err());
+    }
+
+    #[test]
+    fn binary_trees_spec_round_trips_and_needs_n() {
+        let spec = binary_trees_spec(17).to_string();
+        assert_eq!(spec, "n=17");
+        assert_eq!(parse_binary_trees_spec(&spec), Ok(17));
+        assert_eq!(
+            parse_binary_trees_spec("").unwrap_err().to_string(),
+            r#"missing key "n""#
+        );
+        assert_eq!(
+            parse_binary_trees_spec("n=17,depth=3")
+                .unwrap_err()
+                .to_string(),
+            r#"unknown key "depth" (valid: n)"#
+        );
+        let job = Job {
+            workload: "binary-trees".into(),
+            strategy: "stw".into(),
+            fault_mode: "sigbus".into(),
+            spec: "m=6".into(),
+            repeat: 0,
+            generational: false,
+        };
+        assert_eq!(
+            run_job(&job).unwrap_err(),
+            r#"binary-trees spec "m=6": unknown key "m" (valid: n)"#
+        );
+    }
+
+    #[test]
+    fn a_generational_record_says_young_once() {
+        let mut job = Job {
+            workload: "binary-trees".into(),
+            strategy: "stw".into(),
+            fault_mode: "sigbus".into(),
+            spec: binary_trees_spec(6).to_string(),
+            repeat: 0,
+            generational: false,
+        };
+        assert_eq!(run_job(&job).unwrap().params, "n=6");
+        job.generational = true;
+        assert_eq!(run_job(&job).unwrap().params, "n=6,young=on");
     }
 }

@@ -43,15 +43,15 @@
 use std::sync::atomic::{fence, Ordering};
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use hdrhistogram::Histogram;
 use movegc::FaultMode;
 use movegc::{Heap, Layout, Local, Mutator, Persistent, Strategy};
 
-use crate::compact::{mix, Rng};
-use crate::fragmenter::{
-    finish, latency_histogram, parse_pairs, parse_value, record_us, Fail, Res, Table,
-};
+use crate::compact::mix;
+use crate::fragmenter::{finish, latency_histogram, record_us, Fail, Res, Table};
 use crate::record::WorkloadOutput;
+use crate::spec::Spec;
 
 /// Embedder tag of ring layout 0; ring layout `i` has `RING_TAG_BASE + i`.
 pub const RING_TAG_BASE: u16 = 0x7400;
@@ -151,42 +151,48 @@ impl Params {
         bytes.next_multiple_of(2 << 20)
     }
 
-    /// A one-line `key=value,..` form that [`parse_spec`](Self::parse_spec)
-    /// reads back.
-    pub fn to_spec(&self) -> String {
-        format!(
-            "threads={},ring={},shared={},steps={},batch={},shared_every={},min_free_mib={},seed={}",
-            self.threads,
-            self.ring,
-            self.shared,
-            self.steps,
-            self.batch,
-            self.shared_every,
-            self.min_free_mib,
-            self.seed
-        )
+    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    pub fn spec(&self) -> Spec {
+        Spec::new()
+            .with("threads", self.threads)
+            .with("ring", self.ring)
+            .with("shared", self.shared)
+            .with("steps", self.steps)
+            .with("batch", self.batch)
+            .with("shared_every", self.shared_every)
+            .with("min_free_mib", self.min_free_mib)
+            .with("seed", self.seed)
     }
 
-    /// Parses [`to_spec`](Self::to_spec)'s format; missing keys keep their
-    /// defaults.
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        let mut p = Params::default();
-        parse_pairs(spec, |k, v| {
-            match k {
-                "threads" => p.threads = parse_value(k, v)?,
-                "ring" => p.ring = parse_value(k, v)?,
-                "shared" => p.shared = parse_value(k, v)?,
-                "steps" => p.steps = parse_value(k, v)?,
-                "batch" => p.batch = parse_value(k, v)?,
-                "shared_every" => p.shared_every = parse_value(k, v)?,
-                "min_free_mib" => p.min_free_mib = parse_value(k, v)?,
-                "seed" => p.seed = parse_value(k, v)?,
-                _ => return Err(format!("unknown key {k:?}")),
-            }
-            Ok(())
-        })?;
+    /// [`spec`](Self::spec) as one `key=value,..` line, which
+    /// [`parse_spec`](Self::parse_spec) reads back.
+    pub fn to_spec(&self) -> String {
+        self.spec().to_string()
+    }
+
+    /// Reads a [`Spec`]; missing keys keep their defaults, keys
+    /// [`spec`](Self::spec) does not write are an error.
+    pub fn from_spec(s: &Spec) -> Result<Params, String> {
+        let d = Params::default();
+        s.only(&d.spec().keys())?;
+        let p = Params {
+            threads: s.value_or("threads", d.threads)?,
+            ring: s.value_or("ring", d.ring)?,
+            shared: s.value_or("shared", d.shared)?,
+            steps: s.value_or("steps", d.steps)?,
+            batch: s.value_or("batch", d.batch)?,
+            shared_every: s.value_or("shared_every", d.shared_every)?,
+            min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
+            seed: s.value_or("seed", d.seed)?,
+        };
         p.validate()?;
         Ok(p)
+    }
+
+    /// Parses [`to_spec`](Self::to_spec)'s format (see
+    /// [`from_spec`](Self::from_spec)).
+    pub fn parse_spec(spec: &str) -> Result<Params, String> {
+        Params::from_spec(&spec.parse()?)
     }
 
     /// Checks the parameters.
@@ -522,7 +528,7 @@ fn worker(
             shadow: vec![RingSlot::default(); p.ring],
             owned,
             next_seq: 1,
-            rng: Rng::new(mix(p.seed ^ (t as u64 + 1))),
+            rng: Rng::with_seed(mix(p.seed ^ (t as u64 + 1))),
         };
         for i in 0..p.ring {
             m.scope(|m| w.install(m, i, i))?;
@@ -594,11 +600,11 @@ impl Worker<'_> {
         m.with_bytes_mut(obj, |d| write_object(d, id, 0))?;
         let mut targets = [0u64; MAX_REFS];
         for (k, target) in targets.iter_mut().enumerate().take(RING_LAYOUTS[li].1) {
-            let o = if range > 0 && self.rng.next_u64() & 1 == 0 {
-                let r = self.rng.below(range);
+            let o = if range > 0 && self.rng.bool() {
+                let r = self.rng.usize(..range);
                 self.ring_object(m, r)?
             } else {
-                let s = self.rng.below(self.p.shared);
+                let s = self.rng.usize(..self.p.shared);
                 self.shared_object(m, s)?
             };
             *target = m.read_u64(o, 0)?;
@@ -616,14 +622,14 @@ impl Worker<'_> {
     /// One step (see the module docs).
     fn step(&mut self, m: &mut Mutator, step: usize) -> Res<()> {
         // Replace a ring object.
-        let i = self.rng.below(self.p.ring);
+        let i = self.rng.usize(..self.p.ring);
         let old = self.ring_object(m, i)?;
         for k in 0..m.len(old)? {
             m.set_ref(old, k, None)?;
         }
         self.install(m, i, self.p.ring)?;
         // Bump a counter.
-        let j = self.rng.below(self.p.ring);
+        let j = self.rng.usize(..self.p.ring);
         let o = self.ring_object(m, j)?;
         let (id, counter) = (self.shadow[j].id, self.shadow[j].counter);
         let ok = m.with_bytes_mut(o, |d| {
@@ -639,7 +645,7 @@ impl Worker<'_> {
         self.shadow[j].counter += 1;
         // Publish into an owned shared slot.
         if step % self.p.shared_every == 0 {
-            let k = self.rng.below(self.owned.len());
+            let k = self.rng.usize(..self.owned.len());
             let s = self.t + k * self.p.threads;
             let cur = self.shared_object(m, s)?;
             let found = m.read_u64(cur, 0)?;
@@ -656,7 +662,7 @@ impl Worker<'_> {
             self.owned[k] = id;
         }
         // Read any thread's shared slot.
-        let s = self.rng.below(self.p.shared);
+        let s = self.rng.usize(..self.p.shared);
         self.shared_object(m, s)?;
         Ok(())
     }

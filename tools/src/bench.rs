@@ -313,16 +313,9 @@ pub fn run(a: &BenchArgs) -> i32 {
     for job in &jobs {
         bar.set_message(job.label());
         match run_json_child::<RunRecord>(&job.child_env()) {
-            Ok(mut r) => {
-                if job.generational {
-                    r.params = if r.params == "-" || r.params.is_empty() {
-                        "young=on".into()
-                    } else {
-                        format!("{},young=on", r.params)
-                    };
-                }
-                results.push(r)
-            }
+            // The child's record already says `young=on` for a
+            // generational job (`suite::run_job`).
+            Ok(r) => results.push(r),
             Err(e) => {
                 bar.println(format!("FAILED {}: {e}", job.label()));
                 failed.push(job.label());
