@@ -434,7 +434,8 @@ pub fn run_workload(
         .map_err(|e| format!("waiting for the last cycle: {e}"))?;
     let wall = out.elapsed + t.elapsed();
     check_lines(n, &out.lines)?;
-    let cycles = crate::fragmenter::heap_cycles(&heap)?;
+    let stats = crate::fragmenter::heap_stats(&heap)?;
+    let cycles = stats.recent.clone();
     Ok(WorkloadOutput {
         wall,
         cycles,
@@ -444,6 +445,7 @@ pub fn run_workload(
             out.lines.len(),
             lines_hash(&out.lines)
         ),
+        heap: Some(stats),
     })
 }
 

@@ -822,6 +822,7 @@ pub fn run_record(p: &CompactParams, repeat: usize) -> RunRecord {
             "{} live objects in {CHAINS} chains, check words, edges and {} mutator writes verified",
             d.result.objects_live, d.result.mutator_total_accesses
         ),
+        heap: None,
     };
     RunRecord::from_output(
         "compact",

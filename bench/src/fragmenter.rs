@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use fastrand::Rng;
 use hdrhistogram::Histogram;
 use movegc::FaultMode;
-use movegc::{CycleStats, Heap, Layout, Local, Mutator, Strategy};
+use movegc::{Heap, HeapStats, Layout, Local, Mutator, Strategy};
 
 use crate::compact::mix;
 use crate::record::WorkloadOutput;
@@ -263,7 +263,8 @@ fn run_inner(
                 m.safepoint();
             }
         }
-        let cycles = finish(m)?;
+        let stats = finish(m)?;
+        let cycles = stats.recent.clone();
         let wall = start.elapsed();
         if corrupt {
             g.corrupt(m, p.objects / 2)?;
@@ -279,6 +280,7 @@ fn run_inner(
             cycles,
             op_latency_us: Some(hist),
             check,
+            heap: Some(stats),
         })
     });
     Ok(r?)
@@ -676,17 +678,18 @@ pub(crate) fn record_us(h: &mut Histogram<u64>, d: Duration) {
 }
 
 /// Waits (without holding up collections) until no concurrent cycle is
-/// running, then returns every cycle of the heap's life so far. `Err` if
-/// the heap kept fewer than it ran (more than 1024 cycles).
-pub(crate) fn finish(m: &mut Mutator) -> Res<Vec<CycleStats>> {
+/// running, then returns the heap's statistics, with every cycle of its
+/// life so far in `recent`. `Err` if the heap kept fewer than it ran (more
+/// than 1024 cycles).
+pub(crate) fn finish(m: &mut Mutator) -> Res<HeapStats> {
     let heap = m.heap().clone();
     m.blocking(|| heap.wait_idle())?;
-    heap_cycles(&heap)
+    heap_stats(&heap)
 }
 
-/// Every cycle of `heap`'s life so far (it must be idle), or `Err` if it
-/// ran more than it keeps.
-pub(crate) fn heap_cycles(heap: &Heap) -> Res<Vec<CycleStats>> {
+/// The statistics of `heap` (it must be idle), with every cycle of its
+/// life in `recent`, or `Err` if it ran more than it keeps.
+pub(crate) fn heap_stats(heap: &Heap) -> Res<HeapStats> {
     let s = heap.stats();
     if s.recent.len() as u64 != s.cycles {
         return Err(Fail::Check(format!(
@@ -695,7 +698,7 @@ pub(crate) fn heap_cycles(heap: &Heap) -> Res<Vec<CycleStats>> {
             s.recent.len()
         )));
     }
-    Ok(s.recent)
+    Ok(s)
 }
 
 #[cfg(test)]

@@ -339,7 +339,8 @@ fn run_inner(
         if a1000 != 1.0 / 1000.0 {
             return Err(Fail::Check(format!("array[1000] is {a1000}, not 1/1000")));
         }
-        let cycles = finish(m)?;
+        let stats = finish(m)?;
+        let cycles = stats.recent.clone();
         let wall = start.elapsed();
         Ok(WorkloadOutput {
             wall,
@@ -350,6 +351,7 @@ fn run_inner(
                 p.total_nodes(),
                 per_depth.join(",")
             ),
+            heap: Some(stats),
         })
     });
     Ok(r?)

@@ -310,7 +310,8 @@ fn run_inner(
                 )));
             }
         }
-        let cycles = finish(m)?;
+        let stats = finish(m)?;
+        let cycles = stats.recent.clone();
         let wall = start.elapsed();
         if let Some(c) = cycles.iter().find(|c| c.trigger != Some(Trigger::Explicit)) {
             return Err(Fail::Check(format!(
@@ -352,6 +353,7 @@ fn run_inner(
                 transient.len(),
                 p.rounds
             ),
+            heap: Some(stats),
         })
     });
     Ok(r?)

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use movegc_gc::{CycleStats, Strategy};
+use movegc_gc::{CycleStats, HeapStats, Strategy};
 use serde::{Deserialize, Serialize};
 
 /// What a workload hands back after a verified run.
@@ -30,6 +30,10 @@ pub struct WorkloadOutput {
     /// (workloads panic or return `Err` on a mismatch, so this is
     /// informational).
     pub check: String,
+    /// The heap's statistics at the end (allocation stalls, times to
+    /// safepoint, the collector's CPU); `None` for workloads that measure
+    /// one cycle of their own.
+    pub heap: Option<HeapStats>,
 }
 
 /// p50 / p99 / max of a distribution.
@@ -68,6 +72,15 @@ impl Quantiles {
             p50: h.value_at_quantile(0.5) as f64,
             p99: h.value_at_quantile(0.99) as f64,
             max: h.max() as f64,
+        }
+    }
+
+    /// Every figure times `k` (e.g. microseconds to milliseconds).
+    pub fn scaled(self, k: f64) -> Quantiles {
+        Quantiles {
+            p50: self.p50 * k,
+            p99: self.p99 * k,
+            max: self.max * k,
         }
     }
 }
@@ -118,7 +131,7 @@ pub struct CycleRecord {
     #[serde(default)]
     pub prepare_outside_ms: f64,
     /// Waiting for every mutator to reach a safepoint, summed over the
-    /// cycle's pauses, ms (included in them).
+    /// cycle's pauses, ms (not included in them).
     #[serde(default)]
     pub time_to_safepoint_ms: f64,
     /// Pages of the dense prefix updated in place instead of compacted.
@@ -284,6 +297,30 @@ pub struct RunRecord {
     pub minflt: u64,
     /// What the workload verified.
     pub check: String,
+    /// Allocations that waited for a collection to make room (every
+    /// thread's).
+    #[serde(default)]
+    pub alloc_stalls: u64,
+    /// Their waits p50 / p99 / max, ms.
+    #[serde(default)]
+    pub alloc_stall_ms: Quantiles,
+    /// Their waits summed, ms.
+    #[serde(default)]
+    pub alloc_stall_total_ms: f64,
+    /// Time to safepoint p50 / p99 / max over all pauses, ms (not part of
+    /// `pause_ms`).
+    #[serde(default)]
+    pub time_to_safepoint_ms: Quantiles,
+    /// The thread the longest time to safepoint waited for.
+    #[serde(default)]
+    pub slowest_to_safepoint: String,
+    /// The collector's CPU time over the heap's life, seconds (its
+    /// threads, its pauses, faults resolved by mutators).
+    #[serde(default)]
+    pub gc_cpu_s: f64,
+    /// That as a share of the process's CPU time over the heap's life.
+    #[serde(default)]
+    pub gc_cpu_share: f64,
     /// Every cycle.
     pub per_cycle: Vec<CycleRecord>,
 }
@@ -330,11 +367,24 @@ impl RunRecord {
         };
         let pauses: Vec<f64> = cycles
             .iter()
-            .flat_map(|c| {
-                let initial = (c.initial_pause > Duration::ZERO).then_some(c.initial_pause);
-                initial.into_iter().chain([c.pause]).map(ms)
-            })
+            .flat_map(|c| c.pauses.iter().map(|p| ms(p.duration)))
             .collect();
+        let ttsp: Vec<f64> = cycles
+            .iter()
+            .flat_map(|c| c.pauses.iter().map(|p| ms(p.time_to_safepoint)))
+            .collect();
+        let slowest = cycles
+            .iter()
+            .flat_map(|c| &c.pauses)
+            .max_by_key(|p| p.time_to_safepoint)
+            .and_then(|p| p.last_to_safepoint.clone())
+            .unwrap_or_default();
+        let heap = out.heap.as_ref();
+        let alloc_stall_ms = heap
+            .filter(|h| !h.alloc_stall_histogram.is_empty())
+            .map_or_else(Quantiles::default, |h| {
+                Quantiles::of_histogram(&h.alloc_stall_histogram.0).scaled(1e-3)
+            });
         let flips: Vec<f64> = cycles
             .iter()
             .filter(|c| c.strategy.is_some_and(Strategy::is_concurrent))
@@ -377,6 +427,13 @@ impl RunRecord {
             peak_rss_bytes: usage.peak_rss_bytes,
             minflt: usage.minflt,
             check: out.check.clone(),
+            alloc_stalls: heap.map_or(0, |h| h.alloc_stalls),
+            alloc_stall_ms,
+            alloc_stall_total_ms: heap.map_or(0.0, |h| ms(h.alloc_stall_total)),
+            time_to_safepoint_ms: Quantiles::of(&ttsp),
+            slowest_to_safepoint: slowest,
+            gc_cpu_s: heap.map_or(0.0, |h| h.gc_cpu.as_secs_f64()),
+            gc_cpu_share: heap.map_or(0.0, |h| h.gc_cpu_share()),
             per_cycle: cycles.iter().map(CycleRecord::of).collect(),
         }
     }
@@ -408,6 +465,13 @@ mod tests {
         CycleStats {
             strategy: Some(strategy),
             pause: Duration::from_millis(pause_ms),
+            pauses: vec![movegc_gc::Pause {
+                kind: movegc_gc::PauseKind::Final,
+                duration: Duration::from_millis(pause_ms),
+                // The wait for safepoints is apart from the pause.
+                time_to_safepoint: Duration::from_millis(pause_ms * 10),
+                last_to_safepoint: Some(format!("'t{pause_ms}' (tid {pause_ms})")),
+            }],
             compaction: Duration::from_millis(10),
             flip: Duration::from_micros(300),
             update_roots: Duration::from_millis(pause_ms / 2),
@@ -438,6 +502,18 @@ mod tests {
             ],
             op_latency_us: None,
             check: "ok".into(),
+            heap: Some({
+                let mut h = HeapStats {
+                    alloc_stalls: 2,
+                    alloc_stall_total: Duration::from_millis(7),
+                    gc_cpu: Duration::from_millis(500),
+                    process_cpu: Duration::from_secs(2),
+                    ..Default::default()
+                };
+                h.alloc_stall_histogram.record(Duration::from_millis(2));
+                h.alloc_stall_histogram.record(Duration::from_millis(5));
+                h
+            }),
         };
         let usage = ProcessUsage {
             cpu_s: 2.0,
@@ -460,6 +536,16 @@ mod tests {
         assert_eq!(r.compaction_ms, 30.0);
         assert_eq!(r.pause_ms.max, 4.0);
         assert_eq!(r.pause_ms.p50, 3.0);
+        assert_eq!(r.time_to_safepoint_ms.max, 40.0);
+        assert_eq!(r.slowest_to_safepoint, "'t4' (tid 4)");
+        assert_eq!(r.alloc_stalls, 2);
+        assert_eq!(r.alloc_stall_total_ms, 7.0);
+        assert!(
+            (r.alloc_stall_ms.max - 5.0).abs() < 0.01,
+            "{:?}",
+            r.alloc_stall_ms
+        );
+        assert_eq!((r.gc_cpu_s, r.gc_cpu_share), (0.5, 0.25));
         assert_eq!(r.final_pause_ms.max, 4.0);
         assert_eq!(r.update_roots_ms.p50, 1.0);
         assert_eq!(r.per_cycle[1].update_roots_ms, 2.0);

@@ -508,7 +508,7 @@ fn varying_params(g: &Group<'_>, groups: &[Group<'_>]) -> String {
 }
 
 /// Column headers of the results table.
-const HEADERS: [&str; 15] = [
+const HEADERS: [&str; 18] = [
     "workload",
     "params",
     "strategy",
@@ -524,12 +524,15 @@ const HEADERS: [&str; 15] = [
     "stall µs p50/p99/max",
     "RSS MiB",
     "cpu s",
+    "ttsp ms max",
+    "alloc stalls n/max ms",
+    "gc cpu %",
 ];
 
 /// The cells of the results table: one row per group, medians over its
 /// repeats. The second value says whether any run fell back to another
 /// strategy.
-fn table_rows(results: &[RunRecord]) -> (Vec<[String; 15]>, bool) {
+fn table_rows(results: &[RunRecord]) -> (Vec<[String; 18]>, bool) {
     let groups = groups(results);
     let mut fell_back = false;
     let rows = groups
@@ -569,6 +572,13 @@ fn table_rows(results: &[RunRecord]) -> (Vec<[String; 15]>, bool) {
                     med(|r| r.peak_rss_bytes as f64 / f64::from(1 << 20))
                 ),
                 format!("{:.3}", med(|r| r.cpu_s)),
+                format!("{:.2}", med(|r| r.time_to_safepoint_ms.max)),
+                format!(
+                    "{:.0}/{:.2}",
+                    med(|r| r.alloc_stalls as f64),
+                    med(|r| r.alloc_stall_ms.max)
+                ),
+                format!("{:.1}", med(|r| r.gc_cpu_share * 100.0)),
             ]
         })
         .collect();

@@ -374,7 +374,8 @@ fn run_inner(
         .unwrap_or(Duration::ZERO);
     let mut m = heap.attach().map_err(|e| e.to_string())?;
     let r = m.scope(|m| -> Res<WorkloadOutput> {
-        let cycles = finish(m)?;
+        let stats = finish(m)?;
+        let cycles = stats.recent.clone();
         let top = m.local(&shared)?;
         let table = Table::from_top(top, p.shared);
         if corrupt {
@@ -414,6 +415,7 @@ fn run_inner(
                 "{} threads x {} steps; rings of {} and {} shared slots verified; digest {digest:016x}",
                 p.threads, p.steps, p.ring, p.shared
             ),
+            heap: Some(stats),
         })
     });
     Ok(r?)

@@ -85,7 +85,8 @@ pub struct HeapConfig {
     /// measured share since the previous cycle is above it, the free
     /// budget grows (toward the capacity); well below it, it shrinks back
     /// toward `min_free` (see `pacing`). `None` keeps the budget at
-    /// `min_free`. Default `Some(0.10)`, or the environment variable
+    /// `min_free`. Default `Some(0.30)` (chosen by measurement:
+    /// `docs/benchmarks.md` §7), or the environment variable
     /// `MOVEGC_GC_CPU_TARGET` (a share such as `0.05`, or `off`).
     pub gc_cpu_target: Option<f64>,
     /// Pages at the start of the space at least this live are left in
@@ -171,8 +172,15 @@ impl Default for HeapConfig {
     }
 }
 
+/// The collector's default target share of CPU time: on binary-trees
+/// depth 20 it cuts CPU time against a fixed 32 MiB budget about as much
+/// as 0.05-0.20 under concurrent MOVE (-35 to -38 %; stop-the-world -52 %,
+/// where 0.10 does -59 %) for 1.5-2x the peak RSS, where 0.10 took 3-5x
+/// (`docs/benchmarks.md` §7).
+pub const DEFAULT_GC_CPU_TARGET: f64 = 0.30;
+
 /// The default CPU target given `MOVEGC_GC_CPU_TARGET`'s value: `off`
-/// for none, a number for that share, 0.10 otherwise (also when the
+/// for none, a number for that share, [`DEFAULT_GC_CPU_TARGET`] otherwise (also when the
 /// value does not parse: `GcHeap::new` would reject nothing useful).
 fn cpu_target_from_env(v: Option<String>) -> Option<f64> {
     match v.as_deref().map(str::trim) {
@@ -180,11 +188,11 @@ fn cpu_target_from_env(v: Option<String>) -> Option<f64> {
         Some(s) => match s.parse::<f64>() {
             Ok(t) if t > 0.0 && t < 1.0 => Some(t),
             _ => {
-                eprintln!("movegc: MOVEGC_GC_CPU_TARGET={s:?} is not 'off' or a share in (0, 1); using 0.10");
-                Some(0.10)
+                eprintln!("movegc: MOVEGC_GC_CPU_TARGET={s:?} is not 'off' or a share in (0, 1); using {DEFAULT_GC_CPU_TARGET}");
+                Some(DEFAULT_GC_CPU_TARGET)
             }
         },
-        None => Some(0.10),
+        None => Some(DEFAULT_GC_CPU_TARGET),
     }
 }
 
@@ -1052,15 +1060,18 @@ mod tests {
     /// the heap and goes with it once its mutators have detached.
     #[test]
     fn the_cpu_target_comes_from_the_environment_value() {
-        assert_eq!(cpu_target_from_env(None), Some(0.10));
+        assert_eq!(cpu_target_from_env(None), Some(DEFAULT_GC_CPU_TARGET));
         assert_eq!(cpu_target_from_env(Some("off".into())), None);
         assert_eq!(cpu_target_from_env(Some(" 0.05 ".into())), Some(0.05));
         assert_eq!(
             cpu_target_from_env(Some("2".into())),
-            Some(0.10),
+            Some(DEFAULT_GC_CPU_TARGET),
             "out of range"
         );
-        assert_eq!(cpu_target_from_env(Some("x".into())), Some(0.10));
+        assert_eq!(
+            cpu_target_from_env(Some("x".into())),
+            Some(DEFAULT_GC_CPU_TARGET)
+        );
         let bad = GcHeap::new(HeapConfig {
             capacity: 4 << 20,
             gc_cpu_target: Some(1.5),

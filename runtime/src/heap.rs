@@ -148,7 +148,8 @@ impl HeapBuilder {
     /// heap lets the program allocate more between cycles (up to the
     /// capacity); while it costs far less, it shrinks back toward
     /// [`min_free`](Self::min_free). `None` keeps the budget at
-    /// `min_free`. Default `Some(0.10)`. Must be within `0 < t < 1`.
+    /// `min_free`. Default `Some(0.30)` (see `docs/embedding.md` §4 for
+    /// what other targets cost). Must be within `0 < t < 1`.
     pub fn gc_cpu_target(mut self, target: Option<f64>) -> Self {
         self.config.gc_cpu_target = target;
         self
