@@ -20,7 +20,8 @@
 //! keeps other zombies alive and the live set stays bounded at about
 //! `1.6 × objects` objects); objects therefore die at random ages.
 //!
-//! **Run.** [`run`] builds a heap (capacity [`Params::capacity`], growth
+//! **Run.** [`run`] builds a heap (capacity [`Params::capacity`], no CPU
+//! target unless `gc_cpu_target_pct` says so, growth
 //! factor 1 and `min_free` = `min_free_mib`, so a collection starts after
 //! every `min_free_mib` MiB allocated, in the heap's strategy: concurrent
 //! cycles compact while this mutator keeps replacing), fills the table,
@@ -94,6 +95,13 @@ pub struct Params {
     pub min_free_mib: usize,
     /// Seed of the random choices.
     pub seed: u64,
+    /// Heap capacity in MiB; 0: [`capacity`](Self::capacity)'s wide
+    /// margin. A tight capacity shows pacing and allocation stalls.
+    pub capacity_mib: usize,
+    /// The heap's `gc_cpu_target` in percent; 0 (the default): none, the
+    /// budget stays `min_free_mib`, so a collection starts every
+    /// `min_free_mib` MiB as this workload is designed around.
+    pub gc_cpu_target_pct: u32,
 }
 
 impl Default for Params {
@@ -108,6 +116,8 @@ impl Default for Params {
             batch: 256,
             min_free_mib: 6,
             seed: 0xF4A6,
+            capacity_mib: 0,
+            gc_cpu_target_pct: 0,
         }
     }
 }
@@ -134,6 +144,9 @@ impl Params {
     /// Heap capacity: room for the table, the current objects, their
     /// zombies and garbage between collections, with a wide margin.
     pub fn capacity(&self) -> usize {
+        if self.capacity_mib > 0 {
+            return self.capacity_mib << 20;
+        }
         let bytes = self.objects * 224 + ((4 * self.min_free_mib) << 20) + (32 << 20);
         bytes.next_multiple_of(2 << 20)
     }
@@ -147,6 +160,8 @@ impl Params {
             .with("batch", self.batch)
             .with("min_free_mib", self.min_free_mib)
             .with("seed", self.seed)
+            .with("capacity_mib", self.capacity_mib)
+            .with("gc_cpu_target_pct", self.gc_cpu_target_pct)
     }
 
     /// [`spec`](Self::spec) as one `key=value,..` line, which
@@ -167,6 +182,8 @@ impl Params {
             batch: s.value_or("batch", d.batch)?,
             min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
             seed: s.value_or("seed", d.seed)?,
+            capacity_mib: s.value_or("capacity_mib", d.capacity_mib)?,
+            gc_cpu_target_pct: s.value_or("gc_cpu_target_pct", d.gc_cpu_target_pct)?,
         };
         p.validate()?;
         Ok(p)
@@ -191,6 +208,18 @@ impl Params {
         }
         if self.batch == 0 {
             return Err("batch must be at least 1".into());
+        }
+        if self.gc_cpu_target_pct >= 100 {
+            return Err(format!(
+                "gc_cpu_target_pct {} must be below 100",
+                self.gc_cpu_target_pct
+            ));
+        }
+        if self.capacity_mib != 0 && !(4..=1 << 20).contains(&self.capacity_mib) {
+            return Err(format!(
+                "capacity_mib {} must be 0 (computed) or in 4..=2^20",
+                self.capacity_mib
+            ));
         }
         if !(1..=4096).contains(&self.min_free_mib) {
             return Err(format!(
@@ -236,6 +265,7 @@ fn run_inner(
         .capacity(p.capacity())
         .min_free(p.min_free_mib << 20)
         .growth_factor(1.0)
+        .gc_cpu_target((p.gc_cpu_target_pct > 0).then(|| f64::from(p.gc_cpu_target_pct) / 100.0))
         .strategy(strategy)
         .fault_mode(fault_mode)
         .verify(false)

@@ -106,6 +106,8 @@ fn fragmenter_spec_round_trips() {
             batch: 3,
             min_free_mib: 5,
             seed: 99,
+            capacity_mib: 96,
+            gc_cpu_target_pct: 30,
         },
     ] {
         assert_eq!(fragmenter::Params::parse_spec(&p.to_spec()), Ok(p));
@@ -118,6 +120,10 @@ fn fragmenter_spec_round_trips() {
     assert!(fragmenter::Params::parse_spec("objects=x").is_err());
     assert!(fragmenter::Params::parse_spec("bogus=1").is_err());
     assert!(fragmenter::Params::parse_spec("rounds").is_err());
+    assert!(fragmenter::Params::parse_spec("gc_cpu_target_pct=100").is_err());
+    assert!(fragmenter::Params::parse_spec("capacity_mib=1").is_err());
+    let tight = fragmenter::Params::parse_spec("capacity_mib=96").unwrap();
+    assert_eq!(tight.capacity(), 96 << 20);
 }
 
 // ---------------------------------------------------------------------------
