@@ -14,6 +14,16 @@ use crate::fork::PerProcess;
 use crate::stats::Strategy;
 use crate::uffd::{Features, OpenOptions, OpenPath, Uffd, UffdError};
 
+/// The one-line fallback warning for a userfaultfd that cannot be opened:
+/// the reason once (not "unavailable (userfaultfd unavailable: ..)").
+fn unavailable_message(e: &UffdError) -> String {
+    let why = match e {
+        UffdError::Unavailable { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
+    format!("userfaultfd is unavailable ({why}); collections will compact stop-the-world")
+}
+
 /// What a heap has for concurrent compaction.
 pub(crate) struct ConcurrentSupport {
     /// The descriptor (reopened in a forked child: see `fork`).
@@ -48,12 +58,7 @@ impl ConcurrentSupport {
                 opts = opts.require_path(p);
             }
             Uffd::open(&opts)
-                .map_err(|e| {
-                    let msg = format!(
-                        "userfaultfd is unavailable ({e}); collections will compact stop-the-world"
-                    );
-                    warn_once(&WARN_UNAVAILABLE, &msg)
-                })
+                .map_err(|e| warn_once(&WARN_UNAVAILABLE, &unavailable_message(&e)))
                 .ok()
         };
         let uffd = open(mode)?;
@@ -136,5 +141,31 @@ pub(crate) fn warn_once(flag: &AtomicBool, msg: &str) {
     if !flag.swap(true, Ordering::Relaxed) {
         eprintln!("movegc: {msg}");
         tracing::warn!("{msg}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_warning_states_the_reason_once() {
+        let e = UffdError::Unavailable {
+            reason: "/dev/userfaultfd: permission denied; syscall: EPERM".into(),
+            attempts: Vec::new(),
+        };
+        assert_eq!(
+            unavailable_message(&e),
+            "userfaultfd is unavailable (/dev/userfaultfd: permission denied; syscall: EPERM); \
+             collections will compact stop-the-world"
+        );
+        let m = unavailable_message(&UffdError::Os {
+            op: "UFFDIO_API",
+            errno: libc::EINVAL,
+        });
+        assert!(
+            m.starts_with("userfaultfd is unavailable (") && !m.contains("unavailable: "),
+            "{m}"
+        );
     }
 }
