@@ -12,7 +12,9 @@
 //!                      explicit configuration on top of the defaults, with
 //!                      keys capacity_mib, min_free_mib, growth, tlab_kib,
 //!                      huge (0/1), threads, dense (a fraction or `none`),
-//!                      strategy (`stw`, `move`, `copy`), scheme
+//!                      strategy (`stw`, `move`, `copy`), cpu_target (the
+//!                      GC CPU target: a share, or `off` for a fixed
+//!                      `min_free` budget), scheme
 //!                      (`per-node` or the scope batch `levels` 1..).
 //! ```
 //!
@@ -84,6 +86,7 @@ struct MovegcConfig {
     threads: Option<usize>,
     dense: Option<Option<f64>>,
     strategy: Option<Strategy>,
+    cpu_target: Option<Option<f64>>,
     scheme: Scheme,
 }
 
@@ -99,6 +102,7 @@ impl MovegcConfig {
             "threads",
             "dense",
             "strategy",
+            "cpu_target",
             "scheme",
         ])?;
         let some = |v: &str| v.parse().ok().map(Some);
@@ -114,6 +118,10 @@ impl MovegcConfig {
                 _ => v.parse().ok().map(|f| Some(Some(f))),
             })?,
             strategy: s.read_or("strategy", None, |v| Strategy::parse(v).map(Some))?,
+            cpu_target: s.read_or("cpu_target", None, |v| match v {
+                "off" => Some(Some(None)),
+                _ => v.parse().ok().map(|f| Some(Some(f))),
+            })?,
             scheme: s.read_or("scheme", Scheme::default(), |v| match v {
                 "per-node" => Some(Scheme::ScopePerNode),
                 _ => v.parse().ok().map(|levels| Scheme::Batched { levels }),
@@ -128,6 +136,9 @@ impl MovegcConfig {
         }
         if let Some(v) = self.min_free_mib {
             b = b.min_free(v << 20);
+        }
+        if let Some(v) = self.cpu_target {
+            b = b.gc_cpu_target(v);
         }
         if let Some(v) = self.growth {
             b = b.growth_factor(v);

@@ -32,26 +32,21 @@ const FILLER_TAG: u16 = u16::MAX;
 // Small helpers
 // ---------------------------------------------------------------------------
 
-/// xorshift64*: deterministic data for a case from one proptest seed.
-struct Rng(u64);
+/// Deterministic data from one seed (the `fastrand` generator).
+struct Rng(fastrand::Rng);
 
 impl Rng {
     fn new(seed: u64) -> Rng {
-        Rng(seed | 1)
+        Rng(fastrand::Rng::with_seed(seed))
     }
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.0.u64(..)
     }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.usize(..n)
     }
     fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+        self.0.u64(..100) < percent
     }
 }
 
