@@ -33,6 +33,7 @@ fn small_heap() -> Heap {
     Heap::builder()
         .capacity(32 << 20)
         .min_free(1 << 20)
+        .gc_cpu_target(None)
         .build()
         .expect("heap")
 }
@@ -76,6 +77,8 @@ fn every_scheme_is_correct_under_frequent_collections() {
     let heap = Heap::builder()
         .capacity(8 << 20)
         .min_free(16 << 10)
+        // A fixed budget: the CPU target would space the cycles out.
+        .gc_cpu_target(None)
         .strategy(movegc::Strategy::StopTheWorld)
         .build()
         .expect("heap");
