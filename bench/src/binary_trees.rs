@@ -318,6 +318,7 @@ impl Trees<'_> {
     }
 
     fn check_per_node(&self, m: &mut Mutator, node: Local) -> Result<u64> {
+        m.safepoint(); // see `check_batched`
         m.scope(|m| {
             let mut n = 1;
             for i in 0..2 {
@@ -351,6 +352,11 @@ impl Trees<'_> {
 
     fn check_batched(&self, m: &mut Mutator, node: Local, budget: u32, levels: u32) -> Result<u64> {
         if budget == 0 {
+            // The walk does not allocate, so it would never reach a
+            // safepoint: poll once per batch (one relaxed load), or another
+            // thread's collection waits for the whole walk (docs/embedding.md
+            // §8).
+            m.safepoint();
             return m.scope(|m| self.check_batched(m, node, levels, levels));
         }
         let mut n = 1;
