@@ -180,19 +180,10 @@ impl CompactParams {
             .with("seed", self.seed)
     }
 
-    /// [`spec`](Self::spec) as one `key=value,..` line, which
-    /// [`parse_spec`](Self::parse_spec) reads back (used to hand a run to a
-    /// child process).
-    pub fn to_spec(&self) -> String {
-        self.spec().to_string()
-    }
-
-    /// Reads a [`Spec`]; missing keys keep their defaults, keys
-    /// [`spec`](Self::spec) does not write are an error.
-    pub fn from_spec(s: &Spec) -> Result<CompactParams, String> {
-        let d = CompactParams::default();
-        s.only(&d.spec().keys())?;
-        let p = CompactParams {
+    /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
+    /// by `spec_io!`, checks the key names and validates).
+    fn read_spec(s: &Spec, d: &CompactParams) -> Result<CompactParams, String> {
+        Ok(CompactParams {
             heap_mib: s.value_or("heap", d.heap_mib)?,
             live_fraction: s.value_or("live", d.live_fraction)?,
             mutator_threads: s.value_or("mutators", d.mutator_threads)?,
@@ -206,15 +197,7 @@ impl CompactParams {
             warm: s.read_or("warm", d.warm, flag)?,
             edge_span: s.value_or("edge_span", d.edge_span)?,
             seed: s.value_or("seed", d.seed)?,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Parses [`to_spec`](Self::to_spec)'s format (see
-    /// [`from_spec`](Self::from_spec)).
-    pub fn parse_spec(spec: &str) -> Result<CompactParams, String> {
-        CompactParams::from_spec(&spec.parse()?)
+        })
     }
 
     /// Checks the parameters.
@@ -1074,3 +1057,5 @@ mod tests {
         assert_eq!(p.gc_threads, None);
     }
 }
+
+crate::spec::spec_io!(CompactParams);

@@ -164,18 +164,10 @@ impl Params {
             .with("gc_cpu_target_pct", self.gc_cpu_target_pct)
     }
 
-    /// [`spec`](Self::spec) as one `key=value,..` line, which
-    /// [`parse_spec`](Self::parse_spec) reads back.
-    pub fn to_spec(&self) -> String {
-        self.spec().to_string()
-    }
-
-    /// Reads a [`Spec`]; missing keys keep their defaults, keys
-    /// [`spec`](Self::spec) does not write are an error.
-    pub fn from_spec(s: &Spec) -> Result<Params, String> {
-        let d = Params::default();
-        s.only(&d.spec().keys())?;
-        let p = Params {
+    /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
+    /// by `spec_io!`, checks the key names and validates).
+    fn read_spec(s: &Spec, d: &Params) -> Result<Params, String> {
+        Ok(Params {
             objects: s.value_or("objects", d.objects)?,
             rounds: s.value_or("rounds", d.rounds)?,
             replace: s.value_or("replace", d.replace)?,
@@ -184,15 +176,7 @@ impl Params {
             seed: s.value_or("seed", d.seed)?,
             capacity_mib: s.value_or("capacity_mib", d.capacity_mib)?,
             gc_cpu_target_pct: s.value_or("gc_cpu_target_pct", d.gc_cpu_target_pct)?,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Parses [`to_spec`](Self::to_spec)'s format (see
-    /// [`from_spec`](Self::from_spec)).
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        Params::from_spec(&spec.parse()?)
+        })
     }
 
     /// Checks the parameters.
@@ -763,3 +747,5 @@ mod tests {
         assert!(!data_ok(&d, 77));
     }
 }
+
+crate::spec::spec_io!(Params);

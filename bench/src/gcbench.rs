@@ -132,33 +132,17 @@ impl Params {
             .with("min_free_mib", self.min_free_mib)
     }
 
-    /// [`spec`](Self::spec) as one `key=value,..` line, which
-    /// [`parse_spec`](Self::parse_spec) reads back.
-    pub fn to_spec(&self) -> String {
-        self.spec().to_string()
-    }
-
-    /// Reads a [`Spec`]; missing keys keep their defaults, keys
-    /// [`spec`](Self::spec) does not write are an error.
-    pub fn from_spec(s: &Spec) -> Result<Params, String> {
-        let d = Params::default();
-        s.only(&d.spec().keys())?;
-        let p = Params {
+    /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
+    /// by `spec_io!`, checks the key names and validates).
+    fn read_spec(s: &Spec, d: &Params) -> Result<Params, String> {
+        Ok(Params {
             stretch_depth: s.value_or("stretch", d.stretch_depth)?,
             long_lived_depth: s.value_or("long_lived", d.long_lived_depth)?,
             array_size: s.value_or("array", d.array_size)?,
             min_depth: s.value_or("min_depth", d.min_depth)?,
             max_depth: s.value_or("max_depth", d.max_depth)?,
             min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Parses [`to_spec`](Self::to_spec)'s format (see
-    /// [`from_spec`](Self::from_spec)).
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        Params::from_spec(&spec.parse()?)
+        })
     }
 
     /// Checks the parameters.
@@ -452,3 +436,5 @@ mod tests {
         assert_eq!(array_value(500_000, 1000), 1.0 / 1000.0);
     }
 }
+
+crate::spec::spec_io!(Params);

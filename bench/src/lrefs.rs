@@ -124,32 +124,16 @@ impl Params {
             .with("seed", self.seed)
     }
 
-    /// [`spec`](Self::spec) as one `key=value,..` line, which
-    /// [`parse_spec`](Self::parse_spec) reads back.
-    pub fn to_spec(&self) -> String {
-        self.spec().to_string()
-    }
-
-    /// Reads a [`Spec`]; missing keys keep their defaults, keys
-    /// [`spec`](Self::spec) does not write are an error. `entries` also takes a `k` or `M`
+    /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
+    /// by `spec_io!`, checks the key names and validates). `entries` also takes a `k` or `M`
     /// suffix (thousands, millions).
-    pub fn from_spec(s: &Spec) -> Result<Params, String> {
-        let d = Params::default();
-        s.only(&d.spec().keys())?;
-        let p = Params {
+    fn read_spec(s: &Spec, d: &Params) -> Result<Params, String> {
+        Ok(Params {
             entries: s.read_or("entries", d.entries, |v| parse_count(v).ok())?,
             rounds: s.value_or("rounds", d.rounds)?,
             replace: s.value_or("replace", d.replace)?,
             seed: s.value_or("seed", d.seed)?,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Parses [`to_spec`](Self::to_spec)'s format (see
-    /// [`from_spec`](Self::from_spec)).
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        Params::from_spec(&spec.parse()?)
+        })
     }
 
     /// Checks the parameters.
@@ -459,3 +443,5 @@ mod tests {
         assert_eq!(v, (0..1000).collect::<Vec<u32>>());
     }
 }
+
+crate::spec::spec_io!(Params);

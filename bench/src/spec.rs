@@ -248,6 +248,42 @@ impl<'de> Deserialize<'de> for Spec {
     }
 }
 
+/// The `key=value` reading and writing every workload's parameter type
+/// shares, from its `spec()` (every key, in a fixed order), `read_spec(s,
+/// &defaults)` (the keys given, over the defaults) and `validate()`:
+/// `to_spec`, `from_spec` (unknown keys are an error, missing ones keep
+/// their defaults, the result is validated) and `parse_spec`.
+macro_rules! spec_io {
+    ($t:ty) => {
+        impl $t {
+            /// [`spec`](Self::spec) as one `key=value,..` line, which
+            /// [`parse_spec`](Self::parse_spec) reads back (used to hand a
+            /// run to a child process).
+            pub fn to_spec(&self) -> String {
+                self.spec().to_string()
+            }
+
+            /// Reads a [`Spec`](crate::spec::Spec); missing keys keep their
+            /// defaults, keys [`spec`](Self::spec) does not write are an
+            /// error; the result is validated.
+            pub fn from_spec(s: &$crate::spec::Spec) -> Result<$t, String> {
+                let d = <$t>::default();
+                s.only(&d.spec().keys())?;
+                let p = <$t>::read_spec(s, &d)?;
+                p.validate()?;
+                Ok(p)
+            }
+
+            /// Parses [`to_spec`](Self::to_spec)'s format (see
+            /// [`from_spec`](Self::from_spec)).
+            pub fn parse_spec(spec: &str) -> Result<$t, String> {
+                <$t>::from_spec(&spec.parse()?)
+            }
+        }
+    };
+}
+pub(crate) use spec_io;
+
 #[cfg(test)]
 mod tests {
     use super::*;

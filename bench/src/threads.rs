@@ -164,18 +164,10 @@ impl Params {
             .with("seed", self.seed)
     }
 
-    /// [`spec`](Self::spec) as one `key=value,..` line, which
-    /// [`parse_spec`](Self::parse_spec) reads back.
-    pub fn to_spec(&self) -> String {
-        self.spec().to_string()
-    }
-
-    /// Reads a [`Spec`]; missing keys keep their defaults, keys
-    /// [`spec`](Self::spec) does not write are an error.
-    pub fn from_spec(s: &Spec) -> Result<Params, String> {
-        let d = Params::default();
-        s.only(&d.spec().keys())?;
-        let p = Params {
+    /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
+    /// by `spec_io!`, checks the key names and validates).
+    fn read_spec(s: &Spec, d: &Params) -> Result<Params, String> {
+        Ok(Params {
             threads: s.value_or("threads", d.threads)?,
             ring: s.value_or("ring", d.ring)?,
             shared: s.value_or("shared", d.shared)?,
@@ -184,15 +176,7 @@ impl Params {
             shared_every: s.value_or("shared_every", d.shared_every)?,
             min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
             seed: s.value_or("seed", d.seed)?,
-        };
-        p.validate()?;
-        Ok(p)
-    }
-
-    /// Parses [`to_spec`](Self::to_spec)'s format (see
-    /// [`from_spec`](Self::from_spec)).
-    pub fn parse_spec(spec: &str) -> Result<Params, String> {
-        Params::from_spec(&spec.parse()?)
+        })
     }
 
     /// Checks the parameters.
@@ -755,3 +739,5 @@ mod tests {
         }
     }
 }
+
+crate::spec::spec_io!(Params);
