@@ -1,8 +1,12 @@
-//! binary-trees: movegc against `Box` + jemalloc, each run in its own child
-//! process so that peak RSS and CPU time are per implementation.
+//! binary-trees (or GCBench): movegc against `Box` + jemalloc, each run in
+//! its own child process so that peak RSS and CPU time are per
+//! implementation.
 //!
 //! ```text
-//! cargo bench -p movegc-bench --bench binary_trees [-- DEPTH]
+//! cargo bench -p movegc-bench --bench binary_trees --features jemalloc [-- DEPTH]
+//!   BT_PROGRAM=gcbench the program: `binary-trees` (the default) or
+//!                      `gcbench` (GCBench's classic constants, the suite's
+//!                      `gcbench` workload; the depth is then ignored)
 //!   BT_DEPTH=21        tree depth (or the first non-flag argument; default 21)
 //!   BT_REPEAT=3        runs per implementation (alternating; default 3)
 //!   BT_IMPLS="box;movegc;movegc-default"
@@ -29,6 +33,7 @@ use std::time::{Duration, Instant};
 use movegc::{Heap, Strategy};
 use movegc_bench::binary_trees::{self, Scheme};
 use movegc_bench::env_or;
+use movegc_bench::gcbench;
 use movegc_bench::spec::{flag, Spec};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +41,24 @@ use serde::{Deserialize, Serialize};
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const CHILD_ENV: &str = "MOVEGC_BT_CHILD";
+const PROGRAM_ENV: &str = "BT_PROGRAM";
+
+/// The program the children run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Program {
+    BinaryTrees,
+    GcBench,
+}
+
+impl Program {
+    fn from_env() -> Program {
+        match std::env::var(PROGRAM_ENV).as_deref() {
+            Err(_) | Ok("binary-trees") => Program::BinaryTrees,
+            Ok("gcbench") => Program::GcBench,
+            Ok(other) => panic!("{PROGRAM_ENV}={other:?}: expected 'binary-trees' or 'gcbench'"),
+        }
+    }
+}
 const DEFAULT_DEPTH: u32 = 21;
 const DEFAULT_REPEAT: usize = 3;
 const DEFAULT_IMPLS: &str = "box;movegc;movegc-default";
@@ -66,6 +89,12 @@ struct Sample {
     pause_p99_ms: f64,
     pause_max_ms: f64,
     pause_total_ms: f64,
+    /// The collector's CPU time (`HeapStats::gc_cpu`) and its share of
+    /// the process's.
+    gc_cpu_s: f64,
+    gc_cpu_share: f64,
+    /// Allocations that waited for a collection.
+    alloc_stalls: u64,
     /// Summed phase times over all cycles, in ms.
     phases_ms: BTreeMap<String, f64>,
     live_mib_last: f64,
@@ -208,27 +237,46 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs one implementation once, verifies it, prints the JSON sample.
-fn child(name: &str, depth: u32) {
+fn child(name: &str, depth: u32, program: Program) {
     let spec = movegc_spec(name).unwrap_or_else(|e| panic!("{e}"));
+    let gcbench = gcbench::Params::default();
     let t = Instant::now();
-    let (lines, stats) = match &spec {
-        None => (binary_trees::run_boxed(depth).lines, None),
-        Some(spec) => {
+    let (lines, stats) = match (&spec, program) {
+        (None, Program::BinaryTrees) => (binary_trees::run_boxed(depth).lines, None),
+        (None, Program::GcBench) => {
+            let (_, check) = gcbench::run_boxed(&gcbench).unwrap_or_else(|e| panic!("{e}"));
+            (vec![check], None)
+        }
+        (Some(spec), _) => {
             let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
             let heap = cfg.build().expect("creating the heap");
-            let mut m = heap.attach().expect("attaching");
-            let out = binary_trees::run_movegc_with(&mut m, depth, cfg.scheme)
-                .expect("binary-trees on movegc");
-            drop(m);
-            (out.lines, Some(heap.stats()))
+            let lines = if program == Program::BinaryTrees {
+                let mut m = heap.attach().expect("attaching");
+                binary_trees::run_movegc_with(&mut m, depth, cfg.scheme)
+                    .expect("binary-trees on movegc")
+                    .lines
+            } else {
+                // It waits for the last concurrent cycle (its `finish`).
+                vec![
+                    gcbench::run_on(&gcbench, &heap)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .check,
+                ]
+            };
+            (lines, Some(heap.stats()))
         }
     };
     let wall = t.elapsed();
-    let expected = binary_trees::expected_checks(depth);
-    assert_eq!(
-        lines, expected,
-        "{name}: wrong binary-trees output at depth {depth}"
-    );
+    // GCBench verifies itself (every tree counted, the long-lived data
+    // checked); both of its implementations print the same check line,
+    // compared across runs by hash.
+    if program == Program::BinaryTrees {
+        let expected = binary_trees::expected_checks(depth);
+        assert_eq!(
+            lines, expected,
+            "{name}: wrong binary-trees output at depth {depth}"
+        );
+    }
     let ru = rusage();
     let mut s = Sample {
         implementation: name.to_string(),
@@ -245,6 +293,9 @@ fn child(name: &str, depth: u32) {
         pause_p99_ms: 0.0,
         pause_max_ms: 0.0,
         pause_total_ms: 0.0,
+        gc_cpu_s: 0.0,
+        gc_cpu_share: 0.0,
+        alloc_stalls: 0,
         phases_ms: BTreeMap::new(),
         live_mib_last: 0.0,
         strategies: Vec::new(),
@@ -257,6 +308,9 @@ fn child(name: &str, depth: u32) {
         s.pause_p99_ms = ms(st.pause_quantile(0.99));
         s.pause_max_ms = ms(st.max_pause);
         s.pause_total_ms = ms(st.total_pause);
+        s.gc_cpu_s = st.gc_cpu.as_secs_f64();
+        s.gc_cpu_share = st.gc_cpu_share();
+        s.alloc_stalls = st.alloc_stalls;
         s.live_mib_last = st.live_bytes as f64 / (1 << 20) as f64;
         let mut add =
             |k: &str, d: Duration| *s.phases_ms.entry(k.to_string()).or_default() += ms(d);
@@ -285,10 +339,15 @@ fn child(name: &str, depth: u32) {
 
 /// Runs one child; `Err` describes a crash, a failed verification (the
 /// child panics) or unreadable output.
-fn run_child(name: &str, depth: u32) -> Result<Sample, String> {
+fn run_child(name: &str, depth: u32, program: Program) -> Result<Sample, String> {
+    let program = match program {
+        Program::BinaryTrees => "binary-trees",
+        Program::GcBench => "gcbench",
+    };
     movegc_bench::child::run_json_child(&[
         (CHILD_ENV, name.to_string()),
         ("BT_DEPTH", depth.to_string()),
+        (PROGRAM_ENV, program.to_string()),
     ])
 }
 
@@ -305,8 +364,9 @@ fn main() {
         "depth {depth} is above {}",
         binary_trees::MAX_N
     );
+    let program = Program::from_env();
     if let Ok(name) = std::env::var(CHILD_ENV) {
-        child(&name, depth);
+        child(&name, depth, program);
         return;
     }
     let repeat: usize = env_or("BT_REPEAT", DEFAULT_REPEAT).max(1);
@@ -323,9 +383,16 @@ fn main() {
             MovegcConfig::parse(&spec).unwrap_or_else(|e| panic!("{i}: {e}"));
         }
     }
+    let title = match program {
+        Program::BinaryTrees => format!("binary-trees, depth {depth}"),
+        Program::GcBench => "GCBench (classic constants)".to_string(),
+    };
+    let nodes = match program {
+        Program::BinaryTrees => binary_trees::total_nodes(depth),
+        Program::GcBench => gcbench::Params::default().total_nodes(),
+    };
     eprintln!(
-        "binary-trees depth {depth}: {} nodes allocated per run; {repeat} runs of {}",
-        binary_trees::total_nodes(depth),
+        "{title}: {nodes} nodes allocated per run; {repeat} runs of {}",
         impls.join(", ")
     );
     let mut samples: BTreeMap<&str, Vec<Sample>> = BTreeMap::new();
@@ -341,7 +408,7 @@ fn main() {
         let k = impls.len();
         for j in 0..k {
             let name = &impls[(j + r) % k];
-            let result = run_child(name, depth);
+            let result = run_child(name, depth, program);
             done += 1;
             let progress = format!("[{done}/{total}, {:.0} s]", started.elapsed().as_secs_f64());
             let s = match result {
@@ -365,14 +432,14 @@ fn main() {
             samples.entry(name.as_str()).or_default().push(s);
         }
     }
-    print_table(depth, repeat, &impls, &samples, &failures);
+    print_table(&title, repeat, &impls, &samples, &failures);
     if !failures.is_empty() {
         std::process::exit(1);
     }
 }
 
 fn print_table(
-    depth: u32,
+    title: &str,
     repeat: usize,
     impls: &[String],
     samples: &BTreeMap<&str, Vec<Sample>>,
@@ -392,10 +459,10 @@ fn print_table(
         .collect();
     let same = hashes.windows(2).all(|w| w[0] == w[1]);
     println!();
-    println!("binary-trees, depth {depth}, {repeat} runs each (medians; wall min–max)");
+    println!("{title}, {repeat} runs each (medians; wall min–max)");
     println!();
-    println!("| impl | config | strategy | wall s (min–max) | CPU s | peak RSS MiB | GC cycles | pause p50 / p99 / max ms | total pause s | vs box |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| impl | config | strategy | wall s (min–max) | CPU s | GC CPU s (share) | peak RSS MiB | GC cycles | allocation stalls | pause p50 / p99 / max ms | total pause s | vs box |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for name in impls {
         let failed = failures.get(name.as_str()).map_or(0, Vec::len);
         let Some(v) = samples.get(name.as_str()) else {
@@ -403,7 +470,7 @@ fn print_table(
                 .get(name.as_str())
                 .and_then(|f| f.first())
                 .map_or("", String::as_str);
-            println!("| {name} | FAILED {failed}/{repeat} runs: {why} | | | | | | | | |");
+            println!("| {name} | FAILED {failed}/{repeat} runs: {why} | | | | | | | | | | |");
             continue;
         };
         let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {
@@ -445,18 +512,28 @@ fn print_table(
         } else {
             "–".to_string()
         };
+        let gc_cpu = if gc {
+            format!(
+                "{:.2} ({:.0} %)",
+                med(name, &|s| s.gc_cpu_s),
+                100.0 * med(name, &|s| s.gc_cpu_share)
+            )
+        } else {
+            "–".into()
+        };
         println!(
-            "| {name} | {config} | {strategy} | {wall:.2} ({lo:.2}–{hi:.2}) | {:.2} | {:.0} | {} | {pauses} | {} | {} |",
+            "| {name} | {config} | {strategy} | {wall:.2} ({lo:.2}–{hi:.2}) | {:.2} | {gc_cpu} | {:.0} | {} | {} | {pauses} | {} | {} |",
             med(name, &|s| s.cpu_s),
             med(name, &|s| s.maxrss_mib),
             if gc { format!("{:.0}", med(name, &|s| s.gc_cycles as f64)) } else { "–".into() },
+            if gc { format!("{:.0}", med(name, &|s| s.alloc_stalls as f64)) } else { "–".into() },
             if gc { format!("{:.2}", med(name, &|s| s.pause_total_ms) / 1e3) } else { "–".into() },
             box_wall.map_or("–".to_string(), |b| format!("{:.2}x", wall / b)),
         );
     }
     println!();
     println!("outputs verified in every child; identical line hashes across runs: {same}");
-    let env: Vec<String> = ["BT_DEPTH", "BT_REPEAT", "BT_IMPLS"]
+    let env: Vec<String> = ["BT_PROGRAM", "BT_DEPTH", "BT_REPEAT", "BT_IMPLS"]
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v:?}")))
         .collect();

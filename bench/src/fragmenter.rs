@@ -102,6 +102,11 @@ pub struct Params {
     /// budget stays `min_free_mib`, so a collection starts every
     /// `min_free_mib` MiB as this workload is designed around.
     pub gc_cpu_target_pct: u32,
+    /// The heap's `concurrent_gc_threads`; 0 (the default): the heap's
+    /// own default (all of the collector's threads).
+    pub conc_threads: usize,
+    /// The heap's `pacing_max_delay` in milliseconds; 0: no pacing.
+    pub pacing_ms: u64,
 }
 
 impl Default for Params {
@@ -118,6 +123,8 @@ impl Default for Params {
             seed: 0xF4A6,
             capacity_mib: 0,
             gc_cpu_target_pct: 0,
+            conc_threads: 0,
+            pacing_ms: 10,
         }
     }
 }
@@ -162,6 +169,8 @@ impl Params {
             .with("seed", self.seed)
             .with("capacity_mib", self.capacity_mib)
             .with("gc_cpu_target_pct", self.gc_cpu_target_pct)
+            .with("conc_threads", self.conc_threads)
+            .with("pacing_ms", self.pacing_ms)
     }
 
     /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
@@ -176,6 +185,8 @@ impl Params {
             seed: s.value_or("seed", d.seed)?,
             capacity_mib: s.value_or("capacity_mib", d.capacity_mib)?,
             gc_cpu_target_pct: s.value_or("gc_cpu_target_pct", d.gc_cpu_target_pct)?,
+            conc_threads: s.value_or("conc_threads", d.conc_threads)?,
+            pacing_ms: s.value_or("pacing_ms", d.pacing_ms)?,
         })
     }
 
@@ -203,6 +214,12 @@ impl Params {
             return Err(format!(
                 "capacity_mib {} must be 0 (computed) or in 4..=2^20",
                 self.capacity_mib
+            ));
+        }
+        if self.conc_threads > 64 {
+            return Err(format!(
+                "conc_threads {} must be 0 (the heap's default) or in 1..=64",
+                self.conc_threads
             ));
         }
         if !(1..=4096).contains(&self.min_free_mib) {
@@ -245,10 +262,15 @@ fn run_inner(
     corrupt: bool,
 ) -> Result<WorkloadOutput, String> {
     p.validate()?;
-    let heap = Heap::builder()
+    let mut builder = Heap::builder();
+    if p.conc_threads > 0 {
+        builder = builder.concurrent_gc_threads(p.conc_threads);
+    }
+    let heap = builder
         .capacity(p.capacity())
         .min_free(p.min_free_mib << 20)
         .growth_factor(1.0)
+        .pacing_max_delay((p.pacing_ms > 0).then(|| Duration::from_millis(p.pacing_ms)))
         .gc_cpu_target((p.gc_cpu_target_pct > 0).then(|| f64::from(p.gc_cpu_target_pct) / 100.0))
         .strategy(strategy)
         .fault_mode(fault_mode)

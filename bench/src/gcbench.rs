@@ -241,6 +241,19 @@ fn run_inner(
         .verify(false)
         .build()
         .map_err(|e| format!("creating the heap: {e}"))?;
+    run_on_heap(p, &heap, corrupt)
+}
+
+/// Runs GCBench (see the module docs) on an existing `heap`, configured by
+/// the caller (`p.min_free_mib` is not applied: e.g. the builder's
+/// defaults), and verifies it. The calling thread must not already have a
+/// mutator for `heap`.
+pub fn run_on(p: &Params, heap: &Heap) -> Result<WorkloadOutput, String> {
+    p.validate()?;
+    run_on_heap(p, heap, false)
+}
+
+fn run_on_heap(p: &Params, heap: &Heap, corrupt: bool) -> Result<WorkloadOutput, String> {
     let mut m = heap.attach().map_err(|e| e.to_string())?;
     let node = Layout::record(NODE_TAG, 2, 8).map_err(|e| e.to_string())?;
     debug_assert_eq!(node.size(), NODE_BYTES);
@@ -341,6 +354,126 @@ fn run_inner(
     Ok(r?)
 }
 
+/// GCBench on `Box` (the global allocator: jemalloc in the
+/// `binary_trees` bench), the same program as [`run`]: the same trees,
+/// built in the same order and directions, counted the same way, and the
+/// same array. Returns the wall time of the whole run and the same check
+/// line as the movegc run's; `Err` describes a failed check.
+pub fn run_boxed(p: &Params) -> Result<(std::time::Duration, String), String> {
+    p.validate()?;
+    let start = Instant::now();
+    let stretch = BoxNode::bottom_up(p.stretch_depth);
+    BoxNode::expect_count(&stretch, p.stretch_depth, "stretch tree")?;
+    drop(stretch);
+    let long_lived = BoxNode::top_down(p.long_lived_depth);
+    BoxNode::expect_count(&long_lived, p.long_lived_depth, "long-lived tree")?;
+    let mut array = vec![0f64; p.array_size];
+    for (i, v) in array.iter_mut().take(p.array_size / 2).enumerate() {
+        *v = array_value(p.array_size, i);
+    }
+    let mut per_depth = Vec::new();
+    for d in (p.min_depth..=p.max_depth).step_by(2) {
+        let iters = num_iters(p.stretch_depth, d);
+        for top_down in [true, false] {
+            for _ in 0..iters {
+                let tree = if top_down {
+                    BoxNode::top_down(d)
+                } else {
+                    BoxNode::bottom_up(d)
+                };
+                let what = if top_down { "top-down" } else { "bottom-up" };
+                BoxNode::expect_count(&tree, d, &format!("{what} tree of depth {d}"))?;
+            }
+        }
+        per_depth.push(format!("{}x{d}", 2 * iters));
+    }
+    let (nodes, nonzero) = long_lived.count();
+    if nodes != tree_size(p.long_lived_depth) || nonzero != 0 {
+        return Err(format!("the long-lived tree has {nodes} nodes"));
+    }
+    if let Some(i) =
+        (0..p.array_size).find(|&i| array[i].to_bits() != array_value(p.array_size, i).to_bits())
+    {
+        return Err(format!("long-lived array element {i} is wrong"));
+    }
+    let a1000 = array[1000];
+    Ok((
+        start.elapsed(),
+        format!(
+            "{} nodes; trees {} checked; long-lived tree {nodes} nodes; array[1000] = {a1000}",
+            p.total_nodes(),
+            per_depth.join(",")
+        ),
+    ))
+}
+
+/// GCBench's `Node` on `Box`: two children and the two `int`s.
+#[derive(Default)]
+struct BoxNode {
+    left: Option<Box<BoxNode>>,
+    right: Option<Box<BoxNode>>,
+    i: i32,
+    j: i32,
+}
+
+impl BoxNode {
+    /// `new Node(); Populate(depth, node)`.
+    fn top_down(depth: u32) -> Box<BoxNode> {
+        let mut root = Box::<BoxNode>::default();
+        root.populate(depth);
+        root
+    }
+
+    fn populate(&mut self, depth: u32) {
+        if depth == 0 {
+            return;
+        }
+        // Each child is linked into its parent before its own children are
+        // built, as on movegc.
+        self.left = Some(Box::default());
+        self.right = Some(Box::default());
+        for c in [&mut self.left, &mut self.right].into_iter().flatten() {
+            c.populate(depth - 1);
+        }
+    }
+
+    /// `MakeTree(depth)`.
+    fn bottom_up(depth: u32) -> Box<BoxNode> {
+        if depth == 0 {
+            return Box::default();
+        }
+        let left = Self::bottom_up(depth - 1);
+        let right = Self::bottom_up(depth - 1);
+        Box::new(BoxNode {
+            left: Some(left),
+            right: Some(right),
+            ..Default::default()
+        })
+    }
+
+    /// Nodes and how many of them have non-zero data.
+    fn count(&self) -> (u64, u64) {
+        let mut n = (1, u64::from(self.i != 0 || self.j != 0));
+        for c in [&self.left, &self.right].into_iter().flatten() {
+            let (a, b) = c.count();
+            n.0 += a;
+            n.1 += b;
+        }
+        n
+    }
+
+    fn expect_count(tree: &BoxNode, d: u32, what: &str) -> Result<(), String> {
+        let (n, nonzero) = tree.count();
+        if n != tree_size(d) || nonzero != 0 {
+            return Err(format!(
+                "{what} has {n} nodes ({nonzero} with data), expected {}",
+                tree_size(d)
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Tree construction and counting.
 struct Trees<'a> {
     node: &'a Layout,
@@ -425,6 +558,34 @@ impl Trees<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boxed_and_movegc_runs_check_the_same_things() {
+        let p = Params {
+            stretch_depth: 10,
+            long_lived_depth: 8,
+            array_size: 4000,
+            min_depth: 4,
+            max_depth: 8,
+            min_free_mib: 1,
+        };
+        let (_, boxed) = run_boxed(&p).unwrap();
+        let heap = Heap::builder()
+            .capacity(p.capacity())
+            .strategy(Strategy::StopTheWorld)
+            .build()
+            .unwrap();
+        let on_heap = run_on(&p, &heap).unwrap();
+        assert_eq!(boxed, on_heap.check);
+        assert!(
+            boxed.starts_with(&format!("{} nodes; trees ", p.total_nodes())),
+            "{boxed}"
+        );
+        assert!(
+            boxed.ends_with("long-lived tree 511 nodes; array[1000] = 0.001"),
+            "{boxed}"
+        );
+    }
 
     #[test]
     fn classic_counts() {

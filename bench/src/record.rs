@@ -307,6 +307,12 @@ pub struct RunRecord {
     /// Their waits summed, ms.
     #[serde(default)]
     pub alloc_stall_total_ms: f64,
+    /// TLAB refills delayed by allocation pacing (every thread's).
+    #[serde(default)]
+    pub pacing_delays: u64,
+    /// Their delays summed, ms.
+    #[serde(default)]
+    pub pacing_delay_total_ms: f64,
     /// Time to safepoint p50 / p99 / max over all pauses, ms (not part of
     /// `pause_ms`).
     #[serde(default)]
@@ -430,6 +436,8 @@ impl RunRecord {
             alloc_stalls: heap.map_or(0, |h| h.alloc_stalls),
             alloc_stall_ms,
             alloc_stall_total_ms: heap.map_or(0.0, |h| ms(h.alloc_stall_total)),
+            pacing_delays: heap.map_or(0, |h| h.pacing_delays),
+            pacing_delay_total_ms: heap.map_or(0.0, |h| ms(h.pacing_delay_total)),
             time_to_safepoint_ms: Quantiles::of(&ttsp),
             slowest_to_safepoint: slowest,
             gc_cpu_s: heap.map_or(0.0, |h| h.gc_cpu.as_secs_f64()),
@@ -506,6 +514,8 @@ mod tests {
                 let mut h = HeapStats {
                     alloc_stalls: 2,
                     alloc_stall_total: Duration::from_millis(7),
+                    pacing_delays: 3,
+                    pacing_delay_total: Duration::from_millis(12),
                     gc_cpu: Duration::from_millis(500),
                     process_cpu: Duration::from_secs(2),
                     ..Default::default()
@@ -540,6 +550,7 @@ mod tests {
         assert_eq!(r.slowest_to_safepoint, "'t4' (tid 4)");
         assert_eq!(r.alloc_stalls, 2);
         assert_eq!(r.alloc_stall_total_ms, 7.0);
+        assert_eq!((r.pacing_delays, r.pacing_delay_total_ms), (3, 12.0));
         assert!(
             (r.alloc_stall_ms.max - 5.0).abs() < 0.01,
             "{:?}",

@@ -108,6 +108,8 @@ fn fragmenter_spec_round_trips() {
             seed: 99,
             capacity_mib: 96,
             gc_cpu_target_pct: 30,
+            conc_threads: 1,
+            pacing_ms: 0,
         },
     ] {
         assert_eq!(fragmenter::Params::parse_spec(&p.to_spec()), Ok(p));

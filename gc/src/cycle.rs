@@ -93,7 +93,10 @@ pub(crate) trait Host: Send + Sync + 'static {
 /// What a cycle takes from the heap's configuration.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
+    /// Worker threads in pauses (at least 1).
     pub(crate) gc_threads: usize,
+    /// Worker threads while mutators run, `1..=gc_threads`.
+    pub(crate) concurrent_threads: usize,
     pub(crate) verify: bool,
     pub(crate) concurrent_mark: bool,
     pub(crate) dense_prefix_threshold: Option<f64>,
@@ -110,7 +113,7 @@ pub(crate) struct Settings {
 /// cycle holds), the concurrent cycle in flight, the worker pool, the
 /// userfaultfd support, the safepoint coordinator and the SATB log.
 pub(crate) struct Gc {
-    settings: Settings,
+    pub(crate) settings: Settings,
     collector: Mutex<Collector>,
     /// Mirrors `Collector::in_flight` for lock-free checks.
     in_flight: AtomicBool,
@@ -216,6 +219,7 @@ impl Gc {
                 young: st.young,
                 phase,
                 elapsed: Duration::ZERO,
+                used_before: st.used_before,
             };
             (p, since)
         });
@@ -1010,7 +1014,7 @@ impl Collector {
         // point of no return: a failure here finishes this cycle
         // stop-the-world (saying so once); after the flip the only failure
         // exit is a message and an abort, never a hang.
-        let threads = gc.settings.gc_threads.max(1);
+        let threads = gc.settings.concurrent_threads;
         let prepared = if gc.settings.injection.prepare_fails {
             Err(std::io::Error::other("injected failure"))
         } else {
@@ -1301,7 +1305,9 @@ fn concurrent_mark(
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
     let start = space.start();
-    let threads = gc.settings.gc_threads.max(1);
+    // Concurrent marking uses the concurrent share of the workers (one
+    // thread marks on the marker itself); the final pause uses them all.
+    let (threads, pause_threads) = (gc.settings.concurrent_threads, gc.settings.gc_threads);
     let pool = gc.pool();
     let old_end = start + old_words(plan) * WORD;
     // A young cycle's remembered set, read while mutators run: the old
@@ -1439,7 +1445,7 @@ fn concurrent_mark(
             live: meta.live.atomics(),
             los: &lm,
         };
-        let r = mark(&ctx, &rest, Some(&pool), threads);
+        let r = mark(&ctx, &rest, Some(&pool), pause_threads);
         remarked = r.objects;
         total += r;
     }

@@ -38,7 +38,7 @@
 //! threads allocate meanwhile.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::concurrent::{FaultMode, Injection};
@@ -52,7 +52,7 @@ use crate::pacing::{CycleSample, Pacer, PacingConfig};
 use crate::safepoint::{running_here, AlreadyAttached, StoppedWorld, Want};
 use crate::safepoint::{Attached, Coordinator};
 use crate::space::{LargeObjectSpace, MovingSpace, Spaces};
-use crate::stats::{CycleStats, HeapStats, Strategy, Trigger, RECENT_CYCLES};
+use crate::stats::{CycleStats, HeapStats, PauseKind, Phase, Strategy, Trigger, RECENT_CYCLES};
 use crate::uffd::OpenPath;
 use std::collections::VecDeque;
 
@@ -73,6 +73,21 @@ pub struct HeapConfig {
     /// Collector worker threads (marking, compaction). Default: available
     /// parallelism, at most 4.
     pub gc_threads: usize,
+    /// How many of them work while mutators run (concurrent marking and
+    /// compaction); pauses use all `gc_threads`. `None` (the default): all
+    /// of them. Fewer leave mutators more of the CPU during a cycle, at
+    /// the price of a longer cycle: on the 96 MiB fragmenter at 90 %
+    /// occupancy, one of two made the cycles long enough for allocations
+    /// to stall (up to 0.6 s) without shortening the longest operation
+    /// (`docs/benchmarks.md` §7), so the default keeps them all. Must be
+    /// within `1..=gc_threads`.
+    pub concurrent_gc_threads: Option<usize>,
+    /// Allocation pacing: while a concurrent cycle marks, a thread taking
+    /// a new TLAB faster than the room left allows waits up to this long
+    /// (per TLAB) instead of filling the heap and stalling until the flip
+    /// (see `pacing`; Shenandoah's `ShenandoahPacingMaxDelay`). `None`
+    /// turns pacing off. Default 10 ms.
+    pub pacing_max_delay: Option<std::time::Duration>,
     /// Heap growth factor of the size policy: after a cycle with `L` live
     /// bytes the heap may use at least `L * growth_factor` before the next
     /// (see `pacing`). Default 2.0.
@@ -153,6 +168,8 @@ impl Default for HeapConfig {
             gc_threads: std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(4),
+            concurrent_gc_threads: None,
+            pacing_max_delay: Some(std::time::Duration::from_millis(10)),
             growth_factor: 2.0,
             min_free: (32 << 20).min(capacity / 4),
             gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
@@ -218,6 +235,14 @@ pub enum ConfigError {
     /// CPU target outside `0 < t < 1`.
     #[error("GC CPU target {0} must be between 0.0 and 1.0 (exclusive)")]
     BadCpuTarget(f64),
+    /// Concurrent collector threads outside `1..=gc_threads`.
+    #[error("concurrent GC threads {concurrent} must be between 1 and gc_threads ({gc_threads})")]
+    BadConcurrentThreads {
+        /// The `concurrent_gc_threads` asked for.
+        concurrent: usize,
+        /// The configured `gc_threads`.
+        gc_threads: usize,
+    },
     /// Dense-prefix threshold outside 0..=1.
     #[error("dense-prefix threshold {0} must be within 0.0..=1.0")]
     BadDensePrefix(f64),
@@ -294,6 +319,8 @@ struct HeapInner {
     next_gc: AtomicUsize,
     /// The size and pacing policy (`pacing`).
     pacer: Mutex<Pacer>,
+    /// Pacing delays since the last cycle ended: count and nanoseconds.
+    paced: (AtomicU64, AtomicU64),
     /// Set if a collection panicked: the heap may be inconsistent.
     poisoned: AtomicBool,
 }
@@ -348,6 +375,18 @@ impl GcHeap {
                 return Err(ConfigError::BadCpuTarget(t).into());
             }
         }
+        let gc_threads = config.gc_threads.max(1);
+        let concurrent_threads = match config.concurrent_gc_threads {
+            None => gc_threads,
+            Some(n) if (1..=gc_threads).contains(&n) => n,
+            Some(n) => {
+                return Err(ConfigError::BadConcurrentThreads {
+                    concurrent: n,
+                    gc_threads,
+                }
+                .into())
+            }
+        };
         if config.growth_factor.is_nan() || config.growth_factor < 1.0 {
             return Err(ConfigError::BadGrowthFactor(config.growth_factor).into());
         }
@@ -358,7 +397,8 @@ impl GcHeap {
         }
         let moving = MovingSpace::new(config.capacity, config.huge_pages)?;
         let settings = Settings {
-            gc_threads: config.gc_threads,
+            gc_threads,
+            concurrent_threads,
             verify: config.verify,
             concurrent_mark: config.concurrent_mark,
             dense_prefix_threshold: config.dense_prefix_threshold,
@@ -386,6 +426,7 @@ impl GcHeap {
                 }),
                 recent: Mutex::new(VecDeque::new()),
                 pacer: Mutex::new(Pacer::new(&pacing_config(&config, gc.strategy()))),
+                paced: (AtomicU64::new(0), AtomicU64::new(0)),
                 next_gc: AtomicUsize::new(config.min_free.min(config.capacity)),
                 config,
                 spaces: Spaces {
@@ -477,6 +518,9 @@ impl GcHeap {
         s.alloc_stalls = gone.alloc_stalls + threads.iter().map(|t| t.alloc_stalls).sum::<u64>();
         s.alloc_stall_total =
             gone.alloc_stall_total + threads.iter().map(|t| t.alloc_stall_total).sum();
+        s.pacing_delays = gone.pacing_delays + threads.iter().map(|t| t.pacing_delays).sum::<u64>();
+        s.pacing_delay_total =
+            gone.pacing_delay_total + threads.iter().map(|t| t.pacing_delay_total).sum();
         s.threads = threads;
         s.detached_threads = gone;
         s.in_progress = inner.gc.progress();
@@ -670,6 +714,14 @@ impl Host for HeapInner {
             used_before: c.used_before,
             used_after: self.used_bytes(),
             duration: c.cycle_time,
+            to_flip: c.mark
+                + c.prepare_outside
+                + c.time_to_safepoint
+                + c.pauses
+                    .iter()
+                    .filter(|p| p.kind == PauseKind::Initial)
+                    .map(|p| p.duration)
+                    .sum::<std::time::Duration>(),
             concurrent: c.strategy.is_some_and(|s| s.is_concurrent()),
             cpu: self.gc.cpu().totals(),
             threads: self.gc.coord().attached(),
@@ -679,6 +731,8 @@ impl Host for HeapInner {
         self.next_gc.store(next, Ordering::Relaxed);
         let mut c = c.clone();
         c.next_collection_at = next;
+        c.pacing_delays = self.paced.0.swap(0, Ordering::Relaxed);
+        c.pacing_delay = std::time::Duration::from_nanos(self.paced.1.swap(0, Ordering::Relaxed));
         let c = &c;
         for p in &c.pauses {
             tracing::info!(
@@ -767,6 +821,9 @@ impl MutatorContext {
         if self.heap.should_collect() && !self.heap.cycle_in_flight() {
             self.collect_for(Trigger::Policy, self.heap.strategy());
         }
+        if self.heap.cycle_in_flight() {
+            self.pace();
+        }
         if let Some(obj) = self.alloc_from_new_tlab(layout) {
             return Ok(obj);
         }
@@ -778,6 +835,46 @@ impl MutatorContext {
             .tlab
             .alloc(layout)
             .expect("a granted TLAB fits the object"))
+    }
+
+    /// Allocation pacing (see `pacing`): before taking a new TLAB during a
+    /// concurrent cycle's marking, waits (outside the running set, so no
+    /// stop of the world waits for it) as long as the pacer says, ending
+    /// early at the flip, which grants the room the cycle frees.
+    fn pace(&mut self) {
+        let inner = &self.heap.inner;
+        let Some(max) = inner.config.pacing_max_delay else {
+            return;
+        };
+        let Some(p) = inner.gc.progress().filter(|p| p.phase == Phase::Marking) else {
+            return;
+        };
+        let large = inner.spaces.large.bytes();
+        let used = inner.spaces.moving.used() + large;
+        let Some(d) =
+            lock(&inner.pacer).delay(&inner.pacing(), p.used_before + large, used, p.elapsed, max)
+        else {
+            return;
+        };
+        let t0 = std::time::Instant::now();
+        let heap = self.heap.clone();
+        self.attached.blocking(|| {
+            while t0.elapsed() < d {
+                std::thread::sleep((d - t0.elapsed()).min(std::time::Duration::from_millis(1)));
+                let marking = heap.inner.gc.progress();
+                if marking.is_none_or(|q| q.cycle != p.cycle || q.phase != Phase::Marking) {
+                    break;
+                }
+            }
+        });
+        let waited = t0.elapsed();
+        self.attached.counters().paced(waited);
+        inner.paced.0.fetch_add(1, Ordering::Relaxed);
+        inner
+            .paced
+            .1
+            .fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+        tracing::debug!(target: "movegc::gc", cycle = p.cycle, thread = self.attached.thread_label(), delay_us = waited.as_micros() as u64, "allocation paced");
     }
 
     /// Takes a new TLAB that fits `size` bytes from the shared cursor.
@@ -1081,6 +1178,30 @@ mod tests {
             bad,
             Err(HeapError::Config(ConfigError::BadCpuTarget(t))) if t == 1.5
         ));
+    }
+
+    #[test]
+    fn concurrent_threads_default_to_all_and_are_checked() {
+        let heap = |gc_threads, concurrent_gc_threads| {
+            GcHeap::new(HeapConfig {
+                capacity: 4 << 20,
+                gc_threads,
+                concurrent_gc_threads,
+                ..Default::default()
+            })
+        };
+        let used = |h: GcHeap| h.inner.gc.settings.concurrent_threads;
+        assert_eq!(used(heap(1, None).unwrap()), 1);
+        assert_eq!(used(heap(3, None).unwrap()), 3);
+        assert_eq!(used(heap(4, Some(1)).unwrap()), 1);
+        assert_eq!(used(heap(4, Some(4)).unwrap()), 4);
+        for bad in [0, 3] {
+            assert!(matches!(
+                heap(2, Some(bad)),
+                Err(HeapError::Config(ConfigError::BadConcurrentThreads { concurrent, gc_threads: 2 }))
+                    if concurrent == bad
+            ));
+        }
     }
 
     #[test]

@@ -32,6 +32,28 @@
 //!                              `limit` at the recent rate
 //! ```
 //!
+//! **Allocation pacing** (Shenandoah's pacer). When the trigger could not
+//! leave enough room (a tight heap, a burst of allocation), mutators would
+//! fill the heap before the cycle's flip and then stall for the rest of
+//! its marking: one operation waits hundreds of milliseconds. Instead,
+//! while a concurrent cycle marks, a thread taking a new TLAB may be
+//! delayed a little (at most `pacing_max_delay` per TLAB), so that what
+//! mutators allocate during marking grows with the time marking is
+//! expected to take (its recent average): a tenth of the room free at the
+//! cycle's start at once, then up to nine tenths by the expected end.
+//! Sleeping mutators also leave the CPU to the collector. The stall stays
+//! as the last resort when the room is gone.
+//!
+//! ```text
+//!   allowed
+//!   0.9 room ┤            ________ (past the expected end: each TLAB waits the maximum)
+//!            │         __/
+//!            │      __/   a thread above the line waits until it is under
+//!   0.1 room ┤  ___/      it again, or for pacing_max_delay at most
+//!            └──┴─────────┴──── time since the cycle started
+//!               0   expected marking time
+//! ```
+//!
 //! Everything here is arithmetic on measurements the heap passes in, so
 //! it is tested without a heap.
 
@@ -49,6 +71,9 @@ pub(crate) struct Pacer {
     rate: Option<f64>,
     /// Averaged duration of concurrent cycles, seconds.
     cycle_secs: Option<f64>,
+    /// Averaged time from a concurrent cycle's start to its flip (its
+    /// final pause), seconds: how long allocation pacing spreads over.
+    mark_secs: Option<f64>,
     /// `(collector CPU, process CPU)` at the end of the previous cycle.
     last_cpu: (Duration, Duration),
     /// Used bytes after the previous cycle and when it ended.
@@ -84,6 +109,8 @@ pub(crate) struct CycleSample {
     pub used_after: usize,
     /// Its duration (first pause to its end).
     pub duration: Duration,
+    /// From its start to its final pause (concurrent cycles).
+    pub to_flip: Duration,
     /// Whether it ran concurrently.
     pub concurrent: bool,
     /// `(collector CPU, process CPU)` now, since the heap was created.
@@ -110,6 +137,7 @@ impl Pacer {
             budget: cfg.min_free,
             rate: None,
             cycle_secs: None,
+            mark_secs: None,
             last_cpu: (Duration::ZERO, Duration::ZERO),
             last_end: None,
         }
@@ -147,6 +175,7 @@ impl Pacer {
         }
         if s.concurrent {
             self.cycle_secs = Some(ewma(self.cycle_secs, s.duration.as_secs_f64()));
+            self.mark_secs = Some(ewma(self.mark_secs, s.to_flip.as_secs_f64()));
         }
         // The collector's CPU share since the previous cycle.
         let (gc, process) = s.cpu;
@@ -178,6 +207,46 @@ impl Pacer {
         let paced = cfg.capacity.saturating_sub(headroom);
         let floor = live + cfg.capacity.saturating_sub(live) / 4;
         goal.min(paced.max(floor))
+    }
+}
+
+/// Share of the room free at a cycle's start that mutators may allocate
+/// at once, and by the expected end of marking (see the module docs).
+const PACE_FIRST: f64 = 0.1;
+const PACE_LAST: f64 = 0.9;
+
+impl Pacer {
+    /// How long a thread taking a new TLAB waits now, if at all, during the
+    /// concurrent marking of a cycle that started `elapsed` ago with
+    /// `used_before` bytes in use, `used` bytes being in use now; `max` is
+    /// the longest wait per TLAB. `None` before any concurrent cycle has
+    /// been measured (nothing to pace by) and when the allocation is
+    /// within the allowance.
+    pub(crate) fn delay(
+        &self,
+        cfg: &PacingConfig,
+        used_before: usize,
+        used: usize,
+        elapsed: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
+        let expected = self.mark_secs.filter(|&s| s > 0.0)?;
+        let room = cfg.capacity.saturating_sub(used_before) as f64;
+        if room <= 0.0 {
+            return None;
+        }
+        let f = (elapsed.as_secs_f64() / expected).min(1.0);
+        let allowed = room * (PACE_FIRST + (PACE_LAST - PACE_FIRST) * f);
+        let excess = used.saturating_sub(used_before) as f64 - allowed;
+        if excess <= 0.0 {
+            return None;
+        }
+        if f >= 1.0 {
+            return Some(max);
+        }
+        // The allowance grows at this many bytes per second.
+        let growth = room * (PACE_LAST - PACE_FIRST) / expected;
+        Some(Duration::from_secs_f64(excess / growth).min(max))
     }
 }
 
@@ -246,6 +315,72 @@ mod tests {
     /// A program with a small live set and a busy collector: the trigger
     /// moves up cycle after cycle, toward the capacity, as the measured
     /// share stays above target.
+    /// Pacing: nothing before a concurrent cycle was measured; within the
+    /// allowance, no wait; above it, the time until the allowance catches
+    /// up, capped; past the expected marking time, the cap.
+    #[test]
+    fn allocations_during_marking_wait_in_proportion_to_their_excess() {
+        let c = PacingConfig {
+            capacity: 110 * MIB,
+            ..cfg()
+        };
+        let max = Duration::from_millis(10);
+        let ms = Duration::from_millis;
+        let mut p = Pacer::new(&c);
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 100 * MIB, ms(10), max),
+            None,
+            "no estimate yet"
+        );
+        p.mark_secs = Some(1.0);
+        // 100 MiB free at the start: 10 MiB at once, +80 MiB per second.
+        assert_eq!(p.delay(&c, 10 * MIB, 20 * MIB, ms(0), max), None);
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 60 * MIB, ms(500), max),
+            None,
+            "50 <= 10 + 40"
+        );
+        let d = p
+            .delay(&c, 10 * MIB, 52 * MIB, ms(0), Duration::from_secs(1))
+            .unwrap();
+        assert!(
+            (d.as_secs_f64() - 0.4).abs() < 1e-6,
+            "32 MiB over at 80 MiB/s: {d:?}"
+        );
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 52 * MIB, ms(0), max),
+            Some(max),
+            "capped"
+        );
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 52 * MIB, ms(400), max),
+            None,
+            "42 <= 10 + 32"
+        );
+        let d = p
+            .delay(&c, 10 * MIB, 53 * MIB, ms(400), Duration::from_secs(1))
+            .unwrap();
+        assert!(
+            (d.as_secs_f64() - 1.0 / 80.0).abs() < 1e-6,
+            "1 MiB over: {d:?}"
+        );
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 99 * MIB, ms(2000), max),
+            None,
+            "89 <= 90"
+        );
+        assert_eq!(
+            p.delay(&c, 10 * MIB, 101 * MIB, ms(2000), max),
+            Some(max),
+            "past the end"
+        );
+        assert_eq!(
+            p.delay(&c, 110 * MIB, 110 * MIB, ms(5), max),
+            None,
+            "no room: the stall's job"
+        );
+    }
+
     #[test]
     fn a_busy_collector_makes_cycles_rarer() {
         let c = PacingConfig {
@@ -261,6 +396,7 @@ mod tests {
                 used_before: 42 * MIB,
                 used_after: 10 * MIB,
                 duration: Duration::from_millis(20),
+                to_flip: Duration::ZERO,
                 concurrent: false,
                 // 30 % of the CPU in the collector every interval.
                 cpu: (
@@ -294,6 +430,7 @@ mod tests {
             used_before: 200 * MIB,
             used_after: 100 * MIB,
             duration: Duration::from_millis(5),
+            to_flip: Duration::ZERO,
             concurrent: false,
             cpu: (Duration::from_millis(1), Duration::from_millis(100)),
             threads: 1,
@@ -318,6 +455,7 @@ mod tests {
             used_before,
             used_after: 500 * MIB,
             duration: Duration::from_millis(200),
+            to_flip: Duration::ZERO,
             concurrent: true,
             cpu: (Duration::ZERO, Duration::ZERO),
             threads: 2,

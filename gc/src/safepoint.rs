@@ -107,6 +107,10 @@ pub(crate) struct ThreadCounters {
     /// The time to safepoint of those stops, nanoseconds (the time the
     /// stopping thread, and every thread already stopped, waited).
     pub held_up_ns: AtomicU64,
+    /// TLAB refills that allocation pacing delayed.
+    pub pacing_delays: AtomicU64,
+    /// Their summed delay, nanoseconds.
+    pub pacing_delay_ns: AtomicU64,
 }
 
 impl ThreadCounters {
@@ -116,6 +120,13 @@ impl ThreadCounters {
         self.alloc_stalls.fetch_add(1, Ordering::Relaxed);
         self.alloc_stall_ns.fetch_add(ns, Ordering::Relaxed);
         self.alloc_stall_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Records one pacing delay.
+    pub(crate) fn paced(&self, d: Duration) {
+        self.pacing_delays.fetch_add(1, Ordering::Relaxed);
+        self.pacing_delay_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -140,6 +151,11 @@ pub struct ThreadStats {
     /// The time to safepoint of those stops, summed: how long the world
     /// waited for this thread.
     pub held_up_world: Duration,
+    /// TLAB refills allocation pacing delayed (see `HeapConfig::
+    /// pacing_max_delay`).
+    pub pacing_delays: u64,
+    /// Their summed delay.
+    pub pacing_delay_total: Duration,
 }
 
 impl ThreadStats {
@@ -154,6 +170,8 @@ impl ThreadStats {
             alloc_stall_max: d(&c.alloc_stall_max_ns),
             last_to_safepoint: c.last_to_safepoint.load(Ordering::Relaxed),
             held_up_world: d(&c.held_up_ns),
+            pacing_delays: c.pacing_delays.load(Ordering::Relaxed),
+            pacing_delay_total: d(&c.pacing_delay_ns),
         }
     }
 
@@ -164,6 +182,8 @@ impl ThreadStats {
         self.alloc_stall_max = self.alloc_stall_max.max(o.alloc_stall_max);
         self.last_to_safepoint += o.last_to_safepoint;
         self.held_up_world += o.held_up_world;
+        self.pacing_delays += o.pacing_delays;
+        self.pacing_delay_total += o.pacing_delay_total;
     }
 }
 

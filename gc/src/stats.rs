@@ -284,6 +284,14 @@ impl CycleStats {
                 let _ = write!(l, " (p99 {}us)", st.0.value_at_quantile(0.99));
             }
         }
+        if self.pacing_delays > 0 {
+            let _ = write!(
+                l,
+                " paced {} ({})",
+                self.pacing_delays,
+                ms(self.pacing_delay)
+            );
+        }
         let _ = write!(l, " cycle {}", ms(self.cycle_time));
         if self.next_collection_at > 0 {
             let _ = write!(l, " next at {}", bytes(self.next_collection_at));
@@ -360,6 +368,11 @@ pub struct CycleStats {
     /// Used bytes (moving space and large objects) at which the heap-size
     /// policy starts the next cycle, as decided when this one ended.
     pub next_collection_at: usize,
+    /// TLAB refills that allocation pacing delayed during this cycle's
+    /// marking (`HeapConfig::pacing_max_delay`), and their summed delay.
+    pub pacing_delays: u64,
+    /// Their summed delay.
+    pub pacing_delay: Duration,
     /// Why a full cycle was full (`None` for a young one).
     pub full_reason: Option<FullReason>,
     /// Bytes of the old region a young cycle kept without marking them.
@@ -532,6 +545,11 @@ pub struct HeapStats {
     pub alloc_stall_total: Duration,
     /// Their waits.
     pub alloc_stall_histogram: LatencyHistogram,
+    /// TLAB refills that allocation pacing delayed (every thread's): the
+    /// small waits that spread a would-be stall over many allocations.
+    pub pacing_delays: u64,
+    /// Their summed delay.
+    pub pacing_delay_total: Duration,
     /// Each attached mutator thread: its allocation stalls and how often
     /// the world waited for it.
     pub threads: Vec<ThreadStats>,
@@ -598,6 +616,8 @@ pub struct CycleProgress {
     pub phase: Phase,
     /// Since its first pause began.
     pub elapsed: Duration,
+    /// Bytes in use when it started.
+    pub used_before: usize,
 }
 
 /// What a running cycle is doing.

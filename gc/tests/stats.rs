@@ -209,3 +209,154 @@ fn the_cycle_in_progress_and_the_collectors_cpu_share() {
         s.total_mark
     );
 }
+
+/// `concurrent_gc_threads` bounds the threads that compact while mutators
+/// run (one here, of two), and the cycles stay correct (verified).
+#[test]
+fn concurrent_cycles_use_the_concurrent_share_of_the_threads() {
+    for concurrent in [1, 2] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 64 << 20,
+            strategy: Strategy::ConcurrentMove,
+            gc_threads: 2,
+            concurrent_gc_threads: Some(concurrent),
+            verify: true,
+            ..Default::default()
+        })
+        .expect("heap");
+        if heap.strategy() == Strategy::StopTheWorld {
+            eprintln!("skipped: userfaultfd unavailable");
+            return;
+        }
+        let mut m = heap.attach().unwrap();
+        let node = Layout::record(1, 1, 48).unwrap();
+        // SAFETY: every object is stored in the list (a root) before the
+        // next allocation; every other one is dropped from it (garbage).
+        unsafe {
+            m.roots().push(None);
+            for i in 0..100_000 {
+                let n = m.alloc(&node).unwrap();
+                let head = m.roots()[0];
+                m.store_ref(n, 0, head).unwrap();
+                if i % 2 == 0 {
+                    m.roots()[0] = Some(n);
+                }
+            }
+        }
+        let st = m.collect_with(Strategy::ConcurrentMove).expect("a cycle");
+        m.wait_idle();
+        assert_eq!(st.strategy, Some(Strategy::ConcurrentMove));
+        let last = heap.stats().recent.last().cloned().expect("a cycle");
+        assert_eq!(
+            last.compaction_per_thread.len(),
+            concurrent,
+            "compaction threads with concurrent_gc_threads = {concurrent}"
+        );
+        assert_eq!(last.live_objects, 50_000, "{last:?}");
+    }
+}
+
+/// Allocation pacing: a thread that allocates fast while a concurrent
+/// cycle marks is delayed a little per TLAB (counted per thread, per cycle
+/// and in the GC log line) instead of filling the heap; with pacing off it
+/// never is.
+#[test]
+fn fast_allocation_during_marking_is_paced() {
+    for pacing in [Some(Duration::from_millis(10)), None] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 64 << 20,
+            strategy: Strategy::ConcurrentMove,
+            gc_threads: 2,
+            pacing_max_delay: pacing,
+            gc_cpu_target: None,
+            min_free: 64 << 20,
+            ..Default::default()
+        })
+        .expect("heap");
+        if heap.strategy() == Strategy::StopTheWorld {
+            eprintln!("skipped: userfaultfd unavailable");
+            return;
+        }
+        let done = Arc::new(AtomicBool::new(false));
+        // A live list of about 24 MiB: marking it takes a while.
+        let collector = {
+            let (h, done) = (heap.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("collector".into())
+                .spawn(move || {
+                    let mut m = h.attach().unwrap();
+                    let node = Layout::record(1, 1, 224).unwrap();
+                    // SAFETY: each node is stored in the list (a root)
+                    // before the next allocation.
+                    unsafe {
+                        m.roots().push(None);
+                        for _ in 0..100_000 {
+                            let n = m.alloc(&node).unwrap();
+                            let head = m.roots()[0];
+                            m.store_ref(n, 0, head).unwrap();
+                            m.roots()[0] = Some(n);
+                        }
+                    }
+                    // The first cycle measures how long marking takes;
+                    // the next ones are paced by it.
+                    for _ in 0..30 {
+                        m.collect_with(Strategy::ConcurrentMove).expect("a cycle");
+                        if h.stats().pacing_delays > 0 {
+                            break;
+                        }
+                    }
+                    done.store(true, Ordering::Relaxed);
+                })
+                .unwrap()
+        };
+        let allocator = {
+            let (h, done) = (heap.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("allocator".into())
+                .spawn(move || {
+                    let mut m = h.attach().unwrap();
+                    let garbage = Layout::record(2, 0, 1016).unwrap();
+                    let mut allocated = 0usize;
+                    // Garbage as fast as possible while the collector runs
+                    // (bounded: 4 GiB).
+                    while allocated < 4 << 30 && !done.load(Ordering::Relaxed) {
+                        m.alloc(&garbage).unwrap();
+                        allocated += garbage.size();
+                    }
+                })
+                .unwrap()
+        };
+        collector.join().unwrap();
+        allocator.join().unwrap();
+        let s = heap.stats();
+        let paced_cycles: Vec<_> = s.recent.iter().filter(|c| c.pacing_delays > 0).collect();
+        match pacing {
+            Some(max) => {
+                assert!(s.pacing_delays > 0, "never paced: {:?}", s.recent);
+                let me = &s.detached_threads;
+                assert_eq!(
+                    me.pacing_delays, s.pacing_delays,
+                    "the allocator's, counted"
+                );
+                assert!(me.pacing_delay_total > Duration::ZERO);
+                assert!(!paced_cycles.is_empty());
+                let c = paced_cycles[0];
+                // Each delay is at most `max` (plus a sleep's overshoot).
+                assert!(
+                    c.pacing_delay <= (max + Duration::from_millis(5)) * c.pacing_delays as u32,
+                    "{c:?}"
+                );
+                assert!(
+                    c.log_line()
+                        .contains(&format!(" paced {} (", c.pacing_delays)),
+                    "{}",
+                    c.log_line()
+                );
+            }
+            None => {
+                assert_eq!(s.pacing_delays, 0);
+                assert!(paced_cycles.is_empty());
+            }
+        }
+    }
+}

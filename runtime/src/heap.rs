@@ -113,6 +113,24 @@ impl HeapBuilder {
         self
     }
 
+    /// Collector threads that work while mutators run (concurrent marking
+    /// and compaction), within `1..=gc_threads`; pauses use all of them.
+    /// Default: all of them (fewer made cycles longer and allocations
+    /// stall in a tight heap; see `HeapConfig::concurrent_gc_threads`).
+    pub fn concurrent_gc_threads(mut self, n: usize) -> Self {
+        self.config.concurrent_gc_threads = Some(n);
+        self
+    }
+
+    /// Allocation pacing: the longest a thread taking a new TLAB waits
+    /// while a concurrent cycle marks, so that mutators do not fill the
+    /// heap before the cycle's flip and stall there (see
+    /// `HeapConfig::pacing_max_delay`); `None` turns it off. Default 10 ms.
+    pub fn pacing_max_delay(mut self, max: Option<std::time::Duration>) -> Self {
+        self.config.pacing_max_delay = max;
+        self
+    }
+
     /// Bytes per thread-local allocation buffer. Default 32 KiB.
     pub fn tlab_size(mut self, bytes: usize) -> Self {
         self.config.tlab_size = bytes;
