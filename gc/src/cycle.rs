@@ -1105,6 +1105,8 @@ impl Collector {
             install,
             fault_mode: support.fault_mode,
             injection: gc.settings.injection,
+            cycle: st.cycle,
+            threads: world.threads_by_tid(),
         }));
         // Fault service first, so nothing can fault unserved.
         let handler = match (support.fault_mode, &support.slot) {

@@ -498,9 +498,24 @@ impl GcHeap {
     /// heap. It detaches when dropped, or when its thread exits if it was
     /// leaked.
     pub fn attach(&self) -> Result<MutatorContext, AlreadyAttached> {
+        self.attach_as(None)
+    }
+
+    /// [`attach`](Self::attach), naming the mutator `name` in statistics
+    /// (`ThreadStats::name`), the GC log and diagnostics instead of by its
+    /// thread's name: e.g. `"ui"` apart from `"worker"`.
+    pub fn attach_named(&self, name: &str) -> Result<MutatorContext, AlreadyAttached> {
+        self.attach_as(Some(name.to_string()))
+    }
+
+    fn attach_as(&self, name: Option<String>) -> Result<MutatorContext, AlreadyAttached> {
         Ok(MutatorContext {
             heap: self.clone(),
-            attached: Attached::new(self.inner.gc.coord().clone(), self.inner.gc.satb().clone())?,
+            attached: Attached::named(
+                self.inner.gc.coord().clone(),
+                self.inner.gc.satb().clone(),
+                name,
+            )?,
         })
     }
 

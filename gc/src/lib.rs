@@ -53,5 +53,5 @@ pub use object::{FieldError, Header, Kind, Layout, LayoutError, ObjRef};
 pub use safepoint::AlreadyAttached;
 pub use stats::{
     CycleProgress, CycleStats, FullReason, HeapStats, LatencyHistogram, Pause, PauseKind, Phase,
-    Strategy, ThreadStats, Trigger,
+    SlowFault, Strategy, ThreadFaults, ThreadStats, Trigger, FAULT_BUCKETS, WORST_FAULTS,
 };

@@ -27,7 +27,7 @@
 //! coordinator's mutex only on state changes.
 
 use std::cell::{RefCell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -111,6 +111,151 @@ pub(crate) struct ThreadCounters {
     pub pacing_delays: AtomicU64,
     /// Their summed delay, nanoseconds.
     pub pacing_delay_ns: AtomicU64,
+    /// Faults this thread took on pages a concurrent cycle had not
+    /// compacted yet, and their stalls.
+    pub faults: FaultCounters,
+}
+
+/// Stall buckets of a thread's faults: bucket `b` counts stalls under
+/// `2^(b+1)` µs (bucket 0: under 2 µs), the last one everything longer.
+pub const FAULT_BUCKETS: usize = 24;
+
+/// How many of a thread's longest faults are kept.
+pub const WORST_FAULTS: usize = 4;
+
+/// A thread's faults, written from the fault path: by the faulting thread
+/// itself inside its SIGBUS handler, or by the fault-handler thread (one
+/// writer per heap at a time either way). Atomics only: async-signal-safe,
+/// no allocation.
+#[derive(Debug, Default)]
+pub(crate) struct FaultCounters {
+    count: AtomicU64,
+    stall_ns: AtomicU64,
+    max_ns: AtomicU64,
+    buckets: [AtomicU64; FAULT_BUCKETS],
+    /// The longest faults: (page address, stall ns, cycle).
+    worst: [(AtomicUsize, AtomicU64, AtomicU64); WORST_FAULTS],
+}
+
+impl FaultCounters {
+    /// Records a fault on the page at `page` that stalled the thread for
+    /// `d` during `cycle`. Async-signal-safe.
+    #[inline]
+    pub(crate) fn record(&self, page: usize, d: Duration, cycle: u64) {
+        let ns = d.as_nanos() as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.stall_ns.fetch_add(ns, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        let us = ns / 1000;
+        let b = if us < 2 {
+            0
+        } else {
+            (63 - us.leading_zeros()) as usize
+        };
+        self.buckets[b.min(FAULT_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        // Replace the shortest kept fault if this one is longer (one writer
+        // at a time: no race between the load and the stores).
+        let (i, shortest) = self
+            .worst
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i, w.1.load(Ordering::Relaxed)))
+            .min_by_key(|&(_, ns)| ns)
+            .unwrap_or((0, u64::MAX));
+        if ns > shortest {
+            let w = &self.worst[i];
+            w.0.store(page, Ordering::Relaxed);
+            w.1.store(ns, Ordering::Relaxed);
+            w.2.store(cycle, Ordering::Relaxed);
+        }
+    }
+
+    /// A snapshot.
+    fn snapshot(&self) -> ThreadFaults {
+        let mut worst: Vec<SlowFault> = self
+            .worst
+            .iter()
+            .filter_map(|w| {
+                let ns = w.1.load(Ordering::Relaxed);
+                (ns > 0).then(|| SlowFault {
+                    page: w.0.load(Ordering::Relaxed),
+                    stall: Duration::from_nanos(ns),
+                    cycle: w.2.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        worst.sort_by_key(|f| std::cmp::Reverse(f.stall));
+        ThreadFaults {
+            count: self.count.load(Ordering::Relaxed),
+            stall_total: Duration::from_nanos(self.stall_ns.load(Ordering::Relaxed)),
+            stall_max: Duration::from_nanos(self.max_ns.load(Ordering::Relaxed)),
+            buckets: std::array::from_fn(|b| self.buckets[b].load(Ordering::Relaxed)),
+            slowest: worst,
+        }
+    }
+}
+
+/// One of a thread's slowest faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowFault {
+    /// The page's address (in the to-space of that cycle).
+    pub page: usize,
+    /// How long the thread waited.
+    pub stall: Duration,
+    /// The cycle it happened in.
+    pub cycle: u64,
+}
+
+/// A thread's faults on pages not compacted yet (concurrent cycles), in
+/// either fault mode: how many, how long it waited in all, the longest
+/// wait, quantiles, and the slowest ones with their pages.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ThreadFaults {
+    /// Faults taken.
+    pub count: u64,
+    /// Their stalls summed.
+    pub stall_total: Duration,
+    /// The longest stall.
+    pub stall_max: Duration,
+    /// Stalls by power of two of microseconds (see
+    /// [`stall_quantile`](Self::stall_quantile)).
+    pub buckets: [u64; FAULT_BUCKETS],
+    /// The slowest faults (at most [`WORST_FAULTS`]), longest first.
+    pub slowest: Vec<SlowFault>,
+}
+
+impl ThreadFaults {
+    /// An upper bound of the `q`-quantile (0..=1) of the stalls: the top of
+    /// the power-of-two bucket it falls in (at most the longest stall);
+    /// zero without faults.
+    pub fn stall_quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let want = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                let top = Duration::from_micros(1 << (b + 1));
+                return top.min(self.stall_max);
+            }
+        }
+        self.stall_max
+    }
+
+    /// Adds `o`'s faults to these (totals over threads).
+    pub fn add(&mut self, o: &ThreadFaults) {
+        self.count += o.count;
+        self.stall_total += o.stall_total;
+        self.stall_max = self.stall_max.max(o.stall_max);
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.slowest.extend(o.slowest.iter().copied());
+        self.slowest.sort_by_key(|f| std::cmp::Reverse(f.stall));
+        self.slowest.truncate(WORST_FAULTS);
+    }
 }
 
 impl ThreadCounters {
@@ -156,6 +301,8 @@ pub struct ThreadStats {
     pub pacing_delays: u64,
     /// Their summed delay.
     pub pacing_delay_total: Duration,
+    /// Its faults on pages a concurrent cycle had not compacted yet.
+    pub faults: ThreadFaults,
 }
 
 impl ThreadStats {
@@ -172,6 +319,7 @@ impl ThreadStats {
             held_up_world: d(&c.held_up_ns),
             pacing_delays: c.pacing_delays.load(Ordering::Relaxed),
             pacing_delay_total: d(&c.pacing_delay_ns),
+            faults: c.faults.snapshot(),
         }
     }
 
@@ -184,15 +332,23 @@ impl ThreadStats {
         self.held_up_world += o.held_up_world;
         self.pacing_delays += o.pacing_delays;
         self.pacing_delay_total += o.pacing_delay_total;
+        self.faults.add(&o.faults);
     }
 }
 
 impl Default for MutatorShared {
     fn default() -> Self {
+        MutatorShared::for_thread(None)
+    }
+}
+
+impl MutatorShared {
+    /// The calling thread's, named `name` in statistics and diagnostics, or
+    /// by the thread's own name (`unnamed` if it has none).
+    fn for_thread(name: Option<String>) -> MutatorShared {
         let cur = std::thread::current();
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
-        let name = cur.name().unwrap_or("unnamed").to_string();
+        let tid = crate::cputime::gettid();
+        let name = name.unwrap_or_else(|| cur.name().unwrap_or("unnamed").to_string());
         MutatorShared {
             state: UnsafeCell::default(),
             status: AtomicU8::new(Status::Running as u8),
@@ -307,6 +463,14 @@ impl StoppedWorld<'_> {
     /// waited for any.
     pub fn last_to_safepoint(&self) -> Option<&str> {
         self.last.as_deref()
+    }
+
+    /// Every attached mutator by thread id (sorted), for attributing the
+    /// faults of the cycle this stop flips.
+    pub(crate) fn threads_by_tid(&self) -> Vec<(i32, Arc<MutatorShared>)> {
+        let mut v: Vec<_> = self.mutators.iter().map(|m| (m.tid, m.clone())).collect();
+        v.sort_by_key(|&(tid, _)| tid);
+        v
     }
 
     /// The states of all attached mutators (the caller's included).
@@ -446,8 +610,8 @@ impl Coordinator {
     }
 
     /// Registers a new running mutator (waits for a running collection).
-    pub(crate) fn attach(&self) -> Arc<MutatorShared> {
-        let shared = Arc::new(MutatorShared::default());
+    pub(crate) fn attach(&self, name: Option<String>) -> Arc<MutatorShared> {
+        let shared = Arc::new(MutatorShared::for_thread(name));
         let mut s = self.lock();
         while s.active {
             s = self.wait(s);
@@ -641,13 +805,26 @@ impl Attached {
     /// Attaches the calling thread (at most once per heap; the
     /// thread-local registry detaches it when the thread exits if it is
     /// never dropped).
+    #[cfg(test)]
     pub fn new(coord: Arc<Coordinator>, satb: Arc<SatbLog>) -> Result<Attached, AlreadyAttached> {
+        Attached::named(coord, satb, None)
+    }
+
+    /// Attaches the calling thread (at most once per heap; the
+    /// thread-local registry detaches it when the thread exits if it is
+    /// never dropped), naming the mutator `name` in statistics and
+    /// diagnostics, or by its thread's name if `None`.
+    pub fn named(
+        coord: Arc<Coordinator>,
+        satb: Arc<SatbLog>,
+        name: Option<String>,
+    ) -> Result<Attached, AlreadyAttached> {
         THREAD.with(|t| {
             let mut t = t.0.borrow_mut();
             if t.iter().any(|m| Arc::ptr_eq(&m.coord, &coord)) {
                 return Err(AlreadyAttached);
             }
-            let shared = coord.attach();
+            let shared = coord.attach(name);
             t.push(Membership {
                 coord: coord.clone(),
                 satb: satb.clone(),

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::safepoint::StoppedWorld;
-pub use crate::safepoint::ThreadStats;
+pub use crate::safepoint::{SlowFault, ThreadFaults, ThreadStats, FAULT_BUCKETS, WORST_FAULTS};
 
 /// Which stop of the world a pause was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

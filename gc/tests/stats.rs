@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use movegc_gc::concurrent::FaultMode;
 use movegc_gc::{AllocError, GcHeap, HeapConfig, Layout, PauseKind, Phase, Strategy};
 
 fn heap(capacity: usize, strategy: Strategy) -> GcHeap {
@@ -358,5 +359,112 @@ fn fast_allocation_during_marking_is_paced() {
                 assert!(paced_cycles.is_empty());
             }
         }
+    }
+}
+
+/// Per-thread fault attribution, in both fault modes: the named thread
+/// that reads the heap while a cycle compacts is charged with its faults
+/// (count, stalls, slowest pages with their cycle); the thread that only
+/// collects is charged with none; and every fault the cycles counted is
+/// some thread's.
+#[test]
+fn faults_are_attributed_to_the_thread_that_took_them() {
+    for fault_mode in [FaultMode::Sigbus, FaultMode::HandlerThread] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 64 << 20,
+            strategy: Strategy::ConcurrentMove,
+            fault_mode,
+            gc_threads: 1,
+            verify: false,
+            ..Default::default()
+        })
+        .expect("heap");
+        if heap.strategy() == Strategy::StopTheWorld {
+            eprintln!("skipped: userfaultfd unavailable");
+            return;
+        }
+        let (built, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let reader = {
+            let (h, built, done) = (heap.clone(), built.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut m = h.attach_named("reader").unwrap();
+                let node = Layout::record(1, 1, 240).unwrap();
+                // SAFETY: each node is stored in the list (a root) before
+                // the next allocation; the walks below hold raw references
+                // only between safepoints (no allocation inside).
+                unsafe {
+                    m.roots().push(None);
+                    for i in 0..50_000u64 {
+                        let n = m.alloc(&node).unwrap();
+                        n.write_u64(0, i).unwrap();
+                        let head = m.roots()[0];
+                        m.store_ref(n, 0, head).unwrap();
+                        m.roots()[0] = Some(n);
+                    }
+                    built.store(true, Ordering::Release);
+                    while !done.load(Ordering::Acquire) {
+                        let (mut cur, mut n) = (m.roots()[0], 0u64);
+                        while let Some(o) = cur {
+                            assert_eq!(o.read_u64(0).unwrap(), 49_999 - n);
+                            cur = o.load_ref(0).unwrap();
+                            n += 1;
+                        }
+                        assert_eq!(n, 50_000);
+                        m.safepoint();
+                    }
+                }
+            })
+        };
+        let mut c = heap.attach_named("collector").unwrap();
+        while !built.load(Ordering::Acquire) {
+            c.blocking(|| std::thread::sleep(Duration::from_millis(1)));
+        }
+        for _ in 0..100 {
+            c.collect_with(Strategy::ConcurrentMove).expect("a cycle");
+            let s = heap.stats();
+            if s.threads
+                .iter()
+                .any(|t| t.name == "reader" && t.faults.count > 0)
+            {
+                break;
+            }
+        }
+        let s = heap.stats();
+        done.store(true, Ordering::Release);
+        reader.join().unwrap();
+        let by_name = |n: &str| s.threads.iter().find(|t| t.name == n).unwrap().clone();
+        let (r, col) = (by_name("reader"), by_name("collector"));
+        assert!(
+            r.faults.count > 0,
+            "{fault_mode:?}: the reader never faulted: {r:?}"
+        );
+        assert_eq!(col.faults.count, 0, "{fault_mode:?}: {col:?}");
+        assert_eq!(r.faults.buckets.iter().sum::<u64>(), r.faults.count);
+        assert!(r.faults.stall_total >= r.faults.stall_max);
+        assert!(r.faults.stall_quantile(0.5) <= r.faults.stall_quantile(0.99));
+        assert!(r.faults.stall_quantile(0.99) <= r.faults.stall_max);
+        assert!(!r.faults.slowest.is_empty());
+        assert!(r.faults.slowest.len() <= movegc_gc::WORST_FAULTS);
+        assert_eq!(r.faults.slowest[0].stall, r.faults.stall_max);
+        assert!(r
+            .faults
+            .slowest
+            .windows(2)
+            .all(|w| w[0].stall >= w[1].stall));
+        for f in &r.faults.slowest {
+            assert!(f.cycle >= 1 && f.cycle <= s.cycles, "{f:?}");
+            assert_eq!(f.page % 4096, 0, "{f:?}");
+        }
+        // Every fault a cycle counted was attributed to one of the two.
+        let counted: u64 = s
+            .recent
+            .iter()
+            .filter_map(|c| c.fault_stall_us.as_ref())
+            .map(|h| h.len())
+            .sum();
+        assert_eq!(counted, r.faults.count, "{fault_mode:?}");
     }
 }

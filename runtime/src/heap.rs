@@ -34,6 +34,18 @@ impl Heap {
         Ok(Mutator::new(self.clone(), ctx))
     }
 
+    /// [`attach`](Self::attach), naming the mutator `name` in the
+    /// statistics (`HeapStats::threads`: its allocation stalls, pacing
+    /// delays, faults and safepoint delays), the GC log and diagnostics,
+    /// instead of by its thread's name: e.g. `"ui"` apart from the workers.
+    pub fn attach_named(&self, name: &str) -> Result<Mutator> {
+        let ctx = self
+            .gc
+            .attach_named(name)
+            .map_err(|_| Error::AlreadyAttached)?;
+        Ok(Mutator::new(self.clone(), ctx))
+    }
+
     /// A snapshot of the collector statistics.
     pub fn stats(&self) -> HeapStats {
         self.gc.stats()

@@ -67,7 +67,7 @@ pub use movegc_gc::concurrent::FaultMode;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
     ConfigError, CycleProgress, CycleStats, FieldError, FullReason, HeapStats, Kind,
-    LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, Strategy, ThreadStats, Trigger,
-    FILLER_TAG, MAX_CAPACITY,
+    LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, SlowFault, Strategy,
+    ThreadFaults, ThreadStats, Trigger, FILLER_TAG, MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};

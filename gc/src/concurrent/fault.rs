@@ -321,7 +321,9 @@ fn handle(addr: usize) -> bool {
         let user = s.cycle.enter();
         if let Some(c) = user.get() {
             if c.contains(addr) {
-                c.resolve_fault(addr);
+                // The faulting thread is this one (gettid is a plain
+                // syscall: async-signal-safe).
+                c.resolve_fault(addr, Some(crate::cputime::gettid()));
             }
         }
         drop(user);
@@ -527,8 +529,10 @@ fn serve(cycle: &CycleShared, stop: &AtomicBool) {
             panic!("injected panic in the fault-handler thread");
         }
         match cycle.uffd().wait_event(Some(Duration::from_millis(2))) {
-            Ok(Some(Event::PageFault { address, .. })) if cycle.contains(address) => {
-                cycle.resolve_fault(address)
+            Ok(Some(Event::PageFault {
+                address, thread_id, ..
+            })) if cycle.contains(address) => {
+                cycle.resolve_fault(address, thread_id.map(|t| t as i32))
             }
             Ok(_) => {}
             Err(e) => {

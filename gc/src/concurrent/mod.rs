@@ -63,6 +63,7 @@ use crate::compact::{Black, Compactor, OldPages};
 use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{CardTable, ObjectStarts};
 use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
+use crate::safepoint::MutatorShared;
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
 
@@ -174,6 +175,10 @@ pub struct Counters {
     pub faults_resolved: AtomicUsize,
     /// Faults on pages someone else was already producing.
     pub faults_waited: AtomicUsize,
+    /// Faults of threads that were not attached at the flip (or, in
+    /// handler-thread mode, events without a thread id): not attributed
+    /// to any thread.
+    pub faults_unattributed: AtomicUsize,
     /// GC pages that went through the buffer because no recycled page was free.
     pub recycle_shortfall: AtomicUsize,
     /// Pages of large objects with references (the arena) whose references
@@ -422,6 +427,9 @@ pub struct CycleShared {
     pub counters: Counters,
     /// Stalls of resolved and waited faults.
     pub stalls: StallHistogram,
+    cycle: u64,
+    /// See [`CycleSetup::threads`].
+    threads: Vec<(i32, Arc<MutatorShared>)>,
     /// The recycler's free range (lock-free: the fault path takes from it).
     free: FreeRange,
     /// GC threads' block bookkeeping, and their wait for a higher block.
@@ -496,6 +504,11 @@ pub(crate) struct CycleSetup {
     pub install: InstallMode,
     pub fault_mode: FaultMode,
     pub injection: Injection,
+    /// The cycle's number.
+    pub cycle: u64,
+    /// The mutators attached at the flip, sorted by thread id: whose
+    /// faults are attributed to them.
+    pub threads: Vec<(i32, Arc<MutatorShared>)>,
 }
 
 impl CycleShared {
@@ -570,6 +583,8 @@ impl CycleShared {
             install: s.install,
             fault_mode: s.fault_mode,
             injection: s.injection,
+            cycle: s.cycle,
+            threads: s.threads,
             inject_n: AtomicU32::new(0),
             counters: Counters::default(),
             stalls: StallHistogram::default(),
@@ -712,7 +727,11 @@ impl CycleShared {
     /// caller checked [`contains`](Self::contains)) and below `npages`
     /// where it indexes `states` and `srcs`; the histogram clamps its
     /// bucket. In SIGBUS mode it returns only once the page is mapped.
-    pub fn resolve_fault(&self, addr: usize) {
+    ///
+    /// `tid` is the faulting thread's kernel id (the caller in SIGBUS
+    /// mode, the event's in handler-thread mode): its stall is recorded
+    /// in that mutator's counters (`HeapStats::threads`).
+    pub fn resolve_fault(&self, addr: usize, tid: Option<i32>) {
         let t0 = Instant::now();
         let p = (addr - self.space_start) / PAGE_SIZE;
         let page_addr = self.space_start + p * PAGE_SIZE;
@@ -766,7 +785,27 @@ impl CycleShared {
         } else {
             self.resolve_page(p, page_addr);
         }
-        self.stalls.record(t0.elapsed());
+        let stall = t0.elapsed();
+        self.stalls.record(stall);
+        self.attribute(tid, page_addr, stall);
+    }
+
+    /// Records a fault's stall in the faulting thread's counters.
+    /// Async-signal-safe: a binary search of an immutable vector, atomics.
+    fn attribute(&self, tid: Option<i32>, page: usize, stall: Duration) {
+        let found = tid.and_then(|tid| self.threads.binary_search_by_key(&tid, |&(t, _)| t).ok());
+        match found {
+            Some(i) => self.threads[i]
+                .1
+                .counters
+                .faults
+                .record(page, stall, self.cycle),
+            None => {
+                self.counters
+                    .faults_unattributed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// An allocation-region fault in MOVE mode: takes up to `n` free
@@ -1352,6 +1391,8 @@ pub(crate) fn test_cycle(
         install: InstallMode::Move,
         fault_mode: FaultMode::HandlerThread,
         injection: Injection::default(),
+        cycle: 0,
+        threads: Vec::new(),
     })
 }
 
