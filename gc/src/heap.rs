@@ -874,8 +874,13 @@ impl MutatorContext {
         let t0 = std::time::Instant::now();
         let heap = self.heap.clone();
         self.attached.blocking(|| {
-            while t0.elapsed() < d {
-                std::thread::sleep((d - t0.elapsed()).min(std::time::Duration::from_millis(1)));
+            // `saturating_sub`: time passes between the check and the sleep.
+            loop {
+                let left = d.saturating_sub(t0.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                std::thread::sleep(left.min(std::time::Duration::from_millis(1)));
                 let marking = heap.inner.gc.progress();
                 if marking.is_none_or(|q| q.cycle != p.cycle || q.phase != Phase::Marking) {
                     break;
