@@ -288,6 +288,13 @@ pub struct AppReport {
     pub fault_stall_max_us: u64,
     /// Sum of fault stalls, microseconds.
     pub fault_stall_total_us: u64,
+    /// The UI thread's share of the faults (attributed per thread,
+    /// `ThreadStats::faults`): count, longest and summed stall (µs).
+    #[serde(default)]
+    pub ui_faults: ThreadFaultsReport,
+    /// The worker threads' share, summed.
+    #[serde(default)]
+    pub worker_faults: ThreadFaultsReport,
     /// Pages installed with `UFFDIO_MOVE`.
     pub pages_moved: u64,
     /// Pages installed with `UFFDIO_COPY`.
@@ -450,6 +457,20 @@ impl RunReport {
                 sum(|a| a.ebusy_fallbacks),
                 mib(sum(|a| a.rss_kib)),
                 mib(sum(|a| a.pss_kib)),
+            );
+            // Who waited: the UI thread (a missed frame's cause) apart
+            // from the workers.
+            let _ = writeln!(
+                t,
+                "{:>18} UI threads {} faults (longest {} us, {} ms in all), workers {} faults \
+                 (longest {} us, {} ms in all)",
+                "faults by thread:",
+                sum(|a| a.ui_faults.faults),
+                max(|a| a.ui_faults.stall_max_us),
+                ms(sum(|a| a.ui_faults.stall_total_us)),
+                sum(|a| a.worker_faults.faults),
+                max(|a| a.worker_faults.stall_max_us),
+                ms(sum(|a| a.worker_faults.stall_total_us)),
             );
             let first =
                 |f: fn(&FirstCycle) -> u64| mib(s.apps.iter().map(|a| f(&a.first_cycle)).sum());
@@ -1406,7 +1427,7 @@ fn worker(
     wid: usize,
     sleep: Duration,
 ) -> Res<Work> {
-    let mut m = heap.attach()?;
+    let mut m = heap.attach_named(&format!("worker-{wid}"))?;
     let mut w = Work::default();
     let ring = m.alloc(&Layout::ref_array(TAG_RING, RING)?)?;
     let mut seq = 0u64;
@@ -1486,7 +1507,18 @@ fn app_body(
             ebusy_fallbacks: c.ebusy_fallbacks as u64,
         };
     }
-    let base_cycles = heap.stats().cycles;
+    let base = heap.stats();
+    let base_cycles = base.cycles;
+    // The faults of the frames phase, per thread: the UI thread ("ui",
+    // named in the zygote) and the workers (detached when they end).
+    let ui_of = |s: &movegc::HeapStats| {
+        s.threads
+            .iter()
+            .find(|t| t.name == "ui")
+            .map(|t| t.faults.clone())
+            .unwrap_or_default()
+    };
+    let (base_ui, base_workers) = (ui_of(&base), base.detached_threads.faults.clone());
     let stop = AtomicBool::new(false);
 
     let mut shadow = Spec {
@@ -1521,6 +1553,8 @@ fn app_body(
         .filter(|c| c.cycle > base_cycles)
         .collect();
     rep.collections = stats.cycles - base_cycles;
+    rep.ui_faults = ThreadFaultsReport::since(&ui_of(&stats), &base_ui);
+    rep.worker_faults = ThreadFaultsReport::since(&stats.detached_threads.faults, &base_workers);
     let mut names: Vec<&str> = Vec::new();
     for c in &cycles {
         if let Some(s) = c.strategy {
@@ -1708,6 +1742,28 @@ fn reap(pid: Pid, deadline: Instant) -> Option<String> {
     }
 }
 
+/// One thread's (or a group's) faults during the frames.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadFaultsReport {
+    /// Faults on pages not compacted yet.
+    pub faults: u64,
+    /// The longest stall, microseconds.
+    pub stall_max_us: u64,
+    /// The stalls summed, microseconds.
+    pub stall_total_us: u64,
+}
+
+impl ThreadFaultsReport {
+    /// `now` minus `base` (both cumulative over the heap's life).
+    fn since(now: &movegc::ThreadFaults, base: &movegc::ThreadFaults) -> ThreadFaultsReport {
+        ThreadFaultsReport {
+            faults: now.count - base.count.min(now.count),
+            stall_max_us: micros(now.stall_max),
+            stall_total_us: micros(now.stall_total.saturating_sub(base.stall_total)),
+        }
+    }
+}
+
 /// Asks the kernel to kill this process when the thread that forked it
 /// dies, and leaves at once if that already happened.
 fn die_with_parent(parent: Pid) {
@@ -1739,7 +1795,8 @@ fn zygote(cfg: &Config, strategy: Strategy) -> StrategyReport {
         builder = builder.gc_cpu_target(None);
     }
     let built = builder.build().map_err(Failure::from).and_then(|heap| {
-        let m = heap.attach()?;
+        // This thread becomes every app's UI thread after the fork.
+        let m = heap.attach_named("ui")?;
         Ok((heap, m))
     });
     let (heap, mut m) = match built {

@@ -82,6 +82,17 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
             if s.effective == "stop-the-world" {
                 assert_eq!(a.faults, 0, "{who}: faults without concurrent cycles");
             }
+            // Every fault of the frames phase is the UI thread's or a
+            // worker's (the UI thread attached in the zygote, its thread
+            // id changed in the fork: still charged to it). The threads'
+            // counts also hold their first touches of fresh allocation
+            // pages, which the cycles' `faults` leave out.
+            assert!(
+                a.ui_faults.faults + a.worker_faults.faults >= a.faults,
+                "{who}: faults by thread {:?} + {:?}",
+                a.ui_faults,
+                a.worker_faults
+            );
             // The first collection after the fork: the compacted preload is
             // the dense prefix, shared with the zygote until then.
             let f = &a.first_cycle;

@@ -1664,6 +1664,7 @@ fn drive(
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::LatencyHistogram(shared.stalls.to_hdr()));
+    st.fault_threads = shared.fault_threads();
     st.madvise_calls += sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
     // Hand the metadata back for the next cycle.
     let mut shared = shared;

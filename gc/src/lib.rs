@@ -52,6 +52,7 @@ pub use heap::{
 pub use object::{FieldError, Header, Kind, Layout, LayoutError, ObjRef};
 pub use safepoint::AlreadyAttached;
 pub use stats::{
-    CycleProgress, CycleStats, FullReason, HeapStats, LatencyHistogram, Pause, PauseKind, Phase,
-    SlowFault, Strategy, ThreadFaults, ThreadStats, Trigger, FAULT_BUCKETS, WORST_FAULTS,
+    CycleProgress, CycleStats, CycleThreadFaults, FullReason, HeapStats, LatencyHistogram, Pause,
+    PauseKind, Phase, SlowFault, Strategy, ThreadFaults, ThreadStats, Trigger, FAULT_BUCKETS,
+    WORST_FAULTS,
 };

@@ -85,8 +85,10 @@ pub struct MutatorShared {
     thread: String,
     /// The thread's name alone (`unnamed` if it has none).
     name: String,
-    /// The thread's kernel id.
+    /// The thread's kernel id (in the process that attached it).
     tid: i32,
+    /// The process that attached it.
+    pid: u32,
     /// What this thread waited for, and made others wait for.
     pub(crate) counters: ThreadCounters,
 }
@@ -170,6 +172,14 @@ impl FaultCounters {
         }
     }
 
+    /// Faults so far and their summed stall, nanoseconds.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.count.load(Ordering::Relaxed),
+            self.stall_ns.load(Ordering::Relaxed),
+        )
+    }
+
     /// A snapshot.
     fn snapshot(&self) -> ThreadFaults {
         let mut worst: Vec<SlowFault> = self
@@ -206,8 +216,10 @@ pub struct SlowFault {
     pub cycle: u64,
 }
 
-/// A thread's faults on pages not compacted yet (concurrent cycles), in
-/// either fault mode: how many, how long it waited in all, the longest
+/// A thread's faults during concurrent cycles, in either fault mode: on
+/// pages not compacted yet, and first touches of fresh allocation-region
+/// pages (zero-filled; `CycleStats::faults` leaves those out, its stall
+/// histogram has them): how many, how long it waited in all, the longest
 /// wait, quantiles, and the slowest ones with their pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ThreadFaults {
@@ -336,6 +348,19 @@ impl ThreadStats {
     }
 }
 
+/// The id, in process `now`, of the thread that attached as `tid` in
+/// process `pid`. After a `fork()` the child's only thread (the one that
+/// forked) has a new id, the child's pid: so a mutator attached in another
+/// process is taken to be that thread (the only one of the parent's that
+/// can still run; see `fork` in docs/embedding.md).
+fn current_tid(tid: i32, pid: u32, now: u32) -> i32 {
+    if pid == now {
+        tid
+    } else {
+        now as i32
+    }
+}
+
 impl Default for MutatorShared {
     fn default() -> Self {
         MutatorShared::for_thread(None)
@@ -343,6 +368,11 @@ impl Default for MutatorShared {
 }
 
 impl MutatorShared {
+    /// The thread, as diagnostics name it ("'name' (tid N)").
+    pub(crate) fn label(&self) -> &str {
+        &self.thread
+    }
+
     /// The calling thread's, named `name` in statistics and diagnostics, or
     /// by the thread's own name (`unnamed` if it has none).
     fn for_thread(name: Option<String>) -> MutatorShared {
@@ -356,6 +386,7 @@ impl MutatorShared {
             thread: format!("'{name}' (tid {tid})"),
             name,
             tid,
+            pid: std::process::id(),
             counters: ThreadCounters::default(),
         }
     }
@@ -468,8 +499,15 @@ impl StoppedWorld<'_> {
     /// Every attached mutator by thread id (sorted), for attributing the
     /// faults of the cycle this stop flips.
     pub(crate) fn threads_by_tid(&self) -> Vec<(i32, Arc<MutatorShared>)> {
-        let mut v: Vec<_> = self.mutators.iter().map(|m| (m.tid, m.clone())).collect();
-        v.sort_by_key(|&(tid, _)| tid);
+        let now = std::process::id();
+        let mut v: Vec<_> = self
+            .mutators
+            .iter()
+            .map(|m| (current_tid(m.tid, m.pid, now), m.clone()))
+            .collect();
+        // One entry per id, this process's own mutator first.
+        v.sort_by_key(|(tid, m)| (*tid, m.pid != now));
+        v.dedup_by_key(|(tid, _)| *tid);
         v
     }
 
@@ -919,6 +957,47 @@ mod tests {
 
     fn attach(c: &Arc<Coordinator>) -> Attached {
         Attached::new(c.clone(), Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn a_mutator_of_the_parent_is_the_forked_thread_in_a_child() {
+        assert_eq!(current_tid(1234, 1000, 1000), 1234, "same process");
+        assert_eq!(current_tid(1234, 1000, 2000), 2000, "child: its pid");
+    }
+
+    #[test]
+    fn fault_counters_keep_the_slowest_and_quantiles() {
+        let c = FaultCounters::default();
+        for (i, us) in [1u64, 3, 5, 700, 9, 40, 2].into_iter().enumerate() {
+            c.record(4096 * (i + 1), Duration::from_micros(us), 7);
+        }
+        let f = c.snapshot();
+        assert_eq!(f.count, 7);
+        assert_eq!(f.stall_max, Duration::from_micros(700));
+        assert_eq!(f.stall_total, Duration::from_micros(760));
+        assert_eq!(f.buckets.iter().sum::<u64>(), 7);
+        let slow: Vec<_> = f
+            .slowest
+            .iter()
+            .map(|s| (s.page, s.stall.as_micros()))
+            .collect();
+        assert_eq!(
+            slow,
+            [
+                (4096 * 4, 700),
+                (4096 * 6, 40),
+                (4096 * 5, 9),
+                (4096 * 3, 5)
+            ]
+        );
+        assert!(f.slowest.iter().all(|s| s.cycle == 7));
+        // p50 is the 4th of 7 (5 us: bucket [4, 8) us); p99 is the longest.
+        assert_eq!(f.stall_quantile(0.5), Duration::from_micros(8));
+        assert_eq!(f.stall_quantile(0.99), Duration::from_micros(700));
+        let mut sum = f.clone();
+        sum.add(&f);
+        assert_eq!((sum.count, sum.slowest.len()), (14, WORST_FAULTS));
+        assert_eq!(sum.slowest[0].stall, Duration::from_micros(700));
     }
 
     #[test]

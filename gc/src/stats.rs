@@ -281,7 +281,12 @@ impl CycleStats {
                 self.pages_moved, self.pages_copied, self.faults
             );
             if let Some(st) = self.fault_stall_us.as_ref().filter(|s| !s.0.is_empty()) {
-                let _ = write!(l, " (p99 {}us)", st.0.value_at_quantile(0.99));
+                let _ = write!(l, " (p99 {}us", st.0.value_at_quantile(0.99));
+                // Who waited, the three that waited longest.
+                for t in self.fault_threads.iter().take(3) {
+                    let _ = write!(l, "; {} {} {}", t.thread, t.faults, ms(t.stall));
+                }
+                l.push(')');
             }
         }
         if self.pacing_delays > 0 {
@@ -467,6 +472,20 @@ pub struct CycleStats {
     pub fault_waits: usize,
     /// Fault-resolution times, microseconds.
     pub fault_stall_us: Option<LatencyHistogram>,
+    /// The threads that took faults during this cycle, longest summed
+    /// stall first (see `ThreadFaults` for what counts).
+    pub fault_threads: Vec<CycleThreadFaults>,
+}
+
+/// One thread's faults during one cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleThreadFaults {
+    /// The thread ("'name' (tid N)").
+    pub thread: String,
+    /// Its faults.
+    pub faults: u64,
+    /// Their stalls summed.
+    pub stall: Duration,
 }
 
 impl CycleStats {

@@ -89,6 +89,41 @@ fn cycles(m: &mut MutatorContext, strategy: Strategy) -> (Vec<Strategy>, usize) 
     (used, pages)
 }
 
+/// In a forked child: another thread collects while this one (the thread
+/// that forked, whose id changed in the fork) reads the lists; its faults
+/// must still be charged to its mutator. True without userfaultfd.
+fn forked_reader_is_charged(heap: &GcHeap, m: &mut MutatorContext) -> bool {
+    if !heap.strategy().is_concurrent() {
+        return true;
+    }
+    let charged = |h: &GcHeap| {
+        h.stats()
+            .threads
+            .iter()
+            .any(|t| t.name != "child-collector" && t.faults.count > 0)
+    };
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let collector = {
+        let (h, done) = (heap.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = h.attach_named("child-collector").unwrap();
+            for _ in 0..100 {
+                c.collect_with(Strategy::ConcurrentMove);
+                if charged(&h) {
+                    break;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        })
+    };
+    while !done.load(std::sync::atomic::Ordering::Acquire) {
+        verify(m);
+        m.safepoint();
+    }
+    collector.join().unwrap();
+    charged(heap)
+}
+
 #[test]
 fn parent_and_child_both_collect_after_fork() {
     let uffd = movegc_gc::uffd::Uffd::open(&movegc_gc::uffd::OpenOptions::new()).is_ok();
@@ -121,6 +156,10 @@ fn parent_and_child_both_collect_after_fork() {
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            assert!(
+                forked_reader_is_charged(&heap, &mut m),
+                "the forked thread's faults were not charged to its mutator"
+            );
             let (used, pages) = cycles(&mut m, Strategy::ConcurrentMove);
             assert!(used.iter().all(|&s| s == want), "child used {used:?}");
             assert!(pages > 0 || !want.is_concurrent());

@@ -466,5 +466,24 @@ fn faults_are_attributed_to_the_thread_that_took_them() {
             .map(|h| h.len())
             .sum();
         assert_eq!(counted, r.faults.count, "{fault_mode:?}");
+        // Per cycle too, and named in the GC log line.
+        let mut per_cycle = 0;
+        for t in s.recent.iter().flat_map(|c| &c.fault_threads) {
+            assert!(t.thread.starts_with("'reader' (tid "), "{t:?}");
+            assert!(t.faults > 0 && t.stall > Duration::ZERO, "{t:?}");
+            per_cycle += t.faults;
+        }
+        assert_eq!(per_cycle, r.faults.count, "{fault_mode:?}");
+        let c = s
+            .recent
+            .iter()
+            .find(|c| !c.fault_threads.is_empty())
+            .unwrap();
+        let line = c.log_line();
+        assert!(
+            line.contains("; 'reader' (tid ")
+                && line.contains(&format!(" {} ", c.fault_threads[0].faults)),
+            "{line}"
+        );
     }
 }

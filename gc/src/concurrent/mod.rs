@@ -430,6 +430,8 @@ pub struct CycleShared {
     cycle: u64,
     /// See [`CycleSetup::threads`].
     threads: Vec<(i32, Arc<MutatorShared>)>,
+    /// Each of `threads`' fault totals at the flip (count, stall ns).
+    threads_before: Vec<(u64, u64)>,
     /// The recycler's free range (lock-free: the fault path takes from it).
     free: FreeRange,
     /// GC threads' block bookkeeping, and their wait for a higher block.
@@ -584,6 +586,11 @@ impl CycleShared {
             fault_mode: s.fault_mode,
             injection: s.injection,
             cycle: s.cycle,
+            threads_before: s
+                .threads
+                .iter()
+                .map(|(_, m)| m.counters.faults.totals())
+                .collect(),
             threads: s.threads,
             inject_n: AtomicU32::new(0),
             counters: Counters::default(),
@@ -788,6 +795,26 @@ impl CycleShared {
         let stall = t0.elapsed();
         self.stalls.record(stall);
         self.attribute(tid, page_addr, stall);
+    }
+
+    /// The faults each thread took during this cycle, longest summed stall
+    /// first (threads without faults left out).
+    pub(crate) fn fault_threads(&self) -> Vec<crate::stats::CycleThreadFaults> {
+        let mut v: Vec<_> = self
+            .threads
+            .iter()
+            .zip(&self.threads_before)
+            .filter_map(|((_, m), &(n0, ns0))| {
+                let (n, ns) = m.counters.faults.totals();
+                (n > n0).then(|| crate::stats::CycleThreadFaults {
+                    thread: m.label().to_string(),
+                    faults: n - n0,
+                    stall: Duration::from_nanos(ns.saturating_sub(ns0)),
+                })
+            })
+            .collect();
+        v.sort_by_key(|t| std::cmp::Reverse(t.stall));
+        v
     }
 
     /// Records a fault's stall in the faulting thread's counters.
