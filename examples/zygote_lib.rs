@@ -1757,7 +1757,7 @@ impl ThreadFaultsReport {
     /// `now` minus `base` (both cumulative over the heap's life).
     fn since(now: &movegc::ThreadFaults, base: &movegc::ThreadFaults) -> ThreadFaultsReport {
         ThreadFaultsReport {
-            faults: now.count - base.count.min(now.count),
+            faults: now.count.saturating_sub(base.count),
             stall_max_us: micros(now.stall_max),
             stall_total_us: micros(now.stall_total.saturating_sub(base.stall_total)),
         }

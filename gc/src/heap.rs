@@ -530,12 +530,13 @@ impl GcHeap {
         s.free_budget = lock(&inner.pacer).budget();
         s.late_threads = inner.gc.coord().late_threads();
         let (threads, gone) = inner.gc.coord().thread_stats();
-        s.alloc_stalls = gone.alloc_stalls + threads.iter().map(|t| t.alloc_stalls).sum::<u64>();
-        s.alloc_stall_total =
-            gone.alloc_stall_total + threads.iter().map(|t| t.alloc_stall_total).sum();
-        s.pacing_delays = gone.pacing_delays + threads.iter().map(|t| t.pacing_delays).sum::<u64>();
-        s.pacing_delay_total =
-            gone.pacing_delay_total + threads.iter().map(|t| t.pacing_delay_total).sum();
+        // Every thread's, attached or not (`ThreadStats::add` sums them).
+        let mut all = gone.clone();
+        threads.iter().for_each(|t| all.add(t));
+        s.alloc_stalls = all.alloc_stalls;
+        s.alloc_stall_total = all.alloc_stall_total;
+        s.pacing_delays = all.pacing_delays;
+        s.pacing_delay_total = all.pacing_delay_total;
         s.threads = threads;
         s.detached_threads = gone;
         s.in_progress = inner.gc.progress();
