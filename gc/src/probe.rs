@@ -8,11 +8,14 @@
 //! four live checks on scratch mappings: a real `UFFDIO_MOVE` of one page, a
 //! real `UFFDIO_COPY`, a missing-page fault resolved by a handler thread,
 //! and `EBUSY` from MOVE on a page shared with a forked child (the case the
-//! collector must survive by falling back to COPY). From those it derives the
-//! strategy the runtime uses.
+//! collector must survive by falling back to COPY); and, in a forked child
+//! that installs its own `SIGBUS` handler, the default fault path (a fault
+//! in SIGBUS mode resolved by the faulting thread) and `UFFDIO_POISON` (what
+//! the stale-reference mode needs). From those it derives the strategy the
+//! runtime uses.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,6 +127,20 @@ pub struct ProbeReport {
     /// were protected are reported, one of them zapped and touched again,
     /// and they are protected again.
     pub check_wp_async: Check,
+    /// Features granted to a descriptor opened as a heap in the default
+    /// fault mode opens it (`MOVE | SIGBUS | POISON`): what `granted` (the
+    /// handler-thread descriptor) does not show.
+    pub granted_sigbus: Features,
+    /// The default fault path, SIGBUS mode (run in a forked child, which
+    /// installs its own handler): a read of a registered missing page
+    /// raises `SIGBUS` with `BUS_ADRERR` at that page; the handler installs
+    /// the page with `UFFDIO_COPY` and returns; the read is retried and
+    /// sees the data.
+    pub check_sigbus: Check,
+    /// `UFFDIO_POISON`, as the stale-reference mode uses it (forked child):
+    /// a poisoned page read raises `SIGBUS` (`BUS_ADRERR`, that page), and
+    /// a poisoned page dropped with `MADV_DONTNEED` reads as zeros again.
+    pub check_poison: Check,
     /// The conclusion.
     pub capability: Capability,
     /// Why.
@@ -505,6 +522,233 @@ fn check_wp_async(path: OpenPath, supported: Features) -> Check {
     }
 }
 
+/// The two live checks that need a `SIGBUS` handler of their own, so they
+/// run in a forked child (the process's handler, if a heap installed one,
+/// is left alone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ChildCheck {
+    /// A missing-page fault in SIGBUS mode, resolved by the handler.
+    Sigbus,
+    /// A read of a poisoned page; a poisoned page zapped reads zeros.
+    Poison,
+}
+
+/// The child's state, for its handler: the descriptor, the page the next
+/// SIGBUS must name, the page to copy in (0: the signal is the expected
+/// end, exit with [`child_exit::OK`]) and how many signals arrived.
+static CHILD_UFFD: std::sync::atomic::AtomicPtr<Uffd> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+static CHILD_EXPECT: AtomicUsize = AtomicUsize::new(0);
+static CHILD_SRC: AtomicUsize = AtomicUsize::new(0);
+static CHILD_SIGNALS: AtomicUsize = AtomicUsize::new(0);
+
+/// The forked child's exit codes (anything else: killed by a signal).
+mod child_exit {
+    pub(super) const OK: i32 = 0;
+    pub(super) const OPEN: i32 = 10;
+    pub(super) const MMAP: i32 = 11;
+    pub(super) const REGISTER: i32 = 12;
+    pub(super) const SIGACTION: i32 = 13;
+    pub(super) const WRONG_CODE: i32 = 20;
+    pub(super) const WRONG_ADDR: i32 = 21;
+    pub(super) const COPY: i32 = 22;
+    pub(super) const WRONG_DATA: i32 = 23;
+    pub(super) const NO_SIGNAL: i32 = 24;
+    pub(super) const POISON: i32 = 30;
+    pub(super) const ZAP: i32 = 31;
+    pub(super) const POISON_READ: i32 = 32;
+
+    /// What a code means.
+    pub(super) fn describe(code: i32) -> &'static str {
+        match code {
+            OPEN => "the child could not open a userfaultfd with the features",
+            MMAP => "mmap failed in the child",
+            REGISTER => "UFFDIO_REGISTER failed in the child",
+            SIGACTION => "sigaction failed in the child",
+            WRONG_CODE => "SIGBUS arrived with a code other than BUS_ADRERR",
+            WRONG_ADDR => "SIGBUS named another page than the one read",
+            COPY => "UFFDIO_COPY in the SIGBUS handler failed",
+            WRONG_DATA => "the retried read saw wrong data",
+            NO_SIGNAL => "the read of a missing page raised no SIGBUS",
+            POISON => "UFFDIO_POISON failed",
+            ZAP => "a poisoned page dropped with MADV_DONTNEED did not read as zeros",
+            POISON_READ => "a read of a poisoned page succeeded",
+            _ => "unexpected exit code",
+        }
+    }
+}
+
+const CHILD_MAGIC: u64 = 0x5157_b005;
+
+extern "C" fn child_on_sigbus(
+    _sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _uctx: *mut libc::c_void,
+) {
+    CHILD_SIGNALS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
+    // for a kernel-raised SIGBUS the union member is `si_addr`.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let exit = |c: i32| -> ! {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(c) }
+    };
+    if code != libc::BUS_ADRERR {
+        exit(child_exit::WRONG_CODE);
+    }
+    if addr & !(PAGE_SIZE - 1) != CHILD_EXPECT.load(Ordering::SeqCst) {
+        exit(child_exit::WRONG_ADDR);
+    }
+    let src = CHILD_SRC.load(Ordering::SeqCst);
+    if src == 0 {
+        exit(child_exit::OK);
+    }
+    // SAFETY: the child's main code set this pointer to its `Uffd`, which
+    // lives until the child exits; the destination is the registered,
+    // missing page just faulted on, the source a private page.
+    let copied = unsafe {
+        let uffd = &*CHILD_UFFD.load(Ordering::SeqCst);
+        uffd.copy(addr & !(PAGE_SIZE - 1), src, PAGE_SIZE, CopyMode::empty())
+    };
+    if copied.is_err() {
+        exit(child_exit::COPY);
+    }
+}
+
+/// The body of a child check; returns the exit code. Only
+/// async-signal-safe calls (raw syscalls, atomics): it runs right after
+/// `fork` in a possibly threaded process.
+fn child_body(check: ChildCheck) -> i32 {
+    use child_exit::*;
+    let features = match check {
+        ChildCheck::Sigbus => Features::SIGBUS,
+        ChildCheck::Poison => Features::POISON,
+    };
+    let Ok(uffd) = Uffd::open_after_fork(features) else {
+        return OPEN;
+    };
+    let len = 4 * PAGE_SIZE;
+    // SAFETY: plain anonymous mappings owned by this child alone.
+    let (dst, src) = unsafe {
+        let anon = |len| {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        (anon(len), anon(PAGE_SIZE))
+    };
+    if dst == libc::MAP_FAILED || src == libc::MAP_FAILED {
+        return MMAP;
+    }
+    let (dst, src) = (dst as usize, src as usize);
+    crate::object::store_word(src + 8, CHILD_MAGIC);
+    if uffd.register(dst, len, RegisterMode::MISSING).is_err() {
+        return REGISTER;
+    }
+    CHILD_UFFD.store(&uffd as *const Uffd as *mut Uffd, Ordering::SeqCst);
+    // SAFETY: installs this child's handler (async-signal-safe itself) with
+    // a zeroed, then filled, sigaction.
+    let installed = unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = child_on_sigbus as *const () as usize;
+        act.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut()) == 0
+    };
+    if !installed {
+        return SIGACTION;
+    }
+    match check {
+        ChildCheck::Sigbus => {
+            CHILD_SRC.store(src, Ordering::SeqCst);
+            CHILD_EXPECT.store(dst, Ordering::SeqCst);
+            if crate::object::load_word(dst + 8) != CHILD_MAGIC {
+                return WRONG_DATA;
+            }
+            if CHILD_SIGNALS.load(Ordering::SeqCst) != 1 {
+                return NO_SIGNAL;
+            }
+            OK
+        }
+        ChildCheck::Poison => {
+            // SAFETY: pages 1 and 2 of this child's registered, missing
+            // scratch range; nothing references them.
+            if unsafe { uffd.poison(dst + PAGE_SIZE, 2 * PAGE_SIZE, false) }.is_err() {
+                return POISON;
+            }
+            // SAFETY: madvise on this child's own mapping.
+            unsafe {
+                libc::madvise(
+                    (dst + 2 * PAGE_SIZE) as *mut _,
+                    PAGE_SIZE,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            // A registered missing page would fault in MISSING mode; the
+            // zapped page is missing again, so unregister first: what
+            // remains poisoned must still raise SIGBUS unregistered.
+            let _ = uffd.unregister(dst, len);
+            if crate::object::load_word(dst + 2 * PAGE_SIZE) != 0
+                || CHILD_SIGNALS.load(Ordering::SeqCst) != 0
+            {
+                return ZAP;
+            }
+            CHILD_EXPECT.store(dst + PAGE_SIZE, Ordering::SeqCst);
+            crate::object::load_word(dst + PAGE_SIZE + 16);
+            POISON_READ
+        }
+    }
+}
+
+/// Runs `check` in a forked child (killed after 5 s if it hangs) and turns
+/// its exit into a [`Check`].
+fn check_in_child(check: ChildCheck, granted: Features) -> Check {
+    let need = match check {
+        ChildCheck::Sigbus => Features::SIGBUS,
+        ChildCheck::Poison => Features::POISON,
+    };
+    if !granted.contains(need) {
+        return Check::fail(format!("{} not granted", need.names().join("")));
+    }
+    // SAFETY: the child runs only `child_body` (async-signal-safe: raw
+    // syscalls, atomics, no allocation or lock) and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Check::fail(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: async-signal-safe calls only, then _exit.
+        unsafe {
+            libc::alarm(5);
+            libc::_exit(child_body(check));
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        return Check::fail(format!(
+            "the child was killed by signal {} (a SIGBUS that was not resolved, or a hang)",
+            libc::WTERMSIG(status)
+        ));
+    }
+    let code = libc::WEXITSTATUS(status);
+    match (code, check) {
+        (child_exit::OK, ChildCheck::Sigbus) => Check::pass(
+            "missing page read: SIGBUS (BUS_ADRERR, that page); the handler's COPY resolved it and the read saw the data",
+        ),
+        (child_exit::OK, ChildCheck::Poison) => Check::pass(
+            "poisoned page read: SIGBUS (BUS_ADRERR, that page), also unregistered; a poisoned page zapped reads zeros",
+        ),
+        (c, _) => Check::fail(format!("{} (exit {c})", child_exit::describe(c))),
+    }
+}
+
 fn unavailable(why: &str) -> Check {
     Check::fail(format!("not run: {why}"))
 }
@@ -561,6 +805,9 @@ pub fn run() -> ProbeReport {
         check_fault_roundtrip: unavailable("no userfaultfd"),
         check_ebusy_after_fork: unavailable("no userfaultfd"),
         check_wp_async: unavailable("no userfaultfd"),
+        granted_sigbus: Features::empty(),
+        check_sigbus: unavailable("no userfaultfd"),
+        check_poison: unavailable("no userfaultfd"),
         capability: Capability::StopTheWorld,
         reason: String::new(),
     };
@@ -590,6 +837,12 @@ pub fn run() -> ProbeReport {
     report.check_fault_roundtrip = check_fault_roundtrip(&uffd);
     report.check_ebusy_after_fork = check_ebusy_after_fork(&uffd);
     report.check_wp_async = check_wp_async(uffd.open_path(), supported);
+    let sigbus_mode = Features::MOVE | Features::SIGBUS | Features::POISON;
+    if let Ok(u) = Uffd::open(&OpenOptions::new().features(sigbus_mode)) {
+        report.granted_sigbus = u.features();
+    }
+    report.check_sigbus = check_in_child(ChildCheck::Sigbus, report.granted_sigbus);
+    report.check_poison = check_in_child(ChildCheck::Poison, report.granted_sigbus);
     let (cap, reason) = decide(&report);
     report.capability = cap;
     report.reason = reason;

@@ -2584,3 +2584,32 @@ fn wp_async_pagemap_scan_reports_exactly_the_written_pages() {
     }
     assert!(r.check_wp_async.ok, "{}", r.check_wp_async.detail);
 }
+
+/// The probe's live checks of the default fault path (SIGBUS mode, resolved
+/// by the faulting thread) and of `UFFDIO_POISON` pass wherever the
+/// features are granted, and "features granted" names SIGBUS for the
+/// SIGBUS-mode descriptor.
+#[test]
+fn probe_checks_the_sigbus_path_and_poison_live() {
+    let r = movegc_gc::probe::run();
+    if r.open_path.is_none() {
+        eprintln!(
+            "skipped: sigbus/poison checks: userfaultfd unavailable: {}",
+            r.reason
+        );
+        return;
+    }
+    if !r.granted_sigbus.contains(Features::SIGBUS) {
+        eprintln!("skipped: UFFD_FEATURE_SIGBUS not granted here");
+        assert!(!r.check_sigbus.ok);
+        return;
+    }
+    assert!(r.granted_sigbus.names().contains(&"SIGBUS"));
+    assert!(r.check_sigbus.ok, "{}", r.check_sigbus.detail);
+    if r.granted_sigbus.contains(Features::POISON) {
+        assert!(r.check_poison.ok, "{}", r.check_poison.detail);
+    } else {
+        eprintln!("skipped: poison check: UFFD_FEATURE_POISON not granted (Linux < 6.6)");
+        assert!(!r.check_poison.ok);
+    }
+}

@@ -84,6 +84,7 @@ fn probe_json(r: &ProbeReport) -> Value {
             "path": a.path.as_str(), "ok": a.ok, "errno": a.errno, "reason": a.reason,
         })).collect::<Vec<_>>(),
         "features": r.granted.names(),
+        "features_sigbus_mode": r.granted_sigbus.names(),
         "supported_features": r.supported.names(),
         "register_ioctls": r.register_ioctls.names(),
         "checks": {
@@ -92,6 +93,8 @@ fn probe_json(r: &ProbeReport) -> Value {
             "fault_roundtrip": r.check_fault_roundtrip.ok,
             "ebusy_after_fork": r.check_ebusy_after_fork.ok,
             "wp_async": r.check_wp_async.ok,
+            "sigbus": r.check_sigbus.ok,
+            "poison": r.check_poison.ok,
         },
         "check_details": {
             "move": check_json(&r.check_move),
@@ -99,6 +102,8 @@ fn probe_json(r: &ProbeReport) -> Value {
             "fault_roundtrip": check_json(&r.check_fault_roundtrip),
             "ebusy_after_fork": check_json(&r.check_ebusy_after_fork),
             "wp_async": check_json(&r.check_wp_async),
+            "sigbus": check_json(&r.check_sigbus),
+            "poison": check_json(&r.check_poison),
         },
         "strategy": r.capability.name(),
         "reason": r.reason,
@@ -161,7 +166,16 @@ fn probe_text(r: &ProbeReport) -> String {
     if let Some(e) = &r.open_error {
         let _ = writeln!(s, "  => {e}");
     }
-    let _ = writeln!(s, "\nfeatures granted    {}", r.granted.names().join(" "));
+    let _ = writeln!(
+        s,
+        "\nfeatures granted    {} (handler-thread descriptor)",
+        r.granted.names().join(" ")
+    );
+    let _ = writeln!(
+        s,
+        "                    {} (SIGBUS-mode descriptor, the default)",
+        r.granted_sigbus.names().join(" ")
+    );
     let _ = writeln!(s, "features supported  {}", r.supported.names().join(" "));
     let _ = writeln!(
         s,
@@ -172,9 +186,11 @@ fn probe_text(r: &ProbeReport) -> String {
     for (name, c) in [
         ("UFFDIO_MOVE one page", &r.check_move),
         ("UFFDIO_COPY one page", &r.check_copy),
+        ("fault via SIGBUS (default)", &r.check_sigbus),
         ("fault via handler thread", &r.check_fault_roundtrip),
         ("EBUSY after fork", &r.check_ebusy_after_fork),
         ("WP_ASYNC + PAGEMAP_SCAN", &r.check_wp_async),
+        ("UFFDIO_POISON", &r.check_poison),
     ] {
         let _ = writeln!(s, "  {} {:<26} {}", yes(c.ok), name, c.detail);
     }

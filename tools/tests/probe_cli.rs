@@ -44,6 +44,8 @@ fn probe_json_has_the_stable_keys_and_agrees_with_the_library() {
         ("fault_roundtrip", &lib.check_fault_roundtrip),
         ("ebusy_after_fork", &lib.check_ebusy_after_fork),
         ("wp_async", &lib.check_wp_async),
+        ("sigbus", &lib.check_sigbus),
+        ("poison", &lib.check_poison),
     ] {
         assert_eq!(
             j["checks"][key].as_bool(),

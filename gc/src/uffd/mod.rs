@@ -617,6 +617,19 @@ impl Uffd {
         open::open(opts)
     }
 
+    /// Opens a user-mode-only descriptor with exactly `features` without
+    /// allocating, for a child just forked from a threaded process (the
+    /// probe's live checks of the SIGBUS and POISON paths run there, since
+    /// they install their own SIGBUS handler). Blocking; no attempts are
+    /// recorded.
+    ///
+    /// # Errors
+    /// The errno of the last open path tried, or of `UFFDIO_API` (`EINVAL`
+    /// when a feature is not supported).
+    pub fn open_after_fork(features: Features) -> Result<Uffd, i32> {
+        open::open_after_fork(features)
+    }
+
     /// The kernel's full feature set, probed with `UFFDIO_API(features = 0)`
     /// on a throw-away `USER_MODE_ONLY` descriptor (falling back to
     /// `/dev/userfaultfd` with `UFFD_USER_MODE_ONLY` if the syscall is

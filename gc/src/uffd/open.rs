@@ -412,3 +412,50 @@ pub(super) fn open(opts: &OpenOptions) -> Result<Uffd, UffdError> {
         nonblocking: opts.nonblocking,
     })
 }
+
+/// A user-mode-only descriptor with `features`, opened without allocating
+/// (the syscall, else the device, whose path is a constant): usable in a
+/// child just forked from a threaded process, where only
+/// async-signal-safe calls are allowed. `Err(errno)` if neither path
+/// opens or the kernel refuses a feature.
+pub(super) fn open_after_fork(features: Features) -> Result<Uffd, i32> {
+    let flags = libc::O_CLOEXEC | sys::UFFD_USER_MODE_ONLY;
+    let (fd, path) = match userfaultfd_syscall(flags) {
+        Ok(fd) => (fd, OpenPath::UserModeOnly),
+        Err(_) => {
+            // SAFETY: a constant NUL-terminated path; `open` does not keep it.
+            let dev =
+                unsafe { libc::open(c"/dev/userfaultfd".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+            if dev < 0 {
+                return Err(errno());
+            }
+            // SAFETY: just opened by us, owned by nobody else.
+            let dev = unsafe { OwnedFd::from_raw_fd(dev) };
+            // SAFETY: as in `dev_userfaultfd`: `_IO` with the flags by value.
+            let fd = unsafe {
+                libc::ioctl(
+                    dev.as_raw_fd(),
+                    sys::USERFAULTFD_IOC_NEW,
+                    flags as libc::c_ulong,
+                )
+            };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: the kernel just created `fd` for us.
+            (
+                unsafe { OwnedFd::from_raw_fd(fd) },
+                OpenPath::DevUserfaultfd,
+            )
+        }
+    };
+    let reply = api(&fd, features.bits())?;
+    Ok(Uffd {
+        fd,
+        path,
+        attempts: Vec::new(),
+        features,
+        ioctls: Ioctls::from_bits_retain(reply.ioctls),
+        nonblocking: false,
+    })
+}
