@@ -97,6 +97,11 @@ pub struct Job {
     /// record's params so the report keeps the two apart.
     #[serde(default)]
     pub generational: bool,
+    /// The stale-reference mode on (`HeapConfig::poison_freed`, passed to
+    /// the child as `MOVEGC_POISON`); [`run_job`] adds `poison=on` to the
+    /// record's params.
+    #[serde(default)]
+    pub poison: bool,
 }
 
 impl Job {
@@ -111,6 +116,10 @@ impl Job {
                 "MOVEGC_GENERATIONAL",
                 if self.generational { "1" } else { "0" }.to_string(),
             ),
+            (
+                "MOVEGC_POISON",
+                if self.poison { "1" } else { "0" }.to_string(),
+            ),
         ]
     }
 
@@ -124,8 +133,9 @@ impl Job {
             format!(" ({})", self.fault_mode)
         };
         let young = if self.generational { " young" } else { "" };
+        let poison = if self.poison { " poison" } else { "" };
         format!(
-            "{} {}{mode}{young} #{}",
+            "{} {}{mode}{young}{poison} #{}",
             self.workload, self.strategy, self.repeat
         )
     }
@@ -156,6 +166,9 @@ pub struct Options {
     /// Young collections off, on, or both (each configuration then runs
     /// twice, side by side).
     pub generational: Vec<bool>,
+    /// The stale-reference mode off, on, or both (side by side: its
+    /// overhead).
+    pub poison: Vec<bool>,
 }
 
 impl Options {
@@ -184,6 +197,7 @@ impl Options {
                 lrefs::Params::default().entries
             }],
             generational: vec![false],
+            poison: vec![false],
         }
     }
 
@@ -319,9 +333,10 @@ pub fn plan(o: &Options) -> Vec<Job> {
     let configs = configs(o);
     let mut jobs = Vec::new();
     for repeat in 0..o.repeat {
-        for ((w, mode, spec), &generational) in configs
+        for (((w, mode, spec), &generational), &poison) in configs
             .iter()
             .flat_map(|c| o.generational.iter().map(move |g| (c, g)))
+            .flat_map(|cg| o.poison.iter().map(move |p| (cg, p)))
         {
             let n = o.strategies.len();
             for i in 0..n {
@@ -348,6 +363,7 @@ pub fn plan(o: &Options) -> Vec<Job> {
                     spec,
                     repeat,
                     generational,
+                    poison,
                 });
             }
         }
@@ -369,13 +385,16 @@ fn parse_binary_trees_spec(spec: &str) -> Result<u32, SpecError> {
 
 /// Runs `job` in this process and returns its record. Workloads verify
 /// their data; a failed verification is an `Err`. The record's `params`
-/// are the job's spec, plus `young=on` for a generational job (whose heap
-/// is generational through the environment [`Job::child_env`] sets).
+/// are the job's spec, plus `young=on` for a generational job and
+/// `poison=on` for one in the stale-reference mode (both set through the
+/// environment [`Job::child_env`] sets).
 pub fn run_job(job: &Job) -> Result<RunRecord, String> {
     let mut r = run_workload(job)?;
-    if job.generational {
-        let params: Spec = r.params.parse()?;
-        r.params = params.with("young", "on").to_string();
+    for (on, key) in [(job.generational, "young"), (job.poison, "poison")] {
+        if on {
+            let params: Spec = r.params.parse()?;
+            r.params = params.with(key, "on").to_string();
+        }
     }
     Ok(r)
 }
@@ -566,6 +585,7 @@ mod tests {
             spec: String::new(),
             repeat: 0,
             generational: false,
+            poison: false,
         };
         assert!(run_job(&job).unwrap_err().contains("strategy"));
         let job = Job {
@@ -575,6 +595,7 @@ mod tests {
             spec: "bogus=1".into(),
             repeat: 0,
             generational: false,
+            poison: false,
         };
         assert!(run_job(&job).is_err());
     }
@@ -601,6 +622,7 @@ mod tests {
             spec: "m=6".into(),
             repeat: 0,
             generational: false,
+            poison: false,
         };
         assert_eq!(
             run_job(&job).unwrap_err(),
@@ -617,6 +639,7 @@ mod tests {
             spec: binary_trees_spec(6).to_string(),
             repeat: 0,
             generational: false,
+            poison: false,
         };
         assert_eq!(run_job(&job).unwrap().params, "n=6");
         job.generational = true;

@@ -350,6 +350,7 @@ fn large_refs_runs_as_a_suite_job() {
             spec: p.to_spec(),
             repeat: 0,
             generational: false,
+            poison: false,
         };
         let r: RunRecord = suite::run_job(&job).unwrap_or_else(|e| panic!("{s:?}: {e}"));
         assert_eq!(r.workload, "large-refs");
@@ -369,6 +370,7 @@ fn large_refs_runs_as_a_suite_job() {
         spec: "entries=1".into(),
         repeat: 0,
         generational: false,
+        poison: false,
     };
     assert!(suite::run_job(&bad).unwrap_err().contains("entries"));
 }

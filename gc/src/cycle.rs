@@ -49,13 +49,14 @@ use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_F
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
 use crate::cputime::GcCpu;
 use crate::fork::PerProcess;
-use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
+use crate::forwarding::{self, chunks_for, is_live, Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{remembered_set, CardTable, Generations, ObjectStarts, Plan};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
 use crate::object::{load_word, store_word, ObjRef, WORD};
+use crate::poison::{obituaries, Obituary, Poisoner};
 use crate::safepoint::{Coordinator, StoppedWorld};
 use crate::satb::SatbLog;
 use crate::space::{LargeObject, MovingSpace, Spaces};
@@ -450,6 +451,9 @@ struct Collector {
     unverified: bool,
     /// End of the packed objects produced by the last cycle.
     packed_end: usize,
+    /// Stale-reference mode: what the cycle in flight frees (recorded in
+    /// its last pause, poisoned at its end).
+    obituaries: Option<Vec<Obituary>>,
 }
 
 impl Collector {
@@ -471,6 +475,7 @@ impl Collector {
             in_flight: false,
             unverified: false,
             packed_end: space.start(),
+            obituaries: None,
         })
     }
 
@@ -789,6 +794,23 @@ impl Collector {
         }
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
+        // Stale-reference mode: what lies above the lowest possible new
+        // top, read while the old image is whole.
+        self.obituaries = space.poisoner().map(|_| {
+            let marks = meta.marks.words();
+            let from = walk_start(marks, total, old_end);
+            let live = |a: usize| {
+                let w = (a - start) / WORD;
+                w >= old_end || is_live(marks, w)
+            };
+            obituaries(
+                start + from * WORD,
+                start + total * WORD,
+                top,
+                st.cycle,
+                live,
+            )
+        });
         let reg_len = round_up(top - start, PAGE_SIZE);
 
         if strategy.is_concurrent() {
@@ -873,6 +895,9 @@ impl Collector {
             }),
             young_cards: None, // no black block: nothing stays young
         };
+        if let Some(o) = self.obituaries.as_mut() {
+            Poisoner::forward(o, |a| comp.forward_ref(a as u64) as usize);
+        }
         let npages = comp.page_count();
         let dense_pages = comp.dense_pages();
         let heap_map = &space.heap;
@@ -912,8 +937,14 @@ impl Collector {
 
         // Update roots and large objects; sweep large objects.
         let t = Instant::now();
-        let (freed_n, freed_b) =
-            update_roots(&**host, world, &mut los, |v| comp.forward_ref(v), false);
+        let (freed_n, freed_b) = update_roots(
+            &**host,
+            world,
+            &mut los,
+            |v| comp.forward_ref(v),
+            false,
+            st.cycle,
+        );
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
 
@@ -931,12 +962,19 @@ impl Collector {
         let keep_end = round_up(new_top + budget, HUGE_PAGE_SIZE).min(space.end());
         let old_end = round_up(top, PAGE_SIZE);
         let dirty = space.dirty_limit().max(old_end);
-        if dirty > keep_end {
-            let _ = space
-                .heap
-                .release(keep_end - start, dirty - keep_end, &sp.counters);
+        if space.poisoner().is_some() {
+            // Everything above the new top is poisoned (or fresh).
+            let obits = self.obituaries.take().unwrap_or_default();
+            st.poisoned_pages = poison_freed(space, dirty, st.cycle, obits);
+            space.set_dirty_limit(round_up(new_top, PAGE_SIZE).min(dirty));
+        } else {
+            if dirty > keep_end {
+                let _ = space
+                    .heap
+                    .release(keep_end - start, dirty - keep_end, &sp.counters);
+            }
+            space.set_dirty_limit(dirty.min(keep_end));
         }
-        space.set_dirty_limit(dirty.min(keep_end));
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
         meta.live.clear_prefix(chunks_for(end_words) + 1);
         if gc.settings.generational {
@@ -1108,6 +1146,10 @@ impl Collector {
             cycle: st.cycle,
             threads: world.threads_by_tid(),
         }));
+        if let Some(o) = self.obituaries.as_mut() {
+            let comp = shared.compactor();
+            Poisoner::forward(o, |a| comp.forward_ref(a as u64) as usize);
+        }
         // Fault service first, so nothing can fault unserved.
         let handler = match (support.fault_mode, &support.slot) {
             (FaultMode::Sigbus, Some(slot)) => {
@@ -1179,7 +1221,8 @@ impl Collector {
         st.flip = t.elapsed();
         let t = Instant::now();
         let comp = shared.compactor();
-        let (freed_n, freed_b) = update_roots(&**host, world, los, |v| comp.forward_ref(v), true);
+        let (freed_n, freed_b) =
+            update_roots(&**host, world, los, |v| comp.forward_ref(v), true, st.cycle);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
         let packed = start + shared.new_top_words() * WORD;
@@ -1677,6 +1720,7 @@ fn drive(
             }
         }
     };
+    let old_top = sp.moving.start() + shared.used_len();
     let ((live, marks, offsets, pages, starts), tables) = shared.into_parts();
     let mut meta = Metadata {
         marks: marks.thaw(),
@@ -1690,6 +1734,9 @@ fn drive(
     st.cycle_time = t_start.elapsed();
     {
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(obits) = col.obituaries.take() {
+            st.poisoned_pages = poison_freed(&sp.moving, old_top, st.cycle, obits);
+        }
         if let Some((plan, new_old, examined)) = promote {
             // Every page is mapped: record where the promoted objects'
             // pages begin, reading the to-space (headers only: mutators
@@ -1714,6 +1761,49 @@ fn drive(
         host.after_cycle(&st);
     }
     gc.idle.notify_all();
+}
+
+/// Stale-reference mode, after a cycle: poisons the free space above the
+/// top up to `old_top` and beyond (see `poison`); the pages poisoned, or 0
+/// after saying once why it failed (the heap then runs on, unpoisoned).
+fn poison_freed(space: &MovingSpace, old_top: usize, cycle: u64, obits: Vec<Obituary>) -> usize {
+    static WARN_POISON_FAILED: AtomicBool = AtomicBool::new(false);
+    let Some(p) = space.poisoner() else {
+        return 0;
+    };
+    match p.after_cycle(|| space.top(), old_top, cycle, obits) {
+        Ok(n) => n,
+        Err(e) => {
+            warn_once(
+                &WARN_POISON_FAILED,
+                &format!(
+                    "poisoning freed memory failed ({e}); this cycle's free space is not poisoned"
+                ),
+            );
+            0
+        }
+    }
+}
+
+/// The first object boundary at or below word `lo` of an old heap image:
+/// the last marked object start there, or `old_end` (the black block
+/// begins on an object boundary) if `lo` is above it, or 0.
+fn walk_start(marks: &[u64], lo: usize, old_end: usize) -> usize {
+    if lo >= old_end {
+        return old_end;
+    }
+    let (mut c, bit) = (lo / 64, lo % 64);
+    let mut m = marks[c] & (u64::MAX >> (63 - bit));
+    loop {
+        if m != 0 {
+            return c * 64 + 63 - m.leading_zeros() as usize;
+        }
+        if c == 0 {
+            return 0;
+        }
+        c -= 1;
+        m = marks[c];
+    }
 }
 
 /// Everything the SATB barrier logged: the mutators' buffers and the
@@ -1749,14 +1839,16 @@ fn gather_roots(host: &dyn Host, world: &mut StoppedWorld<'_>, retire_tlabs: boo
 /// after the flip: `concurrent::arena`; their pages are not even mapped
 /// now) and freed arena pages need no release (they are missing);
 /// otherwise every large object is rewritten here, big arrays in slices on
-/// the pool, and freed arena pages are released. Returns (objects, bytes)
-/// freed.
+/// the pool, and freed arena pages are released (in the stale-reference
+/// mode freed objects are buried instead: `Poisoner::bury`, for `cycle`).
+/// Returns (objects, bytes) freed.
 fn update_roots(
     host: &dyn Host,
     world: &mut StoppedWorld<'_>,
     los: &mut BTreeMap<usize, LargeObject>,
     fwd: impl Fn(u64) -> u64 + Sync,
     arena_after_flip: bool,
+    cycle: u64,
 ) -> (usize, usize) {
     let fix = |r: &mut Option<ObjRef>| {
         if let Some(o) = *r {
@@ -1799,9 +1891,23 @@ fn update_roots(
     }
     let sp = host.spaces();
     let arena_off = sp.moving.arena_offset();
-    sp.large.sweep(los, &mut |off, len| {
-        if !arena_after_flip {
-            let _ = sp.moving.heap.release(arena_off + off, len, &sp.counters);
+    // Stale-reference mode: freed large objects stay poisoned. A header
+    // is read where it is mapped (not an arena object after a flip).
+    let mut bury = sp.moving.poisoner().map(|p| {
+        move |o: LargeObject| {
+            let readable = !(arena_after_flip && o.in_arena());
+            let header = readable.then(|| load_word(o.obj().addr()));
+            let (addr, len, own) = o.into_parts();
+            p.bury(addr, len, header, cycle, own);
         }
-    })
+    });
+    sp.large.sweep(
+        los,
+        &mut |off, len| {
+            if !arena_after_flip {
+                let _ = sp.moving.heap.release(arena_off + off, len, &sp.counters);
+            }
+        },
+        bury.as_mut().map(|b| b as &mut dyn FnMut(LargeObject)),
+    )
 }

@@ -154,6 +154,25 @@ pub struct HeapConfig {
     /// A stop of the world that waits this long for a thread names it on
     /// stderr (see `HeapStats::late_threads`). Default 5 s.
     pub safepoint_warn_after: std::time::Duration,
+    /// The stale-reference mode (see [`poison`](crate::poison)): after
+    /// every collection the memory it freed is poisoned with
+    /// `UFFDIO_POISON` until allocation hands it out again, so a read
+    /// through an address kept across a cycle outside a root (a raw
+    /// `ObjRef`) stops the process with a report (the address, the
+    /// collection that freed it, the object that was there and where it
+    /// moved) instead of reading garbage or zeros. A debugging mode: it
+    /// costs page faults on every page allocation reaches after a cycle,
+    /// a walk of the freed objects in each cycle's last pause, and
+    /// `madvise` + poisoning of the free space after each cycle (measured
+    /// in `docs/benchmarks.md`). Needs `UFFD_FEATURE_POISON` (Linux 6.6);
+    /// without it the heap says so once and runs without. Default: off,
+    /// or on if the environment variable `MOVEGC_POISON` is `1` (so a
+    /// deployed program can switch it on without a rebuild).
+    pub poison_freed: bool,
+    /// Called by the stale-reference mode after its report, before the
+    /// process aborts (see [`StaleHook`](crate::StaleHook): it runs in a
+    /// signal handler). Default: none.
+    pub on_stale_access: Option<crate::StaleHook>,
     /// Test-only error injection into the concurrent installer.
     pub injection: Injection,
 }
@@ -184,6 +203,10 @@ impl Default for HeapConfig {
             fault_mode: FaultMode::Sigbus,
             uffd_path: None,
             safepoint_warn_after: std::time::Duration::from_secs(5),
+            poison_freed: crate::poison::enabled_by_env(
+                std::env::var("MOVEGC_POISON").ok().as_deref(),
+            ),
+            on_stale_access: None,
             injection: Injection::default(),
         }
     }
@@ -348,6 +371,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Turns the stale-reference mode on for `moving`, or says once why it
+/// cannot.
+fn enable_poison(moving: &MovingSpace, hook: Option<crate::StaleHook>) {
+    use crate::concurrent::support::warn_once;
+    static WARN_POISON: AtomicBool = AtomicBool::new(false);
+    let (start, len) = (moving.start(), moving.reserved());
+    let poisoner = match crate::poison::Poisoner::open(start, len, hook) {
+        Ok(p) => Arc::new(p),
+        Err(e) => {
+            warn_once(
+                &WARN_POISON,
+                &format!("the stale-reference mode (poison_freed) is off: {e}"),
+            );
+            return;
+        }
+    };
+    match crate::concurrent::fault::register_heap(start, start + len) {
+        Ok(slot) => {
+            slot.publish_poison(&poisoner);
+            moving.set_poison(crate::poison::HeapPoison {
+                _slot: slot,
+                poisoner,
+            });
+        }
+        Err(e) => warn_once(
+            &WARN_POISON,
+            &format!("the stale-reference mode (poison_freed) is off: {e}"),
+        ),
+    }
+}
+
 impl GcHeap {
     /// Creates a heap.
     pub fn new(config: HeapConfig) -> Result<GcHeap, HeapError> {
@@ -396,6 +450,9 @@ impl GcHeap {
             }
         }
         let moving = MovingSpace::new(config.capacity, config.huge_pages)?;
+        if config.poison_freed {
+            enable_poison(&moving, config.on_stale_access);
+        }
         let settings = Settings {
             gc_threads,
             concurrent_threads,
@@ -541,7 +598,22 @@ impl GcHeap {
         s.detached_threads = gone;
         s.in_progress = inner.gc.progress();
         (s.gc_cpu, s.process_cpu) = inner.gc.cpu().totals();
+        if let Some(p) = inner.spaces.moving.poisoner() {
+            s.unpoisoned_pages = p.counters.unpoisoned.load(Ordering::Relaxed);
+        }
         s
+    }
+
+    /// Whether the stale-reference mode is on (asked for with
+    /// [`HeapConfig::poison_freed`] and available: `UFFDIO_POISON`).
+    pub fn poisons_freed(&self) -> bool {
+        self.inner.spaces.moving.poisoner().is_some()
+    }
+
+    /// The stale-reference mode's poisoned window `[lo, hi)` (diagnostics
+    /// and tests); `None` when the mode is off.
+    pub fn poisoned_window(&self) -> Option<(usize, usize)> {
+        self.inner.spaces.moving.poisoner().map(|p| p.window())
     }
 
     /// Kernel calls made on the heap's mappings so far.
@@ -922,7 +994,8 @@ impl MutatorContext {
         if !self.heap.inner.try_reserve_large(footprint) {
             self.wait_for_room(layout.size(), true)?;
         }
-        let r = self.heap.inner.spaces.large.alloc(layout);
+        let spaces = &self.heap.inner.spaces;
+        let r = spaces.large.alloc_with(layout, spaces.moving.poisoner());
         self.heap
             .inner
             .los_reserved

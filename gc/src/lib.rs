@@ -19,7 +19,8 @@
 //! [`mapping`] (mmap/mremap/madvise and typed views of mapped memory),
 //! [`object`] (word loads and stores of heap objects), `safepoint` (handing
 //! a stopped mutator's state to the collector), [`concurrent`] (the SIGBUS
-//! handler, and writing recycled from-space pages) and [`probe`], plus one
+//! handler, and writing recycled from-space pages), [`probe`] and
+//! [`poison`] (the stale-reference mode: poisoning, its report), plus one
 //! block each in `cycle`, `space` and [`compact`] where pages are written;
 //! each block states its invariant.
 #![warn(missing_docs)]
@@ -37,6 +38,7 @@ pub mod mapping;
 pub(crate) mod mark;
 pub mod object;
 pub(crate) mod pacing;
+pub mod poison;
 pub mod probe;
 pub(crate) mod safepoint;
 pub(crate) mod satb;
@@ -50,6 +52,7 @@ pub use heap::{
     AllocError, ConfigError, GcHeap, HeapConfig, HeapError, MutatorContext, WaitError, MAX_CAPACITY,
 };
 pub use object::{FieldError, Header, Kind, Layout, LayoutError, ObjRef};
+pub use poison::{PoisonError, StaleAccess, StaleHook, StaleObject};
 pub use safepoint::AlreadyAttached;
 pub use stats::{
     CycleProgress, CycleStats, CycleThreadFaults, FullReason, HeapStats, LatencyHistogram, Pause,

@@ -113,6 +113,9 @@ pub struct MovingSpace {
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
     dirty_limit: AtomicUsize,
+    /// The stale-reference mode, if on: free pages above the top are
+    /// poisoned, and blocks are unpoisoned as they are handed out.
+    poison: std::sync::OnceLock<crate::poison::HeapPoison>,
 }
 
 impl MovingSpace {
@@ -144,6 +147,7 @@ impl MovingSpace {
             arena_offset,
             top,
             dirty_limit,
+            poison: std::sync::OnceLock::new(),
         })
     }
 
@@ -249,10 +253,24 @@ impl MovingSpace {
         }
     }
 
+    /// Turns the stale-reference mode on (at creation).
+    pub(crate) fn set_poison(&self, p: crate::poison::HeapPoison) {
+        let _ = self.poison.set(p);
+    }
+
+    /// The stale-reference mode's poisoner, if it is on.
+    pub(crate) fn poisoner(&self) -> Option<&crate::poison::Poisoner> {
+        self.poison.get().map(|p| &*p.poisoner)
+    }
+
     /// Zeroes the dirty part of a block just returned by `alloc_block`, so
     /// allocation can rely on zeroed memory. Pages the kernel supplies
-    /// fresh are not touched.
+    /// fresh are not touched. In the stale-reference mode the poisoned
+    /// pages of the block are dropped first (they read as zeros then).
     pub(crate) fn clean_block(&self, start: usize, end: usize) {
+        if let Some(p) = self.poisoner() {
+            p.unpoison(end);
+        }
         let dirty_end = end.min(self.dirty_limit());
         if start < dirty_end {
             // SAFETY: `[start, end)` was just handed to the calling mutator
@@ -291,6 +309,11 @@ impl LargeObject {
     /// a concurrent flip, page by page, instead of in the pause).
     pub fn in_arena(&self) -> bool {
         self.own.is_none()
+    }
+
+    /// `(address, bytes, own mapping)`: what a freed object leaves.
+    pub(crate) fn into_parts(self) -> (usize, usize, Option<Mapping>) {
+        (self.addr, self.len, self.own)
     }
 
     /// Whether it survived a cycle (old: see `generation`).
@@ -368,7 +391,18 @@ impl LargeObjectSpace {
     }
 
     /// Allocates a zeroed large object.
+    #[cfg(test)]
     pub fn alloc(&self, layout: &Layout) -> io::Result<ObjRef> {
+        self.alloc_with(layout, None)
+    }
+
+    /// [`alloc`](Self::alloc), unpoisoning reused arena pages with
+    /// `poisoner` (the stale-reference mode).
+    pub(crate) fn alloc_with(
+        &self,
+        layout: &Layout,
+        poisoner: Option<&crate::poison::Poisoner>,
+    ) -> io::Result<ObjRef> {
         let len = round_up(layout.size(), PAGE_SIZE);
         let in_arena = if layout.header().ref_count() > 0 {
             self.arena_free
@@ -378,6 +412,9 @@ impl LargeObjectSpace {
         } else {
             None
         };
+        if let (Some(a), Some(p)) = (in_arena, poisoner) {
+            p.reuse(a, len);
+        }
         let (addr, own) = match in_arena {
             // Arena pages hold no memory while free (never touched, released
             // when their object died, or missing during a concurrent cycle):
@@ -445,27 +482,41 @@ impl LargeObjectSpace {
         &self,
         objs: &mut BTreeMap<usize, LargeObject>,
         release: &mut dyn FnMut(usize, usize),
+        bury: Option<&mut dyn FnMut(LargeObject)>,
     ) -> (usize, usize) {
         let mut freed = (0, 0);
-        let mut ranges = Vec::new();
-        objs.retain(|_, o| {
+        let mut dead = Vec::new();
+        for (&a, o) in objs.iter() {
             let live = o.marked.swap(false, Ordering::Relaxed);
             o.old.store(live, Ordering::Relaxed);
             if !live {
-                freed.0 += 1;
-                freed.1 += o.footprint();
-                if o.in_arena() {
-                    ranges.push((o.addr, o.len));
-                }
+                dead.push(a);
             }
-            live
-        });
+        }
+        let mut ranges = Vec::new();
+        let mut gone = Vec::with_capacity(if bury.is_some() { dead.len() } else { 0 });
+        for a in dead {
+            let o = objs.remove(&a).expect("just seen");
+            freed.0 += 1;
+            freed.1 += o.footprint();
+            if o.in_arena() {
+                ranges.push((o.addr, o.len));
+            }
+            if bury.is_some() {
+                gone.push(o);
+            }
+        }
         if !ranges.is_empty() {
             let mut free = self.arena_free.lock().unwrap_or_else(|e| e.into_inner());
             for (a, l) in ranges {
-                release(a - self.arena.0, l);
+                if bury.is_none() {
+                    release(a - self.arena.0, l);
+                }
                 free.give(a, l);
             }
+        }
+        if let Some(bury) = bury {
+            gone.into_iter().for_each(bury);
         }
         self.bytes.fetch_sub(freed.1, Ordering::Relaxed);
         freed
@@ -513,7 +564,7 @@ mod tests {
         let _b = los.alloc(&Layout::byte_array(0, 100_000).unwrap()).unwrap();
         let mut objs = los.objects.lock().unwrap();
         objs[&a.addr()].marked.store(true, Ordering::Relaxed);
-        let (n, bytes) = los.sweep(&mut objs, &mut |_, _| unreachable!("no arena"));
+        let (n, bytes) = los.sweep(&mut objs, &mut |_, _| unreachable!("no arena"), None);
         assert_eq!(n, 1);
         assert!(bytes >= 100_000);
         assert_eq!(objs.len(), 1);
@@ -543,7 +594,7 @@ mod tests {
             assert!(objs[&a.addr()].in_arena() && !objs[&bytes.addr()].in_arena());
             objs[&b.addr()].marked.store(true, Ordering::Relaxed);
             objs[&bytes.addr()].marked.store(true, Ordering::Relaxed);
-            los.sweep(&mut objs, &mut |off, len| released.push((off, len)));
+            los.sweep(&mut objs, &mut |off, len| released.push((off, len)), None);
         }
         assert_eq!(released, [(0, 2 * PAGE_SIZE)]);
         // The freed range is reused first.
@@ -553,7 +604,7 @@ mod tests {
         let mut objs = los.objects.lock().unwrap();
         assert!(!objs[&huge.addr()].in_arena());
         // Free everything: the arena is one range again.
-        los.sweep(&mut objs, &mut |_, _| {});
+        los.sweep(&mut objs, &mut |_, _| {}, None);
         drop(objs);
         let free = los.arena_free.lock().unwrap();
         assert_eq!(free.ranges.iter().collect::<Vec<_>>(), [(&astart, &alen)]);

@@ -297,6 +297,9 @@ impl CycleStats {
                 ms(self.pacing_delay)
             );
         }
+        if self.poisoned_pages > 0 {
+            let _ = write!(l, " poisoned {}", bytes(self.poisoned_pages * 4096));
+        }
         let _ = write!(l, " cycle {}", ms(self.cycle_time));
         if self.next_collection_at > 0 {
             let _ = write!(l, " next at {}", bytes(self.next_collection_at));
@@ -450,6 +453,9 @@ pub struct CycleStats {
     pub pages_zero_recycled: usize,
     /// From-space pages still resident at the end, released.
     pub pages_released: usize,
+    /// Stale-reference mode: pages of free space poisoned after the cycle
+    /// (its whole window, freed by this cycle or earlier ones).
+    pub poisoned_pages: usize,
     /// MOVE ioctls issued.
     pub move_ioctls: usize,
     /// COPY ioctls issued.
@@ -588,6 +594,12 @@ pub struct HeapStats {
     pub pages_zero_filled: u64,
     /// Total from-space pages released at the end of a cycle.
     pub pages_released: u64,
+    /// Stale-reference mode: pages poisoned after cycles (a page free for
+    /// several cycles counts once per cycle).
+    pub poisoned_pages: u64,
+    /// Stale-reference mode: poisoned pages dropped again as allocation
+    /// handed them out.
+    pub unpoisoned_pages: u64,
     /// CPU time of the collector since the heap was created: its threads
     /// (workers, marker, compaction driver, fault handler), its pauses,
     /// and the faults mutators resolved themselves.
@@ -702,6 +714,7 @@ impl HeapStats {
         self.pages_copied += c.pages_copied as u64;
         self.pages_zero_filled += c.pages_zero_filled as u64;
         self.pages_released += c.pages_released as u64;
+        self.poisoned_pages += c.poisoned_pages as u64;
     }
 }
 

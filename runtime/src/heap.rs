@@ -192,6 +192,28 @@ impl HeapBuilder {
         self
     }
 
+    /// The stale-reference mode: memory each collection frees is poisoned
+    /// (`UFFDIO_POISON`) until it is allocated again, so a read through an
+    /// address kept across a collection outside a handle stops the
+    /// process with a report naming the address, the collection and the
+    /// object that was there, instead of reading garbage (see
+    /// `HeapConfig::poison_freed` and docs/embedding.md). Safe code holds
+    /// only handles and cannot make such a read; the mode is for the
+    /// engine's unsafe API, FFI and movegc itself. A debugging mode with a
+    /// measured cost. Default off, or `MOVEGC_POISON=1`.
+    pub fn poison_freed(mut self, on: bool) -> Self {
+        self.config.poison_freed = on;
+        self
+    }
+
+    /// Called by the stale-reference mode after its report and before the
+    /// process aborts, in the faulting thread's signal handler: only
+    /// async-signal-safe work (see [`StaleHook`](crate::StaleHook)).
+    pub fn on_stale_access(mut self, hook: crate::StaleHook) -> Self {
+        self.config.on_stale_access = Some(hook);
+        self
+    }
+
     /// Young collections: cycles started by the size policy mark and
     /// compact only what was allocated since the last cycle, finding the
     /// old objects' references to it through a card table kept by

@@ -66,8 +66,9 @@ pub use heap::{Heap, HeapBuilder};
 pub use movegc_gc::concurrent::FaultMode;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
-    ConfigError, CycleProgress, CycleStats, CycleThreadFaults, FieldError, FullReason, HeapStats,
-    Kind, LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, SlowFault, Strategy,
-    ThreadFaults, ThreadStats, Trigger, FILLER_TAG, MAX_CAPACITY,
+    ConfigError, CycleProgress, CycleStats, CycleThreadFaults, FieldError, FullReason, Header,
+    HeapStats, Kind, LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, SlowFault,
+    StaleAccess, StaleHook, StaleObject, Strategy, ThreadFaults, ThreadStats, Trigger, FILLER_TAG,
+    MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};

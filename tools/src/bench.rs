@@ -71,6 +71,11 @@ pub struct BenchArgs {
     /// young=on). Default: off.
     #[arg(long, value_parser = ["off", "on", "both"])]
     generational: Option<String>,
+    /// The stale-reference mode (HeapConfig::poison_freed): off, on, or
+    /// both (every configuration twice, side by side: the mode's
+    /// overhead; the report's params say poison=on). Default: off.
+    #[arg(long, value_parser = ["off", "on", "both"])]
+    poison: Option<String>,
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -178,10 +183,15 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     if a.large_refs_sweep {
         o.large_refs_sweep();
     }
-    match a.generational.as_deref() {
-        Some("on") => o.generational = vec![true],
-        Some("both") => o.generational = vec![false, true],
-        _ => {}
+    for (arg, set) in [
+        (&a.generational, &mut o.generational),
+        (&a.poison, &mut o.poison),
+    ] {
+        match arg.as_deref() {
+            Some("on") => *set = vec![true],
+            Some("both") => *set = vec![false, true],
+            _ => {}
+        }
     }
     if let Some(e) = &a.large_refs_entries {
         o.large_refs_entries = e

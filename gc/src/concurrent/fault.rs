@@ -51,6 +51,7 @@ use std::time::Duration;
 use super::fatal::abort_on_panic;
 use super::sync;
 use super::CycleShared;
+use crate::poison::Poisoner;
 use crate::uffd::Event;
 
 const SLOTS: usize = 64;
@@ -60,6 +61,8 @@ struct Slot {
     start: AtomicUsize,
     end: AtomicUsize,
     cycle: SlotUse<CycleShared>,
+    /// The heap's stale-reference mode, if on (see `poison`).
+    poison: SlotUse<Poisoner>,
 }
 
 #[cfg(not(all(test, feature = "loom")))]
@@ -69,6 +72,7 @@ const EMPTY: Slot = Slot {
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     cycle: SlotUse::new(),
+    poison: SlotUse::new(),
 };
 
 #[cfg(not(all(test, feature = "loom")))]
@@ -84,6 +88,7 @@ static REGISTRY: std::sync::LazyLock<[Slot; SLOTS]> = std::sync::LazyLock::new(|
         start: AtomicUsize::new(0),
         end: AtomicUsize::new(0),
         cycle: SlotUse::new(),
+        poison: SlotUse::new(),
     })
 });
 
@@ -279,12 +284,21 @@ impl HeapSlot {
     pub(crate) fn unpublish(&self) {
         REGISTRY[self.0].cycle.unpublish();
     }
+
+    /// Makes the heap's stale-reference mode visible to the handler, for
+    /// the slot's lifetime.
+    pub(crate) fn publish_poison(&self, p: &Arc<Poisoner>) {
+        // SAFETY: `HeapPoison` holds this slot and an `Arc` of the
+        // poisoner, and drops the slot (which unpublishes) first.
+        unsafe { REGISTRY[self.0].poison.publish(Arc::as_ptr(p)) };
+    }
 }
 
 impl Drop for HeapSlot {
     fn drop(&mut self) {
         let s = &REGISTRY[self.0];
         self.unpublish();
+        s.poison.unpublish();
         s.start.store(0, Ordering::Release);
         s.end.store(0, Ordering::Release);
         s.taken.store(false, Ordering::Release);
@@ -309,27 +323,42 @@ fn install_handler() {
     }
 }
 
-/// Finds the heap containing `addr`; resolves the fault if a cycle is
-/// active there. True if the address belongs to a heap (the access may be
-/// retried), false if the signal is not ours.
+/// Finds the heap containing `addr`; reports a stale access if the
+/// address is memory its stale-reference mode poisoned (and aborts), else
+/// resolves the fault if a cycle is active there. True if the address
+/// belongs to a heap (the access may be retried), false if the signal is
+/// not ours.
 fn handle(addr: usize) -> bool {
-    for s in REGISTRY.iter() {
+    let in_slot = |s: &Slot| {
         let start = s.start.load(Ordering::Acquire);
-        if start == 0 || addr < start || addr >= s.end.load(Ordering::Acquire) {
-            continue;
+        start != 0 && addr >= start && addr < s.end.load(Ordering::Acquire)
+    };
+    // Poison first: a poisoned page raises the same BUS_ADRERR as a
+    // userfaultfd fault, and is told apart by address only. (A heap may
+    // hold two slots: one for its cycles, one for its poisoner.)
+    // Every heap's poisoner is asked, whatever the address: a freed large
+    // object with its own mapping lies outside every heap's range.
+    for s in REGISTRY.iter() {
+        let user = s.poison.enter();
+        if let Some(p) = user.get() {
+            p.check(addr, crate::cputime::gettid());
         }
+    }
+    if !REGISTRY.iter().any(&in_slot) {
+        return false;
+    }
+    for s in REGISTRY.iter().filter(|s| in_slot(s)) {
         let user = s.cycle.enter();
         if let Some(c) = user.get() {
             if c.contains(addr) {
                 // The faulting thread is this one (gettid is a plain
                 // syscall: async-signal-safe).
                 c.resolve_fault(addr, Some(crate::cputime::gettid()));
+                return true;
             }
         }
-        drop(user);
-        return true;
     }
-    false
+    true
 }
 
 /// Whether a SIGBUS with this `si_code` was raised by the kernel for a
