@@ -102,6 +102,10 @@ pub struct Config {
     /// How concurrent cycles serve a mutator's fault on a page not yet
     /// compacted.
     pub fault_mode: FaultMode,
+    /// The stale-reference mode (`HeapBuilder::poison_freed`): memory each
+    /// collection frees is poisoned, so a read of it would stop the app
+    /// with a report instead of passing unnoticed.
+    pub poison: bool,
     /// How long a worker sleeps between two allocation batches.
     pub worker_sleep: Duration,
     /// Overrides [`Config::app_budget`].
@@ -125,6 +129,7 @@ impl Default for Config {
             heap_mib: 256,
             min_free_mib: 8,
             fixed_budget: false,
+            poison: false,
             gc_threads: 2,
             fault_mode: FaultMode::Sigbus,
             worker_sleep: Duration::from_millis(2),
@@ -219,6 +224,11 @@ pub struct Cli {
     /// How concurrent strategies serve a fault on a page not yet compacted
     #[arg(long, value_name = "M", value_enum, default_value_t = FaultModeArg::Sigbus)]
     pub fault_mode: FaultModeArg,
+    /// Run in the stale-reference mode (HeapBuilder::poison_freed): freed
+    /// memory is poisoned after every collection and a read of it stops
+    /// the app with a report; the apps must finish clean
+    #[arg(long)]
+    pub poison: bool,
     /// Print the full report as JSON instead of the table
     #[arg(long)]
     pub json: bool,
@@ -246,6 +256,7 @@ impl Cli {
             strategies,
             heap_mib: self.heap_mib,
             fault_mode: self.fault_mode.into(),
+            poison: self.poison,
             ..Config::default()
         }
     }
@@ -295,6 +306,10 @@ pub struct AppReport {
     /// The worker threads' share, summed.
     #[serde(default)]
     pub worker_faults: ThreadFaultsReport,
+    /// Pages poisoned after the app's collections (the stale-reference
+    /// mode; 0 when it is off).
+    #[serde(default)]
+    pub poisoned_pages: u64,
     /// Pages installed with `UFFDIO_MOVE`.
     pub pages_moved: u64,
     /// Pages installed with `UFFDIO_COPY`.
@@ -472,6 +487,16 @@ impl RunReport {
                 max(|a| a.worker_faults.stall_max_us),
                 ms(sum(|a| a.worker_faults.stall_total_us)),
             );
+            let poisoned = sum(|a| a.poisoned_pages);
+            if poisoned > 0 {
+                let _ = writeln!(
+                    t,
+                    "{:>18} {:.1} MiB of freed memory poisoned after the apps' collections; \
+                     no stale access (one would have stopped its app with a report)",
+                    "stale-reference:",
+                    poisoned as f64 * 4096.0 / (1 << 20) as f64
+                );
+            }
             let first =
                 |f: fn(&FirstCycle) -> u64| mib(s.apps.iter().map(|a| f(&a.first_cycle)).sum());
             let _ = writeln!(
@@ -1574,6 +1599,7 @@ fn app_body(
     let mut stalls = Histogram::<u64>::new(3)?;
     for c in &cycles {
         rep.faults += c.faults as u64;
+        rep.poisoned_pages += c.poisoned_pages as u64;
         rep.pages_moved += c.pages_moved as u64;
         rep.pages_copied += c.pages_copied as u64;
         rep.ebusy_fallbacks += c.ebusy_fallbacks as u64;
@@ -1790,7 +1816,8 @@ fn zygote(cfg: &Config, strategy: Strategy) -> StrategyReport {
         .min_free(cfg.min_free_mib << 20)
         .growth_factor(1.25)
         .gc_threads(cfg.gc_threads)
-        .fault_mode(cfg.fault_mode);
+        .fault_mode(cfg.fault_mode)
+        .poison_freed(cfg.poison);
     if cfg.fixed_budget {
         builder = builder.gc_cpu_target(None);
     }

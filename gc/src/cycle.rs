@@ -49,14 +49,14 @@ use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_F
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
 use crate::cputime::GcCpu;
 use crate::fork::PerProcess;
-use crate::forwarding::{self, chunks_for, is_live, Forwarding, PageStart, PAGE_WORDS};
+use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{remembered_set, CardTable, Generations, ObjectStarts, Plan};
 use crate::mapping::{
     round_up, FrozenWordMap, Mapping, Prot, U32Map, WordMap, HUGE_PAGE_SIZE, PAGE_SIZE,
 };
 use crate::mark::{los_marker, mark, mark_allocated, MarkContext, MarkResult};
 use crate::object::{load_word, store_word, ObjRef, WORD};
-use crate::poison::{obituaries, Obituary, Poisoner};
+use crate::poison::{obituaries, Obituary, OldImage, Poisoner, DEAD_RECORDS};
 use crate::safepoint::{Coordinator, StoppedWorld};
 use crate::satb::SatbLog;
 use crate::space::{LargeObject, MovingSpace, Spaces};
@@ -797,19 +797,12 @@ impl Collector {
         // Stale-reference mode: what lies above the lowest possible new
         // top, read while the old image is whole.
         self.obituaries = space.poisoner().map(|_| {
-            let marks = meta.marks.words();
-            let from = walk_start(marks, total, old_end);
-            let live = |a: usize| {
-                let w = (a - start) / WORD;
-                w >= old_end || is_live(marks, w)
+            let img = OldImage {
+                start,
+                marks: meta.marks.words(),
+                black_start: old_end,
             };
-            obituaries(
-                start + from * WORD,
-                start + total * WORD,
-                top,
-                st.cycle,
-                live,
-            )
+            obituaries(&img, start + total * WORD, top, st.cycle, DEAD_RECORDS)
         });
         let reg_len = round_up(top - start, PAGE_SIZE);
 
@@ -1782,27 +1775,6 @@ fn poison_freed(space: &MovingSpace, old_top: usize, cycle: u64, obits: Vec<Obit
             );
             0
         }
-    }
-}
-
-/// The first object boundary at or below word `lo` of an old heap image:
-/// the last marked object start there, or `old_end` (the black block
-/// begins on an object boundary) if `lo` is above it, or 0.
-fn walk_start(marks: &[u64], lo: usize, old_end: usize) -> usize {
-    if lo >= old_end {
-        return old_end;
-    }
-    let (mut c, bit) = (lo / 64, lo % 64);
-    let mut m = marks[c] & (u64::MAX >> (63 - bit));
-    loop {
-        if m != 0 {
-            return c * 64 + 63 - m.leading_zeros() as usize;
-        }
-        if c == 0 {
-            return 0;
-        }
-        c -= 1;
-        m = marks[c];
     }
 }
 

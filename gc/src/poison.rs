@@ -103,24 +103,115 @@ impl Obituary {
     }
 }
 
-/// Records every object of the heap image at `image` (the heap's words as
-/// they were before compaction, at the same offsets from `start`) that
-/// reaches into `[lo, hi)`, walking from `walk_from` (an object boundary at
-/// or below `lo`). Zero words are skipped (unused TLAB space); the walk
-/// stops at a word that is no header. `live(addr)` says whether the object
-/// at `addr` survived; `moved_to` is filled in later.
+/// Most records of garbage objects one cycle keeps (8 MiB of records):
+/// recording every freed object would cost as much memory as the objects
+/// did, and a pause walk as long as the freed range. Live objects above
+/// the new top are always recorded.
+pub const DEAD_RECORDS: usize = 1 << 18;
+
+/// The heap as it was before a cycle moved anything: where it starts,
+/// its mark bitmap (a bit per marked object start, words from `start`)
+/// and where the black block begins (words; everything from there on is
+/// live: allocated during marking).
+pub(crate) struct OldImage<'a> {
+    pub(crate) start: usize,
+    pub(crate) marks: &'a [u64],
+    pub(crate) black_start: usize,
+}
+
+impl OldImage<'_> {
+    fn word(&self, addr: usize) -> usize {
+        (addr - self.start) / WORD
+    }
+
+    fn is_live(&self, addr: usize) -> bool {
+        let w = self.word(addr);
+        w >= self.black_start || crate::forwarding::is_live(self.marks, w)
+    }
+
+    /// The first object boundary at or below word `lo`: the last marked
+    /// object start there, the black block's start if `lo` is in it, or 0.
+    fn boundary_below(&self, lo: usize) -> usize {
+        if lo >= self.black_start {
+            return self.black_start;
+        }
+        let (mut c, bit) = (lo / 64, lo % 64);
+        let mut m = self.marks[c] & (u64::MAX >> (63 - bit));
+        loop {
+            if m != 0 {
+                return c * 64 + 63 - m.leading_zeros() as usize;
+            }
+            if c == 0 {
+                return 0;
+            }
+            c -= 1;
+            m = self.marks[c];
+        }
+    }
+
+    /// The next marked object start at or after word `w`, below `end`.
+    fn next_mark(&self, w: usize, end: usize) -> Option<usize> {
+        crate::forwarding::next_live(self.marks, w, end)
+    }
+}
+
+/// Records the objects of the old heap image that reach into `[lo, hi)`
+/// (addresses): every live one, and garbage ones from `lo` up until
+/// `dead_cap` ([`DEAD_RECORDS`] in a cycle) are kept. Zero words are skipped (unused TLAB space);
+/// a word that is no header ends the walk. `moved_to` is 1 for a live
+/// object here and filled in by [`Poisoner::forward`].
 ///
 /// The image must be readable and unchanging for the duration (world
 /// stopped, before compaction).
 pub(crate) fn obituaries(
-    walk_from: usize,
+    img: &OldImage<'_>,
     lo: usize,
     hi: usize,
     cycle: u64,
-    live: impl Fn(usize) -> bool,
+    dead_cap: usize,
 ) -> Vec<Obituary> {
     let mut out = Vec::new();
-    let mut a = walk_from;
+    let mut dead = 0;
+    let record = |out: &mut Vec<Obituary>, a: usize, raw: u64, live: bool| {
+        out.push(Obituary {
+            addr: a,
+            header: raw,
+            moved_to: live as usize,
+            cycle,
+        })
+    };
+    // Walk everything while garbage is still recorded.
+    let mut a = img.start + img.boundary_below(img.word(lo)) * WORD;
+    while a < hi {
+        let raw = load_word(a);
+        if raw == 0 {
+            a += WORD;
+            continue;
+        }
+        let Some(h) = Header::from_raw(raw) else {
+            return out;
+        };
+        let end = a + h.size();
+        if end > lo {
+            let live = img.is_live(a);
+            if !live && dead == dead_cap {
+                break;
+            }
+            dead += !live as usize;
+            record(&mut out, a, raw, live);
+        }
+        a = end;
+    }
+    // Then the live objects only: by the mark bitmap below the black
+    // block, by a walk in it (all live).
+    let black = img.start + img.black_start * WORD;
+    let mut w = img.word(a.min(black));
+    while let Some(s) = img.next_mark(w, img.word(hi.min(black))) {
+        let at = img.start + s * WORD;
+        record(&mut out, at, load_word(at), true);
+        w = s + 1;
+    }
+    let mut a = a.max(black);
     while a < hi {
         let raw = load_word(a);
         if raw == 0 {
@@ -130,16 +221,8 @@ pub(crate) fn obituaries(
         let Some(h) = Header::from_raw(raw) else {
             break;
         };
-        let end = a + h.size();
-        if end > lo {
-            out.push(Obituary {
-                addr: a,
-                header: raw,
-                moved_to: if live(a) { 1 } else { 0 },
-                cycle,
-            });
-        }
-        a = end;
+        record(&mut out, a, raw, true);
+        a += h.size();
     }
     out
 }
@@ -704,7 +787,7 @@ pub(crate) fn describe(a: &StaleAccess, hooked: bool, out: &mut impl std::fmt::W
             None => {
                 let _ = writeln!(
                     out,
-                    "movegc:   no object was there (unused allocation space)"
+                    "movegc:   no recorded object there: unused allocation space, or garbage past the {DEAD_RECORDS} garbage objects a cycle records"
                 );
             }
         },
@@ -766,6 +849,60 @@ mod tests {
         }
     }
 
+    /// Ten 4-word records after a zero word; objects 2 and 7 are marked.
+    fn image() -> (Vec<u64>, Vec<u64>) {
+        let h = crate::object::Layout::record(3, 1, 16)
+            .unwrap()
+            .header()
+            .raw();
+        let mut words = vec![0u64];
+        let mut marks = vec![0u64; 1];
+        for i in 0..10 {
+            if i == 2 || i == 7 {
+                marks[0] |= 1 << words.len();
+            }
+            words.extend([h, 0, 0, 0]);
+        }
+        (words, marks)
+    }
+
+    #[test]
+    fn obituaries_keep_every_live_object_and_garbage_up_to_the_cap() {
+        let (words, marks) = image();
+        let start = words.as_ptr() as usize;
+        let img = OldImage {
+            start,
+            marks: &marks,
+            black_start: words.len(),
+        };
+        let at = |i: usize| start + (1 + 4 * i) * WORD;
+        let end = start + words.len() * WORD;
+        // From inside object 5: objects 5..=9, 7 live.
+        let all = obituaries(&img, at(5) + 8, end, 4, usize::MAX);
+        assert_eq!(
+            all.iter().map(|o| o.addr).collect::<Vec<_>>(),
+            (5..10).map(at).collect::<Vec<_>>()
+        );
+        assert_eq!(all.iter().filter(|o| o.moved_to == 1).count(), 1);
+        assert!(all.iter().all(|o| o.cycle == 4));
+        // One garbage record: object 5, then only the live ones (7).
+        let capped = obituaries(&img, at(5), end, 4, 1);
+        assert_eq!(
+            capped.iter().map(|o| o.addr).collect::<Vec<_>>(),
+            vec![at(5), at(7)]
+        );
+        // A black block from object 8 on: all live, walked.
+        let img = OldImage {
+            black_start: 1 + 4 * 8,
+            ..img
+        };
+        let black = obituaries(&img, at(5), end, 4, 0);
+        assert_eq!(
+            black.iter().map(|o| o.addr).collect::<Vec<_>>(),
+            vec![at(7), at(8), at(9)]
+        );
+    }
+
     #[test]
     fn the_record_finds_the_segment_and_the_object() {
         let rec = Record {
@@ -809,7 +946,7 @@ mod tests {
         let dead = StaleAccess { object: None, ..a };
         let mut s = String::new();
         describe(&dead, true, &mut s);
-        assert!(s.contains("no object was there"), "{s}");
+        assert!(s.contains("no recorded object there"), "{s}");
         assert!(s.ends_with("aborting after the stale-access hook\n"), "{s}");
     }
 

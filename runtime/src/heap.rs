@@ -74,6 +74,13 @@ impl Heap {
         self.gc.fault_mode()
     }
 
+    /// Whether the stale-reference mode is on: asked for
+    /// ([`HeapBuilder::poison_freed`] or `MOVEGC_POISON=1`) and available
+    /// (`UFFDIO_POISON`, Linux 6.6).
+    pub fn poisons_freed(&self) -> bool {
+        self.gc.poisons_freed()
+    }
+
     /// Waits until no concurrent collection (marking or compaction) is
     /// running, from a thread that has no running mutator of this heap
     /// (another thread, or inside [`Mutator::blocking`]).
