@@ -140,4 +140,36 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
         "{errors}"
     );
     assert!(errors.contains("killed"), "{errors}");
+
+    // The stale-reference mode: the apps' freed memory is poisoned after
+    // every collection, and a correct program (this one) never reads it:
+    // every app reports, none was stopped by a stale-access report.
+    let poison_ok = Uffd::open(&OpenOptions::new().require_features(Features::POISON)).is_ok();
+    if !poison_ok {
+        eprintln!("skipped: the zygote's poison run: UFFD_FEATURE_POISON not granted");
+        return;
+    }
+    let poisoned = Config {
+        apps: 2,
+        frames: 30,
+        workers: 1,
+        min_free_mib: 4,
+        fixed_budget: true,
+        strategies: vec![Strategy::ConcurrentMove],
+        poison: true,
+        ..Config::default()
+    };
+    let rep = run(&poisoned);
+    eprintln!("{}", rep.table());
+    let failures = rep.failures();
+    assert!(failures.is_empty(), "failures: {failures:#?}");
+    for a in &rep.strategies[0].apps {
+        assert!(a.collections > 0, "app {}: no collection", a.app);
+        assert!(
+            a.poisoned_pages > 0,
+            "app {}: nothing poisoned: {a:?}",
+            a.app
+        );
+    }
+    assert!(rep.table().contains("stale-reference:"), "{}", rep.table());
 }
