@@ -69,7 +69,7 @@ use movegc_gc::concurrent::FaultMode;
 use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
+use crate::record::{ProcessUsage, RunRecord, ThreadRecord, WorkloadOutput};
 use crate::spec::{flag, Spec};
 
 /// Embedder tag of the workload's objects.
@@ -588,7 +588,9 @@ fn mutator_thread(
     seed: u64,
     ctl: Arc<Control>,
 ) -> MutatorReport {
-    let mut ctx = heap.attach().expect("a fresh thread");
+    let mut ctx = heap
+        .attach_named(&format!("mutator-{index}"))
+        .expect("a fresh thread");
     let mut expected = Vec::with_capacity(walkers.len());
     for &(slot, id) in &walkers {
         let o = heap.persistent_get(slot);
@@ -785,6 +787,8 @@ pub struct Detailed {
     pub usage: ProcessUsage,
     /// Wall time of the measured collection.
     pub wall: Duration,
+    /// Every mutator thread's counters at the end (faults, stalls).
+    pub threads: Vec<movegc_gc::ThreadStats>,
 }
 
 /// [`run`] as a record of the `movegc bench` suite: the one measured cycle,
@@ -807,7 +811,7 @@ pub fn run_record(p: &CompactParams, repeat: usize) -> RunRecord {
         ),
         heap: None,
     };
-    RunRecord::from_output(
+    let mut rec = RunRecord::from_output(
         "compact",
         p.strategy,
         &d.result.fault_mode,
@@ -815,7 +819,10 @@ pub fn run_record(p: &CompactParams, repeat: usize) -> RunRecord {
         repeat,
         &out,
         d.usage,
-    )
+    );
+    // The mutator threads' own share (the setup thread too).
+    rec.threads = d.threads.iter().map(ThreadRecord::of).collect();
+    rec
 }
 
 /// [`run`], keeping the cycle's statistics and the raw histograms.
@@ -999,12 +1006,18 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
         minflt: u1.minflt - u0.minflt,
         peak_rss_bytes: usage().max_rss_bytes,
     };
+    let stats = heap.stats();
     Detailed {
         result,
         cycle: st,
         accesses_ns: window,
         usage,
         wall,
+        threads: stats
+            .threads
+            .into_iter()
+            .chain(stats.recent_detached)
+            .collect(),
     }
 }
 

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use movegc_gc::{CycleStats, HeapStats, Strategy};
+use movegc_gc::{CycleStats, HeapStats, Strategy, ThreadStats};
 use serde::{Deserialize, Serialize};
 
 /// What a workload hands back after a verified run.
@@ -327,8 +327,59 @@ pub struct RunRecord {
     /// That as a share of the process's CPU time over the heap's life.
     #[serde(default)]
     pub gc_cpu_share: f64,
+    /// Every mutator thread of the heap (attached at the end, or among the
+    /// last 64 detached), in the heap's order.
+    #[serde(default)]
+    pub threads: Vec<ThreadRecord>,
     /// Every cycle.
     pub per_cycle: Vec<CycleRecord>,
+}
+
+/// One mutator thread's share of a run (`HeapStats::threads` and
+/// `recent_detached`): who waited on the collector, and for how long.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ThreadRecord {
+    /// The mutator's name.
+    pub name: String,
+    /// Its kernel thread id.
+    pub tid: i32,
+    /// Faults on pages a concurrent cycle had not compacted yet.
+    pub faults: u64,
+    /// Their stalls summed, ms.
+    pub fault_stall_total_ms: f64,
+    /// 99th percentile fault stall (the bucket's upper bound), µs.
+    pub fault_stall_p99_us: f64,
+    /// Longest fault stall, µs.
+    pub fault_stall_max_us: f64,
+    /// Allocations that waited for a collection.
+    pub alloc_stalls: u64,
+    /// Their waits summed, ms.
+    pub alloc_stall_total_ms: f64,
+    /// TLAB refills delayed by allocation pacing.
+    pub pacing_delays: u64,
+    /// Stops of the world this thread was the last to reach.
+    pub last_to_safepoint: u64,
+    /// How long those stops waited for it, ms.
+    pub held_up_world_ms: f64,
+}
+
+impl ThreadRecord {
+    /// The record of one thread's counters.
+    pub fn of(t: &ThreadStats) -> ThreadRecord {
+        ThreadRecord {
+            name: t.name.clone(),
+            tid: t.tid,
+            faults: t.faults.count,
+            fault_stall_total_ms: ms(t.faults.stall_total),
+            fault_stall_p99_us: t.faults.stall_quantile(0.99).as_secs_f64() * 1e6,
+            fault_stall_max_us: t.faults.stall_max.as_secs_f64() * 1e6,
+            alloc_stalls: t.alloc_stalls,
+            alloc_stall_total_ms: ms(t.alloc_stall_total),
+            pacing_delays: t.pacing_delays,
+            last_to_safepoint: t.last_to_safepoint,
+            held_up_world_ms: ms(t.held_up_world),
+        }
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -442,6 +493,13 @@ impl RunRecord {
             slowest_to_safepoint: slowest,
             gc_cpu_s: heap.map_or(0.0, |h| h.gc_cpu.as_secs_f64()),
             gc_cpu_share: heap.map_or(0.0, |h| h.gc_cpu_share()),
+            threads: heap.map_or_else(Vec::new, |h| {
+                h.threads
+                    .iter()
+                    .chain(&h.recent_detached)
+                    .map(ThreadRecord::of)
+                    .collect()
+            }),
             per_cycle: cycles.iter().map(CycleRecord::of).collect(),
         }
     }

@@ -647,6 +647,69 @@ fn summary_lines(s: &Summary) -> Vec<String> {
 }
 
 /// Heading of the large-refs table.
+const THREADS_TITLE: &str = "Who waited on the collector, per thread (multi-threaded runs)";
+const THREADS_NOTE: &str = "Every mutator thread of the first repeat of each multi-threaded \
+    configuration: its faults on pages not yet compacted (count, summed stall, p99 as the upper \
+    bound of its power-of-two bucket, longest), its allocation stalls, its TLAB refills delayed by \
+    pacing, and how long stops of the world waited for it as the last thread to arrive.";
+const THREADS_HEADERS: [&str; 11] = [
+    "workload",
+    "strategy",
+    "thread",
+    "faults",
+    "stall ms",
+    "stall µs p99/max",
+    "alloc stalls",
+    "alloc wait ms",
+    "paced",
+    "last to safepoint",
+    "held up ms",
+];
+
+/// The rows of the per-thread table: runs of repeat 0 with at least two
+/// mutator threads.
+fn thread_cells(results: &[RunRecord]) -> Vec<[String; 11]> {
+    let mut rows = Vec::new();
+    for r in results
+        .iter()
+        .filter(|r| r.repeat == 0 && r.threads.len() >= 2)
+    {
+        let params = varying_params_of(r, results);
+        let workload = if params.is_empty() {
+            r.workload.clone()
+        } else {
+            format!("{} {params}", r.workload)
+        };
+        for t in &r.threads {
+            rows.push([
+                workload.clone(),
+                r.strategy.clone(),
+                format!("{} ({})", t.name, t.tid),
+                t.faults.to_string(),
+                format!("{:.2}", t.fault_stall_total_ms),
+                format!("{:.0}/{:.0}", t.fault_stall_p99_us, t.fault_stall_max_us),
+                t.alloc_stalls.to_string(),
+                format!("{:.2}", t.alloc_stall_total_ms),
+                t.pacing_delays.to_string(),
+                t.last_to_safepoint.to_string(),
+                format!("{:.2}", t.held_up_world_ms),
+            ]);
+        }
+    }
+    rows
+}
+
+/// The params of `r` that differ between the rows of its workload (as in
+/// the main table), `-` removed.
+fn varying_params_of(r: &RunRecord, results: &[RunRecord]) -> String {
+    let gs = groups(results);
+    gs.iter()
+        .find(|g| g.records.iter().any(|x| std::ptr::eq(*x, r)))
+        .map(|g| varying_params(g, &gs))
+        .filter(|p| p != "-")
+        .unwrap_or_default()
+}
+
 const LARGE_REFS_TITLE: &str = "Final pause vs large-object references (large-refs)";
 
 /// What the large-refs table's columns are, under its markdown heading.
@@ -746,11 +809,35 @@ pub fn text_table(r: &Report) -> String {
         let _ = writeln!(out, "\n{LARGE_REFS_TITLE}:");
         out.push_str(&aligned(&LARGE_REFS_HEADERS, &cells, 2));
     }
+    let cells = thread_cells(&r.results);
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n{THREADS_TITLE}:");
+        out.push_str(&aligned(&THREADS_HEADERS, &cells, 3));
+    }
     let _ = writeln!(out);
     for l in summary_lines(&r.summary) {
         let _ = writeln!(out, "{l}");
     }
     out
+}
+
+/// Appends a markdown table; columns for which `left` holds are
+/// left-aligned, the others (numbers) right-aligned.
+fn md_table<const N: usize>(
+    out: &mut String,
+    headers: &[&str; N],
+    rows: &[[String; N]],
+    left: impl Fn(usize) -> bool,
+) {
+    let _ = writeln!(out, "| {} |", headers.join(" | "));
+    let aligns: Vec<&str> = (0..N)
+        .map(|i| if left(i) { "---" } else { "---:" })
+        .collect();
+    let _ = writeln!(out, "| {} |", aligns.join(" | "));
+    for row in rows {
+        let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
 }
 
 /// Escapes a markdown table cell.
@@ -828,15 +915,13 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
     if !cells.is_empty() {
         let _ = writeln!(out, "\n## {LARGE_REFS_TITLE}\n");
         let _ = writeln!(out, "{LARGE_REFS_NOTE}\n");
-        let _ = writeln!(out, "| {} |", LARGE_REFS_HEADERS.join(" | "));
-        let aligns: Vec<&str> = (0..LARGE_REFS_HEADERS.len())
-            .map(|i| if i == 1 { "---" } else { "---:" })
-            .collect();
-        let _ = writeln!(out, "| {} |", aligns.join(" | "));
-        for row in &cells {
-            let cells: Vec<String> = row.iter().map(|c| md_cell(c)).collect();
-            let _ = writeln!(out, "| {} |", cells.join(" | "));
-        }
+        md_table(&mut out, &LARGE_REFS_HEADERS, &cells, |i| i == 1);
+    }
+    let cells = thread_cells(&r.results);
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n## {THREADS_TITLE}\n");
+        let _ = writeln!(out, "{THREADS_NOTE}\n");
+        md_table(&mut out, &THREADS_HEADERS, &cells, |i| i < 3);
     }
     let _ = writeln!(out, "\n## Summary\n");
     let s = &r.summary;
@@ -1560,6 +1645,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_per_thread_table_lists_every_thread_of_multi_threaded_runs() {
+        let t = |name: &str, faults: u64| crate::record::ThreadRecord {
+            name: name.into(),
+            tid: 7,
+            faults,
+            fault_stall_total_ms: 1.5,
+            fault_stall_p99_us: 64.0,
+            fault_stall_max_us: 90.0,
+            alloc_stalls: 2,
+            ..Default::default()
+        };
+        let multi = RunRecord {
+            workload: "threads".into(),
+            strategy: MOVE.into(),
+            threads: vec![t("worker-0", 120), t("worker-1", 80)],
+            ..Default::default()
+        };
+        let single = RunRecord {
+            workload: "fragmenter".into(),
+            strategy: MOVE.into(),
+            threads: vec![t("main", 5)],
+            ..Default::default()
+        };
+        let later = RunRecord {
+            repeat: 1,
+            ..multi.clone()
+        };
+        let cells = thread_cells(&[multi, single, later]);
+        assert_eq!(cells.len(), 2, "repeat 0 of multi-threaded runs only");
+        assert_eq!(cells[0][2], "worker-0 (7)");
+        assert_eq!(cells[0][3], "120");
+        assert_eq!(cells[1][5], "64/90");
+        let mut md = String::new();
+        md_table(&mut md, &THREADS_HEADERS, &cells, |i| i < 3);
+        assert!(
+            md.contains("| threads | concurrent-move | worker-1 (7) | 80 | 1.50 | 64/90 | 2 |"),
+            "{md}"
+        );
     }
 
     #[test]

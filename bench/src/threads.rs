@@ -320,7 +320,7 @@ fn run_inner(
     // The shared table, filled with objects 1..=shared, held persistently;
     // the setup mutator detaches before the threads start.
     let shared = {
-        let mut m = heap.attach().map_err(|e| e.to_string())?;
+        let mut m = heap.attach_named("setup").map_err(|e| e.to_string())?;
         m.scope(|m| -> Res<Persistent> {
             let table = Table::new(m, p.shared, TABLE_TAG)?;
             for s in 0..p.shared {
@@ -356,7 +356,7 @@ fn run_inner(
         .map(|o| o.done.saturating_duration_since(start))
         .max()
         .unwrap_or(Duration::ZERO);
-    let mut m = heap.attach().map_err(|e| e.to_string())?;
+    let mut m = heap.attach_named("check").map_err(|e| e.to_string())?;
     let r = m.scope(|m| -> Res<WorkloadOutput> {
         let stats = finish(m)?;
         let cycles = stats.recent.clone();
@@ -496,7 +496,9 @@ fn worker(
     p: &Params,
     t: usize,
 ) -> Result<ThreadOut, String> {
-    let mut m = heap.attach().map_err(|e| e.to_string())?;
+    let mut m = heap
+        .attach_named(&format!("worker-{t}"))
+        .map_err(|e| e.to_string())?;
     let r = m.scope(|m| -> Res<ThreadOut> {
         let top = m.local(shared)?;
         let shared = Table::from_top(top, p.shared);

@@ -586,7 +586,7 @@ impl GcHeap {
         s.next_collection_at = inner.next_gc.load(Ordering::Relaxed);
         s.free_budget = lock(&inner.pacer).budget();
         s.late_threads = inner.gc.coord().late_threads();
-        let (threads, gone) = inner.gc.coord().thread_stats();
+        let (threads, gone, recent) = inner.gc.coord().thread_stats();
         // Every thread's, attached or not (`ThreadStats::add` sums them).
         let mut all = gone.clone();
         threads.iter().for_each(|t| all.add(t));
@@ -596,6 +596,7 @@ impl GcHeap {
         s.pacing_delay_total = all.pacing_delay_total;
         s.threads = threads;
         s.detached_threads = gone;
+        s.recent_detached = recent;
         s.in_progress = inner.gc.progress();
         (s.gc_cpu, s.process_cpu) = inner.gc.cpu().totals();
         if let Some(p) = inner.spaces.moving.poisoner() {

@@ -435,7 +435,15 @@ struct CoordState {
     last_stopped: Option<Arc<MutatorShared>>,
     /// Counters of detached mutators, summed (their threads are gone).
     departed: ThreadStats,
+    /// The last [`RECENT_DETACHED`] detached mutators' own counters,
+    /// oldest first (a benchmark's per-thread table after its workers
+    /// have ended).
+    recent_departed: std::collections::VecDeque<ThreadStats>,
 }
+
+/// How many detached mutators' counters are kept one by one
+/// (`HeapStats::recent_detached`).
+pub const RECENT_DETACHED: usize = 64;
 
 impl CoordState {
     /// Takes a running mutator out of the running set (it parks, blocks,
@@ -621,15 +629,16 @@ impl Coordinator {
         self.lock().late.clone()
     }
 
-    /// Each attached mutator's counters, and the sum of those of detached
-    /// ones (`name` "detached").
-    pub fn thread_stats(&self) -> (Vec<ThreadStats>, ThreadStats) {
+    /// Each attached mutator's counters, the sum of those of detached
+    /// ones (`name` "detached"), and the most recently detached ones'.
+    pub fn thread_stats(&self) -> (Vec<ThreadStats>, ThreadStats, Vec<ThreadStats>) {
         let s = self.lock();
         let mut gone = s.departed.clone();
         gone.name = "detached".into();
         (
             s.mutators.iter().map(|m| ThreadStats::of(m)).collect(),
             gone,
+            s.recent_departed.iter().cloned().collect(),
         )
     }
 
@@ -669,6 +678,10 @@ impl Coordinator {
         s.mutators.retain(|m| !Arc::ptr_eq(m, shared));
         let gone = ThreadStats::of(shared);
         s.departed.add(&gone);
+        if s.recent_departed.len() == RECENT_DETACHED {
+            s.recent_departed.pop_front();
+        }
+        s.recent_departed.push_back(gone);
         self.cv.notify_all();
     }
 
@@ -957,6 +970,24 @@ mod tests {
 
     fn attach(c: &Arc<Coordinator>) -> Attached {
         Attached::new(c.clone(), Arc::default()).unwrap()
+    }
+
+    #[test]
+    fn the_last_detached_threads_are_kept_one_by_one() {
+        let c = Arc::new(Coordinator::new(Duration::from_secs(5)));
+        for i in 0..RECENT_DETACHED + 6 {
+            let m = c.attach(Some(format!("t{i}")));
+            c.detach(&m);
+        }
+        let (attached, sum, recent) = c.thread_stats();
+        assert!(attached.is_empty());
+        assert_eq!(sum.name, "detached");
+        assert_eq!(recent.len(), RECENT_DETACHED);
+        assert_eq!(recent[0].name, "t6");
+        assert_eq!(
+            recent.last().unwrap().name,
+            format!("t{}", RECENT_DETACHED + 5)
+        );
     }
 
     #[test]

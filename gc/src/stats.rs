@@ -580,6 +580,9 @@ pub struct HeapStats {
     pub threads: Vec<ThreadStats>,
     /// The same summed over mutators that have detached.
     pub detached_threads: ThreadStats,
+    /// The last 64 detached mutators' own counters, oldest first (a
+    /// program's per-thread figures after its threads have ended).
+    pub recent_detached: Vec<ThreadStats>,
     /// Total bytes reclaimed.
     pub freed_bytes: u64,
     /// Total bytes moved.

@@ -60,6 +60,14 @@ fn an_allocation_that_waits_for_room_is_a_stall_of_its_thread() {
     let s = heap.stats();
     assert!(s.threads.is_empty(), "{:?}", s.threads);
     assert_eq!(s.detached_threads.alloc_stalls, me.alloc_stalls);
+    // ... and its own counters are kept by name among the recent ones.
+    let kept = s
+        .recent_detached
+        .iter()
+        .find(|t| t.name == "filler")
+        .expect("the detached filler is listed");
+    assert_eq!(kept.alloc_stalls, me.alloc_stalls);
+    assert_eq!(kept.tid, me.tid);
     assert_eq!(s.alloc_stalls, me.alloc_stalls);
     assert_eq!(s.alloc_stall_histogram.len(), me.alloc_stalls);
     assert!(s.cycles_exhausted >= 1, "{s:?}");
