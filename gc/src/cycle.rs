@@ -1701,6 +1701,7 @@ fn drive(
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::LatencyHistogram(shared.stalls.to_hdr()));
     st.fault_threads = shared.fault_threads();
+    st.faults_unattributed = c.faults_unattributed.load(Ordering::Relaxed);
     st.madvise_calls += sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
     // Hand the metadata back for the next cycle.
     let mut shared = shared;

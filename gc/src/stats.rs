@@ -453,6 +453,9 @@ pub struct CycleStats {
     pub pages_zero_recycled: usize,
     /// From-space pages still resident at the end, released.
     pub pages_released: usize,
+    /// Faults the cycle resolved for a thread that is no mutator of the
+    /// heap (none is expected: a thread that touches the heap is attached).
+    pub faults_unattributed: usize,
     /// Stale-reference mode: pages of free space poisoned after the cycle
     /// (its whole window, freed by this cycle or earlier ones).
     pub poisoned_pages: usize,
@@ -597,6 +600,8 @@ pub struct HeapStats {
     pub pages_zero_filled: u64,
     /// Total from-space pages released at the end of a cycle.
     pub pages_released: u64,
+    /// Faults resolved for threads that are no mutator of the heap.
+    pub faults_unattributed: u64,
     /// Stale-reference mode: pages poisoned after cycles (a page free for
     /// several cycles counts once per cycle).
     pub poisoned_pages: u64,
@@ -718,6 +723,7 @@ impl HeapStats {
         self.pages_zero_filled += c.pages_zero_filled as u64;
         self.pages_released += c.pages_released as u64;
         self.poisoned_pages += c.poisoned_pages as u64;
+        self.faults_unattributed += c.faults_unattributed as u64;
     }
 }
 

@@ -474,6 +474,7 @@ fn faults_are_attributed_to_the_thread_that_took_them() {
             .map(|h| h.len())
             .sum();
         assert_eq!(counted, r.faults.count, "{fault_mode:?}");
+        assert_eq!(s.faults_unattributed, 0, "{fault_mode:?}");
         // Per cycle too, and named in the GC log line.
         let mut per_cycle = 0;
         for t in s.recent.iter().flat_map(|c| &c.fault_threads) {
