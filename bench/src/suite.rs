@@ -102,6 +102,10 @@ pub struct Job {
     /// record's params.
     #[serde(default)]
     pub poison: bool,
+    /// With `poison`: its stress option too (`MOVEGC_POISON=stress`:
+    /// every cycle moves every object; params say `poison=stress`).
+    #[serde(default)]
+    pub poison_stress: bool,
 }
 
 impl Job {
@@ -118,7 +122,12 @@ impl Job {
             ),
             (
                 "MOVEGC_POISON",
-                if self.poison { "1" } else { "0" }.to_string(),
+                match (self.poison, self.poison_stress) {
+                    (false, _) => "0",
+                    (true, false) => "1",
+                    (true, true) => "stress",
+                }
+                .to_string(),
             ),
         ]
     }
@@ -169,6 +178,8 @@ pub struct Options {
     /// The stale-reference mode off, on, or both (side by side: its
     /// overhead).
     pub poison: Vec<bool>,
+    /// Runs with the mode on use its stress option.
+    pub poison_stress: bool,
 }
 
 impl Options {
@@ -198,6 +209,7 @@ impl Options {
             }],
             generational: vec![false],
             poison: vec![false],
+            poison_stress: false,
         }
     }
 
@@ -364,6 +376,7 @@ pub fn plan(o: &Options) -> Vec<Job> {
                     repeat,
                     generational,
                     poison,
+                    poison_stress: poison && o.poison_stress,
                 });
             }
         }
@@ -390,10 +403,14 @@ fn parse_binary_trees_spec(spec: &str) -> Result<u32, SpecError> {
 /// environment [`Job::child_env`] sets).
 pub fn run_job(job: &Job) -> Result<RunRecord, String> {
     let mut r = run_workload(job)?;
-    for (on, key) in [(job.generational, "young"), (job.poison, "poison")] {
+    let poison = if job.poison_stress { "stress" } else { "on" };
+    for (on, key, value) in [
+        (job.generational, "young", "on"),
+        (job.poison, "poison", poison),
+    ] {
         if on {
             let params: Spec = r.params.parse()?;
-            r.params = params.with(key, "on").to_string();
+            r.params = params.with(key, value).to_string();
         }
     }
     Ok(r)
@@ -586,6 +603,7 @@ mod tests {
             repeat: 0,
             generational: false,
             poison: false,
+            poison_stress: false,
         };
         assert!(run_job(&job).unwrap_err().contains("strategy"));
         let job = Job {
@@ -596,6 +614,7 @@ mod tests {
             repeat: 0,
             generational: false,
             poison: false,
+            poison_stress: false,
         };
         assert!(run_job(&job).is_err());
     }
@@ -623,6 +642,7 @@ mod tests {
             repeat: 0,
             generational: false,
             poison: false,
+            poison_stress: false,
         };
         assert_eq!(
             run_job(&job).unwrap_err(),
@@ -640,6 +660,7 @@ mod tests {
             repeat: 0,
             generational: false,
             poison: false,
+            poison_stress: false,
         };
         assert_eq!(run_job(&job).unwrap().params, "n=6");
         job.generational = true;

@@ -351,6 +351,7 @@ fn large_refs_runs_as_a_suite_job() {
             repeat: 0,
             generational: false,
             poison: false,
+            poison_stress: false,
         };
         let r: RunRecord = suite::run_job(&job).unwrap_or_else(|e| panic!("{s:?}: {e}"));
         assert_eq!(r.workload, "large-refs");
@@ -371,6 +372,7 @@ fn large_refs_runs_as_a_suite_job() {
         repeat: 0,
         generational: false,
         poison: false,
+        poison_stress: false,
     };
     assert!(suite::run_job(&bad).unwrap_err().contains("entries"));
 }

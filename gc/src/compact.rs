@@ -76,6 +76,11 @@ pub struct Compactor<'a> {
     /// be old, gets its card marked (the next young cycle's remembered set
     /// must find it; the mutator's card mark was at the old address).
     pub(crate) young_cards: Option<(&'a crate::generation::CardTable, usize, usize)>,
+    /// Bytes from `space_start` to where the compacted objects begin: 0,
+    /// except in the stale-reference stress mode, whose stop-the-world
+    /// cycles compact to just above the old top every other cycle so that
+    /// every object moves (`poison`).
+    pub(crate) dest_shift: usize,
 }
 
 /// The old region of a young cycle, as its compactors see it: every page
@@ -132,6 +137,7 @@ impl<'a> Compactor<'a> {
             black: Black::default(),
             old: None,
             young_cards: None,
+            dest_shift: 0,
         }
     }
 }
@@ -191,7 +197,7 @@ impl Compactor<'_> {
     pub fn forward_ref(&self, v: u64) -> u64 {
         let off = (v as usize).wrapping_sub(self.space_start);
         if off < self.fwd.end_words * WORD {
-            (self.space_start + self.fwd.forward(off / WORD) * WORD) as u64
+            (self.space_start + self.dest_shift + self.fwd.forward(off / WORD) * WORD) as u64
         } else if off < self.black.end_words * WORD {
             v - (self.black.delta_words * WORD) as u64 // the black block slides whole
         } else {
@@ -573,6 +579,7 @@ mod tests {
             black: Black::default(),
             old: None,
             young_cards: None,
+            dest_shift: 0,
         };
         let mut buf = vec![0u8; PAGE_SIZE];
         c.compact_page(0, &mut buf);

@@ -107,6 +107,8 @@ pub(crate) struct Settings {
     pub(crate) fault_mode: FaultMode,
     pub(crate) uffd_path: Option<OpenPath>,
     pub(crate) injection: Injection,
+    /// The stale-reference stress mode (`HeapConfig::poison_stress`).
+    pub(crate) stress: bool,
 }
 
 /// The collector's state, owned by the heap and driven through [`Host`]:
@@ -240,6 +242,10 @@ impl Gc {
     /// What `strategy` becomes on this heap after fallbacks; asking about a
     /// concurrent one opens userfaultfd now if that was not tried yet.
     pub(crate) fn effective_strategy(&self, strategy: Strategy, space: &MovingSpace) -> Strategy {
+        if self.settings.stress {
+            // The stress mode moves everything in stop-the-world cycles.
+            return Strategy::StopTheWorld;
+        }
         let support = if strategy.is_concurrent() {
             self.concurrent
                 .get_or_init(|| open_support(&self.settings, space))
@@ -454,6 +460,9 @@ struct Collector {
     /// Stale-reference mode: what the cycle in flight frees (recorded in
     /// its last pause, poisoned at its end).
     obituaries: Option<Vec<Obituary>>,
+    /// Stress mode: the last cycle compacted above its old top (the next
+    /// compacts back down to the start).
+    stress_high: bool,
 }
 
 impl Collector {
@@ -476,6 +485,7 @@ impl Collector {
             unverified: false,
             packed_end: space.start(),
             obituaries: None,
+            stress_high: false,
         })
     }
 
@@ -513,10 +523,9 @@ impl Collector {
         let sp = host.spaces();
         let roots = gather_roots(host, world, false);
         let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
-        let packed_end = self.packed_end.max(sp.moving.start());
-        if let Err(e) =
-            verify::verify_heap(sp.moving.start(), packed_end, sp.moving.top(), &los, &roots)
-        {
+        let base = sp.moving.base();
+        let packed_end = self.packed_end.max(base);
+        if let Err(e) = verify::verify_heap(base, packed_end, sp.moving.top(), &los, &roots) {
             panic!("heap verification failed after cycle {}: {e}", self.cycles);
         }
         self.unverified = false;
@@ -794,15 +803,39 @@ impl Collector {
         }
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
+        // Stale-reference stress mode (stop-the-world cycles): every other
+        // cycle compacts to just above the old top, so that every object
+        // moves and the whole old image is freed (and poisoned); the next
+        // compacts back down to the start. Without room above, as usual.
+        let base = space.base();
+        let stress = gc.settings.stress && !strategy.is_concurrent() && space.poisoner().is_some();
+        let shift = match stress && !self.stress_high {
+            true => {
+                let d = round_up(top, PAGE_SIZE);
+                if d + total * WORD + PAGE_SIZE <= space.end() {
+                    d - start
+                } else {
+                    0
+                }
+            }
+            false => 0,
+        };
         // Stale-reference mode: what lies above the lowest possible new
-        // top, read while the old image is whole.
+        // top (all of the old image if it all moves), read while it is
+        // whole.
         self.obituaries = space.poisoner().map(|_| {
             let img = OldImage {
                 start,
+                base: (base - start) / WORD,
                 marks: meta.marks.words(),
                 black_start: old_end,
             };
-            obituaries(&img, start + total * WORD, top, st.cycle, DEAD_RECORDS)
+            let lo = if shift > 0 {
+                start
+            } else {
+                start + total * WORD
+            };
+            obituaries(&img, lo, top, st.cycle, DEAD_RECORDS)
         });
         let reg_len = round_up(top - start, PAGE_SIZE);
 
@@ -887,7 +920,17 @@ impl Collector {
                 starts: starts.table(),
             }),
             young_cards: None, // no black block: nothing stays young
+            dest_shift: shift,
         };
+        if let Some(p) = space.poisoner() {
+            if shift > 0 {
+                // The destination lies above the old top: drop its poison.
+                p.unpoison(start + shift + total * WORD);
+            } else if base > start {
+                // Back down into the old image the last cycle left.
+                p.drop_low();
+            }
+        }
         if let Some(o) = self.obituaries.as_mut() {
             Poisoner::forward(o, |a| comp.forward_ref(a as u64) as usize);
         }
@@ -918,7 +961,9 @@ impl Collector {
                 // SAFETY: the world is stopped and no compaction is running
                 // (the parallel loop above has finished), so nothing else
                 // references these heap pages; they lie below the old top.
-                let dst = unsafe { heap_map.bytes_mut(lo * PAGE_SIZE, (hi - lo) * PAGE_SIZE) };
+                // (Stress mode: above the old top, `shift` bytes up.)
+                let dst =
+                    unsafe { heap_map.bytes_mut(shift + lo * PAGE_SIZE, (hi - lo) * PAGE_SIZE) };
                 dst.copy_from_slice(buf);
                 lo = hi;
             }
@@ -945,11 +990,13 @@ impl Collector {
         // collection is expected stay resident (dirty: zeroed when handed
         // out); beyond that the freed tail is returned to the system.
         let t = Instant::now();
-        let packed = start + total * WORD;
+        let packed = start + shift + total * WORD;
         // With young collections the old region ends on a page (the gap is
         // zero: compaction zeroes the rest of its last page).
         let (new_top, aligned) = top_after(gc, space, packed);
         space.set_top(new_top);
+        space.set_base(start + shift);
+        self.stress_high = shift > 0;
         let live = st.live_bytes + sp.large.bytes();
         let budget = host.collect_at(live);
         let keep_end = round_up(new_top + budget, HUGE_PAGE_SIZE).min(space.end());
@@ -958,7 +1005,8 @@ impl Collector {
         if space.poisoner().is_some() {
             // Everything above the new top is poisoned (or fresh).
             let obits = self.obituaries.take().unwrap_or_default();
-            st.poisoned_pages = poison_freed(space, dirty, st.cycle, obits);
+            let low = (shift > 0).then_some(start + shift);
+            st.poisoned_pages = poison_freed(space, dirty, low, st.cycle, obits);
             space.set_dirty_limit(round_up(new_top, PAGE_SIZE).min(dirty));
         } else {
             if dirty > keep_end {
@@ -982,7 +1030,7 @@ impl Collector {
             self.packed_end = packed;
         }
         st.release = t.elapsed();
-        st.freed_bytes = top.saturating_sub(new_top) + freed_b;
+        st.freed_bytes = (top - base).saturating_sub(new_top - (start + shift)) + freed_b;
         host.grant_waiting(world, self.cycles, st.young);
 
         // Verify.
@@ -1729,7 +1777,7 @@ fn drive(
     {
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(obits) = col.obituaries.take() {
-            st.poisoned_pages = poison_freed(&sp.moving, old_top, st.cycle, obits);
+            st.poisoned_pages = poison_freed(&sp.moving, old_top, None, st.cycle, obits);
         }
         if let Some((plan, new_old, examined)) = promote {
             // Every page is mapped: record where the promoted objects'
@@ -1760,12 +1808,18 @@ fn drive(
 /// Stale-reference mode, after a cycle: poisons the free space above the
 /// top up to `old_top` and beyond (see `poison`); the pages poisoned, or 0
 /// after saying once why it failed (the heap then runs on, unpoisoned).
-fn poison_freed(space: &MovingSpace, old_top: usize, cycle: u64, obits: Vec<Obituary>) -> usize {
+fn poison_freed(
+    space: &MovingSpace,
+    old_top: usize,
+    low: Option<usize>,
+    cycle: u64,
+    obits: Vec<Obituary>,
+) -> usize {
     static WARN_POISON_FAILED: AtomicBool = AtomicBool::new(false);
     let Some(p) = space.poisoner() else {
         return 0;
     };
-    match p.after_cycle(|| space.top(), old_top, cycle, obits) {
+    match p.after_cycle(|| space.top(), old_top, low, cycle, obits) {
         Ok(n) => n,
         Err(e) => {
             warn_once(

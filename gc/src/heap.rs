@@ -173,6 +173,15 @@ pub struct HeapConfig {
     /// process aborts (see [`StaleHook`](crate::StaleHook): it runs in a
     /// signal handler). Default: none.
     pub on_stale_access: Option<crate::StaleHook>,
+    /// The stale-reference mode's stress option: every collection moves
+    /// every object (every other one compacts to just above the old top,
+    /// the next back down to the start), so no stale address keeps
+    /// pointing at live memory by luck: the whole old image is poisoned.
+    /// Implies `poison_freed`; makes every collection stop-the-world, full
+    /// (not young) and without a dense prefix; the heap needs room for its
+    /// live data twice (a cycle without it compacts as usual). For test
+    /// runs. Default: off, or on with `MOVEGC_POISON=stress`.
+    pub poison_stress: bool,
     /// Test-only error injection into the concurrent installer.
     pub injection: Injection,
 }
@@ -207,6 +216,9 @@ impl Default for HeapConfig {
                 std::env::var("MOVEGC_POISON").ok().as_deref(),
             ),
             on_stale_access: None,
+            poison_stress: crate::poison::stress_by_env(
+                std::env::var("MOVEGC_POISON").ok().as_deref(),
+            ),
             injection: Injection::default(),
         }
     }
@@ -404,7 +416,13 @@ fn enable_poison(moving: &MovingSpace, hook: Option<crate::StaleHook>) {
 
 impl GcHeap {
     /// Creates a heap.
-    pub fn new(config: HeapConfig) -> Result<GcHeap, HeapError> {
+    pub fn new(mut config: HeapConfig) -> Result<GcHeap, HeapError> {
+        if config.poison_stress {
+            config.poison_freed = true;
+            config.strategy = Strategy::StopTheWorld;
+            config.generational = false;
+            config.dense_prefix_threshold = None;
+        }
         let page = system_page_size();
         if page != PAGE_SIZE {
             return Err(ConfigError::PageSize(page).into());
@@ -464,6 +482,7 @@ impl GcHeap {
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,
             injection: config.injection,
+            stress: config.poison_stress,
         };
         let cpu = Arc::new(GcCpu::default());
         let pool = worker_pool(config.gc_threads, cpu.clone())

@@ -115,6 +115,9 @@ pub const DEAD_RECORDS: usize = 1 << 18;
 /// live: allocated during marking).
 pub(crate) struct OldImage<'a> {
     pub(crate) start: usize,
+    /// The first word that may hold an object (stress mode: below it lies
+    /// a poisoned old image).
+    pub(crate) base: usize,
     pub(crate) marks: &'a [u64],
     pub(crate) black_start: usize,
 }
@@ -181,7 +184,7 @@ pub(crate) fn obituaries(
         })
     };
     // Walk everything while garbage is still recorded.
-    let mut a = img.start + img.boundary_below(img.word(lo)) * WORD;
+    let mut a = img.start + img.boundary_below(img.word(lo)).max(img.base) * WORD;
     while a < hi {
         let raw = load_word(a);
         if raw == 0 {
@@ -316,6 +319,10 @@ pub(crate) struct Poisoner {
     /// `state`'s lock, read by the handler.
     lo: AtomicUsize,
     hi: AtomicUsize,
+    /// Stress mode: `[reservation start, low_hi)` is the old image a cycle
+    /// compacted away from (0: none), poisoned until the next cycle
+    /// compacts back down into it.
+    low_hi: AtomicUsize,
     record: SlotUse<Record>,
     /// Freed large objects (fixed: the handler scans it without a lock);
     /// slots `[0, graves_used)` have been used.
@@ -357,6 +364,7 @@ impl Poisoner {
             state: Mutex::default(),
             lo: AtomicUsize::new(start),
             hi: AtomicUsize::new(start),
+            low_hi: AtomicUsize::new(0),
             record: SlotUse::new(),
             graves: (0..GRAVES).map(|_| Grave::default()).collect(),
             graves_used: AtomicUsize::new(0),
@@ -404,6 +412,7 @@ impl Poisoner {
         &self,
         top: impl FnOnce() -> usize,
         old_top: usize,
+        low: Option<usize>,
         cycle: u64,
         fresh: Vec<Obituary>,
     ) -> Result<usize, UffdError> {
@@ -446,6 +455,11 @@ impl Poisoner {
         if hi > lo {
             ranges.push((lo, hi - lo));
         }
+        // Stress mode: the old image below the objects, all of it freed.
+        if let Some(d) = low.filter(|&d| d > rs) {
+            ranges.push((rs, d - rs));
+            rec.segments.insert(0, (rs, cycle));
+        }
         for &(a, l) in &ranges {
             drop_pages(a, l);
         }
@@ -470,10 +484,24 @@ impl Poisoner {
         unsafe { self.record.publish(&**rec) };
         self.lo.store(lo, Ordering::Release);
         self.hi.store(hi, Ordering::Release);
+        if let Some(d) = low {
+            self.low_hi.store(d, Ordering::Release);
+        }
         self.counters
             .poisoned
             .fetch_add(done as u64, Ordering::Relaxed);
         Ok(done)
+    }
+
+    /// Stress mode, before a cycle compacts back down into the old image
+    /// below the objects: drops its poison (it reads as zeros).
+    pub(crate) fn drop_low(&self) {
+        let _st = self.lock();
+        let rs = self.reservation.0;
+        let hi = self.low_hi.swap(0, Ordering::AcqRel);
+        if hi > rs {
+            drop_pages(rs, hi - rs);
+        }
     }
 
     /// This process's descriptor (reopened in a forked child).
@@ -598,7 +626,8 @@ impl Poisoner {
             self.lo.load(Ordering::Acquire),
             self.hi.load(Ordering::Acquire),
         );
-        if addr < lo || addr >= hi {
+        let low = addr >= self.reservation.0 && addr < self.low_hi.load(Ordering::Acquire);
+        if !low && (addr < lo || addr >= hi) {
             self.check_graves(addr, tid);
             return;
         }
@@ -814,9 +843,15 @@ fn report(a: &StaleAccess, hooked: bool) {
     unsafe { libc::write(2, b.buf.as_ptr().cast(), b.len) };
 }
 
-/// Whether `MOVEGC_POISON`'s value turns the mode on (`1`, `true`, `on`).
+/// Whether `MOVEGC_POISON`'s value turns the mode on (`1`, `true`, `on`,
+/// or `stress`).
 pub(crate) fn enabled_by_env(v: Option<&str>) -> bool {
-    matches!(v.map(str::trim), Some("1" | "true" | "on"))
+    matches!(v.map(str::trim), Some("1" | "true" | "on" | "stress"))
+}
+
+/// Whether `MOVEGC_POISON`'s value asks for the stress mode (`stress`).
+pub(crate) fn stress_by_env(v: Option<&str>) -> bool {
+    v.map(str::trim) == Some("stress")
 }
 
 /// The poisoner of a heap with its registry slot (the slot first: it
@@ -872,6 +907,7 @@ mod tests {
         let start = words.as_ptr() as usize;
         let img = OldImage {
             start,
+            base: 0,
             marks: &marks,
             black_start: words.len(),
         };
@@ -975,5 +1011,7 @@ mod tests {
         assert!(enabled_by_env(Some(" on ")));
         assert!(!enabled_by_env(Some("0")));
         assert!(!enabled_by_env(None));
+        assert!(enabled_by_env(Some("stress")) && stress_by_env(Some("stress")));
+        assert!(!stress_by_env(Some("1")));
     }
 }

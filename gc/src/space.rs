@@ -113,6 +113,10 @@ pub struct MovingSpace {
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
     dirty_limit: AtomicUsize,
+    /// The first address that may hold an object: the start, except in
+    /// the stale-reference stress mode after a cycle that compacted above
+    /// the old top (below it lies the poisoned old image).
+    base: AtomicUsize,
     /// The stale-reference mode, if on: free pages above the top are
     /// poisoned, and blocks are unpoisoned as they are handed out.
     poison: std::sync::OnceLock<crate::poison::HeapPoison>,
@@ -139,6 +143,7 @@ impl MovingSpace {
         // Best effort: kernels without THP reject the advice.
         let _ = heap.madvise(0, reserved, advice);
         let top = AtomicUsize::new(heap.start());
+        let base = AtomicUsize::new(heap.start());
         let dirty_limit = AtomicUsize::new(heap.start());
         Ok(MovingSpace {
             heap,
@@ -147,6 +152,7 @@ impl MovingSpace {
             arena_offset,
             top,
             dirty_limit,
+            base,
             poison: std::sync::OnceLock::new(),
         })
     }
@@ -251,6 +257,16 @@ impl MovingSpace {
             self.clean_block(top, aligned);
             self.set_top(aligned);
         }
+    }
+
+    /// The first address that may hold an object (see the field).
+    pub fn base(&self) -> usize {
+        self.base.load(Ordering::Acquire)
+    }
+
+    /// Sets [`base`](Self::base) after a collection (world stopped).
+    pub(crate) fn set_base(&self, base: usize) {
+        self.base.store(base, Ordering::Release);
     }
 
     /// Turns the stale-reference mode on (at creation).

@@ -48,6 +48,9 @@ fn garbage(m: &mut MutatorContext, n: usize) {
 /// <addr>` on stdout, then reads through the stale address (which must
 /// abort the process).
 fn child(case: &str) {
+    if case.starts_with("stress") {
+        stress_child(case);
+    }
     let (strategy, mode) = match case {
         "live-concurrent" | "dead-concurrent" | "hook" | "large-refs-concurrent" => {
             (Strategy::ConcurrentMove, FaultMode::Sigbus)
@@ -114,6 +117,48 @@ fn child(case: &str) {
     } else {
         0
     };
+    println!(
+        "STALE {:#x} MOVED_TO {:#x} CYCLE {} STRATEGY {:?}",
+        stale.addr(),
+        moved_to,
+        st.cycle,
+        st.strategy
+    );
+    std::io::stdout().flush().unwrap();
+    // SAFETY: none: this read breaks the access contract on purpose.
+    let v = unsafe { stale.read_u64(0) };
+    println!("NOT DETECTED: read {v:?}");
+    std::process::exit(3);
+}
+
+/// The stress mode's child: the first object of the heap, live, is what a
+/// plain compaction never moves (nothing dead below it); with the stress
+/// option it moves up in cycle 1 and back down in cycle 2, and its old
+/// address is poisoned each time.
+fn stress_child(case: &str) -> ! {
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        gc_threads: 2,
+        poison_stress: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut m = heap.attach().unwrap();
+    let first = m.alloc(&Layout::record(7, 2, 16).unwrap()).unwrap();
+    // SAFETY: just allocated; the root keeps it alive and current.
+    unsafe { m.roots().push(Some(first)) };
+    garbage(&mut m, 20_000);
+    let mut stale = first;
+    let mut st = m.collect().expect("a collection ran");
+    if case == "stress-down" {
+        // SAFETY: read from the root right after the collection.
+        stale = unsafe { m.roots()[0].unwrap() };
+        garbage(&mut m, 1_000);
+        st = m.collect().expect("a second collection ran");
+    }
+    // SAFETY: read from the root right after the collection.
+    let moved_to = unsafe { m.roots()[0].unwrap().addr() };
     println!(
         "STALE {:#x} MOVED_TO {:#x} CYCLE {} STRATEGY {:?}",
         stale.addr(),
@@ -362,6 +407,23 @@ fn the_embedders_hook_runs_before_the_abort() {
     );
 }
 
+/// The stress option moves even the bottom object: up above the old top
+/// in the first cycle...
+#[test]
+fn the_stress_option_moves_the_bottom_object_up() {
+    expect_report(
+        "the_stress_option_moves_the_bottom_object_up",
+        "stress-up",
+        true,
+    );
+}
+
+/// ... and back down in the next, the old image poisoned each time.
+#[test]
+fn the_stress_option_moves_it_back_down() {
+    expect_report("the_stress_option_moves_it_back_down", "stress-down", true);
+}
+
 /// Correct use raises no report: four threads allocate and keep lists
 /// through their roots across many cycles of each strategy, the verifier
 /// checks the heap after every cycle, and allocation reaches into the
@@ -371,7 +433,11 @@ fn correct_programs_run_clean_in_the_mode() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
-    for strategy in [Strategy::ConcurrentMove, Strategy::StopTheWorld] {
+    for (strategy, stress) in [
+        (Strategy::ConcurrentMove, false),
+        (Strategy::StopTheWorld, false),
+        (Strategy::StopTheWorld, true),
+    ] {
         let heap = GcHeap::new(HeapConfig {
             capacity: 32 << 20,
             min_free: 2 << 20,
@@ -380,6 +446,7 @@ fn correct_programs_run_clean_in_the_mode() {
             gc_threads: 2,
             verify: true,
             poison_freed: true,
+            poison_stress: stress,
             ..Default::default()
         })
         .unwrap();

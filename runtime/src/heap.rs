@@ -213,6 +213,16 @@ impl HeapBuilder {
         self
     }
 
+    /// The stale-reference mode's stress option: every collection moves
+    /// every object (compacting above the old top, then back down), so no
+    /// stale address keeps working by luck. Implies `poison_freed`; makes
+    /// collections stop-the-world and full; needs room for the live data
+    /// twice. For test runs. Default off, or `MOVEGC_POISON=stress`.
+    pub fn poison_stress(mut self, on: bool) -> Self {
+        self.config.poison_stress = on;
+        self
+    }
+
     /// Called by the stale-reference mode after its report and before the
     /// process aborts, in the faulting thread's signal handler: only
     /// async-signal-safe work (see [`StaleHook`](crate::StaleHook)).

@@ -73,8 +73,10 @@ pub struct BenchArgs {
     generational: Option<String>,
     /// The stale-reference mode (HeapConfig::poison_freed): off, on, or
     /// both (every configuration twice, side by side: the mode's
-    /// overhead; the report's params say poison=on). Default: off.
-    #[arg(long, value_parser = ["off", "on", "both"])]
+    /// overhead; the report's params say poison=on); stress-both: off and
+    /// with its stress option (every cycle moves every object,
+    /// stop-the-world; params poison=stress). Default: off.
+    #[arg(long, value_parser = ["off", "on", "both", "stress-both"])]
     poison: Option<String>,
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
@@ -192,6 +194,10 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
             Some("both") => *set = vec![false, true],
             _ => {}
         }
+    }
+    if a.poison.as_deref() == Some("stress-both") {
+        o.poison = vec![false, true];
+        o.poison_stress = true;
     }
     if let Some(e) = &a.large_refs_entries {
         o.large_refs_entries = e

@@ -642,6 +642,7 @@ impl CycleShared {
                         self.space_start + self.npages * PAGE_SIZE,
                     )
                 }),
+            dest_shift: 0,
         }
     }
 
