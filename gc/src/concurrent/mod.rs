@@ -740,6 +740,14 @@ impl CycleShared {
     /// mode, the event's in handler-thread mode): its stall is recorded
     /// in that mutator's counters (`HeapStats::threads`).
     pub fn resolve_fault(&self, addr: usize, tid: Option<i32>) {
+        self.resolve_fault_after(addr, tid, Duration::ZERO)
+    }
+
+    /// [`resolve_fault`](Self::resolve_fault) for a fault that had
+    /// already waited `queued` before its resolver started on it (the
+    /// handler thread's wait for a CPU: see `fault::serve`); the stall
+    /// counted is that plus the resolution.
+    pub(crate) fn resolve_fault_after(&self, addr: usize, tid: Option<i32>, queued: Duration) {
         let t0 = Instant::now();
         let p = (addr - self.space_start) / PAGE_SIZE;
         let page_addr = self.space_start + p * PAGE_SIZE;
@@ -793,7 +801,7 @@ impl CycleShared {
         } else {
             self.resolve_page(p, page_addr);
         }
-        let stall = t0.elapsed();
+        let stall = t0.elapsed() + queued;
         self.stalls.record(stall);
         self.attribute(tid, page_addr, stall);
     }
