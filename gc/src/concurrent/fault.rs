@@ -244,9 +244,14 @@ pub enum SigbusError {
     Sigaction(i32),
 }
 
-/// A heap's slot in the SIGBUS registry; freed on drop.
+/// A heap's slot in the SIGBUS registry (and whether a poisoner was
+/// published in it); freed on drop.
 #[derive(Debug)]
-pub struct HeapSlot(usize);
+pub struct HeapSlot(usize, AtomicBool);
+
+/// Slots with a published poisoner (see `poison`): while there are none,
+/// the handler does not look for them.
+static POISONERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers the address range `[start, end)` of a heap for SIGBUS
 /// handling, installing the process-wide handler on first use.
@@ -264,7 +269,7 @@ pub fn register_heap(start: usize, end: usize) -> Result<HeapSlot, SigbusError> 
         {
             s.end.store(end, Ordering::Release);
             s.start.store(start, Ordering::Release);
-            return Ok(HeapSlot(i));
+            return Ok(HeapSlot(i, AtomicBool::new(false)));
         }
     }
     Err(SigbusError::NoSlot)
@@ -286,11 +291,14 @@ impl HeapSlot {
     }
 
     /// Makes the heap's stale-reference mode visible to the handler, for
-    /// the slot's lifetime.
+    /// the slot's lifetime (once per slot).
     pub(crate) fn publish_poison(&self, p: &Arc<Poisoner>) {
         // SAFETY: `HeapPoison` holds this slot and an `Arc` of the
         // poisoner, and drops the slot (which unpublishes) first.
         unsafe { REGISTRY[self.0].poison.publish(Arc::as_ptr(p)) };
+        if !self.1.swap(true, Ordering::Relaxed) {
+            POISONERS.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -299,6 +307,9 @@ impl Drop for HeapSlot {
         let s = &REGISTRY[self.0];
         self.unpublish();
         s.poison.unpublish();
+        if self.1.load(Ordering::Relaxed) {
+            POISONERS.fetch_sub(1, Ordering::AcqRel);
+        }
         s.start.store(0, Ordering::Release);
         s.end.store(0, Ordering::Release);
         s.taken.store(false, Ordering::Release);
@@ -337,11 +348,15 @@ fn handle(addr: usize) -> bool {
     // userfaultfd fault, and is told apart by address only. (A heap may
     // hold two slots: one for its cycles, one for its poisoner.)
     // Every heap's poisoner is asked, whatever the address: a freed large
-    // object with its own mapping lies outside every heap's range.
-    for s in REGISTRY.iter() {
-        let user = s.poison.enter();
-        if let Some(p) = user.get() {
-            p.check(addr, crate::cputime::gettid());
+    // object with its own mapping lies outside every heap's range. (One
+    // relaxed load when no heap has one: the default fault path pays no
+    // more.)
+    if POISONERS.load(Ordering::Acquire) > 0 {
+        for s in REGISTRY.iter().filter(|s| s.taken.load(Ordering::Acquire)) {
+            let user = s.poison.enter();
+            if let Some(p) = user.get() {
+                p.check(addr, crate::cputime::gettid());
+            }
         }
     }
     if !REGISTRY.iter().any(&in_slot) {
