@@ -809,7 +809,9 @@ impl Collector {
         // compacts back down to the start. Without room above, as usual.
         let base = space.base();
         let stress = gc.settings.stress && !strategy.is_concurrent() && space.poisoner().is_some();
-        let shift = match stress && !self.stress_high {
+        // Not for an allocation that did not fit: it gets all the room.
+        let exhausted = st.trigger == Some(Trigger::Exhausted);
+        let shift = match stress && !self.stress_high && !exhausted {
             true => {
                 let d = round_up(top, PAGE_SIZE);
                 if d + total * WORD + PAGE_SIZE <= space.end() {

@@ -399,7 +399,11 @@ fn enable_poison(moving: &MovingSpace, hook: Option<crate::StaleHook>) {
             return;
         }
     };
-    match crate::concurrent::fault::register_heap(start, start + len) {
+    // An empty range: the handler asks every poisoner whatever the
+    // address, and a SIGBUS no poisoner and no cycle claims must go on to
+    // the previous disposition (this slot claiming the reservation would
+    // make it retry forever).
+    match crate::concurrent::fault::register_heap(1, 1) {
         Ok(slot) => {
             slot.publish_poison(&poisoner);
             moving.set_poison(crate::poison::HeapPoison {

@@ -192,7 +192,7 @@ pub(crate) fn obituaries(
             continue;
         }
         let Some(h) = Header::from_raw(raw) else {
-            return out;
+            break;
         };
         let end = a + h.size();
         if end > lo {
@@ -211,7 +211,10 @@ pub(crate) fn obituaries(
     let mut w = img.word(a.min(black));
     while let Some(s) = img.next_mark(w, img.word(hi.min(black))) {
         let at = img.start + s * WORD;
-        record(&mut out, at, load_word(at), true);
+        let raw = load_word(at);
+        if Header::from_raw(raw).is_some() {
+            record(&mut out, at, raw, true);
+        }
         w = s + 1;
     }
     let mut a = a.max(black);
@@ -541,7 +544,7 @@ impl Poisoner {
         let result = ranges
             .iter()
             .try_for_each(|&(a, l)| poison_range(&uffd, a, a + l));
-        let _ = uffd.unregister(rs, rl);
+        unregister_or_abort(&uffd, rs, rl);
         // Threads that touched a missing page of the heap while it was
         // registered here (no one serves these faults) sleep until woken.
         let _ = uffd.wake(rs, rl);
@@ -566,10 +569,18 @@ impl Poisoner {
         st.next_grave = (i + 1) % GRAVES;
         let g = &self.graves[i];
         if g.state.swap(0, Ordering::AcqRel) == 1 {
-            // The slot's old occupant is forgotten; its tomb goes too.
-            if let Some(k) = st.tombs.iter().position(|t| t.grave == i) {
-                let t = st.tombs.remove(k).expect("found");
-                st.tomb_bytes -= t.map.len();
+            // The slot's old occupant is forgotten: its tomb is unmapped,
+            // or, in the arena, its poison dropped (untracked poison would
+            // fault forever with nothing to report).
+            match st.tombs.iter().position(|t| t.grave == i) {
+                Some(k) => {
+                    let t = st.tombs.remove(k).expect("found");
+                    st.tomb_bytes -= t.map.len();
+                }
+                None => drop_pages(
+                    g.addr.load(Ordering::Relaxed),
+                    g.len.load(Ordering::Relaxed),
+                ),
             }
         }
         g.addr.store(addr, Ordering::Relaxed);
@@ -577,11 +588,15 @@ impl Poisoner {
         g.header.store(header.unwrap_or(0), Ordering::Relaxed);
         g.cycle.store(cycle, Ordering::Relaxed);
         if let Some(map) = own {
+            if map.len() > TOMB_BYTES {
+                // Too large to keep: unmapped, as without the mode.
+                return;
+            }
             drop_pages(map.start(), map.len());
             let poisoned = self.uffd().and_then(|u| {
                 u.register(map.start(), map.len(), RegisterMode::MISSING)?;
                 let r = poison_range(&u, map.start(), map.end());
-                let _ = u.unregister(map.start(), map.len());
+                unregister_or_abort(&u, map.start(), map.len());
                 r
             });
             if poisoned.is_err() {
@@ -612,6 +627,9 @@ impl Poisoner {
             );
             if g.state.load(Ordering::Acquire) == 1 && a < addr + len && addr < a + l {
                 g.state.store(0, Ordering::Release);
+                // All of it: the part the new object does not cover would
+                // stay poisoned with no grave to report it.
+                drop_pages(a, l);
             }
         }
         drop_pages(addr, len);
@@ -634,10 +652,12 @@ impl Poisoner {
         let user = self.record.enter();
         let rec = user.get();
         let freed_by = rec.map_or(0, |r| r.freed_by(addr));
-        let object = rec.and_then(|r| r.object(addr)).map(|o| StaleObject {
-            addr: o.addr,
-            header: Header::from_raw(o.header).expect("recorded from a header"),
-            moved_to: (o.moved_to != 0).then_some(o.moved_to),
+        let object = rec.and_then(|r| r.object(addr)).and_then(|o| {
+            Header::from_raw(o.header).map(|header| StaleObject {
+                addr: o.addr,
+                header,
+                moved_to: (o.moved_to != 0).then_some(o.moved_to),
+            })
         });
         self.die(StaleAccess {
             addr,
@@ -702,6 +722,17 @@ impl Poisoner {
             self.lo.load(Ordering::Relaxed),
             self.hi.load(Ordering::Relaxed),
         )
+    }
+}
+
+/// Unregisters `[start, start + len)` from `uffd`, or aborts: a range left
+/// registered on this descriptor, which nobody reads, would block every
+/// later first touch of its missing pages forever.
+fn unregister_or_abort(uffd: &Uffd, start: usize, len: usize) {
+    if let Err(e) = uffd.unregister(start, len) {
+        crate::concurrent::fatal::abort_with(&format!(
+            "unregistering the heap from the stale-reference mode's userfaultfd failed: {e}"
+        ));
     }
 }
 

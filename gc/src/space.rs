@@ -195,7 +195,7 @@ impl MovingSpace {
 
     /// Bytes between the start and the top (live data plus TLABs).
     pub fn used(&self) -> usize {
-        self.top() - self.start()
+        self.top() - self.base()
     }
 
     /// Whether `addr` is inside the moving space.
@@ -208,7 +208,7 @@ impl MovingSpace {
     /// shared cursor, keeping the space's used bytes within `limit`. `None`
     /// when not even `min` bytes are left.
     pub fn alloc_block(&self, min: usize, pref: usize, limit: usize) -> Option<(usize, usize)> {
-        let end = self.end().min(self.start().saturating_add(limit));
+        let end = self.end().min(self.base().saturating_add(limit));
         let mut cur = self.top.load(Ordering::Relaxed);
         loop {
             let left = end.saturating_sub(cur);
