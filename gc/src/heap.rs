@@ -1144,6 +1144,58 @@ impl MutatorContext {
         Ok(())
     }
 
+    /// Stores `values` into reference fields / elements `start..start +
+    /// values.len()` of `obj`: [`store_ref`](Self::store_ref) for a run,
+    /// with one bounds check, one decision whether concurrent marking's
+    /// barrier logs, and one card mark per page the run touches.
+    ///
+    /// # Safety
+    /// As for [`store_ref`](Self::store_ref), for `obj` and every value.
+    pub unsafe fn store_refs(
+        &mut self,
+        obj: ObjRef,
+        start: usize,
+        values: &[Option<ObjRef>],
+    ) -> Result<(), FieldError> {
+        let last = match start.checked_add(values.len()) {
+            Some(0) => return Ok(()),
+            Some(end) => end - 1,
+            // SAFETY: the caller's contract; no object has `usize::MAX`
+            // slots, so this is the typed out-of-range error.
+            None => return unsafe { obj.ref_slot(usize::MAX) }.map(drop),
+        };
+        if values.is_empty() {
+            // An empty run past the end is no store; still a bad index.
+            // SAFETY: the caller's contract.
+            let len = unsafe { obj.header() }.ref_count();
+            if start > len {
+                return Err(FieldError::RefIndex { index: start, len });
+            }
+            return Ok(());
+        }
+        // SAFETY: the caller's contract; `ref_slot` checks the last index
+        // (so every index of the run) against the object's slots.
+        let first = unsafe { obj.ref_slot(last) }? - (last - start) * WORD;
+        let marking = self.attached.satb().is_marking();
+        for (i, v) in values.iter().enumerate() {
+            let slot = first + i * WORD;
+            let v = v.map_or(0, |r| r.addr() as u64);
+            if marking {
+                self.log_store(slot, v);
+            } else {
+                store_word(slot, v);
+            }
+        }
+        let cards = self.heap.inner.gc.cards();
+        let end = first + values.len() * WORD;
+        let mut page = first & !(crate::mapping::PAGE_SIZE - 1);
+        while page < end {
+            cards.mark(page.max(first));
+            page += crate::mapping::PAGE_SIZE;
+        }
+        Ok(())
+    }
+
     /// The barrier's slow path: store, logging what the store overwrites.
     #[cold]
     #[inline(never)]

@@ -181,6 +181,57 @@ impl Mutator {
         Ok(r.map(|r| self.push(r)))
     }
 
+    /// Loads reference field / element `index` of `obj` into the existing
+    /// handle `into` (no new handle: reuse one in a loop, e.g. to walk a
+    /// list). Returns `false`, leaving `into` as it was, if the field is
+    /// null. `into` may be `obj` itself (`next = next.field`).
+    #[inline(always)]
+    pub fn get_ref_into(&mut self, obj: Local, index: usize, into: Local) -> Result<bool> {
+        let o = self.obj(obj)?;
+        self.obj(into)?;
+        // SAFETY: `o` was just read from a root slot; the loaded reference
+        // goes straight into one.
+        match unsafe { o.load_ref(index) }? {
+            Some(r) => {
+                // SAFETY: storing a current reference into a root slot.
+                let roots = unsafe { self.ctx.roots() };
+                roots[into.slot as usize] = Some(r);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Stores `values` into reference fields / elements `start..` of `obj`
+    /// (e.g. filling a reference array from a slice): one bounds check and
+    /// one barrier decision per 256 values instead of one per value. Every
+    /// handle is checked first; on an error nothing of that batch is
+    /// stored.
+    pub fn fill_refs(&mut self, obj: Local, start: usize, values: &[Option<Local>]) -> Result<()> {
+        const BATCH: usize = 256;
+        let o = self.obj(obj)?;
+        if values.is_empty() {
+            // SAFETY: `o` was just read from a root slot.
+            return Ok(unsafe { self.ctx.store_refs(o, start, &[]) }?);
+        }
+        let mut buf = [None; BATCH];
+        for (k, chunk) in values.chunks(BATCH).enumerate() {
+            for (b, v) in buf.iter_mut().zip(chunk) {
+                *b = match v {
+                    Some(h) => Some(self.obj(*h)?),
+                    None => None,
+                };
+            }
+            // SAFETY: `o` and the values were just read from root slots and
+            // nothing since could reach a safepoint (no allocation).
+            unsafe {
+                self.ctx
+                    .store_refs(o, start + k * BATCH, &buf[..chunk.len()])
+            }?;
+        }
+        Ok(())
+    }
+
     /// Stores `value` (or null) into reference field / element `index`.
     #[inline(always)]
     pub fn set_ref(&mut self, obj: Local, index: usize, value: Option<Local>) -> Result<()> {

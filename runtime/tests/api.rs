@@ -674,3 +674,97 @@ fn young_collections_keep_old_objects_and_free_young_garbage() {
     assert_eq!(m.read_u64(y, 0).unwrap(), 22);
     assert_eq!(m.read_u64(old, 0).unwrap(), 11);
 }
+
+/// Bulk stores and loads into an existing handle: the same heap contents
+/// as one `set_ref` per element, through concurrent collections (whose
+/// marking barrier the bulk path must honour), with one handle per walk.
+#[test]
+fn fill_refs_and_get_ref_into_match_the_element_wise_api() {
+    // Also with young collections: the bulk store's card marks must let
+    // a young cycle find the old array's references to young nodes.
+    for young in [false, true] {
+        fill_and_walk(young);
+    }
+}
+
+fn fill_and_walk(young: bool) {
+    let h = Heap::builder()
+        .capacity(64 << 20)
+        .min_free(1 << 20)
+        .gc_cpu_target(None)
+        .generational(young)
+        .verify(true)
+        .build()
+        .unwrap();
+    let mut m = h.attach().unwrap();
+    let node = Layout::record(3, 1, 8).unwrap();
+    let n = 3_000;
+    let arr = m.alloc(&Layout::ref_array(1, n).unwrap()).unwrap();
+    let cur = m.dup(arr).unwrap();
+    for round in 0..12u64 {
+        m.scope(|m| {
+            // Fresh nodes (collections run meanwhile), every third slot null.
+            let mut vals = Vec::with_capacity(n);
+            for i in 0..n as u64 {
+                if i % 3 == 0 {
+                    vals.push(None);
+                    continue;
+                }
+                let x = m.alloc(&node).unwrap();
+                m.write_u64(x, 0, round << 32 | i).unwrap();
+                vals.push(Some(x));
+            }
+            m.fill_refs(arr, 0, &vals).unwrap();
+        });
+        // Garbage (policy cycles, which may mark while the next round
+        // fills), then a collection: the nodes move, the array follows.
+        m.scope(|m| {
+            for _ in 0..100_000 {
+                m.alloc(&node).unwrap();
+            }
+        });
+        if young && round > 0 {
+            // The array is old since round 0; this round's nodes are
+            // reachable only through the stores `fill_refs` just made.
+            // (A young cycle that freed little makes the next one full.)
+            let st = m.collect_young().unwrap();
+            if st.young {
+                assert!(st.remembered_pages > 0, "the array's pages are dirty");
+            }
+        } else {
+            m.collect().unwrap();
+        }
+        // Walk with one handle.
+        for i in 0..n {
+            m.assign(cur, arr).unwrap();
+            let some = m.get_ref_into(cur, i, cur).unwrap();
+            assert_eq!(some, i % 3 != 0, "slot {i}");
+            if some {
+                assert_eq!(m.read_u64(cur, 0).unwrap(), round << 32 | i as u64);
+            }
+        }
+        assert_eq!(m.handle_count(), 2, "no handle per step");
+    }
+    assert!(h.stats().cycles >= 12, "{} cycles", h.stats().cycles);
+    if young {
+        assert!(h.stats().young_cycles > 0, "no young cycle ran");
+    }
+    // A run past the end is a typed error and stores nothing.
+    let x = m.alloc(&node).unwrap();
+    let before = m.get_ref(arr, n - 1).unwrap();
+    let e = m.fill_refs(arr, n - 1, &[Some(x), Some(x)]).unwrap_err();
+    assert!(
+        matches!(e, Error::Field(FieldError::RefIndex { index, len }) if index == n && len == n),
+        "{e:?}"
+    );
+    let after = m.get_ref(arr, n - 1).unwrap();
+    assert_eq!(before.is_some(), after.is_some());
+    assert!(m.fill_refs(arr, n + 1, &[]).is_err());
+    m.fill_refs(arr, n, &[]).unwrap();
+    // Null fields leave the handle alone; a bad index is an error.
+    let empty = m.alloc(&node).unwrap();
+    assert!(!m.get_ref_into(empty, 0, x).unwrap());
+    m.write_u64(x, 0, 77).unwrap();
+    assert_eq!(m.read_u64(x, 0).unwrap(), 77);
+    assert!(m.get_ref_into(empty, 1, x).is_err());
+}
