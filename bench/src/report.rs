@@ -670,11 +670,19 @@ const THREADS_HEADERS: [&str; 11] = [
 /// mutator threads.
 fn thread_cells(results: &[RunRecord]) -> Vec<[String; 11]> {
     let mut rows = Vec::new();
+    let gs = groups(results);
     for r in results
         .iter()
         .filter(|r| r.repeat == 0 && r.threads.len() >= 2)
     {
-        let params = varying_params_of(r, results);
+        // The params that differ between the rows of its workload (as in
+        // the main table).
+        let params = gs
+            .iter()
+            .find(|g| g.records.iter().any(|x| std::ptr::eq(*x, r)))
+            .map(|g| varying_params(g, &gs))
+            .filter(|p| p != "-")
+            .unwrap_or_default();
         let workload = if params.is_empty() {
             r.workload.clone()
         } else {
@@ -697,17 +705,6 @@ fn thread_cells(results: &[RunRecord]) -> Vec<[String; 11]> {
         }
     }
     rows
-}
-
-/// The params of `r` that differ between the rows of its workload (as in
-/// the main table), `-` removed.
-fn varying_params_of(r: &RunRecord, results: &[RunRecord]) -> String {
-    let gs = groups(results);
-    gs.iter()
-        .find(|g| g.records.iter().any(|x| std::ptr::eq(*x, r)))
-        .map(|g| varying_params(g, &gs))
-        .filter(|p| p != "-")
-        .unwrap_or_default()
 }
 
 const LARGE_REFS_TITLE: &str = "Final pause vs large-object references (large-refs)";

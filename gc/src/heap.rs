@@ -386,35 +386,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Turns the stale-reference mode on for `moving`, or says once why it
 /// cannot.
 fn enable_poison(moving: &MovingSpace, hook: Option<crate::StaleHook>) {
-    use crate::concurrent::support::warn_once;
     static WARN_POISON: AtomicBool = AtomicBool::new(false);
-    let (start, len) = (moving.start(), moving.reserved());
-    let poisoner = match crate::poison::Poisoner::open(start, len, hook) {
-        Ok(p) => Arc::new(p),
-        Err(e) => {
-            warn_once(
-                &WARN_POISON,
-                &format!("the stale-reference mode (poison_freed) is off: {e}"),
-            );
-            return;
-        }
-    };
-    // An empty range: the handler asks every poisoner whatever the
-    // address, and a SIGBUS no poisoner and no cycle claims must go on to
-    // the previous disposition (this slot claiming the reservation would
-    // make it retry forever).
-    match crate::concurrent::fault::register_heap(1, 1) {
-        Ok(slot) => {
-            slot.publish_poison(&poisoner);
-            moving.set_poison(crate::poison::HeapPoison {
-                _slot: slot,
-                poisoner,
-            });
-        }
-        Err(e) => warn_once(
+    let off = |e: &dyn std::fmt::Display| {
+        crate::concurrent::support::warn_once(
             &WARN_POISON,
             &format!("the stale-reference mode (poison_freed) is off: {e}"),
-        ),
+        )
+    };
+    let poisoner = match crate::poison::Poisoner::open(moving.start(), moving.reserved(), hook) {
+        Ok(p) => Arc::new(p),
+        Err(e) => return off(&e),
+    };
+    match crate::concurrent::fault::register_poisoner(&poisoner) {
+        Ok(slot) => moving.set_poison(crate::poison::HeapPoison {
+            _slot: slot,
+            poisoner,
+        }),
+        Err(e) => off(&e),
     }
 }
 

@@ -160,9 +160,9 @@ impl OldImage<'_> {
 
 /// Records the objects of the old heap image that reach into `[lo, hi)`
 /// (addresses): every live one, and garbage ones from `lo` up until
-/// `dead_cap` ([`DEAD_RECORDS`] in a cycle) are kept. Zero words are skipped (unused TLAB space);
-/// a word that is no header ends the walk. `moved_to` is 1 for a live
-/// object here and filled in by [`Poisoner::forward`].
+/// `dead_cap` ([`DEAD_RECORDS`] in a cycle) are kept. A word that is no
+/// header ends a walk. `moved_to` is 1 for a live object here and filled
+/// in by [`Poisoner::forward`].
 ///
 /// The image must be readable and unchanging for the duration (world
 /// stopped, before compaction).
@@ -185,23 +185,16 @@ pub(crate) fn obituaries(
     };
     // Walk everything while garbage is still recorded.
     let mut a = img.start + img.boundary_below(img.word(lo)).max(img.base) * WORD;
-    while a < hi {
-        let raw = load_word(a);
-        if raw == 0 {
-            a += WORD;
-            continue;
-        }
-        let Some(h) = Header::from_raw(raw) else {
-            break;
-        };
-        let end = a + h.size();
+    while let Some((at, raw, h)) = object_from(a, hi) {
+        let end = at + h.size();
         if end > lo {
-            let live = img.is_live(a);
+            let live = img.is_live(at);
             if !live && dead == dead_cap {
+                a = at;
                 break;
             }
             dead += !live as usize;
-            record(&mut out, a, raw, live);
+            record(&mut out, at, raw, live);
         }
         a = end;
     }
@@ -218,19 +211,25 @@ pub(crate) fn obituaries(
         w = s + 1;
     }
     let mut a = a.max(black);
-    while a < hi {
-        let raw = load_word(a);
-        if raw == 0 {
-            a += WORD;
-            continue;
-        }
-        let Some(h) = Header::from_raw(raw) else {
-            break;
-        };
-        record(&mut out, a, raw, true);
-        a += h.size();
+    while let Some((at, raw, h)) = object_from(a, hi) {
+        record(&mut out, at, raw, true);
+        a = at + h.size();
     }
     out
+}
+
+/// The first object at or after `a` and below `hi` of an old heap image
+/// (zero words are unused TLAB space): its address, raw header and
+/// header; `None` at `hi` or at a word that is no header.
+fn object_from(mut a: usize, hi: usize) -> Option<(usize, u64, Header)> {
+    while a < hi {
+        let raw = load_word(a);
+        if raw != 0 {
+            return Header::from_raw(raw).map(|h| (a, raw, h));
+        }
+        a += WORD;
+    }
+    None
 }
 
 /// Most freed large objects remembered at once (the oldest is forgotten,

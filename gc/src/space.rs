@@ -193,7 +193,8 @@ impl MovingSpace {
         self.top.load(Ordering::Acquire)
     }
 
-    /// Bytes between the start and the top (live data plus TLABs).
+    /// Bytes between the base (the start, except in the stale-reference
+    /// stress mode) and the top: live data plus TLABs.
     pub fn used(&self) -> usize {
         self.top() - self.base()
     }

@@ -247,7 +247,7 @@ pub enum SigbusError {
 /// A heap's slot in the SIGBUS registry (and whether a poisoner was
 /// published in it); freed on drop.
 #[derive(Debug)]
-pub struct HeapSlot(usize, AtomicBool);
+pub struct HeapSlot(usize, bool);
 
 /// Slots with a published poisoner (see `poison`): while there are none,
 /// the handler does not look for them.
@@ -256,6 +256,26 @@ static POISONERS: AtomicUsize = AtomicUsize::new(0);
 /// Registers the address range `[start, end)` of a heap for SIGBUS
 /// handling, installing the process-wide handler on first use.
 pub fn register_heap(start: usize, end: usize) -> Result<HeapSlot, SigbusError> {
+    take_slot(start, end, false)
+}
+
+/// Gives a heap's stale-reference mode a slot of its own, with no address
+/// range: the handler asks every poisoner whatever the address (a freed
+/// large object with its own mapping lies outside the heap), and a SIGBUS
+/// that no poisoner and no cycle claims goes on to the previous
+/// disposition instead of being retried forever. Installs the handler on
+/// first use.
+pub(crate) fn register_poisoner(p: &Arc<Poisoner>) -> Result<HeapSlot, SigbusError> {
+    let slot = take_slot(0, 0, true)?;
+    // SAFETY: `HeapPoison` holds this slot and an `Arc` of the poisoner,
+    // and drops the slot (which unpublishes) first.
+    unsafe { REGISTRY[slot.0].poison.publish(Arc::as_ptr(p)) };
+    POISONERS.fetch_add(1, Ordering::AcqRel);
+    Ok(slot)
+}
+
+/// Takes a free registry slot for `[start, end)` (empty for a poisoner's).
+fn take_slot(start: usize, end: usize, poisoner: bool) -> Result<HeapSlot, SigbusError> {
     INSTALL.call_once(install_handler);
     if !INSTALLED.load(Ordering::Acquire) {
         return Err(SigbusError::Sigaction(
@@ -269,7 +289,7 @@ pub fn register_heap(start: usize, end: usize) -> Result<HeapSlot, SigbusError> 
         {
             s.end.store(end, Ordering::Release);
             s.start.store(start, Ordering::Release);
-            return Ok(HeapSlot(i, AtomicBool::new(false)));
+            return Ok(HeapSlot(i, poisoner));
         }
     }
     Err(SigbusError::NoSlot)
@@ -289,17 +309,6 @@ impl HeapSlot {
     pub(crate) fn unpublish(&self) {
         REGISTRY[self.0].cycle.unpublish();
     }
-
-    /// Makes the heap's stale-reference mode visible to the handler, for
-    /// the slot's lifetime (once per slot).
-    pub(crate) fn publish_poison(&self, p: &Arc<Poisoner>) {
-        // SAFETY: `HeapPoison` holds this slot and an `Arc` of the
-        // poisoner, and drops the slot (which unpublishes) first.
-        unsafe { REGISTRY[self.0].poison.publish(Arc::as_ptr(p)) };
-        if !self.1.swap(true, Ordering::Relaxed) {
-            POISONERS.fetch_add(1, Ordering::AcqRel);
-        }
-    }
 }
 
 impl Drop for HeapSlot {
@@ -307,7 +316,7 @@ impl Drop for HeapSlot {
         let s = &REGISTRY[self.0];
         self.unpublish();
         s.poison.unpublish();
-        if self.1.load(Ordering::Relaxed) {
+        if self.1 {
             POISONERS.fetch_sub(1, Ordering::AcqRel);
         }
         s.start.store(0, Ordering::Release);
@@ -345,12 +354,9 @@ fn handle(addr: usize) -> bool {
         start != 0 && addr >= start && addr < s.end.load(Ordering::Acquire)
     };
     // Poison first: a poisoned page raises the same BUS_ADRERR as a
-    // userfaultfd fault, and is told apart by address only. (A heap may
-    // hold two slots: one for its cycles, one for its poisoner.)
-    // Every heap's poisoner is asked, whatever the address: a freed large
-    // object with its own mapping lies outside every heap's range. (One
-    // relaxed load when no heap has one: the default fault path pays no
-    // more.)
+    // userfaultfd fault, and is told apart by address only. Every
+    // poisoner is asked whatever the address (see `register_poisoner`);
+    // one load when no heap has one: the default fault path pays no more.
     if POISONERS.load(Ordering::Acquire) > 0 {
         for s in REGISTRY.iter().filter(|s| s.taken.load(Ordering::Acquire)) {
             let user = s.poison.enter();
@@ -359,10 +365,9 @@ fn handle(addr: usize) -> bool {
             }
         }
     }
-    if !REGISTRY.iter().any(&in_slot) {
-        return false;
-    }
+    let mut ours = false;
     for s in REGISTRY.iter().filter(|s| in_slot(s)) {
+        ours = true;
         let user = s.cycle.enter();
         if let Some(c) = user.get() {
             if c.contains(addr) {
@@ -373,7 +378,7 @@ fn handle(addr: usize) -> bool {
             }
         }
     }
-    true
+    ours
 }
 
 /// Whether a SIGBUS with this `si_code` was raised by the kernel for a

@@ -4,7 +4,6 @@
 //! Nothing here runs in a signal handler, so it allocates freely (reasons are
 //! human-readable strings built from `/proc`, `/etc/passwd` and `stat()`).
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::{
@@ -29,12 +28,16 @@ fn userfaultfd_syscall(flags: libc::c_int) -> Result<OwnedFd, i32> {
 }
 
 /// `open("/dev/userfaultfd")` + `USERFAULTFD_IOC_NEW(flags)`; on failure the
-/// errno and whether it came from `open` (true) or the ioctl (false).
+/// errno and whether it came from `open` (true) or the ioctl (false). No
+/// allocation (usable right after `fork`).
 fn dev_userfaultfd(flags: libc::c_int) -> Result<OwnedFd, (i32, bool)> {
-    let path = CString::new(sys::DEV_USERFAULTFD).expect("no NUL in a constant path");
-    // SAFETY: `path` is a valid NUL-terminated string for the duration of
-    // the call; `open` does not retain it.
-    let dev = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    // SAFETY: a constant NUL-terminated path; `open` does not retain it.
+    let dev = unsafe {
+        libc::open(
+            sys::DEV_USERFAULTFD_C.as_ptr(),
+            libc::O_RDWR | libc::O_CLOEXEC,
+        )
+    };
     if dev < 0 {
         return Err((errno(), true));
     }
@@ -74,10 +77,9 @@ fn id_name(file: &str, id: u32) -> String {
 
 /// `ls -l` style description of the device node, e.g. `crw------- root:root`.
 fn describe_device() -> String {
-    let path = CString::new(sys::DEV_USERFAULTFD).expect("no NUL in a constant path");
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `path` is NUL-terminated and `st` is a writable `struct stat`.
-    if unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) } != 0 {
+    // SAFETY: the path is NUL-terminated and `st` is a writable `struct stat`.
+    if unsafe { libc::stat(sys::DEV_USERFAULTFD_C.as_ptr(), st.as_mut_ptr()) } != 0 {
         return format!(
             "{} cannot be stat()ed ({})",
             sys::DEV_USERFAULTFD,
@@ -422,32 +424,10 @@ pub(super) fn open_after_fork(features: Features) -> Result<Uffd, i32> {
     let flags = libc::O_CLOEXEC | sys::UFFD_USER_MODE_ONLY;
     let (fd, path) = match userfaultfd_syscall(flags) {
         Ok(fd) => (fd, OpenPath::UserModeOnly),
-        Err(_) => {
-            // SAFETY: a constant NUL-terminated path; `open` does not keep it.
-            let dev =
-                unsafe { libc::open(c"/dev/userfaultfd".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-            if dev < 0 {
-                return Err(errno());
-            }
-            // SAFETY: just opened by us, owned by nobody else.
-            let dev = unsafe { OwnedFd::from_raw_fd(dev) };
-            // SAFETY: as in `dev_userfaultfd`: `_IO` with the flags by value.
-            let fd = unsafe {
-                libc::ioctl(
-                    dev.as_raw_fd(),
-                    sys::USERFAULTFD_IOC_NEW,
-                    flags as libc::c_ulong,
-                )
-            };
-            if fd < 0 {
-                return Err(errno());
-            }
-            // SAFETY: the kernel just created `fd` for us.
-            (
-                unsafe { OwnedFd::from_raw_fd(fd) },
-                OpenPath::DevUserfaultfd,
-            )
-        }
+        Err(_) => (
+            dev_userfaultfd(flags).map_err(|(e, _)| e)?,
+            OpenPath::DevUserfaultfd,
+        ),
     };
     let reply = api(&fd, features.bits())?;
     Ok(Uffd {

@@ -93,6 +93,9 @@ pub const UFFD_USER_MODE_ONLY: libc::c_int = 1;
 /// Path of the misc device added in Linux 6.1.
 pub const DEV_USERFAULTFD: &str = "/dev/userfaultfd";
 
+/// [`DEV_USERFAULTFD`] NUL-terminated, for `open(2)` without allocating.
+pub const DEV_USERFAULTFD_C: &std::ffi::CStr = c"/dev/userfaultfd";
+
 /// `USERFAULTFD_IOC`: ioctl type of `/dev/userfaultfd`.
 pub const USERFAULTFD_IOC: u32 = 0xAA;
 
@@ -599,6 +602,11 @@ mod tests {
             UFFDIO_WAKE,
             (2u32 << 30 | 16 << 16 | 0xAA << 8 | 2) as libc::Ioctl
         );
+    }
+
+    #[test]
+    fn the_device_path_constants_agree() {
+        assert_eq!(DEV_USERFAULTFD_C.to_str(), Ok(DEV_USERFAULTFD));
     }
 
     #[test]
