@@ -666,4 +666,31 @@ mod tests {
         job.generational = true;
         assert_eq!(run_job(&job).unwrap().params, "n=6,young=on");
     }
+
+    #[test]
+    fn poison_runs_are_marked_and_set_the_childs_environment() {
+        let mut o = Options::new(true);
+        o.workloads = vec![Workload::BinaryTrees];
+        o.strategies = vec![Strategy::StopTheWorld];
+        o.poison = vec![false, true];
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 2, "each configuration off and on");
+        let env = |j: &Job| {
+            j.child_env()
+                .into_iter()
+                .find(|(k, _)| *k == "MOVEGC_POISON")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(env(&jobs[0]).as_deref(), Some("0"));
+        assert_eq!(env(&jobs[1]).as_deref(), Some("1"));
+        o.poison_stress = true;
+        let stress = plan(&o);
+        assert!(!stress[0].poison_stress, "stress only with the mode on");
+        assert_eq!(env(&stress[1]).as_deref(), Some("stress"));
+        let mut job = jobs[1].clone();
+        job.spec = binary_trees_spec(6).to_string();
+        assert_eq!(run_job(&job).unwrap().params, "n=6,poison=on");
+        job.poison_stress = true;
+        assert_eq!(run_job(&job).unwrap().params, "n=6,poison=stress");
+    }
 }
