@@ -185,8 +185,14 @@ fn arena_objects_allocated_during_cycles_start_zeroed() {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let in_flight_allocs = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(AtomicUsize::new(0));
     let allocator = {
-        let (heap, stop, in_flight_allocs) = (heap.clone(), stop.clone(), in_flight_allocs.clone());
+        let (heap, stop, in_flight_allocs, progress) = (
+            heap.clone(),
+            stop.clone(),
+            in_flight_allocs.clone(),
+            progress.clone(),
+        );
         std::thread::spawn(move || {
             let mut m = heap.attach().unwrap();
             let mut k = 0u64;
@@ -234,17 +240,25 @@ fn arena_objects_allocated_during_cycles_start_zeroed() {
                     }
                 }
                 k += 1;
+                progress.store(k as usize, Ordering::Relaxed);
             }
             k
         })
     };
     let mut m = heap.attach().unwrap();
     let mut freed = 0;
-    for _ in 0..30 {
+    // At least 30 collections, and on until the allocator has made a few
+    // arrays: on a loaded machine (the other tests of this binary run
+    // beside it on two cores) it may hardly be scheduled at first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut n = 0;
+    while n < 30 || (progress.load(Ordering::Relaxed) <= 8 && std::time::Instant::now() < deadline)
+    {
         let st = m
             .collect_with(Strategy::ConcurrentMove)
             .expect("a collection ran");
         freed += st.large_objects_freed;
+        n += 1;
     }
     stop.store(true, Ordering::Relaxed);
     let made = allocator.join().unwrap();
