@@ -1092,6 +1092,12 @@ impl MutatorContext {
         }
     }
 
+    /// Root slot `i` of this thread (`None` if null or past the end).
+    #[inline(always)]
+    pub fn root(&self, i: usize) -> Option<ObjRef> {
+        self.attached.root(i)
+    }
+
     /// This thread's root slots. The collector reads them and rewrites them
     /// when objects move; `None` slots are ignored.
     ///
@@ -1120,6 +1126,24 @@ impl MutatorContext {
     ) -> Result<(), FieldError> {
         // SAFETY: the caller's contract.
         let slot = unsafe { obj.ref_slot(index) }?;
+        self.store_at(slot, value);
+        Ok(())
+    }
+
+    /// [`store_ref`](Self::store_ref) without the bounds check, for callers
+    /// that know the object's layout (the embedding API's typed fields).
+    ///
+    /// # Safety
+    /// As for [`store_ref`](Self::store_ref), and `index` is below `obj`'s
+    /// [`ref_count`](crate::Header::ref_count).
+    #[inline(always)]
+    pub unsafe fn store_slot(&mut self, obj: ObjRef, index: usize, value: Option<ObjRef>) {
+        self.store_at(obj.addr() + WORD + index * WORD, value)
+    }
+
+    /// The write barriers and the store, at a checked slot address.
+    #[inline(always)]
+    fn store_at(&mut self, slot: usize, value: Option<ObjRef>) {
         let v = value.map_or(0, |r| r.addr() as u64);
         if self.attached.satb().is_marking() {
             self.log_store(slot, v);
@@ -1129,7 +1153,6 @@ impl MutatorContext {
         // The card barrier of young collections (`generation`): one byte
         // store, whatever was stored.
         self.heap.inner.gc.cards().mark(slot);
-        Ok(())
     }
 
     /// Stores `values` into reference fields / elements `start..start +

@@ -129,6 +129,18 @@ impl Layout {
     pub fn header(&self) -> Header {
         self.header
     }
+
+    /// The same layout with the header's *typed* flag set
+    /// ([`Header::is_typed`]). The collector ignores the flag; the embedding
+    /// API sets it on objects of derived types, whose reference fields only
+    /// its typed accessors may write, and refuses to allocate typed layouts
+    /// or store references into typed objects through its untyped calls.
+    pub fn typed(self) -> Layout {
+        Layout {
+            header: Header(self.header.0 | Header::TYPED),
+            size: self.size,
+        }
+    }
 }
 
 /// A decoded object header.
@@ -137,6 +149,8 @@ pub struct Header(u64);
 
 impl Header {
     const KIND_MASK: u64 = 0b11;
+    /// Bit 2: the object is of a derived type ([`Layout::typed`]).
+    const TYPED: u64 = 0b100;
     const TAG_SHIFT: u32 = 8;
     const PAYLOAD_SHIFT: u32 = 24;
 
@@ -151,7 +165,7 @@ impl Header {
 
     /// Interprets a raw word as a header; `None` if it cannot be one.
     pub fn from_raw(raw: u64) -> Option<Header> {
-        if raw & Self::KIND_MASK == 0 || raw & 0xfc != 0 {
+        if raw & Self::KIND_MASK == 0 || raw & 0xf8 != 0 {
             return None;
         }
         Some(Header(raw))
@@ -169,6 +183,12 @@ impl Header {
             2 => Kind::RefArray,
             _ => Kind::ByteArray,
         }
+    }
+
+    /// Whether the object is of a derived type ([`Layout::typed`]).
+    #[inline(always)]
+    pub fn is_typed(self) -> bool {
+        self.0 & Self::TYPED != 0
     }
 
     /// The embedder's tag.
@@ -231,6 +251,7 @@ impl fmt::Debug for Header {
         f.debug_struct("Header")
             .field("kind", &self.kind())
             .field("tag", &self.tag())
+            .field("typed", &self.is_typed())
             .field("refs", &self.ref_count())
             .field("data", &self.data_len())
             .finish()
@@ -411,6 +432,54 @@ impl ObjRef {
         }?)))
     }
 
+    /// Loads reference slot `index` without a bounds check.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header), and `index` is below the object's
+    /// [`ref_count`](Header::ref_count).
+    #[inline(always)]
+    pub unsafe fn load_slot(self, index: usize) -> Option<ObjRef> {
+        ObjRef::from_slot(load_word(self.addr() + WORD + index * WORD))
+    }
+
+    /// Loads the word `offset` bytes from the object's start (the header is
+    /// at 0), without a bounds check.
+    ///
+    /// # Safety
+    /// As for [`header`](Self::header); `offset` is a multiple of 8 and
+    /// `offset + 8` at most the object's [`size`](Header::size).
+    #[inline(always)]
+    pub unsafe fn load_word_at(self, offset: usize) -> u64 {
+        load_word(self.addr() + offset)
+    }
+
+    /// Stores the word `offset` bytes from the object's start. The header
+    /// and the reference slots must not be written this way (references
+    /// need the barriers of `MutatorContext::store_ref`).
+    ///
+    /// # Safety
+    /// As for [`load_word_at`](Self::load_word_at), and the word is plain
+    /// data (past the reference slots).
+    #[inline(always)]
+    pub unsafe fn store_word_at(self, offset: usize, v: u64) {
+        store_word(self.addr() + offset, v)
+    }
+
+    /// Replaces the bytes `offset..offset + bytes.len()` from the object's
+    /// start, within one word, leaving the word's other bytes as they are
+    /// (see [`write_data`](Self::write_data)).
+    ///
+    /// # Safety
+    /// As for [`store_word_at`](Self::store_word_at), for the word holding
+    /// `offset`; the bytes do not cross into the next word.
+    #[inline(always)]
+    pub unsafe fn store_bytes_at(self, offset: usize, bytes: &[u8]) {
+        let a = self.addr() + offset;
+        let base = a & !(WORD - 1);
+        debug_assert!(a - base + bytes.len() <= WORD);
+        merge_word(base, a - base, bytes)
+    }
+
     fn data_start(self, h: Header) -> usize {
         self.addr() + WORD + h.ref_count() * WORD
     }
@@ -541,6 +610,18 @@ mod tests {
         assert_eq!(b.header().data_len(), 9);
         assert_eq!(Layout::record(0, 0, 0).unwrap().size(), 8);
         assert_eq!(Header::from_raw(0), None);
+        // The typed flag changes nothing else and survives a round trip;
+        // the other spare bits still make a word no header.
+        let t = r.typed();
+        assert!(t.header().is_typed() && !h.is_typed());
+        assert_eq!(t.size(), r.size());
+        let th = t.header();
+        assert_eq!(
+            (th.kind(), th.tag(), th.ref_count(), th.data_len()),
+            (Kind::Record, 7, 3, 13)
+        );
+        assert_eq!(Header::from_raw(th.raw()), Some(th));
+        assert_eq!(Header::from_raw(h.raw() | 0b1000), None);
     }
 
     #[test]

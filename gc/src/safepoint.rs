@@ -916,6 +916,18 @@ impl Attached {
         unsafe { self.shared.state() }
     }
 
+    /// Root slot `i` of the owner (`None` if null or past the end).
+    #[inline(always)]
+    pub fn root(&self, i: usize) -> Option<ObjRef> {
+        // SAFETY: as in `state`; the shared borrow ends in this expression
+        // and no `&mut` from `state` is live (it needs `&mut self`).
+        unsafe { self.shared.state() }
+            .roots
+            .get(i)
+            .copied()
+            .flatten()
+    }
+
     /// Stops at a safepoint if a collection is requested.
     #[inline(always)]
     pub fn poll(&mut self) {

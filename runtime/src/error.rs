@@ -57,6 +57,30 @@ pub enum Error {
     /// The kernel refused memory.
     #[error("out of memory: errno {0}")]
     Os(i32),
+    /// [`Mutator::downcast`](crate::Mutator::downcast): the object is not
+    /// of the asked type.
+    #[error("expected an object of type {expected}, found {found:?}")]
+    WrongType {
+        /// The type asked for.
+        expected: &'static str,
+        /// The object's header.
+        found: movegc_gc::Header,
+    },
+    /// An untyped call tried to store a reference into an object of a
+    /// derived type, whose reference fields only its typed field keys may
+    /// write (they keep each field's declared type).
+    #[error("references of an object of a derived type are written through its typed fields")]
+    TypedObject,
+    /// An untyped call tried to rewrite a typed handle's slot
+    /// ([`Gc::untyped`](crate::Gc::untyped)), which must keep naming an
+    /// object of its type.
+    #[error("a typed handle cannot be reassigned through the untyped API")]
+    TypedHandle,
+    /// [`Mutator::alloc`](crate::Mutator::alloc) was given a typed layout
+    /// ([`Layout::typed`](crate::Layout::typed)): objects of derived types
+    /// are allocated with `alloc_init` or `alloc_zeroed`.
+    #[error("typed layouts are allocated through the typed API")]
+    TypedLayout,
     /// A collection failed part-way; the heap can no longer be used.
     #[error("the heap is poisoned: a collection failed part-way")]
     Poisoned,

@@ -60,9 +60,14 @@ mod error;
 mod heap;
 #[allow(unsafe_code)]
 mod mutator;
+#[allow(unsafe_code)]
+pub mod typed;
+#[allow(unsafe_code)]
+pub mod view;
 
 pub use error::{Error, Result};
 pub use heap::{Heap, HeapBuilder};
+pub use movegc_derive::Object;
 pub use movegc_gc::concurrent::FaultMode;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
@@ -72,3 +77,10 @@ pub use movegc_gc::{
     MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};
+#[doc(hidden)]
+pub use typed::__private;
+pub use typed::{
+    Data, DataArray, DataField, Gc, HeapType, Object, RefArray, RefField, RefSlots, RefValue,
+    TypedArray, Zeroable,
+};
+pub use view::{Ref, View};

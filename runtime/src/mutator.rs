@@ -37,6 +37,9 @@ use crate::{Error, Result};
 /// atomic operation.
 static NEXT_STAMP_BLOCK: AtomicU64 = AtomicU64::new(1);
 const STAMP_BLOCK: u64 = 1 << 20;
+/// Stamp bit of typed handles' slots ([`Mutator::push_typed`]); stamps
+/// themselves never reach it (2^63 handles).
+const TYPED_HANDLE: u64 = 1 << 63;
 
 /// A handle to an object, valid in the mutator and scope that created it.
 /// `Copy` and 16 bytes; the object it names may move, the handle follows.
@@ -44,6 +47,14 @@ const STAMP_BLOCK: u64 = 1 << 20;
 pub struct Local {
     slot: u32,
     stamp: u64,
+}
+
+impl Local {
+    /// The root slot's index.
+    #[inline(always)]
+    pub(crate) fn slot(self) -> usize {
+        self.slot as usize
+    }
 }
 
 /// A handle that lives until dropped, usable from any mutator of its heap
@@ -70,7 +81,7 @@ impl Drop for Persistent {
 /// inside `blocking`. A thread that runs for long without allocating should
 /// call `safepoint()` now and then.
 pub struct Mutator {
-    ctx: MutatorContext,
+    pub(crate) ctx: MutatorContext,
     heap: Heap,
     stamps: Vec<u64>,
     next_stamp: u64,
@@ -107,12 +118,27 @@ impl Mutator {
     }
 
     #[inline(always)]
-    fn push(&mut self, obj: ObjRef) -> Local {
+    pub(crate) fn push(&mut self, obj: ObjRef) -> Local {
+        self.push_stamped(obj, 0)
+    }
+
+    /// [`push`](Self::push) for a typed handle ([`Gc`](crate::Gc)): its
+    /// stamp carries [`TYPED_HANDLE`], so the untyped calls that rewrite a
+    /// handle's slot ([`assign`](Self::assign),
+    /// [`get_ref_into`](Self::get_ref_into)) refuse it and it keeps naming
+    /// an object of its type.
+    #[inline(always)]
+    pub(crate) fn push_typed(&mut self, obj: ObjRef) -> Local {
+        self.push_stamped(obj, TYPED_HANDLE)
+    }
+
+    #[inline(always)]
+    fn push_stamped(&mut self, obj: ObjRef, flag: u64) -> Local {
         if self.next_stamp == self.stamp_end {
             self.next_stamp = NEXT_STAMP_BLOCK.fetch_add(1, Ordering::Relaxed) * STAMP_BLOCK;
             self.stamp_end = self.next_stamp + STAMP_BLOCK;
         }
-        let stamp = self.next_stamp;
+        let stamp = self.next_stamp | flag;
         self.next_stamp += 1;
         let slot = self.stamps.len();
         self.stamps.push(stamp);
@@ -128,18 +154,66 @@ impl Mutator {
     /// The current address of `h`'s object, read from its root slot: valid
     /// until this thread next reaches a safepoint (see the module docs).
     #[inline(always)]
-    fn obj(&mut self, h: Local) -> Result<ObjRef> {
-        let i = h.slot as usize;
-        if self.stamps.get(i) != Some(&h.stamp) {
-            return Err(Error::StaleHandle);
-        }
-        // SAFETY: reading a slot stores nothing.
-        Ok(unsafe { self.ctx.roots() }[i].expect("local slots are never null"))
+    pub(crate) fn obj(&mut self, h: Local) -> Result<ObjRef> {
+        self.obj_of(h)
     }
 
-    /// Allocates a zeroed object (null references, zero bytes). May collect.
+    /// [`obj`](Self::obj) through a shared borrow.
+    #[inline(always)]
+    pub(crate) fn obj_of(&self, h: Local) -> Result<ObjRef> {
+        self.check(h)?;
+        Ok(self
+            .ctx
+            .root(h.slot as usize)
+            .expect("local slots are never null"))
+    }
+
+    /// Whether `h` is a live handle of this mutator.
+    #[inline(always)]
+    pub(crate) fn check(&self, h: Local) -> Result<()> {
+        if self.stamps.get(h.slot as usize) != Some(&h.stamp) {
+            return Err(Error::StaleHandle);
+        }
+        Ok(())
+    }
+
+    /// Points the live handle `h` at `obj`.
+    pub(crate) fn set_root(&mut self, h: Local, obj: ObjRef) -> Result<()> {
+        self.check(h)?;
+        // SAFETY: the caller's `obj` is current (it holds a `Ref`).
+        unsafe { self.ctx.roots()[h.slot as usize] = Some(obj) };
+        Ok(())
+    }
+
+    /// `h` unless it is a typed handle's (whose slot the untyped calls may
+    /// not rewrite).
+    fn untyped_handle(h: Local) -> Result<Local> {
+        if h.stamp & TYPED_HANDLE != 0 {
+            return Err(Error::TypedHandle);
+        }
+        Ok(h)
+    }
+
+    /// `o` unless it is an object of a derived type (whose references the
+    /// untyped calls may not write).
+    #[inline(always)]
+    fn untyped_object(o: ObjRef) -> Result<ObjRef> {
+        // SAFETY: the callers pass a reference just read from a root slot.
+        if unsafe { o.header() }.is_typed() {
+            return Err(Error::TypedObject);
+        }
+        Ok(o)
+    }
+
+    /// Allocates a zeroed object (null references, zero bytes). May
+    /// collect. Typed layouts ([`Layout::typed`]) are refused
+    /// ([`Error::TypedLayout`]): objects of derived types are allocated
+    /// with [`alloc_init`](Self::alloc_init) and friends.
     #[inline(always)]
     pub fn alloc(&mut self, layout: &Layout) -> Result<Local> {
+        if layout.header().is_typed() {
+            return Err(Error::TypedLayout);
+        }
         let obj = self.ctx.alloc(layout)?;
         Ok(self.push(obj))
     }
@@ -157,7 +231,7 @@ impl Mutator {
     #[inline]
     pub fn assign(&mut self, dst: Local, src: Local) -> Result<()> {
         let o = self.obj(src)?;
-        self.obj(dst)?;
+        self.obj(Self::untyped_handle(dst)?)?;
         // SAFETY: `o` was just read from a root slot.
         let roots = unsafe { self.ctx.roots() };
         roots[dst.slot as usize] = Some(o);
@@ -188,7 +262,7 @@ impl Mutator {
     #[inline(always)]
     pub fn get_ref_into(&mut self, obj: Local, index: usize, into: Local) -> Result<bool> {
         let o = self.obj(obj)?;
-        self.obj(into)?;
+        self.obj(Self::untyped_handle(into)?)?;
         // SAFETY: `o` was just read from a root slot; the loaded reference
         // goes straight into one.
         match unsafe { o.load_ref(index) }? {
@@ -209,7 +283,7 @@ impl Mutator {
     /// stored.
     pub fn fill_refs(&mut self, obj: Local, start: usize, values: &[Option<Local>]) -> Result<()> {
         const BATCH: usize = 256;
-        let o = self.obj(obj)?;
+        let o = Self::untyped_object(self.obj(obj)?)?;
         if values.is_empty() {
             // SAFETY: `o` was just read from a root slot.
             return Ok(unsafe { self.ctx.store_refs(o, start, &[]) }?);
@@ -235,7 +309,7 @@ impl Mutator {
     /// Stores `value` (or null) into reference field / element `index`.
     #[inline(always)]
     pub fn set_ref(&mut self, obj: Local, index: usize, value: Option<Local>) -> Result<()> {
-        let o = self.obj(obj)?;
+        let o = Self::untyped_object(self.obj(obj)?)?;
         let v = match value {
             Some(v) => Some(self.obj(v)?),
             None => None,
