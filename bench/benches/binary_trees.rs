@@ -16,10 +16,14 @@
 //!                      explicit configuration on top of the defaults, with
 //!                      keys capacity_mib, min_free_mib, growth, tlab_kib,
 //!                      huge (0/1), threads, dense (a fraction or `none`),
-//!                      strategy (`stw`, `move`, `copy`), cpu_target (the
+//!                      strategy (`stw`, `move`, `copy`), young (0/1:
+//!                      young collections), cpu_target (the
 //!                      GC CPU target: a share, or `off` for a fixed
 //!                      `min_free` budget), scheme
-//!                      (`per-node` or the scope batch `levels` 1..).
+//!                      (`per-node`, the scope batch `levels` 1.., `typed`:
+//!                      the typed API with the check in a view, or
+//!                      `engine`: the same algorithm on the collector
+//!                      engine, no embedding API; binary-trees only).
 //! ```
 //!
 //! A child is this executable re-run with `MOVEGC_BT_CHILD=<impl>`; it runs
@@ -35,6 +39,7 @@ use movegc_bench::binary_trees::{self, Scheme};
 use movegc_bench::env_or;
 use movegc_bench::gcbench;
 use movegc_bench::spec::{flag, Spec};
+use movegc_gc::{GcHeap, HeapConfig};
 use serde::{Deserialize, Serialize};
 
 #[global_allocator]
@@ -116,7 +121,10 @@ struct MovegcConfig {
     dense: Option<Option<f64>>,
     strategy: Option<Strategy>,
     cpu_target: Option<Option<f64>>,
+    young: Option<bool>,
     scheme: Scheme,
+    /// `scheme=engine`: run on the engine directly.
+    engine: bool,
 }
 
 impl MovegcConfig {
@@ -132,6 +140,7 @@ impl MovegcConfig {
             "dense",
             "strategy",
             "cpu_target",
+            "young",
             "scheme",
         ])?;
         let some = |v: &str| v.parse().ok().map(Some);
@@ -151,11 +160,56 @@ impl MovegcConfig {
                 "off" => Some(Some(None)),
                 _ => v.parse().ok().map(|f| Some(Some(f))),
             })?,
+            young: s.read_or("young", None, |v| flag(v).map(Some))?,
             scheme: s.read_or("scheme", Scheme::default(), |v| match v {
                 "per-node" => Some(Scheme::ScopePerNode),
+                "typed" => Some(Scheme::Typed {
+                    levels: binary_trees::DEFAULT_SCOPE_LEVELS,
+                }),
+                "engine" => Some(Scheme::default()),
                 _ => v.parse().ok().map(|levels| Scheme::Batched { levels }),
             })?,
+            engine: s.read_or("scheme", false, |v| Some(v == "engine"))?,
         })
+    }
+
+    /// The engine's configuration for what [`build`](Self::build) makes:
+    /// the same fields on the same defaults (the builder's `min_free` is
+    /// a quarter of the capacity, at most 32 MiB, when not given).
+    fn engine_config(&self) -> HeapConfig {
+        let mut c = HeapConfig::default();
+        if let Some(v) = self.capacity_mib {
+            c.capacity = v << 20;
+        }
+        c.min_free = match self.min_free_mib {
+            Some(v) => v << 20,
+            None => (32 << 20).min(c.capacity / 4),
+        };
+        if let Some(v) = self.cpu_target {
+            c.gc_cpu_target = v;
+        }
+        if let Some(v) = self.growth {
+            c.growth_factor = v;
+        }
+        if let Some(v) = self.tlab_kib {
+            c.tlab_size = v << 10;
+        }
+        if let Some(v) = self.huge {
+            c.huge_pages = v;
+        }
+        if let Some(v) = self.threads {
+            c.gc_threads = v;
+        }
+        if let Some(v) = self.dense {
+            c.dense_prefix_threshold = v;
+        }
+        if let Some(v) = self.strategy {
+            c.strategy = v;
+        }
+        if let Some(v) = self.young {
+            c.generational = v;
+        }
+        c
     }
 
     fn build(&self) -> movegc::Result<Heap> {
@@ -186,6 +240,9 @@ impl MovegcConfig {
         }
         if let Some(v) = self.strategy {
             b = b.strategy(v);
+        }
+        if let Some(v) = self.young {
+            b = b.generational(v);
         }
         b.build()
     }
@@ -247,8 +304,16 @@ fn child(name: &str, depth: u32, program: Program) {
             let (_, check) = gcbench::run_boxed(&gcbench).unwrap_or_else(|e| panic!("{e}"));
             (vec![check], None)
         }
+        (Some(spec), Program::BinaryTrees) if MovegcConfig::parse(spec).is_ok_and(|c| c.engine) => {
+            let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
+            let heap = GcHeap::new(cfg.engine_config()).expect("creating the heap");
+            let out = binary_trees::engine::run(&heap, depth, binary_trees::DEFAULT_SCOPE_LEVELS)
+                .expect("binary-trees on the engine");
+            (out.lines, Some(heap.stats()))
+        }
         (Some(spec), _) => {
             let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!cfg.engine, "scheme=engine runs binary-trees only");
             let heap = cfg.build().expect("creating the heap");
             let lines = if program == Program::BinaryTrees {
                 let mut m = heap.attach().expect("attaching");

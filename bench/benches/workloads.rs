@@ -29,7 +29,12 @@ fn bench(c: &mut Criterion) {
         (
             "binary-trees",
             Box::new(|s| {
-                binary_trees::run_workload(binary_trees::WORKLOAD_QUICK_N, s, FaultMode::Sigbus)
+                binary_trees::run_workload(
+                    binary_trees::WORKLOAD_QUICK_N,
+                    binary_trees::Api::Typed,
+                    s,
+                    FaultMode::Sigbus,
+                )
             }),
         ),
         (

@@ -24,12 +24,16 @@
 //! walks the tree with [`Mutator::get_ref`] in the same batched scopes. The
 //! textbook scheme ([`Scheme::ScopePerNode`]: recursive bottom-up
 //! construction with one [`Mutator::scope_escape`] per node) is kept for
-//! comparison.
+//! comparison. [`Scheme::Typed`] is the batched scheme written against the
+//! typed API (`#[derive(Object)]` nodes, field keys) with the check walk in
+//! one no-safepoint view (no handles at all); [`engine::run`] is the same
+//! algorithm against the collector engine directly (raw root slots, raw
+//! loads), the yardstick of the typed API's overhead.
 
 use std::time::{Duration, Instant};
 
 use movegc::FaultMode;
-use movegc::{Heap, Layout, Local, Mutator, Result, Strategy};
+use movegc::{Gc, Heap, Layout, Local, Mutator, Object, Ref, Result, Strategy};
 
 use crate::record::WorkloadOutput;
 
@@ -69,6 +73,12 @@ pub enum Scheme {
     /// (building and checking). `levels` must be at least 1.
     Batched {
         /// Tree levels per handle scope.
+        levels: u32,
+    },
+    /// [`Batched`](Self::Batched) through the typed API ([`TypedNode`]),
+    /// checking each tree in one [`Mutator::view`].
+    Typed {
+        /// Tree levels per handle scope while building.
         levels: u32,
     },
 }
@@ -242,6 +252,9 @@ pub fn run_movegc(heap: &Heap, n: u32) -> Result<Output> {
 /// Runs binary-trees with an existing mutator and a chosen [`Scheme`]. The
 /// mutator's handle stack is left as it was found.
 pub fn run_movegc_with(m: &mut Mutator, n: u32, scheme: Scheme) -> Result<Output> {
+    if let Scheme::Typed { levels } = scheme {
+        return run_typed(m, n, levels.max(1));
+    }
     let layout = node_layout();
     let trees = Trees {
         layout: &layout,
@@ -283,7 +296,8 @@ impl Trees<'_> {
     fn build(&self, m: &mut Mutator, depth: u32) -> Result<Local> {
         match self.scheme {
             Scheme::ScopePerNode => self.bottom_up(m, depth),
-            Scheme::Batched { levels } => {
+            // `run_movegc_with` runs the typed scheme on its own.
+            Scheme::Batched { levels } | Scheme::Typed { levels } => {
                 let levels = levels.max(1);
                 let root = m.alloc(self.layout)?;
                 m.scope(|m| self.fill(m, root, depth, levels))?;
@@ -296,7 +310,7 @@ impl Trees<'_> {
     fn check(&self, m: &mut Mutator, root: Local) -> Result<u64> {
         match self.scheme {
             Scheme::ScopePerNode => self.check_per_node(m, root),
-            Scheme::Batched { levels } => {
+            Scheme::Batched { levels } | Scheme::Typed { levels } => {
                 let levels = levels.max(1);
                 m.scope(|m| self.check_batched(m, root, levels, levels))
             }
@@ -370,8 +384,215 @@ impl Trees<'_> {
 
     fn levels(&self) -> u32 {
         match self.scheme {
-            Scheme::Batched { levels } => levels.max(1),
+            Scheme::Batched { levels } | Scheme::Typed { levels } => levels.max(1),
             Scheme::ScopePerNode => 1,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// movegc, typed API
+
+/// A tree node of the typed scheme.
+#[derive(Object)]
+pub struct TypedNode {
+    left: Option<Gc<TypedNode>>,
+    right: Option<Gc<TypedNode>>,
+}
+
+/// [`Scheme::Typed`]: the batched scheme with typed nodes; each check is
+/// one view (a single mutator: no other thread waits for its safepoint).
+fn run_typed(m: &mut Mutator, n: u32, levels: u32) -> Result<Output> {
+    m.scope(|m| {
+        let build_and_check = |m: &mut Mutator, d: u32| {
+            m.scope(|m| {
+                let t = typed_build(m, d, levels)?;
+                typed_check(m, t)
+            })
+        };
+        check_n(n);
+        let start = Instant::now();
+        let max = max_depth(n);
+        let mut lines = vec![stretch_line(max, build_and_check(m, max + 1)?)];
+        let long_lived = typed_build(m, max, levels)?;
+        for (d, iterations) in iteration_plan(n) {
+            let mut total = 0;
+            for _ in 0..iterations {
+                total += build_and_check(m, d)?;
+            }
+            lines.push(iteration_line(iterations, d, total));
+        }
+        lines.push(long_lived_line(max, typed_check(m, long_lived)?));
+        Ok(Output {
+            lines,
+            elapsed: start.elapsed(),
+        })
+    })
+}
+
+fn typed_build(m: &mut Mutator, depth: u32, levels: u32) -> Result<Gc<TypedNode>> {
+    let root = m.alloc_zeroed::<TypedNode>()?;
+    m.scope(|m| typed_fill(m, root, depth, levels, levels))?;
+    Ok(root)
+}
+
+fn typed_fill(
+    m: &mut Mutator,
+    node: Gc<TypedNode>,
+    depth: u32,
+    budget: u32,
+    levels: u32,
+) -> Result<()> {
+    if depth == 0 {
+        return Ok(());
+    }
+    if budget == 0 {
+        return m.scope(|m| typed_fill(m, node, depth, levels, levels));
+    }
+    for field in [TypedNode::LEFT, TypedNode::RIGHT] {
+        let child = m.alloc_zeroed::<TypedNode>()?;
+        m.set(node, field, Some(child))?;
+        typed_fill(m, child, depth - 1, budget - 1, levels)?;
+    }
+    Ok(())
+}
+
+fn typed_check(m: &mut Mutator, root: Gc<TypedNode>) -> Result<u64> {
+    fn count(r: Ref<'_, TypedNode>) -> u64 {
+        1 + r.get(TypedNode::LEFT).map_or(0, count) + r.get(TypedNode::RIGHT).map_or(0, count)
+    }
+    m.view(|v| Ok(count(v.get(root)?)))
+}
+
+// ---------------------------------------------------------------------------
+// The collector engine directly
+
+/// binary-trees on the collector engine (`movegc-gc`), with no embedding
+/// API in between: the batched scheme's algorithm, with root slots pushed
+/// and truncated by hand instead of handles and scopes, and the check walk
+/// as raw loads. What the typed API costs is its time over this one's.
+pub mod engine {
+    use std::time::Instant;
+
+    use movegc_gc::{AllocError, GcHeap, Layout, MutatorContext, ObjRef};
+
+    use super::{
+        check_n, iteration_line, iteration_plan, long_lived_line, max_depth, node_layout,
+        stretch_line, Output,
+    };
+
+    /// Runs binary-trees(`n`) on `heap` with root scopes every `levels`
+    /// tree levels. The calling thread must not have a mutator of `heap`.
+    pub fn run(heap: &GcHeap, n: u32, levels: u32) -> Result<Output, AllocError> {
+        let mut ctx = heap
+            .attach()
+            .expect("the thread has no mutator of this heap");
+        let t = Trees {
+            layout: node_layout(),
+            levels: levels.max(1),
+        };
+        check_n(n);
+        let start = Instant::now();
+        let max = max_depth(n);
+        let build_and_check = |ctx: &mut MutatorContext, d: u32| {
+            let mark = depth(ctx);
+            let r = t.build(ctx, d).map(|root| t.check(ctx, root));
+            truncate(ctx, mark);
+            r
+        };
+        let mut lines = vec![stretch_line(max, build_and_check(&mut ctx, max + 1)?)];
+        let long_lived = t.build(&mut ctx, max)?;
+        for (d, iterations) in iteration_plan(n) {
+            let mut total = 0;
+            for _ in 0..iterations {
+                total += build_and_check(&mut ctx, d)?;
+            }
+            lines.push(iteration_line(iterations, d, total));
+        }
+        lines.push(long_lived_line(max, t.check(&mut ctx, long_lived)));
+        Ok(Output {
+            lines,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    struct Trees {
+        layout: Layout,
+        levels: u32,
+    }
+
+    fn depth(ctx: &mut MutatorContext) -> usize {
+        // SAFETY: reading the length stores nothing.
+        unsafe { ctx.roots() }.len()
+    }
+
+    fn truncate(ctx: &mut MutatorContext, mark: usize) {
+        // SAFETY: truncating stores nothing.
+        unsafe { ctx.roots() }.truncate(mark)
+    }
+
+    /// Pushes `o` as a root; returns its slot.
+    fn push(ctx: &mut MutatorContext, o: ObjRef) -> usize {
+        // SAFETY: `o` was just allocated (current).
+        let roots = unsafe { ctx.roots() };
+        roots.push(Some(o));
+        roots.len() - 1
+    }
+
+    impl Trees {
+        /// A tree of depth `d`, its root in a new root slot.
+        fn build(&self, ctx: &mut MutatorContext, d: u32) -> Result<usize, AllocError> {
+            let root = ctx.alloc(&self.layout)?;
+            let slot = push(ctx, root);
+            let mark = depth(ctx);
+            let r = self.fill(ctx, slot, d, self.levels);
+            truncate(ctx, mark);
+            r.map(|()| slot)
+        }
+
+        fn fill(
+            &self,
+            ctx: &mut MutatorContext,
+            slot: usize,
+            d: u32,
+            budget: u32,
+        ) -> Result<(), AllocError> {
+            if d == 0 {
+                return Ok(());
+            }
+            if budget == 0 {
+                let mark = depth(ctx);
+                let r = self.fill(ctx, slot, d, self.levels);
+                truncate(ctx, mark);
+                return r;
+            }
+            for i in 0..2 {
+                let child = ctx.alloc(&self.layout)?;
+                let parent = ctx.root(slot).expect("a tree's root slots are set");
+                // SAFETY: `parent` was read from its root slot after the
+                // allocation (current), `child` was just allocated, and a
+                // node has two reference slots.
+                unsafe { ctx.store_slot(parent, i, Some(child)) };
+                let c = push(ctx, child);
+                self.fill(ctx, c, d - 1, budget - 1)?;
+            }
+            Ok(())
+        }
+
+        fn check(&self, ctx: &mut MutatorContext, slot: usize) -> u64 {
+            /// # Safety
+            /// `o` is current (no safepoint since it was read) and a node.
+            unsafe fn count(o: ObjRef) -> u64 {
+                // SAFETY: nodes have two slots; their values are current
+                // nodes like `o`.
+                unsafe {
+                    1 + o.load_slot(0).map_or(0, |c| count(c))
+                        + o.load_slot(1).map_or(0, |c| count(c))
+                }
+            }
+            let root = ctx.root(slot).expect("a tree's root slots are set");
+            // SAFETY: read from a root slot; the walk reaches no safepoint.
+            unsafe { count(root) }
         }
     }
 }
@@ -409,16 +630,49 @@ pub fn check_lines(n: u32, lines: &[String]) -> std::result::Result<(), String> 
     Ok(())
 }
 
-/// Runs binary-trees(`n`) (the default scheme) as a workload of the
-/// `movegc bench` suite: on a new heap with the builder's defaults
-/// (capacity a quarter of RAM, growth factor 2, `min_free` 32 MiB) except
-/// `strategy`, `fault_mode` and the verifier (off), so collections start by
-/// the heap's policy while trees are built. The output lines are checked
-/// with [`check_lines`]. `wall` is the run plus waiting for the last
-/// concurrent cycle; no per-operation latency; `check` is the line count
-/// and [`lines_hash`].
+/// Which API a suite run of binary-trees is written against: the same
+/// algorithm three ways, side by side in one run (`movegc bench --api`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Api {
+    /// Untyped handles and layouts ([`Scheme::Batched`]).
+    Untyped,
+    /// The typed API with the check in a view ([`Scheme::Typed`]).
+    Typed,
+    /// The collector engine directly ([`engine::run`]): what the two
+    /// embedding APIs cost is their time over this one's.
+    Engine,
+}
+
+impl Api {
+    /// Every API, in report order.
+    pub const ALL: [Api; 3] = [Api::Untyped, Api::Typed, Api::Engine];
+
+    /// Stable name (the `api` key of the workload's spec).
+    pub fn name(self) -> &'static str {
+        match self {
+            Api::Untyped => "untyped",
+            Api::Typed => "typed",
+            Api::Engine => "engine",
+        }
+    }
+
+    /// Parses a [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|a| a.name() == s)
+    }
+}
+
+/// Runs binary-trees(`n`) against `api` as a workload of the `movegc
+/// bench` suite: on a new heap with the builder's defaults (capacity a
+/// quarter of RAM, growth factor 2, `min_free` 32 MiB) except `strategy`,
+/// `fault_mode` and the verifier (off), so collections start by the heap's
+/// policy while trees are built ([`Api::Engine`]: the engine's heap with the
+/// same configuration). The output lines are checked with [`check_lines`].
+/// `wall` is the run plus waiting for the last concurrent cycle; no
+/// per-operation latency; `check` is the line count and [`lines_hash`].
 pub fn run_workload(
     n: u32,
+    api: Api,
     strategy: Strategy,
     fault_mode: FaultMode,
 ) -> std::result::Result<WorkloadOutput, String> {
@@ -427,20 +681,59 @@ pub fn run_workload(
             "binary-trees depth {n} is above the maximum {MAX_N}"
         ));
     }
-    let heap = Heap::builder()
-        .strategy(strategy)
-        .fault_mode(fault_mode)
-        .verify(false)
-        .build()
-        .map_err(|e| format!("creating the heap: {e}"))?;
-    let out = run_movegc(&heap, n).map_err(|e| format!("binary-trees({n}) failed: {e}"))?;
-    let t = Instant::now();
-    // `run_movegc` has dropped its mutator: this thread has none running.
-    heap.wait_idle()
-        .map_err(|e| format!("waiting for the last cycle: {e}"))?;
-    let wall = out.elapsed + t.elapsed();
+    let failed = |e: &dyn std::fmt::Display| format!("binary-trees({n}) failed: {e}");
+    let (out, stats) = if api == Api::Engine {
+        let mut config = movegc_gc::HeapConfig {
+            strategy,
+            fault_mode,
+            verify: false,
+            ..movegc_gc::HeapConfig::default()
+        };
+        // What `HeapBuilder::build` does when `min_free` is not given.
+        config.min_free = (32 << 20).min(config.capacity / 4);
+        let heap = movegc_gc::GcHeap::new(config).map_err(|e| format!("creating the heap: {e}"))?;
+        let out = engine::run(&heap, n, DEFAULT_SCOPE_LEVELS).map_err(|e| failed(&e))?;
+        let t = Instant::now();
+        heap.wait_idle()
+            .map_err(|e| format!("waiting for the last cycle: {e}"))?;
+        (
+            Output {
+                elapsed: out.elapsed + t.elapsed(),
+                ..out
+            },
+            crate::fragmenter::all_cycles_kept(heap.stats())?,
+        )
+    } else {
+        let heap = Heap::builder()
+            .strategy(strategy)
+            .fault_mode(fault_mode)
+            .verify(false)
+            .build()
+            .map_err(|e| format!("creating the heap: {e}"))?;
+        let scheme = match api {
+            Api::Typed => Scheme::Typed {
+                levels: DEFAULT_SCOPE_LEVELS,
+            },
+            _ => Scheme::default(),
+        };
+        let out = {
+            let mut m = heap.attach().map_err(|e| failed(&e))?;
+            run_movegc_with(&mut m, n, scheme).map_err(|e| failed(&e))?
+        };
+        let t = Instant::now();
+        // The mutator is dropped: this thread has none running.
+        heap.wait_idle()
+            .map_err(|e| format!("waiting for the last cycle: {e}"))?;
+        (
+            Output {
+                elapsed: out.elapsed + t.elapsed(),
+                ..out
+            },
+            crate::fragmenter::heap_stats(&heap)?,
+        )
+    };
+    let wall = out.elapsed;
     check_lines(n, &out.lines)?;
-    let stats = crate::fragmenter::heap_stats(&heap)?;
     let cycles = stats.recent.clone();
     Ok(WorkloadOutput {
         wall,

@@ -726,7 +726,11 @@ pub(crate) fn finish(m: &mut Mutator) -> Res<HeapStats> {
 /// The statistics of `heap` (it must be idle), with every cycle of its
 /// life in `recent`, or `Err` if it ran more than it keeps.
 pub(crate) fn heap_stats(heap: &Heap) -> Res<HeapStats> {
-    let s = heap.stats();
+    all_cycles_kept(heap.stats())
+}
+
+/// `s`, unless the heap no longer keeps every cycle of the run.
+pub(crate) fn all_cycles_kept(s: HeapStats) -> Res<HeapStats> {
     if s.recent.len() as u64 != s.cycles {
         return Err(Fail::Check(format!(
             "the run had {} collections; the heap keeps only the last {} (use a larger min_free)",

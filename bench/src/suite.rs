@@ -180,6 +180,9 @@ pub struct Options {
     pub poison: Vec<bool>,
     /// Runs with the mode on use its stress option.
     pub poison_stress: bool,
+    /// The APIs binary-trees is run against, side by side (typed by
+    /// default; all three measure what each API costs over the engine).
+    pub apis: Vec<binary_trees::Api>,
 }
 
 impl Options {
@@ -210,6 +213,7 @@ impl Options {
             generational: vec![false],
             poison: vec![false],
             poison_stress: false,
+            apis: vec![binary_trees::Api::Typed],
         }
     }
 
@@ -239,6 +243,9 @@ impl Options {
         }
         if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
             return Err("--heap needs at least one size".into());
+        }
+        if self.workloads.contains(&Workload::BinaryTrees) && self.apis.is_empty() {
+            return Err("--api needs at least one API".into());
         }
         if self.workloads.contains(&Workload::LargeRefs) {
             if self.large_refs_entries.is_empty() {
@@ -299,7 +306,9 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                 } else {
                     binary_trees::WORKLOAD_N
                 };
-                v.push((w, sigbus, binary_trees_spec(n).to_string()));
+                for &api in &o.apis {
+                    v.push((w, sigbus, binary_trees_spec(n, api).to_string()));
+                }
             }
             Workload::GcBench => {
                 let p = if o.quick {
@@ -385,15 +394,17 @@ pub fn plan(o: &Options) -> Vec<Job> {
 }
 
 /// The spec of the `binary-trees` workload: its one parameter, `n`.
-fn binary_trees_spec(n: u32) -> Spec {
-    Spec::new().with("n", n)
+fn binary_trees_spec(n: u32, api: binary_trees::Api) -> Spec {
+    Spec::new().with("n", n).with("api", api.name())
 }
 
-/// Reads [`binary_trees_spec`]'s form (`n` is required).
-fn parse_binary_trees_spec(spec: &str) -> Result<u32, SpecError> {
+/// Reads [`binary_trees_spec`]'s form (`n` is required; `api` defaults to
+/// the untyped API, which runs before it existed used).
+fn parse_binary_trees_spec(spec: &str) -> Result<(u32, binary_trees::Api), SpecError> {
     let s: Spec = spec.parse()?;
-    s.only(&["n"])?;
-    s.require("n")
+    s.only(&["n", "api"])?;
+    let api = s.read_or("api", binary_trees::Api::Untyped, binary_trees::Api::parse)?;
+    Ok((s.require("n")?, api))
 }
 
 /// Runs `job` in this process and returns its record. Workloads verify
@@ -459,9 +470,9 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
             run(&|| fragmenter::run(&p, strategy, mode))
         }
         Workload::BinaryTrees => {
-            let n = parse_binary_trees_spec(&job.spec)
+            let (n, api) = parse_binary_trees_spec(&job.spec)
                 .map_err(|e| format!("binary-trees spec {:?}: {e}", job.spec))?;
-            run(&|| binary_trees::run_workload(n, strategy, mode))
+            run(&|| binary_trees::run_workload(n, api, strategy, mode))
         }
         Workload::GcBench => {
             let p = gcbench::Params::parse_spec(&job.spec)?;
@@ -621,9 +632,17 @@ mod tests {
 
     #[test]
     fn binary_trees_spec_round_trips_and_needs_n() {
-        let spec = binary_trees_spec(17).to_string();
-        assert_eq!(spec, "n=17");
-        assert_eq!(parse_binary_trees_spec(&spec), Ok(17));
+        use binary_trees::Api;
+        let spec = binary_trees_spec(17, Api::Typed).to_string();
+        assert_eq!(spec, "n=17,api=typed");
+        assert_eq!(parse_binary_trees_spec(&spec), Ok((17, Api::Typed)));
+        assert_eq!(parse_binary_trees_spec("n=3"), Ok((3, Api::Untyped)));
+        assert_eq!(
+            parse_binary_trees_spec("n=3,api=rust")
+                .unwrap_err()
+                .to_string(),
+            r#"bad value "rust" for api"#
+        );
         assert_eq!(
             parse_binary_trees_spec("").unwrap_err().to_string(),
             r#"missing key "n""#
@@ -632,7 +651,7 @@ mod tests {
             parse_binary_trees_spec("n=17,depth=3")
                 .unwrap_err()
                 .to_string(),
-            r#"unknown key "depth" (valid: n)"#
+            r#"unknown key "depth" (valid: n, api)"#
         );
         let job = Job {
             workload: "binary-trees".into(),
@@ -646,7 +665,7 @@ mod tests {
         };
         assert_eq!(
             run_job(&job).unwrap_err(),
-            r#"binary-trees spec "m=6": unknown key "m" (valid: n)"#
+            r#"binary-trees spec "m=6": unknown key "m" (valid: n, api)"#
         );
     }
 
@@ -656,15 +675,15 @@ mod tests {
             workload: "binary-trees".into(),
             strategy: "stw".into(),
             fault_mode: "sigbus".into(),
-            spec: binary_trees_spec(6).to_string(),
+            spec: binary_trees_spec(6, binary_trees::Api::Untyped).to_string(),
             repeat: 0,
             generational: false,
             poison: false,
             poison_stress: false,
         };
-        assert_eq!(run_job(&job).unwrap().params, "n=6");
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=untyped");
         job.generational = true;
-        assert_eq!(run_job(&job).unwrap().params, "n=6,young=on");
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=untyped,young=on");
     }
 
     #[test]
@@ -688,9 +707,32 @@ mod tests {
         assert!(!stress[0].poison_stress, "stress only with the mode on");
         assert_eq!(env(&stress[1]).as_deref(), Some("stress"));
         let mut job = jobs[1].clone();
-        job.spec = binary_trees_spec(6).to_string();
-        assert_eq!(run_job(&job).unwrap().params, "n=6,poison=on");
+        job.spec = binary_trees_spec(6, binary_trees::Api::Typed).to_string();
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,poison=on");
         job.poison_stress = true;
-        assert_eq!(run_job(&job).unwrap().params, "n=6,poison=stress");
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,poison=stress");
+    }
+
+    #[test]
+    fn binary_trees_runs_once_per_api_and_each_api_runs() {
+        use binary_trees::Api;
+        let mut o = Options::new(true);
+        o.workloads = vec![Workload::BinaryTrees];
+        o.strategies = vec![Strategy::StopTheWorld];
+        assert_eq!(o.apis, [Api::Typed], "the typed API by default");
+        o.apis = Api::ALL.to_vec();
+        let jobs = plan(&o);
+        let specs: Vec<_> = jobs.iter().map(|j| j.spec.as_str()).collect();
+        assert_eq!(
+            specs,
+            ["n=15,api=untyped", "n=15,api=typed", "n=15,api=engine"]
+        );
+        for api in Api::ALL {
+            let mut job = jobs[0].clone();
+            job.spec = binary_trees_spec(8, api).to_string();
+            let r = run_job(&job).unwrap_or_else(|e| panic!("{api:?}: {e}"));
+            assert_eq!(r.params, format!("n=8,api={}", api.name()));
+            assert!(r.check.starts_with("5 lines as expected"), "{}", r.check);
+        }
     }
 }

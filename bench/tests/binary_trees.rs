@@ -89,6 +89,8 @@ fn every_scheme_is_correct_under_frequent_collections() {
         Scheme::Batched { levels: 3 },
         Scheme::default(),
         Scheme::Batched { levels: 64 },
+        Scheme::Typed { levels: 1 },
+        Scheme::Typed { levels: 4 },
     ] {
         m.wait_idle();
         let before = heap.stats().cycles;
@@ -105,6 +107,41 @@ fn every_scheme_is_correct_under_frequent_collections() {
     }
     let out = run_movegc_with(&mut m, 6, Scheme::default()).unwrap();
     assert_eq!(out.lines, lines(EXPECTED_6));
+}
+
+#[test]
+fn the_engine_version_is_correct_under_frequent_collections() {
+    use movegc_gc::{GcHeap, HeapConfig, Strategy};
+    for strategy in [Strategy::StopTheWorld, Strategy::ConcurrentMove] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 8 << 20,
+            min_free: 16 << 10,
+            gc_cpu_target: None,
+            strategy,
+            verify: true,
+            ..HeapConfig::default()
+        })
+        .expect("heap");
+        for levels in [1, 4] {
+            let before = heap.stats().cycles;
+            let out = binary_trees::engine::run(&heap, 8, levels).expect("engine binary-trees");
+            assert_eq!(
+                out.lines,
+                expected_checks(8),
+                "{strategy:?} levels {levels}"
+            );
+            heap.wait_idle().expect("no mutator on this thread");
+            // Concurrent cycles overlap the allocation that starts the
+            // next, so there are fewer of them.
+            let want = if strategy == Strategy::StopTheWorld {
+                10
+            } else {
+                0
+            };
+            let ran = heap.stats().cycles - before;
+            assert!(ran > want, "{strategy:?}: {ran} collections");
+        }
+    }
 }
 
 #[test]

@@ -259,13 +259,20 @@ fn threads_spec_round_trips() {
 // binary-trees
 
 #[test]
-fn binary_trees_quick_under_every_strategy() {
+fn binary_trees_quick_under_every_strategy_and_api() {
     for s in STRATEGIES {
-        let out = binary_trees::run_workload(binary_trees::WORKLOAD_QUICK_N, s, FaultMode::Sigbus)
-            .unwrap_or_else(|e| panic!("binary-trees {s:?}: {e}"));
-        sane("binary-trees", s, &out);
-        assert!(out.op_latency_us.is_none());
-        eprintln!("{}", summary("binary-trees", s, &out));
+        for api in binary_trees::Api::ALL {
+            let out = binary_trees::run_workload(
+                binary_trees::WORKLOAD_QUICK_N,
+                api,
+                s,
+                FaultMode::Sigbus,
+            )
+            .unwrap_or_else(|e| panic!("binary-trees {s:?} {api:?}: {e}"));
+            sane("binary-trees", s, &out);
+            assert!(out.op_latency_us.is_none());
+            eprintln!("{} ({})", summary("binary-trees", s, &out), api.name());
+        }
     }
 }
 
@@ -281,9 +288,13 @@ fn binary_trees_check_detects_a_wrong_line() {
     let short = &binary_trees::expected_checks(n)[..3];
     assert!(binary_trees::check_lines(n, short).is_err());
     let too_deep = binary_trees::MAX_N + 1;
-    assert!(
-        binary_trees::run_workload(too_deep, Strategy::StopTheWorld, FaultMode::Sigbus).is_err()
-    );
+    assert!(binary_trees::run_workload(
+        too_deep,
+        binary_trees::Api::Typed,
+        Strategy::StopTheWorld,
+        FaultMode::Sigbus
+    )
+    .is_err());
 }
 
 // ---------------------------------------------------------------------------
@@ -457,7 +468,7 @@ fn default_sizes() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(binary_trees::WORKLOAD_N);
         timed("binary-trees", |s| {
-            binary_trees::run_workload(n, s, FaultMode::Sigbus)
+            binary_trees::run_workload(n, binary_trees::Api::Typed, s, FaultMode::Sigbus)
         });
     }
     if want("threads") {

@@ -78,6 +78,7 @@ pub struct Layout {
 impl Layout {
     /// A record with `nrefs` reference fields, then `data` bytes of plain
     /// data. `tag` is free for the embedder (e.g. a type id).
+    #[inline]
     pub fn record(tag: u16, nrefs: usize, data: usize) -> Result<Layout, LayoutError> {
         if nrefs > MAX_RECORD_REFS {
             return Err(LayoutError::TooManyFields(nrefs));
@@ -135,6 +136,7 @@ impl Layout {
     /// API sets it on objects of derived types, whose reference fields only
     /// its typed accessors may write, and refuses to allocate typed layouts
     /// or store references into typed objects through its untyped calls.
+    #[inline]
     pub fn typed(self) -> Layout {
         Layout {
             header: Header(self.header.0 | Header::TYPED),

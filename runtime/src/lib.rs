@@ -15,6 +15,12 @@
 //! * [`Layout`]s: records (`n` references then `m` bytes), reference arrays,
 //!   byte arrays, each with a 16-bit tag for the embedder.
 //!
+//! When object shapes are Rust types rather than an interpreter's data,
+//! [`#[derive(Object)]`](derive@Object) makes a struct a heap type with
+//! typed field keys and typed handles ([`Gc`]), and [`Mutator::view`] walks
+//! objects through direct references ([`Ref`]) with no handles at all
+//! (modules [`typed`] and [`view`]; docs/embedding.md §7a).
+//!
 //! ```
 //! use movegc::{Heap, Layout};
 //! let heap = Heap::builder().capacity(64 << 20).build()?;

@@ -424,6 +424,7 @@ impl<T: HeapType> RefValue for Option<Gc<T>> {
 }
 
 /// The typed layout of `T`'s records.
+#[inline(always)]
 fn record_layout<T: Object>() -> Result<Layout> {
     Ok(Layout::record(T::__type_tag(), T::REFS, T::DATA)?.typed())
 }

@@ -78,6 +78,12 @@ pub struct BenchArgs {
     /// stop-the-world; params poison=stress). Default: off.
     #[arg(long, value_parser = ["off", "on", "both", "stress-both"])]
     poison: Option<String>,
+    /// The APIs binary-trees is written against, comma-separated, side by
+    /// side: typed (#[derive(Object)], views), untyped (handles and
+    /// layouts), engine (the collector directly: the yardstick of both
+    /// APIs' overhead), or all. Default: typed.
+    #[arg(long, value_delimiter = ',')]
+    api: Option<Vec<String>>,
     /// Output directory (default: target/movegc-bench/<timestamp>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -198,6 +204,16 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     if a.poison.as_deref() == Some("stress-both") {
         o.poison = vec![false, true];
         o.poison_stress = true;
+    }
+    if let Some(apis) = &a.api {
+        use movegc_bench::binary_trees::Api;
+        o.apis = if apis.iter().any(|s| s == "all") {
+            Api::ALL.to_vec()
+        } else {
+            apis.iter()
+                .map(|s| Api::parse(s).ok_or_else(|| format!("unknown API {s:?}")))
+                .collect::<Result<_, _>>()?
+        };
     }
     if let Some(e) = &a.large_refs_entries {
         o.large_refs_entries = e
