@@ -23,7 +23,8 @@
 //!                      (`per-node`, the scope batch `levels` 1.., `typed`:
 //!                      the typed API with the check in a view, or
 //!                      `engine`: the same algorithm on the collector
-//!                      engine, no embedding API; binary-trees only).
+//!                      engine, no embedding API; GCBench too: typed or
+//!                      engine, other schemes run its untyped version).
 //! ```
 //!
 //! A child is this executable re-run with `MOVEGC_BT_CHILD=<impl>`; it runs
@@ -304,16 +305,24 @@ fn child(name: &str, depth: u32, program: Program) {
             let (_, check) = gcbench::run_boxed(&gcbench).unwrap_or_else(|e| panic!("{e}"));
             (vec![check], None)
         }
-        (Some(spec), Program::BinaryTrees) if MovegcConfig::parse(spec).is_ok_and(|c| c.engine) => {
+        (Some(spec), _) if MovegcConfig::parse(spec).is_ok_and(|c| c.engine) => {
             let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
             let heap = GcHeap::new(cfg.engine_config()).expect("creating the heap");
-            let out = binary_trees::engine::run(&heap, depth, binary_trees::DEFAULT_SCOPE_LEVELS)
-                .expect("binary-trees on the engine");
-            (out.lines, Some(heap.stats()))
+            let lines = if program == Program::BinaryTrees {
+                binary_trees::engine::run(&heap, depth, binary_trees::DEFAULT_SCOPE_LEVELS)
+                    .expect("binary-trees on the engine")
+                    .lines
+            } else {
+                vec![
+                    gcbench::run_on_engine(&gcbench, &heap)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                        .check,
+                ]
+            };
+            (lines, Some(heap.stats()))
         }
         (Some(spec), _) => {
             let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
-            assert!(!cfg.engine, "scheme=engine runs binary-trees only");
             let heap = cfg.build().expect("creating the heap");
             let lines = if program == Program::BinaryTrees {
                 let mut m = heap.attach().expect("attaching");
@@ -322,8 +331,12 @@ fn child(name: &str, depth: u32, program: Program) {
                     .lines
             } else {
                 // It waits for the last concurrent cycle (its `finish`).
+                let api = match cfg.scheme {
+                    Scheme::Typed { .. } => gcbench::Api::Typed,
+                    _ => gcbench::Api::Untyped,
+                };
                 vec![
-                    gcbench::run_on(&gcbench, &heap)
+                    gcbench::run_on_with(&gcbench, &heap, api)
                         .unwrap_or_else(|e| panic!("{e}"))
                         .check,
                 ]

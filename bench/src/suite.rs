@@ -180,8 +180,9 @@ pub struct Options {
     pub poison: Vec<bool>,
     /// Runs with the mode on use its stress option.
     pub poison_stress: bool,
-    /// The APIs binary-trees is run against, side by side (typed by
-    /// default; all three measure what each API costs over the engine).
+    /// The APIs binary-trees and GCBench are run against, side by side
+    /// (typed by default; all three measure what each API costs over the
+    /// engine).
     pub apis: Vec<binary_trees::Api>,
 }
 
@@ -244,7 +245,8 @@ impl Options {
         if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
             return Err("--heap needs at least one size".into());
         }
-        if self.workloads.contains(&Workload::BinaryTrees) && self.apis.is_empty() {
+        let per_api = [Workload::BinaryTrees, Workload::GcBench];
+        if per_api.iter().any(|w| self.workloads.contains(w)) && self.apis.is_empty() {
             return Err("--api needs at least one API".into());
         }
         if self.workloads.contains(&Workload::LargeRefs) {
@@ -316,7 +318,9 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                 } else {
                     gcbench::Params::default()
                 };
-                v.push((w, sigbus, p.to_spec()));
+                for &api in &o.apis {
+                    v.push((w, sigbus, with_api(&p.to_spec(), api)));
+                }
             }
             Workload::Threads => {
                 let base = if o.quick {
@@ -407,6 +411,20 @@ fn parse_binary_trees_spec(spec: &str) -> Result<(u32, binary_trees::Api), SpecE
     Ok((s.require("n")?, api))
 }
 
+/// `spec` with the `api` key of the workloads run against each API.
+fn with_api(spec: &str, api: binary_trees::Api) -> String {
+    let s: Spec = spec.parse().expect("a workload's own spec parses");
+    s.with("api", api.name()).to_string()
+}
+
+/// The `api` key of `spec` (the untyped API if absent: runs before it
+/// existed) and the rest of the spec.
+fn split_api(spec: &str) -> Result<(Spec, binary_trees::Api), String> {
+    let s: Spec = spec.parse()?;
+    let api = s.read_or("api", binary_trees::Api::Untyped, binary_trees::Api::parse)?;
+    Ok((s.without("api"), api))
+}
+
 /// Runs `job` in this process and returns its record. Workloads verify
 /// their data; a failed verification is an `Err`. The record's `params`
 /// are the job's spec, plus `young=on` for a generational job and
@@ -475,8 +493,9 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
             run(&|| binary_trees::run_workload(n, api, strategy, mode))
         }
         Workload::GcBench => {
-            let p = gcbench::Params::parse_spec(&job.spec)?;
-            run(&|| gcbench::run(&p, strategy, mode))
+            let (spec, api) = split_api(&job.spec)?;
+            let p = gcbench::Params::from_spec(&spec)?;
+            run(&|| gcbench::run_api(&p, api, strategy, mode, false))
         }
         Workload::Threads => {
             let p = threads::Params::parse_spec(&job.spec)?;
@@ -711,6 +730,42 @@ mod tests {
         assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,poison=on");
         job.poison_stress = true;
         assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,poison=stress");
+    }
+
+    #[test]
+    fn gcbench_runs_once_per_api_and_each_api_checks_the_same() {
+        use binary_trees::Api;
+        let mut o = Options::new(true);
+        o.workloads = vec![Workload::GcBench];
+        o.strategies = vec![Strategy::StopTheWorld];
+        o.apis = Api::ALL.to_vec();
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 3);
+        let small = gcbench::Params {
+            stretch_depth: 10,
+            long_lived_depth: 8,
+            array_size: 4000,
+            min_depth: 4,
+            max_depth: 8,
+            min_free_mib: 1,
+        };
+        let mut checks = vec![];
+        for (job, api) in jobs.iter().zip(Api::ALL) {
+            assert!(
+                job.spec.ends_with(&format!(",api={}", api.name())),
+                "{}",
+                job.spec
+            );
+            let mut job = job.clone();
+            job.spec = with_api(&small.to_spec(), api);
+            let r = run_job(&job).unwrap_or_else(|e| panic!("{api:?}: {e}"));
+            checks.push(r.check);
+        }
+        assert!(checks.iter().all(|c| *c == checks[0]), "{checks:?}");
+        assert!(checks[0].ends_with("array[1000] = 0.001"), "{}", checks[0]);
+        // A spec without the key is the untyped API's.
+        assert_eq!(split_api("a=1").unwrap().1, Api::Untyped);
+        assert!(split_api("api=cobol").is_err());
     }
 
     #[test]

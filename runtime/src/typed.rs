@@ -500,6 +500,48 @@ pub(crate) unsafe fn write_at<D: Data>(o: ObjRef, at: usize, v: D) {
     })
 }
 
+/// [`write_at`] into an object no other thread can reach yet (just
+/// allocated, not stored anywhere): partial words are read, merged and
+/// stored back, without the compare-and-swap loop that keeps concurrent
+/// writers' neighbouring bytes. Zero values are skipped (the object is
+/// zeroed).
+///
+/// # Safety
+/// As for [`read_at`], and `o` is unreachable by other threads.
+#[inline(always)]
+unsafe fn write_fresh_at<D: Data>(o: ObjRef, at: usize, v: D) {
+    let lo = at % WORD;
+    if lo + D::SIZE <= WORD {
+        // Within one word (every scalar: they are aligned).
+        let mut w = [0u8; WORD];
+        v.encode(&mut w[lo..lo + D::SIZE]);
+        let bits = u64::from_le_bytes(w);
+        if bits != 0 {
+            // SAFETY: as below.
+            unsafe { o.store_word_at(at - lo, o.load_word_at(at - lo) | bits) };
+        }
+        return;
+    }
+    with_buf(D::SIZE, |buf| {
+        v.encode(buf);
+        let mut i = 0;
+        while i < buf.len() {
+            let a = at + i;
+            let l = a % WORD;
+            let n = (WORD - l).min(buf.len() - i);
+            let mut w = [0u8; WORD];
+            w[l..l + n].copy_from_slice(&buf[i..i + n]);
+            let bits = u64::from_le_bytes(w);
+            if bits != 0 {
+                // SAFETY: a data word of `o` overlapping `at..at + SIZE`;
+                // nobody else writes it (the caller).
+                unsafe { o.store_word_at(a - l, o.load_word_at(a - l) | bits) };
+            }
+            i += n;
+        }
+    })
+}
+
 /// Calls `f` with a zeroed scratch buffer of `len` bytes (on the stack up
 /// to 64).
 #[inline(always)]
@@ -626,8 +668,11 @@ pub mod __private {
         /// Writes a data field at data offset `off`.
         #[inline(always)]
         pub fn write<D: Data>(&mut self, off: usize, v: D) {
-            // SAFETY: `obj` is current and `off` a data field of its type.
-            unsafe { write_at(self.obj, data_at(self.refs, off), v) }
+            // SAFETY: `obj` is current, `off` a data field of its type, and
+            // the object is not stored anywhere yet; its data bytes are
+            // zero and each is written once (fields do not overlap), so
+            // or-ing the bytes in is a store.
+            unsafe { write_fresh_at(self.obj, data_at(self.refs, off), v) }
         }
     }
 }
