@@ -241,12 +241,18 @@ pub fn node_layout() -> Layout {
     Layout::record(NODE_TAG, 2, 0).expect("a 2-reference record is a valid layout")
 }
 
-/// Runs binary-trees on `heap` with the default (fastest) scheme. The
-/// calling thread must not already have a mutator for `heap`. Panics if
-/// `n > MAX_N`.
+/// Runs binary-trees on `heap` with the fastest scheme, the typed API's
+/// ([`Scheme::Typed`]). The calling thread must not already have a mutator
+/// for `heap`. Panics if `n > MAX_N`.
 pub fn run_movegc(heap: &Heap, n: u32) -> Result<Output> {
     let mut m = heap.attach()?;
-    run_movegc_with(&mut m, n, Scheme::default())
+    run_movegc_with(
+        &mut m,
+        n,
+        Scheme::Typed {
+            levels: DEFAULT_SCOPE_LEVELS,
+        },
+    )
 }
 
 /// Runs binary-trees with an existing mutator and a chosen [`Scheme`]. The

@@ -60,7 +60,8 @@
 //!   `movegc::DataField<Self, T>` for a data field of type `T`.
 //! * A hidden constant `__MOVEGC_DATA` holding the data layout.
 //! * `unsafe impl movegc::Object`: `REFS`, `DATA`, `NAME` (the struct's
-//!   name), the type tag, handle checking and field initialisation.
+//!   name), the type's tag cell (a `static` of its own), handle checking
+//!   and field initialisation (through the field keys).
 //! * `unsafe impl movegc::Zeroable` when every reference (including array
 //!   elements) is nullable, so an all-zero object is a valid value. Structs
 //!   without references are `Zeroable` too.
@@ -108,21 +109,27 @@ use syn::{
 ///
 /// # Safety argument for the generated code
 ///
-/// The generated code contains `unsafe` blocks (constructing field keys with
-/// `new_unchecked`) and `unsafe impl`s of `Object` and `Zeroable`. They are
-/// sound because:
+/// The generated code contains `unsafe` blocks (constructing reference
+/// field keys with `new_unchecked`) and `unsafe impl`s of `Object` and
+/// `Zeroable`. They are sound because:
 ///
 /// * every reference slot index handed to `RefField::new_unchecked` /
 ///   `RefSlots::new_unchecked` is, with the array length, below
-///   `Object::REFS`, which is the sum of the same per-field slot counts;
+///   `Object::REFS`, which is the sum of the same per-field slot counts
+///   (all computed here, not by anything the generated code calls);
 /// * each slot only ever holds values of its field's written type: the only
 ///   writers are these keys (typed with that type) and `__write_fields`,
-///   which stores each field's value at the same slot index;
-/// * data offsets come from `data_offsets` over exactly the data field types
-///   in declaration order, the same computation that yields `Object::DATA`,
-///   so every `DataField` key is in bounds and aligned for its type;
+///   which stores each field through its own key;
+/// * data keys are made by the runtime's safe, checked `DataField::new`
+///   (against `Object::DATA`, the size objects are allocated with; plain
+///   data may overlay any bytes), so even a `::movegc` path that resolved
+///   to something else could not put one outside the object;
+/// * the type tag lives in a `static` of this impl's own, of the runtime's
+///   `TagCell` type (the trait's signature requires it), assigned by the
+///   runtime;
 /// * `Zeroable` is only implemented when every reference slot holds an
-///   `Option<Gc<_>>`, for which the all-zero bit pattern is `None`.
+///   `Option<Gc<_>>`: each field counted as nullable is checked against the
+///   runtime's `Nullable` bound, so a shadowed `Option` is a compile error.
 #[proc_macro_derive(Object)]
 pub fn derive_object(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -345,6 +352,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let mut data_layouts = Vec::new();
     let mut checks = Vec::new();
     let mut writes = Vec::new();
+    let mut nullable_checks = Vec::new();
     let mut bindings = Vec::new();
     let mut slot = SlotIndex::default();
     let mut zeroable = true;
@@ -403,7 +411,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                         unsafe { ::movegc::RefField::new_unchecked(#slot) };
                 });
                 checks.push(quote!(c.check_ref(&self.#ident)?;));
-                writes.push(quote!(w.set_ref(#slot, #binding);));
+                writes.push(quote!(w.set(Self::#key, #binding);));
+                if nullable {
+                    nullable_checks.push(quote_spanned! {ty.span()=>
+                        const _: () = ::movegc::__private::assert_nullable::<#ty>();
+                    });
+                }
                 slot.fixed += 1;
             }
             FieldKind::RefArray {
@@ -431,7 +444,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                         unsafe { ::movegc::RefSlots::new_unchecked(#slot) };
                 });
                 checks.push(quote!(c.check_refs(&self.#ident)?;));
-                writes.push(quote!(w.set_refs(#slot, #binding);));
+                writes.push(quote!(w.set_slots(Self::#key, #binding);));
+                if nullable {
+                    nullable_checks.push(quote_spanned! {elem.span()=>
+                        const _: () = ::movegc::__private::assert_nullable::<#elem>();
+                    });
+                }
                 slot.add_len(len);
             }
             FieldKind::Data => {
@@ -446,11 +464,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 key_consts.push(quote! {
                     #[doc = #doc]
                     #vis const #key: ::movegc::DataField<#name, #ty> =
-                        unsafe { ::movegc::DataField::new_unchecked(Self::__MOVEGC_DATA.0[#k]) };
+                        ::movegc::DataField::new(Self::__MOVEGC_DATA.0[#k]);
                 });
                 // Spanned so that a missing `Data` impl points at the field type.
                 writes.push(quote_spanned! {ty.span()=>
-                    w.write(Self::__MOVEGC_DATA.0[#k], #binding);
+                    w.write(Self::#key, #binding);
                 });
             }
         }
@@ -495,9 +513,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             const DATA: usize = Self::__MOVEGC_DATA.1;
             const NAME: &'static str = #name_str;
 
-            fn __type_tag() -> u16 {
+            fn __tag_cell() -> &'static ::movegc::__private::TagCell {
                 static TAG: ::movegc::__private::TagCell = ::movegc::__private::TagCell::new();
-                TAG.get(<Self as ::movegc::Object>::NAME)
+                &TAG
             }
 
             fn __check_handles(
@@ -508,13 +526,14 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 ::core::result::Result::Ok(())
             }
 
-            fn __write_fields(self, #w: &mut ::movegc::__private::Writer<'_>) {
+            fn __write_fields(self, #w: &mut ::movegc::__private::Writer<'_, Self>) {
                 let Self { #(#bindings),* } = self;
                 #(#writes)*
             }
         }
 
         #zeroable_impl
+        #(#nullable_checks)*
     })
 }
 
@@ -642,9 +661,9 @@ mod tests {
             "pub const LEFT : :: movegc :: RefField < Node , Option < Gc < Node > > > = unsafe { :: movegc :: RefField :: new_unchecked (0) }",
             "pub (crate) const RIGHT",
             "const KIDS : :: movegc :: RefSlots < Node , Option < Gc < Node > > , 4 > = unsafe { :: movegc :: RefSlots :: new_unchecked (2) }",
-            "pub const VALUE : :: movegc :: DataField < Node , i64 > = unsafe { :: movegc :: DataField :: new_unchecked (Self :: __MOVEGC_DATA . 0 [0]) }",
+            "pub const VALUE : :: movegc :: DataField < Node , i64 > = :: movegc :: DataField :: new (Self :: __MOVEGC_DATA . 0 [0])",
             "pub const TYPE : :: movegc :: DataField < Node , u8 >",
-            "new_unchecked (Self :: __MOVEGC_DATA . 0 [1])",
+            "DataField :: new (Self :: __MOVEGC_DATA . 0 [1])",
             "RefSlots :: new_unchecked (6)",
             "RefField :: new_unchecked (6 + (M))",
             "const REFS : usize = 7 + (M) ;",
@@ -652,10 +671,12 @@ mod tests {
             "c . check_ref (& self . left) ? ;",
             "c . check_refs (& self . kids) ? ;",
             "let Self { left : __movegc_f0 , right : __movegc_f1 , kids : __movegc_f2 , value : __movegc_f3 , r#type : __movegc_f4 , more : __movegc_f5 , last : __movegc_f6 } = self ;",
-            "w . set_refs (2 , __movegc_f2) ;",
-            "w . write (Self :: __MOVEGC_DATA . 0 [1] , __movegc_f4) ;",
-            "w . set_ref (6 + (M) , __movegc_f6) ;",
+            "w . set_slots (Self :: KIDS , __movegc_f2) ;",
+            "w . write (Self :: TYPE , __movegc_f4) ;",
+            "w . set (Self :: LAST , __movegc_f6) ;",
             "unsafe impl :: movegc :: Zeroable for Node { }",
+            "const _ : () = :: movegc :: __private :: assert_nullable :: < Option < Gc < Node > > > () ;",
+            "fn __tag_cell () -> & 'static :: movegc :: __private :: TagCell",
         ] {
             assert!(out.contains(&toks(expected)), "missing `{expected}` in\n{out}");
         }

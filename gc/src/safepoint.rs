@@ -821,6 +821,17 @@ thread_local! {
     static THREAD: ThreadMutators = const { ThreadMutators(RefCell::new(Vec::new())) };
 }
 
+/// See [`Attached::owned`].
+#[cold]
+#[inline(never)]
+fn used_after_detach(thread: &str) -> ! {
+    panic!(
+        "the mutator of thread {thread} was used after the thread's mutator registry was \
+         destroyed at thread exit (a mutator kept in a thread-local that outlives movegc's): \
+         it was detached then and can no longer touch the heap"
+    )
+}
+
 /// The calling thread already has a mutator of this heap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("this thread is already attached to this heap")]
@@ -906,9 +917,22 @@ impl Attached {
         &self.satb
     }
 
+    /// Panics if this mutator was detached behind its owner's back: its
+    /// thread's registry of mutators (a thread-local) was destroyed at
+    /// thread exit while the mutator itself lives on in another
+    /// thread-local whose destructor runs later. Collections no longer wait
+    /// for it nor scan its roots, so it must not touch the heap.
+    #[inline(always)]
+    fn owned(&self) {
+        if self.shared.detached.load(Ordering::Relaxed) {
+            used_after_detach(&self.shared.thread);
+        }
+    }
+
     /// The owner's state.
     #[inline(always)]
     pub fn state(&mut self) -> &mut MutatorState {
+        self.owned();
         // SAFETY: we are the owner (Attached is !Send) and Running: the
         // collector only touches our state while we are parked, blocked or
         // detached, and each of those needs `&mut self`, which the returned
@@ -919,6 +943,7 @@ impl Attached {
     /// Root slot `i` of the owner (`None` if null or past the end).
     #[inline(always)]
     pub fn root(&self, i: usize) -> Option<ObjRef> {
+        self.owned();
         // SAFETY: as in `state`; the shared borrow ends in this expression
         // and no `&mut` from `state` is live (it needs `&mut self`).
         unsafe { self.shared.state() }
@@ -931,6 +956,7 @@ impl Attached {
     /// Stops at a safepoint if a collection is requested.
     #[inline(always)]
     pub fn poll(&mut self) {
+        self.owned();
         if self.coord.requested() {
             self.coord.park(&self.shared);
         }
@@ -944,6 +970,7 @@ impl Attached {
                 self.0.leave_blocking(self.1);
             }
         }
+        self.owned();
         self.coord.enter_blocking(&self.shared);
         let _rejoin = Rejoin(&self.coord, &self.shared);
         f()
@@ -952,6 +979,7 @@ impl Attached {
     /// Stops the world with this mutator as the collector (see
     /// [`Coordinator::stop_the_world`]).
     pub fn stop_the_world(&mut self) -> Option<StoppedWorld<'_>> {
+        self.owned();
         self.coord.stop_the_world(&self.shared)
     }
 }
@@ -1128,6 +1156,45 @@ mod tests {
         assert_eq!(c.attached(), 0, "the thread-local registry detached it");
         let mut me = attach(&c);
         assert!(me.stop_the_world().is_some(), "nobody left to wait for");
+    }
+
+    #[test]
+    fn a_mutator_outliving_its_threads_registry_refuses_to_run() {
+        // A mutator kept in a thread-local whose destructor runs after the
+        // registry's (registered first: destructors run in reverse order)
+        // was detached by the registry; using it then must panic, not run
+        // unseen by collections.
+        use std::cell::RefCell;
+        use std::sync::mpsc;
+        struct Late(Option<Attached>, mpsc::Sender<(bool, bool)>);
+        impl Drop for Late {
+            fn drop(&mut self) {
+                let mut m = self.0.take().expect("set");
+                let detached = m.shared.detached.load(Ordering::Relaxed);
+                let panicked =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.poll())).is_err();
+                std::mem::forget(m); // dropping it again would be harmless; keep it simple
+                let _ = self.1.send((detached, panicked));
+            }
+        }
+        thread_local!(static LATE: RefCell<Option<Late>> = const { RefCell::new(None) });
+        let c = Arc::new(Coordinator::default());
+        let (tx, rx) = mpsc::channel();
+        let c1 = c.clone();
+        std::thread::spawn(move || {
+            LATE.with(|_| {}); // its destructor is registered before the registry's
+            let m = attach(&c1);
+            LATE.with(|l| *l.borrow_mut() = Some(Late(Some(m), tx)));
+        })
+        .join()
+        .unwrap();
+        let (detached, panicked) = rx.recv().expect("the late destructor ran");
+        assert!(
+            detached,
+            "the registry, destroyed first, detached the mutator"
+        );
+        assert!(panicked, "a detached mutator must refuse to run");
+        assert_eq!(c.attached(), 0);
     }
 
     #[test]

@@ -117,7 +117,7 @@
 //!
 //! ... or through a variable outside:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0521
 //! use movegc::{Gc, Object};
 //! #[derive(Object)]
 //! struct N { next: Option<Gc<N>>, v: i64 }
@@ -231,4 +231,45 @@
 //! use movegc::{Gc, Object};
 //! #[derive(Object)]
 //! struct G<T: 'static> { x: Option<Gc<G<T>>> }
+//! ```
+//!
+//! The hidden conversions between handles, `Ref`s and raw references
+//! cannot be called from outside: they need a token only this crate makes.
+//!
+//! ```compile_fail,E0603
+//! use movegc::{Gc, Object, RefValue};
+//! #[derive(Object)]
+//! struct N { next: Option<Gc<N>>, v: i64 }
+//! let _ = <Gc<N> as RefValue>::from_local(None, movegc::typed::TOKEN);
+//! ```
+//!
+//! A field whose written type says `Option` must really be one: a shadowed
+//! `Option` cannot make a type with a non-null reference zeroable.
+//!
+//! ```compile_fail,E0277
+//! use movegc::{Gc, Object};
+//! type Option<T> = T;
+//! #[derive(Object)]
+//! struct S { next: Option<Gc<S>> }
+//! ```
+//!
+//! A zero-length array is not plain data (a field of no bytes):
+//!
+//! ```compile_fail,E0080
+//! use movegc::Object;
+//! #[derive(Object)]
+//! struct Z { bytes: [u8; 0] }
+//! let heap = movegc::Heap::builder().capacity(16 << 20).build().unwrap();
+//! let mut m = heap.attach().unwrap();
+//! let _ = m.alloc_zeroed::<Z>();
+//! ```
+//!
+//! A data field key is checked against the type's data size:
+//!
+//! ```compile_fail,E0080
+//! use movegc::{DataField, Object};
+//! #[derive(Object)]
+//! struct D { x: u64 }
+//! const OUTSIDE: DataField<D, u64> = DataField::new(1);
+//! let _ = OUTSIDE;
 //! ```

@@ -86,7 +86,7 @@ pub use mutator::{Local, Mutator, Persistent};
 #[doc(hidden)]
 pub use typed::__private;
 pub use typed::{
-    Data, DataArray, DataField, Gc, HeapType, Object, RefArray, RefField, RefSlots, RefValue,
-    TypedArray, Zeroable,
+    Data, DataArray, DataField, Gc, Handle, HeapType, Object, RefArray, RefField, RefSlots,
+    RefValue, TypedArray, Zeroable,
 };
 pub use view::{Ref, View};

@@ -218,12 +218,14 @@ impl Mutator {
         Ok(self.push(obj))
     }
 
-    /// A new handle to the same object as `h` (e.g. to keep it past a scope
-    /// via [`scope_escape`](Self::scope_escape)).
+    /// A new handle to the same object as `h`, of the same kind (a
+    /// [`Local`] or a typed [`Gc`](crate::Gc)): e.g. a cursor to advance
+    /// with [`get_into`](Self::get_into) while `h` stays, or a handle to
+    /// keep past a scope via [`scope_escape`](Self::scope_escape).
     #[inline]
-    pub fn dup(&mut self, h: Local) -> Result<Local> {
-        let o = self.obj(h)?;
-        Ok(self.push(o))
+    pub fn dup<H: crate::typed::Handle>(&mut self, h: H) -> Result<H> {
+        let o = self.obj(h.untyped())?;
+        Ok(H::rehandle(self, o, crate::typed::TOKEN))
     }
 
     /// Makes the handle `dst` name the object of `src`: reuse one handle in

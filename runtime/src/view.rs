@@ -31,7 +31,7 @@ use movegc_gc::{FieldError, ObjRef};
 use crate::mutator::Mutator;
 use crate::typed::{
     check_range, data_at, read_at, write_at, Data, DataArray, DataField, Gc, HeapType, Object,
-    RefArray, RefField, RefValue, TypedArray,
+    RefArray, RefField, RefValue, TypedArray, TOKEN,
 };
 use crate::{Error, Result};
 
@@ -129,7 +129,7 @@ impl<'v> View<'v> {
         unsafe {
             self.m
                 .ctx
-                .store_slot(r.obj, field.index(), V::unview(value))
+                .store_slot(r.obj, field.index(), V::unview(value, TOKEN))
         }
     }
 
@@ -200,7 +200,7 @@ impl<'v, T: Object> Ref<'v, T> {
     #[inline(always)]
     pub fn get<V: RefValue>(self, field: RefField<T, V>) -> V::InView<'v> {
         // SAFETY: `self` is current and a `T`, so the slot is in bounds.
-        V::view(unsafe { self.obj.load_slot(field.index()) })
+        V::view(unsafe { self.obj.load_slot(field.index()) }, TOKEN)
     }
 
     /// Data field `field`.

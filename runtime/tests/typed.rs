@@ -370,6 +370,18 @@ fn the_untyped_api_cannot_break_typed_objects() {
     // The untyped handle `back` can be reassigned; `g` is a new handle.
     m.assign(back, bytes).unwrap();
     assert_eq!(m.read(g, Node::VALUE).unwrap(), 1);
+    // `dup` keeps the kind: a typed copy is as protected as the original,
+    // an untyped copy of a typed handle is an ordinary `Local`.
+    let d = m.dup(g).unwrap();
+    assert_ne!(d, g, "a new slot");
+    assert!(matches!(
+        m.assign(d.untyped(), bytes),
+        Err(Error::TypedHandle)
+    ));
+    assert!(m.get_into(node, Node::LEFT, d).is_ok());
+    let u = m.dup(g.untyped()).unwrap();
+    m.assign(u, bytes).unwrap();
+    assert_eq!(m.read(d, Node::VALUE).unwrap(), 1);
 }
 
 #[test]
