@@ -436,29 +436,42 @@ fn run_typed(m: &mut Mutator, n: u32, levels: u32) -> Result<Output> {
     })
 }
 
-fn typed_build(m: &mut Mutator, depth: u32, levels: u32) -> Result<Gc<TypedNode>> {
+/// A tree of depth `depth`, built top-down with one handle per level
+/// (`alloc_zeroed_into` reuses it for every node of that level: a node's
+/// subtree is finished, and reachable from its parent, before its sibling
+/// takes the handle). `levels` is unused: no scope is needed.
+fn typed_build(m: &mut Mutator, depth: u32, _levels: u32) -> Result<Gc<TypedNode>> {
     let root = m.alloc_zeroed::<TypedNode>()?;
-    m.scope(|m| typed_fill(m, root, depth, levels, levels))?;
+    m.scope(|m| typed_fill(m, root, depth, 0, &mut Vec::with_capacity(depth as usize)))?;
     Ok(root)
 }
 
+/// Builds the `depth` levels below `node`, which is at `level`; `path[l]`
+/// is the handle of level `l + 1`, made on first use.
 fn typed_fill(
     m: &mut Mutator,
     node: Gc<TypedNode>,
     depth: u32,
-    budget: u32,
-    levels: u32,
+    level: usize,
+    path: &mut Vec<Gc<TypedNode>>,
 ) -> Result<()> {
     if depth == 0 {
         return Ok(());
     }
-    if budget == 0 {
-        return m.scope(|m| typed_fill(m, node, depth, levels, levels));
-    }
     for field in [TypedNode::LEFT, TypedNode::RIGHT] {
-        let child = m.alloc_zeroed::<TypedNode>()?;
+        let child = match path.get(level) {
+            Some(&h) => {
+                m.alloc_zeroed_into(h)?;
+                h
+            }
+            None => {
+                let h = m.alloc_zeroed::<TypedNode>()?;
+                path.push(h);
+                h
+            }
+        };
         m.set(node, field, Some(child))?;
-        typed_fill(m, child, depth - 1, budget - 1, levels)?;
+        typed_fill(m, child, depth - 1, level + 1, path)?;
     }
     Ok(())
 }
@@ -493,9 +506,9 @@ pub mod engine {
         let mut ctx = heap
             .attach()
             .expect("the thread has no mutator of this heap");
+        let _ = levels; // one root slot per level: no scopes needed
         let t = Trees {
             layout: node_layout(),
-            levels: levels.max(1),
         };
         check_n(n);
         let start = Instant::now();
@@ -524,7 +537,6 @@ pub mod engine {
 
     struct Trees {
         layout: Layout,
-        levels: u32,
     }
 
     fn depth(ctx: &mut MutatorContext) -> usize {
@@ -546,12 +558,14 @@ pub mod engine {
     }
 
     impl Trees {
-        /// A tree of depth `d`, its root in a new root slot.
+        /// A tree of depth `d`, its root in a new root slot; one root slot
+        /// per level, reused for every node of that level (as the typed
+        /// scheme reuses one handle per level).
         fn build(&self, ctx: &mut MutatorContext, d: u32) -> Result<usize, AllocError> {
             let root = ctx.alloc(&self.layout)?;
             let slot = push(ctx, root);
             let mark = depth(ctx);
-            let r = self.fill(ctx, slot, d, self.levels);
+            let r = self.fill(ctx, slot, d, 0, &mut Vec::with_capacity(d as usize));
             truncate(ctx, mark);
             r.map(|()| slot)
         }
@@ -561,26 +575,32 @@ pub mod engine {
             ctx: &mut MutatorContext,
             slot: usize,
             d: u32,
-            budget: u32,
+            level: usize,
+            path: &mut Vec<usize>,
         ) -> Result<(), AllocError> {
             if d == 0 {
                 return Ok(());
             }
-            if budget == 0 {
-                let mark = depth(ctx);
-                let r = self.fill(ctx, slot, d, self.levels);
-                truncate(ctx, mark);
-                return r;
-            }
             for i in 0..2 {
                 let child = ctx.alloc(&self.layout)?;
+                let c = match path.get(level) {
+                    Some(&c) => {
+                        // SAFETY: `child` was just allocated (current).
+                        unsafe { ctx.roots()[c] = Some(child) };
+                        c
+                    }
+                    None => {
+                        let c = push(ctx, child);
+                        path.push(c);
+                        c
+                    }
+                };
                 let parent = ctx.root(slot).expect("a tree's root slots are set");
                 // SAFETY: `parent` was read from its root slot after the
                 // allocation (current), `child` was just allocated, and a
                 // node has two reference slots.
                 unsafe { ctx.store_slot(parent, i, Some(child)) };
-                let c = push(ctx, child);
-                self.fill(ctx, c, d - 1, budget - 1)?;
+                self.fill(ctx, c, d - 1, level + 1, path)?;
             }
             Ok(())
         }

@@ -788,6 +788,21 @@ impl Mutator {
         Ok(Gc::new(self.push_typed(obj)))
     }
 
+    /// [`alloc_zeroed`](Self::alloc_zeroed) into the existing handle
+    /// `into` (no new handle): e.g. one handle per tree level, reused for
+    /// every node built at that level. `into` is checked before anything
+    /// is allocated.
+    #[inline]
+    pub fn alloc_zeroed_into<T: Zeroable>(&mut self, into: Gc<T>) -> Result<()> {
+        self.check(into.local)?;
+        let layout = record_layout::<T>()?;
+        let obj = self.ctx.alloc(&layout)?;
+        // SAFETY: storing a current reference (just allocated, a `T`) into
+        // the root slot of a live `Gc<T>`.
+        unsafe { self.ctx.roots()[into.local.slot()] = Some(obj) };
+        Ok(())
+    }
+
     /// Allocates a reference array of `len` null elements.
     pub fn alloc_array<T: Object>(&mut self, len: usize) -> Result<Gc<RefArray<T>>> {
         let layout = Layout::ref_array(T::__type_tag(), len)?.typed();

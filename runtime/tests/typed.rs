@@ -412,6 +412,49 @@ fn stale_handles_in_an_initialiser_allocate_nothing() {
 }
 
 #[test]
+fn alloc_into_reuses_a_handle() {
+    let h = heap(Strategy::StopTheWorld, false);
+    let mut m = h.attach().unwrap();
+    let list = leaf(&mut m, 0);
+    let cur = m.alloc_zeroed::<Node>().unwrap();
+    let before = m.handle_count();
+    for i in 1..=1000 {
+        m.alloc_zeroed_into(cur).unwrap();
+        m.write(cur, Node::VALUE, i).unwrap();
+        m.scope(|m| {
+            let old = m.get(list, Node::LEFT).unwrap();
+            m.set(cur, Node::LEFT, old).unwrap();
+            m.set(list, Node::LEFT, Some(cur)).unwrap();
+            for _ in 0..50 {
+                leaf(m, -1); // garbage
+            }
+        });
+        if i % 250 == 0 {
+            m.collect().unwrap();
+        }
+    }
+    assert_eq!(m.handle_count(), before, "no handle per step");
+    let sum = m.view(|v| {
+        let mut cur = v.get(list).unwrap().get(Node::LEFT);
+        let mut sum = 0;
+        while let Some(r) = cur {
+            sum += r.read(Node::VALUE);
+            cur = r.get(Node::LEFT);
+        }
+        sum
+    });
+    assert_eq!(sum, 1000 * 1001 / 2);
+    // A stale target is an error before anything is allocated.
+    let stale = m.scope(|m| m.alloc_zeroed::<Node>().unwrap());
+    let used = h.used_bytes();
+    assert!(matches!(
+        m.alloc_zeroed_into(stale),
+        Err(Error::StaleHandle)
+    ));
+    assert_eq!(h.used_bytes(), used);
+}
+
+#[test]
 fn zeroed_objects_read_as_null_and_zero() {
     let h = heap(Strategy::StopTheWorld, false);
     let mut m = h.attach().unwrap();
