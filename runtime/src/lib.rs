@@ -41,14 +41,17 @@
 //! This crate is the safe surface of movegc: no sequence of calls to it,
 //! from any number of threads, can corrupt the heap or read freed memory.
 //! The engine underneath (`movegc-gc`) makes raw object access `unsafe`;
-//! the one module here that calls it (`mutator`) upholds its contract:
-//! every reference it dereferences was just read from a root slot (which
-//! the collector keeps current) and is used before the mutator can reach a
-//! safepoint (it is borrowed mutably throughout). No Rust reference into
-//! the heap is ever handed out: object data is read and written a word at a
-//! time with relaxed atomics, so threads sharing an object race at worst on
-//! its values, never on memory safety ([`Mutator::with_bytes`] works on a
-//! copy). The engine itself is not re-exported.
+//! the three modules here that call it (`mutator`, [`typed`], [`view`])
+//! uphold its contract: every reference they dereference was read from a
+//! root slot (which the collector keeps current) or from a field of such an
+//! object, and is used before the mutator can reach a safepoint (it is
+//! borrowed mutably throughout; a [`View`] holds it for its whole closure).
+//! Typed accesses skip bounds checks because a typed handle always names an
+//! object of its type (the [`typed`] module docs say why). No Rust reference
+//! into the heap is ever handed out: object data is read and written a word
+//! at a time with relaxed atomics, so threads sharing an object race at
+//! worst on its values, never on memory safety ([`Mutator::with_bytes`]
+//! works on a copy). The engine itself is not re-exported.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 /// The README's embedding example, compiled as a doctest.
