@@ -10,7 +10,7 @@
 //! the whole closure: the `View` it lends exposes reads, barriered stores
 //! and handle creation, nothing that can allocate, wait or poll. Another
 //! mutator of the same heap on the same thread cannot exist
-//! ([`Error::AlreadyAttached`](crate::Error::AlreadyAttached)), and
+//! ([`Error::AlreadyAttached`]), and
 //! `Heap::wait_idle` refuses on a thread whose mutator runs. So every
 //! address read inside the closure stays current until it returns. A `Ref`
 //! cannot outlive the closure: `'v` is a fresh lifetime for each call (the
