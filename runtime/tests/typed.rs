@@ -468,3 +468,92 @@ fn zeroed_objects_read_as_null_and_zero() {
     assert_eq!(m.read(z, Node::SMALL).unwrap(), 0xabcd);
     assert!(m.read(z, Node::FLAG).unwrap());
 }
+
+/// Several threads build typed lists, walk them in views and swap nodes
+/// into a shared typed table (through a `Persistent`), while their
+/// allocations start concurrent and young cycles; the verifier checks the
+/// heap after every cycle. A view delays other threads' pauses but never
+/// sees a stale object: every walk must find exactly what its thread
+/// built.
+#[test]
+fn threads_with_views_through_concurrent_cycles() {
+    const THREADS: usize = 3;
+    const ROUNDS: i64 = 40;
+    const LEN: i64 = 300;
+    for young in [false, true] {
+        let h = heap(Strategy::ConcurrentMove, young);
+        let table = {
+            let mut m = h.attach().unwrap();
+            let t = m.alloc_array::<Node>(THREADS * 8).unwrap();
+            m.persist(t.untyped()).unwrap()
+        };
+        let table = std::sync::Arc::new(table);
+        let workers: Vec<_> = (0..THREADS)
+            .map(|id| {
+                let (h, table) = (h.clone(), table.clone());
+                std::thread::spawn(move || {
+                    let mut m = h.attach().unwrap();
+                    let base = (id as i64) << 32;
+                    for round in 0..ROUNDS {
+                        m.scope(|m| {
+                            let t = m.local(&table).unwrap();
+                            let t = m.downcast::<RefArray<Node>>(t).unwrap();
+                            // A list of LEN fresh nodes, with garbage between.
+                            let head = leaf(m, base + round * LEN);
+                            let cur = m.dup(head).unwrap();
+                            for i in 1..LEN {
+                                m.scope(|m| {
+                                    let n = leaf(m, base + round * LEN + i);
+                                    m.set(cur, Node::LEFT, Some(n)).unwrap();
+                                    m.alloc_data::<u64>(64).unwrap();
+                                });
+                                m.get_into(cur, Node::LEFT, cur).unwrap();
+                            }
+                            // Walk it in a view; publish its head in the
+                            // thread's table slots from inside the view.
+                            let sum = m.view(|v| {
+                                let (mut c, mut sum) = (Some(v.get(head).unwrap()), 0);
+                                while let Some(r) = c {
+                                    sum += r.read(Node::VALUE) - base - round * LEN;
+                                    c = r.get(Node::LEFT);
+                                }
+                                let tr = v.get(t).unwrap();
+                                let hr = v.get(head).unwrap();
+                                v.set_at(tr, id * 8 + (round as usize % 8), Some(hr))
+                                    .unwrap();
+                                sum
+                            });
+                            assert_eq!(sum, LEN * (LEN - 1) / 2, "thread {id} round {round}");
+                        });
+                        if id == 0 && round % 10 == 9 {
+                            // Besides the policy's cycles: ones that must wait
+                            // for the other threads' views to end.
+                            m.collect_young();
+                        }
+                        m.safepoint();
+                    }
+                    // Everything this thread published is still its own.
+                    m.scope(|m| {
+                        let t = m.local(&table).unwrap();
+                        let t = m.downcast::<RefArray<Node>>(t).unwrap();
+                        m.view(|v| {
+                            let tr = v.get(t).unwrap();
+                            for k in 0..8 {
+                                let head = tr.at(id * 8 + k).unwrap().expect("published");
+                                assert_eq!(head.read(Node::VALUE) >> 32, id as i64);
+                            }
+                        });
+                    });
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("a worker failed");
+        }
+        let st = h.stats();
+        assert!(st.cycles >= 3, "{} cycles", st.cycles);
+        if young {
+            assert!(st.young_cycles > 0, "no young cycle");
+        }
+    }
+}
