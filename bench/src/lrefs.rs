@@ -42,10 +42,11 @@ use std::time::Instant;
 
 use fastrand::Rng;
 use movegc::FaultMode;
-use movegc::{Heap, Layout, Local, Mutator, Strategy, Trigger};
+use movegc::{Gc, Heap, HeapStats, Layout, Local, Mutator, Object, RefArray, Strategy, Trigger};
+use movegc_gc::MutatorContext;
 
 use crate::compact::mix;
-use crate::fragmenter::{finish, Fail, Res};
+use crate::fragmenter::{all_cycles_kept, finish, Fail, Res};
 use crate::record::WorkloadOutput;
 use crate::spec::Spec;
 
@@ -238,8 +239,43 @@ fn run_inner(
     fault_mode: FaultMode,
     corrupt: bool,
 ) -> Result<WorkloadOutput, String> {
+    run_api(p, Api::Untyped, strategy, fault_mode, corrupt)
+}
+
+/// Which API the workload is written against (the suite's `api` key).
+pub use crate::binary_trees::Api;
+
+/// Runs the workload against `api` (see [`run`] and [`run_corrupted`]);
+/// the engine's heap has the same configuration as the others'.
+pub fn run_api(
+    p: &Params,
+    api: Api,
+    strategy: Strategy,
+    fault_mode: FaultMode,
+    corrupt: bool,
+) -> Result<WorkloadOutput, String> {
     p.validate()?;
     let capacity = p.capacity();
+    if api == Api::Engine {
+        let heap = movegc_gc::GcHeap::new(movegc_gc::HeapConfig {
+            capacity,
+            min_free: capacity,
+            growth_factor: 1.0,
+            strategy,
+            fault_mode,
+            verify: false,
+            ..movegc_gc::HeapConfig::default()
+        })
+        .map_err(|e| format!("creating the heap: {e}"))?;
+        let mut ctx = heap
+            .attach()
+            .map_err(|_| "this thread already has a mutator".to_string())?;
+        let e = Engine {
+            heap: &heap,
+            node: Layout::record(NODE_TAG, 0, 8).map_err(|e| e.to_string())?,
+        };
+        return Ok(drive(p, &e, &mut ctx, corrupt)?);
+    }
     let heap = Heap::builder()
         .capacity(capacity)
         .min_free(capacity)
@@ -250,150 +286,391 @@ fn run_inner(
         .build()
         .map_err(|e| format!("creating the heap: {e}"))?;
     let mut m = heap.attach().map_err(|e| e.to_string())?;
-    let node = Layout::record(NODE_TAG, 0, 8).map_err(|e| e.to_string())?;
-    debug_assert_eq!(node.size(), NODE_BYTES);
-    let r = m.scope(|m| -> Res<WorkloadOutput> {
-        let start = Instant::now();
-        let array = m.alloc(&Layout::ref_array(ARRAY_TAG, p.entries)?)?;
-        for lo in (0..p.entries).step_by(BATCH) {
-            let hi = (lo + BATCH).min(p.entries);
-            m.scope(|m| -> Res<()> {
-                for i in lo..hi {
-                    put(m, array, &node, i, check_value(p.seed, i, 0))?;
-                }
-                Ok(())
-            })?;
+    let r = m.scope(|m| match api {
+        Api::Typed => drive(p, &Typed, m, corrupt),
+        _ => {
+            let node = Layout::record(NODE_TAG, 0, 8)?;
+            debug_assert_eq!(node.size(), NODE_BYTES);
+            drive(p, &Untyped { node }, m, corrupt)
         }
-        let mut transient: Vec<u32> = (0..p.entries)
-            .filter(|&i| is_transient(p.seed, i, p.replace))
-            .map(|i| i as u32)
-            .collect();
-        let mut rng = Rng::with_seed(p.seed ^ 0x5eed);
-        for round in 1..=p.rounds {
-            shuffle(&mut transient, &mut rng);
-            for batch in transient.chunks(BATCH) {
-                m.scope(|m| -> Res<()> {
-                    for &i in batch {
-                        let i = i as usize;
-                        expect_node(m, array, i, check_value(p.seed, i, round - 1))?;
-                        put(m, array, &node, i, check_value(p.seed, i, round))?;
-                    }
-                    Ok(())
-                })?;
-            }
-            m.scope(|m| -> Res<()> {
-                for _ in 0..SPOT_CHECKS {
-                    let i = rng.usize(..p.entries);
-                    expect_node(m, array, i, check_value(p.seed, i, generation(p, i, round)))?;
-                }
-                Ok(())
-            })?;
-            if m.collect().is_none() {
-                return Err(Fail::Check(format!(
-                    "round {round}: another collection ran instead of the one asked for"
-                )));
-            }
-        }
-        let stats = finish(m)?;
-        let cycles = stats.recent.clone();
-        let wall = start.elapsed();
-        if let Some(c) = cycles.iter().find(|c| c.trigger != Some(Trigger::Explicit)) {
-            return Err(Fail::Check(format!(
-                "cycle {} was started by {:?}, not by the run (capacity {capacity} too small?)",
-                c.cycle, c.trigger
-            )));
-        }
-        if cycles.len() != p.rounds {
-            return Err(Fail::Check(format!(
-                "{} collections for {} rounds",
-                cycles.len(),
-                p.rounds
-            )));
-        }
-        if corrupt {
-            let i = (p.entries - 1) / 2;
-            m.scope(|m| -> Res<()> {
-                let next = m
-                    .get_ref(array, i + 1)?
-                    .ok_or_else(|| Fail::Check(format!("slot {} is null", i + 1)))?;
-                m.set_ref(array, i, Some(next))?;
-                Ok(())
-            })?;
-        }
-        let digest = verify(m, array, p)?;
-        let expected = expected_digest(p);
-        if digest != expected {
-            return Err(Fail::Check(format!(
-                "digest of the heap {digest:016x} != expected {expected:016x}"
-            )));
-        }
-        Ok(WorkloadOutput {
-            wall,
-            cycles,
-            op_latency_us: None,
-            check: format!(
-                "{} entries, {} transient, {} rounds; every slot's node checked, digest {digest:016x}",
-                p.entries,
-                transient.len(),
-                p.rounds
-            ),
-            heap: Some(stats),
-        })
     });
     Ok(r?)
 }
 
-/// Allocates a node holding `value` and stores it into slot `i`.
-fn put(m: &mut Mutator, array: Local, node: &Layout, i: usize, value: u64) -> Res<()> {
-    let o = m.alloc(node)?;
-    m.write_u64(o, 0, value)?;
-    m.set_ref(array, i, Some(o))?;
-    Ok(())
+/// The workload's operations against one API; [`drive`] is the workload.
+trait Slots {
+    /// The mutator: [`Mutator`] or the engine's context.
+    type M;
+    /// The reference array (a handle of the current scope).
+    type Array: Copy;
+    /// Runs `f` in a handle scope.
+    fn scope<R>(m: &mut Self::M, f: impl FnOnce(&mut Self::M) -> Res<R>) -> Res<R>;
+    /// The array of `entries` null slots.
+    fn array(&self, m: &mut Self::M, entries: usize) -> Res<Self::Array>;
+    /// Its length, or an error if it is not the workload's array.
+    fn len(&self, m: &mut Self::M, a: Self::Array) -> Res<usize>;
+    /// A new node holding `value`, stored into slot `i`.
+    fn put(&self, m: &mut Self::M, a: Self::Array, i: usize, value: u64) -> Res<()>;
+    /// Checks that each slot `i` of `want` holds a node whose value is its
+    /// `u64`; returns the values found, in order.
+    fn expect(&self, m: &mut Self::M, a: Self::Array, want: &[(usize, u64)]) -> Res<Vec<u64>>;
+    /// Makes slot `i` point to slot `i + 1`'s node (the corruption).
+    fn alias(&self, m: &mut Self::M, a: Self::Array, i: usize) -> Res<()>;
+    /// Collects; whether this call's cycle ran.
+    fn collect(&self, m: &mut Self::M) -> bool;
+    /// Waits for the last cycle; the heap's statistics.
+    fn finish(&self, m: &mut Self::M) -> Res<HeapStats>;
 }
 
-/// Checks that slot `i` holds a node whose value is `want`.
-fn expect_node(m: &mut Mutator, array: Local, i: usize, want: u64) -> Res<u64> {
-    let o = m
-        .get_ref(array, i)?
-        .ok_or_else(|| Fail::Check(format!("slot {i} is null")))?;
-    let (tag, size, refs) = (m.tag(o)?, m.size_of(o)?, m.len(o)?);
-    if tag != NODE_TAG || size != NODE_BYTES || refs != 0 {
-        return Err(Fail::Check(format!(
-            "slot {i}: object with tag {tag:#x}, {size} bytes, {refs} references; expected a node"
-        )));
-    }
-    let found = m.read_u64(o, 0)?;
-    if found != want {
-        return Err(Fail::Check(format!(
-            "slot {i} holds value {found:016x}, expected {want:016x}"
-        )));
-    }
-    Ok(found)
+/// The error of slot `i` found not to hold what it should.
+fn bad_slot(i: usize, what: String) -> Fail {
+    Fail::Check(format!("slot {i} {what}"))
 }
 
-/// Checks every slot (see the module docs); returns the digest of the
-/// values read.
-fn verify(m: &mut Mutator, array: Local, p: &Params) -> Res<u64> {
-    let len = m.len(array)?;
-    if len != p.entries || m.tag(array)? != ARRAY_TAG {
+/// The workload itself (see the module docs), against any [`Slots`].
+fn drive<A: Slots>(p: &Params, a: &A, m: &mut A::M, corrupt: bool) -> Res<WorkloadOutput> {
+    let start = Instant::now();
+    let array = a.array(m, p.entries)?;
+    for lo in (0..p.entries).step_by(BATCH) {
+        let hi = (lo + BATCH).min(p.entries);
+        A::scope(m, |m| {
+            (lo..hi).try_for_each(|i| a.put(m, array, i, check_value(p.seed, i, 0)))
+        })?;
+    }
+    let mut transient: Vec<u32> = (0..p.entries)
+        .filter(|&i| is_transient(p.seed, i, p.replace))
+        .map(|i| i as u32)
+        .collect();
+    let mut rng = Rng::with_seed(p.seed ^ 0x5eed);
+    for round in 1..=p.rounds {
+        shuffle(&mut transient, &mut rng);
+        for batch in transient.chunks(BATCH) {
+            A::scope(m, |m| {
+                let old: Vec<_> = batch
+                    .iter()
+                    .map(|&i| (i as usize, check_value(p.seed, i as usize, round - 1)))
+                    .collect();
+                a.expect(m, array, &old)?;
+                old.iter()
+                    .try_for_each(|&(i, _)| a.put(m, array, i, check_value(p.seed, i, round)))
+            })?;
+        }
+        let spots: Vec<_> = (0..SPOT_CHECKS)
+            .map(|_| rng.usize(..p.entries))
+            .map(|i| (i, check_value(p.seed, i, generation(p, i, round))))
+            .collect();
+        A::scope(m, |m| a.expect(m, array, &spots).map(drop))?;
+        if !a.collect(m) {
+            return Err(Fail::Check(format!(
+                "round {round}: another collection ran instead of the one asked for"
+            )));
+        }
+    }
+    let stats = a.finish(m)?;
+    let cycles = stats.recent.clone();
+    let wall = start.elapsed();
+    if let Some(c) = cycles.iter().find(|c| c.trigger != Some(Trigger::Explicit)) {
+        return Err(Fail::Check(format!(
+            "cycle {} was started by {:?}, not by the run (capacity {} too small?)",
+            c.cycle,
+            c.trigger,
+            p.capacity()
+        )));
+    }
+    if cycles.len() != p.rounds {
+        return Err(Fail::Check(format!(
+            "{} collections for {} rounds",
+            cycles.len(),
+            p.rounds
+        )));
+    }
+    if corrupt {
+        A::scope(m, |m| a.alias(m, array, (p.entries - 1) / 2))?;
+    }
+    // Every slot checked, the values folded into the digest.
+    let len = a.len(m, array)?;
+    if len != p.entries {
         return Err(Fail::Check(format!(
             "the array has {len} slots, expected {}",
             p.entries
         )));
     }
-    let mut h = 0;
+    let mut digest = 0;
     for lo in (0..p.entries).step_by(BATCH) {
         let hi = (lo + BATCH).min(p.entries);
-        h = m.scope(|m| -> Res<u64> {
-            let mut h = h;
-            for i in lo..hi {
-                let want = check_value(p.seed, i, generation(p, i, p.rounds));
-                h = fold(h, expect_node(m, array, i, want)?);
-            }
-            Ok(h)
-        })?;
+        let want: Vec<_> = (lo..hi)
+            .map(|i| (i, check_value(p.seed, i, generation(p, i, p.rounds))))
+            .collect();
+        let found = A::scope(m, |m| a.expect(m, array, &want))?;
+        digest = found.into_iter().fold(digest, fold);
     }
-    Ok(h)
+    let expected = expected_digest(p);
+    if digest != expected {
+        return Err(Fail::Check(format!(
+            "digest of the heap {digest:016x} != expected {expected:016x}"
+        )));
+    }
+    Ok(WorkloadOutput {
+        wall,
+        cycles,
+        op_latency_us: None,
+        check: format!(
+            "{} entries, {} transient, {} rounds; every slot's node checked, digest {digest:016x}",
+            p.entries,
+            transient.len(),
+            p.rounds
+        ),
+        heap: Some(stats),
+    })
+}
+
+/// Against the untyped API: layouts, handles, field indexes.
+struct Untyped {
+    node: Layout,
+}
+
+impl Slots for Untyped {
+    type M = Mutator;
+    type Array = Local;
+
+    fn scope<R>(m: &mut Mutator, f: impl FnOnce(&mut Mutator) -> Res<R>) -> Res<R> {
+        m.scope(f)
+    }
+
+    fn array(&self, m: &mut Mutator, entries: usize) -> Res<Local> {
+        Ok(m.alloc(&Layout::ref_array(ARRAY_TAG, entries)?)?)
+    }
+
+    fn len(&self, m: &mut Mutator, a: Local) -> Res<usize> {
+        if m.tag(a)? != ARRAY_TAG {
+            return Err(Fail::Check("the array's tag changed".into()));
+        }
+        Ok(m.len(a)?)
+    }
+
+    fn put(&self, m: &mut Mutator, a: Local, i: usize, value: u64) -> Res<()> {
+        let o = m.alloc(&self.node)?;
+        m.write_u64(o, 0, value)?;
+        m.set_ref(a, i, Some(o))?;
+        Ok(())
+    }
+
+    fn expect(&self, m: &mut Mutator, a: Local, want: &[(usize, u64)]) -> Res<Vec<u64>> {
+        let mut out = Vec::with_capacity(want.len());
+        for &(i, want) in want {
+            let o = m
+                .get_ref(a, i)?
+                .ok_or_else(|| bad_slot(i, "is null".into()))?;
+            let (tag, size, refs) = (m.tag(o)?, m.size_of(o)?, m.len(o)?);
+            if tag != NODE_TAG || size != NODE_BYTES || refs != 0 {
+                return Err(bad_slot(
+                    i,
+                    format!("holds an object with tag {tag:#x}, {size} bytes, {refs} references"),
+                ));
+            }
+            let found = m.read_u64(o, 0)?;
+            if found != want {
+                return Err(bad_slot(
+                    i,
+                    format!("holds value {found:016x}, expected {want:016x}"),
+                ));
+            }
+            out.push(found);
+        }
+        Ok(out)
+    }
+
+    fn alias(&self, m: &mut Mutator, a: Local, i: usize) -> Res<()> {
+        let next = m
+            .get_ref(a, i + 1)?
+            .ok_or_else(|| bad_slot(i + 1, "is null".into()))?;
+        m.set_ref(a, i, Some(next))?;
+        Ok(())
+    }
+
+    fn collect(&self, m: &mut Mutator) -> bool {
+        m.collect().is_some()
+    }
+
+    fn finish(&self, m: &mut Mutator) -> Res<HeapStats> {
+        finish(m)
+    }
+}
+
+/// A node on the typed API: one data word, 16 bytes with its header.
+#[derive(Object)]
+struct LNode {
+    value: u64,
+}
+
+/// Against the typed API: derived nodes, a `RefArray`, checks in views.
+struct Typed;
+
+impl Slots for Typed {
+    type M = Mutator;
+    type Array = Gc<RefArray<LNode>>;
+
+    fn scope<R>(m: &mut Mutator, f: impl FnOnce(&mut Mutator) -> Res<R>) -> Res<R> {
+        m.scope(f)
+    }
+
+    fn array(&self, m: &mut Mutator, entries: usize) -> Res<Gc<RefArray<LNode>>> {
+        Ok(m.alloc_array::<LNode>(entries)?)
+    }
+
+    fn len(&self, m: &mut Mutator, a: Gc<RefArray<LNode>>) -> Res<usize> {
+        Ok(m.array_len(a)?)
+    }
+
+    fn put(&self, m: &mut Mutator, a: Gc<RefArray<LNode>>, i: usize, value: u64) -> Res<()> {
+        let o = m.alloc_init(LNode { value })?;
+        m.array_set(a, i, Some(o))?;
+        Ok(())
+    }
+
+    fn expect(
+        &self,
+        m: &mut Mutator,
+        a: Gc<RefArray<LNode>>,
+        want: &[(usize, u64)],
+    ) -> Res<Vec<u64>> {
+        // The element type is checked by construction: a typed array holds
+        // nothing but `LNode`s.
+        m.view(|v| {
+            let a = v.get(a)?;
+            want.iter()
+                .map(|&(i, want)| {
+                    let o = a.at(i)?.ok_or_else(|| bad_slot(i, "is null".into()))?;
+                    let found = o.read(LNode::VALUE);
+                    if found != want {
+                        return Err(bad_slot(
+                            i,
+                            format!("holds value {found:016x}, expected {want:016x}"),
+                        ));
+                    }
+                    Ok(found)
+                })
+                .collect()
+        })
+    }
+
+    fn alias(&self, m: &mut Mutator, a: Gc<RefArray<LNode>>, i: usize) -> Res<()> {
+        let next = m
+            .array_get(a, i + 1)?
+            .ok_or_else(|| bad_slot(i + 1, "is null".into()))?;
+        m.array_set(a, i, Some(next))?;
+        Ok(())
+    }
+
+    fn collect(&self, m: &mut Mutator) -> bool {
+        m.collect().is_some()
+    }
+
+    fn finish(&self, m: &mut Mutator) -> Res<HeapStats> {
+        finish(m)
+    }
+}
+
+/// Against the collector engine directly: root slots by hand, raw loads.
+struct Engine<'h> {
+    heap: &'h movegc_gc::GcHeap,
+    node: Layout,
+}
+
+impl Slots for Engine<'_> {
+    type M = MutatorContext;
+    type Array = usize;
+
+    fn scope<R>(ctx: &mut MutatorContext, f: impl FnOnce(&mut MutatorContext) -> Res<R>) -> Res<R> {
+        // SAFETY (both): the length is read and cut, nothing stored.
+        let mark = unsafe { ctx.roots() }.len();
+        let r = f(ctx);
+        unsafe { ctx.roots() }.truncate(mark);
+        r
+    }
+
+    fn array(&self, ctx: &mut MutatorContext, entries: usize) -> Res<usize> {
+        let layout = Layout::ref_array(ARRAY_TAG, entries)?;
+        let a = ctx.alloc(&layout).map_err(movegc::Error::from)?;
+        // SAFETY: `a` was just allocated (current).
+        let roots = unsafe { ctx.roots() };
+        roots.push(Some(a));
+        Ok(roots.len() - 1)
+    }
+
+    fn len(&self, ctx: &mut MutatorContext, a: usize) -> Res<usize> {
+        let o = ctx.root(a).expect("the array's root slot is set");
+        // SAFETY: read from a root slot.
+        let h = unsafe { o.header() };
+        if h.tag() != ARRAY_TAG {
+            return Err(Fail::Check("the array's tag changed".into()));
+        }
+        Ok(h.len())
+    }
+
+    fn put(&self, ctx: &mut MutatorContext, a: usize, i: usize, value: u64) -> Res<()> {
+        let o = ctx.alloc(&self.node).map_err(movegc::Error::from)?;
+        let arr = ctx.root(a).expect("the array's root slot is set");
+        // SAFETY: `o` was just allocated and `arr` read from its root slot
+        // after the allocation; a node has one data word; `store_ref`
+        // checks the index.
+        unsafe {
+            o.store_word_at(8, value);
+            ctx.store_ref(arr, i, Some(o))
+                .map_err(movegc::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn expect(&self, ctx: &mut MutatorContext, a: usize, want: &[(usize, u64)]) -> Res<Vec<u64>> {
+        let arr = ctx.root(a).expect("the array's root slot is set");
+        want.iter()
+            .map(|&(i, want)| {
+                // SAFETY: `arr` and what it holds are current (no
+                // safepoint in this loop); `load_ref` checks the index.
+                let o = unsafe { arr.load_ref(i) }
+                    .map_err(movegc::Error::from)?
+                    .ok_or_else(|| bad_slot(i, "is null".into()))?;
+                // SAFETY: as above.
+                let h = unsafe { o.header() };
+                if h.tag() != NODE_TAG || h.size() != NODE_BYTES || h.ref_count() != 0 {
+                    return Err(bad_slot(i, format!("holds an object {h:?}")));
+                }
+                // SAFETY: a node's one data word, checked just above.
+                let found = unsafe { o.load_word_at(8) };
+                if found != want {
+                    return Err(bad_slot(
+                        i,
+                        format!("holds value {found:016x}, expected {want:016x}"),
+                    ));
+                }
+                Ok(found)
+            })
+            .collect()
+    }
+
+    fn alias(&self, ctx: &mut MutatorContext, a: usize, i: usize) -> Res<()> {
+        let arr = ctx.root(a).expect("the array's root slot is set");
+        // SAFETY: `arr` and its elements are current; indexes are checked.
+        unsafe {
+            let next = arr
+                .load_ref(i + 1)
+                .map_err(movegc::Error::from)?
+                .ok_or_else(|| bad_slot(i + 1, "is null".into()))?;
+            ctx.store_ref(arr, i, Some(next))
+                .map_err(movegc::Error::from)?;
+        }
+        Ok(())
+    }
+
+    fn collect(&self, ctx: &mut MutatorContext) -> bool {
+        ctx.collect().is_some()
+    }
+
+    fn finish(&self, ctx: &mut MutatorContext) -> Res<HeapStats> {
+        ctx.wait_idle();
+        all_cycles_kept(self.heap.stats())
+    }
 }
 
 /// Fisher-Yates shuffle of `v`.
@@ -432,6 +709,31 @@ mod tests {
         assert!(parse_count("M").is_err());
         assert!(parse_count("1.5M").is_err());
         assert!(parse_count("").is_err());
+    }
+
+    #[test]
+    fn every_api_checks_the_same_heap_and_catches_the_alias() {
+        let p = Params {
+            entries: 20_000,
+            rounds: 2,
+            ..Params::default()
+        };
+        let mut checks = vec![];
+        for api in Api::ALL {
+            for strategy in [Strategy::StopTheWorld, Strategy::ConcurrentMove] {
+                let out = run_api(&p, api, strategy, FaultMode::Sigbus, false)
+                    .unwrap_or_else(|e| panic!("{api:?} {strategy:?}: {e}"));
+                assert_eq!(out.cycles.len(), 2);
+                checks.push(out.check);
+            }
+            let e = run_api(&p, api, Strategy::StopTheWorld, FaultMode::Sigbus, true)
+                .expect_err("an aliased slot");
+            assert!(
+                e.contains(&format!("slot {}", (p.entries - 1) / 2)),
+                "{api:?}: {e}"
+            );
+        }
+        assert!(checks.iter().all(|c| *c == checks[0]), "{checks:?}");
     }
 
     #[test]

@@ -1371,7 +1371,13 @@ fn large_refs_rows(results: &[RunRecord]) -> Vec<LargeRefsRow> {
     let mut by: BTreeMap<(usize, usize, String), Vec<&RunRecord>> = BTreeMap::new();
     for r in results.iter().filter(|r| r.workload == LARGE_REFS) {
         if let Some(n) = entries(&r.params) {
-            by.entry((n, strategy_rank(&r.strategy), r.strategy.clone()))
+            // Runs against another API than the untyped one are rows of
+            // their own (`movegc bench --api`), named after it.
+            let strategy = match spec_of(&r.params).get("api") {
+                Some(api) if api != "untyped" => format!("{} ({api})", r.strategy),
+                _ => r.strategy.clone(),
+            };
+            by.entry((n, strategy_rank(&r.strategy), strategy))
                 .or_default()
                 .push(r);
         }

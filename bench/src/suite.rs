@@ -180,9 +180,9 @@ pub struct Options {
     pub poison: Vec<bool>,
     /// Runs with the mode on use its stress option.
     pub poison_stress: bool,
-    /// The APIs binary-trees and GCBench are run against, side by side
-    /// (typed by default; all three measure what each API costs over the
-    /// engine).
+    /// The APIs binary-trees, GCBench and large-refs are run against, side
+    /// by side (typed by default; all three measure what each API costs
+    /// over the engine).
     pub apis: Vec<binary_trees::Api>,
 }
 
@@ -245,7 +245,11 @@ impl Options {
         if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
             return Err("--heap needs at least one size".into());
         }
-        let per_api = [Workload::BinaryTrees, Workload::GcBench];
+        let per_api = [
+            Workload::BinaryTrees,
+            Workload::GcBench,
+            Workload::LargeRefs,
+        ];
         if per_api.iter().any(|w| self.workloads.contains(w)) && self.apis.is_empty() {
             return Err("--api needs at least one API".into());
         }
@@ -345,7 +349,9 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                         entries,
                         ..base.clone()
                     };
-                    v.push((w, sigbus, p.to_spec()));
+                    for &api in &o.apis {
+                        v.push((w, sigbus, with_api(&p.to_spec(), api)));
+                    }
                 }
             }
         }
@@ -502,8 +508,9 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
             run(&|| threads::run(&p, strategy, mode))
         }
         Workload::LargeRefs => {
-            let p = lrefs::Params::parse_spec(&job.spec)?;
-            run(&|| lrefs::run(&p, strategy, mode))
+            let (spec, api) = split_api(&job.spec)?;
+            let p = lrefs::Params::from_spec(&spec)?;
+            run(&|| lrefs::run_api(&p, api, strategy, mode, false))
         }
     }
 }
@@ -573,7 +580,11 @@ mod tests {
         assert_eq!(jobs.len(), 3 * lrefs::SWEEP_ENTRIES.len());
         let mut sizes: Vec<usize> = jobs
             .iter()
-            .map(|j| lrefs::Params::parse_spec(&j.spec).unwrap().entries)
+            .map(|j| {
+                let (spec, api) = split_api(&j.spec).unwrap();
+                assert_eq!(api, binary_trees::Api::Typed, "the default API");
+                lrefs::Params::from_spec(&spec).unwrap().entries
+            })
             .collect();
         sizes.dedup();
         assert_eq!(sizes, lrefs::SWEEP_ENTRIES);

@@ -78,7 +78,7 @@ pub struct BenchArgs {
     /// stop-the-world; params poison=stress). Default: off.
     #[arg(long, value_parser = ["off", "on", "both", "stress-both"])]
     poison: Option<String>,
-    /// The APIs binary-trees and gcbench are written against, comma-separated, side by
+    /// The APIs binary-trees, gcbench and large-refs are written against, comma-separated, side by
     /// side: typed (#[derive(Object)], views), untyped (handles and
     /// layouts), engine (the collector directly: the yardstick of both
     /// APIs' overhead), or all. Default: typed.
