@@ -90,6 +90,6 @@ pub use mutator::{Local, Mutator, Persistent};
 pub use typed::__private;
 pub use typed::{
     Data, DataArray, DataField, Gc, Handle, HeapType, Object, RefArray, RefField, RefSlots,
-    RefValue, TypedArray, Zeroable,
+    RefValue, TypedArray, Untyped, Zeroable,
 };
 pub use view::{Ref, View};

@@ -198,6 +198,14 @@ impl<T> std::fmt::Debug for Gc<T> {
     }
 }
 
+/// Any object of the untyped API (made by [`Mutator::alloc`] from a
+/// [`Layout`]): a derived type's field of type `Option<Gc<Untyped>>` holds
+/// one, so typed objects can point into an interpreter's or a library's
+/// untyped data. A marker type: `Gc<Untyped>` is made by
+/// [`Mutator::downcast`] (which checks the object is not typed) and used
+/// through [`Gc::untyped`] with the untyped API.
+pub struct Untyped(());
+
 /// A reference array whose elements are `Option<Gc<T>>`
 /// ([`Mutator::alloc_array`]). A marker type: it only appears as
 /// `Gc<RefArray<T>>` or `Ref<'v, RefArray<T>>`.
@@ -370,6 +378,13 @@ impl<T: Object> sealed::HeapRepr for T {
     }
 }
 impl<T: Object> HeapType for T {}
+
+impl sealed::HeapRepr for Untyped {
+    fn header_ok(h: Header) -> bool {
+        !h.is_typed()
+    }
+}
+impl HeapType for Untyped {}
 
 impl<T: Object> sealed::HeapRepr for RefArray<T> {
     fn header_ok(h: Header) -> bool {

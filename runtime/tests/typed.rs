@@ -4,6 +4,7 @@
 
 use movegc::{
     DataArray, Error, FieldError, Gc, Heap, Kind, Layout, Mutator, Object, RefArray, Strategy,
+    Untyped,
 };
 
 #[derive(Object)]
@@ -556,4 +557,46 @@ fn threads_with_views_through_concurrent_cycles() {
             assert!(st.young_cycles > 0, "no young cycle");
         }
     }
+}
+
+/// A typed object pointing into untyped data (an interpreter's values, a
+/// library's layouts): `Option<Gc<Untyped>>` fields.
+#[derive(Object)]
+struct Wrapper {
+    inner: Option<Gc<Untyped>>,
+    tag: u32,
+}
+
+#[test]
+fn typed_objects_hold_untyped_ones() {
+    let h = heap(Strategy::ConcurrentMove, false);
+    let mut m = h.attach().unwrap();
+    let rec = Layout::record(9, 1, 8).unwrap();
+    let u = m.alloc(&rec).unwrap();
+    m.write_u64(u, 0, 0xabc).unwrap();
+    let gu = m.downcast::<Untyped>(u).unwrap();
+    let w = m
+        .alloc_init(Wrapper {
+            inner: Some(gu),
+            tag: 5,
+        })
+        .unwrap();
+    m.collect().unwrap();
+    let back = m.get(w, Wrapper::INNER).unwrap().expect("set");
+    assert_eq!(m.read_u64(back.untyped(), 0).unwrap(), 0xabc);
+    assert_eq!(m.tag(back.untyped()).unwrap(), 9);
+    // The untyped object stays writable through the untyped API...
+    let inner = m.dup(back.untyped()).unwrap();
+    m.set_ref(inner, 0, Some(u)).unwrap();
+    // ... and a typed object is not an `Untyped`.
+    assert!(matches!(
+        m.downcast::<Untyped>(w.untyped()),
+        Err(Error::WrongType { .. })
+    ));
+    // In a view, the field is a `Ref` to root or compare.
+    let same = m.view(|v| {
+        let r = v.get(w).unwrap().get(Wrapper::INNER).unwrap();
+        r == v.get(back).unwrap()
+    });
+    assert!(same);
 }
