@@ -9,6 +9,14 @@
 //! statistics and memory (RSS/PSS) back to the zygote through a pipe, one
 //! JSON line each; [`RunReport::table`] prints them.
 //!
+//! Both embedding APIs are used, as a real runtime would: the boot image
+//! (classes, methods, interned strings, the module graph) is untyped
+//! (layouts and field indexes, like data loaded from a file), while the
+//! app's own Rust-shaped objects are derived types (`#[derive(Object)]`):
+//! the UI tree's `View`, which points at its preloaded class through a
+//! `Gc<Untyped>` field, and the workers' `WorkNode`s, which the workers
+//! check in no-safepoint views.
+//!
 //! # Process structure
 //!
 //! ```text
@@ -56,7 +64,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use movegc::FaultMode;
-use movegc::{Heap, Layout, Local, Mutator, Persistent, Strategy};
+use movegc::{DataArray, Gc, Heap, Layout, Local, Mutator, Object, Persistent, Strategy, Untyped};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -661,11 +669,6 @@ const TAG_METHODS: u16 = 5;
 const TAG_METHOD: u16 = 6;
 const TAG_MODNODE: u16 = 7;
 const TAG_RESOURCE: u16 = 8;
-const TAG_VIEW: u16 = 10;
-const TAG_LABEL: u16 = 11;
-const TAG_WORK: u16 = 20;
-const TAG_PAYLOAD: u16 = 21;
-const TAG_RING: u16 = 22;
 const TAG_TEMP: u16 = 30;
 
 /// The layouts used more than once.
@@ -673,8 +676,6 @@ struct Layouts {
     class: Layout,
     method: Layout,
     modnode: Layout,
-    view: Layout,
-    work: Layout,
 }
 
 impl Layouts {
@@ -686,10 +687,6 @@ impl Layouts {
             method: Layout::record(TAG_METHOD, 1, 16)?,
             // refs: three children, a cross link; data: id, payload
             modnode: Layout::record(TAG_MODNODE, 4, 16)?,
-            // refs: first child, next sibling, class, label; data: id, w, h, x, y
-            view: Layout::record(TAG_VIEW, 4, 40)?,
-            // refs: next, payload; data: key, position
-            work: Layout::record(TAG_WORK, 2, 16)?,
         })
     }
 }
@@ -959,17 +956,6 @@ fn intern_lookup(m: &mut Mutator, table: Local, text: &[u8]) -> Res<bool> {
 
 const SECTIONS: usize = 12;
 const GAP: u64 = 4;
-// Data offsets of a view node.
-const V_ID: usize = 0;
-const V_W: usize = 8;
-const V_H: usize = 16;
-const V_X: usize = 24;
-const V_Y: usize = 32;
-// Reference fields of a view node.
-const V_FIRST: usize = 0;
-const V_NEXT: usize = 1;
-const V_CLASS: usize = 2;
-const V_LABEL: usize = 3;
 
 /// A view as the "inflater" describes it; also the shadow the heap tree is
 /// checked against. Containers with an even class stack their children
@@ -1091,130 +1077,173 @@ fn shadow_sum(root: &Spec) -> u64 {
     shadow_place_sum(root, &shadow_sizes(root), 0, 0, 0)
 }
 
+/// A view of the app's UI tree, on the typed API: it points at its
+/// preloaded class, an object of the untyped boot image (`Gc<Untyped>`),
+/// and at its label, a byte array.
+#[derive(Object)]
+struct View {
+    first: Option<Gc<View>>,
+    next: Option<Gc<View>>,
+    class: Option<Gc<Untyped>>,
+    label: Option<Gc<DataArray<u8>>>,
+    id: u64,
+    w: u64,
+    h: u64,
+    x: u64,
+    y: u64,
+}
+
 /// Allocates the heap copy of `spec` (class references point into the
 /// preloaded class table).
-fn materialize(m: &mut Mutator, lay: &Layouts, spec: &Spec, classes: Local) -> Res<Local> {
-    let node = m.alloc(&lay.view)?;
-    m.write_u64(node, V_ID, spec.id)?;
+fn materialize(m: &mut Mutator, spec: &Spec, classes: Local) -> Res<Gc<View>> {
     let class = need(m.get_ref(classes, spec.class)?, "class")?;
-    m.set_ref(node, V_CLASS, Some(class))?;
-    if let Some(l) = &spec.label {
-        let t = m.alloc(&Layout::byte_array(TAG_LABEL, l.len())?)?;
-        m.write_bytes(t, 0, l.as_bytes())?;
-        m.set_ref(node, V_LABEL, Some(t))?;
-    }
-    let mut first: Option<Local> = None;
+    let class = m.downcast::<Untyped>(class)?;
+    let label = match &spec.label {
+        Some(l) => {
+            let t = m.alloc_data::<u8>(l.len())?;
+            m.data_write(t, 0, l.as_bytes())?;
+            Some(t)
+        }
+        None => None,
+    };
+    let mut first: Option<Gc<View>> = None;
     for c in spec.children.iter().rev() {
-        let ch = materialize(m, lay, c, classes)?;
-        m.set_ref(ch, V_NEXT, first)?;
+        let ch = materialize(m, c, classes)?;
+        m.set(ch, View::NEXT, first)?;
         first = Some(ch);
     }
-    m.set_ref(node, V_FIRST, first)?;
-    Ok(node)
+    Ok(m.alloc_init(View {
+        first,
+        next: None,
+        class: Some(class),
+        label,
+        id: spec.id,
+        w: 0,
+        h: 0,
+        x: 0,
+        y: 0,
+    })?)
 }
 
 /// Replaces the `s`-th child of `root` by a fresh copy of `spec`; the old
 /// section becomes garbage.
 fn replace_section(
     m: &mut Mutator,
-    lay: &Layouts,
-    root: Local,
+    root: Gc<View>,
     s: usize,
     spec: &Spec,
     classes: Local,
 ) -> Res<()> {
     m.scope(|m| {
-        let fresh = materialize(m, lay, spec, classes)?;
-        let mut prev: Option<Local> = None;
-        let mut old = need(m.get_ref(root, V_FIRST)?, "first section")?;
+        let fresh = materialize(m, spec, classes)?;
+        let mut prev: Option<Gc<View>> = None;
+        let mut old = m
+            .get(root, View::FIRST)?
+            .ok_or_else(|| corrupt("first section is null"))?;
         for _ in 0..s {
             prev = Some(old);
-            old = need(m.get_ref(old, V_NEXT)?, "section")?;
+            old = m
+                .get(old, View::NEXT)?
+                .ok_or_else(|| corrupt("section is null"))?;
         }
-        let after = m.get_ref(old, V_NEXT)?;
-        m.set_ref(fresh, V_NEXT, after)?;
+        let after = m.get(old, View::NEXT)?;
+        m.set(fresh, View::NEXT, after)?;
         match prev {
-            None => m.set_ref(root, V_FIRST, Some(fresh))?,
-            Some(p) => m.set_ref(p, V_NEXT, Some(fresh))?,
+            None => m.set(root, View::FIRST, Some(fresh))?,
+            Some(p) => m.set(p, View::NEXT, Some(fresh))?,
         }
         Ok(())
     })
 }
 
 /// Class index and padding of a view, read from its preloaded class.
-fn view_class(m: &mut Mutator, node: Local) -> Res<(u64, u64)> {
-    let class = need(m.get_ref(node, V_CLASS)?, "view class")?;
+fn view_class(m: &mut Mutator, node: Gc<View>) -> Res<(u64, u64)> {
+    let class = m
+        .get(node, View::CLASS)?
+        .ok_or_else(|| corrupt("view class is null"))?
+        .untyped();
     Ok((m.read_u64(class, 0)?, m.read_u64(class, 8)?))
 }
 
+/// Length and hash of a label.
+fn label_text(m: &mut Mutator, label: Gc<DataArray<u8>>) -> Res<(usize, u64)> {
+    let mut b = vec![0u8; m.array_len(label)?];
+    m.data_read(label, 0, &mut b)?;
+    Ok((b.len(), hash_bytes(&b)))
+}
+
 /// The measure pass: computes and stores every view's width and height.
-fn measure(m: &mut Mutator, node: Local) -> Res<(u64, u64)> {
+fn measure(m: &mut Mutator, node: Gc<View>) -> Res<(u64, u64)> {
     m.scope(|m| {
         let (class, pad) = view_class(m, node)?;
         let mut kids = Vec::new();
-        let mut c = m.get_ref(node, V_FIRST)?;
+        let mut c = m.get(node, View::FIRST)?;
         while let Some(ch) = c {
             kids.push(measure(m, ch)?);
-            c = m.get_ref(ch, V_NEXT)?;
+            c = m.get(ch, View::NEXT)?;
         }
         let (w, h) = if kids.is_empty() {
-            let label = need(m.get_ref(node, V_LABEL)?, "leaf label")?;
-            let (len, hash) = m.with_bytes(label, |b| (b.len(), hash_bytes(b)))?;
+            let label = m
+                .get(node, View::LABEL)?
+                .ok_or_else(|| corrupt("leaf label is null"))?;
+            let (len, hash) = label_text(m, label)?;
             leaf_size(len, hash, pad)
         } else {
             container_size(class % 2 == 0, pad, &kids)
         };
-        m.write_u64(node, V_W, w)?;
-        m.write_u64(node, V_H, h)?;
+        m.write(node, View::W, w)?;
+        m.write(node, View::H, h)?;
         Ok((w, h))
     })
 }
 
 /// The layout pass: stores every view's position.
-fn place(m: &mut Mutator, node: Local, x: u64, y: u64) -> Res<()> {
+fn place(m: &mut Mutator, node: Gc<View>, x: u64, y: u64) -> Res<()> {
     m.scope(|m| {
-        m.write_u64(node, V_X, x)?;
-        m.write_u64(node, V_Y, y)?;
+        m.write(node, View::X, x)?;
+        m.write(node, View::Y, y)?;
         let (class, pad) = view_class(m, node)?;
         let (mut cx, mut cy) = (x + pad, y + pad);
-        let mut c = m.get_ref(node, V_FIRST)?;
+        let mut c = m.get(node, View::FIRST)?;
         while let Some(ch) = c {
             place(m, ch, cx, cy)?;
             if class % 2 == 0 {
-                cy += m.read_u64(ch, V_H)? + GAP;
+                cy += m.read(ch, View::H)? + GAP;
             } else {
-                cx += m.read_u64(ch, V_W)? + GAP;
+                cx += m.read(ch, View::W)? + GAP;
             }
-            c = m.get_ref(ch, V_NEXT)?;
+            c = m.get(ch, View::NEXT)?;
         }
         Ok(())
     })
 }
 
 /// The layout checksum of the heap tree, read back from the nodes.
-fn tree_sum(m: &mut Mutator, node: Local, acc: u64) -> Res<u64> {
+fn tree_sum(m: &mut Mutator, node: Gc<View>, acc: u64) -> Res<u64> {
     m.scope(|m| {
-        let id = m.read_u64(node, V_ID)?;
-        let mut rect = [0u64; 4];
-        for (r, off) in rect.iter_mut().zip([V_X, V_Y, V_W, V_H]) {
-            *r = m.read_u64(node, off)?;
-        }
-        let label_hash = match m.get_ref(node, V_LABEL)? {
-            Some(l) => m.with_bytes(l, hash_bytes)?,
+        let id = m.read(node, View::ID)?;
+        let rect = [
+            m.read(node, View::X)?,
+            m.read(node, View::Y)?,
+            m.read(node, View::W)?,
+            m.read(node, View::H)?,
+        ];
+        let label_hash = match m.get(node, View::LABEL)? {
+            Some(l) => label_text(m, l)?.1,
             None => 0,
         };
         let mut acc = node_sum(acc, id, rect, label_hash);
-        let mut c = m.get_ref(node, V_FIRST)?;
+        let mut c = m.get(node, View::FIRST)?;
         while let Some(ch) = c {
             acc = tree_sum(m, ch, acc)?;
-            c = m.get_ref(ch, V_NEXT)?;
+            c = m.get(ch, View::NEXT)?;
         }
         Ok(acc)
     })
 }
 
 /// Measure, place, checksum.
-fn layout(m: &mut Mutator, root: Local) -> Res<u64> {
+fn layout(m: &mut Mutator, root: Gc<View>) -> Res<u64> {
     measure(m, root)?;
     place(m, root, 0, 0)?;
     tree_sum(m, root, 0)
@@ -1245,14 +1274,12 @@ struct Ui {
 
 /// One frame's work: rebuild two sections, lay the tree out, checksum it,
 /// and read preloaded data (one graph module, eight interned strings).
-#[allow(clippy::too_many_arguments)]
 fn frame(
     m: &mut Mutator,
-    lay: &Layouts,
     pre: &Preload,
     app: usize,
     f: u64,
-    root: Local,
+    root: Gc<View>,
     shadow: &mut Spec,
     errors: &mut Vec<String>,
 ) -> Res<u64> {
@@ -1264,7 +1291,7 @@ fn frame(
             (f as usize + SECTIONS / 2) % SECTIONS,
         ] {
             let spec = section_spec(app, s, f + 1);
-            replace_section(m, lay, root, s, &spec, classes)?;
+            replace_section(m, root, s, &spec, classes)?;
             shadow.children[s] = spec;
         }
         let sum = layout(m, root)?;
@@ -1301,11 +1328,10 @@ fn frame(
 /// the first tick after the previous one ended (as a choreographer would).
 fn ui_loop(
     m: &mut Mutator,
-    lay: &Layouts,
     pre: &Preload,
     cfg: &Config,
     app: usize,
-    root: Local,
+    root: Gc<View>,
     shadow: &mut Spec,
 ) -> Res<Ui> {
     let mut ui = Ui {
@@ -1323,7 +1349,7 @@ fn ui_loop(
         if start > now {
             m.blocking(|| std::thread::sleep(start - now));
         }
-        let sum = frame(m, lay, pre, app, f, root, shadow, &mut ui.errors)?;
+        let sum = frame(m, pre, app, f, root, shadow, &mut ui.errors)?;
         let end = Instant::now();
         let took = end.saturating_duration_since(start);
         ui.hist.saturating_record(took.as_micros().max(1) as u64);
@@ -1365,51 +1391,63 @@ fn payload_len(key: u64) -> usize {
     96 + (key % 96) as usize
 }
 
+/// A background worker's list node: the typed API (`#[derive(Object)]`),
+/// where the boot image and the UI tree use the untyped one. 40 bytes with
+/// its header.
+#[derive(Object)]
+struct WorkNode {
+    next: Option<Gc<WorkNode>>,
+    payload: Option<Gc<DataArray<u8>>>,
+    key: u64,
+    pos: u64,
+}
+
+/// Bytes of a `WorkNode` (header, two references, two words).
+const WORK_NODE_BYTES: u64 = 40;
+
 /// Allocates batch `seq`: a list of `BATCH_NODES` nodes, every eighth with
 /// a byte-array payload; returns its head and its size in bytes.
-fn build_batch(
-    m: &mut Mutator,
-    lay: &Layouts,
-    app: usize,
-    wid: usize,
-    seq: u64,
-) -> Res<(Local, u64)> {
-    let mut head: Option<Local> = None;
+fn build_batch(m: &mut Mutator, app: usize, wid: usize, seq: u64) -> Res<(Gc<WorkNode>, u64)> {
+    let mut head: Option<Gc<WorkNode>> = None;
     let mut bytes = 0u64;
     for i in 0..BATCH_NODES {
         let key = work_key(app, wid, seq, i);
-        let n = m.alloc(&lay.work)?;
-        bytes += lay.work.size() as u64;
-        m.write_u64(n, 0, key)?;
-        m.write_u64(n, 8, (seq << 20) | i as u64)?;
-        if i % 8 == 0 {
+        let payload = if i % 8 == 0 {
             let len = payload_len(key);
-            let p = Layout::byte_array(TAG_PAYLOAD, len)?;
-            let pl = m.alloc(&p)?;
-            bytes += p.size() as u64;
-            m.with_bytes_mut(pl, |b| {
-                for (j, x) in b.iter_mut().enumerate() {
-                    *x = (key as u8).wrapping_add(j as u8);
-                }
-            })?;
-            m.set_ref(n, 1, Some(pl))?;
-        }
-        m.set_ref(n, 0, head)?;
+            let pl = m.alloc_data::<u8>(len)?;
+            bytes += 8 + len.next_multiple_of(8) as u64;
+            let data: Vec<u8> = (0..len)
+                .map(|j| (key as u8).wrapping_add(j as u8))
+                .collect();
+            m.data_write(pl, 0, &data)?;
+            Some(pl)
+        } else {
+            None
+        };
+        let n = m.alloc_init(WorkNode {
+            next: head,
+            payload,
+            key,
+            pos: (seq << 20) | i as u64,
+        })?;
+        bytes += WORK_NODE_BYTES;
         head = Some(n);
     }
-    Ok((need(head, "batch head")?, bytes))
+    Ok((head.ok_or_else(|| corrupt("empty batch"))?, bytes))
 }
 
-/// Walks batch `seq` and reports the first discrepancy.
+/// Walks batch `seq` (in a view: no handle per node) and reports the first
+/// discrepancy.
 fn check_batch(
     m: &mut Mutator,
-    head: Local,
+    head: Gc<WorkNode>,
     app: usize,
     wid: usize,
     seq: u64,
 ) -> Res<Option<String>> {
-    m.scope(|m| {
-        let mut cur = Some(head);
+    m.view(|v| {
+        let mut cur = Some(v.get(head)?);
+        let mut buf = Vec::new();
         for i in (0..BATCH_NODES).rev() {
             let Some(n) = cur else {
                 return Ok(Some(format!(
@@ -1417,25 +1455,27 @@ fn check_batch(
                 )));
             };
             let key = work_key(app, wid, seq, i);
-            let (k, pos) = (m.read_u64(n, 0)?, m.read_u64(n, 8)?);
-            if k != key || pos != (seq << 20) | i as u64 {
+            if n.read(WorkNode::KEY) != key || n.read(WorkNode::POS) != (seq << 20) | i as u64 {
                 return Ok(Some(format!("worker {wid}: batch {seq} node {i} corrupt")));
             }
             if i % 8 == 0 {
-                let p = need(m.get_ref(n, 1)?, "payload")?;
-                let ok = m.with_bytes(p, |b| {
-                    b.len() == payload_len(key)
-                        && b.iter()
-                            .enumerate()
-                            .all(|(j, &x)| x == (key as u8).wrapping_add(j as u8))
-                })?;
+                let p = n
+                    .get(WorkNode::PAYLOAD)
+                    .ok_or_else(|| corrupt("payload is null"))?;
+                buf.resize(p.len(), 0);
+                p.read_range(0, &mut buf)?;
+                let ok = buf.len() == payload_len(key)
+                    && buf
+                        .iter()
+                        .enumerate()
+                        .all(|(j, &x)| x == (key as u8).wrapping_add(j as u8));
                 if !ok {
                     return Ok(Some(format!(
                         "worker {wid}: batch {seq} payload {i} corrupt"
                     )));
                 }
             }
-            cur = m.get_ref(n, 0)?;
+            cur = n.get(WorkNode::NEXT);
         }
         Ok(cur.map(|_| format!("worker {wid}: batch {seq} too long")))
     })
@@ -1444,28 +1484,21 @@ fn check_batch(
 /// A background worker: allocates batches into a ring of `RING` (so about
 /// 2 MiB stay live per worker and the rest is garbage), checking each batch
 /// it drops, until `stop`.
-fn worker(
-    heap: &Heap,
-    lay: &Layouts,
-    stop: &AtomicBool,
-    app: usize,
-    wid: usize,
-    sleep: Duration,
-) -> Res<Work> {
+fn worker(heap: &Heap, stop: &AtomicBool, app: usize, wid: usize, sleep: Duration) -> Res<Work> {
     let mut m = heap.attach_named(&format!("worker-{wid}"))?;
     let mut w = Work::default();
-    let ring = m.alloc(&Layout::ref_array(TAG_RING, RING)?)?;
+    let ring = m.alloc_array::<WorkNode>(RING)?;
     let mut seq = 0u64;
     while !stop.load(Ordering::Acquire) {
         let slot = (seq % RING as u64) as usize;
         let bytes = m.scope(|m| -> Res<u64> {
-            if let Some(old) = m.get_ref(ring, slot)? {
+            if let Some(old) = m.array_get(ring, slot)? {
                 if let Some(e) = check_batch(m, old, app, wid, seq - RING as u64)? {
                     note(&mut w.errors, e);
                 }
             }
-            let (head, bytes) = build_batch(m, lay, app, wid, seq)?;
-            m.set_ref(ring, slot, Some(head))?;
+            let (head, bytes) = build_batch(m, app, wid, seq)?;
+            m.array_set(ring, slot, Some(head))?;
             Ok(bytes)
         })?;
         w.batches += 1;
@@ -1477,7 +1510,9 @@ fn worker(
     }
     for s in seq.saturating_sub(RING as u64)..seq {
         let e = m.scope(|m| -> Res<Option<String>> {
-            let head = need(m.get_ref(ring, (s % RING as u64) as usize)?, "ring slot")?;
+            let head = m
+                .array_get(ring, (s % RING as u64) as usize)?
+                .ok_or_else(|| corrupt("ring slot is null"))?;
             check_batch(m, head, app, wid, s)
         })?;
         if let Some(e) = e {
@@ -1512,7 +1547,6 @@ fn micros(d: Duration) -> u64 {
 /// An app's whole life after the fork, filling in `rep`.
 fn app_body(
     m: &mut Mutator,
-    lay: &Layouts,
     pre: &Preload,
     cfg: &Config,
     app: usize,
@@ -1554,16 +1588,16 @@ fn app_body(
     };
     let b = m.local(&pre.boot)?;
     let classes = need(m.get_ref(b, BOOT_CLASSES)?, "class table")?;
-    let root = materialize(m, lay, &shadow, classes)?;
+    let root = materialize(m, &shadow, classes)?;
 
     let (ui, works) = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..cfg.workers)
             .map(|wid| {
                 let (heap, stop) = (&heap, &stop);
-                sc.spawn(move || worker(heap, lay, stop, app, wid, cfg.worker_sleep))
+                sc.spawn(move || worker(heap, stop, app, wid, cfg.worker_sleep))
             })
             .collect();
-        let ui = ui_loop(m, lay, pre, cfg, app, root, &mut shadow);
+        let ui = ui_loop(m, pre, cfg, app, root, &mut shadow);
         stop.store(true, Ordering::Release);
         // Joining inside `blocking`: a worker may still need a collection.
         let works: Vec<_> = m.blocking(|| handles.into_iter().map(|h| h.join()).collect());
@@ -1881,7 +1915,7 @@ fn zygote(cfg: &Config, strategy: Strategy) -> StrategyReport {
                     ..Default::default()
                 };
                 let r = catch_unwind(AssertUnwindSafe(|| {
-                    app_body(&mut m, &lay, &pre, cfg, app, &mut a)
+                    app_body(&mut m, &pre, cfg, app, &mut a)
                 }));
                 match r {
                     Ok(Ok(())) => {}
