@@ -109,6 +109,9 @@ pub(crate) struct Settings {
     pub(crate) injection: Injection,
     /// The stale-reference stress mode (`HeapConfig::poison_stress`).
     pub(crate) stress: bool,
+    /// `HeapConfig::min_free` in words: the young policy's floor for how
+    /// much the old region may grow between full cycles.
+    pub(crate) min_free_words: usize,
 }
 
 /// The collector's state, owned by the heap and driven through [`Host`]:
@@ -568,9 +571,12 @@ impl Collector {
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
         st.used_before = space.used();
-        let plan = self
-            .gen
-            .plan(gc.settings.generational, trigger, space.capacity() / WORD);
+        let plan = self.gen.plan(
+            gc.settings.generational,
+            trigger,
+            space.capacity() / WORD,
+            gc.settings.min_free_words,
+        );
         match plan {
             Plan::Full(r) => st.full_reason = Some(r),
             Plan::Young(w) => {

@@ -284,17 +284,23 @@ impl Generations {
     /// Chooses the next cycle's plan. Full when young collections are off,
     /// there is no old region yet, the embedder asked (`collect()`), an
     /// allocation failed, the last young cycle freed little, or the old
-    /// region has grown past twice its size after the last full cycle
-    /// (at least 1/16 of the capacity) or past 3/4 of the capacity.
+    /// region has grown past twice its size after the last full cycle (at
+    /// least twice the heap's `min_free`, `min_free_words`) or past 3/4 of
+    /// the capacity.
+    ///
+    /// The floor was 1/16 of the capacity: with the default capacity (a
+    /// quarter of RAM) that let a young cycle promote 100 MB of data about
+    /// to die (binary-trees' stretch tree) and keep it as old garbage for the
+    /// rest of the run, every young cycle then having that much less room.
     pub(crate) fn plan(
         &self,
         enabled: bool,
         trigger: crate::stats::Trigger,
         capacity_words: usize,
+        min_free_words: usize,
     ) -> Plan {
         use crate::stats::{FullReason, Trigger};
-        let limit =
-            (2 * self.after_full_words.max(capacity_words / 16)).min(capacity_words / 4 * 3);
+        let limit = (2 * self.after_full_words.max(min_free_words)).min(capacity_words / 4 * 3);
         Plan::Full(if !enabled {
             FullReason::NotGenerational
         } else if !self.ready {
@@ -403,39 +409,63 @@ mod tests {
 
     #[test]
     fn plan_is_full_until_there_is_an_old_region_and_when_it_grew() {
+        const MIN_FREE: usize = 1 << 16;
         let mut g = Generations::default();
         let cap = 1 << 20;
         assert_eq!(
-            g.plan(true, Trigger::Policy, cap),
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
             Plan::Full(FullReason::NoOldGeneration)
         );
         g.finished(Plan::Full(FullReason::NoOldGeneration), 100_000, 0, 0, 0);
-        assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(100_000));
         assert_eq!(
-            g.plan(false, Trigger::Policy, cap),
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
+            Plan::Young(100_000)
+        );
+        assert_eq!(
+            g.plan(false, Trigger::Policy, cap, MIN_FREE),
             Plan::Full(FullReason::NotGenerational)
         );
         assert_eq!(
-            g.plan(true, Trigger::Explicit, cap),
+            g.plan(true, Trigger::Explicit, cap, MIN_FREE),
             Plan::Full(FullReason::Explicit)
         );
         g.finished(Plan::Young(100_000), 150_000, 100_000, 50_000, 10);
-        assert_eq!(g.plan(true, Trigger::Policy, cap), Plan::Young(150_000));
+        assert_eq!(
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
+            Plan::Young(150_000)
+        );
         g.finished(Plan::Young(150_000), 210_000, 100_000, 5_000, 10);
         assert_eq!(
-            g.plan(true, Trigger::Policy, cap),
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
             Plan::Full(FullReason::PoorYoungYield)
         );
         // 150,000 old words are 293 pages: 80 dirty is over a quarter.
         g.finished(Plan::Young(150_000), 180_000, 100_000, 50_000, 80);
         assert_eq!(
-            g.plan(true, Trigger::Policy, cap),
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
             Plan::Full(FullReason::MostlyDirty)
         );
         g.finished(Plan::Young(150_000), 210_000, 100_000, 50_000, 70);
         assert_eq!(
-            g.plan(true, Trigger::Policy, cap),
+            g.plan(true, Trigger::Policy, cap, MIN_FREE),
             Plan::Full(FullReason::OldGrew)
+        );
+        // A small old region may grow to twice `min_free` before a full
+        // cycle, whatever the capacity: binary-trees' case, where a young
+        // cycle promoted a dying 100 MB tree on a 6 GiB heap.
+        let mut g = Generations::default();
+        let (big_cap, min_free) = (6usize << 30 >> 3, 32usize << 20 >> 3);
+        g.finished(Plan::Full(FullReason::NoOldGeneration), 4 << 20, 0, 0, 0);
+        g.finished(Plan::Young(4 << 20), 2 * min_free - 1, 1 << 20, 1 << 20, 0);
+        assert_eq!(
+            g.plan(true, Trigger::Policy, big_cap, min_free),
+            Plan::Young(2 * min_free - 1)
+        );
+        g.finished(Plan::Young(2 * min_free - 1), 18 << 20, 1 << 20, 1 << 20, 0);
+        assert_eq!(
+            g.plan(true, Trigger::Policy, big_cap, min_free),
+            Plan::Full(FullReason::OldGrew),
+            "an old region 4.5x its size after the last full cycle"
         );
     }
 }

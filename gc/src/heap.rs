@@ -475,6 +475,7 @@ impl GcHeap {
             uffd_path: config.uffd_path,
             injection: config.injection,
             stress: config.poison_stress,
+            min_free_words: config.min_free.min(config.capacity) / WORD,
         };
         let cpu = Arc::new(GcCpu::default());
         let pool = worker_pool(config.gc_threads, cpu.clone())

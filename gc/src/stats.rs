@@ -329,7 +329,7 @@ pub enum FullReason {
     /// cycle also frees the old garbage such a program makes).
     MostlyDirty,
     /// The old region grew past twice its size after the last full cycle
-    /// (at least 1/16 of the capacity), or past 3/4 of the capacity.
+    /// (at least twice `min_free`), or past 3/4 of the capacity.
     OldGrew,
 }
 
