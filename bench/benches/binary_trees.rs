@@ -164,9 +164,7 @@ impl MovegcConfig {
             young: s.read_or("young", None, |v| flag(v).map(Some))?,
             scheme: s.read_or("scheme", Scheme::default(), |v| match v {
                 "per-node" => Some(Scheme::ScopePerNode),
-                "typed" => Some(Scheme::Typed {
-                    levels: binary_trees::DEFAULT_SCOPE_LEVELS,
-                }),
+                "typed" => Some(Scheme::Typed),
                 "engine" => Some(Scheme::default()),
                 _ => v.parse().ok().map(|levels| Scheme::Batched { levels }),
             })?,
@@ -309,7 +307,7 @@ fn child(name: &str, depth: u32, program: Program) {
             let cfg = MovegcConfig::parse(spec).unwrap_or_else(|e| panic!("{e}"));
             let heap = GcHeap::new(cfg.engine_config()).expect("creating the heap");
             let lines = if program == Program::BinaryTrees {
-                binary_trees::engine::run(&heap, depth, binary_trees::DEFAULT_SCOPE_LEVELS)
+                binary_trees::engine::run(&heap, depth)
                     .expect("binary-trees on the engine")
                     .lines
             } else {
@@ -332,7 +330,7 @@ fn child(name: &str, depth: u32, program: Program) {
             } else {
                 // It waits for the last concurrent cycle (its `finish`).
                 let api = match cfg.scheme {
-                    Scheme::Typed { .. } => gcbench::Api::Typed,
+                    Scheme::Typed => gcbench::Api::Typed,
                     _ => gcbench::Api::Untyped,
                 };
                 vec![

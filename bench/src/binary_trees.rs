@@ -24,11 +24,12 @@
 //! walks the tree with [`Mutator::get_ref`] in the same batched scopes. The
 //! textbook scheme ([`Scheme::ScopePerNode`]: recursive bottom-up
 //! construction with one [`Mutator::scope_escape`] per node) is kept for
-//! comparison. [`Scheme::Typed`] is the batched scheme written against the
-//! typed API (`#[derive(Object)]` nodes, field keys) with the check walk in
-//! one no-safepoint view (no handles at all); [`engine::run`] is the same
-//! algorithm against the collector engine directly (raw root slots, raw
-//! loads), the yardstick of the typed API's overhead.
+//! comparison. [`Scheme::Typed`] builds top-down against the typed API
+//! (`#[derive(Object)]` nodes, field keys) with one handle per tree level,
+//! reused for every node of that level (`alloc_zeroed_into`, no scope), and
+//! checks in one no-safepoint view (no handles at all); [`engine::run`] is
+//! the same algorithm against the collector engine directly (one root slot
+//! per level, raw loads), the yardstick of the typed API's overhead.
 
 use std::time::{Duration, Instant};
 
@@ -75,12 +76,9 @@ pub enum Scheme {
         /// Tree levels per handle scope.
         levels: u32,
     },
-    /// [`Batched`](Self::Batched) through the typed API ([`TypedNode`]),
-    /// checking each tree in one [`Mutator::view`].
-    Typed {
-        /// Tree levels per handle scope while building.
-        levels: u32,
-    },
+    /// Top-down through the typed API ([`TypedNode`]) with one handle per
+    /// tree level, checking each tree in one [`Mutator::view`].
+    Typed,
 }
 
 impl Default for Scheme {
@@ -246,20 +244,14 @@ pub fn node_layout() -> Layout {
 /// for `heap`. Panics if `n > MAX_N`.
 pub fn run_movegc(heap: &Heap, n: u32) -> Result<Output> {
     let mut m = heap.attach()?;
-    run_movegc_with(
-        &mut m,
-        n,
-        Scheme::Typed {
-            levels: DEFAULT_SCOPE_LEVELS,
-        },
-    )
+    run_movegc_with(&mut m, n, Scheme::Typed)
 }
 
 /// Runs binary-trees with an existing mutator and a chosen [`Scheme`]. The
 /// mutator's handle stack is left as it was found.
 pub fn run_movegc_with(m: &mut Mutator, n: u32, scheme: Scheme) -> Result<Output> {
-    if let Scheme::Typed { levels } = scheme {
-        return run_typed(m, n, levels.max(1));
+    if scheme == Scheme::Typed {
+        return run_typed(m, n);
     }
     let layout = node_layout();
     let trees = Trees {
@@ -302,8 +294,8 @@ impl Trees<'_> {
     fn build(&self, m: &mut Mutator, depth: u32) -> Result<Local> {
         match self.scheme {
             Scheme::ScopePerNode => self.bottom_up(m, depth),
-            // `run_movegc_with` runs the typed scheme on its own.
-            Scheme::Batched { levels } | Scheme::Typed { levels } => {
+            Scheme::Typed => unreachable!("run_movegc_with runs the typed scheme on its own"),
+            Scheme::Batched { levels } => {
                 let levels = levels.max(1);
                 let root = m.alloc(self.layout)?;
                 m.scope(|m| self.fill(m, root, depth, levels))?;
@@ -316,7 +308,8 @@ impl Trees<'_> {
     fn check(&self, m: &mut Mutator, root: Local) -> Result<u64> {
         match self.scheme {
             Scheme::ScopePerNode => self.check_per_node(m, root),
-            Scheme::Batched { levels } | Scheme::Typed { levels } => {
+            Scheme::Typed => unreachable!("run_movegc_with runs the typed scheme on its own"),
+            Scheme::Batched { levels } => {
                 let levels = levels.max(1);
                 m.scope(|m| self.check_batched(m, root, levels, levels))
             }
@@ -390,8 +383,8 @@ impl Trees<'_> {
 
     fn levels(&self) -> u32 {
         match self.scheme {
-            Scheme::Batched { levels } | Scheme::Typed { levels } => levels.max(1),
-            Scheme::ScopePerNode => 1,
+            Scheme::Batched { levels } => levels.max(1),
+            Scheme::ScopePerNode | Scheme::Typed => 1,
         }
     }
 }
@@ -406,13 +399,13 @@ pub struct TypedNode {
     right: Option<Gc<TypedNode>>,
 }
 
-/// [`Scheme::Typed`]: the batched scheme with typed nodes; each check is
-/// one view (a single mutator: no other thread waits for its safepoint).
-fn run_typed(m: &mut Mutator, n: u32, levels: u32) -> Result<Output> {
+/// [`Scheme::Typed`]: typed nodes, one handle per level; each check is one
+/// view (a single mutator: no other thread waits for its safepoint).
+fn run_typed(m: &mut Mutator, n: u32) -> Result<Output> {
     m.scope(|m| {
         let build_and_check = |m: &mut Mutator, d: u32| {
             m.scope(|m| {
-                let t = typed_build(m, d, levels)?;
+                let t = typed_build(m, d)?;
                 typed_check(m, t)
             })
         };
@@ -420,7 +413,7 @@ fn run_typed(m: &mut Mutator, n: u32, levels: u32) -> Result<Output> {
         let start = Instant::now();
         let max = max_depth(n);
         let mut lines = vec![stretch_line(max, build_and_check(m, max + 1)?)];
-        let long_lived = typed_build(m, max, levels)?;
+        let long_lived = typed_build(m, max)?;
         for (d, iterations) in iteration_plan(n) {
             let mut total = 0;
             for _ in 0..iterations {
@@ -439,8 +432,8 @@ fn run_typed(m: &mut Mutator, n: u32, levels: u32) -> Result<Output> {
 /// A tree of depth `depth`, built top-down with one handle per level
 /// (`alloc_zeroed_into` reuses it for every node of that level: a node's
 /// subtree is finished, and reachable from its parent, before its sibling
-/// takes the handle). `levels` is unused: no scope is needed.
-fn typed_build(m: &mut Mutator, depth: u32, _levels: u32) -> Result<Gc<TypedNode>> {
+/// takes the handle); no scope is needed.
+fn typed_build(m: &mut Mutator, depth: u32) -> Result<Gc<TypedNode>> {
     let root = m.alloc_zeroed::<TypedNode>()?;
     m.scope(|m| typed_fill(m, root, depth, 0, &mut Vec::with_capacity(depth as usize)))?;
     Ok(root)
@@ -500,13 +493,12 @@ pub mod engine {
         stretch_line, Output,
     };
 
-    /// Runs binary-trees(`n`) on `heap` with root scopes every `levels`
-    /// tree levels. The calling thread must not have a mutator of `heap`.
-    pub fn run(heap: &GcHeap, n: u32, levels: u32) -> Result<Output, AllocError> {
+    /// Runs binary-trees(`n`) on `heap`, one root slot per tree level. The
+    /// calling thread must not have a mutator of `heap`.
+    pub fn run(heap: &GcHeap, n: u32) -> Result<Output, AllocError> {
         let mut ctx = heap
             .attach()
             .expect("the thread has no mutator of this heap");
-        let _ = levels; // one root slot per level: no scopes needed
         let t = Trees {
             layout: node_layout(),
         };
@@ -718,7 +710,7 @@ pub fn run_workload(
         // What `HeapBuilder::build` does when `min_free` is not given.
         config.min_free = (32 << 20).min(config.capacity / 4);
         let heap = movegc_gc::GcHeap::new(config).map_err(|e| format!("creating the heap: {e}"))?;
-        let out = engine::run(&heap, n, DEFAULT_SCOPE_LEVELS).map_err(|e| failed(&e))?;
+        let out = engine::run(&heap, n).map_err(|e| failed(&e))?;
         let t = Instant::now();
         heap.wait_idle()
             .map_err(|e| format!("waiting for the last cycle: {e}"))?;
@@ -737,9 +729,7 @@ pub fn run_workload(
             .build()
             .map_err(|e| format!("creating the heap: {e}"))?;
         let scheme = match api {
-            Api::Typed => Scheme::Typed {
-                levels: DEFAULT_SCOPE_LEVELS,
-            },
+            Api::Typed => Scheme::Typed,
             _ => Scheme::default(),
         };
         let out = {
