@@ -467,21 +467,6 @@ impl ObjRef {
         store_word(self.addr() + offset, v)
     }
 
-    /// Replaces the bytes `offset..offset + bytes.len()` from the object's
-    /// start, within one word, leaving the word's other bytes as they are
-    /// (see [`write_data`](Self::write_data)).
-    ///
-    /// # Safety
-    /// As for [`store_word_at`](Self::store_word_at), for the word holding
-    /// `offset`; the bytes do not cross into the next word.
-    #[inline(always)]
-    pub unsafe fn store_bytes_at(self, offset: usize, bytes: &[u8]) {
-        let a = self.addr() + offset;
-        let base = a & !(WORD - 1);
-        debug_assert!(a - base + bytes.len() <= WORD);
-        merge_word(base, a - base, bytes)
-    }
-
     fn data_start(self, h: Header) -> usize {
         self.addr() + WORD + h.ref_count() * WORD
     }

@@ -518,20 +518,23 @@ fn record_layout<T: Object>() -> Result<Layout> {
     Ok(Layout::record(T::__type_tag(), T::REFS, T::DATA)?.typed())
 }
 
-/// Byte offset, from the object's start, of data offset `off` of a record
+/// Byte offset, from the object's start, of data offset `off` of an object
 /// with `refs` reference slots.
 #[inline(always)]
-pub(crate) const fn data_at(refs: usize, off: usize) -> usize {
+const fn data_at(refs: usize, off: usize) -> usize {
     WORD * (1 + refs) + off
 }
 
-/// Reads a `D` at byte `at` from `o`'s start.
+/// Reads a `D` at data offset `off` of `o`, which has `refs` reference
+/// slots: one load when it lies within a word (every scalar: they are
+/// aligned), else the engine's word-by-word `read_data`.
 ///
 /// # Safety
-/// `o` is current (the mutator module's rule) and `at..at + D::SIZE` is
-/// inside its data.
+/// `o` is current (the mutator module's rule) and has `refs` reference
+/// slots, and `off..off + D::SIZE` is inside its data.
 #[inline(always)]
-pub(crate) unsafe fn read_at<D: Data>(o: ObjRef, at: usize) -> D {
+pub(crate) unsafe fn read_at<D: Data>(o: ObjRef, refs: usize, off: usize) -> D {
+    let at = data_at(refs, off);
     let lo = at % WORD;
     if lo + D::SIZE <= WORD {
         // SAFETY: the word holding `at` is inside the data (the caller).
@@ -539,29 +542,22 @@ pub(crate) unsafe fn read_at<D: Data>(o: ObjRef, at: usize) -> D {
         return D::decode(&w[lo..lo + D::SIZE]);
     }
     with_buf(D::SIZE, |buf| {
-        let mut i = 0;
-        while i < buf.len() {
-            let a = at + i;
-            let l = a % WORD;
-            let n = (WORD - l).min(buf.len() - i);
-            // SAFETY: every word read overlaps `at..at + SIZE`.
-            let w = unsafe { o.load_word_at(a - l) }.to_le_bytes();
-            buf[i..i + n].copy_from_slice(&w[l..l + n]);
-            i += n;
-        }
+        // SAFETY: `o` is current (the caller); `read_data` checks the range.
+        unsafe { o.read_data(off, buf) }.expect("a typed field is inside the data");
         D::decode(buf)
     })
 }
 
-/// Writes `v` at byte `at` from `o`'s start (whole words stored, partial
-/// ones merged).
+/// Writes `v` at data offset `off` of `o` (see [`read_at`]): one store
+/// for an aligned word, else the engine's `write_data`, which merges
+/// partial words without losing concurrent writers' neighbouring bytes.
 ///
 /// # Safety
 /// As for [`read_at`].
 #[inline(always)]
-pub(crate) unsafe fn write_at<D: Data>(o: ObjRef, at: usize, v: D) {
-    let lo = at % WORD;
-    if D::SIZE == WORD && lo == 0 {
+pub(crate) unsafe fn write_at<D: Data>(o: ObjRef, refs: usize, off: usize, v: D) {
+    let at = data_at(refs, off);
+    if D::SIZE == WORD && at % WORD == 0 {
         let mut b = [0u8; WORD];
         v.encode(&mut b);
         // SAFETY: a data word of `o` (the caller).
@@ -570,65 +566,35 @@ pub(crate) unsafe fn write_at<D: Data>(o: ObjRef, at: usize, v: D) {
     }
     with_buf(D::SIZE, |buf| {
         v.encode(buf);
-        let mut i = 0;
-        while i < buf.len() {
-            let a = at + i;
-            let l = a % WORD;
-            let n = (WORD - l).min(buf.len() - i);
-            // SAFETY: every word written is a data word overlapping
-            // `at..at + SIZE`; the bytes stay within it.
-            unsafe {
-                if n == WORD {
-                    o.store_word_at(a, u64::from_le_bytes(buf[i..i + WORD].try_into().unwrap()));
-                } else {
-                    o.store_bytes_at(a, &buf[i..i + n]);
-                }
-            }
-            i += n;
-        }
+        // SAFETY: `o` is current (the caller); `write_data` checks the range.
+        unsafe { o.write_data(off, buf) }.expect("a typed field is inside the data");
     })
 }
 
 /// [`write_at`] into an object no other thread can reach yet (just
-/// allocated, not stored anywhere): partial words are read, merged and
-/// stored back, without the compare-and-swap loop that keeps concurrent
-/// writers' neighbouring bytes. Zero values are skipped (the object is
-/// zeroed).
+/// allocated, not stored anywhere): a value within one word is or-ed into
+/// it with a plain load and store, without the compare-and-swap merge that
+/// keeps concurrent writers' neighbouring bytes, and zeros are skipped
+/// (the object is zeroed). Wider values go through [`write_at`].
 ///
 /// # Safety
 /// As for [`read_at`], and `o` is unreachable by other threads.
 #[inline(always)]
-unsafe fn write_fresh_at<D: Data>(o: ObjRef, at: usize, v: D) {
+unsafe fn write_fresh_at<D: Data>(o: ObjRef, refs: usize, off: usize, v: D) {
+    let at = data_at(refs, off);
     let lo = at % WORD;
-    if lo + D::SIZE <= WORD {
-        // Within one word (every scalar: they are aligned).
-        let mut w = [0u8; WORD];
-        v.encode(&mut w[lo..lo + D::SIZE]);
-        let bits = u64::from_le_bytes(w);
-        if bits != 0 {
-            // SAFETY: as below.
-            unsafe { o.store_word_at(at - lo, o.load_word_at(at - lo) | bits) };
-        }
-        return;
+    if lo + D::SIZE > WORD {
+        // SAFETY: the caller's contract.
+        return unsafe { write_at(o, refs, off, v) };
     }
-    with_buf(D::SIZE, |buf| {
-        v.encode(buf);
-        let mut i = 0;
-        while i < buf.len() {
-            let a = at + i;
-            let l = a % WORD;
-            let n = (WORD - l).min(buf.len() - i);
-            let mut w = [0u8; WORD];
-            w[l..l + n].copy_from_slice(&buf[i..i + n]);
-            let bits = u64::from_le_bytes(w);
-            if bits != 0 {
-                // SAFETY: a data word of `o` overlapping `at..at + SIZE`;
-                // nobody else writes it (the caller).
-                unsafe { o.store_word_at(a - l, o.load_word_at(a - l) | bits) };
-            }
-            i += n;
-        }
-    })
+    let mut w = [0u8; WORD];
+    v.encode(&mut w[lo..lo + D::SIZE]);
+    let bits = u64::from_le_bytes(w);
+    if bits != 0 {
+        // SAFETY: a data word of `o` holding the field; nobody else writes
+        // it (the caller), and the field's bytes are still zero.
+        unsafe { o.store_word_at(at - lo, o.load_word_at(at - lo) | bits) };
+    }
 }
 
 /// Calls `f` with a zeroed scratch buffer of `len` bytes (on the stack up
@@ -772,7 +738,7 @@ pub mod __private {
             // anywhere yet: its data bytes are zero and each is written
             // once (fields do not overlap), so or-ing the bytes in is a
             // store.
-            unsafe { write_fresh_at(self.obj, data_at(O::REFS, key.offset), v) }
+            unsafe { write_fresh_at(self.obj, O::REFS, key.offset, v) }
         }
     }
 }
@@ -910,7 +876,7 @@ impl Mutator {
     pub fn read<O: Object, D: Data>(&mut self, obj: Gc<O>, field: DataField<O, D>) -> Result<D> {
         let o = self.obj(obj.local)?;
         // SAFETY: `o` is current and an `O`, so the field is in its data.
-        Ok(unsafe { read_at(o, data_at(O::REFS, field.offset)) })
+        Ok(unsafe { read_at(o, O::REFS, field.offset) })
     }
 
     /// Writes data field `field` of `obj`.
@@ -923,7 +889,7 @@ impl Mutator {
     ) -> Result<()> {
         let o = self.obj(obj.local)?;
         // SAFETY: as in `read`.
-        unsafe { write_at(o, data_at(O::REFS, field.offset), value) };
+        unsafe { write_at(o, O::REFS, field.offset, value) };
         Ok(())
     }
 
@@ -975,6 +941,28 @@ impl Mutator {
         start: usize,
         values: impl IntoIterator<Item = Option<Gc<T>>>,
     ) -> Result<usize> {
+        self.fill_batches(
+            |m| m.obj_of(array.local),
+            start,
+            values,
+            |m, v| v.map(|g| m.obj_of(g.local)).transpose(),
+        )
+    }
+
+    /// The loop of [`array_fill`](Self::array_fill) and `View::fill`: takes
+    /// up to 256 values at a time, turns each into a raw reference with
+    /// `raw`, reads the array with `array`, and stores the batch with one
+    /// bounds check and one barrier decision; returns how many were stored.
+    /// `raw` and `array` see the mutator shared, so the iterator (user code,
+    /// run between them) cannot reach a safepoint: everything read stays
+    /// current until its batch is stored.
+    pub(crate) fn fill_batches<X>(
+        &mut self,
+        array: impl Fn(&Mutator) -> Result<ObjRef>,
+        start: usize,
+        values: impl IntoIterator<Item = X>,
+        raw: impl Fn(&Mutator, X) -> Result<Option<ObjRef>>,
+    ) -> Result<usize> {
         const BATCH: usize = 256;
         let mut it = values.into_iter();
         let mut buf = [None; BATCH];
@@ -982,25 +970,22 @@ impl Mutator {
         loop {
             let mut n = 0;
             for v in it.by_ref().take(BATCH) {
-                buf[n] = match v {
-                    Some(g) => Some(self.obj(g.local)?),
-                    None => None,
-                };
+                buf[n] = raw(self, v)?;
                 n += 1;
             }
             if n == 0 {
                 return Ok(done);
             }
-            let o = self.obj(array.local)?;
+            let o = array(self)?;
+            // No object has `usize::MAX` slots: past the end, typed.
             let at = start
                 .checked_add(done)
                 .ok_or(Error::Field(FieldError::RefIndex {
                     index: usize::MAX,
                     len: 0,
                 }))?;
-            // SAFETY: `o` and the values were read from root slots since the
-            // iterator last ran (it cannot reach the mutator: `self` is
-            // borrowed), and nothing since could reach a safepoint.
+            // SAFETY: `o` and the values are current (above), and the
+            // values are of the array's element type (the callers' types).
             unsafe { self.ctx.store_refs(o, at, &buf[..n]) }?;
             done += n;
         }
@@ -1059,7 +1044,7 @@ impl Mutator {
         check_range(start, out.len(), len)?;
         for (i, x) in out.iter_mut().enumerate() {
             // SAFETY: element `start + i` is inside the data (checked).
-            *x = unsafe { read_at(o, WORD + (start + i) * D::SIZE) };
+            *x = unsafe { read_at(o, 0, (start + i) * D::SIZE) };
         }
         Ok(())
     }
@@ -1077,7 +1062,7 @@ impl Mutator {
         check_range(start, values.len(), len)?;
         for (i, x) in values.iter().enumerate() {
             // SAFETY: element `start + i` is inside the data (checked).
-            unsafe { write_at(o, WORD + (start + i) * D::SIZE, *x) };
+            unsafe { write_at(o, 0, (start + i) * D::SIZE, *x) };
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 //! the whole closure: the `View` it lends exposes reads, barriered stores
 //! and handle creation, nothing that can allocate, wait or poll. Another
 //! mutator of the same heap on the same thread cannot exist
-//! ([`Error::AlreadyAttached`]), and
+//! ([`Error::AlreadyAttached`](crate::Error::AlreadyAttached)), and
 //! `Heap::wait_idle` refuses on a thread whose mutator runs. So every
 //! address read inside the closure stays current until it returns. A `Ref`
 //! cannot outlive the closure: `'v` is a fresh lifetime for each call (the
@@ -26,14 +26,14 @@
 
 use std::marker::PhantomData;
 
-use movegc_gc::{FieldError, ObjRef};
+use movegc_gc::ObjRef;
 
 use crate::mutator::Mutator;
 use crate::typed::{
-    check_range, data_at, read_at, write_at, Data, DataArray, DataField, Gc, HeapType, Object,
-    RefArray, RefField, RefValue, TypedArray, TOKEN,
+    check_range, read_at, write_at, Data, DataArray, DataField, Gc, HeapType, Object, RefArray,
+    RefField, RefValue, TypedArray, TOKEN,
 };
-use crate::{Error, Result};
+use crate::Result;
 
 /// Invariant in `'v`.
 type Brand<'v> = PhantomData<fn(&'v ()) -> &'v ()>;
@@ -153,29 +153,12 @@ impl<'v> View<'v> {
         start: usize,
         values: impl IntoIterator<Item = Option<Ref<'v, T>>>,
     ) -> Result<usize> {
-        const BATCH: usize = 256;
-        let mut it = values.into_iter();
-        let mut buf = [None; BATCH];
-        let mut done = 0;
-        loop {
-            let mut n = 0;
-            for v in it.by_ref().take(BATCH) {
-                buf[n] = v.map(|r| r.obj);
-                n += 1;
-            }
-            if n == 0 {
-                return Ok(done);
-            }
-            let at = start
-                .checked_add(done)
-                .ok_or(Error::Field(FieldError::RefIndex {
-                    index: usize::MAX,
-                    len: 0,
-                }))?;
-            // SAFETY: the array and every value are current (module docs).
-            unsafe { self.m.ctx.store_refs(array.obj, at, &buf[..n]) }?;
-            done += n;
-        }
+        self.m.fill_batches(
+            |_| Ok(array.obj),
+            start,
+            values,
+            |_, v| Ok(v.map(|r| r.obj)),
+        )
     }
 }
 
@@ -207,14 +190,14 @@ impl<'v, T: Object> Ref<'v, T> {
     #[inline(always)]
     pub fn read<D: Data>(self, field: DataField<T, D>) -> D {
         // SAFETY: `self` is current and a `T`, so the field is in its data.
-        unsafe { read_at(self.obj, data_at(T::REFS, field.offset())) }
+        unsafe { read_at(self.obj, T::REFS, field.offset()) }
     }
 
     /// Writes data field `field` (plain data needs no barrier).
     #[inline(always)]
     pub fn write<D: Data>(self, field: DataField<T, D>, value: D) {
         // SAFETY: as in `read`.
-        unsafe { write_at(self.obj, data_at(T::REFS, field.offset()), value) }
+        unsafe { write_at(self.obj, T::REFS, field.offset(), value) }
     }
 }
 
@@ -253,7 +236,7 @@ impl<'v, D: Data> Ref<'v, DataArray<D>> {
     pub fn read_at(self, i: usize) -> Result<D> {
         check_range(i, 1, self.len())?;
         // SAFETY: `self` is current and element `i` inside its data.
-        Ok(unsafe { read_at(self.obj, 8 + i * D::SIZE) })
+        Ok(unsafe { read_at(self.obj, 0, i * D::SIZE) })
     }
 
     /// Writes element `i`, or a typed error past the end.
@@ -261,7 +244,7 @@ impl<'v, D: Data> Ref<'v, DataArray<D>> {
     pub fn write_at(self, i: usize, value: D) -> Result<()> {
         check_range(i, 1, self.len())?;
         // SAFETY: as in `read_at`.
-        unsafe { write_at(self.obj, 8 + i * D::SIZE, value) };
+        unsafe { write_at(self.obj, 0, i * D::SIZE, value) };
         Ok(())
     }
 
@@ -270,7 +253,7 @@ impl<'v, D: Data> Ref<'v, DataArray<D>> {
         check_range(start, out.len(), self.len())?;
         for (i, x) in out.iter_mut().enumerate() {
             // SAFETY: inside the data (checked).
-            *x = unsafe { read_at(self.obj, 8 + (start + i) * D::SIZE) };
+            *x = unsafe { read_at(self.obj, 0, (start + i) * D::SIZE) };
         }
         Ok(())
     }
@@ -280,7 +263,7 @@ impl<'v, D: Data> Ref<'v, DataArray<D>> {
         check_range(start, values.len(), self.len())?;
         for (i, x) in values.iter().enumerate() {
             // SAFETY: inside the data (checked).
-            unsafe { write_at(self.obj, 8 + (start + i) * D::SIZE, *x) };
+            unsafe { write_at(self.obj, 0, (start + i) * D::SIZE, *x) };
         }
         Ok(())
     }
