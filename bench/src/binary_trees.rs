@@ -700,34 +700,18 @@ pub fn run_workload(
         ));
     }
     let failed = |e: &dyn std::fmt::Display| format!("binary-trees({n}) failed: {e}");
-    let (out, stats) = if api == Api::Engine {
-        let mut config = movegc_gc::HeapConfig {
-            strategy,
-            fault_mode,
-            verify: false,
-            ..movegc_gc::HeapConfig::default()
-        };
-        // What `HeapBuilder::build` does when `min_free` is not given.
-        config.min_free = (32 << 20).min(config.capacity / 4);
-        let heap = movegc_gc::GcHeap::new(config).map_err(|e| format!("creating the heap: {e}"))?;
+    let waiting = |e: &dyn std::fmt::Display| format!("waiting for the last cycle: {e}");
+    let setup = crate::HeapSetup::new(strategy, fault_mode);
+    // The run, the wait for its last concurrent cycle (part of the wall
+    // time; no mutator is left on this thread), the statistics.
+    let (out, waited, stats) = if api == Api::Engine {
+        let heap = setup.engine_heap()?;
         let out = engine::run(&heap, n).map_err(|e| failed(&e))?;
         let t = Instant::now();
-        heap.wait_idle()
-            .map_err(|e| format!("waiting for the last cycle: {e}"))?;
-        (
-            Output {
-                elapsed: out.elapsed + t.elapsed(),
-                ..out
-            },
-            crate::fragmenter::all_cycles_kept(heap.stats())?,
-        )
+        heap.wait_idle().map_err(|e| waiting(&e))?;
+        (out, t.elapsed(), heap.stats())
     } else {
-        let heap = Heap::builder()
-            .strategy(strategy)
-            .fault_mode(fault_mode)
-            .verify(false)
-            .build()
-            .map_err(|e| format!("creating the heap: {e}"))?;
+        let heap = setup.heap()?;
         let scheme = match api {
             Api::Typed => Scheme::Typed,
             _ => Scheme::default(),
@@ -737,18 +721,11 @@ pub fn run_workload(
             run_movegc_with(&mut m, n, scheme).map_err(|e| failed(&e))?
         };
         let t = Instant::now();
-        // The mutator is dropped: this thread has none running.
-        heap.wait_idle()
-            .map_err(|e| format!("waiting for the last cycle: {e}"))?;
-        (
-            Output {
-                elapsed: out.elapsed + t.elapsed(),
-                ..out
-            },
-            crate::fragmenter::heap_stats(&heap)?,
-        )
+        heap.wait_idle().map_err(|e| waiting(&e))?;
+        (out, t.elapsed(), heap.stats())
     };
-    let wall = out.elapsed;
+    let stats = crate::fragmenter::all_cycles_kept(stats)?;
+    let wall = out.elapsed + waited;
     check_lines(n, &out.lines)?;
     let cycles = stats.recent.clone();
     Ok(WorkloadOutput {

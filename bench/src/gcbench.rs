@@ -103,6 +103,19 @@ impl Params {
         }
     }
 
+    /// A run of milliseconds for tests: depths 10 / 8 / 4..=8, 4 000
+    /// doubles, a collection every MiB.
+    pub fn tiny() -> Params {
+        Params {
+            stretch_depth: 10,
+            long_lived_depth: 8,
+            array_size: 4000,
+            min_depth: 4,
+            max_depth: 8,
+            min_free_mib: 1,
+        }
+    }
+
     /// Nodes allocated by the whole run.
     pub fn total_nodes(&self) -> u64 {
         let iterated: u64 = (self.min_depth..=self.max_depth)
@@ -246,26 +259,15 @@ pub fn run_api(
     corrupt: bool,
 ) -> Result<WorkloadOutput, String> {
     p.validate()?;
+    let setup = crate::HeapSetup {
+        capacity: Some(p.capacity()),
+        min_free: Some(p.min_free_mib << 20),
+        ..crate::HeapSetup::new(strategy, fault_mode)
+    };
     if api == Api::Engine {
-        let heap = movegc_gc::GcHeap::new(movegc_gc::HeapConfig {
-            capacity: p.capacity(),
-            min_free: p.min_free_mib << 20,
-            strategy,
-            fault_mode,
-            verify: false,
-            ..movegc_gc::HeapConfig::default()
-        })
-        .map_err(|e| format!("creating the heap: {e}"))?;
-        return engine_on_heap(p, &heap, corrupt);
+        return engine_on_heap(p, &setup.engine_heap()?, corrupt);
     }
-    let heap = Heap::builder()
-        .capacity(p.capacity())
-        .min_free(p.min_free_mib << 20)
-        .strategy(strategy)
-        .fault_mode(fault_mode)
-        .verify(false)
-        .build()
-        .map_err(|e| format!("creating the heap: {e}"))?;
+    let heap = setup.heap()?;
     run_on_heap(p, &heap, api, corrupt)
 }
 
@@ -981,14 +983,7 @@ mod tests {
 
     #[test]
     fn boxed_and_movegc_runs_check_the_same_things() {
-        let p = Params {
-            stretch_depth: 10,
-            long_lived_depth: 8,
-            array_size: 4000,
-            min_depth: 4,
-            max_depth: 8,
-            min_free_mib: 1,
-        };
+        let p = Params::tiny();
         let (_, boxed) = run_boxed(&p).unwrap();
         let heap = Heap::builder()
             .capacity(p.capacity())
@@ -1009,14 +1004,7 @@ mod tests {
 
     #[test]
     fn every_api_fails_the_cut_tree_check() {
-        let p = Params {
-            stretch_depth: 10,
-            long_lived_depth: 8,
-            array_size: 4000,
-            min_depth: 4,
-            max_depth: 8,
-            min_free_mib: 1,
-        };
+        let p = Params::tiny();
         for api in Api::ALL {
             let e = run_api(&p, api, Strategy::StopTheWorld, FaultMode::Sigbus, true)
                 .expect_err("a cut tree");

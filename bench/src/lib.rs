@@ -43,3 +43,67 @@ pub fn median(v: &[f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// A workload's heap settings, built either as the embedding API's heap or
+/// as the collector engine's (the workloads written three ways, `--api`):
+/// one description, so both heaps have the same configuration. Unset
+/// fields keep the builder's defaults; the verifier is off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeapSetup {
+    pub(crate) capacity: Option<usize>,
+    pub(crate) min_free: Option<usize>,
+    pub(crate) growth_factor: Option<f64>,
+    pub(crate) strategy: movegc::Strategy,
+    pub(crate) fault_mode: movegc::FaultMode,
+}
+
+impl HeapSetup {
+    /// Defaults but the strategy and fault mode.
+    pub(crate) fn new(strategy: movegc::Strategy, fault_mode: movegc::FaultMode) -> HeapSetup {
+        HeapSetup {
+            capacity: None,
+            min_free: None,
+            growth_factor: None,
+            strategy,
+            fault_mode,
+        }
+    }
+
+    /// The embedding API's heap.
+    pub(crate) fn heap(&self) -> Result<movegc::Heap, String> {
+        let mut b = movegc::Heap::builder()
+            .strategy(self.strategy)
+            .fault_mode(self.fault_mode)
+            .verify(false);
+        if let Some(c) = self.capacity {
+            b = b.capacity(c);
+        }
+        if let Some(f) = self.min_free {
+            b = b.min_free(f);
+        }
+        if let Some(g) = self.growth_factor {
+            b = b.growth_factor(g);
+        }
+        b.build().map_err(|e| format!("creating the heap: {e}"))
+    }
+
+    /// The engine's heap with the same configuration (`HeapBuilder::build`'s
+    /// default `min_free` included: a quarter of the capacity, at most 32
+    /// MiB).
+    pub(crate) fn engine_heap(&self) -> Result<movegc_gc::GcHeap, String> {
+        let mut c = movegc_gc::HeapConfig {
+            strategy: self.strategy,
+            fault_mode: self.fault_mode,
+            verify: false,
+            ..movegc_gc::HeapConfig::default()
+        };
+        if let Some(cap) = self.capacity {
+            c.capacity = cap;
+        }
+        c.min_free = self.min_free.unwrap_or((32 << 20).min(c.capacity / 4));
+        if let Some(g) = self.growth_factor {
+            c.growth_factor = g;
+        }
+        movegc_gc::GcHeap::new(c).map_err(|e| format!("creating the heap: {e}"))
+    }
+}

@@ -42,7 +42,7 @@ use std::time::Instant;
 
 use fastrand::Rng;
 use movegc::FaultMode;
-use movegc::{Gc, Heap, HeapStats, Layout, Local, Mutator, Object, RefArray, Strategy, Trigger};
+use movegc::{Gc, HeapStats, Layout, Local, Mutator, Object, RefArray, Strategy, Trigger};
 use movegc_gc::MutatorContext;
 
 use crate::compact::mix;
@@ -256,17 +256,15 @@ pub fn run_api(
 ) -> Result<WorkloadOutput, String> {
     p.validate()?;
     let capacity = p.capacity();
+    // The policy never starts a cycle: every one is the run's `collect`.
+    let setup = crate::HeapSetup {
+        capacity: Some(capacity),
+        min_free: Some(capacity),
+        growth_factor: Some(1.0),
+        ..crate::HeapSetup::new(strategy, fault_mode)
+    };
     if api == Api::Engine {
-        let heap = movegc_gc::GcHeap::new(movegc_gc::HeapConfig {
-            capacity,
-            min_free: capacity,
-            growth_factor: 1.0,
-            strategy,
-            fault_mode,
-            verify: false,
-            ..movegc_gc::HeapConfig::default()
-        })
-        .map_err(|e| format!("creating the heap: {e}"))?;
+        let heap = setup.engine_heap()?;
         let mut ctx = heap
             .attach()
             .map_err(|_| "this thread already has a mutator".to_string())?;
@@ -276,15 +274,7 @@ pub fn run_api(
         };
         return Ok(drive(p, &e, &mut ctx, corrupt)?);
     }
-    let heap = Heap::builder()
-        .capacity(capacity)
-        .min_free(capacity)
-        .growth_factor(1.0)
-        .strategy(strategy)
-        .fault_mode(fault_mode)
-        .verify(false)
-        .build()
-        .map_err(|e| format!("creating the heap: {e}"))?;
+    let heap = setup.heap()?;
     let mut m = heap.attach().map_err(|e| e.to_string())?;
     let r = m.scope(|m| match api {
         Api::Typed => drive(p, &Typed, m, corrupt),

@@ -752,14 +752,7 @@ mod tests {
         o.apis = Api::ALL.to_vec();
         let jobs = plan(&o);
         assert_eq!(jobs.len(), 3);
-        let small = gcbench::Params {
-            stretch_depth: 10,
-            long_lived_depth: 8,
-            array_size: 4000,
-            min_depth: 4,
-            max_depth: 8,
-            min_free_mib: 1,
-        };
+        let small = gcbench::Params::tiny();
         let mut checks = vec![];
         for (job, api) in jobs.iter().zip(Api::ALL) {
             assert!(

@@ -150,14 +150,7 @@ fn gcbench_quick_under_every_strategy() {
 
 #[test]
 fn gcbench_detects_corruption() {
-    let p = gcbench::Params {
-        stretch_depth: 10,
-        long_lived_depth: 8,
-        array_size: 4000,
-        min_depth: 4,
-        max_depth: 8,
-        min_free_mib: 1,
-    };
+    let p = gcbench::Params::tiny();
     gcbench::run(&p, Strategy::StopTheWorld, FaultMode::Sigbus).expect("an intact run");
     let e = gcbench::run_corrupted(&p, Strategy::StopTheWorld, FaultMode::Sigbus)
         .expect_err("a cut long-lived tree must fail the verification");
