@@ -246,7 +246,7 @@ impl Compactor<'_> {
                 }
                 if let Some((c, ylo, yhi)) = cards {
                     if (ylo..yhi).contains(&(nv as usize)) {
-                        c.mark(a - self.prefix_start + self.space_start);
+                        c.set(a - self.prefix_start + self.space_start);
                     }
                 }
             }
@@ -385,7 +385,7 @@ impl Compactor<'_> {
         }
         if young {
             if let Some((c, _, _)) = self.young_cards {
-                c.mark(self.space_start + page * PAGE_SIZE);
+                c.set(self.space_start + page * PAGE_SIZE);
             }
         }
         filled * WORD

@@ -48,6 +48,7 @@ use crate::concurrent::fault::{HandlerThread, PendingHandler};
 use crate::concurrent::support::{effective, warn_once, ConcurrentSupport, WARN_FLIP};
 use crate::concurrent::{CycleSetup, CycleShared, FaultMode, Injection, InstallMode, PageTables};
 use crate::cputime::GcCpu;
+use crate::dirty::WriteTracker;
 use crate::fork::PerProcess;
 use crate::forwarding::{self, chunks_for, Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{remembered_set, CardTable, Generations, ObjectStarts, Plan};
@@ -102,6 +103,7 @@ pub(crate) struct Settings {
     pub(crate) concurrent_mark: bool,
     pub(crate) dense_prefix_threshold: Option<f64>,
     pub(crate) generational: bool,
+    pub(crate) remembered_set: crate::RememberedSet,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -142,6 +144,9 @@ pub(crate) struct Gc {
     satb: Arc<SatbLog>,
     /// The card table of young collections (see `generation`).
     cards: Arc<CardTable>,
+    /// The kernel's dirty tracking, when it builds the remembered set
+    /// (see `dirty`).
+    tracker: Option<WriteTracker>,
     /// The collector's CPU time (see `cputime`).
     cpu: Arc<GcCpu>,
     /// The concurrent cycle in flight: what it is doing, since when.
@@ -165,14 +170,32 @@ impl Gc {
     ) -> std::io::Result<Gc> {
         let pool = PerProcess::new(pool);
         let concurrent = OnceLock::new();
-        if settings.strategy.is_concurrent() {
+        let wants_wp = wants_write_tracking(&settings);
+        if settings.strategy.is_concurrent() || wants_wp {
             let _ = concurrent.set(open_support(&settings, space));
         }
-        let default_strategy = effective(
-            settings.strategy,
-            concurrent.get().and_then(|c: &Option<_>| c.as_ref()),
-        );
+        let support = concurrent.get().and_then(|c: &Option<_>| c.as_ref());
+        let default_strategy = effective(settings.strategy, support);
+        let tracker = match support {
+            Some(s) if wants_wp && s.write_tracking() => {
+                Some(WriteTracker::new(space.start(), space.reserved()))
+            }
+            _ if wants_wp => {
+                warn_once(
+                    &WARN_NO_WP,
+                    "kernel dirty tracking (UFFD_FEATURE_WP_ASYNC) is unavailable; \
+                     young collections use the card barrier",
+                );
+                None
+            }
+            _ => None,
+        };
+        let cards = CardTable::new(space.start(), space.reserved())?;
+        // The barrier marks cards always with the card builder; with the
+        // kernel's tracking only during cycles (from the first one on).
+        cards.set_active(settings.generational && tracker.is_none());
         Ok(Gc {
+            tracker,
             collector: Mutex::new(Collector::new(space)?),
             in_flight: AtomicBool::new(false),
             idle: Condvar::new(),
@@ -182,7 +205,7 @@ impl Gc {
             default_strategy,
             coord: Arc::new(coord),
             satb: Arc::default(),
-            cards: Arc::new(CardTable::new(space.start(), space.reserved())?),
+            cards: Arc::new(cards),
             cpu,
             progress: Mutex::new(None),
             grants: AtomicU64::new(0),
@@ -235,6 +258,78 @@ impl Gc {
     #[inline(always)]
     pub(crate) fn cards(&self) -> &CardTable {
         &self.cards
+    }
+
+    /// The start of a cycle (world stopped): with the kernel's dirty
+    /// tracking, the card barrier goes on until the cycle has protected
+    /// the old region again (see `dirty`).
+    fn begin_tracking(&self) {
+        if self.tracker.as_ref().is_some_and(|t| t.is_on()) {
+            self.cards.set_active(true);
+        }
+    }
+
+    /// A young cycle's scan of the pages written while the old region was
+    /// protected, into the card table (after the pause that turned the
+    /// barrier on); the builder this cycle used.
+    fn scan_written(
+        &self,
+        space: &MovingSpace,
+        los: &BTreeMap<usize, LargeObject>,
+        old_end: usize,
+        st: &mut CycleStats,
+    ) {
+        st.remembered_set = Some(crate::RememberedSet::Cards);
+        let Some(t) = self.tracker.as_ref().filter(|t| t.is_on()) else {
+            return;
+        };
+        let scan = t.begin(&self.cards, &tracked_ranges(space, los, old_end));
+        st.remembered_set = Some(crate::RememberedSet::WriteProtect);
+        st.written_pages = scan.pages;
+        st.written_scan = scan.time;
+        st.written_assumed = scan.assumed;
+    }
+
+    /// Before a flip: the registration for write tracking goes (see
+    /// `WriteTracker::unregister`); the time taken.
+    fn unregister_tracking(&self) -> Duration {
+        let Some(t) = self.tracker.as_ref().filter(|t| t.is_on()) else {
+            return Duration::ZERO;
+        };
+        match self.concurrent().map(|c| c.uffd()) {
+            Some(Ok(u)) => t.unregister(&u, &self.cards),
+            Some(Err(e)) => {
+                t.end_failed(&self.cards, &e);
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    /// The end of a cycle that leaves the old region `[start, old_end)`
+    /// (every page mapped, not registered `MISSING`): protects it and the
+    /// arena's used part, then turns the barrier off (see `dirty`).
+    fn end_tracking(
+        &self,
+        space: &MovingSpace,
+        los: &BTreeMap<usize, LargeObject>,
+        old_end: usize,
+        st: &mut CycleStats,
+    ) {
+        let Some(t) = self.tracker.as_ref().filter(|t| t.is_on()) else {
+            return;
+        };
+        let uffd = self
+            .concurrent()
+            .expect("a write tracker has a userfaultfd")
+            .uffd();
+        st.write_protect = match uffd {
+            Ok(u) => t.end(&u, &self.cards, &tracked_ranges(space, los, old_end)),
+            Err(e) => {
+                t.end_failed(&self.cards, &e);
+                Duration::ZERO
+            }
+        };
     }
 
     /// The strategy collections use when not told otherwise.
@@ -346,10 +441,48 @@ fn open_support(settings: &Settings, space: &MovingSpace) -> Option<ConcurrentSu
         settings.strategy,
         settings.fault_mode,
         settings.uffd_path,
+        wants_write_tracking(settings),
         space.start(),
         space.start() + space.reserved(),
     )
 }
+
+/// The dirty old pages the young policy counts (`Generations::finished`):
+/// none when they were all assumed written rather than found written.
+fn policy_dirty(st: &CycleStats) -> usize {
+    match st.written_assumed {
+        true => 0,
+        false => st.remembered_pages,
+    }
+}
+
+/// What the kernel's dirty tracking watches: the old region `[start of
+/// the space, old_end)` and the arena up to its last large object (page
+/// aligned; young pages there are reported written, which is safe).
+fn tracked_ranges(
+    space: &MovingSpace,
+    los: &BTreeMap<usize, LargeObject>,
+    old_end: usize,
+) -> [(usize, usize); 2] {
+    let (arena, _) = space.arena();
+    let arena_end = los
+        .values()
+        .filter(|o| o.in_arena())
+        .map(|o| round_up(o.obj().addr() + o.footprint(), PAGE_SIZE))
+        .max()
+        .unwrap_or(arena);
+    [
+        (space.start(), round_up(old_end, PAGE_SIZE)),
+        (arena, arena_end),
+    ]
+}
+
+/// Whether the settings ask for the kernel's dirty tracking.
+fn wants_write_tracking(settings: &Settings) -> bool {
+    settings.generational && settings.remembered_set == crate::RememberedSet::WriteProtect
+}
+
+static WARN_NO_WP: AtomicBool = AtomicBool::new(false);
 
 /// The collector's worker pool.
 pub(crate) fn worker_pool(threads: usize, cpu: Arc<GcCpu>) -> std::io::Result<rayon::ThreadPool> {
@@ -584,6 +717,7 @@ impl Collector {
                 st.old_bytes = w * WORD;
             }
         }
+        gc.begin_tracking();
 
         if strategy.is_concurrent()
             && gc.settings.concurrent_mark
@@ -609,6 +743,7 @@ impl Collector {
         let meta = self.meta.take().expect("metadata present between cycles");
         if let Plan::Young(old_words) = plan {
             sp.large.mark_old(&los);
+            gc.scan_written(space, &los, space.start() + old_words * WORD, &mut st);
             let t = Instant::now();
             let (rs, n) = remembered_set(&gc.cards, &meta.starts, space.start(), old_words, &los);
             roots.extend(rs);
@@ -1028,8 +1163,10 @@ impl Collector {
         meta.live.clear_prefix(chunks_for(end_words) + 1);
         if gc.settings.generational {
             let new_old = aligned.then_some((new_top - start) / WORD);
-            let dirty = st.remembered_pages;
+            let dirty = policy_dirty(&st);
             self.promote(&mut meta.starts, start, plan, new_old, end_words, dirty);
+            let old_end = start + new_old.unwrap_or(0) * WORD;
+            gc.end_tracking(space, &los, old_end, &mut st);
         }
         self.meta = Some(meta);
         if !st.young {
@@ -1239,6 +1376,9 @@ impl Collector {
         // keeps it ~0.1 ms. The world is stopped, so nothing can touch the
         // range between the two calls.
         let whole = space.reserved();
+        // Marking in the pause: the registration for write tracking is
+        // still there (see `WriteTracker::unregister`).
+        gc.unregister_tracking();
         sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = space.heap.move_pages_to(&space.from, 0, whole) {
             warn_once(
@@ -1247,7 +1387,13 @@ impl Collector {
             );
             return Err(undo(shared, handler));
         }
-        if let Err(e) = uffd.register(start, whole, RegisterMode::MISSING) {
+        // With the kernel's dirty tracking the range stays registered for
+        // write protection too (one context per VMA; see `dirty`).
+        let mode = match gc.tracker.as_ref().is_some_and(|t| t.is_on()) {
+            true => RegisterMode::MISSING | RegisterMode::WP,
+            false => RegisterMode::MISSING,
+        };
+        if let Err(e) = uffd.register(start, whole, mode) {
             // Put the pages back (the whole range, so the heap stays one
             // VMA) and finish this cycle stop-the-world.
             sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
@@ -1410,14 +1556,18 @@ fn concurrent_mark(
     // logged by the barrier if cut, or allocated since, hence black).
     let mut roots = roots;
     if let Plan::Young(w) = plan {
-        let t = Instant::now();
         let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
+        gc.scan_written(space, &los, old_end, &mut st);
+        let t = Instant::now();
         let (rs, n) = remembered_set(&gc.cards, &meta.starts, start, w, &los);
         drop(los);
         roots.extend(rs);
         st.remembered_pages = n;
         st.remembered_scan = t.elapsed();
     }
+    // The scan is done and the barrier on: the flip will not need the
+    // registration, which would slow its mremap down.
+    st.write_unregister = gc.unregister_tracking();
     // Values that are this heap's objects below the snapshot top, or its
     // large objects (the barrier broadcasts stores into large objects).
     let own = |v: &usize, los: &dyn Fn(usize) -> bool| {
@@ -1684,6 +1834,11 @@ fn drive(
         // descriptor's wait queues) guarantees nobody is left asleep.
         let _ = shared.uffd().wake(rs, rl);
     }
+    if let Some((_, new_old, _)) = promote {
+        let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let old_end = sp.moving.start() + new_old.unwrap_or(0) * WORD;
+        gc.end_tracking(&sp.moving, &los, old_end, &mut st);
+    }
     // The collector's CPU spent outside its own threads' accounting: the
     // handler thread's, or in SIGBUS mode the faults mutators resolved
     // (their wall time: an upper bound, it includes waits on pages
@@ -1798,7 +1953,7 @@ fn drive(
                 plan,
                 new_old,
                 examined,
-                st.remembered_pages,
+                policy_dirty(&st),
             );
         }
         col.meta = Some(meta);

@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::mapping::{ByteMap, U64Map, PAGE_SIZE};
 use crate::object::{load_word, Header, WORD};
@@ -42,31 +42,108 @@ use crate::space::LargeObject;
 /// Words per page.
 const PAGE_WORDS: usize = PAGE_SIZE / WORD;
 
+/// How a young cycle learns which old pages mutators wrote since the last
+/// cycle (its remembered set): `HeapConfig::remembered_set`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RememberedSet {
+    /// A card-marking write barrier: every reference store also stores one
+    /// byte into a card table (one card per 4 KiB page), as HotSpot's and
+    /// ART's. Works everywhere.
+    #[default]
+    Cards,
+    /// The kernel tracks writes (see `dirty`): between cycles the old
+    /// region is write-protected through the heap's userfaultfd opened with
+    /// `UFFD_FEATURE_WP_ASYNC`; the first write to each old page costs one
+    /// minor fault that the kernel resolves itself, and a cycle reads the
+    /// written pages with `PAGEMAP_SCAN`. The barrier marks cards only
+    /// while a cycle runs. Falls back to [`Cards`](Self::Cards), said
+    /// once, where `WP_ASYNC` is not granted (Linux before 6.7, no
+    /// userfaultfd).
+    WriteProtect,
+}
+
+impl RememberedSet {
+    /// The name used in settings and reports: `cards` or `wp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RememberedSet::Cards => "cards",
+            RememberedSet::WriteProtect => "wp",
+        }
+    }
+
+    /// Parses [`name`](Self::name) (also `write-protect`).
+    pub fn from_name(s: &str) -> Option<RememberedSet> {
+        match s {
+            "cards" => Some(RememberedSet::Cards),
+            "wp" | "write-protect" => Some(RememberedSet::WriteProtect),
+            _ => None,
+        }
+    }
+}
+
 /// One byte per page of the reservation: 1 when a reference was stored on
-/// that page since the last cycle's final pause.
+/// that page since the last cycle's final pause (while the barrier is
+/// active: always with [`RememberedSet::Cards`], during cycles with
+/// [`RememberedSet::WriteProtect`]).
 #[derive(Debug)]
 pub(crate) struct CardTable {
     start: usize,
     cards: ByteMap,
+    /// Whether the barrier marks cards.
+    active: AtomicBool,
 }
 
 impl CardTable {
-    /// Cards for the `len` bytes from `start`.
+    /// Cards for the `len` bytes from `start`, the barrier inactive.
     pub(crate) fn new(start: usize, len: usize) -> io::Result<CardTable> {
         Ok(CardTable {
             start,
             cards: ByteMap::new(len.div_ceil(PAGE_SIZE))?,
+            active: AtomicBool::new(false),
         })
+    }
+
+    /// Turns the barrier on or off. Off (write-protect builder, at the end
+    /// of a cycle) only once the old region is protected: a mutator that
+    /// reads `false` stores into a protected page, which the kernel
+    /// records (the acquire below pairs with this release).
+    pub(crate) fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Release);
+    }
+
+    /// Whether the barrier marks cards.
+    #[cfg(test)]
+    pub(crate) fn is_active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
     }
 
     /// The write barrier: marks the card of the page holding `slot` (a
     /// slot outside the reservation, in a large object with its own
-    /// mapping, has none).
+    /// mapping, has none) if the barrier is active. Called before the
+    /// store it covers (see [`set_active`](Self::set_active)).
     #[inline(always)]
     pub(crate) fn mark(&self, slot: usize) {
-        let i = slot.wrapping_sub(self.start) / PAGE_SIZE;
+        if self.active.load(Ordering::Acquire) {
+            self.set(slot);
+        }
+    }
+
+    /// Marks the card of the page holding `addr`, barrier on or off (the
+    /// collector's own marks).
+    #[inline(always)]
+    pub(crate) fn set(&self, addr: usize) {
+        let i = addr.wrapping_sub(self.start) / PAGE_SIZE;
         if let Some(c) = self.cards.atomics().get(i) {
             c.store(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the cards of every page of `[lo, hi)`.
+    pub(crate) fn set_range(&self, lo: usize, hi: usize) {
+        let mut a = lo & !(PAGE_SIZE - 1);
+        while a < hi {
+            self.set(a);
+            a += PAGE_SIZE;
         }
     }
 
@@ -357,6 +434,10 @@ mod tests {
     #[test]
     fn cards_mark_pages_and_clear() {
         let c = CardTable::new(0x10000, 16 * PAGE_SIZE).unwrap();
+        c.mark(0x10000 + 5 * PAGE_SIZE); // inactive: no card
+        assert!(!c.is_dirty(5) && !c.is_active());
+        c.set_active(true);
+        assert!(c.is_active());
         c.mark(0x10000 + 3 * PAGE_SIZE + 8);
         c.mark(0x10000 + 100 * PAGE_SIZE); // outside: ignored
         c.mark(0x1000); // below: ignored

@@ -120,6 +120,16 @@ pub struct HeapConfig {
     /// variable `MOVEGC_GENERATIONAL` (`1`/`0`), so a deployed program can
     /// switch it without a rebuild.
     pub generational: bool,
+    /// How young collections learn which old pages were written since the
+    /// last cycle ([`RememberedSet`](crate::RememberedSet)): a card-marking
+    /// barrier, or the kernel's dirty tracking (userfaultfd `WP_ASYNC` +
+    /// `PAGEMAP_SCAN`, which falls back to cards, said once, where it is not
+    /// available). Only used with [`generational`](Self::generational).
+    /// The stale-reference mode ([`poison_freed`](Self::poison_freed))
+    /// uses cards. Default [`Cards`](crate::RememberedSet::Cards) (chosen
+    /// by measurement: `docs/benchmarks.md` §6b), or the environment
+    /// variable `MOVEGC_REMEMBERED_SET` (`cards` or `wp`).
+    pub remembered_set: crate::RememberedSet,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
     /// kind and cause, heap before and after, live, pauses with time to
     /// safepoint, marking, compaction, pages, faults), as the JVM's
@@ -203,6 +213,10 @@ impl Default for HeapConfig {
             gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
+            remembered_set: std::env::var("MOVEGC_REMEMBERED_SET")
+                .ok()
+                .and_then(|v| crate::RememberedSet::from_name(v.trim()))
+                .unwrap_or_default(),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
                 .is_ok_and(|v| v.split(',').any(|t| t.trim() == "gc")),
@@ -406,6 +420,26 @@ fn enable_poison(moving: &MovingSpace, hook: Option<crate::StaleHook>) {
     }
 }
 
+/// The remembered-set builder a heap gets: the stale-reference mode
+/// registers the heap with its own userfaultfd around each poisoning,
+/// which the kernel's dirty tracking (registered with the heap's, for
+/// good) would refuse (one userfaultfd per VMA): cards there, said once.
+fn remembered_set(config: &HeapConfig) -> crate::RememberedSet {
+    use crate::RememberedSet::{Cards, WriteProtect};
+    static WARN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match config.remembered_set {
+        WriteProtect if config.poison_freed && config.generational => {
+            crate::concurrent::support::warn_once(
+                &WARN,
+                "the stale-reference mode registers the heap with its own userfaultfd; \
+                 young collections use the card barrier instead of kernel dirty tracking",
+            );
+            Cards
+        }
+        r => r,
+    }
+}
+
 impl GcHeap {
     /// Creates a heap.
     pub fn new(mut config: HeapConfig) -> Result<GcHeap, HeapError> {
@@ -470,6 +504,7 @@ impl GcHeap {
             concurrent_mark: config.concurrent_mark,
             dense_prefix_threshold: config.dense_prefix_threshold,
             generational: config.generational,
+            remembered_set: remembered_set(&config),
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,

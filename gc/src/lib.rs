@@ -30,6 +30,7 @@ pub mod compact;
 pub mod concurrent;
 pub(crate) mod cputime;
 pub(crate) mod cycle;
+pub(crate) mod dirty;
 mod fork;
 pub mod forwarding;
 pub(crate) mod generation;
@@ -48,6 +49,7 @@ pub mod uffd;
 pub(crate) mod verify;
 
 pub use compact::FILLER_TAG;
+pub use generation::RememberedSet;
 pub use heap::{
     AllocError, ConfigError, GcHeap, HeapConfig, HeapError, MutatorContext, WaitError, MAX_CAPACITY,
 };

@@ -246,10 +246,19 @@ impl CycleStats {
         if self.young {
             let _ = write!(
                 l,
-                " (old {}, {} dirty pages)",
+                " (old {}, {} dirty pages",
                 bytes(self.old_bytes),
                 self.remembered_pages
             );
+            if self.remembered_set == Some(crate::RememberedSet::WriteProtect) {
+                let _ = write!(
+                    l,
+                    ", {} written by scan {}",
+                    self.written_pages,
+                    ms(self.written_scan)
+                );
+            }
+            l.push(')');
         }
         l.push_str(" pauses");
         for p in &self.pauses {
@@ -391,6 +400,28 @@ pub struct CycleStats {
     /// Scanning them (inside the pause for stop-the-world, in the marker
     /// thread for concurrent marking).
     pub remembered_scan: Duration,
+    /// The builder of a young cycle's remembered set
+    /// (`HeapConfig::remembered_set` after fallbacks); `None` for a full
+    /// cycle.
+    pub remembered_set: Option<crate::RememberedSet>,
+    /// With [`RememberedSet::WriteProtect`](crate::RememberedSet): the
+    /// pages `PAGEMAP_SCAN` reported written since the old region was
+    /// protected (all of it in a forked child's first cycle).
+    pub written_pages: usize,
+    /// That scan.
+    pub written_scan: Duration,
+    /// No scan: every old page was taken as written (a forked child's
+    /// first cycle, whose heap inherits no write protection, or a failed
+    /// scan). The young policy does not count these pages as dirty (a full
+    /// cycle would unshare a zygote's pages for nothing).
+    pub written_assumed: bool,
+    /// Protecting the old region again at the end of the cycle
+    /// (registration and `UFFDIO_WRITEPROTECT`; mutators running in a
+    /// concurrent cycle).
+    pub write_protect: Duration,
+    /// Unregistering the heap from write tracking before the flip (while
+    /// mutators run, after concurrent marking's scan; see `dirty`).
+    pub write_unregister: Duration,
     /// Moving the space's pages to the from-space.
     pub flip: Duration,
     /// Producing all to-space pages (and updating dense pages).

@@ -495,6 +495,8 @@ fn concurrent_collection_on_a_stop_the_world_heap() {
     let heap = GcHeap::new(HeapConfig {
         capacity: 16 << 20,
         strategy: Strategy::StopTheWorld,
+        // (Kernel dirty tracking would open userfaultfd at creation.)
+        generational: false,
         verify: true,
         ..Default::default()
     })

@@ -10,13 +10,21 @@
 //! contract). Rule followed: an `ObjRef` held in a local is only used until
 //! the thread's next `alloc`/`collect`/`safepoint`/wait (objects may move
 //! then); anything that must survive one lives in `m.roots()`.
+//!
+//! The second test checks the kernel's dirty tracking across `fork()`
+//! (`HeapConfig::remembered_set`).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use movegc_gc::concurrent::FaultMode;
 use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
 
 const LISTS: usize = 64;
+
+/// The tests fork: one at a time, so no child inherits a lock another
+/// test's thread holds.
+static FORKING: Mutex<()> = Mutex::new(());
 const LEN: u64 = 2000;
 
 fn node() -> Layout {
@@ -126,6 +134,7 @@ fn forked_reader_is_charged(heap: &GcHeap, m: &mut MutatorContext) -> bool {
 
 #[test]
 fn parent_and_child_both_collect_after_fork() {
+    let _one = FORKING.lock().unwrap_or_else(|e| e.into_inner());
     let uffd = movegc_gc::uffd::Uffd::open(&movegc_gc::uffd::OpenOptions::new()).is_ok();
     let heap = GcHeap::new(HeapConfig {
         capacity: 64 << 20,
@@ -192,5 +201,145 @@ fn parent_and_child_both_collect_after_fork() {
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child's collections failed (status {status:#x})"
+    );
+}
+
+/// Stores a fresh node (id `id`) into slot 0 of the holder array (root
+/// slot 1), with garbage around it, and returns the young cycle that
+/// follows.
+fn store_young_and_collect(m: &mut MutatorContext, id: u64) -> movegc_gc::CycleStats {
+    for _ in 0..20_000 {
+        m.alloc(&node()).unwrap();
+    }
+    let n = m.alloc(&node()).unwrap();
+    // SAFETY: `n` was just allocated and the holder is read from its root
+    // slot; both are used before the next allocation.
+    unsafe {
+        n.write_u64(0, id).unwrap();
+        n.write_u64(8, check(id)).unwrap();
+        let holder = m.roots()[1].unwrap();
+        m.store_ref(holder, 0, Some(n)).unwrap();
+    }
+    for _ in 0..20_000 {
+        m.alloc(&node()).unwrap();
+    }
+    let st = m.collect_young().expect("a collection ran");
+    // SAFETY: read from the root slot, no safepoint in between.
+    unsafe {
+        let holder = m.roots()[1].unwrap();
+        let n = holder
+            .load_ref(0)
+            .unwrap()
+            .expect("the young node was lost");
+        assert_eq!(n.read_u64(0).unwrap(), id);
+        assert_eq!(n.read_u64(8).unwrap(), check(id));
+    }
+    verify(m);
+    st
+}
+
+/// Kernel dirty tracking across `fork()`: the child inherits no
+/// write-protection (its heap is not registered with any userfaultfd), so
+/// its first young cycle must take every old page as written; once that
+/// cycle has protected the old region with the child's own descriptor,
+/// the next one reports only what was written. The parent's tracking is
+/// unaffected.
+#[test]
+fn a_forked_child_takes_every_old_page_as_written_until_it_protects_its_own() {
+    let _one = FORKING.lock().unwrap_or_else(|e| e.into_inner());
+    let wp = movegc_gc::uffd::Uffd::open(
+        &movegc_gc::uffd::OpenOptions::new().features(movegc_gc::uffd::Features::WP_ASYNC),
+    )
+    .is_ok_and(|u| u.features().contains(movegc_gc::uffd::Features::WP_ASYNC));
+    if !wp {
+        eprintln!("skipped: userfaultfd with WP_ASYNC unavailable");
+        return;
+    }
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy: Strategy::ConcurrentMove,
+        generational: true,
+        remembered_set: movegc_gc::RememberedSet::WriteProtect,
+        gc_threads: 2,
+        verify: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let mut m = heap.attach().unwrap();
+    build(&mut m);
+    let holder = m.alloc(&Layout::ref_array(1, 8).unwrap()).unwrap();
+    // SAFETY: `holder` was just allocated.
+    unsafe { m.roots().push(Some(holder)) };
+    m.collect().expect("a full cycle: everything is old");
+    let st = store_young_and_collect(&mut m, 1);
+    assert_eq!(
+        st.remembered_set,
+        Some(movegc_gc::RememberedSet::WriteProtect)
+    );
+    assert!(
+        st.written_pages >= 1 && st.written_pages < 8 && !st.written_assumed,
+        "armed: {} pages written",
+        st.written_pages
+    );
+    m.wait_idle();
+
+    // SAFETY: as in `parent_and_child_both_collect_after_fork`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let first = store_young_and_collect(&mut m, 2);
+            let old_pages = first.old_bytes.div_ceil(4096);
+            assert!(
+                first.written_assumed,
+                "the child scanned a range it never protected"
+            );
+            assert!(
+                first.written_pages >= old_pages,
+                "child's first young cycle: {} of {old_pages} old pages taken as written",
+                first.written_pages
+            );
+            m.wait_idle();
+            let second = store_young_and_collect(&mut m, 3);
+            assert_eq!(
+                second.remembered_set,
+                Some(movegc_gc::RememberedSet::WriteProtect),
+                "the child's tracking fell back to cards"
+            );
+            assert!(
+                second.written_pages < 8,
+                "child armed: {} pages written",
+                second.written_pages
+            );
+        }))
+        .is_ok();
+        // SAFETY: leaving the child without running the harness's code.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let st = store_young_and_collect(&mut m, 4);
+    assert!(
+        st.written_pages < 8,
+        "parent after fork: {} pages written",
+        st.written_pages
+    );
+    let mut status = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the forked child did not finish its collections (hung)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's young cycles failed (status {status:#x})"
     );
 }

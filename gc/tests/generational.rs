@@ -19,7 +19,9 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use movegc_gc::{FullReason, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
+use movegc_gc::{
+    FullReason, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, RememberedSet, Strategy,
+};
 
 /// Old nodes: next, child; then their id.
 fn old_node() -> Layout {
@@ -67,26 +69,56 @@ fn check_word(id: u64, round: u64) -> u64 {
     (id ^ round.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-const STRATEGIES: [Strategy; 3] = [
-    Strategy::StopTheWorld,
-    Strategy::ConcurrentMove,
-    Strategy::ConcurrentCopy,
+/// Every strategy with each remembered-set builder.
+const SETUPS: [(Strategy, RememberedSet); 6] = [
+    (Strategy::StopTheWorld, RememberedSet::Cards),
+    (Strategy::ConcurrentMove, RememberedSet::Cards),
+    (Strategy::ConcurrentCopy, RememberedSet::Cards),
+    (Strategy::StopTheWorld, RememberedSet::WriteProtect),
+    (Strategy::ConcurrentMove, RememberedSet::WriteProtect),
+    (Strategy::ConcurrentCopy, RememberedSet::WriteProtect),
 ];
 
-fn heap(strategy: Strategy) -> Option<GcHeap> {
-    heap_with(strategy, 64 << 20, 64 << 20)
+fn heap(strategy: Strategy, remset: RememberedSet) -> Option<GcHeap> {
+    heap_with(strategy, remset, 64 << 20, 64 << 20)
 }
 
 /// A generational heap of `capacity` bytes collecting every `min_free`;
 /// `None` (saying why) if `strategy` is concurrent and userfaultfd is
 /// unavailable.
-fn heap_with(strategy: Strategy, capacity: usize, min_free: usize) -> Option<GcHeap> {
-    let heap = GcHeap::new(config(strategy, capacity, min_free)).unwrap();
+fn heap_with(
+    strategy: Strategy,
+    remset: RememberedSet,
+    capacity: usize,
+    min_free: usize,
+) -> Option<GcHeap> {
+    let heap = GcHeap::new(HeapConfig {
+        remembered_set: remset,
+        ..config(strategy, capacity, min_free)
+    })
+    .unwrap();
     if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
         eprintln!("skipped {strategy:?}: userfaultfd unavailable");
         return None;
     }
     Some(heap)
+}
+
+/// The builder young cycles of a heap asking for `remset` use here: the
+/// kernel's tracking falls back to cards without `WP_ASYNC`.
+fn builder(remset: RememberedSet) -> RememberedSet {
+    let wp = movegc_gc::uffd::Uffd::open(
+        &movegc_gc::uffd::OpenOptions::new().features(movegc_gc::uffd::Features::WP_ASYNC),
+    )
+    .is_ok_and(|u| u.features().contains(movegc_gc::uffd::Features::WP_ASYNC));
+    match remset {
+        RememberedSet::WriteProtect if wp => RememberedSet::WriteProtect,
+        RememberedSet::WriteProtect => {
+            eprintln!("WP_ASYNC unavailable: the write-protect builder falls back to cards");
+            RememberedSet::Cards
+        }
+        r => r,
+    }
 }
 
 fn config(strategy: Strategy, capacity: usize, min_free: usize) -> HeapConfig {
@@ -95,6 +127,7 @@ fn config(strategy: Strategy, capacity: usize, min_free: usize) -> HeapConfig {
         min_free,
         strategy,
         generational: true,
+        remembered_set: RememberedSet::Cards,
         gc_threads: 2,
         verify: true,
         ..Default::default()
@@ -176,8 +209,10 @@ fn check_children(m: &mut MutatorContext, every: usize, round: u64) {
 #[test]
 fn young_objects_reachable_only_from_old_ones_survive_and_old_ones_stay() {
     const N: usize = 40_000; // ~1.6 MB of old nodes: hundreds of old pages
-    for strategy in STRATEGIES {
-        let Some(heap) = heap(strategy) else { continue };
+    for (strategy, remset) in SETUPS {
+        let Some(heap) = heap(strategy, remset) else {
+            continue;
+        };
         let mut m = heap.attach().unwrap();
         build_list(&mut m, N);
         let st = m.collect().unwrap();
@@ -234,8 +269,10 @@ fn young_objects_reachable_only_from_old_ones_survive_and_old_ones_stay() {
 /// would free the node and the field would point at whatever lands there.
 #[test]
 fn a_store_into_an_old_page_is_remembered_in_every_strategy() {
-    for strategy in STRATEGIES {
-        let Some(heap) = heap(strategy) else { continue };
+    for (strategy, remset) in SETUPS {
+        let Some(heap) = heap(strategy, remset) else {
+            continue;
+        };
         let mut m = heap.attach().unwrap();
         build_list(&mut m, 2000);
         m.collect().unwrap();
@@ -252,6 +289,13 @@ fn a_store_into_an_old_page_is_remembered_in_every_strategy() {
             let st = m.collect_young().unwrap();
             assert!(st.young);
             assert!(st.remembered_pages >= 1);
+            assert_eq!(st.remembered_set, Some(builder(remset)), "{strategy:?}");
+            if st.remembered_set == Some(RememberedSet::WriteProtect) {
+                // The stores happened between cycles, barrier off: only
+                // the kernel saw them.
+                assert!(st.written_pages >= 1, "{strategy:?}: no written page");
+                assert!(st.written_pages < 50, "{} pages written", st.written_pages);
+            }
             check_children(&mut m, 1999, round);
         }
     }
@@ -259,8 +303,10 @@ fn a_store_into_an_old_page_is_remembered_in_every_strategy() {
 
 #[test]
 fn large_objects_have_sticky_marks() {
-    for strategy in STRATEGIES {
-        let Some(heap) = heap(strategy) else { continue };
+    for (strategy, remset) in SETUPS {
+        let Some(heap) = heap(strategy, remset) else {
+            continue;
+        };
         let mut m = heap.attach().unwrap();
         // SAFETY: locals are used before the next allocation; what must
         // survive lives in root slots.
@@ -315,8 +361,10 @@ fn large_objects_have_sticky_marks() {
 fn concurrent_stores_into_old_arrays_survive_young_cycles() {
     const SMALL: usize = 2000; // 16 KB: moving space
     const BIG: usize = 20_000; // 160 KB: large-object arena
-    for strategy in STRATEGIES {
-        let Some(heap) = heap(strategy) else { continue };
+    for (strategy, remset) in SETUPS {
+        let Some(heap) = heap(strategy, remset) else {
+            continue;
+        };
         let mut m = heap.attach().unwrap();
         let ids = [SMALL, BIG].map(|n| {
             let a = m.alloc(&Layout::ref_array(3, n).unwrap()).unwrap();
@@ -429,8 +477,10 @@ fn concurrent_stores_into_old_arrays_survive_young_cycles() {
 fn stores_made_while_a_cycle_marks_are_remembered_by_the_next() {
     const SLOTS: usize = 3000; // 24 KB: in the moving space
     const YOUNG_LIST: usize = 100_000; // so that marking takes a while
-    for strategy in [Strategy::ConcurrentMove, Strategy::ConcurrentCopy] {
-        let Some(heap) = heap(strategy) else { continue };
+    for (strategy, remset) in SETUPS.into_iter().filter(|s| s.0.is_concurrent()) {
+        let Some(heap) = heap(strategy, remset) else {
+            continue;
+        };
         let mut m = heap.attach().unwrap();
         let arr = m.alloc(&Layout::ref_array(3, SLOTS).unwrap()).unwrap();
         // SAFETY: `arr` was just allocated.
@@ -501,8 +551,8 @@ fn stores_made_while_a_cycle_marks_are_remembered_by_the_next() {
 /// a waiting allocation "no room".
 #[test]
 fn an_allocation_that_needs_old_garbage_freed_gets_a_full_cycle() {
-    for strategy in STRATEGIES {
-        let Some(heap) = heap_with(strategy, 8 << 20, 1 << 20) else {
+    for (strategy, remset) in SETUPS {
+        let Some(heap) = heap_with(strategy, remset, 8 << 20, 1 << 20) else {
             continue;
         };
         let mut m = heap.attach().unwrap();

@@ -242,6 +242,20 @@ impl HeapBuilder {
         self
     }
 
+    /// How young collections find the old objects written since the last
+    /// cycle: [`RememberedSet::Cards`](crate::RememberedSet::Cards), a
+    /// card-marking barrier in every reference store, or
+    /// [`RememberedSet::WriteProtect`](crate::RememberedSet::WriteProtect),
+    /// the kernel's dirty-page tracking (userfaultfd `WP_ASYNC` +
+    /// `PAGEMAP_SCAN`: no barrier between cycles, one minor fault on the
+    /// first write to each old page per cycle; falls back to cards, said
+    /// once, where the kernel does not offer it). Default: cards, or the
+    /// environment variable `MOVEGC_REMEMBERED_SET` (`cards` or `wp`).
+    pub fn remembered_set(mut self, r: crate::RememberedSet) -> Self {
+        self.config.remembered_set = r;
+        self
+    }
+
     /// Print one line per collection on stderr (kind and cause, heap
     /// before and after, live, pauses with time to safepoint, marking,
     /// compaction, pages, faults), like the JVM's `-Xlog:gc`. Default: on

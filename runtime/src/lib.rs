@@ -81,9 +81,9 @@ pub use movegc_gc::concurrent::FaultMode;
 pub use movegc_gc::uffd::OpenPath;
 pub use movegc_gc::{
     ConfigError, CycleProgress, CycleStats, CycleThreadFaults, FieldError, FullReason, Header,
-    HeapStats, Kind, LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, SlowFault,
-    StaleAccess, StaleHook, StaleObject, Strategy, ThreadFaults, ThreadStats, Trigger, FILLER_TAG,
-    MAX_CAPACITY,
+    HeapStats, Kind, LatencyHistogram, Layout, LayoutError, Pause, PauseKind, Phase, RememberedSet,
+    SlowFault, StaleAccess, StaleHook, StaleObject, Strategy, ThreadFaults, ThreadStats, Trigger,
+    FILLER_TAG, MAX_CAPACITY,
 };
 pub use mutator::{Local, Mutator, Persistent};
 #[doc(hidden)]

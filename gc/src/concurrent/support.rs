@@ -34,6 +34,8 @@ pub(crate) struct ConcurrentSupport {
     pub(crate) slot: Option<HeapSlot>,
     /// `UFFDIO_MOVE` is available.
     pub(crate) can_move: bool,
+    /// `WP_ASYNC` was granted.
+    wp_async: bool,
 }
 
 impl ConcurrentSupport {
@@ -44,13 +46,21 @@ impl ConcurrentSupport {
         strategy: Strategy,
         fault_mode: FaultMode,
         path: Option<OpenPath>,
+        write_tracking: bool,
         start: usize,
         end: usize,
     ) -> Option<ConcurrentSupport> {
         let mut mode = fault_mode;
-        let want = |mode: FaultMode| match mode {
-            FaultMode::Sigbus => Features::MOVE | Features::SIGBUS,
-            FaultMode::HandlerThread => Features::MOVE | Features::THREAD_ID,
+        let tracking = match write_tracking {
+            true => Features::WP_ASYNC | Features::WP_UNPOPULATED,
+            false => Features::empty(),
+        };
+        let want = |mode: FaultMode| {
+            tracking
+                | match mode {
+                    FaultMode::Sigbus => Features::MOVE | Features::SIGBUS,
+                    FaultMode::HandlerThread => Features::MOVE | Features::THREAD_ID,
+                }
         };
         let open = |mode: FaultMode| {
             let mut opts = OpenOptions::new().features(want(mode));
@@ -98,12 +108,20 @@ impl ConcurrentSupport {
                 "UFFDIO_MOVE is unavailable (kernel older than 6.8?); installing pages with UFFDIO_COPY",
             );
         }
+        let wp_async = uffd.features().contains(Features::WP_ASYNC);
         Some(ConcurrentSupport {
+            wp_async,
             uffd: PerProcess::new(uffd),
             fault_mode: mode,
             slot,
             can_move,
         })
+    }
+
+    /// Whether the descriptor was granted `WP_ASYNC` (the kernel's dirty
+    /// tracking, `dirty`).
+    pub(crate) fn write_tracking(&self) -> bool {
+        self.wp_async
     }
 
     /// This process's userfaultfd: the heap's, or in a forked child a new

@@ -56,6 +56,32 @@ impl Pagemap {
         end: usize,
         out: &mut Vec<(usize, usize)>,
     ) -> Result<(), UffdError> {
+        self.scan(start, end, true, out)
+    }
+
+    /// [`take_written`](Self::take_written) without re-protecting: the
+    /// written pages stay written (the collector's scan at the start of a
+    /// cycle, which protects the old region again only once the cycle
+    /// ends).
+    ///
+    /// # Errors
+    /// As for [`take_written`](Self::take_written).
+    pub fn written(
+        &self,
+        start: usize,
+        end: usize,
+        out: &mut Vec<(usize, usize)>,
+    ) -> Result<(), UffdError> {
+        self.scan(start, end, false, out)
+    }
+
+    fn scan(
+        &self,
+        start: usize,
+        end: usize,
+        protect: bool,
+        out: &mut Vec<(usize, usize)>,
+    ) -> Result<(), UffdError> {
         if start % sys::PAGE_SIZE != 0 || end % sys::PAGE_SIZE != 0 || end < start {
             return Err(UffdError::InvalidRange {
                 addr: start,
@@ -68,7 +94,11 @@ impl Pagemap {
         while at < end {
             let mut arg = sys::pm_scan_arg {
                 size: std::mem::size_of::<sys::pm_scan_arg>() as u64,
-                flags: sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC,
+                flags: if protect {
+                    sys::PM_SCAN_WP_MATCHING | sys::PM_SCAN_CHECK_WPASYNC
+                } else {
+                    sys::PM_SCAN_CHECK_WPASYNC
+                },
                 start: at as u64,
                 end: end as u64,
                 walk_end: 0,
@@ -85,7 +115,7 @@ impl Pagemap {
                 // encoded in the request (asserted in `sys`); its `vec`
                 // points at `REGIONS` page_region entries this frame owns,
                 // which is all the kernel writes besides `arg` itself. The
-                // walk changes only the uffd-wp bits of this process's
+                // walk changes at most the uffd-wp bits of this process's
                 // page-table entries (write tracking), never page contents.
                 let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), sys::PAGEMAP_SCAN, &mut arg) };
                 if rc >= 0 {
