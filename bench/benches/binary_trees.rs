@@ -17,7 +17,8 @@
 //!                      keys capacity_mib, min_free_mib, growth, tlab_kib,
 //!                      huge (0/1), threads, dense (a fraction or `none`),
 //!                      strategy (`stw`, `move`, `copy`), young (0/1:
-//!                      young collections), cpu_target (the
+//!                      young collections), remset (`cards`, `wp`: their
+//!                      remembered-set builder), cpu_target (the
 //!                      GC CPU target: a share, or `off` for a fixed
 //!                      `min_free` budget), scheme
 //!                      (`per-node`, the scope batch `levels` 1.., `typed`:
@@ -123,6 +124,8 @@ struct MovegcConfig {
     strategy: Option<Strategy>,
     cpu_target: Option<Option<f64>>,
     young: Option<bool>,
+    /// The remembered-set builder of young collections.
+    remset: Option<movegc::RememberedSet>,
     scheme: Scheme,
     /// `scheme=engine`: run on the engine directly.
     engine: bool,
@@ -142,6 +145,7 @@ impl MovegcConfig {
             "strategy",
             "cpu_target",
             "young",
+            "remset",
             "scheme",
         ])?;
         let some = |v: &str| v.parse().ok().map(Some);
@@ -162,6 +166,9 @@ impl MovegcConfig {
                 _ => v.parse().ok().map(|f| Some(Some(f))),
             })?,
             young: s.read_or("young", None, |v| flag(v).map(Some))?,
+            remset: s.read_or("remset", None, |v| {
+                movegc::RememberedSet::from_name(v).map(Some)
+            })?,
             scheme: s.read_or("scheme", Scheme::default(), |v| match v {
                 "per-node" => Some(Scheme::ScopePerNode),
                 "typed" => Some(Scheme::Typed),
@@ -208,6 +215,9 @@ impl MovegcConfig {
         if let Some(v) = self.young {
             c.generational = v;
         }
+        if let Some(v) = self.remset {
+            c.remembered_set = v;
+        }
         c
     }
 
@@ -242,6 +252,9 @@ impl MovegcConfig {
         }
         if let Some(v) = self.young {
             b = b.generational(v);
+        }
+        if let Some(v) = self.remset {
+            b = b.remembered_set(v);
         }
         b.build()
     }

@@ -8,6 +8,7 @@ pub mod compact;
 pub mod fragmenter;
 pub mod gcbench;
 pub mod lrefs;
+pub mod old_writes;
 pub mod record;
 pub mod report;
 pub mod spec;

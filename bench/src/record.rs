@@ -154,6 +154,22 @@ pub struct CycleRecord {
     /// Old pages a young cycle scanned as its remembered set.
     #[serde(default)]
     pub remembered_pages: usize,
+    /// Scanning them, µs.
+    #[serde(default)]
+    pub remembered_scan_us: f64,
+    /// The builder of a young cycle's remembered set after fallbacks
+    /// (`RememberedSet::name`: `cards` or `wp`); absent for a full cycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remembered_set: Option<String>,
+    /// With the `wp` builder: old pages `PAGEMAP_SCAN` reported written.
+    #[serde(default)]
+    pub written_pages: usize,
+    /// That scan, µs.
+    #[serde(default)]
+    pub written_scan_us: f64,
+    /// Write-protecting the old region again at the end of the cycle, µs.
+    #[serde(default)]
+    pub write_protect_us: f64,
 }
 
 impl CycleRecord {
@@ -184,6 +200,11 @@ impl CycleRecord {
             young: c.young,
             full_reason: c.full_reason.map(|r| format!("{r:?}")).unwrap_or_default(),
             remembered_pages: c.remembered_pages,
+            remembered_scan_us: us(c.remembered_scan),
+            remembered_set: c.remembered_set.map(|r| r.name().to_string()),
+            written_pages: c.written_pages,
+            written_scan_us: us(c.written_scan),
+            write_protect_us: us(c.write_protect),
         }
     }
 }
@@ -226,7 +247,7 @@ impl ProcessUsage {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Workload name (`compact`, `compact-mutators`, `fragmenter`,
-    /// `binary-trees`, `gcbench`, `threads`, `large-refs`).
+    /// `binary-trees`, `gcbench`, `threads`, `large-refs`, `old-writes`).
     pub workload: String,
     /// Strategy asked for (`concurrent-move`, `concurrent-copy`,
     /// `stop-the-world`).
@@ -384,6 +405,10 @@ impl ThreadRecord {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 /// The quantiles at which [`RunRecord::fault_stall_cdf`] is sampled.
@@ -546,6 +571,45 @@ mod tests {
             fault_stall_us: Some(movegc_gc::LatencyHistogram(h)),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn young_cycles_record_their_remembered_set() {
+        let c = CycleStats {
+            young: true,
+            remembered_set: Some(movegc_gc::RememberedSet::WriteProtect),
+            remembered_pages: 40,
+            remembered_scan: Duration::from_micros(250),
+            written_pages: 41,
+            written_scan: Duration::from_micros(30),
+            write_protect: Duration::from_micros(900),
+            ..Default::default()
+        };
+        let r = CycleRecord::of(&c);
+        assert_eq!(r.remembered_set.as_deref(), Some("wp"));
+        assert_eq!((r.remembered_pages, r.written_pages), (40, 41));
+        assert_eq!(
+            (r.remembered_scan_us, r.written_scan_us, r.write_protect_us),
+            (250.0, 30.0, 900.0)
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["remembered_set"], "wp");
+        // A full cycle has none: the key is absent.
+        let full = serde_json::to_value(CycleRecord::of(&CycleStats::default())).unwrap();
+        assert!(full.get("remembered_set").is_none(), "{full}");
+        assert_eq!(full["written_pages"], 0);
+        // A record written before the fields existed still reads.
+        let mut old = full.as_object().unwrap().clone();
+        for k in [
+            "remembered_scan_us",
+            "written_pages",
+            "written_scan_us",
+            "write_protect_us",
+        ] {
+            old.remove(k).unwrap();
+        }
+        let back: CycleRecord = serde_json::from_value(old.into()).unwrap();
+        assert_eq!(back, CycleRecord::of(&CycleStats::default()));
     }
 
     #[test]

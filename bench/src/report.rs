@@ -755,8 +755,9 @@ fn aligned<const N: usize>(headers: &[&str; N], rows: &[[String; N]], left: usiz
 /// The terminal view of a report: an aligned table (one row per workload,
 /// parameters and strategy; medians over repeats; `params` shows only the
 /// parameters that differ within the workload, the others follow the
-/// table), the large-refs table if there are `large-refs` records, then
-/// the summary with each target marked met / missed.
+/// table), the large-refs table if there are `large-refs` records, the
+/// old-writes table if there are `old-writes` records, then the summary
+/// with each target marked met / missed.
 pub fn text_table(r: &Report) -> String {
     let (rows, fell_back) = table_rows(&r.results);
     let width = |i: usize| {
@@ -806,6 +807,11 @@ pub fn text_table(r: &Report) -> String {
         let _ = writeln!(out, "\n{LARGE_REFS_TITLE}:");
         out.push_str(&aligned(&LARGE_REFS_HEADERS, &cells, 2));
     }
+    let cells = old_writes_cells(&old_writes_rows(&r.results));
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n{OLD_WRITES_TITLE}:");
+        out.push_str(&aligned(&OLD_WRITES_HEADERS, &cells, 3));
+    }
     let cells = thread_cells(&r.results);
     if !cells.is_empty() {
         let _ = writeln!(out, "\n{THREADS_TITLE}:");
@@ -844,7 +850,8 @@ fn md_cell(s: &str) -> String {
 
 /// `report.md`: the meta, the results table, the large-refs table (final
 /// pause vs large-object references, if there are `large-refs` records),
-/// the summary and `plots` as image links. Links use each plot's file name, so `report.md` belongs in
+/// the old-writes table (remembered-set cost by dirty rate, if there are
+/// `old-writes` records), the summary and `plots` as image links. Links use each plot's file name, so `report.md` belongs in
 /// the directory the plots were written to.
 pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
     let m = &r.meta;
@@ -913,6 +920,14 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
         let _ = writeln!(out, "\n## {LARGE_REFS_TITLE}\n");
         let _ = writeln!(out, "{LARGE_REFS_NOTE}\n");
         md_table(&mut out, &LARGE_REFS_HEADERS, &cells, |i| i == 1);
+    }
+    let cells = old_writes_cells(&old_writes_rows(&r.results));
+    if !cells.is_empty() {
+        let _ = writeln!(out, "\n## {OLD_WRITES_TITLE}\n");
+        let _ = writeln!(out, "{OLD_WRITES_NOTE}\n");
+        md_table(&mut out, &OLD_WRITES_HEADERS, &cells, |i| {
+            (1..3).contains(&i)
+        });
     }
     let cells = thread_cells(&r.results);
     if !cells.is_empty() {
@@ -1457,6 +1472,169 @@ fn large_refs_cells(rows: &[LargeRefsRow]) -> Vec<[String; 10]> {
         .collect()
 }
 
+/// Name of the old-writes workload (`RunRecord::workload`).
+pub const OLD_WRITES: &str = "old-writes";
+
+const OLD_WRITES_TITLE: &str = "Remembered-set cost by dirty rate (old-writes)";
+
+/// What the old-writes table's columns are, under its markdown heading.
+const OLD_WRITES_NOTE: &str = "Per (dirty rate, remembered-set builder, strategy), medians over \
+repeats of: the rounds' wall time, the young cycles, the p50 over rounds of the time the round's \
+reference stores into old nodes took (the mutator's side: card marks, or write faults on \
+protected pages), the p50 of the young cycles' pauses, and per-young-cycle means of the dirty \
+old pages scanned as the remembered set and that scan, of the pages `PAGEMAP_SCAN` reported \
+written and that scan, and of re-protecting the old region (the last three only with `wp`), \
+with the run's minor page faults (setup included). The builder is the one asked for; \
+`wp→cards` means the cycles fell back to cards.";
+
+/// One row of the old-writes table: the records of one (rate, builder,
+/// strategy), each value the median over repeats of a per-run value.
+#[derive(Clone, Debug, PartialEq)]
+struct OldWritesRow {
+    rate: f64,
+    builder: String,
+    strategy: String,
+    runs: usize,
+    wall_s: f64,
+    young_cycles: f64,
+    store_us_p50: f64,
+    young_pause_ms_p50: f64,
+    dirty_pages: f64,
+    scan_us: f64,
+    written_pages: f64,
+    written_scan_us: f64,
+    protect_us: f64,
+    minflt: f64,
+}
+
+/// The builder a record asked for (`young=on`: cards, `young=wp`), with
+/// `→cards` when its young cycles used another one.
+fn builder_of(r: &RunRecord) -> String {
+    let asked = match spec_of(&r.params).get("young") {
+        Some("wp") => "wp",
+        Some(_) => "cards",
+        None => "-",
+    };
+    let mut used: Vec<&str> = r
+        .per_cycle
+        .iter()
+        .filter_map(|c| c.remembered_set.as_deref())
+        .filter(|&u| u != asked)
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    if used.is_empty() {
+        asked.to_string()
+    } else {
+        format!("{asked}→{}", used.join("+"))
+    }
+}
+
+/// The old-writes rows of `results`, by rate, builder, then MOVE, COPY,
+/// STW.
+fn old_writes_rows(results: &[RunRecord]) -> Vec<OldWritesRow> {
+    let mut by: BTreeMap<(u64, String, usize, String), Vec<&RunRecord>> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.workload == OLD_WRITES) {
+        let Some(rate) = spec_of(&r.params)
+            .get("rate")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| *v >= 0.0)
+        else {
+            continue;
+        };
+        // A non-negative float's bits order as the float.
+        by.entry((
+            rate.to_bits(),
+            builder_of(r),
+            strategy_rank(&r.strategy),
+            r.strategy.clone(),
+        ))
+        .or_default()
+        .push(r);
+    }
+    by.into_iter()
+        .map(|((rate, builder, _, strategy), recs)| {
+            let med = |f: &dyn Fn(&RunRecord) -> f64| {
+                median(&recs.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let per_young = |r: &RunRecord, f: fn(&CycleRecord) -> f64| {
+                let young: Vec<f64> = r.per_cycle.iter().filter(|c| c.young).map(f).collect();
+                young.iter().sum::<f64>() / young.len().max(1) as f64
+            };
+            OldWritesRow {
+                rate: f64::from_bits(rate),
+                builder,
+                strategy,
+                runs: recs.len(),
+                wall_s: med(&|r| r.wall_s),
+                young_cycles: med(&|r| r.per_cycle.iter().filter(|c| c.young).count() as f64),
+                store_us_p50: med(&|r| r.op_latency_us.map_or(0.0, |q| q.p50)),
+                young_pause_ms_p50: med(&|r| {
+                    let p: Vec<f64> = r
+                        .per_cycle
+                        .iter()
+                        .filter(|c| c.young)
+                        .map(|c| c.pause_ms)
+                        .collect();
+                    if p.is_empty() {
+                        0.0
+                    } else {
+                        median(&p)
+                    }
+                }),
+                dirty_pages: med(&|r| per_young(r, |c| c.remembered_pages as f64)),
+                scan_us: med(&|r| per_young(r, |c| c.remembered_scan_us)),
+                written_pages: med(&|r| per_young(r, |c| c.written_pages as f64)),
+                written_scan_us: med(&|r| per_young(r, |c| c.written_scan_us)),
+                protect_us: med(&|r| per_young(r, |c| c.write_protect_us)),
+                minflt: med(&|r| r.minflt as f64),
+            }
+        })
+        .collect()
+}
+
+/// Column headers of the old-writes table.
+const OLD_WRITES_HEADERS: [&str; 14] = [
+    "rate %",
+    "builder",
+    "strategy",
+    "n",
+    "wall s",
+    "young cycles",
+    "stores µs/round p50",
+    "young pause ms p50",
+    "dirty pages/cycle",
+    "scan µs/cycle",
+    "written pages/cycle",
+    "written scan µs/cycle",
+    "protect µs/cycle",
+    "minflt",
+];
+
+/// The cells of the old-writes table.
+fn old_writes_cells(rows: &[OldWritesRow]) -> Vec<[String; 14]> {
+    rows.iter()
+        .map(|r| {
+            [
+                format!("{}", r.rate),
+                r.builder.clone(),
+                r.strategy.clone(),
+                r.runs.to_string(),
+                format!("{:.3}", r.wall_s),
+                format!("{:.0}", r.young_cycles),
+                format!("{:.0}", r.store_us_p50),
+                format!("{:.2}", r.young_pause_ms_p50),
+                format!("{:.0}", r.dirty_pages),
+                format!("{:.0}", r.scan_us),
+                format!("{:.0}", r.written_pages),
+                format!("{:.0}", r.written_scan_us),
+                format!("{:.0}", r.protect_us),
+                format!("{:.0}", r.minflt),
+            ]
+        })
+        .collect()
+}
+
 /// Series of `final_pause_vs_large_refs.svg`: per strategy, the final
 /// pause (p50 over a run's cycles, median over repeats) against the
 /// array's entries in millions, and `update_roots` the same way (dashed).
@@ -1687,6 +1865,79 @@ mod tests {
         md_table(&mut md, &THREADS_HEADERS, &cells, |i| i < 3);
         assert!(
             md.contains("| threads | concurrent-move | worker-1 (7) | 80 | 1.50 | 64/90 | 2 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn the_old_writes_table_has_a_row_per_rate_builder_and_strategy() {
+        let young = |set: &str, pages: usize, protect: f64| CycleRecord {
+            young: true,
+            remembered_set: Some(set.into()),
+            remembered_pages: pages,
+            remembered_scan_us: 10.0,
+            written_pages: if set == "wp" { pages } else { 0 },
+            write_protect_us: protect,
+            pause_ms: 0.5,
+            ..Default::default()
+        };
+        let rec = |params: &str, set: &str, repeat: usize, wall_s: f64| RunRecord {
+            workload: OLD_WRITES.into(),
+            strategy: STW.into(),
+            params: params.into(),
+            repeat,
+            wall_s,
+            per_cycle: vec![
+                CycleRecord::default(),
+                young(set, 100, 30.0),
+                young(set, 300, 50.0),
+            ],
+            op_latency_us: Some(crate::record::Quantiles {
+                p50: 7.0,
+                p99: 9.0,
+                max: 9.0,
+            }),
+            ..Default::default()
+        };
+        let results = [
+            rec("rate=10,old=64,young=wp", "wp", 0, 1.0),
+            rec("rate=10,old=64,young=wp", "wp", 1, 3.0),
+            rec("rate=1,old=64,young=on", "cards", 0, 2.0),
+            rec("rate=10,old=64,young=on", "cards", 0, 2.0),
+            // Asked for wp, ran with cards.
+            rec("rate=50,old=64,young=wp", "cards", 0, 2.0),
+            RunRecord {
+                workload: "gcbench".into(),
+                ..Default::default()
+            },
+        ];
+        let rows = old_writes_rows(&results);
+        let keys: Vec<(f64, &str)> = rows.iter().map(|r| (r.rate, r.builder.as_str())).collect();
+        assert_eq!(
+            keys,
+            [
+                (1.0, "cards"),
+                (10.0, "cards"),
+                (10.0, "wp"),
+                (50.0, "wp→cards")
+            ]
+        );
+        let wp = &rows[2];
+        assert_eq!((wp.runs, wp.wall_s, wp.young_cycles), (2, 2.0, 2.0));
+        assert_eq!(
+            (wp.dirty_pages, wp.written_pages, wp.protect_us),
+            (200.0, 200.0, 40.0)
+        );
+        assert_eq!((wp.store_us_p50, wp.young_pause_ms_p50), (7.0, 0.5));
+        assert_eq!(rows[1].written_pages, 0.0);
+        let cells = old_writes_cells(&rows);
+        assert_eq!(cells[2][..4], ["10", "wp", STW, "2"]);
+        let report = Report::new(Meta::default(), results.to_vec());
+        assert!(text_table(&report).contains(OLD_WRITES_TITLE));
+        let md = markdown(&report, &[]);
+        assert!(md.contains(&format!("## {OLD_WRITES_TITLE}")), "{md}");
+        assert!(
+            md.contains("| 50 | wp→cards | stop-the-world | 1 |"),
             "{md}"
         );
     }

@@ -15,13 +15,13 @@
 //! what the host still backs), and neither always goes first.
 
 use movegc_gc::concurrent::FaultMode;
-use movegc_gc::Strategy;
+use movegc_gc::{RememberedSet, Strategy};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::{self, parse_fault_mode, CompactParams};
 use crate::record::{ProcessUsage, RunRecord, WorkloadOutput};
 use crate::spec::{Spec, SpecError};
-use crate::{binary_trees, fragmenter, gcbench, lrefs, threads};
+use crate::{binary_trees, fragmenter, gcbench, lrefs, old_writes, threads};
 
 /// Environment variable that makes the `movegc` binary run one job.
 pub const JOB_ENV: &str = "MOVEGC_BENCH_JOB";
@@ -46,11 +46,15 @@ pub enum Workload {
     /// One large reference array indexing small, mostly long-lived nodes:
     /// the final pause against the references held in a large object.
     LargeRefs,
+    /// Writes references into a long-lived old set on a controlled share
+    /// of its pages per young cycle: what each remembered-set builder
+    /// costs (always run with young collections on).
+    OldWrites,
 }
 
 impl Workload {
     /// Every workload, in suite order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Compact,
         Workload::CompactMutators,
         Workload::Fragmenter,
@@ -58,6 +62,7 @@ impl Workload {
         Workload::GcBench,
         Workload::Threads,
         Workload::LargeRefs,
+        Workload::OldWrites,
     ];
 
     /// Stable name (the `workload` field of results).
@@ -70,6 +75,7 @@ impl Workload {
             Workload::GcBench => "gcbench",
             Workload::Threads => "threads",
             Workload::LargeRefs => "large-refs",
+            Workload::OldWrites => "old-writes",
         }
     }
 
@@ -97,6 +103,13 @@ pub struct Job {
     /// record's params so the report keeps the two apart.
     #[serde(default)]
     pub generational: bool,
+    /// With `generational`: the remembered-set builder
+    /// ([`RememberedSet::name`], `cards` or `wp`; passed to the child as
+    /// `MOVEGC_REMEMBERED_SET`). [`run_job`] marks a `wp` job `young=wp`
+    /// instead of `young=on`. A job written before the field existed
+    /// reads as `cards`.
+    #[serde(default = "cards")]
+    pub remembered_set: String,
     /// The stale-reference mode on (`HeapConfig::poison_freed`, passed to
     /// the child as `MOVEGC_POISON`); [`run_job`] adds `poison=on` to the
     /// record's params.
@@ -108,7 +121,18 @@ pub struct Job {
     pub poison_stress: bool,
 }
 
+/// [`Job::remembered_set`]'s default.
+fn cards() -> String {
+    RememberedSet::Cards.name().to_string()
+}
+
 impl Job {
+    /// The remembered-set builder of the job (`Err` for an unknown name).
+    pub fn remembered_set(&self) -> Result<RememberedSet, String> {
+        RememberedSet::from_name(&self.remembered_set)
+            .ok_or_else(|| format!("unknown remembered set {:?}", self.remembered_set))
+    }
+
     /// The environment of the child process that runs this job.
     pub fn child_env(&self) -> Vec<(&'static str, String)> {
         vec![
@@ -120,6 +144,8 @@ impl Job {
                 "MOVEGC_GENERATIONAL",
                 if self.generational { "1" } else { "0" }.to_string(),
             ),
+            // Always set: the child must not inherit the parent's.
+            ("MOVEGC_REMEMBERED_SET", self.remembered_set.clone()),
             (
                 "MOVEGC_POISON",
                 match (self.poison, self.poison_stress) {
@@ -141,7 +167,11 @@ impl Job {
         } else {
             format!(" ({})", self.fault_mode)
         };
-        let young = if self.generational { " young" } else { "" };
+        let young = match (self.generational, self.remembered_set()) {
+            (false, _) => "",
+            (true, Ok(RememberedSet::WriteProtect)) => " young wp",
+            (true, _) => " young",
+        };
         let poison = if self.poison { " poison" } else { "" };
         format!(
             "{} {}{mode}{young}{poison} #{}",
@@ -173,8 +203,16 @@ pub struct Options {
     /// configuration each: several make the sweep).
     pub large_refs_entries: Vec<usize>,
     /// Young collections off, on, or both (each configuration then runs
-    /// twice, side by side).
+    /// twice, side by side). `old-writes` always runs with them on.
     pub generational: Vec<bool>,
+    /// The remembered-set builders every generational configuration runs
+    /// with, side by side (default cards only); a configuration without
+    /// young collections runs once.
+    pub remembered_sets: Vec<RememberedSet>,
+    /// The dirty rates (percent of the old set's pages written per young
+    /// cycle) of `old-writes`, one configuration each (default 1, 10 and
+    /// 50; quick 10).
+    pub old_writes_rates: Vec<f64>,
     /// The stale-reference mode off, on, or both (side by side: its
     /// overhead).
     pub poison: Vec<bool>,
@@ -188,7 +226,8 @@ pub struct Options {
 
 impl Options {
     /// The default suite (`quick = false`, about two and a half minutes on
-    /// two cores, one of them `large-refs`) or the smoke suite.
+    /// two cores, one of them `large-refs`, and some 15 s of `old-writes`)
+    /// or the smoke suite.
     pub fn new(quick: bool) -> Options {
         Options {
             quick,
@@ -212,6 +251,12 @@ impl Options {
                 lrefs::Params::default().entries
             }],
             generational: vec![false],
+            remembered_sets: vec![RememberedSet::Cards],
+            old_writes_rates: if quick {
+                old_writes::QUICK_RATES.to_vec()
+            } else {
+                old_writes::RATES.to_vec()
+            },
             poison: vec![false],
             poison_stress: false,
             apis: vec![binary_trees::Api::Typed],
@@ -252,6 +297,24 @@ impl Options {
         ];
         if per_api.iter().any(|w| self.workloads.contains(w)) && self.apis.is_empty() {
             return Err("--api needs at least one API".into());
+        }
+        let generational =
+            self.generational.contains(&true) || self.workloads.contains(&Workload::OldWrites);
+        if generational && self.remembered_sets.is_empty() {
+            return Err("--remembered-set needs at least one builder".into());
+        }
+        if self.workloads.contains(&Workload::OldWrites) {
+            if self.old_writes_rates.is_empty() {
+                return Err("old-writes needs at least one rate".into());
+            }
+            for &rate in &self.old_writes_rates {
+                old_writes::Params {
+                    rate,
+                    ..old_writes::Params::default()
+                }
+                .validate()
+                .map_err(|e| format!("old-writes: {e}"))?;
+            }
         }
         if self.workloads.contains(&Workload::LargeRefs) {
             if self.large_refs_entries.is_empty() {
@@ -354,6 +417,38 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                     }
                 }
             }
+            Workload::OldWrites => {
+                let base = if o.quick {
+                    old_writes::Params::quick()
+                } else {
+                    old_writes::Params::default()
+                };
+                for &rate in &o.old_writes_rates {
+                    let p = old_writes::Params { rate, ..base };
+                    v.push((w, sigbus, p.to_spec()));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The (generational, remembered-set builder) settings `w` runs with:
+/// [`Options::generational`] (`old-writes`: always on), each generational
+/// one once per [`Options::remembered_sets`] entry; a non-generational one
+/// once (with the default builder, which it does not use).
+fn young_settings(o: &Options, w: Workload) -> Vec<(bool, RememberedSet)> {
+    let generational = if w == Workload::OldWrites {
+        &[true][..]
+    } else {
+        &o.generational[..]
+    };
+    let mut v = Vec::new();
+    for &g in generational {
+        if g {
+            v.extend(o.remembered_sets.iter().map(|&r| (true, r)));
+        } else {
+            v.push((false, RememberedSet::Cards));
         }
     }
     v
@@ -364,9 +459,9 @@ pub fn plan(o: &Options) -> Vec<Job> {
     let configs = configs(o);
     let mut jobs = Vec::new();
     for repeat in 0..o.repeat {
-        for (((w, mode, spec), &generational), &poison) in configs
+        for (((w, mode, spec), (generational, remembered_set)), &poison) in configs
             .iter()
-            .flat_map(|c| o.generational.iter().map(move |g| (c, g)))
+            .flat_map(|c| young_settings(o, c.0).into_iter().map(move |g| (c, g)))
             .flat_map(|cg| o.poison.iter().map(move |p| (cg, p)))
         {
             let n = o.strategies.len();
@@ -394,6 +489,7 @@ pub fn plan(o: &Options) -> Vec<Job> {
                     spec,
                     repeat,
                     generational,
+                    remembered_set: remembered_set.name().to_string(),
                     poison,
                     poison_stress: poison && o.poison_stress,
                 });
@@ -433,14 +529,20 @@ fn split_api(spec: &str) -> Result<(Spec, binary_trees::Api), String> {
 
 /// Runs `job` in this process and returns its record. Workloads verify
 /// their data; a failed verification is an `Err`. The record's `params`
-/// are the job's spec, plus `young=on` for a generational job and
-/// `poison=on` for one in the stale-reference mode (both set through the
+/// are the job's spec, plus `young=on` for a generational job (`young=wp`
+/// with the write-protect remembered set: `on` stays the card builder's,
+/// so records made before the choice existed compare with its runs) and
+/// `poison=on` for one in the stale-reference mode (all set through the
 /// environment [`Job::child_env`] sets).
 pub fn run_job(job: &Job) -> Result<RunRecord, String> {
+    let young = match job.remembered_set()? {
+        RememberedSet::Cards => "on",
+        RememberedSet::WriteProtect => "wp",
+    };
     let mut r = run_workload(job)?;
     let poison = if job.poison_stress { "stress" } else { "on" };
     for (on, key, value) in [
-        (job.generational, "young", "on"),
+        (job.generational, "young", young),
         (job.poison, "poison", poison),
     ] {
         if on {
@@ -511,6 +613,11 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
             let (spec, api) = split_api(&job.spec)?;
             let p = lrefs::Params::from_spec(&spec)?;
             run(&|| lrefs::run_api(&p, api, strategy, mode, false))
+        }
+        Workload::OldWrites => {
+            let p = old_writes::Params::parse_spec(&job.spec)?;
+            let builder = job.remembered_set()?;
+            run(&|| old_writes::run(&p, strategy, mode, builder))
         }
     }
 }
@@ -635,6 +742,133 @@ mod tests {
     }
 
     #[test]
+    fn generational_jobs_run_once_per_remembered_set() {
+        let mut o = Options::new(true);
+        o.workloads = vec![Workload::GcBench];
+        o.generational = vec![false, true];
+        o.remembered_sets = vec![RememberedSet::Cards, RememberedSet::WriteProtect];
+        let jobs = plan(&o);
+        let n = o.strategies.len();
+        assert_eq!(jobs.len(), 3 * n, "off once, on once per builder");
+        let settings: Vec<(bool, &str)> = jobs
+            .iter()
+            .step_by(n)
+            .map(|j| (j.generational, j.remembered_set.as_str()))
+            .collect();
+        assert_eq!(settings, [(false, "cards"), (true, "cards"), (true, "wp")]);
+        let env = |j: &Job, key: &str| {
+            j.child_env()
+                .into_iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        };
+        let (off, cards, wp) = (&jobs[0], &jobs[n], &jobs[2 * n]);
+        assert_eq!(env(wp, "MOVEGC_REMEMBERED_SET").as_deref(), Some("wp"));
+        assert_eq!(env(wp, "MOVEGC_GENERATIONAL").as_deref(), Some("1"));
+        assert_eq!(
+            env(cards, "MOVEGC_REMEMBERED_SET").as_deref(),
+            Some("cards")
+        );
+        // Set even where unused, so the parent's setting is not inherited.
+        assert_eq!(env(off, "MOVEGC_REMEMBERED_SET").as_deref(), Some("cards"));
+        assert!(!off.label().contains("young"), "{}", off.label());
+        assert!(cards.label().contains(" young #"), "{}", cards.label());
+        assert!(wp.label().contains(" young wp #"), "{}", wp.label());
+        // Without generational runs the builders multiply nothing.
+        o.generational = vec![false];
+        assert_eq!(plan(&o).len(), n);
+        o.generational = vec![true];
+        o.remembered_sets.clear();
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn records_say_young_on_for_cards_and_young_wp_for_write_protect() {
+        let mut job = Job {
+            workload: "binary-trees".into(),
+            strategy: "stw".into(),
+            fault_mode: "sigbus".into(),
+            spec: binary_trees_spec(6, binary_trees::Api::Typed).to_string(),
+            repeat: 0,
+            generational: true,
+            remembered_set: "cards".into(),
+            poison: false,
+            poison_stress: false,
+        };
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,young=on");
+        job.remembered_set = "wp".into();
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed,young=wp");
+        job.generational = false;
+        assert_eq!(run_job(&job).unwrap().params, "n=6,api=typed");
+        job.remembered_set = "sticky-notes".into();
+        assert!(run_job(&job).unwrap_err().contains("remembered set"));
+        // A job written before the field existed reads as cards.
+        let old: Job = serde_json::from_str(
+            r#"{"workload":"gcbench","strategy":"stw","fault_mode":"sigbus","spec":"","repeat":0,"generational":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.remembered_set, "cards");
+        assert_eq!(old.remembered_set(), Ok(RememberedSet::Cards));
+        let back: Job = serde_json::from_str(&serde_json::to_string(&job).unwrap()).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn old_writes_is_always_generational_once_per_rate_and_builder() {
+        let mut o = Options::new(false);
+        o.workloads = vec![Workload::OldWrites];
+        o.strategies = vec![Strategy::StopTheWorld];
+        o.repeat = 1;
+        assert_eq!(o.generational, [false], "the default is off...");
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), old_writes::RATES.len());
+        assert!(jobs
+            .iter()
+            .all(|j| j.generational && j.remembered_set == "cards"));
+        let rates: Vec<f64> = jobs
+            .iter()
+            .map(|j| old_writes::Params::parse_spec(&j.spec).unwrap().rate)
+            .collect();
+        assert_eq!(rates, old_writes::RATES);
+        o.generational = vec![false, true];
+        o.remembered_sets = vec![RememberedSet::Cards, RememberedSet::WriteProtect];
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 2 * old_writes::RATES.len(), "on only, twice");
+        assert_eq!(jobs[0].spec, "rate=1,old=64,rounds=20,garbage=8");
+        assert_eq!(
+            (
+                jobs[0].remembered_set.as_str(),
+                jobs[1].remembered_set.as_str()
+            ),
+            ("cards", "wp"),
+            "the builders side by side"
+        );
+        let q = Options::new(true);
+        let quick: Vec<Job> = plan(&q)
+            .into_iter()
+            .filter(|j| j.workload == "old-writes")
+            .collect();
+        assert_eq!(quick.len(), q.strategies.len(), "quick: one rate");
+        let mut bad = o.clone();
+        bad.old_writes_rates = vec![150.0];
+        assert!(bad.validate().is_err());
+        bad.old_writes_rates.clear();
+        assert!(bad.validate().is_err());
+        // Run as a suite job (tiny), marked by its builder.
+        let mut job = jobs[1].clone();
+        job.spec = old_writes::Params::tiny().to_spec();
+        let r = run_job(&job).unwrap();
+        assert_eq!(r.params, "rate=10,old=2,rounds=4,garbage=1,young=wp");
+        assert!(r.check.ends_with("young objects verified"), "{}", r.check);
+        let young: Vec<&crate::record::CycleRecord> =
+            r.per_cycle.iter().filter(|c| c.young).collect();
+        assert!(!young.is_empty());
+        assert!(young.iter().all(|c| c.remembered_pages > 0
+            && matches!(c.remembered_set.as_deref(), Some("wp" | "cards"))));
+        assert!(r.op_latency_us.is_some());
+    }
+
+    #[test]
     fn bad_jobs_are_errors_not_panics() {
         let job = Job {
             workload: "compact".into(),
@@ -643,6 +877,7 @@ mod tests {
             spec: String::new(),
             repeat: 0,
             generational: false,
+            remembered_set: cards(),
             poison: false,
             poison_stress: false,
         };
@@ -654,6 +889,7 @@ mod tests {
             spec: "bogus=1".into(),
             repeat: 0,
             generational: false,
+            remembered_set: cards(),
             poison: false,
             poison_stress: false,
         };
@@ -690,6 +926,7 @@ mod tests {
             spec: "m=6".into(),
             repeat: 0,
             generational: false,
+            remembered_set: cards(),
             poison: false,
             poison_stress: false,
         };
@@ -708,6 +945,7 @@ mod tests {
             spec: binary_trees_spec(6, binary_trees::Api::Untyped).to_string(),
             repeat: 0,
             generational: false,
+            remembered_set: cards(),
             poison: false,
             poison_stress: false,
         };

@@ -354,6 +354,7 @@ fn large_refs_runs_as_a_suite_job() {
             spec: p.to_spec(),
             repeat: 0,
             generational: false,
+            remembered_set: "cards".into(),
             poison: false,
             poison_stress: false,
         };
@@ -375,6 +376,7 @@ fn large_refs_runs_as_a_suite_job() {
         spec: "entries=1".into(),
         repeat: 0,
         generational: false,
+        remembered_set: "cards".into(),
         poison: false,
         poison_stress: false,
     };

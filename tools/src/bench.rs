@@ -31,8 +31,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Workloads to run, comma-separated (compact, compact-mutators,
-    /// fragmenter, binary-trees, gcbench, threads, large-refs). Default:
-    /// all.
+    /// fragmenter, binary-trees, gcbench, threads, large-refs,
+    /// old-writes). Default: all.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
     /// Strategies to compare, comma-separated (move, copy, stw).
@@ -71,6 +71,16 @@ pub struct BenchArgs {
     /// young=on). Default: off.
     #[arg(long, value_parser = ["off", "on", "both"])]
     generational: Option<String>,
+    /// The remembered-set builder of young collections
+    /// (HeapConfig::remembered_set): cards (a card-marking barrier), wp
+    /// (the kernel's dirty-page tracking, userfaultfd WP_ASYNC +
+    /// PAGEMAP_SCAN; falls back to cards where unavailable), or both
+    /// (every generational configuration twice, side by side; the
+    /// report's params say young=on for cards, young=wp). Runs without
+    /// young collections run once. The old-writes workload always runs
+    /// with young collections. Default: cards.
+    #[arg(long, value_parser = ["cards", "wp", "both"])]
+    remembered_set: Option<String>,
     /// The stale-reference mode (HeapConfig::poison_freed): off, on, or
     /// both (every configuration twice, side by side: the mode's
     /// overhead; the report's params say poison=on); stress-both: off and
@@ -200,6 +210,14 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
             Some("both") => *set = vec![false, true],
             _ => {}
         }
+    }
+    if let Some(r) = &a.remembered_set {
+        use movegc_gc::RememberedSet;
+        o.remembered_sets = match r.as_str() {
+            "both" => vec![RememberedSet::Cards, RememberedSet::WriteProtect],
+            name => vec![RememberedSet::from_name(name)
+                .ok_or_else(|| format!("unknown remembered set {name:?}"))?],
+        };
     }
     if a.poison.as_deref() == Some("stress-both") {
         o.poison = vec![false, true];
@@ -345,8 +363,8 @@ pub fn run(a: &BenchArgs) -> i32 {
     for job in &jobs {
         bar.set_message(job.label());
         match run_json_child::<RunRecord>(&job.child_env()) {
-            // The child's record already says `young=on` for a
-            // generational job (`suite::run_job`).
+            // The child's record already says `young=on` (`young=wp`)
+            // for a generational job (`suite::run_job`).
             Ok(r) => results.push(r),
             Err(e) => {
                 bar.println(format!("FAILED {}: {e}", job.label()));

@@ -21,6 +21,16 @@ fn f(v: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} missing or not a number in {v}"))
 }
 
+/// The young cycles of run record `r`.
+fn young_cycles(r: &Value) -> Vec<&Value> {
+    r["per_cycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["young"] == Value::Bool(true))
+        .collect()
+}
+
 fn quantiles_ordered(v: &Value, key: &str) {
     let q = &v[key];
     let (p50, p99, max) = (f(q, "p50"), f(q, "p99"), f(q, "max"));
@@ -76,6 +86,7 @@ fn quick_json_suite_is_complete_and_consistent() {
         "gcbench",
         "threads",
         "large-refs",
+        "old-writes",
     ];
     for w in workloads {
         assert!(
@@ -145,6 +156,23 @@ fn quick_json_suite_is_complete_and_consistent() {
                 f(r, "pages_moved") > f(r, "pages_copied"),
                 "a fragmented heap is mostly moved from recycled pages: {r}"
             );
+        }
+    }
+
+    // old-writes always runs with young collections (cards by default):
+    // its young cycles scan a remembered set.
+    for r in results.iter().filter(|r| r["workload"] == "old-writes") {
+        assert!(
+            r["params"].as_str().unwrap().ends_with(",young=on"),
+            "{}",
+            r["params"]
+        );
+        let young = young_cycles(r);
+        assert!(!young.is_empty(), "old-writes ran no young cycle: {r}");
+        for c in young {
+            assert_eq!(c["remembered_set"], "cards", "{c}");
+            assert!(f(c, "remembered_pages") > 0.0, "{c}");
+            assert_eq!(f(c, "written_pages"), 0.0, "{c}");
         }
     }
 
@@ -234,4 +262,62 @@ fn bad_options_are_usage_errors() {
     let err = String::from_utf8_lossy(&movegc(&["bench", "--generational", "sometimes"]).stderr)
         .into_owned();
     assert!(err.contains("off") && err.contains("both"), "{err}");
+    let err = String::from_utf8_lossy(&movegc(&["bench", "--remembered-set", "dirty"]).stderr)
+        .into_owned();
+    assert!(
+        err.contains("cards") && err.contains("wp") && err.contains("both"),
+        "{err}"
+    );
+}
+
+#[test]
+fn old_writes_compares_both_remembered_set_builders() {
+    let dir = std::env::temp_dir().join(format!("movegc-bench-ow-{}", std::process::id()));
+    let out = movegc(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--workloads",
+        "old-writes",
+        "--strategies",
+        "stw",
+        "--remembered-set",
+        "both",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "movegc bench failed:\n{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let results = doc["results"].as_array().unwrap();
+    let params: Vec<&str> = results
+        .iter()
+        .map(|r| r["params"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        [
+            "rate=10,old=16,rounds=10,garbage=2,young=on",
+            "rate=10,old=16,rounds=10,garbage=2,young=wp"
+        ]
+    );
+    for (r, asked) in results.iter().zip(["cards", "wp"]) {
+        let young = young_cycles(r);
+        assert!(!young.is_empty(), "{r}");
+        for c in young {
+            let used = c["remembered_set"].as_str().unwrap();
+            // Write-protect falls back to cards where the kernel lacks it.
+            assert!(used == asked || used == "cards", "{asked}: {c}");
+            assert!(f(c, "remembered_pages") > 0.0, "{c}");
+            if used == "wp" {
+                assert!(f(c, "written_pages") > 0.0, "{c}");
+            }
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Remembered-set cost by dirty rate (old-writes)"),
+        "{md}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
