@@ -1,12 +1,14 @@
 //! Where userfaultfd is forbidden (here: by a seccomp filter, as container
-//! runtimes do), the heap says so once and compacts stop-the-world.
+//! runtimes do), the heap says so once and compacts stop-the-world; young
+//! collections that asked for the kernel's dirty tracking say once that
+//! they use the card barrier, and do.
 //!
 //! The test re-runs itself in a child process that installs the filter
 //! (seccomp cannot be undone, so it must not touch the test harness).
 
 use std::process::Command;
 
-use movegc::{Heap, Layout, Strategy};
+use movegc::{Heap, Layout, RememberedSet, Strategy};
 
 const CHILD: &str = "MOVEGC_FALLBACK_CHILD";
 const TEST: &str = "forbidden_userfaultfd_falls_back_to_stop_the_world_and_says_so_once";
@@ -67,6 +69,34 @@ fn child() {
         assert_eq!(st.strategy, Some(Strategy::StopTheWorld));
         assert_eq!(m.read_u64(keep, 0).unwrap(), 77);
     }
+    for _ in 0..2 {
+        let heap = Heap::builder()
+            .capacity(16 << 20)
+            .generational(true)
+            .remembered_set(RememberedSet::WriteProtect)
+            .verify(true)
+            .build()
+            .expect("heap builds without userfaultfd");
+        let mut m = heap.attach().unwrap();
+        let old = m.alloc(&Layout::record(0, 1, 0).unwrap()).unwrap();
+        m.collect().expect("a full cycle: `old` is old");
+        m.scope(|m| {
+            // Reachable only from `old` once the scope ends.
+            let young = m.alloc(&Layout::record(1, 0, 8).unwrap()).unwrap();
+            m.write_u64(young, 0, 88).unwrap();
+            m.set_ref(old, 0, Some(young)).unwrap();
+        });
+        m.scope(|m| {
+            for _ in 0..10_000 {
+                m.alloc(&Layout::byte_array(0, 64).unwrap()).unwrap();
+            }
+        });
+        let st = m.collect_young().expect("collection runs");
+        assert!(st.young);
+        assert_eq!(st.remembered_set, Some(RememberedSet::Cards));
+        let y = m.get_ref(old, 0).unwrap().expect("the young object survived");
+        assert_eq!(m.read_u64(y, 0).unwrap(), 88);
+    }
     println!("CHILD_OK");
 }
 
@@ -93,4 +123,8 @@ fn forbidden_userfaultfd_falls_back_to_stop_the_world_and_says_so_once() {
         "expected the fallback message exactly once, stderr:\n{stderr}"
     );
     assert!(stderr.contains("stop-the-world"), "{stderr}");
+    let cards = stderr
+        .matches("young collections use the card barrier")
+        .count();
+    assert_eq!(cards, 1, "the card fallback said once, stderr:\n{stderr}");
 }
