@@ -447,6 +447,28 @@ fn open_support(settings: &Settings, space: &MovingSpace) -> Option<ConcurrentSu
     )
 }
 
+/// Kept old pages are fixed in the final pause, one after another: a
+/// young cycle with more dirty old pages than this flips its old region
+/// with the rest (fixed and moved back by the GC threads after the pause).
+pub(crate) const KEEP_MAX_DIRTY: usize = 256;
+
+/// How many pages at the bottom of the space a concurrent cycle leaves in
+/// place: a young cycle's whole old region (its dense prefix, page
+/// aligned), if at most [`KEEP_MAX_DIRTY`] of its pages are dirty; else
+/// none.
+fn kept_pages(plan: Plan, dense_words: usize, old_dirty: Option<&[u8]>) -> usize {
+    match (plan, old_dirty) {
+        (Plan::Young(w), Some(dirty))
+            if w == dense_words
+                && w % PAGE_WORDS == 0
+                && dirty.iter().filter(|&&d| d != 0).count() <= KEEP_MAX_DIRTY =>
+        {
+            w / PAGE_WORDS
+        }
+        _ => 0,
+    }
+}
+
 /// The dirty old pages the young policy counts (`Generations::finished`):
 /// none when they were all assumed written rather than found written.
 fn policy_dirty(st: &CycleStats) -> usize {
@@ -1291,6 +1313,7 @@ impl Collector {
         } = meta;
         let (live, marks) = (FrozenWordMap::freeze(live), FrozenWordMap::freeze(marks));
         let dense_words = dense;
+        let kept_pages = kept_pages(plan, dense, old_dirty.as_deref());
         // SAFETY: the world is stopped and the space not flipped yet: the
         // prefix's words are mapped at `start`, described by the bitmaps.
         let boundary_header = unsafe {
@@ -1316,6 +1339,7 @@ impl Collector {
             tables: self.tables.take(),
             total_words: total,
             dense_words,
+            kept_pages,
             boundary_header,
             space_start: start,
             from_start: space.from.start(),
@@ -1375,12 +1399,18 @@ impl Collector {
         // at 256 MiB, ~3 ms at 1 GiB, growing with the heap); moving first
         // keeps it ~0.1 ms. The world is stopped, so nothing can touch the
         // range between the two calls.
+        // A young cycle with few dirty old pages leaves the old region
+        // where it is (`kept`): only the rest of the reservation moves out.
+        // The heap stays one VMA (mremap with DONTUNMAP does not split its
+        // source); the old pages never fault, and the dirty ones are fixed
+        // in place below, before the mutators resume.
         let whole = space.reserved();
+        let kept = shared.kept_pages() * PAGE_SIZE;
         // Marking in the pause: the registration for write tracking is
         // still there (see `WriteTracker::unregister`).
         gc.unregister_tracking();
         sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = space.heap.move_pages_to(&space.from, 0, whole) {
+        if let Err(e) = space.heap.move_pages_to(&space.from, kept, whole - kept) {
             warn_once(
                 &WARN_FLIP,
                 &format!("mremap of the heap failed ({e}); compacting stop-the-world"),
@@ -1397,7 +1427,7 @@ impl Collector {
             // Put the pages back (the whole range, so the heap stays one
             // VMA) and finish this cycle stop-the-world.
             sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = space.from.move_pages_back(&space.heap, whole) {
+            if let Err(e) = space.from.move_pages_back(&space.heap, kept, whole - kept) {
                 // The live data is in the from-space and the heap range is
                 // empty and unregistered: resuming would read zeros.
                 abort_with(&format!("mremap back into the heap failed: {e}"));
@@ -1410,9 +1440,17 @@ impl Collector {
             );
             return Err(undo(shared, handler));
         }
-        // Nothing stale remains in the heap range: the allocation region is
-        // zero-filled as it is touched.
-        space.set_dirty_limit(start);
+        // The kept old pages written since the last cycle get their
+        // references to moving objects rewritten now (past the last exit
+        // that would compact this cycle stop-the-world, which would fix
+        // them again).
+        let t_kept = Instant::now();
+        shared.fix_kept();
+        st.kept_pages = shared.kept_pages();
+        st.kept_fix = t_kept.elapsed();
+        // Nothing stale remains in the heap range above the kept pages: the
+        // allocation region is zero-filled as it is touched.
+        space.set_dirty_limit(start + kept);
         st.flip = t.elapsed();
         let t = Instant::now();
         let comp = shared.compactor();

@@ -220,29 +220,30 @@ impl Mapping {
         Ok(())
     }
 
-    /// Moves the first `len` bytes of this mapping's pages back over
-    /// `dst[0..len]` with a plain `mremap(MREMAP_FIXED)` (this range becomes
-    /// unmapped; `dst`'s range is replaced whole, so it stays one VMA).
-    /// Undoes [`move_pages_to`](Self::move_pages_to) when a flip is abandoned.
-    pub fn move_pages_back(&self, dst: &Mapping, len: usize) -> io::Result<()> {
-        self.check(0, len);
-        dst.check(0, len);
+    /// Moves this mapping's pages `[off, off + len)` back over
+    /// `dst[off..off + len]` with a plain `mremap(MREMAP_FIXED)` (this range
+    /// becomes unmapped; if `dst`'s range is its whole mapping, it stays one
+    /// VMA, else the moved part is a VMA of its own). Undoes
+    /// [`move_pages_to`](Self::move_pages_to) when a flip is abandoned.
+    pub fn move_pages_back(&self, dst: &Mapping, off: usize, len: usize) -> io::Result<()> {
+        self.check(off, len);
+        dst.check(off, len);
         // SAFETY: both ranges are owned by Mapping values (checked); `dst`'s
         // range is replaced by this one's pages, which its owner asked for;
         // this range is remapped fresh right after so it stays owned.
         let r = unsafe {
             libc::mremap(
-                self.start as *mut libc::c_void,
+                (self.start + off) as *mut libc::c_void,
                 len,
                 len,
                 libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
-                dst.start as *mut libc::c_void,
+                (dst.start + off) as *mut libc::c_void,
             )
         };
         if r == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        self.remap_fresh(0, len, Prot::None)
+        self.remap_fresh(off, len, Prot::None)
     }
 
     /// A byte slice over `[off, off+len)`.

@@ -419,6 +419,12 @@ pub struct CycleStats {
     /// (registration and `UFFDIO_WRITEPROTECT`; mutators running in a
     /// concurrent cycle).
     pub write_protect: Duration,
+    /// Old pages a young concurrent cycle left in place at its flip (its
+    /// whole old region, when few enough of them were dirty): never moved
+    /// out, never faulted on, the dirty ones fixed in the final pause.
+    pub kept_pages: usize,
+    /// Fixing the dirty kept pages (inside the final pause).
+    pub kept_fix: Duration,
     /// Unregistering the heap from write tracking before the flip (while
     /// mutators run, after concurrent marking's scan; see `dirty`).
     pub write_unregister: Duration,

@@ -94,7 +94,10 @@ fn child() {
         let st = m.collect_young().expect("collection runs");
         assert!(st.young);
         assert_eq!(st.remembered_set, Some(RememberedSet::Cards));
-        let y = m.get_ref(old, 0).unwrap().expect("the young object survived");
+        let y = m
+            .get_ref(old, 0)
+            .unwrap()
+            .expect("the young object survived");
         assert_eq!(m.read_u64(y, 0).unwrap(), 88);
     }
     println!("CHILD_OK");

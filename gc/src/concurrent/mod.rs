@@ -394,6 +394,10 @@ pub struct CycleShared {
     /// Pages of the dense prefix: fixed in place in the from-space and
     /// moved back (see `prefix`).
     dense_pages: usize,
+    /// The first `kept_pages` of them were not flipped at all: a young
+    /// cycle's old region, present in the to-space all along, its dirty
+    /// pages fixed in the pause (see `prefix`).
+    kept_pages: usize,
     /// The raw header of the object crossing the end of the dense prefix
     /// (0 if none), saved in the pause.
     boundary_header: u64,
@@ -493,6 +497,9 @@ pub(crate) struct CycleSetup {
     pub tables: Option<PageTables>,
     pub total_words: usize,
     pub dense_words: usize,
+    /// Pages at the bottom of the dense prefix that the flip left in place
+    /// (a young cycle's old region: see `prefix`); fixed in the pause.
+    pub kept_pages: usize,
     pub boundary_header: u64,
     pub space_start: usize,
     pub from_start: usize,
@@ -529,6 +536,7 @@ impl CycleShared {
         };
         let npages = old_pages + black_pages;
         let dense_pages = s.dense_words / PAGE_WORDS;
+        debug_assert!(s.kept_pages <= dense_pages);
         // The page tables of the last cycle or sized by the marker (all
         // pages `Unprocessed`); allocating them here would cost the pause
         // ~1 ms at 1 GiB. Extra entries are never used.
@@ -571,6 +579,7 @@ impl CycleShared {
             },
             black_blocks: s.black_blocks,
             dense_pages,
+            kept_pages: s.kept_pages,
             boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
             arena_offset: s.arena_offset,
@@ -674,6 +683,11 @@ impl CycleShared {
     /// Pages of the dense prefix.
     pub fn dense_pages(&self) -> usize {
         self.dense_pages
+    }
+
+    /// Pages of the dense prefix the flip left in place.
+    pub fn kept_pages(&self) -> usize {
+        self.kept_pages
     }
 
     /// Number of to-space pages with live objects (the dense prefix
@@ -900,6 +914,11 @@ impl CycleShared {
     /// waits (briefly: one page's compaction or one ioctl) for whoever owns
     /// it. Never waits for a whole GC batch.
     fn resolve_page(&self, p: usize, page_addr: usize) {
+        if p < self.kept_pages {
+            // Never moved out: present all along (a fault cannot name it;
+            // nothing to do).
+            return;
+        }
         let mut round = 0u32;
         loop {
             match self.states.get(p) {
@@ -1414,6 +1433,7 @@ pub(crate) fn test_cycle(
         tables: None,
         total_words: 0,
         dense_words: 0,
+        kept_pages: 0,
         boundary_header: 0,
         space_start: space.start(),
         from_start: from.start(),

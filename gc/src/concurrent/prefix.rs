@@ -58,24 +58,39 @@ use crate::compact::Compactor;
 use crate::mapping::PAGE_SIZE;
 
 impl CycleShared {
-    /// Pages fixed in place: the dense prefix's, then the black block's.
+    /// Pages fixed in place after the flip: the dense prefix's that were
+    /// flipped (above the kept ones), then the black block's.
     pub(crate) fn in_place_pages(&self) -> usize {
-        self.dense_pages + self.black_pages()
+        self.dense_pages - self.kept_pages + self.black_pages()
     }
 
     /// The to-space page of the `i`-th page fixed in place.
     fn in_place_page(&self, i: usize) -> usize {
-        if i < self.dense_pages {
-            i
+        let flipped = self.dense_pages - self.kept_pages;
+        if i < flipped {
+            self.kept_pages + i
         } else {
-            self.old_pages + (i - self.dense_pages)
+            self.old_pages + (i - flipped)
         }
     }
 
-    /// Whether to-space page `p` is fixed in place (prefix or black block).
+    /// Whether to-space page `p` is fixed in place after the flip (a
+    /// flipped prefix page or a black-block page).
     #[inline]
     pub(super) fn in_place(&self, p: usize) -> bool {
-        p < self.dense_pages || (p >= self.old_pages && p < self.npages)
+        (p >= self.kept_pages && p < self.dense_pages) || (p >= self.old_pages && p < self.npages)
+    }
+
+    /// Fixes the kept old pages a young cycle's mutators wrote since the
+    /// last cycle, in place in the to-space (world stopped, before the
+    /// mutators resume: they read those pages directly). The others refer
+    /// to old objects only.
+    pub(crate) fn fix_kept(&self) {
+        let mut comp = self.compactor();
+        comp.prefix_start = self.space_start;
+        for p in 0..self.kept_pages {
+            comp.update_dense_page(p, self.marks.words());
+        }
     }
 
     /// The from-space address of in-place to-space page `p`.
