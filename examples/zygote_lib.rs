@@ -360,6 +360,13 @@ pub struct FirstCycle {
     pub dense_pages: u64,
     /// Pages that MOVE refused (`EBUSY`: shared) and that were copied.
     pub ebusy_fallbacks: u64,
+    /// Old pages a young concurrent cycle left in place (never flipped:
+    /// still shared unless written). 0 for a full cycle.
+    #[serde(default)]
+    pub kept_pages: u64,
+    /// The cycle was young (young collections on).
+    #[serde(default)]
+    pub young: bool,
 }
 
 /// One zygote's run: its preload and its apps.
@@ -510,7 +517,7 @@ impl RunReport {
             let _ = writeln!(
                 t,
                 "{:>18} shared with the zygote {:.1} -> {:.1} MiB, PSS {:.1} -> {:.1} MiB \
-                 ({} dense-prefix pages, {} EBUSY fallbacks)",
+                 ({} dense-prefix pages, {} kept in place by young cycles, {} EBUSY fallbacks)",
                 "first GC, all apps:",
                 first(|f| f.shared_before_kib),
                 first(|f| f.shared_after_kib),
@@ -520,6 +527,7 @@ impl RunReport {
                     .iter()
                     .map(|a| a.first_cycle.dense_pages)
                     .sum::<u64>(),
+                s.apps.iter().map(|a| a.first_cycle.kept_pages).sum::<u64>(),
                 s.apps
                     .iter()
                     .map(|a| a.first_cycle.ebusy_fallbacks)
@@ -1554,7 +1562,9 @@ fn app_body(
 ) -> Res<()> {
     let heap = m.heap().clone();
     let before = memory_kib();
-    if let Some(c) = m.collect() {
+    // The cycle the heap-size policy would run: with young collections
+    // on, a young one, which leaves the preloaded (old) heap in place.
+    if let Some(c) = m.collect_young() {
         m.wait_idle();
         let after = memory_kib();
         rep.first_cycle = FirstCycle {
@@ -1564,6 +1574,8 @@ fn app_body(
             pss_after_kib: after.1,
             dense_pages: c.dense_pages as u64,
             ebusy_fallbacks: c.ebusy_fallbacks as u64,
+            kept_pages: c.kept_pages as u64,
+            young: c.young,
         };
     }
     let base = heap.stats();
