@@ -104,6 +104,8 @@ pub(crate) struct Settings {
     pub(crate) dense_prefix_threshold: Option<f64>,
     pub(crate) generational: bool,
     pub(crate) remembered_set: crate::RememberedSet,
+    /// `HeapConfig::keep_old_region`.
+    pub(crate) keep_old_region: bool,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -1313,7 +1315,10 @@ impl Collector {
         } = meta;
         let (live, marks) = (FrozenWordMap::freeze(live), FrozenWordMap::freeze(marks));
         let dense_words = dense;
-        let kept_pages = kept_pages(plan, dense, old_dirty.as_deref());
+        let kept_pages = match gc.settings.keep_old_region {
+            true => kept_pages(plan, dense, old_dirty.as_deref()),
+            false => 0,
+        };
         // SAFETY: the world is stopped and the space not flipped yet: the
         // prefix's words are mapped at `start`, described by the bitmaps.
         let boundary_header = unsafe {

@@ -130,6 +130,16 @@ pub struct HeapConfig {
     /// by measurement: `docs/benchmarks.md` §6b), or the environment
     /// variable `MOVEGC_REMEMBERED_SET` (`cards` or `wp`).
     pub remembered_set: crate::RememberedSet,
+    /// Young concurrent cycles leave the old region in place at the flip
+    /// (only the reservation above it moves out) when at most 256 of its
+    /// pages are dirty; those are fixed in the final pause. This halves or
+    /// more the compaction work of young cycles and keeps a zygote's pages
+    /// shared with a forked app, but on this kernel the flip's partial
+    /// `mremap` takes 0.3-3 ms where the whole-space one takes 0.05 ms
+    /// (not understood yet: `docs/benchmarks.md` §6c), so it is off by
+    /// default. Only used with [`generational`](Self::generational).
+    /// Default false, or the environment variable `MOVEGC_KEEP_OLD=1`.
+    pub keep_old_region: bool,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
     /// kind and cause, heap before and after, live, pauses with time to
     /// safepoint, marking, compaction, pages, faults), as the JVM's
@@ -213,6 +223,7 @@ impl Default for HeapConfig {
             gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
+            keep_old_region: std::env::var("MOVEGC_KEEP_OLD").is_ok_and(|v| v == "1"),
             remembered_set: std::env::var("MOVEGC_REMEMBERED_SET")
                 .ok()
                 .and_then(|v| crate::RememberedSet::from_name(v.trim()))
@@ -505,6 +516,7 @@ impl GcHeap {
             dense_prefix_threshold: config.dense_prefix_threshold,
             generational: config.generational,
             remembered_set: remembered_set(&config),
+            keep_old_region: config.keep_old_region,
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,

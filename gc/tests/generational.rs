@@ -128,6 +128,7 @@ fn config(strategy: Strategy, capacity: usize, min_free: usize) -> HeapConfig {
         strategy,
         generational: true,
         remembered_set: RememberedSet::Cards,
+        keep_old_region: true,
         gc_threads: 2,
         verify: true,
         ..Default::default()

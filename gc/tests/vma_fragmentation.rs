@@ -72,6 +72,7 @@ fn young_cycles_keeping_the_old_region_do_not_split_the_heap() {
         capacity: 64 << 20,
         min_free: 64 << 20,
         generational: true,
+        keep_old_region: true,
         verify: true,
         ..Default::default()
     })

@@ -256,6 +256,17 @@ impl HeapBuilder {
         self
     }
 
+    /// With young collections: concurrent young cycles leave the old
+    /// region in place instead of moving it out and back at the flip
+    /// (less compaction work; a zygote's pages stay shared with its apps),
+    /// at the price of a longer flip on this kernel. Default off, or the
+    /// environment variable `MOVEGC_KEEP_OLD=1` (see
+    /// `HeapConfig::keep_old_region`).
+    pub fn keep_old_region(mut self, on: bool) -> Self {
+        self.config.keep_old_region = on;
+        self
+    }
+
     /// Print one line per collection on stderr (kind and cause, heap
     /// before and after, live, pauses with time to safepoint, marking,
     /// compaction, pages, faults), like the JVM's `-Xlog:gc`. Default: on
