@@ -295,7 +295,9 @@ impl Gc {
     /// Before a flip: the registration for write tracking goes (see
     /// `WriteTracker::unregister`); the time taken.
     fn unregister_tracking(&self) -> Duration {
-        let Some(t) = self.tracker.as_ref().filter(|t| t.is_on()) else {
+        // Also after a failure turned the tracker off: a range left
+        // registered would slow every later flip's mremap down.
+        let Some(t) = self.tracker.as_ref() else {
             return Duration::ZERO;
         };
         match self.concurrent().map(|c| c.uffd()) {
@@ -1413,7 +1415,7 @@ impl Collector {
         let kept = shared.kept_pages() * PAGE_SIZE;
         // Marking in the pause: the registration for write tracking is
         // still there (see `WriteTracker::unregister`).
-        gc.unregister_tracking();
+        st.write_unregister += gc.unregister_tracking();
         sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = space.heap.move_pages_to(&space.from, kept, whole - kept) {
             warn_once(

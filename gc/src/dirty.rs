@@ -178,6 +178,9 @@ impl WriteTracker {
         }
         let done = (|| {
             uffd.register(self.start, self.len, RegisterMode::WP)?;
+            // Registered from here on, even if protecting fails: the next
+            // flip must unregister it (see `unregister`).
+            self.registered.store(std::process::id(), Ordering::Release);
             for &(lo, hi) in ranges.iter().filter(|(lo, hi)| hi > lo) {
                 uffd.writeprotect(lo, hi - lo, true, false)?;
             }

@@ -23,8 +23,10 @@
 //!
 //! The card table has one byte per 4 KiB page of the whole reservation
 //! (moving space and arena). Every reference store marks the card of the
-//! page that holds the slot (one unconditional byte store, no test of
-//! what was stored, as HotSpot's card barrier). The final pause of a cycle
+//! page that holds the slot while the barrier is active (one byte store,
+//! no test of what was stored, as HotSpot's card barrier; always active
+//! with the card builder, during cycles with the kernel's dirty tracking,
+//! `dirty`), before the store itself. The final pause of a cycle
 //! takes the old region's cards (the pages its compactors must fix) and
 //! clears the table: every reference that existed then points at an old
 //! object once the cycle ends, so the next remembered set is what mutators

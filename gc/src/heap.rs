@@ -1193,14 +1193,17 @@ impl MutatorContext {
     #[inline(always)]
     fn store_at(&mut self, slot: usize, value: Option<ObjRef>) {
         let v = value.map_or(0, |r| r.addr() as u64);
+        // The card barrier of young collections (`generation`): one byte
+        // store, whatever is stored, while the barrier is active. Before
+        // the store: with the kernel's dirty tracking the barrier turns off
+        // once the old region is write-protected again, and a store made
+        // after reading it off must land on a protected page (`dirty`).
+        self.heap.inner.gc.cards().mark(slot);
         if self.attached.satb().is_marking() {
             self.log_store(slot, v);
         } else {
             store_word(slot, v);
         }
-        // The card barrier of young collections (`generation`): one byte
-        // store, whatever was stored.
-        self.heap.inner.gc.cards().mark(slot);
     }
 
     /// Stores `values` into reference fields / elements `start..start +
@@ -1235,6 +1238,14 @@ impl MutatorContext {
         // SAFETY: the caller's contract; `ref_slot` checks the last index
         // (so every index of the run) against the object's slots.
         let first = unsafe { obj.ref_slot(last) }? - (last - start) * WORD;
+        // The card marks first, as in `store_at`.
+        let cards = self.heap.inner.gc.cards();
+        let end = first + values.len() * WORD;
+        let mut page = first & !(crate::mapping::PAGE_SIZE - 1);
+        while page < end {
+            cards.mark(page.max(first));
+            page += crate::mapping::PAGE_SIZE;
+        }
         let marking = self.attached.satb().is_marking();
         for (i, v) in values.iter().enumerate() {
             let slot = first + i * WORD;
@@ -1244,13 +1255,6 @@ impl MutatorContext {
             } else {
                 store_word(slot, v);
             }
-        }
-        let cards = self.heap.inner.gc.cards();
-        let end = first + values.len() * WORD;
-        let mut page = first & !(crate::mapping::PAGE_SIZE - 1);
-        while page < end {
-            cards.mark(page.max(first));
-            page += crate::mapping::PAGE_SIZE;
         }
         Ok(())
     }
