@@ -134,10 +134,11 @@ pub struct HeapConfig {
     /// (only the reservation above it moves out) when at most 256 of its
     /// pages are dirty; those are fixed in the final pause. This halves or
     /// more the compaction work of young cycles and keeps a zygote's pages
-    /// shared with a forked app, but on this kernel the flip's partial
-    /// `mremap` takes 0.3-3 ms where the whole-space one takes 0.05 ms
-    /// (not understood yet: `docs/benchmarks.md` §6c), so it is off by
-    /// default. Only used with [`generational`](Self::generational).
+    /// shared with a forked app, but the flip's partial `mremap` takes
+    /// 0.3-3 ms where the whole-space one takes 0.05 ms: it does not start
+    /// on a 1 GiB boundary, so the kernel moves the young part one PMD at a
+    /// time with a TLB shootdown each (`docs/benchmarks.md` §6c). So it is
+    /// off by default. Only used with [`generational`](Self::generational).
     /// Default false, or the environment variable `MOVEGC_KEEP_OLD=1`.
     pub keep_old_region: bool,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
