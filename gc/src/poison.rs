@@ -20,7 +20,7 @@
 //! stay in the page tables after unregistering. A concurrent flip moves the
 //! old markers out with the pages, so the whole window is poisoned again.
 //!
-//! **Allocation unpoisons** ([`Poisoner::unpoison`]): a block handed out
+//! **Allocation unpoisons** (`Poisoner::unpoison`): a block handed out
 //! by the moving space's shared cursor drops the window pages it covers
 //! with `MADV_DONTNEED` (a poisoned page dropped reads as zeros again) and
 //! raises `lo` past them, under the window's lock, before its owner touches
@@ -29,7 +29,7 @@
 //!
 //! **The report.** A poisoned page raises `SIGBUS` with the same
 //! `BUS_ADRERR` code as a userfaultfd fault in SIGBUS mode; the process's
-//! SIGBUS handler (`concurrent::fault`) asks [`Poisoner::check`] first: an
+//! SIGBUS handler (`concurrent::fault`) asks `Poisoner::check` first: an
 //! address in the window is a stale access. What was there comes from the
 //! obituaries recorded in the pause (every object of the old heap image
 //! that reached into the freed range: its header, whether it was live and

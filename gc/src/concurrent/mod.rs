@@ -742,7 +742,7 @@ impl CycleShared {
     /// locks, no formatting, no unwinding, in everything it reaches
     /// (`resolve_page`, [`Compactor::compact_page`] and its forwarding
     /// lookups, `copy_pages_until`, `zero_fill_recycled`, the page states,
-    /// the recycler's [`FreeRange`]). An impossible state ends in
+    /// the recycler's `FreeRange`). An impossible state ends in
     /// `fatal::fatal` (a fixed message by `write(2)`, then `abort`). The
     /// implicit slice-index checks and debug-build overflow checks that
     /// remain on this path cannot fire: `p` is below `reg_pages` (the
