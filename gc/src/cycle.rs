@@ -303,7 +303,7 @@ impl Gc {
         match self.concurrent().map(|c| c.uffd()) {
             Some(Ok(u)) => t.unregister(&u, &self.cards),
             Some(Err(e)) => {
-                t.end_failed(&self.cards, &e);
+                t.fail(&self.cards, &e);
                 Duration::ZERO
             }
             None => Duration::ZERO,
@@ -330,7 +330,7 @@ impl Gc {
         st.write_protect = match uffd {
             Ok(u) => t.end(&u, &self.cards, &tracked_ranges(space, los, old_end)),
             Err(e) => {
-                t.end_failed(&self.cards, &e);
+                t.fail(&self.cards, &e);
                 Duration::ZERO
             }
         };
@@ -490,17 +490,20 @@ fn tracked_ranges(
     los: &BTreeMap<usize, LargeObject>,
     old_end: usize,
 ) -> [(usize, usize); 2] {
-    let (arena, _) = space.arena();
-    let arena_end = los
-        .values()
-        .filter(|o| o.in_arena())
-        .map(|o| round_up(o.obj().addr() + o.footprint(), PAGE_SIZE))
-        .max()
-        .unwrap_or(arena);
     [
         (space.start(), round_up(old_end, PAGE_SIZE)),
-        (arena, arena_end),
+        (space.arena().0, round_up(arena_end(space, los), PAGE_SIZE)),
     ]
+}
+
+/// The end of the arena's used part: of its highest large object, live or
+/// dead (the arena's start if it holds none).
+fn arena_end(space: &MovingSpace, los: &BTreeMap<usize, LargeObject>) -> usize {
+    los.values()
+        .filter(|o| o.in_arena())
+        .map(|o| o.obj().addr() + o.footprint())
+        .max()
+        .unwrap_or(space.arena().0)
 }
 
 /// Whether the settings ask for the kernel's dirty tracking.
@@ -958,15 +961,9 @@ impl Collector {
         };
         if gc.settings.generational {
             gc.cards.clear(0, (top - start).div_ceil(PAGE_SIZE));
-            let (arena, _) = space.arena();
-            let arena_end = los
-                .values()
-                .filter(|o| o.in_arena())
-                .map(|o| o.obj().addr() + o.footprint())
-                .max()
-                .unwrap_or(arena);
+            let (arena, end) = (space.arena().0, arena_end(space, &los));
             gc.cards
-                .clear((arena - start) / PAGE_SIZE, (arena_end - start) / PAGE_SIZE);
+                .clear((arena - start) / PAGE_SIZE, (end - start) / PAGE_SIZE);
         }
         st.prepare = t.elapsed();
         st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
@@ -1302,12 +1299,7 @@ impl Collector {
                     (o.obj().addr(), o.footprint(), refs)
                 }),
         );
-        let arena_used = los
-            .values()
-            .filter(|o| o.in_arena())
-            .map(|o| o.obj().addr() + o.footprint() - space.arena().0)
-            .max()
-            .unwrap_or(0);
+        let arena_used = arena_end(space, los) - space.arena().0;
         let Metadata {
             marks,
             live,

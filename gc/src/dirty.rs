@@ -198,12 +198,6 @@ impl WriteTracker {
         t.elapsed()
     }
 
-    /// [`end`](Self::end) without a descriptor (this process's could not
-    /// be opened): falls back to cards.
-    pub(crate) fn end_failed(&self, cards: &CardTable, e: &UffdError) {
-        self.fail(cards, e);
-    }
-
     /// Unregisters the reservation once this cycle no longer needs the
     /// kernel's tracking (its scan is done and the card barrier is on), so
     /// that the flip's `mremap` moves page-table pages whole: since Linux
@@ -223,8 +217,9 @@ impl WriteTracker {
         t.elapsed()
     }
 
-    /// Falls back to cards for good: the barrier stays on.
-    fn fail(&self, cards: &CardTable, e: &UffdError) {
+    /// Falls back to cards for good (also when this process's descriptor
+    /// cannot be opened): the barrier stays on.
+    pub(crate) fn fail(&self, cards: &CardTable, e: &UffdError) {
         cards.set_active(true);
         self.on.store(false, Ordering::Release);
         warn_once(

@@ -183,25 +183,7 @@ fn parent_and_child_both_collect_after_fork() {
     assert!(used.iter().all(|&s| s == want), "parent used {used:?}");
     assert!(pages > 0 || !want.is_concurrent());
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut status = 0;
-    loop {
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            break;
-        }
-        if Instant::now() > deadline {
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("the forked child did not finish its collections (hung)");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child's collections failed (status {status:#x})"
-    );
+    wait_for_child(pid, "the child's collections");
 }
 
 /// Stores a fresh node (id `id`) into slot 0 of the holder array (root
@@ -323,8 +305,14 @@ fn a_forked_child_takes_every_old_page_as_written_until_it_protects_its_own() {
         "parent after fork: {} pages written",
         st.written_pages
     );
-    let mut status = 0;
+    wait_for_child(pid, "the child's young cycles");
+}
+
+/// Waits (up to 2 minutes, then kills it) for forked child `pid` and
+/// asserts that it exited with status 0; `what` names what it ran.
+fn wait_for_child(pid: libc::pid_t, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut status = 0;
     loop {
         // SAFETY: waiting for our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
@@ -340,6 +328,6 @@ fn a_forked_child_takes_every_old_page_as_written_until_it_protects_its_own() {
     }
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "the child's young cycles failed (status {status:#x})"
+        "{what} failed (status {status:#x})"
     );
 }
