@@ -225,10 +225,7 @@ impl Default for HeapConfig {
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
             keep_old_region: std::env::var("MOVEGC_KEEP_OLD").is_ok_and(|v| v == "1"),
-            remembered_set: std::env::var("MOVEGC_REMEMBERED_SET")
-                .ok()
-                .and_then(|v| crate::RememberedSet::from_name(v.trim()))
-                .unwrap_or_default(),
+            remembered_set: remembered_set_from_env(std::env::var("MOVEGC_REMEMBERED_SET").ok()),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
                 .is_ok_and(|v| v.split(',').any(|t| t.trim() == "gc")),
@@ -260,6 +257,18 @@ pub const DEFAULT_GC_CPU_TARGET: f64 = 0.30;
 /// The default CPU target given `MOVEGC_GC_CPU_TARGET`'s value: `off`
 /// for none, a number for that share, [`DEFAULT_GC_CPU_TARGET`] otherwise (also when the
 /// value does not parse: `GcHeap::new` would reject nothing useful).
+/// `MOVEGC_REMEMBERED_SET`: `cards` or `wp`; anything else is said on
+/// stderr and gives the default.
+fn remembered_set_from_env(v: Option<String>) -> crate::RememberedSet {
+    match v.as_deref().map(str::trim) {
+        None => crate::RememberedSet::default(),
+        Some(s) => crate::RememberedSet::from_name(s).unwrap_or_else(|| {
+            eprintln!("movegc: MOVEGC_REMEMBERED_SET={s:?} is not 'cards' or 'wp'; using cards");
+            crate::RememberedSet::default()
+        }),
+    }
+}
+
 fn cpu_target_from_env(v: Option<String>) -> Option<f64> {
     match v.as_deref().map(str::trim) {
         Some("off") => None,
@@ -1389,6 +1398,23 @@ mod tests {
     /// Issue 11, defect 9: each heap used to leak its SATB queue (a
     /// process-wide registry of `'static` queues). The log now belongs to
     /// the heap and goes with it once its mutators have detached.
+    #[test]
+    fn the_remembered_set_comes_from_the_environment_value() {
+        use crate::RememberedSet::{Cards, WriteProtect};
+        assert_eq!(remembered_set_from_env(None), Cards);
+        assert_eq!(remembered_set_from_env(Some(" wp ".into())), WriteProtect);
+        assert_eq!(
+            remembered_set_from_env(Some("write-protect".into())),
+            WriteProtect
+        );
+        assert_eq!(remembered_set_from_env(Some("cards".into())), Cards);
+        assert_eq!(
+            remembered_set_from_env(Some("kernel".into())),
+            Cards,
+            "unknown"
+        );
+    }
+
     #[test]
     fn the_cpu_target_comes_from_the_environment_value() {
         assert_eq!(cpu_target_from_env(None), Some(DEFAULT_GC_CPU_TARGET));
