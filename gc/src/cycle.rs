@@ -611,6 +611,9 @@ struct Collector {
     buffers: Vec<Mapping>,
     /// The page tables of the last concurrent cycle, reused by the next.
     tables: Option<PageTables>,
+    /// The compaction driver of the cycle about to flip, started before
+    /// its final pause (see [`spawn_driver`]).
+    driver: Option<std::sync::mpsc::Sender<DriverJob>>,
     /// The old generation's bookkeeping (young collections).
     gen: Generations,
     /// Bounce buffer of the in-place stop-the-world compaction.
@@ -644,6 +647,7 @@ impl Collector {
             gen: Generations::default(),
             buffers: Vec::new(),
             tables: None,
+            driver: None,
             bounce: Vec::new(),
             cycles: 0,
             in_flight: false,
@@ -1262,10 +1266,13 @@ impl Collector {
         // stop-the-world (saying so once); after the flip the only failure
         // exit is a message and an abort, never a hang.
         let threads = gc.settings.concurrent_threads;
+        // Taken first: every exit below drops a driver not used.
+        let started = self.driver.take();
         let prepared = if gc.settings.injection.prepare_fails {
             Err(std::io::Error::other("injected failure"))
         } else {
-            self.acquire_buffers(threads).and_then(|()| spawn_driver())
+            self.acquire_buffers(threads)
+                .and_then(|()| started.map_or_else(spawn_driver, Ok))
         };
         let driver = match prepared {
             Ok(d) => d,
@@ -1539,16 +1546,27 @@ impl Collector {
 type DriverJob = Box<dyn FnOnce() + Send>;
 
 /// Starts the compaction driver thread before the flip; it runs the job it
-/// is sent (and exits if the sender is dropped unused).
+/// is sent (and exits if the sender is dropped unused). A cycle that marks
+/// concurrently starts it before its final pause: a thread starting up in
+/// the pause runs on another CPU while the flip's `mremap` moves page
+/// tables, and every TLB flush of that `mremap` then interrupts it (an IPI
+/// of several µs each: a flip that moves one PMD at a time, as a young
+/// cycle's that keeps the old region does, took 0.35-0.65 ms instead of
+/// 0.1). So it returns only once the thread is running.
 fn spawn_driver() -> std::io::Result<std::sync::mpsc::Sender<DriverJob>> {
     let (tx, rx) = std::sync::mpsc::channel::<DriverJob>();
+    let (ready_tx, ready) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("movegc-compactor".into())
         .spawn(move || {
+            let _ = ready_tx.send(());
             if let Ok(job) = rx.recv() {
                 job()
             }
         })?;
+    // Returns once the thread has started (its start-up maps memory, which
+    // would also wait for the flip's `mremap`).
+    let _ = ready.recv();
     Ok(tx)
 }
 
@@ -1582,6 +1600,12 @@ fn concurrent_mark(
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
     let start = space.start();
+    // The compaction driver, started now so that it is asleep by the final
+    // pause (see [`spawn_driver`]; if this fails, the flip tries again).
+    let driver = strategy
+        .is_concurrent()
+        .then(spawn_driver)
+        .and_then(Result::ok);
     // Concurrent marking uses the concurrent share of the workers (one
     // thread marks on the marker itself); the final pause uses them all.
     let (threads, pause_threads) = (gc.settings.concurrent_threads, gc.settings.gc_threads);
@@ -1701,6 +1725,7 @@ fn concurrent_mark(
     st.pauses.push(Pause::begin(PauseKind::Final, &world));
     let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
     col.tables = tables;
+    col.driver = driver;
     let t = Instant::now();
     gc.satb.set_marking(false);
     sp.large.set_allocate_black(false);
