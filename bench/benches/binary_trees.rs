@@ -18,7 +18,10 @@
 //!                      huge (0/1), threads, dense (a fraction or `none`),
 //!                      strategy (`stw`, `move`, `copy`), young (0/1:
 //!                      young collections), remset (`cards`, `wp`: their
-//!                      remembered-set builder), cpu_target (the
+//!                      remembered-set builder), keep (0/1: young cycles
+//!                      keep the old region in place), prefill (0/1:
+//!                      concurrent MOVE prefills the allocation region),
+//!                      cpu_target (the
 //!                      GC CPU target: a share, or `off` for a fixed
 //!                      `min_free` budget), scheme
 //!                      (`per-node`, the scope batch `levels` 1.., `typed`:
@@ -126,6 +129,10 @@ struct MovegcConfig {
     young: Option<bool>,
     /// The remembered-set builder of young collections.
     remset: Option<movegc::RememberedSet>,
+    /// Young cycles keep the old region in place.
+    keep: Option<bool>,
+    /// Concurrent MOVE prefills the allocation region.
+    prefill: Option<bool>,
     scheme: Scheme,
     /// `scheme=engine`: run on the engine directly.
     engine: bool,
@@ -146,6 +153,8 @@ impl MovegcConfig {
             "cpu_target",
             "young",
             "remset",
+            "keep",
+            "prefill",
             "scheme",
         ])?;
         let some = |v: &str| v.parse().ok().map(Some);
@@ -169,6 +178,8 @@ impl MovegcConfig {
             remset: s.read_or("remset", None, |v| {
                 movegc::RememberedSet::from_name(v).map(Some)
             })?,
+            keep: s.read_or("keep", None, |v| flag(v).map(Some))?,
+            prefill: s.read_or("prefill", None, |v| flag(v).map(Some))?,
             scheme: s.read_or("scheme", Scheme::default(), |v| match v {
                 "per-node" => Some(Scheme::ScopePerNode),
                 "typed" => Some(Scheme::Typed),
@@ -218,6 +229,12 @@ impl MovegcConfig {
         if let Some(v) = self.remset {
             c.remembered_set = v;
         }
+        if let Some(v) = self.keep {
+            c.keep_old_region = v;
+        }
+        if let Some(v) = self.prefill {
+            c.prefill_allocation = v;
+        }
         c
     }
 
@@ -255,6 +272,12 @@ impl MovegcConfig {
         }
         if let Some(v) = self.remset {
             b = b.remembered_set(v);
+        }
+        if let Some(v) = self.keep {
+            b = b.keep_old_region(v);
+        }
+        if let Some(v) = self.prefill {
+            b = b.prefill_allocation(v);
         }
         b.build()
     }

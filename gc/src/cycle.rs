@@ -106,6 +106,8 @@ pub(crate) struct Settings {
     pub(crate) remembered_set: crate::RememberedSet,
     /// `HeapConfig::keep_old_region`.
     pub(crate) keep_old_region: bool,
+    /// `HeapConfig::prefill_allocation`.
+    pub(crate) prefill_allocation: bool,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -1506,8 +1508,9 @@ impl Collector {
         let job: DriverJob = Box::new(move || {
             // Pages of the heap may still be missing and registered:
             // mutators touching them would wait forever.
+            let mut prefill = Duration::ZERO;
             abort_on_panic("compaction", || {
-                drive(
+                prefill = drive(
                     host2,
                     shared,
                     st2,
@@ -1519,7 +1522,9 @@ impl Collector {
                     promote,
                 )
             });
-            cpu.add_this_thread();
+            // Zeroing the allocation region's pages is allocation work (a
+            // fault would have done it), not collection work.
+            cpu.add(crate::cputime::thread_now().saturating_sub(prefill));
         });
         if driver.send(job).is_err() {
             abort_with("the compaction driver thread is gone");
@@ -1834,7 +1839,7 @@ fn drive(
     t_start: Instant,
     end_words: usize,
     promote: Option<(Plan, Option<usize>, usize)>,
-) {
+) -> Duration {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
@@ -1869,6 +1874,17 @@ fn drive(
     });
     // Every to-space page is mapped now.
     st.compaction = flip_end.elapsed();
+    // What the recycler has left goes to the allocation region: the room
+    // the mutators allocate into until the next cycle is due (by the
+    // pacer's goal for this live size), at most up to the old top.
+    let t = crate::cputime::thread_now();
+    let large = sp.large.bytes();
+    let goal = host.collect_at(st.live_bytes + large).saturating_sub(large);
+    let prefill_end = (shared.used_len() / PAGE_SIZE).min(goal.div_ceil(PAGE_SIZE));
+    if gc.settings.prefill_allocation {
+        shared.prefill_allocation(prefill_end);
+    }
+    st.prefill_cpu = crate::cputime::thread_now().saturating_sub(t);
     st.compaction_per_thread = times
         .into_iter()
         .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
@@ -1956,6 +1972,7 @@ fn drive(
     st.pages_copied = c.pages_copied.load(Ordering::Relaxed);
     st.pages_zero_filled = c.pages_zero_filled.load(Ordering::Relaxed);
     st.pages_zero_recycled = c.pages_zero_recycled.load(Ordering::Relaxed);
+    st.pages_prefilled = c.pages_prefilled.load(Ordering::Relaxed);
     st.move_ioctls = c.move_ioctls.load(Ordering::Relaxed);
     st.copy_ioctls = c.copy_ioctls.load(Ordering::Relaxed);
     st.ebusy_fallbacks = c.ebusy_fallbacks.load(Ordering::Relaxed);
@@ -2028,6 +2045,7 @@ fn drive(
         host.after_cycle(&st);
     }
     gc.idle.notify_all();
+    st.prefill_cpu
 }
 
 /// Stale-reference mode, after a cycle: poisons the free space above the

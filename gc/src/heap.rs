@@ -132,15 +132,27 @@ pub struct HeapConfig {
     pub remembered_set: crate::RememberedSet,
     /// Young concurrent cycles leave the old region in place at the flip
     /// (only the reservation above it moves out) when at most 256 of its
-    /// pages are dirty; those are fixed in the final pause. This halves or
-    /// more the compaction work of young cycles and keeps a zygote's pages
-    /// shared with a forked app, but the flip's partial `mremap` takes
-    /// 0.3-3 ms where the whole-space one takes 0.05 ms: it does not start
-    /// on a 1 GiB boundary, so the kernel moves the young part one PMD at a
-    /// time with a TLB shootdown each (`docs/benchmarks.md` §6c). So it is
-    /// off by default. Only used with [`generational`](Self::generational).
-    /// Default false, or the environment variable `MOVEGC_KEEP_OLD=1`.
+    /// pages are dirty; those are fixed in the final pause. This cuts the
+    /// compaction work of young cycles by 3-5× (the old pages are neither
+    /// moved out nor back) and keeps a zygote's pages shared with a forked
+    /// app (`docs/benchmarks.md` §6c). Its flip moves page tables one PMD
+    /// at a time rather than one GiB, which is as fast only while no other
+    /// thread of the process runs during the pause (each PMD's TLB flush
+    /// would interrupt it; the collector's own threads are asleep by then).
+    /// Only used with [`generational`](Self::generational). Default on;
+    /// the environment variable `MOVEGC_KEEP_OLD=0` turns it off.
     pub keep_old_region: bool,
+    /// Concurrent MOVE cycles end by moving the from-space pages they did
+    /// not need, zeroed, into the allocation region (up to what the pacer
+    /// lets the mutators allocate before the next cycle, at most the old
+    /// top) instead of releasing them: allocating then takes no page fault.
+    /// The kernel's zero-fill faults were a quarter of binary-trees' time
+    /// under concurrent MOVE (`docs/benchmarks.md` §6d). The zeroing is
+    /// allocation work and is not counted as collector CPU time
+    /// (`CycleStats::prefill_cpu`). Off, those pages are released and
+    /// refaulted one by one. Default on, or the environment variable
+    /// `MOVEGC_PREFILL=0` turns it off.
+    pub prefill_allocation: bool,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
     /// kind and cause, heap before and after, live, pauses with time to
     /// safepoint, marking, compaction, pages, faults), as the JVM's
@@ -224,7 +236,8 @@ impl Default for HeapConfig {
             gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
-            keep_old_region: std::env::var("MOVEGC_KEEP_OLD").is_ok_and(|v| v == "1"),
+            keep_old_region: keep_old_from_env(std::env::var("MOVEGC_KEEP_OLD").ok()),
+            prefill_allocation: std::env::var("MOVEGC_PREFILL").map_or(true, |v| v.trim() != "0"),
             remembered_set: remembered_set_from_env(std::env::var("MOVEGC_REMEMBERED_SET").ok()),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
@@ -266,6 +279,17 @@ fn remembered_set_from_env(v: Option<String>) -> crate::RememberedSet {
             eprintln!("movegc: MOVEGC_REMEMBERED_SET={s:?} is not 'cards' or 'wp'; using cards");
             crate::RememberedSet::default()
         }),
+    }
+}
+
+fn keep_old_from_env(v: Option<String>) -> bool {
+    match v.as_deref().map(str::trim) {
+        None | Some("1") => true,
+        Some("0") => false,
+        Some(s) => {
+            eprintln!("movegc: MOVEGC_KEEP_OLD={s:?} is not '0' or '1'; keeping the old region");
+            true
+        }
     }
 }
 
@@ -527,6 +551,7 @@ impl GcHeap {
             generational: config.generational,
             remembered_set: remembered_set(&config),
             keep_old_region: config.keep_old_region,
+            prefill_allocation: config.prefill_allocation,
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,
@@ -1395,9 +1420,14 @@ impl MutatorContext {
 mod tests {
     use super::*;
 
-    /// Issue 11, defect 9: each heap used to leak its SATB queue (a
-    /// process-wide registry of `'static` queues). The log now belongs to
-    /// the heap and goes with it once its mutators have detached.
+    #[test]
+    fn keeping_the_old_region_comes_from_the_environment_value() {
+        assert!(keep_old_from_env(None), "default on");
+        assert!(keep_old_from_env(Some(" 1".into())));
+        assert!(!keep_old_from_env(Some("0".into())));
+        assert!(keep_old_from_env(Some("off".into())), "unknown: default");
+    }
+
     #[test]
     fn the_remembered_set_comes_from_the_environment_value() {
         use crate::RememberedSet::{Cards, WriteProtect};

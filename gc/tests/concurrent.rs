@@ -585,3 +585,75 @@ fn nodes_moved_during_concurrent_marking_survive() {
     assert!(swaps > 0);
     eprintln!("{swaps} swaps during 20 cycles");
 }
+
+/// Minor page faults the calling thread has taken so far.
+fn thread_minor_faults() -> i64 {
+    // SAFETY: `getrusage` writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_THREAD is the calling thread.
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
+    u.ru_minflt
+}
+
+/// A concurrent MOVE cycle hands the from-space pages it did not need,
+/// zeroed, to the allocation region (`HeapConfig::prefill_allocation`):
+/// allocating afterwards takes almost no page fault and reads zeros
+/// (the allocator relies on zeroed memory there; the garbage these pages
+/// held was all ones). Off, the same allocation faults its pages in.
+#[test]
+fn move_prefills_the_allocation_region_with_zeroed_pages() {
+    if !uffd_ok() {
+        return;
+    }
+    const ARRAY: usize = 2000;
+    let words = ARRAY / 8;
+    for prefill in [true, false] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 256 << 20,
+            strategy: Strategy::ConcurrentMove,
+            gc_threads: 2,
+            verify: true,
+            min_free: 200 << 20,
+            prefill_allocation: prefill,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut m = heap.attach().unwrap();
+        let junk = Layout::byte_array(0, ARRAY).unwrap();
+        // 64 MiB of garbage, every word all ones.
+        for _ in 0..(64 << 20) / (ARRAY + 16) {
+            let o = m.alloc(&junk).unwrap();
+            for k in 0..words {
+                // SAFETY: `o` was just allocated; no safepoint in between.
+                unsafe { o.write_u64(k * 8, u64::MAX).unwrap() };
+            }
+        }
+        let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
+        let pages = 32 << 20 >> 12;
+        if prefill {
+            assert!(st.pages_prefilled >= pages, "{st:?}");
+            assert!(st.pages_prefilled <= st.used_before / 4096, "{st:?}");
+        } else {
+            assert_eq!(st.pages_prefilled, 0, "{st:?}");
+        }
+        // 32 MiB of new arrays: zero, and (prefilled) no page faults.
+        let before = thread_minor_faults();
+        for _ in 0..(32 << 20) / (ARRAY + 16) {
+            let o = m.alloc(&junk).unwrap();
+            for k in 0..words {
+                // SAFETY: as above.
+                assert_eq!(unsafe { o.read_u64(k * 8).unwrap() }, 0, "word {k}");
+            }
+        }
+        let faults = thread_minor_faults() - before;
+        eprintln!(
+            "prefill {prefill}: {} pages prefilled, {faults} faults allocating {pages} pages",
+            st.pages_prefilled
+        );
+        if prefill {
+            assert!(faults < pages as i64 / 8, "{faults} faults");
+        } else {
+            assert!(faults > pages as i64 / 2, "{faults} faults");
+        }
+    }
+}
