@@ -614,8 +614,9 @@ struct Collector {
     /// The page tables of the last concurrent cycle, reused by the next.
     tables: Option<PageTables>,
     /// The compaction driver of the cycle about to flip, started before
-    /// its final pause (see [`spawn_driver`]).
-    driver: Option<std::sync::mpsc::Sender<DriverJob>>,
+    /// its final pause (see [`spawn_driver`]), with the pid of the process
+    /// whose thread it is (a forked child has no such thread).
+    driver: Option<(u32, std::sync::mpsc::Sender<DriverJob>)>,
     /// The old generation's bookkeeping (young collections).
     gen: Generations,
     /// Bounce buffer of the in-place stop-the-world compaction.
@@ -1247,6 +1248,12 @@ impl Collector {
         plan: Plan,
         old_dirty: Option<Box<[u8]>>,
     ) -> Result<(), Metadata> {
+        // Taken first: every exit below drops a driver not used.
+        let started = self
+            .driver
+            .take()
+            .filter(|d| d.0 == std::process::id())
+            .map(|d| d.1);
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
         let start = space.start();
@@ -1268,8 +1275,6 @@ impl Collector {
         // stop-the-world (saying so once); after the flip the only failure
         // exit is a message and an abort, never a hang.
         let threads = gc.settings.concurrent_threads;
-        // Taken first: every exit below drops a driver not used.
-        let started = self.driver.take();
         let prepared = if gc.settings.injection.prepare_fails {
             Err(std::io::Error::other("injected failure"))
         } else {
@@ -1730,7 +1735,7 @@ fn concurrent_mark(
     st.pauses.push(Pause::begin(PauseKind::Final, &world));
     let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
     col.tables = tables;
-    col.driver = driver;
+    col.driver = driver.map(|d| (std::process::id(), d));
     let t = Instant::now();
     gc.satb.set_marking(false);
     sp.large.set_allocate_black(false);
@@ -1877,12 +1882,19 @@ fn drive(
     // What the recycler has left goes to the allocation region: the room
     // the mutators allocate into until the next cycle is due (by the
     // pacer's goal for this live size), at most up to the old top.
+    // Not after `collect()` (an idle program, or a zygote about to fork,
+    // keeps no zeroed pages resident), nor in the stale-reference mode
+    // (which poisons the free space right after).
     let t = crate::cputime::thread_now();
-    let large = sp.large.bytes();
-    let goal = host.collect_at(st.live_bytes + large).saturating_sub(large);
-    let prefill_end = (shared.used_len() / PAGE_SIZE).min(goal.div_ceil(PAGE_SIZE));
-    if gc.settings.prefill_allocation {
-        shared.prefill_allocation(prefill_end);
+    if gc.settings.prefill_allocation
+        && st.trigger != Some(Trigger::Explicit)
+        && sp.moving.poisoner().is_none()
+    {
+        let large = sp.large.bytes();
+        let goal = host.collect_at(st.live_bytes + large).saturating_sub(large);
+        let end = (shared.used_len() / PAGE_SIZE).min(goal.div_ceil(PAGE_SIZE));
+        let top = (sp.moving.top() - sp.moving.start()).div_ceil(PAGE_SIZE);
+        shared.prefill_allocation(top, end);
     }
     st.prefill_cpu = crate::cputime::thread_now().saturating_sub(t);
     st.compaction_per_thread = times

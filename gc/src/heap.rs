@@ -142,10 +142,13 @@ pub struct HeapConfig {
     /// Only used with [`generational`](Self::generational). Default on;
     /// the environment variable `MOVEGC_KEEP_OLD=0` turns it off.
     pub keep_old_region: bool,
-    /// Concurrent MOVE cycles end by moving the from-space pages they did
-    /// not need, zeroed, into the allocation region (up to what the pacer
-    /// lets the mutators allocate before the next cycle, at most the old
-    /// top) instead of releasing them: allocating then takes no page fault.
+    /// Concurrent MOVE cycles that the size policy started end by moving
+    /// the from-space pages they did not need, zeroed, into the allocation
+    /// region (up to what the pacer lets the mutators allocate before the
+    /// next cycle, at most the old top) instead of releasing them:
+    /// allocating then takes no page fault. Not after `collect()` (an idle
+    /// program or a zygote about to fork keeps nothing zeroed resident) and
+    /// not in the stale-reference mode.
     /// The kernel's zero-fill faults were a quarter of binary-trees' time
     /// under concurrent MOVE (`docs/benchmarks.md` §6d). The zeroing is
     /// allocation work and is not counted as collector CPU time
@@ -236,8 +239,16 @@ impl Default for HeapConfig {
             gc_cpu_target: cpu_target_from_env(std::env::var("MOVEGC_GC_CPU_TARGET").ok()),
             dense_prefix_threshold: Some(0.95),
             generational: std::env::var("MOVEGC_GENERATIONAL").is_ok_and(|v| v == "1"),
-            keep_old_region: keep_old_from_env(std::env::var("MOVEGC_KEEP_OLD").ok()),
-            prefill_allocation: std::env::var("MOVEGC_PREFILL").map_or(true, |v| v.trim() != "0"),
+            keep_old_region: flag_from_env(
+                "MOVEGC_KEEP_OLD",
+                std::env::var("MOVEGC_KEEP_OLD").ok(),
+                true,
+            ),
+            prefill_allocation: flag_from_env(
+                "MOVEGC_PREFILL",
+                std::env::var("MOVEGC_PREFILL").ok(),
+                true,
+            ),
             remembered_set: remembered_set_from_env(std::env::var("MOVEGC_REMEMBERED_SET").ok()),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
@@ -282,13 +293,20 @@ fn remembered_set_from_env(v: Option<String>) -> crate::RememberedSet {
     }
 }
 
-fn keep_old_from_env(v: Option<String>) -> bool {
+/// A `0`/`1` setting from environment variable `name` (value `v`):
+/// `default` when unset; an unknown value is said on stderr and gives
+/// `default`.
+fn flag_from_env(name: &str, v: Option<String>, default: bool) -> bool {
     match v.as_deref().map(str::trim) {
-        None | Some("1") => true,
+        None => default,
+        Some("1") => true,
         Some("0") => false,
         Some(s) => {
-            eprintln!("movegc: MOVEGC_KEEP_OLD={s:?} is not '0' or '1'; keeping the old region");
-            true
+            eprintln!(
+                "movegc: {name}={s:?} is not '0' or '1'; using {}",
+                default as u8
+            );
+            default
         }
     }
 }
@@ -1421,11 +1439,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keeping_the_old_region_comes_from_the_environment_value() {
-        assert!(keep_old_from_env(None), "default on");
-        assert!(keep_old_from_env(Some(" 1".into())));
-        assert!(!keep_old_from_env(Some("0".into())));
-        assert!(keep_old_from_env(Some("off".into())), "unknown: default");
+    fn on_off_settings_come_from_the_environment_value() {
+        let f = |v: Option<&str>, default| flag_from_env("X", v.map(String::from), default);
+        assert!(f(None, true), "default on");
+        assert!(!f(None, false), "default off");
+        assert!(f(Some(" 1"), false));
+        assert!(!f(Some("0"), true));
+        assert!(f(Some("off"), true), "unknown: the default");
+        assert!(!f(Some("yes"), false), "unknown: the default");
     }
 
     #[test]

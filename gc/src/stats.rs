@@ -655,7 +655,9 @@ pub struct HeapStats {
     pub unpoisoned_pages: u64,
     /// CPU time of the collector since the heap was created: its threads
     /// (workers, marker, compaction driver, fault handler), its pauses,
-    /// and the faults mutators resolved themselves.
+    /// and the faults mutators resolved themselves; not the zeroing of the
+    /// allocation region's prefill (`CycleStats::prefill_cpu`), which is
+    /// allocation work.
     pub gc_cpu: Duration,
     /// CPU time of the whole process over the same span.
     pub process_cpu: Duration,

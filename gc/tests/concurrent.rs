@@ -595,11 +595,12 @@ fn thread_minor_faults() -> i64 {
     u.ru_minflt
 }
 
-/// A concurrent MOVE cycle hands the from-space pages it did not need,
-/// zeroed, to the allocation region (`HeapConfig::prefill_allocation`):
-/// allocating afterwards takes almost no page fault and reads zeros
-/// (the allocator relies on zeroed memory there; the garbage these pages
-/// held was all ones). Off, the same allocation faults its pages in.
+/// A concurrent MOVE cycle started by the heap-size policy hands the
+/// from-space pages it did not need, zeroed, to the allocation region
+/// (`HeapConfig::prefill_allocation`): allocating afterwards takes almost
+/// no page fault and reads zeros (the allocator relies on zeroed memory
+/// there; the garbage these pages held was all ones). Off, the same
+/// allocation faults its pages in. `collect()` does not prefill.
 #[test]
 fn move_prefills_the_allocation_region_with_zeroed_pages() {
     if !uffd_ok() {
@@ -613,22 +614,28 @@ fn move_prefills_the_allocation_region_with_zeroed_pages() {
             strategy: Strategy::ConcurrentMove,
             gc_threads: 2,
             verify: true,
-            min_free: 200 << 20,
+            min_free: 64 << 20,
+            gc_cpu_target: None,
             prefill_allocation: prefill,
             ..Default::default()
         })
         .unwrap();
         let mut m = heap.attach().unwrap();
         let junk = Layout::byte_array(0, ARRAY).unwrap();
-        // 64 MiB of garbage, every word all ones.
-        for _ in 0..(64 << 20) / (ARRAY + 16) {
-            let o = m.alloc(&junk).unwrap();
-            for k in 0..words {
-                // SAFETY: `o` was just allocated; no safepoint in between.
-                unsafe { o.write_u64(k * 8, u64::MAX).unwrap() };
+        let fill_garbage = |m: &mut movegc_gc::MutatorContext, until: &dyn Fn() -> bool| {
+            while !until() {
+                let o = m.alloc(&junk).unwrap();
+                for k in 0..words {
+                    // SAFETY: `o` was just allocated; no safepoint in between.
+                    unsafe { o.write_u64(k * 8, u64::MAX).unwrap() };
+                }
             }
-        }
-        let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
+        };
+        // Garbage, every word all ones, until the policy starts a cycle.
+        fill_garbage(&mut m, &|| heap.stats().cycles >= 1);
+        m.wait_idle();
+        let st = heap.stats().recent.last().cloned().unwrap();
+        assert_eq!(st.trigger, Some(movegc_gc::Trigger::Policy));
         let pages = 32 << 20 >> 12;
         if prefill {
             assert!(st.pages_prefilled >= pages, "{st:?}");
@@ -655,5 +662,81 @@ fn move_prefills_the_allocation_region_with_zeroed_pages() {
         } else {
             assert!(faults > pages as i64 / 2, "{faults} faults");
         }
+        // An explicit collection leaves nothing resident.
+        let st = m.collect_with(Strategy::ConcurrentMove).unwrap();
+        assert_eq!(st.pages_prefilled, 0, "collect() prefilled");
+    }
+}
+
+/// Mutators allocate (and check that every new array reads zero) while
+/// policy-started MOVE cycles prefill the allocation region under them:
+/// the prefill races with the mutators' allocation-region faults (EEXIST
+/// both ways), in both fault modes, full and young cycles.
+#[test]
+fn allocation_racing_the_prefill_reads_zeros() {
+    if !uffd_ok() {
+        return;
+    }
+    for (fault_mode, generational) in [
+        (FaultMode::Sigbus, false),
+        (FaultMode::HandlerThread, false),
+        (FaultMode::Sigbus, true),
+        (FaultMode::HandlerThread, true),
+    ] {
+        let heap = GcHeap::new(HeapConfig {
+            capacity: 96 << 20,
+            strategy: Strategy::ConcurrentMove,
+            fault_mode,
+            generational,
+            gc_threads: 2,
+            min_free: 6 << 20,
+            gc_cpu_target: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2usize)
+            .map(|t| {
+                let (heap, stop) = (heap.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut m = heap.attach().unwrap();
+                    // SAFETY: null slots.
+                    unsafe { m.roots().resize(16, None) };
+                    let mut i = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let n = 16 + (i * 7919 + t * 13) % 3000;
+                        let o = m.alloc(&Layout::byte_array(0, n).unwrap()).unwrap();
+                        for k in 0..n / 8 {
+                            // SAFETY: just allocated; no safepoint until the
+                            // root store below.
+                            let v = unsafe { o.read_u64(k * 8).unwrap() };
+                            assert_eq!(v, 0, "word {k} of a new {n}-byte array");
+                            // SAFETY: as above.
+                            unsafe { o.write_u64(k * 8, !(k as u64)).unwrap() };
+                        }
+                        if i % 97 == 0 {
+                            // SAFETY: as above.
+                            unsafe { m.roots()[i % 16] = Some(o) };
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().expect("a mutator read a non-zero word");
+        }
+        heap.wait_idle().unwrap();
+        let s = heap.stats();
+        let prefilled: usize = s.recent.iter().map(|c| c.pages_prefilled).sum();
+        eprintln!(
+            "{fault_mode:?} young={generational}: {} cycles, {prefilled} pages prefilled in the last {}",
+            s.cycles,
+            s.recent.len()
+        );
+        assert!(s.cycles >= 5, "{} cycles", s.cycles);
+        assert!(prefilled > 0, "no cycle prefilled");
     }
 }

@@ -266,11 +266,12 @@ impl HeapBuilder {
         self
     }
 
-    /// Concurrent MOVE cycles hand the from-space pages they did not need,
-    /// zeroed, to the allocation region, so that allocating until the next
-    /// cycle takes no page fault (a quarter of binary-trees' time). Off:
-    /// those pages are released at the end of the cycle and faulted back in
-    /// one at a time. Default on, or the environment variable
+    /// Concurrent MOVE cycles that the size policy started hand the
+    /// from-space pages they did not need, zeroed, to the allocation
+    /// region, so that allocating until the next cycle takes no page fault
+    /// (a quarter of binary-trees' time). Off (and always after
+    /// `collect()`): those pages are released at the end of the cycle and
+    /// faulted back in one at a time. Default on, or the environment variable
     /// `MOVEGC_PREFILL=0` turns it off (see `HeapConfig::prefill_allocation`).
     pub fn prefill_allocation(mut self, on: bool) -> Self {
         self.config.prefill_allocation = on;

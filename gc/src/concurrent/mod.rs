@@ -918,21 +918,24 @@ impl CycleShared {
 
     /// After every to-space page is mapped (MOVE mode): moves the
     /// recycler's remaining free pages, zeroed, into the allocation region's
-    /// missing pages from its bottom up to page `end` (exclusive). The mutators'
+    /// missing pages from `start` (the first page above the mutators'
+    /// allocation top: the pages below it were handed out and mostly
+    /// touched already) up to page `end` (exclusive). The mutators'
     /// allocations until the next cycle then take no page fault: the
     /// kernel's zero-fill fault (a page allocation, a memcg charge, an LRU
     /// insertion) was a quarter of binary-trees' time under concurrent
     /// MOVE, and those pages would otherwise be released here. Pages
-    /// already present (a mutator faulted them in) are skipped (`EEXIST`);
-    /// any other error (`EBUSY`: a page still shared after `fork`) ends
-    /// the prefill, the pages not moved being released with the rest of
-    /// the from-space. Returns the pages moved in.
-    pub(crate) fn prefill_allocation(&self, end: usize) -> usize {
+    /// already present (a mutator faulted them in meanwhile) are skipped
+    /// (`EEXIST`, counted in `eexist`); any other error (`EBUSY`) ends the
+    /// prefill, the pages not moved being released with the rest of the
+    /// from-space. Runs of [`PREFILL_RUN_PAGES`], yielding the CPU between
+    /// them. Returns the pages moved in.
+    pub(crate) fn prefill_allocation(&self, start: usize, end: usize) -> usize {
         if self.install != InstallMode::Move {
             return 0;
         }
         let end = end.min(self.moving_pages);
-        let (mut p, mut moved) = (self.npages, 0);
+        let (mut p, mut moved) = (start.max(self.npages), 0);
         'runs: while p < end {
             // Give the CPU to a mutator that this thread displaced (the
             // scheduler may have woken it on a mutator's CPU; a mutator
@@ -955,20 +958,11 @@ impl CycleShared {
             let (mut src, mut left) = (first, k);
             while left > 0 && p < end {
                 let n = left.min(end - p);
-                self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: the destination is registered allocation-region
-                // pages: only a mutator blocked on a fault can point into a
-                // missing one (allowed, see the uffd module docs), and
-                // present ones fail with EEXIST. The source pages belong to
-                // this thread alone (see above).
-                let r = unsafe {
-                    self.uffd.move_pages(
-                        self.space_start + p * PAGE_SIZE,
-                        self.from_start + src * PAGE_SIZE,
-                        n * PAGE_SIZE,
-                        self.move_mode(),
-                    )
-                };
+                let r = self.move_once(
+                    self.space_start + p * PAGE_SIZE,
+                    self.from_start + src * PAGE_SIZE,
+                    n * PAGE_SIZE,
+                );
                 let (done, error) = match r {
                     Ok(()) => (n, None),
                     Err(OpError { done, error }) => (done / PAGE_SIZE, Some(error)),
@@ -981,7 +975,10 @@ impl CycleShared {
                     }
                     // A present page: skip it; the source page is kept for
                     // the next one.
-                    Some(UffdError::Exists) => p += 1,
+                    Some(UffdError::Exists) => {
+                        self.counters.eexist.fetch_add(1, Ordering::Relaxed);
+                        p += 1;
+                    }
                     Some(_) => break 'runs,
                 }
             }
@@ -1204,12 +1201,14 @@ impl CycleShared {
             }
         }
         self.counters.move_ioctls.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the only caller, `move_pages` from `install_runs`, passes
-        // to-space pages this thread took out of `Compacted` (registered and
-        // missing: at most a mutator's heap-word `&AtomicU64` blocked on the
-        // fault points there, which the uffd module docs allow) and the
-        // recycled from-space pages it compacted them into, which the
-        // recycler handed to this thread alone and nobody reads any more.
+        // SAFETY: the callers pass registered destination pages that are
+        // missing or present (EEXIST, nothing replaced): `move_pages` from
+        // `install_runs` to-space pages this thread took out of `Compacted`,
+        // `prefill_allocation` allocation-region pages (at most a mutator's
+        // heap-word `&AtomicU64` blocked on the fault points into a missing
+        // one, which the uffd module docs allow); and recycled from-space
+        // pages that the recycler handed to this thread alone and nobody
+        // reads any more (compacted into, or zeroed).
         unsafe { self.uffd.move_pages(dst, src, len, self.move_mode()) }
     }
 
