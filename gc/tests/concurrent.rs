@@ -631,8 +631,13 @@ fn move_prefills_the_allocation_region_with_zeroed_pages() {
                 }
             }
         };
-        // Garbage, every word all ones, until the policy starts a cycle.
-        fill_garbage(&mut m, &|| heap.stats().cycles >= 1);
+        // Garbage, every word all ones, until the policy starts a cycle
+        // (no more allocation meanwhile: what the mutator allocates while
+        // the cycle runs would use up prefilled pages).
+        fill_garbage(&mut m, &|| {
+            let s = heap.stats();
+            s.in_progress.is_some() || s.cycles >= 1
+        });
         m.wait_idle();
         let st = heap.stats().recent.last().cloned().unwrap();
         assert_eq!(st.trigger, Some(movegc_gc::Trigger::Policy));
