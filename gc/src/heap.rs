@@ -132,9 +132,9 @@ pub struct HeapConfig {
     pub remembered_set: crate::RememberedSet,
     /// Young concurrent cycles leave the old region in place at the flip
     /// (only the reservation above it moves out) when at most 256 of its
-    /// pages are dirty; those are fixed in the final pause. This cuts the
-    /// compaction work of young cycles by 3-5× (the old pages are neither
-    /// moved out nor back) and keeps a zygote's pages shared with a forked
+    /// pages are dirty; those are fixed in the final pause. Young cycles
+    /// then move a fifth of the pages and take half the compaction time
+    /// (the old pages are neither moved out nor back), and it keeps a zygote's pages shared with a forked
     /// app (`docs/benchmarks.md` §6c). Its flip moves page tables one PMD
     /// at a time rather than one GiB, which is as fast only while no other
     /// thread of the process runs during the pause (each PMD's TLB flush

@@ -865,6 +865,21 @@ impl CycleShared {
         }
     }
 
+    /// Takes up to `n` free from-space pages from the recycler and zeroes
+    /// them: `(first, k)`, the pages `[first, first + k)`, now the caller's
+    /// alone. Lock-free and async-signal-safe (the fault path uses it).
+    fn take_zeroed(&self, n: usize) -> (usize, usize) {
+        let (first, k) = self.free.take_up_to(n);
+        for i in 0..k {
+            // SAFETY: the recycler handed from-space pages [first, first+k)
+            // to this thread alone: no compaction reads them any more and no
+            // other thread writes them.
+            unsafe { crate::mapping::from_space_page(self.from_start, (first + i) * PAGE_SIZE) }
+                .fill(0);
+        }
+        (first, k)
+    }
+
     /// An allocation-region fault in MOVE mode: takes up to `n` free
     /// from-space pages from the recycler, zeroes them and moves them to
     /// `dst` with one `UFFDIO_MOVE`, so the allocation region costs no page
@@ -877,14 +892,7 @@ impl CycleShared {
     /// zero-filling would: every page taken is one the allocation region
     /// does not allocate.
     fn zero_fill_recycled(&self, dst: usize, n: usize) -> usize {
-        let (first, k) = self.free.take_up_to(n);
-        for i in 0..k {
-            // SAFETY: the recycler handed from-space pages [first, first+k)
-            // to this thread alone: no compaction reads them any more and no
-            // other thread writes them.
-            unsafe { crate::mapping::from_space_page(self.from_start, (first + i) * PAGE_SIZE) }
-                .fill(0);
-        }
+        let (first, k) = self.take_zeroed(n);
         let (src, len) = (self.from_start + first * PAGE_SIZE, k * PAGE_SIZE);
         let mut off = 0;
         while off < len {
@@ -942,18 +950,9 @@ impl CycleShared {
             // preempted in the middle of a fault waited a whole time slice,
             // 2-4 ms): one run costs ~30 µs.
             std::thread::yield_now();
-            let (first, k) = self.free.take_up_to((end - p).min(PREFILL_RUN_PAGES));
+            let (first, k) = self.take_zeroed((end - p).min(PREFILL_RUN_PAGES));
             if k == 0 {
                 break;
-            }
-            for i in 0..k {
-                // SAFETY: the recycler handed from-space pages [first,
-                // first+k) to this thread alone: every to-space page is
-                // mapped, so nothing reads them any more.
-                unsafe {
-                    crate::mapping::from_space_page(self.from_start, (first + i) * PAGE_SIZE)
-                }
-                .fill(0);
             }
             let (mut src, mut left) = (first, k);
             while left > 0 && p < end {
