@@ -309,7 +309,9 @@ fn fast_allocation_during_marking_is_paced() {
                     // The first cycle measures how long marking takes;
                     // the next ones are paced by it.
                     for _ in 0..30 {
-                        m.collect_with(Strategy::ConcurrentMove).expect("a cycle");
+                        // `None`: a cycle the allocator's allocation
+                        // started ran instead, as good a cycle here.
+                        let _ = m.collect_with(Strategy::ConcurrentMove);
                         if h.stats().pacing_delays > 0 {
                             break;
                         }
