@@ -301,6 +301,10 @@ pub struct RunRecord {
     pub move_ioctls: usize,
     /// Pages copied because MOVE said `EBUSY` (sum).
     pub ebusy_fallbacks: usize,
+    /// MOVE mode: pages copied because their run was shorter than
+    /// `HeapConfig::min_move_run` (sum).
+    #[serde(default)]
+    pub short_run_copies: usize,
     /// `madvise` calls made by collections (sum).
     pub madvise_calls: usize,
     /// Mutator faults (sum).
@@ -501,6 +505,7 @@ impl RunRecord {
             pages_released: sum(|c| c.pages_released),
             move_ioctls: sum(|c| c.move_ioctls),
             ebusy_fallbacks: sum(|c| c.ebusy_fallbacks),
+            short_run_copies: sum(|c| c.short_run_copies),
             madvise_calls: sum(|c| c.madvise_calls),
             faults: sum(|c| c.faults),
             fault_stall_us,

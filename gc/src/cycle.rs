@@ -108,6 +108,8 @@ pub(crate) struct Settings {
     pub(crate) keep_old_region: bool,
     /// `HeapConfig::prefill_allocation`.
     pub(crate) prefill_allocation: bool,
+    /// `HeapConfig::min_move_run` (at least 1).
+    pub(crate) min_move_run: usize,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -1364,6 +1366,7 @@ impl Collector {
             used_pages: reg_len / PAGE_SIZE,
             uffd: uffd.clone(),
             install,
+            min_move_run: gc.settings.min_move_run,
             fault_mode: support.fault_mode,
             injection: gc.settings.injection,
             cycle: st.cycle,
@@ -1988,6 +1991,7 @@ fn drive(
     st.move_ioctls = c.move_ioctls.load(Ordering::Relaxed);
     st.copy_ioctls = c.copy_ioctls.load(Ordering::Relaxed);
     st.ebusy_fallbacks = c.ebusy_fallbacks.load(Ordering::Relaxed);
+    st.short_run_copies = c.short_run_copies.load(Ordering::Relaxed);
     st.eagain_retries = c.eagain_retries.load(Ordering::Relaxed);
     st.eexist = c.eexist.load(Ordering::Relaxed);
     st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);

@@ -41,7 +41,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::concurrent::{FaultMode, Injection};
+use crate::concurrent::{FaultMode, Injection, DEFAULT_MIN_MOVE_RUN};
 use crate::cputime::{self, GcCpu};
 use crate::cycle::{worker_pool, Gc, Host, Settings};
 use crate::mapping::{
@@ -156,6 +156,16 @@ pub struct HeapConfig {
     /// refaulted one by one. Default on, or the environment variable
     /// `MOVEGC_PREFILL=0` turns it off.
     pub prefill_allocation: bool,
+    /// In MOVE mode, the GC threads install runs of fewer to-space pages
+    /// than this with `UFFDIO_COPY` instead of `UFFDIO_MOVE`. Each MOVE
+    /// flushes its source range from the TLB of every CPU running a thread
+    /// of this process (an inter-processor interrupt to each CPU where a
+    /// mutator runs), which costs more than copying a few pages; runs get
+    /// short when mutators fault on pages ahead of the GC threads. 1 moves
+    /// every run. Default [`DEFAULT_MIN_MOVE_RUN`],
+    /// or the environment variable `MOVEGC_MIN_MOVE_RUN` (a positive
+    /// integer).
+    pub min_move_run: usize,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
     /// kind and cause, heap before and after, live, pauses with time to
     /// safepoint, marking, compaction, pages, faults), as the JVM's
@@ -249,6 +259,7 @@ impl Default for HeapConfig {
                 std::env::var("MOVEGC_PREFILL").ok(),
                 true,
             ),
+            min_move_run: min_move_run_from_env(std::env::var("MOVEGC_MIN_MOVE_RUN").ok()),
             remembered_set: remembered_set_from_env(std::env::var("MOVEGC_REMEMBERED_SET").ok()),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
@@ -307,6 +318,22 @@ fn flag_from_env(name: &str, v: Option<String>, default: bool) -> bool {
                 default as u8
             );
             default
+        }
+    }
+}
+
+fn min_move_run_from_env(v: Option<String>) -> usize {
+    let default = DEFAULT_MIN_MOVE_RUN;
+    match v.as_deref().map(str::trim) {
+        None => default,
+        Some(s) => {
+            match s.parse::<usize>() {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    eprintln!("movegc: MOVEGC_MIN_MOVE_RUN={s:?} is not a positive integer; using {default}");
+                    default
+                }
+            }
         }
     }
 }
@@ -570,6 +597,7 @@ impl GcHeap {
             remembered_set: remembered_set(&config),
             keep_old_region: config.keep_old_region,
             prefill_allocation: config.prefill_allocation,
+            min_move_run: config.min_move_run.max(1),
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,
@@ -1447,6 +1475,16 @@ mod tests {
         assert!(!f(Some("0"), true));
         assert!(f(Some("off"), true), "unknown: the default");
         assert!(!f(Some("yes"), false), "unknown: the default");
+    }
+
+    #[test]
+    fn the_shortest_move_run_comes_from_the_environment_value() {
+        let f = |v: &str| min_move_run_from_env(Some(v.into()));
+        assert_eq!(min_move_run_from_env(None), DEFAULT_MIN_MOVE_RUN);
+        assert_eq!(f(" 16"), 16);
+        assert_eq!(f("1"), 1);
+        assert_eq!(f("0"), DEFAULT_MIN_MOVE_RUN, "not positive: the default");
+        assert_eq!(f("eight"), DEFAULT_MIN_MOVE_RUN);
     }
 
     #[test]

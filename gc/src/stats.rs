@@ -510,6 +510,10 @@ pub struct CycleStats {
     pub copy_ioctls: usize,
     /// Pages copied because MOVE said `EBUSY`.
     pub ebusy_fallbacks: usize,
+    /// MOVE mode: pages the GC threads copied because their run was
+    /// shorter than `HeapConfig::min_move_run` (mutators had installed the
+    /// pages around them).
+    pub short_run_copies: usize,
     /// Partial MOVE/COPY retried after `EAGAIN`.
     pub eagain_retries: usize,
     /// Pages found already installed (`EEXIST`).

@@ -278,6 +278,18 @@ impl HeapBuilder {
         self
     }
 
+    /// Under concurrent MOVE, the GC threads copy (`UFFDIO_COPY`) runs of
+    /// fewer to-space pages than `pages` instead of moving them: each
+    /// `UFFDIO_MOVE` interrupts every CPU running a thread of the process
+    /// to flush its TLB, which costs more than copying a few pages, and
+    /// runs get short when mutators fault ahead of the GC threads. 1 moves
+    /// every run; 0 counts as 1. Default 8, or the environment variable
+    /// `MOVEGC_MIN_MOVE_RUN` (see `HeapConfig::min_move_run`).
+    pub fn min_move_run(mut self, pages: usize) -> Self {
+        self.config.min_move_run = pages;
+        self
+    }
+
     /// Print one line per collection on stderr (kind and cause, heap
     /// before and after, live, pauses with time to safepoint, marking,
     /// compaction, pages, faults), like the JVM's `-Xlog:gc`. Default: on

@@ -78,6 +78,17 @@ pub const BLOCK_PAGES: usize = 512;
 /// Fewest pages per GC batch.
 pub const MIN_BLOCK_PAGES: usize = 32;
 
+/// The default of `HeapConfig::min_move_run`: runs of fewer to-space pages
+/// than this are installed by COPY in MOVE mode. A `UFFDIO_MOVE` flushes
+/// the source range from the TLB of every CPU running a thread of the
+/// process, one IPI per ioctl to a CPU where a mutator runs (10-15 µs on
+/// these VMs, both sides), where a COPY of an empty destination flushes
+/// nothing and costs ~1.5 µs a page more. Runs are short when mutators
+/// fault ahead of the GC threads: at 1 (always MOVE), the fragmenter's
+/// MOVE compaction took 2.3x COPY's; at 8, 1.15x (`docs/benchmarks.md`
+/// §6e).
+pub const DEFAULT_MIN_MOVE_RUN: usize = 8;
+
 /// Pages per GC batch for a cycle of `npages` to-space pages: the largest
 /// power of two up to [`BLOCK_PAGES`] that still gives at least 16 blocks
 /// (and at least [`MIN_BLOCK_PAGES`]).
@@ -174,6 +185,9 @@ pub struct Counters {
     pub copy_ioctls: AtomicUsize,
     /// Pages copied because MOVE returned `EBUSY`.
     pub ebusy_fallbacks: AtomicUsize,
+    /// Pages copied in MOVE mode because their run was shorter than
+    /// `min_move_run`.
+    pub short_run_copies: AtomicUsize,
     /// Partial MOVE/COPY retried after `EAGAIN`.
     pub eagain_retries: AtomicUsize,
     /// Pages found already installed (`EEXIST`).
@@ -431,6 +445,8 @@ pub struct CycleShared {
     srcs: Box<[AtomicUsize]>,
     uffd: Arc<Uffd>,
     install: InstallMode,
+    /// Shortest run the GC threads install by MOVE (`DEFAULT_MIN_MOVE_RUN`).
+    min_move_run: usize,
     fault_mode: FaultMode,
     injection: Injection,
     inject_n: AtomicU32,
@@ -518,6 +534,8 @@ pub(crate) struct CycleSetup {
     pub used_pages: usize,
     pub uffd: Arc<Uffd>,
     pub install: InstallMode,
+    /// `HeapConfig::min_move_run`.
+    pub min_move_run: usize,
     pub fault_mode: FaultMode,
     pub injection: Injection,
     /// The cycle's number.
@@ -599,6 +617,7 @@ impl CycleShared {
             arena_used: s.arena_used,
             uffd: s.uffd,
             install: s.install,
+            min_move_run: s.min_move_run,
             fault_mode: s.fault_mode,
             injection: s.injection,
             cycle: s.cycle,
@@ -1281,11 +1300,19 @@ impl CycleShared {
                 j += 1;
             }
             let len = (j - i) * PAGE_SIZE;
-            if by_move {
+            if by_move && j - i >= self.min_move_run {
                 self.move_pages(dst, pages[i].1, len);
             } else {
+                // COPY mode, or a run too short to be worth a MOVE's TLB
+                // flush (see `DEFAULT_MIN_MOVE_RUN`): the source page stays
+                // in the from-space and is released with it.
                 let n = self.copy_pages(dst, pages[i].1, len, false);
                 self.counters.pages_copied.fetch_add(n, Ordering::Relaxed);
+                if by_move {
+                    self.counters
+                        .short_run_copies
+                        .fetch_add(n, Ordering::Relaxed);
+                }
             }
             for &(p, _) in &pages[i..j] {
                 self.states.mapped(p);
@@ -1526,6 +1553,7 @@ pub(crate) fn test_cycle(
         used_pages: pages,
         uffd,
         install: InstallMode::Move,
+        min_move_run: 1,
         fault_mode: FaultMode::HandlerThread,
         injection: Injection::default(),
         cycle: 0,
