@@ -99,12 +99,6 @@ impl GcCpu {
         self.state().ended += d;
     }
 
-    /// Adds the calling thread's whole CPU time (a collector thread that
-    /// is about to end).
-    pub(crate) fn add_this_thread(&self) {
-        self.add(thread_now());
-    }
-
     /// `(collector CPU, process CPU)` since the heap was created.
     pub(crate) fn totals(&self) -> (Duration, Duration) {
         let g = self.state();
@@ -146,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn workers_and_ended_threads_are_counted() {
+    fn workers_and_collector_jobs_are_counted() {
         let cpu = std::sync::Arc::new(GcCpu::default());
         let (c1, c2) = (cpu.clone(), cpu.clone());
         let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -158,12 +152,16 @@ mod tests {
             rx.recv().unwrap(); // stay alive while it is read
         });
         std::thread::spawn(move || {
+            // A job on a long-lived thread: its own CPU time is added.
+            spin(Duration::from_millis(5));
+            let before = thread_now();
             spin(Duration::from_millis(20));
-            c2.add_this_thread();
+            c2.add(thread_now().saturating_sub(before));
         })
         .join()
         .unwrap();
-        // Only collector time counts: this thread's spinning does not.
+        // Only collector time counts: this thread's spinning does not, nor
+        // the job thread's before its job.
         spin(Duration::from_millis(20));
         spun_rx.recv().unwrap();
         let (gc, process) = cpu.totals();

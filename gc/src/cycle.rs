@@ -200,9 +200,15 @@ impl Gc {
         // The barrier marks cards always with the card builder; with the
         // kernel's tracking only during cycles (from the first one on).
         cards.set_active(settings.generational && tracker.is_none());
+        let mut collector = Collector::new(space)?;
+        if default_strategy.is_concurrent() {
+            // Now rather than in the first cycle's initial pause (if this
+            // fails, that pause tries again).
+            let _ = collector.collector_thread();
+        }
         Ok(Gc {
             tracker,
-            collector: Mutex::new(Collector::new(space)?),
+            collector: Mutex::new(collector),
             in_flight: AtomicBool::new(false),
             idle: Condvar::new(),
             cycles_started: AtomicU64::new(0),
@@ -615,10 +621,10 @@ struct Collector {
     buffers: Vec<Mapping>,
     /// The page tables of the last concurrent cycle, reused by the next.
     tables: Option<PageTables>,
-    /// The compaction driver of the cycle about to flip, started before
-    /// its final pause (see [`spawn_driver`]), with the pid of the process
-    /// whose thread it is (a forked child has no such thread).
-    driver: Option<(u32, std::sync::mpsc::Sender<DriverJob>)>,
+    /// The heap's collector thread (see [`spawn_collector_thread`]), with
+    /// the pid of the process whose thread it is (a forked child has no
+    /// such thread and starts its own).
+    thread: Option<(u32, std::sync::mpsc::Sender<Job>)>,
     /// The old generation's bookkeeping (young collections).
     gen: Generations,
     /// Bounce buffer of the in-place stop-the-world compaction.
@@ -652,7 +658,7 @@ impl Collector {
             gen: Generations::default(),
             buffers: Vec::new(),
             tables: None,
-            driver: None,
+            thread: None,
             bounce: Vec::new(),
             cycles: 0,
             in_flight: false,
@@ -708,7 +714,7 @@ impl Collector {
 
     /// Runs the pause of one collection. For the stop-the-world strategy the
     /// whole cycle runs here and the result is final (`true`); for the
-    /// concurrent ones the pause ends after the flip, a driver thread
+    /// concurrent ones the pause ends after the flip, the collector thread
     /// finishes the cycle, and the returned stats cover the pause (`false`).
     fn collect(
         &mut self,
@@ -825,10 +831,10 @@ impl Collector {
 
     /// Starts a concurrent cycle with concurrent marking: in this (short)
     /// pause, retires TLABs, snapshots the roots, turns the SATB barrier on
-    /// and makes everything allocated from now on live by position; then a
-    /// marker thread marks while mutators run and stops the world again
-    /// for the final pause ([`concurrent_mark`]). `false` if the marker
-    /// thread cannot be started (the caller then marks in this pause).
+    /// and makes everything allocated from now on live by position; then
+    /// the heap's collector thread marks while mutators run and stops the
+    /// world again for the final pause ([`concurrent_mark`]). `false` if
+    /// that thread cannot be started (the caller then marks in this pause).
     #[allow(clippy::too_many_arguments)]
     fn start_concurrent_mark(
         &mut self,
@@ -841,47 +847,14 @@ impl Collector {
         plan: Plan,
     ) -> bool {
         let (sp, gc) = (host.spaces(), host.gc());
-        // The marker thread first, before any state changes: if it cannot
-        // be started, this cycle simply marks in the pause.
-        #[allow(clippy::type_complexity)]
-        let (tx, rx) = std::sync::mpsc::channel::<(
-            Metadata,
-            Option<PageTables>,
-            Vec<usize>,
-            usize,
-            CycleStats,
-        )>();
+        // The collector thread first, before any state changes: if it
+        // cannot be started, this cycle simply marks in the pause.
+        let Ok(thread) = self.collector_thread() else {
+            return false;
+        };
         let host2 = host.clone();
         // The cycle began when the world started stopping.
         let cycle_start = t_start.checked_sub(st.time_to_safepoint).unwrap_or(t_start);
-        let spawned = std::thread::Builder::new()
-            .name("movegc-marker".into())
-            .spawn(move || {
-                let Ok((meta, tables, roots, mark_top, st)) = rx.recv() else {
-                    return; // not needed after all
-                };
-                let cpu = host2.gc().cpu().clone();
-                // Mutators may be waiting for this cycle and the barrier is
-                // on: a failure cannot be recovered from.
-                abort_on_panic("marking", || {
-                    concurrent_mark(
-                        host2,
-                        meta,
-                        tables,
-                        roots,
-                        mark_top,
-                        st,
-                        strategy,
-                        cycle_start,
-                        madvise_before,
-                        plan,
-                    )
-                });
-                cpu.add_this_thread();
-            });
-        if spawned.is_err() {
-            return false;
-        }
         // Anything left from an earlier cycle is stale (objects moved).
         drop(gc.satb.take_all());
         gc.satb.set_marking(true);
@@ -902,14 +875,37 @@ impl Collector {
         gc.in_flight.store(true, Ordering::Release);
         st.initial_pause = st.end_pause(PauseKind::Initial, t_start);
         gc.set_progress(Some((st, Phase::Marking, cycle_start)));
-        tx.send((meta, self.tables.take(), roots, mark_top, st.clone()))
-            .unwrap_or_else(|_| unreachable!("the marker waits for its job"));
+        let (tables, st) = (self.tables.take(), st.clone());
+        let job: Job = Box::new(move || {
+            let cpu_before = crate::cputime::thread_now();
+            let cpu = host2.gc().cpu().clone();
+            // Mutators may be waiting for this cycle and the barrier is on:
+            // a failure cannot be recovered from.
+            abort_on_panic("marking", || {
+                concurrent_mark(
+                    host2,
+                    meta,
+                    tables,
+                    roots,
+                    mark_top,
+                    st,
+                    strategy,
+                    cycle_start,
+                    madvise_before,
+                    plan,
+                )
+            });
+            cpu.add(crate::cputime::thread_now().saturating_sub(cpu_before));
+        });
+        if thread.send(job).is_err() {
+            abort_with("the collector thread is gone");
+        }
         true
     }
 
     /// Everything after marking, with the world stopped: prepare the
     /// forwarding, then flip (concurrent strategies: returns `false`, a
-    /// driver thread finishes) or compact in place (returns `true`).
+    /// the collector thread finishes) or compact in place (returns `true`).
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
@@ -1250,12 +1246,6 @@ impl Collector {
         plan: Plan,
         old_dirty: Option<Box<[u8]>>,
     ) -> Result<(), Metadata> {
-        // Taken first: every exit below drops a driver not used.
-        let started = self
-            .driver
-            .take()
-            .filter(|d| d.0 == std::process::id())
-            .map(|d| d.1);
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
         let start = space.start();
@@ -1281,9 +1271,9 @@ impl Collector {
             Err(std::io::Error::other("injected failure"))
         } else {
             self.acquire_buffers(threads)
-                .and_then(|()| started.map_or_else(spawn_driver, Ok))
+                .and_then(|()| self.collector_thread())
         };
-        let driver = match prepared {
+        let thread = match prepared {
             Ok(d) => d,
             Err(e) => {
                 warn_once(
@@ -1513,7 +1503,8 @@ impl Collector {
         let (host2, st2) = (host.clone(), st.clone());
         let cpu = gc.cpu.clone();
         let flip_end = Instant::now();
-        let job: DriverJob = Box::new(move || {
+        let job: Job = Box::new(move || {
+            let cpu_before = crate::cputime::thread_now();
             // Pages of the heap may still be missing and registered:
             // mutators touching them would wait forever.
             let mut prefill = Duration::ZERO;
@@ -1532,12 +1523,34 @@ impl Collector {
             });
             // Zeroing the allocation region's pages is allocation work (a
             // fault would have done it), not collection work.
-            cpu.add(crate::cputime::thread_now().saturating_sub(prefill));
+            cpu.add(
+                crate::cputime::thread_now()
+                    .saturating_sub(cpu_before)
+                    .saturating_sub(prefill),
+            );
         });
-        if driver.send(job).is_err() {
-            abort_with("the compaction driver thread is gone");
+        // The collector thread runs it next: at once, or, when this is the
+        // final pause of its own concurrent marking, as soon as that
+        // returns.
+        if thread.send(job).is_err() {
+            abort_with("the collector thread is gone");
         }
         Ok(())
+    }
+
+    /// The heap's collector thread, started on first use (and again in a
+    /// forked child, where the parent's does not exist: its sender is
+    /// leaked there, not dropped, as the channel's state is the parent's).
+    fn collector_thread(&mut self) -> std::io::Result<std::sync::mpsc::Sender<Job>> {
+        let pid = std::process::id();
+        match &self.thread {
+            Some((p, tx)) if *p == pid => return Ok(tx.clone()),
+            Some(_) => std::mem::forget(self.thread.take()),
+            None => {}
+        }
+        let tx = spawn_collector_thread()?;
+        self.thread = Some((pid, tx.clone()));
+        Ok(tx)
     }
 
     /// Maps the per-thread 2 MiB compaction buffers (kept across cycles).
@@ -1555,30 +1568,31 @@ impl Collector {
     }
 }
 
-/// The rest of a concurrent cycle, handed to its driver thread at the flip.
-type DriverJob = Box<dyn FnOnce() + Send>;
+/// Work for the collector thread: a cycle's concurrent marking, or the
+/// rest of a concurrent cycle after its flip (compaction and the end).
+type Job = Box<dyn FnOnce() + Send>;
 
-/// Starts the compaction driver thread before the flip; it runs the job it
-/// is sent (and exits if the sender is dropped unused). A cycle that marks
-/// concurrently starts it before its final pause: a thread starting up in
-/// the pause runs on another CPU while the flip's `mremap` moves page
-/// tables, and every TLB flush of that `mremap` then interrupts it (an IPI
-/// of several µs each: a flip that moves one PMD at a time, as a young
-/// cycle's that keeps the old region does, took 0.35-0.65 ms instead of
-/// 0.1). So it returns only once the thread is running.
-fn spawn_driver() -> std::io::Result<std::sync::mpsc::Sender<DriverJob>> {
-    let (tx, rx) = std::sync::mpsc::channel::<DriverJob>();
+/// Starts a heap's collector thread: it runs the jobs it is sent in order
+/// (a cycle's concurrent marking, then the same cycle's compaction, which
+/// the marking's final pause sends) and exits when the heap drops the
+/// sender. Kept for the heap's life: starting a thread inside the initial
+/// pause was 54-83 µs of its 58-90, and one started while a flip's
+/// `mremap` runs takes an IPI for each of its TLB flushes (a partial flip
+/// took 0.35-0.65 ms instead of 0.1). So this returns once the thread is
+/// running; after that it sleeps in `recv` between jobs.
+fn spawn_collector_thread() -> std::io::Result<std::sync::mpsc::Sender<Job>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
     let (ready_tx, ready) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
-        .name("movegc-compactor".into())
+        .name("movegc-collector".into())
         .spawn(move || {
             let _ = ready_tx.send(());
-            if let Ok(job) = rx.recv() {
+            while let Ok(job) = rx.recv() {
                 job()
             }
         })?;
     // Returns once the thread has started (its start-up maps memory, which
-    // would also wait for the flip's `mremap`).
+    // would also wait for a flip's `mremap`).
     let _ = ready.recv();
     Ok(tx)
 }
@@ -1591,12 +1605,12 @@ struct CycleTimes {
     madvise_before: usize,
 }
 
-/// Concurrent marking, on the marker thread: trace from the root snapshot
+/// Concurrent marking, on the collector thread: trace from the root snapshot
 /// while mutators run (draining what the SATB barrier logs), then stop the
 /// world for the final pause: barrier off, drain the log, mark everything
 /// allocated since the snapshot
 /// by walking it, and go on exactly as a stop-the-world-marked cycle does
-/// (prepare, flip; the compaction driver finishes the cycle).
+/// (prepare, flip; the same thread then runs the compaction, [`drive`]).
 #[allow(clippy::too_many_arguments)]
 fn concurrent_mark(
     host: Arc<dyn Host>,
@@ -1613,14 +1627,8 @@ fn concurrent_mark(
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
     let start = space.start();
-    // The compaction driver, started now so that it is asleep by the final
-    // pause (see [`spawn_driver`]; if this fails, the flip tries again).
-    let driver = strategy
-        .is_concurrent()
-        .then(spawn_driver)
-        .and_then(Result::ok);
     // Concurrent marking uses the concurrent share of the workers (one
-    // thread marks on the marker itself); the final pause uses them all.
+    // thread marks on the collector thread itself); the final pause uses them all.
     let (threads, pause_threads) = (gc.settings.concurrent_threads, gc.settings.gc_threads);
     let pool = gc.pool();
     let old_end = start + old_words(plan) * WORD;
@@ -1738,7 +1746,6 @@ fn concurrent_mark(
     st.pauses.push(Pause::begin(PauseKind::Final, &world));
     let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
     col.tables = tables;
-    col.driver = driver.map(|d| (std::process::id(), d));
     let t = Instant::now();
     gc.satb.set_marking(false);
     sp.large.set_allocate_black(false);
@@ -1834,7 +1841,7 @@ fn concurrent_mark(
     }
 }
 
-/// The rest of a concurrent cycle, on the driver thread: sweep, unregister,
+/// The rest of a concurrent cycle, on the collector thread: sweep, unregister,
 /// drain, release, hand the metadata back.
 #[allow(clippy::too_many_arguments)]
 fn drive(

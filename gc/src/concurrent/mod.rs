@@ -151,7 +151,7 @@ pub struct Injection {
     pub again_every: u32,
     /// Every n-th MOVE finds its first page already installed (`EEXIST`).
     pub exists_every: u32,
-    /// Preparing the concurrent compaction (its buffers and driver thread,
+    /// Preparing the concurrent compaction (its buffers and the collector thread,
     /// acquired before the flip) fails: the cycle must finish
     /// stop-the-world.
     pub prepare_fails: bool,
