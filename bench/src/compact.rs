@@ -311,6 +311,9 @@ pub struct CompactResult {
     pub madvise_calls: usize,
     /// Pages copied after MOVE said EBUSY.
     pub ebusy_fallbacks: usize,
+    /// MOVE mode: pages copied because their run was shorter than `min_move_run`.
+    #[serde(default)]
+    pub short_run_copies: usize,
     /// EAGAIN retries.
     pub eagain_retries: usize,
     /// Pages found installed already.
@@ -972,6 +975,7 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
         copy_ioctls: st.copy_ioctls,
         madvise_calls: st.madvise_calls,
         ebusy_fallbacks: st.ebusy_fallbacks,
+        short_run_copies: st.short_run_copies,
         eagain_retries: st.eagain_retries,
         eexist: st.eexist,
         recycle_shortfall: st.recycle_shortfall,

@@ -5,8 +5,9 @@
 //!
 //! Long-lived collector threads (the rayon workers) register their thread
 //! id and are read through the per-thread clock Linux derives from it.
-//! Threads that live for one cycle (marker, compaction driver, fault
-//! handler) add their own CPU time when they end. A pause run on a mutator
+//! The heap's collector thread adds each job's CPU time (a cycle's
+//! marking, its compaction) before the cycle is seen over; the fault
+//! handler, which lives for one cycle, adds its own when it ends. A pause run on a mutator
 //! thread adds that thread's CPU time over the pause. Everything is reset
 //! in a forked child (its process clock starts at zero, and the parent's
 //! workers are not its threads).
@@ -152,8 +153,9 @@ mod tests {
             rx.recv().unwrap(); // stay alive while it is read
         });
         std::thread::spawn(move || {
-            // A job on a long-lived thread: its own CPU time is added.
-            spin(Duration::from_millis(5));
+            // A job on a long-lived thread: its own CPU time is added (the
+            // bounds below tell the 50 ms before it apart).
+            spin(Duration::from_millis(50));
             let before = thread_now();
             spin(Duration::from_millis(20));
             c2.add(thread_now().saturating_sub(before));

@@ -644,6 +644,21 @@ struct Collector {
     stress_high: bool,
 }
 
+impl Drop for Collector {
+    /// In a forked child the collector thread's sender is the parent's:
+    /// leaked, not dropped (dropping it would touch the channel's state as
+    /// the parent's thread left it at the fork, possibly locked).
+    fn drop(&mut self) {
+        if self
+            .thread
+            .as_ref()
+            .is_some_and(|(pid, _)| *pid != std::process::id())
+        {
+            std::mem::forget(self.thread.take());
+        }
+    }
+}
+
 impl Collector {
     fn new(space: &MovingSpace) -> std::io::Result<Collector> {
         let words = space.capacity() / WORD;
@@ -878,7 +893,6 @@ impl Collector {
         let (tables, st) = (self.tables.take(), st.clone());
         let job: Job = Box::new(move || {
             let cpu_before = crate::cputime::thread_now();
-            let cpu = host2.gc().cpu().clone();
             // Mutators may be waiting for this cycle and the barrier is on:
             // a failure cannot be recovered from.
             abort_on_panic("marking", || {
@@ -893,9 +907,9 @@ impl Collector {
                     cycle_start,
                     madvise_before,
                     plan,
+                    cpu_before,
                 )
             });
-            cpu.add(crate::cputime::thread_now().saturating_sub(cpu_before));
         });
         if thread.send(job).is_err() {
             abort_with("the collector thread is gone");
@@ -1501,15 +1515,13 @@ impl Collector {
         });
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
-        let cpu = gc.cpu.clone();
         let flip_end = Instant::now();
         let job: Job = Box::new(move || {
             let cpu_before = crate::cputime::thread_now();
             // Pages of the heap may still be missing and registered:
             // mutators touching them would wait forever.
-            let mut prefill = Duration::ZERO;
             abort_on_panic("compaction", || {
-                prefill = drive(
+                drive(
                     host2,
                     shared,
                     st2,
@@ -1519,15 +1531,9 @@ impl Collector {
                     cycle_start,
                     end_words,
                     promote,
+                    cpu_before,
                 )
             });
-            // Zeroing the allocation region's pages is allocation work (a
-            // fault would have done it), not collection work.
-            cpu.add(
-                crate::cputime::thread_now()
-                    .saturating_sub(cpu_before)
-                    .saturating_sub(prefill),
-            );
         });
         // The collector thread runs it next: at once, or, when this is the
         // final pause of its own concurrent marking, as soon as that
@@ -1623,6 +1629,7 @@ fn concurrent_mark(
     cycle_start: Instant,
     madvise_before: usize,
     plan: Plan,
+    cpu_before: Duration,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
@@ -1827,6 +1834,11 @@ fn concurrent_mark(
         pending,
         plan,
     );
+    // This job's CPU time, added before the cycle can be seen over (a
+    // thread that sees it over may fork at once: the child would inherit
+    // the CPU account's lock held).
+    gc.cpu
+        .add(crate::cputime::thread_now().saturating_sub(cpu_before));
     if finished {
         // The flip failed and the cycle compacted stop-the-world. Restart
         // the world before saying the cycle is over: a thread that sees it
@@ -1854,7 +1866,8 @@ fn drive(
     t_start: Instant,
     end_words: usize,
     promote: Option<(Plan, Option<usize>, usize)>,
-) -> Duration {
+    cpu_before: Duration,
+) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
@@ -2039,6 +2052,14 @@ fn drive(
     meta.marks.clear_prefix(chunks_for(end_words) + 1);
     meta.live.clear_prefix(chunks_for(end_words) + 1);
     st.cycle_time = t_start.elapsed();
+    // This job's CPU time, before the cycle is over (a thread that sees it
+    // over may fork at once, and `after_cycle` samples the totals). The
+    // prefill's zeroing is allocation work (a fault would have done it).
+    gc.cpu.add(
+        crate::cputime::thread_now()
+            .saturating_sub(cpu_before)
+            .saturating_sub(st.prefill_cpu),
+    );
     {
         let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(obits) = col.obituaries.take() {
@@ -2068,7 +2089,6 @@ fn drive(
         host.after_cycle(&st);
     }
     gc.idle.notify_all();
-    st.prefill_cpu
 }
 
 /// Stale-reference mode, after a cycle: poisons the free space above the

@@ -511,8 +511,10 @@ pub struct CycleStats {
     /// Pages copied because MOVE said `EBUSY`.
     pub ebusy_fallbacks: usize,
     /// MOVE mode: pages the GC threads copied because their run was
-    /// shorter than `HeapConfig::min_move_run` (mutators had installed the
-    /// pages around them).
+    /// shorter than `HeapConfig::min_move_run`: mutators had installed the
+    /// pages around them, or the recycler had fewer free pages than a
+    /// block needed, or a dense-prefix or black-block run was cut short.
+    /// Their source pages stay resident until the cycle ends.
     pub short_run_copies: usize,
     /// Partial MOVE/COPY retried after `EAGAIN`.
     pub eagain_retries: usize,

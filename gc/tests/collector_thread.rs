@@ -56,7 +56,8 @@ fn one_collector_thread_per_heap_for_its_whole_life() {
             }
         }
         let st = m.collect().expect("a collection ran");
-        assert_eq!(st.strategy, Some(Strategy::ConcurrentMove));
+        // (ConcurrentCopy where the kernel lacks UFFDIO_MOVE.)
+        assert!(st.strategy.is_some_and(|s| s.is_concurrent()), "{st:?}");
         assert!(st.pauses.len() == 2, "marked concurrently: {:?}", st.pauses);
         cycles += 1;
         assert_eq!(collector_threads(), 1, "after cycle {cycles}");
