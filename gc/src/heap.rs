@@ -156,13 +156,15 @@ pub struct HeapConfig {
     /// refaulted one by one. Default on, or the environment variable
     /// `MOVEGC_PREFILL=0` turns it off.
     pub prefill_allocation: bool,
-    /// In MOVE mode, the GC threads install runs of fewer to-space pages
-    /// than this with `UFFDIO_COPY` instead of `UFFDIO_MOVE`. Each MOVE
-    /// flushes its source range from the TLB of every CPU running a thread
-    /// of this process (an inter-processor interrupt to each CPU where a
-    /// mutator runs), which costs more than copying a few pages; runs get
-    /// short when mutators fault on pages ahead of the GC threads. 1 moves
-    /// every run. Default [`DEFAULT_MIN_MOVE_RUN`],
+    /// In MOVE mode, the GC threads' runs of fewer to-space pages than this
+    /// are installed with `UFFDIO_COPY` instead of `UFFDIO_MOVE`, and
+    /// unless it is 1 so are the allocation-region pages a fault fills
+    /// ([`ZERO_FILL_PAGES`](crate::concurrent::ZERO_FILL_PAGES) at a time:
+    /// that MOVE's IPI would be the faulting thread's wait). Each MOVE flushes its source
+    /// range from the TLB of every CPU running a thread of this process (an
+    /// inter-processor interrupt to each CPU where a mutator runs), which
+    /// costs more than copying a few pages; the GC threads' runs get short
+    /// when mutators fault on pages ahead of them. 1 moves every run. Default [`DEFAULT_MIN_MOVE_RUN`],
     /// or the environment variable `MOVEGC_MIN_MOVE_RUN` (a positive
     /// integer).
     pub min_move_run: usize,

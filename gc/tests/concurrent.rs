@@ -102,6 +102,10 @@ fn stress(strategy: Strategy, fault_mode: FaultMode, injection: Injection, cycle
         verify: true,
         gc_threads: 2,
         min_free: 8 << 20,
+        // Every run by MOVE in MOVE mode, the allocation region's fault
+        // fills included: the stress exercises the MOVE paths and their
+        // injected errors wherever they can occur.
+        min_move_run: 1,
         ..Default::default()
     })
     .unwrap();

@@ -278,8 +278,10 @@ impl HeapBuilder {
         self
     }
 
-    /// Under concurrent MOVE, the GC threads copy (`UFFDIO_COPY`) runs of
-    /// fewer to-space pages than `pages` instead of moving them: each
+    /// Under concurrent MOVE, the GC threads' runs of fewer to-space pages
+    /// than `pages` are copied (`UFFDIO_COPY`) instead of moved, and unless
+    /// `pages` is 1 so are the allocation-region pages a fault fills (8 at
+    /// a time; the faulting thread would wait for that MOVE's IPI). Each
     /// `UFFDIO_MOVE` interrupts every CPU running a thread of the process
     /// to flush its TLB, which costs more than copying a few pages, and
     /// runs get short when mutators fault ahead of the GC threads. 1 moves

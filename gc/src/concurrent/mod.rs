@@ -86,7 +86,10 @@ pub const MIN_BLOCK_PAGES: usize = 32;
 /// nothing and costs ~1.5 µs a page more. Runs are short when mutators
 /// fault ahead of the GC threads: at 1 (always MOVE), the fragmenter's
 /// MOVE compaction took 2.3x COPY's; at 8, 1.15x (`docs/benchmarks.md`
-/// §6e).
+/// §6e). Above 1 the fault path's allocation-region fills
+/// ([`ZERO_FILL_PAGES`] pages) are copied too: their MOVE's IPI is the
+/// faulting thread's own wait, and copying halved binary-trees'
+/// fault-stall p99.
 pub const DEFAULT_MIN_MOVE_RUN: usize = 8;
 
 /// Pages per GC batch for a cycle of `npages` to-space pages: the largest
@@ -817,9 +820,15 @@ impl CycleShared {
             // are skipped as EEXIST), since TLABs are handed out upwards.
             let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.moving_pages);
             let n = end - p;
+            // By COPY: a MOVE's TLB-flush IPI would be the faulting
+            // thread's own wait, for at most ZERO_FILL_PAGES pages. By MOVE
+            // from recycled pages only when every run is to be moved
+            // (`min_move_run` 1; see `DEFAULT_MIN_MOVE_RUN`).
             let recycled = match self.install {
-                InstallMode::Move => self.zero_fill_recycled(page_addr, n),
-                InstallMode::Copy => 0,
+                InstallMode::Move if self.min_move_run <= 1 => {
+                    self.zero_fill_recycled(page_addr, n)
+                }
+                _ => 0,
             };
             let done = if recycled > 0 {
                 self.counters
