@@ -645,17 +645,8 @@ struct Collector {
 }
 
 impl Drop for Collector {
-    /// In a forked child the collector thread's sender is the parent's:
-    /// leaked, not dropped (dropping it would touch the channel's state as
-    /// the parent's thread left it at the fork, possibly locked).
     fn drop(&mut self) {
-        if self
-            .thread
-            .as_ref()
-            .is_some_and(|(pid, _)| *pid != std::process::id())
-        {
-            std::mem::forget(self.thread.take());
-        }
+        self.leak_inherited_thread();
     }
 }
 
@@ -891,29 +882,23 @@ impl Collector {
         st.initial_pause = st.end_pause(PauseKind::Initial, t_start);
         gc.set_progress(Some((st, Phase::Marking, cycle_start)));
         let (tables, st) = (self.tables.take(), st.clone());
-        let job: Job = Box::new(move || {
-            let cpu_before = crate::cputime::thread_now();
-            // Mutators may be waiting for this cycle and the barrier is on:
-            // a failure cannot be recovered from.
-            abort_on_panic("marking", || {
-                concurrent_mark(
-                    host2,
-                    meta,
-                    tables,
-                    roots,
-                    mark_top,
-                    st,
-                    strategy,
-                    cycle_start,
-                    madvise_before,
-                    plan,
-                    cpu_before,
-                )
-            });
+        // Mutators may be waiting for this cycle and the barrier is on: a
+        // failure cannot be recovered from.
+        run_on(&thread, "marking", move |cpu_before| {
+            concurrent_mark(
+                host2,
+                meta,
+                tables,
+                roots,
+                mark_top,
+                st,
+                strategy,
+                cycle_start,
+                madvise_before,
+                plan,
+                cpu_before,
+            )
         });
-        if thread.send(job).is_err() {
-            abort_with("the collector thread is gone");
-        }
         true
     }
 
@@ -1516,31 +1501,24 @@ impl Collector {
         let buffers = std::mem::take(&mut self.buffers);
         let (host2, st2) = (host.clone(), st.clone());
         let flip_end = Instant::now();
-        let job: Job = Box::new(move || {
-            let cpu_before = crate::cputime::thread_now();
-            // Pages of the heap may still be missing and registered:
-            // mutators touching them would wait forever.
-            abort_on_panic("compaction", || {
-                drive(
-                    host2,
-                    shared,
-                    st2,
-                    handler,
-                    buffers,
-                    flip_end,
-                    cycle_start,
-                    end_words,
-                    promote,
-                    cpu_before,
-                )
-            });
+        // Pages of the heap may still be missing and registered: mutators
+        // touching them would wait forever. The collector thread runs this
+        // next: at once, or, when this is the final pause of its own
+        // concurrent marking, as soon as that returns.
+        run_on(&thread, "compaction", move |cpu_before| {
+            drive(
+                host2,
+                shared,
+                st2,
+                handler,
+                buffers,
+                flip_end,
+                cycle_start,
+                end_words,
+                promote,
+                cpu_before,
+            )
         });
-        // The collector thread runs it next: at once, or, when this is the
-        // final pause of its own concurrent marking, as soon as that
-        // returns.
-        if thread.send(job).is_err() {
-            abort_with("the collector thread is gone");
-        }
         Ok(())
     }
 
@@ -1548,15 +1526,26 @@ impl Collector {
     /// forked child, where the parent's does not exist: its sender is
     /// leaked there, not dropped, as the channel's state is the parent's).
     fn collector_thread(&mut self) -> std::io::Result<std::sync::mpsc::Sender<Job>> {
-        let pid = std::process::id();
-        match &self.thread {
-            Some((p, tx)) if *p == pid => return Ok(tx.clone()),
-            Some(_) => std::mem::forget(self.thread.take()),
-            None => {}
+        self.leak_inherited_thread();
+        if let Some((_, tx)) = &self.thread {
+            return Ok(tx.clone());
         }
         let tx = spawn_collector_thread()?;
-        self.thread = Some((pid, tx.clone()));
+        self.thread = Some((std::process::id(), tx.clone()));
         Ok(tx)
+    }
+
+    /// In a forked child the collector thread's sender is the parent's:
+    /// leaked, not dropped (dropping it would touch the channel's state as
+    /// the parent's thread left it at the fork, possibly locked).
+    fn leak_inherited_thread(&mut self) {
+        if self
+            .thread
+            .as_ref()
+            .is_some_and(|(pid, _)| *pid != std::process::id())
+        {
+            std::mem::forget(self.thread.take());
+        }
     }
 
     /// Maps the per-thread 2 MiB compaction buffers (kept across cycles).
@@ -1601,6 +1590,23 @@ fn spawn_collector_thread() -> std::io::Result<std::sync::mpsc::Sender<Job>> {
     // would also wait for a flip's `mremap`).
     let _ = ready.recv();
     Ok(tx)
+}
+
+/// Sends `f` to the collector thread as a job: it is given the thread's
+/// CPU time at its start (to add its own share, `GcCpu::add`), and a panic
+/// in it aborts with a message naming `what` (`abort_on_panic`).
+fn run_on(
+    thread: &std::sync::mpsc::Sender<Job>,
+    what: &'static str,
+    f: impl FnOnce(Duration) + Send + 'static,
+) {
+    let job: Job = Box::new(move || {
+        let cpu_before = crate::cputime::thread_now();
+        abort_on_panic(what, || f(cpu_before));
+    });
+    if thread.send(job).is_err() {
+        abort_with("the collector thread is gone");
+    }
 }
 
 /// Pause start, cycle start and the `madvise` count at the cycle start.
