@@ -18,6 +18,8 @@
 //! compacted in any order and in parallel, which the concurrent collector
 //! relies on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::concurrent::fatal::fatal;
 use crate::forwarding::{
     is_live, next_live, object_start, run_length, Forwarding, PageStart, PAGE_WORDS,
@@ -98,16 +100,14 @@ pub(crate) struct OldPages<'a> {
 
 /// The black block of a concurrent cycle: the objects allocated while it
 /// marked, old-space words `[fwd.end_words, end_words)` (the old region's
-/// end is page-aligned). They are live by position and slide down as one
-/// block by a whole number of pages, so a reference into it forwards by a
-/// subtraction, and each of its pages is fixed in place and moved, not
-/// compacted. `end_words == 0`: no black block.
+/// end is page-aligned). They are live by position and stay where they
+/// are, so a reference into it does not change; each of its pages has its
+/// dirty slots fixed in place and goes back, not compacted. `end_words ==
+/// 0`: no black block.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Black {
     /// One past the block's last word (the top at the final pause).
     pub end_words: usize,
-    /// How far the block slides down, in words (a multiple of a page).
-    pub delta_words: usize,
 }
 
 impl<'a> Compactor<'a> {
@@ -198,10 +198,8 @@ impl Compactor<'_> {
         let off = (v as usize).wrapping_sub(self.space_start);
         if off < self.fwd.end_words * WORD {
             (self.space_start + self.dest_shift + self.fwd.forward(off / WORD) * WORD) as u64
-        } else if off < self.black.end_words * WORD {
-            v - (self.black.delta_words * WORD) as u64 // the black block slides whole
         } else {
-            v // null or a large object: never moves
+            v // null, the black block or a large object: never moves
         }
     }
 
@@ -452,94 +450,37 @@ impl Compactor<'_> {
 }
 
 impl Compactor<'_> {
-    /// The first word to walk on old-space page `page` of the black block:
-    /// the start of the object that contains the page's first word, or the
-    /// first object start after it (or a word at or past the block's end).
-    /// `blocks` are the block starts recorded while marking (sorted word
-    /// indices, the first one the block's start): objects lie back to back
-    /// from each block start up to its first zero word (the unused tail of
-    /// a TLAB), so the walk starts at the last block start at or before the
-    /// page and hops from header to header, reading only earlier headers of
-    /// the same block (see the two phases in `concurrent::prefix`).
-    pub(crate) fn black_first_object(&self, page: usize, blocks: &[usize]) -> usize {
-        let page_word = page * PAGE_WORDS;
-        let end = self.black.end_words;
-        let k = blocks.partition_point(|&b| b <= page_word);
-        let Some(&first) = k.checked_sub(1).and_then(|i| blocks.get(i)) else {
-            fatal("black_first_object: a page below the black block");
-        };
-        let mut w = first;
-        while w < page_word {
-            let raw = read(self.prefix_start + w * WORD);
-            if raw == 0 {
-                // The rest of this block is unused: the next object starts
-                // the next block, which begins after the page's first word.
-                return blocks.get(k).copied().unwrap_or(end);
-            }
-            let h = Header::from_raw(raw).unwrap_or_else(|| {
-                fatal("black_first_object: bad object header in the black block")
-            });
-            if w + h.size_words() > page_word {
-                return w;
-            }
-            w += h.size_words();
-        }
-        w
-    }
-
-    /// Fixes, in place (at `prefix_start`), the reference slots of old-space
-    /// page `page` of the black block, walking from `first`
-    /// ([`black_first_object`](Self::black_first_object)), and zeroes the
-    /// words past the block's end on its last page (they may hold stale
-    /// bytes, and allocation continues right after the block once it has
-    /// slid down). A zero word where an object could start is an unused
-    /// TLAB tail: the walk resumes at the next block start. Same properties
-    /// as [`update_dense_page`](Self::update_dense_page): any order, in
-    /// parallel, fault path. Returns the objects that start on the page,
-    /// their bytes, and the first word to walk on the next page (what
-    /// [`black_first_object`](Self::black_first_object) would return for
-    /// it, without its walk).
-    pub(crate) fn update_black_page(
-        &self,
-        page: usize,
-        first: usize,
-        blocks: &[usize],
-    ) -> (usize, usize, usize) {
+    /// Fixes, in place (at `prefix_start`), the dirty slots of page `page`
+    /// of the black block: `bits` are the page's dirty-slot bits
+    /// (`satb::SatbLog::page_bits`), cleared here. Only those slots can hold
+    /// a reference that moves (a black object's slots start zero and change
+    /// only through the barrier, which sets the bit for a reference below
+    /// the block); the rest of the page is not read. Zeroes the words past
+    /// the block's end on its last page (they may hold stale bytes, and
+    /// allocation continues right after the block). Any order, in parallel,
+    /// fault path (no allocation, no lock). Returns the slots rewritten.
+    pub(crate) fn update_black_page(&self, page: usize, bits: &[AtomicU64]) -> usize {
         let page_word = page * PAGE_WORDS;
         let page_end = page_word + PAGE_WORDS;
-        let end = self.black.end_words.min(page_end);
         let at = |w: usize| self.prefix_start + w * WORD;
-        for w in end.max(page_word)..page_end {
+        for w in self.black.end_words.max(page_word)..page_end {
             crate::object::store_word(at(w), 0);
         }
-        let (mut objects, mut bytes) = (0, 0);
-        let mut crossing = None;
-        let mut w = first;
-        while w < end {
-            let raw = read(at(w));
-            if raw == 0 {
-                w = blocks
-                    .get(blocks.partition_point(|&b| b <= w))
-                    .copied()
-                    .unwrap_or(end);
+        let mut n = 0;
+        for (j, b) in bits.iter().enumerate() {
+            let mut m = b.load(Ordering::Relaxed);
+            if m == 0 {
                 continue;
             }
-            let h = Header::from_raw(raw).unwrap_or_else(|| {
-                fatal("update_black_page: bad object header in the black block")
-            });
-            if w >= page_word {
-                objects += 1;
-                bytes += h.size();
+            b.store(0, Ordering::Relaxed);
+            while m != 0 {
+                let w = page_word + j * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                self.rewrite_slots_uncarded(at(w), at(w + 1));
+                n += 1;
             }
-            let lo = (w + 1).max(page_word);
-            let hi = (w + 1 + h.ref_count()).min(page_end);
-            self.rewrite_slots_uncarded(at(lo), at(hi.max(lo)));
-            if w + h.size_words() > page_end {
-                crossing = Some(w);
-            }
-            w += h.size_words();
         }
-        (objects, bytes, crossing.unwrap_or(w))
+        n
     }
 }
 

@@ -216,7 +216,7 @@ impl Gc {
             concurrent,
             default_strategy,
             coord: Arc::new(coord),
-            satb: Arc::default(),
+            satb: Arc::new(SatbLog::for_space(space.start(), space.capacity())?),
             cards: Arc::new(cards),
             cpu,
             progress: Mutex::new(None),
@@ -753,6 +753,10 @@ impl Collector {
         st.cycle = self.cycles;
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
+        // Allocation continues above the top, not in a hole the last cycle
+        // left: what is left of it is zero words, dead, compacted away (and
+        // counted as used until then).
+        space.close_hole();
         st.used_before = space.used();
         let plan = self.gen.plan(
             gc.settings.generational,
@@ -876,6 +880,7 @@ impl Collector {
         // region, dead (zero, no object), and are compacted away.
         sp.moving.align_top(PAGE_SIZE);
         let mark_top = sp.moving.top();
+        gc.satb.set_black_start(mark_top);
         sp.large.set_allocate_black(true);
         self.in_flight = true;
         gc.in_flight.store(true, Ordering::Release);
@@ -915,7 +920,7 @@ impl Collector {
         mut st: CycleStats,
         strategy: Strategy,
         top: usize,
-        black: Option<(usize, Vec<usize>)>,
+        black: Option<usize>,
         prepared: Option<Prepared>,
         times: CycleTimes,
         pending: Option<PendingHandler>,
@@ -934,16 +939,10 @@ impl Collector {
         // Prepare: dense prefix, offsets, page starts. (The prefix's dead
         // gaps get fillers when its pages are fixed, not here.) A concurrent
         // cycle whose marking left a black block (everything allocated while
-        // it marked, from a page boundary) slides that block whole pages at
-        // a time: the offsets cover only the old region below it.
+        // it marked, from a page boundary) leaves that block where it is:
+        // the offsets cover only the old region below it.
         let t = Instant::now();
-        let (old_end, blocks) = match black {
-            Some((s, blocks)) => (
-                (s - start) / WORD,
-                blocks.into_iter().map(|b| (b - start) / WORD).collect(),
-            ),
-            None => (end_words, Vec::new()),
-        };
+        let old_end = black.map_or(end_words, |s| (s - start) / WORD);
         let pool = gc.pool();
         let (dense, mut total) = match prepared.filter(|p| p.old_end == old_end) {
             Some(p) => {
@@ -970,7 +969,7 @@ impl Collector {
                 .clear((arena - start) / PAGE_SIZE, (end - start) / PAGE_SIZE);
         }
         st.prepare = t.elapsed();
-        st.moved_bytes = (total - dense + (end_words - old_end)) * WORD;
+        st.moved_bytes = (total - dense) * WORD;
         // Stale-reference stress mode (stop-the-world cycles): every other
         // cycle compacts to just above the old top, so that every object
         // moves and the whole old image is freed (and poisoned); the next
@@ -1019,7 +1018,6 @@ impl Collector {
                 strategy,
                 end_words,
                 old_end,
-                blocks,
                 total,
                 dense,
                 reg_len,
@@ -1039,7 +1037,9 @@ impl Collector {
                     // again if they stopped at a black block).
                     meta = m;
                     if old_end != end_words {
-                        // The black block is compacted like the rest: walk it.
+                        // The black block is compacted like the rest: walk
+                        // it. Its dirty bits are not needed.
+                        gc.satb.clear_dirty(start + old_end * WORD, top);
                         let (n, b) = mark_allocated(
                             meta.marks.atomics(),
                             meta.live.atomics(),
@@ -1235,7 +1235,6 @@ impl Collector {
         strategy: Strategy,
         end_words: usize,
         old_end: usize,
-        blocks: Vec<usize>,
         total: usize,
         dense: usize,
         reg_len: usize,
@@ -1339,7 +1338,7 @@ impl Collector {
             cards: gc.settings.generational.then(|| gc.cards.clone()),
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
-            black_blocks: blocks.into_boxed_slice(),
+            dirty: gc.satb.clone(),
             tables: self.tables.take(),
             total_words: total,
             dense_words,
@@ -1463,17 +1462,27 @@ impl Collector {
             update_roots(&**host, world, los, |v| comp.forward_ref(v), true, st.cycle);
         st.large_objects_freed = freed_n;
         st.update_roots = t.elapsed();
-        let packed = start + shared.new_top_words() * WORD;
         // With young collections the old region ends on a page (the gap is
-        // zero: the last page's compactor or black-block fixer zeroes it).
-        let (new_top, aligned) = top_after(gc, space, packed);
-        space.set_top(new_top);
+        // zero: the last page's compactor zeroes it, or the black block's
+        // last fixer what follows the block).
+        let (packed, aligned) = top_after(gc, space, start + total * WORD);
+        if shared.black_pages() > 0 {
+            // The black block stays where it is, and so does the top; the
+            // room between the compacted data and the block is a hole that
+            // allocation fills first (its pages are missing in the
+            // to-space, zero-filled as they are touched).
+            space.set_top(start + shared.new_top_words() * WORD);
+            space.set_hole(packed, start + old_end * WORD);
+        } else {
+            space.set_top(packed);
+        }
+        let new_top = space.top();
         host.grant_waiting(world, self.cycles, st.young || shared.black_pages() > 0);
         // Under the collector lock: waiters in `wait_flip_or_idle` see it
         // once the pause ends and they get the lock.
         gc.grants.fetch_add(1, Ordering::AcqRel);
         gc.idle.notify_all();
-        st.freed_bytes = (start + reg_len).saturating_sub(new_top) + freed_b;
+        st.freed_bytes = (start + reg_len).saturating_sub(new_top) + space.hole_len() + freed_b;
         st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();
         st.black_pages = shared.black_pages();
@@ -1761,6 +1770,7 @@ fn concurrent_mark(
     col.tables = tables;
     let t = Instant::now();
     gc.satb.set_marking(false);
+    gc.satb.set_black_start(usize::MAX);
     sp.large.set_allocate_black(false);
     let mut rest = drain_satb(&*host, &mut world);
     // Retire TLABs so the walk below sees every object allocated since the
@@ -1790,19 +1800,21 @@ fn concurrent_mark(
     }
     // What was allocated while marking, [mark_top, top), is live by
     // position. If it starts on a page boundary it is the black block,
-    // which slides down whole and is walked after the flip from the block
-    // starts mutators recorded (`concurrent::prefix`): nothing to walk here;
-    // its bytes count whole until the GC threads have counted its objects.
-    // Otherwise it is walked now and compacted like the rest.
-    let blocks = gc.satb.take_blocks();
+    // which stays where it is: after the flip only its dirty slots are
+    // rewritten (`concurrent::prefix`), nothing is walked here, and its
+    // bytes count whole. Otherwise it is walked now and compacted like the
+    // rest, and its dirty bits are not needed. So too in the
+    // stale-reference mode, which poisons the memory a cycle freed right
+    // after it: a hole below the block would be allocated into instead.
     let black = (strategy.is_concurrent()
         && mark_top % PAGE_SIZE == 0
         && mark_top < top
-        && blocks.first() == Some(&mark_top))
-    .then_some((mark_top, blocks));
+        && space.poisoner().is_none())
+    .then_some(mark_top);
     if black.is_some() {
         total.bytes += top - mark_top;
     } else {
+        gc.satb.clear_dirty(mark_top, top);
         let (n, b) = mark_allocated(
             meta.marks.atomics(),
             meta.live.atomics(),
@@ -1883,11 +1895,17 @@ fn drive(
     // The dense prefix first (the long-lived data mutators read most), in
     // two phases (see concurrent/prefix.rs): fix every page in the
     // from-space, then move them back.
-    if shared.in_place_pages() > 0 {
+    // The black block before it: the pages mutators wrote last, most of
+    // them put back untouched in long MOVEs (see concurrent/prefix.rs).
+    let black = AtomicUsize::new(0);
+    if shared.in_place_pages() + shared.black_pages() > 0 {
         gc.pool().scope(|s| {
             for _ in &buffers {
-                let (shared, fix_prefix) = (&shared, &fix_prefix);
-                s.spawn(move |_| shared.fix_prefix(fix_prefix));
+                let (shared, fix_prefix, black) = (&shared, &fix_prefix, &black);
+                s.spawn(move |_| {
+                    shared.install_black(black);
+                    shared.fix_prefix(fix_prefix);
+                });
             }
         });
         shared.prefix_quiesce();
@@ -1922,7 +1940,17 @@ fn drive(
         let large = sp.large.bytes();
         let goal = host.collect_at(st.live_bytes + large).saturating_sub(large);
         let end = (shared.used_len() / PAGE_SIZE).min(goal.div_ceil(PAGE_SIZE));
-        let top = (sp.moving.top() - sp.moving.start()).div_ceil(PAGE_SIZE);
+        let base = sp.moving.start();
+        let (hole, hole_end) = sp.moving.hole_range();
+        if hole < hole_end {
+            // Allocation takes the hole first.
+            let (lo, hi) = (
+                (hole - base).div_ceil(PAGE_SIZE),
+                (hole_end - base) / PAGE_SIZE,
+            );
+            shared.prefill_allocation(lo, hi);
+        }
+        let top = (sp.moving.top() - base).div_ceil(PAGE_SIZE);
         shared.prefill_allocation(top, end);
     }
     st.prefill_cpu = crate::cputime::thread_now().saturating_sub(t);
@@ -2024,11 +2052,8 @@ fn drive(
     st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
     st.prefix_pages = c.prefix_pages.load(Ordering::Relaxed);
     st.black_fixed = c.black_pages.load(Ordering::Relaxed);
-    // The black block's objects, counted by its fixers (the pause counted
-    // its bytes whole).
-    st.live_bytes =
-        st.live_bytes - shared.black_words() * WORD + c.black_bytes.load(Ordering::Relaxed);
-    st.live_objects += c.black_objects.load(Ordering::Relaxed);
+    st.black_dirty_pages = c.black_dirty_pages.load(Ordering::Relaxed);
+    st.black_slots = c.black_slots.load(Ordering::Relaxed);
     st.fault_waits = c.faults_waited.load(Ordering::Relaxed);
     st.faults = c.faults_resolved.load(Ordering::Relaxed) + st.fault_waits;
     st.fault_stall_us = Some(crate::stats::LatencyHistogram(shared.stalls.to_hdr()));

@@ -889,7 +889,6 @@ impl HeapInner {
         let tlab = self.config.tlab_size.max(size);
         let (start, end) = moving.alloc_block(size, tlab, self.moving_limit())?;
         moving.clean_block(start, end);
-        self.gc.satb().record_block(start);
         Some((start, end))
     }
 }
@@ -1346,6 +1345,10 @@ impl MutatorContext {
     #[cold]
     #[inline(never)]
     fn log_store(&mut self, slot: usize, v: u64) {
+        let log = self.attached.satb();
+        // Before the store: the final pause that reads the bit cannot come
+        // between (this thread is not at a safepoint here).
+        log.note_store(slot, v);
         let old = swap_word(slot, v);
         if old != 0 {
             let log = self.heap.inner.gc.satb().clone();

@@ -10,6 +10,17 @@
 //! or above the mark-start top is treated as live (see `cycle.rs`), so
 //! their fields need no scanning.
 //!
+//! The same slow path keeps the *black block's dirty slots*
+//! ([`SatbLog::note_store`]): a bit per word of the moving space, set for
+//! a slot at or above the mark-start top into which a mutator stored a
+//! reference to an object below it (one that may move). The black block
+//! stays where it is after the flip, so those slots are the only words of
+//! it that the compaction must rewrite; a page of the block whose bits are
+//! all clear goes back to the to-space without being read
+//! (`concurrent::prefix`). A black object's slots start zero and change
+//! only through this barrier while the heap marks, so a slot without a
+//! bit holds null, a black object or a large object: none of them moves.
+//!
 //! The barrier belongs to the mutator: it lives in
 //! [`MutatorContext::store_ref`](crate::MutatorContext::store_ref), the only
 //! way to write a reference into an object. Its fast path is one relaxed
@@ -21,25 +32,33 @@
 //! stopped, so the collector may read them), and a mutator that detaches
 //! hands its buffer over first.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_deque::{Injector, Steal};
+
+use crate::mapping::{WordMap, PAGE_SIZE};
+use crate::object::WORD;
 
 /// Logged values a mutator buffers before handing them to the heap.
 pub const BUFFER_LEN: usize = 256;
 
 /// One heap's SATB state: whether it marks, the queue of full buffers,
-/// and where the blocks (TLABs) handed out while it marks begin.
+/// and the black block's dirty slots.
 #[derive(Default)]
 pub struct SatbLog {
     marking: AtomicBool,
     queue: Injector<Vec<usize>>,
-    /// Start addresses of the moving-space blocks handed out while the
-    /// heap marks: they cut the black block into runs of objects back to
-    /// back, each run ending at its first zero word (an unused TLAB tail),
-    /// so the black block can be walked from any block without the final
-    /// pause walking it (see `concurrent::prefix`).
-    blocks: Injector<usize>,
+    /// The moving space `[start, end)` whose slots `dirty` covers (empty:
+    /// no bitmap, nothing recorded).
+    space: (usize, usize),
+    /// The mark-start top while the heap marks (the black block's start),
+    /// `usize::MAX` otherwise.
+    black_start: AtomicUsize,
+    /// One bit per word of the moving space: a black slot given a
+    /// reference below `black_start` while the heap marked. Cleared page
+    /// by page by whoever fixes the page, or whole by the final pause when
+    /// the cycle has no black block.
+    dirty: Option<WordMap>,
 }
 
 impl std::fmt::Debug for SatbLog {
@@ -51,6 +70,17 @@ impl std::fmt::Debug for SatbLog {
 }
 
 impl SatbLog {
+    /// A log for the moving space `[start, start + capacity)`, with its
+    /// dirty-slot bitmap (address space only until bits are set).
+    pub(crate) fn for_space(start: usize, capacity: usize) -> std::io::Result<SatbLog> {
+        Ok(SatbLog {
+            space: (start, start + capacity),
+            black_start: AtomicUsize::new(usize::MAX),
+            dirty: Some(WordMap::new((capacity / WORD).div_ceil(64))?),
+            ..SatbLog::default()
+        })
+    }
+
     /// Whether the barrier is on (one relaxed load: its fast path). The
     /// flag changes only with the world stopped, so a running mutator sees
     /// the value of the last pause (the coordinator's lock orders them).
@@ -74,26 +104,59 @@ impl SatbLog {
         }
     }
 
-    /// Records the start of a moving-space block handed out while the heap
-    /// marks (no-op otherwise).
-    pub(crate) fn record_block(&self, start: usize) {
-        if self.is_marking() {
-            self.blocks.push(start);
+    /// Sets where the black block begins (the mark-start top), or
+    /// `usize::MAX` when the heap stops marking. World stopped.
+    pub(crate) fn set_black_start(&self, at: usize) {
+        self.black_start.store(at, Ordering::Relaxed);
+    }
+
+    /// The barrier's part for the black block (its slow path, while the
+    /// heap marks): a store of `value` into `slot` at or above the black
+    /// block's start, of a moving-space object below it, sets the slot's
+    /// dirty bit.
+    #[inline]
+    pub(crate) fn note_store(&self, slot: usize, value: u64) {
+        let (start, end) = self.space;
+        let black = self.black_start.load(Ordering::Relaxed);
+        if slot >= black && slot < end && (value as usize).wrapping_sub(start) < black - start {
+            let w = (slot - start) / WORD;
+            if let Some(d) = &self.dirty {
+                let (word, bit) = (&d.atomics()[w / 64], 1u64 << (w % 64));
+                if word.load(Ordering::Relaxed) & bit == 0 {
+                    word.fetch_or(bit, Ordering::Relaxed);
+                }
+            }
         }
     }
 
-    /// Takes the block starts recorded so far, in ascending order.
-    pub(crate) fn take_blocks(&self) -> Vec<usize> {
-        let mut v = Vec::new();
-        loop {
-            match self.blocks.steal() {
-                Steal::Success(b) => v.push(b),
-                Steal::Empty => break,
-                Steal::Retry => continue,
-            }
+    /// The dirty-slot bits of moving-space page `page` (from the space's
+    /// start): `PAGE_SIZE / WORD / 64` words, bit `i` of word `j` for the
+    /// page's word `64 j + i`. Empty without a bitmap.
+    pub(crate) fn page_bits(&self, page: usize) -> &[AtomicU64] {
+        const N: usize = PAGE_SIZE / WORD / 64;
+        match &self.dirty {
+            Some(d) => d.atomics().get(page * N..(page + 1) * N).unwrap_or(&[]),
+            None => &[],
         }
-        v.sort_unstable();
-        v
+    }
+
+    /// Clears the dirty bits of the words `[lo, hi)` (addresses in the
+    /// moving space, word-aligned): a cycle that kept no black block.
+    /// World stopped.
+    pub(crate) fn clear_dirty(&self, lo: usize, hi: usize) {
+        let (Some(d), start) = (&self.dirty, self.space.0) else {
+            return;
+        };
+        let (mut w, hi) = ((lo - start) / WORD, (hi - start) / WORD);
+        while w < hi {
+            let (bit, n) = (w % 64, (64 - w % 64).min(hi - w));
+            let mask = match n {
+                64 => !0,
+                n => ((1u64 << n) - 1) << bit,
+            };
+            d.atomics()[w / 64].fetch_and(!mask, Ordering::Relaxed);
+            w += n;
+        }
     }
 
     /// Takes every value handed over so far.
@@ -132,6 +195,53 @@ impl SatbBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The set bits of `page`'s dirty words, as word offsets in the page.
+    fn bits_of(log: &SatbLog, page: usize) -> Vec<usize> {
+        let mut v = Vec::new();
+        for (j, b) in log.page_bits(page).iter().enumerate() {
+            let m = b.load(Ordering::Relaxed);
+            v.extend((0..64).filter(|i| m & (1 << i) != 0).map(|i| j * 64 + i));
+        }
+        v
+    }
+
+    #[test]
+    fn dirty_bits_mark_black_slots_given_older_objects_only() {
+        let (start, cap) = (1usize << 30, 64 * PAGE_SIZE);
+        let log = SatbLog::for_space(start, cap).unwrap();
+        let black = start + 8 * PAGE_SIZE;
+        let old = start + 3 * PAGE_SIZE + 16;
+        // Off: nothing recorded.
+        log.note_store(black + 8, old as u64);
+        assert!(bits_of(&log, 8).is_empty());
+        log.set_black_start(black);
+        log.note_store(black + 8, old as u64); // black slot, older object: dirty
+        log.note_store(black + 24, start as u64); // the space's first word: dirty
+        log.note_store(black + 40, (black + 64) as u64); // a black object: clean
+        log.note_store(black + 48, 0); // null: clean
+        log.note_store(black + 56, (start + cap + 8) as u64); // outside (a large object): clean
+        log.note_store(black - 8, old as u64); // below the block: clean
+        log.note_store(start + cap, old as u64); // past the space (the arena): clean
+        log.note_store(black + PAGE_SIZE + 8 * 70, old as u64); // next page, word 70
+        assert_eq!(bits_of(&log, 8), vec![1, 3]);
+        assert_eq!(bits_of(&log, 9), vec![70]);
+        assert!(bits_of(&log, 7).is_empty());
+        log.set_black_start(usize::MAX);
+        log.note_store(black + 16, old as u64); // off again
+        assert_eq!(bits_of(&log, 8), vec![1, 3]);
+        // Clearing a range clears exactly it, across word boundaries.
+        log.clear_dirty(black + 16, black + PAGE_SIZE + 8 * 70);
+        assert_eq!(bits_of(&log, 8), vec![1]);
+        assert_eq!(bits_of(&log, 9), vec![70]);
+        log.clear_dirty(black, black + 2 * PAGE_SIZE);
+        assert!(bits_of(&log, 8).is_empty() && bits_of(&log, 9).is_empty());
+        // Without a bitmap nothing is recorded and pages have no bits.
+        let plain = SatbLog::default();
+        plain.set_black_start(0);
+        plain.note_store(black, old as u64);
+        assert!(plain.page_bits(8).is_empty());
+    }
 
     #[test]
     fn full_buffers_reach_the_queue_and_the_rest_stays_private() {

@@ -110,6 +110,12 @@ pub struct MovingSpace {
     /// GiB.
     arena_offset: usize,
     top: AtomicUsize,
+    /// A hole below the top that blocks are handed out from first: `[hole,
+    /// hole_end)`, the room a concurrent cycle left between its compacted
+    /// data and the black block it kept in place (see `concurrent::prefix`).
+    /// Set and closed only with the world stopped.
+    hole: AtomicUsize,
+    hole_end: AtomicUsize,
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
     dirty_limit: AtomicUsize,
@@ -151,6 +157,8 @@ impl MovingSpace {
             capacity,
             arena_offset,
             top,
+            hole: AtomicUsize::new(0),
+            hole_end: AtomicUsize::new(0),
             dirty_limit,
             base,
             poison: std::sync::OnceLock::new(),
@@ -194,9 +202,63 @@ impl MovingSpace {
     }
 
     /// Bytes between the base (the start, except in the stale-reference
-    /// stress mode) and the top: live data plus TLABs.
+    /// stress mode) and the top, less what is left of the hole: live data
+    /// plus TLABs.
     pub fn used(&self) -> usize {
-        self.top() - self.base()
+        self.top() - self.base() - self.hole_len()
+    }
+
+    /// Bytes left in the hole below the top (see the field).
+    pub fn hole_len(&self) -> usize {
+        self.hole_end
+            .load(Ordering::Acquire)
+            .saturating_sub(self.hole.load(Ordering::Acquire))
+    }
+
+    /// The hole's `(cursor, end)`: `[cursor, end)` is left of it.
+    pub(crate) fn hole_range(&self) -> (usize, usize) {
+        (
+            self.hole.load(Ordering::Acquire),
+            self.hole_end.load(Ordering::Acquire),
+        )
+    }
+
+    /// Opens the hole `[lo, hi)` below the top: zeroed memory nobody owns,
+    /// handed out before the top moves. World stopped.
+    pub(crate) fn set_hole(&self, lo: usize, hi: usize) {
+        debug_assert!(lo <= hi && hi <= self.top());
+        self.hole_end.store(hi, Ordering::Release);
+        self.hole.store(lo, Ordering::Release);
+    }
+
+    /// Closes the hole: what is left of it stays zero words (dead, and
+    /// compacted away by the next cycle). World stopped.
+    pub(crate) fn close_hole(&self) {
+        self.hole
+            .store(self.hole_end.load(Ordering::Acquire), Ordering::Release);
+    }
+
+    /// A block of at least `min` and at most `pref` bytes from the hole,
+    /// if that much is left of it.
+    fn alloc_in_hole(&self, min: usize, pref: usize) -> Option<(usize, usize)> {
+        let end = self.hole_end.load(Ordering::Acquire);
+        let mut cur = self.hole.load(Ordering::Relaxed);
+        loop {
+            let left = end.saturating_sub(cur);
+            if left < min {
+                return None;
+            }
+            let take = pref.max(min).min(left);
+            match self.hole.compare_exchange_weak(
+                cur,
+                cur + take,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((cur, cur + take)),
+                Err(now) => cur = now,
+            }
+        }
     }
 
     /// Whether `addr` is inside the moving space.
@@ -205,11 +267,20 @@ impl MovingSpace {
         addr.wrapping_sub(self.heap.start()) < self.capacity
     }
 
-    /// Claims a block of at least `min` and at most `pref` bytes from the
-    /// shared cursor, keeping the space's used bytes within `limit`. `None`
-    /// when not even `min` bytes are left.
+    /// Claims a block of at least `min` and at most `pref` bytes: from the
+    /// hole if that much is left of it (its bytes are counted as used
+    /// already), else from the shared cursor, keeping the space's used
+    /// bytes within `limit`. `None` when not even `min` bytes are left.
     pub fn alloc_block(&self, min: usize, pref: usize, limit: usize) -> Option<(usize, usize)> {
-        let end = self.end().min(self.base().saturating_add(limit));
+        if let Some(b) = self.alloc_in_hole(min, pref) {
+            return Some(b);
+        }
+        // What is left of the hole is free, not used.
+        let used_max = self
+            .base()
+            .saturating_add(limit)
+            .saturating_add(self.hole_len());
+        let end = self.end().min(used_max);
         let mut cur = self.top.load(Ordering::Relaxed);
         loop {
             let left = end.saturating_sub(cur);
@@ -229,9 +300,10 @@ impl MovingSpace {
         }
     }
 
-    /// Sets the top after a collection. Only the collector calls this, with
-    /// the world stopped.
+    /// Sets the top after a collection, closing any hole. Only the
+    /// collector calls this, with the world stopped.
     pub(crate) fn set_top(&self, top: usize) {
+        self.close_hole();
         self.top.store(top, Ordering::Release);
     }
 
@@ -554,6 +626,39 @@ mod tests {
         assert_eq!(t.bump(8), None);
         t.set(usize::MAX - 15, usize::MAX);
         assert_eq!(t.bump(64), None);
+    }
+
+    #[test]
+    fn the_hole_is_handed_out_first_and_not_counted_as_used() {
+        let s = MovingSpace::new(8 << 20, false).unwrap();
+        let (cap, base) = (s.capacity(), s.start());
+        let (a, _) = s.alloc_block(16, 1 << 20, cap).unwrap();
+        assert_eq!(a, base);
+        s.set_top(base + (4 << 20));
+        // A hole of 64 KiB at 1 MiB: free, not used.
+        s.set_hole(base + (1 << 20), base + (1 << 20) + 65536);
+        assert_eq!(s.hole_len(), 65536);
+        assert_eq!(s.used(), (4 << 20) - 65536);
+        let (b, e) = s.alloc_block(16, 40000, cap).unwrap();
+        assert_eq!((b, e), (base + (1 << 20), base + (1 << 20) + 40000));
+        assert_eq!(s.used(), (4 << 20) - 65536 + 40000);
+        // What is left of the hole is too small for this one: the top.
+        let (c, _) = s.alloc_block(30000, 30000, cap).unwrap();
+        assert_eq!(c, base + (4 << 20));
+        // But not for a smaller one, which gets the rest of the hole.
+        let (d, f) = s.alloc_block(16, 40000, cap).unwrap();
+        assert_eq!((d, f), (e, base + (1 << 20) + 65536));
+        assert_eq!(s.hole_len(), 0);
+        // The limit counts what is left of the hole as free.
+        s.set_top(base + (4 << 20));
+        s.set_hole(base, base + (1 << 20));
+        assert!(s.alloc_block(2 << 20, 2 << 20, 4 << 20).is_none());
+        assert!(s.alloc_block(2 << 20, 2 << 20, 5 << 20).is_some());
+        // Setting the top closes the hole.
+        s.set_top(base + (1 << 20));
+        assert_eq!(s.hole_len(), 0);
+        let (g, _) = s.alloc_block(16, 16, cap).unwrap();
+        assert_eq!(g, base + (1 << 20));
     }
 
     #[test]

@@ -283,6 +283,9 @@ impl CycleStats {
             " pages {} in place {} compacted {} black",
             self.dense_pages, self.pages_compacted, self.black_pages
         );
+        if self.black_dirty_pages > 0 {
+            let _ = write!(l, " ({} dirty)", self.black_dirty_pages);
+        }
         if self.strategy.is_some_and(|s| s.is_concurrent()) {
             let _ = write!(
                 l,
@@ -442,7 +445,9 @@ pub struct CycleStats {
     pub used_before: usize,
     /// Live bytes in the moving space after marking.
     pub live_bytes: usize,
-    /// Live objects in the moving space.
+    /// Live objects in the moving space (without a concurrent cycle's
+    /// black block, which is kept whole without being walked: its bytes
+    /// are in `live_bytes`).
     pub live_objects: usize,
     /// Bytes reclaimed (moving space and large objects).
     pub freed_bytes: usize,
@@ -453,12 +458,18 @@ pub struct CycleStats {
     /// Pages of the dense prefix updated in place (not compacted).
     pub dense_pages: usize,
     /// Pages of the black block (what was allocated while a concurrent
-    /// cycle marked): slid down whole pages at a time, their references
-    /// rewritten in place and the pages moved, not compacted.
+    /// cycle marked): kept where they are, only their dirty slots (those
+    /// given a reference to an older object while the cycle marked)
+    /// rewritten, and the pages moved back, not compacted.
     pub black_pages: usize,
-    /// Of those, the pages fixed after the flip (by GC threads or fault
-    /// resolvers); equals `black_pages` when every page was fixed once.
+    /// Of those, the pages put back after the flip (by GC threads or fault
+    /// resolvers); equals `black_pages` when every page went back once.
     pub black_fixed: usize,
+    /// Of those, the pages that had dirty slots to rewrite (the others
+    /// were not read).
+    pub black_dirty_pages: usize,
+    /// The dirty slots of the black block rewritten.
+    pub black_slots: usize,
     /// Of the dense pages, in a concurrent cycle, the pages whose references were
     /// rewritten after the flip (in their from-space page, then moved or
     /// copied back); equals `dense_pages` when every page was fixed once.

@@ -447,12 +447,16 @@ fn concurrent_stores_into_old_arrays_survive_young_cycles() {
                 }
             })
         };
-        let pause = |f: &mut dyn FnMut()| {
+        let pause = |m: &mut MutatorContext, f: &mut dyn FnMut()| {
             hold.store(true, Ordering::Release);
-            while !held.load(Ordering::Acquire) {
-                assert!(!writer.is_finished(), "the writer died");
-                std::thread::yield_now();
-            }
+            // Waiting in `blocking`: the writer may be collecting (the
+            // heap-size policy), which needs this mutator stopped.
+            m.blocking(|| {
+                while !held.load(Ordering::Acquire) {
+                    assert!(!writer.is_finished(), "the writer died");
+                    std::thread::yield_now();
+                }
+            });
             f();
             hold.store(false, Ordering::Release);
             while held.load(Ordering::Acquire) {
@@ -463,7 +467,7 @@ fn concurrent_stores_into_old_arrays_survive_young_cycles() {
         for _ in 0..12 {
             let st = m.collect_young().unwrap();
             young += st.young as usize;
-            pause(&mut || {
+            pause(&mut m, &mut || {
                 for (which, n) in [SMALL, BIG].into_iter().enumerate() {
                     let a = heap.persistent_get(ids[which]).unwrap();
                     for i in 0..n {

@@ -330,14 +330,28 @@ fn prefix_move_without_faults_moves_every_page() {
     prefix_pages_come_back_fixed(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
 }
 
+/// Nodes of `black_block_stays`: previous node, target; then the node's
+/// id and its target's.
+fn black_node() -> Layout {
+    Layout::record(3, 2, 16).unwrap()
+}
+
+/// Targets the black block's nodes point at (root slots 10..).
+const TARGETS: usize = 16;
+
 /// The black block: a thread allocates linked lists without pause (each
-/// node points at the previous one, black to black, and at an old anchor,
-/// black to old) and keeps the last eight lists rooted, checking each list
-/// before dropping it, while the main thread runs concurrent cycles. The
-/// lists allocated while a cycle marks form its black block, which slides
-/// down whole pages at a time: every cycle that has one fixes each of its
-/// pages exactly once, and every list reads back intact.
-fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare: bool) {
+/// node points at the previous one, black to black, and, if `targets`, at
+/// one of a rotating set of older objects, black to old: those are
+/// replaced one per list, so they lie among the dropped lists and move
+/// when a cycle compacts) and keeps the last eight lists rooted, checking
+/// each list before dropping it, while the main thread runs concurrent
+/// cycles. The lists allocated while a cycle marks form its black block,
+/// which stays where it is: every cycle that has one puts each of its
+/// pages back exactly once, rewriting the slots the barrier marked dirty
+/// (every node's target slot; with no targets, only a list crossing the
+/// initial pause points below the block), and every list reads back
+/// intact, targets included.
+fn black_block_stays(strategy: Strategy, fault_mode: FaultMode, reprepare: bool, targets: bool) {
     const LIST: usize = 2000;
     // TLABs that are not a whole number of pages, so the block's end (the
     // top at the final pause) falls inside a page.
@@ -370,29 +384,37 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
             // SAFETY: every `ObjRef` is used before this thread's next
             // allocation, or read back from a root slot after it.
             unsafe {
-                m.roots().resize(10, None);
-                let anchor = m.alloc(&young(0)).unwrap();
-                anchor.write_u64(0, 0xA11C).unwrap();
-                m.roots()[9] = Some(anchor);
+                m.roots().resize(10 + TARGETS, None);
                 let mut k = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let slot = (k % 8) as usize;
                     if let Some(head) = m.roots()[slot] {
                         check_list(head, LIST);
                     }
+                    if targets {
+                        // A new target among the lists (the old one stays
+                        // alive as long as a list points at it).
+                        let t = m.alloc(&young(0)).unwrap();
+                        t.write_u64(0, 0x7A << 32 | k).unwrap();
+                        m.roots()[10 + (k as usize % TARGETS)] = Some(t);
+                    }
                     m.roots()[8] = None;
                     for i in 0..LIST {
-                        let nd = m.alloc(&old_node()).unwrap();
+                        let nd = m.alloc(&black_node()).unwrap();
                         // Fresh objects are zeroed, also those allocated
-                        // right after a black block that slid down.
+                        // right after a black block (or in the hole below).
                         assert_eq!(nd.load_ref(0).unwrap(), None, "a fresh node is zeroed");
                         assert_eq!(nd.load_ref(1).unwrap(), None, "a fresh node is zeroed");
                         assert_eq!(nd.read_u64(0).unwrap(), 0, "a fresh node is zeroed");
+                        assert_eq!(nd.read_u64(8).unwrap(), 0, "a fresh node is zeroed");
                         nd.write_u64(0, (k << 20) | i as u64).unwrap();
                         let prev = m.roots()[8];
                         m.store_ref(nd, 0, prev).unwrap();
-                        let anchor = m.roots()[9];
-                        m.store_ref(nd, 1, anchor).unwrap();
+                        let target = m.roots()[10 + i % TARGETS];
+                        if let Some(t) = target {
+                            nd.write_u64(8, t.read_u64(0).unwrap()).unwrap();
+                            m.store_ref(nd, 1, target).unwrap();
+                        }
                         m.roots()[8] = Some(nd);
                     }
                     m.roots()[slot] = m.roots()[8].take();
@@ -408,11 +430,11 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
         })
     };
     let mut m = heap.attach().unwrap();
-    let (mut with_block, mut black_pages, mut reused) = (0, 0, 0);
+    let (mut with_block, mut black_pages, mut dirty_pages, mut slots, mut reused) = (0, 0, 0, 0, 0);
     for i in 0..12 {
         // Let the allocator build at least one list between cycles, so each
-        // cycle has a fresh black block to slide even when this machine is
-        // loaded and the allocator thread got no CPU meanwhile. Waiting in
+        // cycle has a fresh black block even when this machine is loaded
+        // and the allocator thread got no CPU meanwhile. Waiting in
         // `blocking` lets the allocator's own collections proceed.
         let before = lists.load(Ordering::Relaxed);
         m.blocking(|| {
@@ -424,7 +446,7 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
         // Every third cycle stop-the-world: it leaves the space above its
         // top dirty (old bytes, zeroed only when handed out), so the next
         // black block ends on a page whose tail holds stale bytes, which
-        // must not survive its move (allocation continues right after it).
+        // must be zeroed (allocation continues right after the block).
         if i % 3 == 2 {
             m.collect_with(Strategy::StopTheWorld)
                 .expect("a collection ran");
@@ -434,8 +456,9 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
         assert_eq!(st.strategy, Some(strategy));
         assert_eq!(
             st.black_fixed, st.black_pages,
-            "every black page was fixed exactly once: {st:?}"
+            "every black page went back exactly once: {st:?}"
         );
+        assert!(st.black_dirty_pages <= st.black_pages, "{st:?}");
         // The offsets were prepared while mutators ran and used by the
         // pause unless its remark marked something new (or the test says
         // to prepare again).
@@ -446,6 +469,8 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
         if st.black_pages > 0 {
             with_block += 1;
             black_pages += st.black_pages;
+            dirty_pages += st.black_dirty_pages;
+            slots += st.black_slots;
         }
         m.safepoint();
     }
@@ -453,17 +478,33 @@ fn black_block_slides_whole(strategy: Strategy, fault_mode: FaultMode, reprepare
     allocator.join().unwrap();
     assert!(lists.load(Ordering::Relaxed) >= 12);
     assert!(with_block > 0, "no cycle had a black block");
+    if targets {
+        // Every node points below the block unless its target is black too.
+        assert!(dirty_pages > 0 && slots > 0, "no dirty slot rewritten");
+    } else {
+        // Only a list that crosses the initial pause points below the
+        // block (one slot a cycle); every other page went back unread.
+        assert!(
+            slots <= with_block,
+            "{slots} dirty slots in {with_block} cycles"
+        );
+        assert!(
+            dirty_pages <= slots,
+            "{dirty_pages} dirty pages, {slots} slots"
+        );
+    }
     if reprepare {
         assert_eq!(reused, 0, "the speculative prepare was discarded");
     }
     eprintln!(
-        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles slid a black block, {black_pages} pages in all, {reused} reused the speculative prepare, {} lists",
+        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles kept a black block, {black_pages} pages in all ({dirty_pages} dirty, {slots} slots rewritten), {reused} reused the speculative prepare, {} lists",
         lists.load(Ordering::Relaxed)
     );
 }
 
-/// Checks one list built by `black_block_slides_whole`: `n` nodes with
-/// descending indexes and the same list number, each pointing at the anchor.
+/// Checks one list built by `black_block_stays`: `n` nodes with
+/// descending indexes and the same list number, each pointing at the
+/// target whose id it recorded (if it has one).
 ///
 /// # Safety
 /// `head` must be valid until this returns (no safepoint meanwhile).
@@ -478,12 +519,13 @@ unsafe fn check_list(head: ObjRef, n: usize) {
             (list << 20) | want as u64,
             "list {list}"
         );
-        let anchor = nd.load_ref(1).unwrap().expect("the anchor");
-        assert_eq!(
-            anchor.read_u64(0).unwrap(),
-            0xA11C,
-            "list {list} node {want}"
-        );
+        if let Some(t) = nd.load_ref(1).unwrap() {
+            assert_eq!(
+                t.read_u64(0).unwrap(),
+                nd.read_u64(8).unwrap(),
+                "list {list} node {want}: its target"
+            );
+        }
         cur = nd.load_ref(0).unwrap();
     }
     assert_eq!(want, 0, "list {list} is {n} nodes long");
@@ -491,20 +533,30 @@ unsafe fn check_list(head: ObjRef, n: usize) {
 
 #[test]
 fn black_block_move_sigbus() {
-    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
+    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, false, true);
 }
 
 #[test]
 fn black_block_move_sigbus_prepared_in_the_pause() {
-    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::Sigbus, true);
+    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, true, true);
 }
 
 #[test]
 fn black_block_move_handler_thread() {
-    black_block_slides_whole(Strategy::ConcurrentMove, FaultMode::HandlerThread, false);
+    black_block_stays(
+        Strategy::ConcurrentMove,
+        FaultMode::HandlerThread,
+        false,
+        true,
+    );
 }
 
 #[test]
 fn black_block_copy_sigbus() {
-    black_block_slides_whole(Strategy::ConcurrentCopy, FaultMode::Sigbus, false);
+    black_block_stays(Strategy::ConcurrentCopy, FaultMode::Sigbus, false, true);
+}
+
+#[test]
+fn black_block_without_references_below_it_goes_back_unread() {
+    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, false, false);
 }

@@ -64,6 +64,7 @@ use crate::forwarding::{Forwarding, PageStart, PAGE_WORDS};
 use crate::generation::{CardTable, ObjectStarts};
 use crate::mapping::{FrozenWordMap, Mapping, U32Map, PAGE_SIZE};
 use crate::safepoint::MutatorShared;
+use crate::satb::SatbLog;
 use crate::uffd::{CopyMode, MoveMode, OpError, Uffd, UffdError};
 use page_state::{Claimant, PageState, PageStates};
 
@@ -212,12 +213,13 @@ pub struct Counters {
     /// Pages of the dense prefix whose references were rewritten in place
     /// (by GC threads or fault resolvers) before they went back.
     pub prefix_pages: AtomicUsize,
-    /// Pages of the black block fixed in place and moved down.
+    /// Pages of the black block that went back (by GC threads or fault
+    /// resolvers).
     pub black_pages: AtomicUsize,
-    /// Objects of the black block (counted by its fixers).
-    pub black_objects: AtomicUsize,
-    /// Bytes of those objects.
-    pub black_bytes: AtomicUsize,
+    /// Of those, pages with dirty slots, rewritten before they went back.
+    pub black_dirty_pages: AtomicUsize,
+    /// Dirty slots of the black block rewritten.
+    pub black_slots: AtomicUsize,
     /// CPU time of the fault-handler thread (handler-thread mode),
     /// nanoseconds, stored when it ends.
     pub handler_cpu_ns: AtomicU64,
@@ -401,20 +403,20 @@ pub struct CycleShared {
     end_words: usize,
     space_start: usize,
     from_start: usize,
-    /// To-space pages holding live objects: the dense prefix, the
-    /// compacted old region, then the black block's pages.
+    /// To-space pages up to the last one holding live objects: the dense
+    /// prefix, the compacted old region, the hole, the black block.
     npages: usize,
     /// To-space pages of the dense prefix and the compacted old region
-    /// (the black block's pages follow).
+    /// (the hole follows, then the black block's pages).
     old_pages: usize,
-    /// How many pages the black block slides down: to-space page `p` of
-    /// the block is from-space page `p + black_delta_pages`.
-    black_delta_pages: usize,
+    /// The black block's first page (`old_pages` without a block): pages
+    /// `[old_pages, black_first)` are the hole, allocation region like
+    /// the pages above `npages`.
+    black_first: usize,
     /// One past the black block's last old-space word (0: no block).
     black_end_words: usize,
-    /// Where the blocks handed out while marking begin (sorted word
-    /// indices): the black block is walked from them.
-    black_blocks: Box<[usize]>,
+    /// The barrier's record of the black block's dirty slots.
+    dirty: Arc<SatbLog>,
     /// Pages of the dense prefix: fixed in place in the from-space and
     /// moved back (see `prefix`).
     dense_pages: usize,
@@ -518,7 +520,8 @@ pub(crate) struct CycleSetup {
     pub cards: Option<Arc<CardTable>>,
     pub end_words: usize,
     pub black_end_words: usize,
-    pub black_blocks: Box<[usize]>,
+    /// The heap's SATB log, holding the black block's dirty slots.
+    pub dirty: Arc<SatbLog>,
     /// Page tables (states, sources) left by an earlier cycle, to reuse.
     pub tables: Option<PageTables>,
     pub total_words: usize,
@@ -552,17 +555,17 @@ impl CycleShared {
     pub(crate) fn new(s: CycleSetup) -> CycleShared {
         let old_pages = s.total_words.div_ceil(PAGE_WORDS);
         // The black block (if any) starts at the page-aligned end of the old
-        // region and lands on the first page after the compacted data.
-        let (black_pages, black_delta_pages) = if s.black_end_words > s.end_words {
+        // region and stays there.
+        let (black_pages, black_first) = if s.black_end_words > s.end_words {
             debug_assert_eq!(s.end_words % PAGE_WORDS, 0);
             (
                 (s.black_end_words - s.end_words).div_ceil(PAGE_WORDS),
-                s.end_words / PAGE_WORDS - old_pages,
+                s.end_words / PAGE_WORDS,
             )
         } else {
-            (0, 0)
+            (0, old_pages)
         };
-        let npages = old_pages + black_pages;
+        let npages = black_first + black_pages;
         let dense_pages = s.dense_words / PAGE_WORDS;
         debug_assert!(s.kept_pages <= dense_pages);
         // The page tables of the last cycle or sized by the marker (all
@@ -599,13 +602,13 @@ impl CycleShared {
             from_start: s.from_start,
             npages,
             old_pages,
-            black_delta_pages,
+            black_first,
             black_end_words: if black_pages > 0 {
                 s.black_end_words
             } else {
                 0
             },
-            black_blocks: s.black_blocks,
+            dirty: s.dirty,
             dense_pages,
             kept_pages: s.kept_pages,
             boundary_header: s.boundary_header,
@@ -659,7 +662,6 @@ impl CycleShared {
             boundary_header: self.boundary_header,
             black: Black {
                 end_words: self.black_end_words,
-                delta_words: self.black_delta_pages * PAGE_WORDS,
             },
             old: self
                 .old_dirty
@@ -672,11 +674,11 @@ impl CycleShared {
             young_cards: self
                 .cards
                 .as_deref()
-                .filter(|_| self.npages > self.old_pages)
+                .filter(|_| self.npages > self.black_first)
                 .map(|c| {
                     (
                         c,
-                        self.space_start + self.old_pages * PAGE_SIZE,
+                        self.space_start + self.black_first * PAGE_SIZE,
                         self.space_start + self.npages * PAGE_SIZE,
                     )
                 }),
@@ -691,19 +693,21 @@ impl CycleShared {
 
     /// Pages of the black block.
     pub fn black_pages(&self) -> usize {
-        self.npages - self.old_pages
+        self.npages - self.black_first
     }
 
-    /// Words of the black block.
-    pub(crate) fn black_words(&self) -> usize {
-        self.black_end_words.saturating_sub(self.end_words)
+    /// Whether to-space page `p` is allocation region: the hole between
+    /// the compacted data and the black block, or above the block.
+    #[inline]
+    fn is_allocation_region(&self, p: usize) -> bool {
+        p >= self.npages || (p >= self.old_pages && p < self.black_first)
     }
 
     /// Words from the start of the space to the top after the flip: the
-    /// compacted data, then (page-aligned) the black block.
+    /// compacted data, or the end of the black block, which stays.
     pub(crate) fn new_top_words(&self) -> usize {
         if self.black_end_words > 0 {
-            self.old_pages * PAGE_WORDS + self.black_end_words - self.end_words
+            self.black_end_words
         } else {
             self.compactor().fwd.total_words()
         }
@@ -814,11 +818,16 @@ impl CycleShared {
                         .fetch_add(done, Ordering::Relaxed);
                 }
             }
-        } else if p >= self.npages {
+        } else if self.is_allocation_region(p) {
             // Above the compacted data: the allocation region. Fill a run
             // of pages up to the next run boundary (pages already present
-            // are skipped as EEXIST), since TLABs are handed out upwards.
-            let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(self.moving_pages);
+            // are skipped as EEXIST), since TLABs are handed out upwards;
+            // in the hole, not into the black block above it.
+            let limit = match p < self.black_first {
+                true => self.black_first,
+                false => self.moving_pages,
+            };
+            let end = ((p / ZERO_FILL_PAGES + 1) * ZERO_FILL_PAGES).min(limit);
             let n = end - p;
             // By COPY: a MOVE's TLB-flush IPI would be the faulting
             // thread's own wait, for at most ZERO_FILL_PAGES pages. By MOVE
@@ -955,8 +964,9 @@ impl CycleShared {
     /// After every to-space page is mapped (MOVE mode): moves the
     /// recycler's remaining free pages, zeroed, into the allocation region's
     /// missing pages from `start` (the first page above the mutators'
-    /// allocation top: the pages below it were handed out and mostly
-    /// touched already) up to page `end` (exclusive). The mutators'
+    /// allocation top, or above their cursor in the hole: the pages below
+    /// it were handed out and mostly touched already) up to page `end`
+    /// (exclusive; at most the hole's end when `start` is in the hole). The mutators'
     /// allocations until the next cycle then take no page fault: the
     /// kernel's zero-fill fault (a page allocation, a memcg charge, an LRU
     /// insertion) was a quarter of binary-trees' time under concurrent
@@ -970,8 +980,13 @@ impl CycleShared {
         if self.install != InstallMode::Move {
             return 0;
         }
-        let end = end.min(self.moving_pages);
-        let (mut p, mut moved) = (start.max(self.npages), 0);
+        // The hole's pages (not past it, into the black block), or those
+        // above the live pages.
+        let (mut p, end) = match start >= self.old_pages && start < self.black_first {
+            true => (start, end.min(self.black_first)),
+            false => (start.max(self.npages), end.min(self.moving_pages)),
+        };
+        let mut moved = 0;
         'runs: while p < end {
             // Give the CPU to a mutator that this thread displaced (the
             // scheduler may have woken it on a mutator's CPU; a mutator
@@ -1546,7 +1561,7 @@ pub(crate) fn test_cycle(
         cards: None,
         end_words: 0,
         black_end_words: 0,
-        black_blocks: Box::default(),
+        dirty: Arc::default(),
         tables: None,
         total_words: 0,
         dense_words: 0,

@@ -58,27 +58,22 @@ use crate::compact::Compactor;
 use crate::mapping::PAGE_SIZE;
 
 impl CycleShared {
-    /// Pages fixed in place after the flip: the dense prefix's that were
-    /// flipped (above the kept ones), then the black block's.
+    /// Dense-prefix pages fixed in place after the flip: those that were
+    /// flipped (above the kept ones).
     pub(crate) fn in_place_pages(&self) -> usize {
-        self.dense_pages - self.kept_pages + self.black_pages()
+        self.dense_pages - self.kept_pages
     }
 
-    /// The to-space page of the `i`-th page fixed in place.
+    /// The to-space page of the `i`-th prefix page fixed in place.
     fn in_place_page(&self, i: usize) -> usize {
-        let flipped = self.dense_pages - self.kept_pages;
-        if i < flipped {
-            self.kept_pages + i
-        } else {
-            self.old_pages + (i - flipped)
-        }
+        self.kept_pages + i
     }
 
     /// Whether to-space page `p` is fixed in place after the flip (a
     /// flipped prefix page or a black-block page).
     #[inline]
     pub(super) fn in_place(&self, p: usize) -> bool {
-        (p >= self.kept_pages && p < self.dense_pages) || (p >= self.old_pages && p < self.npages)
+        (p >= self.kept_pages && p < self.dense_pages) || (p >= self.black_first && p < self.npages)
     }
 
     /// Fixes the kept old pages a young cycle's mutators wrote since the
@@ -93,44 +88,59 @@ impl CycleShared {
         }
     }
 
-    /// The from-space address of in-place to-space page `p`.
+    /// The from-space address of in-place to-space page `p` (the same
+    /// page: neither the prefix nor the black block moves).
     fn in_place_src(&self, p: usize) -> usize {
-        let from_page = if p < self.dense_pages {
-            p
-        } else {
-            p + self.black_delta_pages
-        };
-        self.from_start + from_page * PAGE_SIZE
+        self.from_start + p * PAGE_SIZE
     }
 
     /// Fixes in-place page `p` (claimed by the caller) in its from-space
     /// page and returns that page's address, from where it is installed.
     /// No allocation, no lock: fault path.
     pub(super) fn fix_in_place(&self, p: usize) -> usize {
-        self.fix_in_place_from(p, None).0
-    }
-
-    /// [`fix_in_place`](Self::fix_in_place), given for a black-block page
-    /// where its walk starts if the caller knows (it fixed the page
-    /// before); also returns where the next page's walk starts.
-    fn fix_in_place_from(&self, p: usize, first: Option<usize>) -> (usize, Option<usize>) {
-        let mut next = None;
         if p < self.dense_pages {
             self.compactor().update_dense_page(p, self.marks.words());
             self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
         } else {
-            let page = p + self.black_delta_pages;
-            let comp = self.compactor();
-            let first = first.unwrap_or_else(|| comp.black_first_object(page, &self.black_blocks));
-            let (n, bytes, after) = comp.update_black_page(page, first, &self.black_blocks);
-            next = Some(after);
+            let n = self
+                .compactor()
+                .update_black_page(p, self.dirty.page_bits(p));
+            if n > 0 {
+                self.counters
+                    .black_dirty_pages
+                    .fetch_add(1, Ordering::Relaxed);
+                self.counters.black_slots.fetch_add(n, Ordering::Relaxed);
+            }
             self.counters.black_pages.fetch_add(1, Ordering::Relaxed);
-            self.counters.black_objects.fetch_add(n, Ordering::Relaxed);
-            self.counters
-                .black_bytes
-                .fetch_add(bytes, Ordering::Relaxed);
         }
-        (self.in_place_src(p), next)
+        self.in_place_src(p)
+    }
+
+    /// The black block, one GC thread's share: takes runs of
+    /// [`BLOCK_PAGES`] of its pages from `next`, fixes every page of a run
+    /// it can claim (only its dirty slots: most pages are not read at all)
+    /// and puts them back at once, by MOVE in MOVE mode, else by COPY.
+    /// Unlike the prefix's, a black page's fixer reads nothing but the
+    /// page itself and the barrier's bits, so nothing waits for a second
+    /// phase. Returns when every page of every run it took is mapped.
+    pub(crate) fn install_black(&self, next: &AtomicUsize) {
+        let mut runs = Vec::with_capacity(BLOCK_PAGES);
+        take_runs(next, self.black_pages(), |run| {
+            runs.clear();
+            for i in run.clone() {
+                let p = self.black_first + i;
+                if self.states.claim(p, Claimant::Gc) {
+                    let src = self.fix_in_place(p);
+                    self.srcs[p].store(src, Ordering::Release);
+                    self.states.compacted(p);
+                    runs.push((p, src));
+                }
+            }
+            self.install_runs(&runs, self.install == InstallMode::Move);
+            for i in run {
+                self.states.wait_mapped(self.black_first + i);
+            }
+        });
     }
 
     /// Phase 1, one GC thread's share: takes runs of [`BLOCK_PAGES`]
@@ -139,14 +149,10 @@ impl CycleShared {
     /// then on).
     pub(crate) fn fix_prefix(&self, next: &AtomicUsize) {
         take_runs(next, self.in_place_pages(), |run| {
-            // Consecutive black pages fixed here pass the walk on.
-            let mut carried: Option<(usize, usize)> = None;
             for i in run {
                 let p = self.in_place_page(i);
                 if self.states.claim(p, Claimant::Gc) {
-                    let hint = carried.filter(|&(q, _)| q == p).map(|(_, w)| w);
-                    let (src, next) = self.fix_in_place_from(p, hint);
-                    carried = next.map(|w| (p + 1, w));
+                    let src = self.fix_in_place(p);
                     self.srcs[p].store(src, Ordering::Release);
                     self.states.compacted(p);
                 }
