@@ -103,6 +103,10 @@ pub struct CycleRecord {
     /// Compaction completion time, ms: flip end to last page mapped for
     /// concurrent cycles, the compact phase for stop-the-world ones.
     pub compaction_ms: f64,
+    /// CPU time of the compaction, ms, whichever threads did it
+    /// (`CycleStats::compaction_cpu`).
+    #[serde(default)]
+    pub compaction_cpu_ms: f64,
     /// Pause start to cycle end, ms.
     pub cycle_ms: f64,
     /// Live bytes after marking.
@@ -183,6 +187,7 @@ impl CycleRecord {
             mark_ms: ms(c.mark),
             flip_ms: ms(c.flip),
             compaction_ms: ms(c.compaction),
+            compaction_cpu_ms: ms(c.compaction_cpu),
             cycle_ms: ms(c.cycle_time),
             live_bytes: c.live_bytes,
             pages_compacted: c.pages_compacted,
@@ -269,6 +274,9 @@ pub struct RunRecord {
     pub cycles: usize,
     /// Sum over cycles of the compaction completion time, ms.
     pub compaction_ms: f64,
+    /// Sum over cycles of the compaction's CPU time, ms.
+    #[serde(default)]
+    pub compaction_cpu_ms: f64,
     /// Sum over cycles of marking, ms.
     pub mark_ms: f64,
     /// Flip (mremap + register) p50 / p99 / max over cycles, ms.
@@ -487,6 +495,7 @@ impl RunRecord {
             cpu_s: usage.cpu_s,
             cycles: cycles.len(),
             compaction_ms: cycles.iter().map(|c| ms(c.compaction)).sum(),
+            compaction_cpu_ms: cycles.iter().map(|c| ms(c.compaction_cpu)).sum(),
             mark_ms: cycles.iter().map(|c| ms(c.mark)).sum(),
             flip_ms: Quantiles::of(&flips),
             pause_ms: Quantiles::of(&pauses),

@@ -39,6 +39,13 @@ pub const TARGET_RATIO: f64 = 0.6;
 /// Target: MOVE's worst fault-stall p99 below this many microseconds.
 pub const TARGET_STALL_P99_US: f64 = 50.0;
 
+/// Target: concurrent MOVE compaction within this factor of stop-the-world
+/// compaction on the allocation-bound workloads ([`STW_TARGET_WORKLOADS`]).
+pub const TARGET_MOVE_STW: f64 = 1.3;
+
+/// The workloads the MOVE / stop-the-world compaction targets cover.
+pub const STW_TARGET_WORKLOADS: [&str; 2] = ["binary-trees", "gcbench"];
+
 /// The preparation [`Meta::collect`] records unless the caller says
 /// otherwise.
 pub const DEFAULT_PREPARATION: &str = "each run in a fresh child process; strategies alternate \
@@ -298,6 +305,10 @@ pub struct Summary {
     pub move_copy_compaction_ratio: Option<Ratio>,
     /// The same ratio for every workload that has a MOVE/COPY pair.
     pub per_workload: BTreeMap<String, Ratio>,
+    /// Concurrent MOVE against stop-the-world compaction, per workload
+    /// with such a pair: `(time, CPU)` ratios (`compaction_ms`,
+    /// `compaction_cpu_ms`), paired as `per_workload`.
+    pub move_stw: BTreeMap<String, (Ratio, Option<Ratio>)>,
     /// `madvise` calls summed over every MOVE record (the target is 0).
     pub madvise_calls_move: usize,
     /// Per strategy, the largest fault-stall p99 of any of its records, µs.
@@ -331,6 +342,17 @@ pub fn params_key(params: &str) -> String {
 /// `RunRecord::strategy`), ordered by parameters then repeat. Pairs whose
 /// COPY time is not positive are skipped (no ratio exists).
 fn paired_ratios(results: &[RunRecord], workload: &str) -> Vec<f64> {
+    paired(results, workload, (MOVE, COPY), |r| r.compaction_ms)
+}
+
+/// Ratios `value(a) / value(b)` of `workload`'s records of strategies
+/// `(a, b)`, paired as in [`paired_ratios`].
+fn paired(
+    results: &[RunRecord],
+    workload: &str,
+    (a, b): (&str, &str),
+    value: fn(&RunRecord) -> f64,
+) -> Vec<f64> {
     let index = |strategy: &str| {
         let mut m: BTreeMap<(String, usize), f64> = BTreeMap::new();
         for r in results
@@ -338,11 +360,11 @@ fn paired_ratios(results: &[RunRecord], workload: &str) -> Vec<f64> {
             .filter(|r| r.workload == workload && r.strategy == strategy)
         {
             m.entry((params_key(&r.params), r.repeat))
-                .or_insert(r.compaction_ms);
+                .or_insert(value(r));
         }
         m
     };
-    let (moves, copies) = (index(MOVE), index(COPY));
+    let (moves, copies) = (index(a), index(b));
     moves
         .iter()
         .filter_map(|(key, &mv)| {
@@ -358,9 +380,27 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
     workloads.sort_unstable();
     workloads.dedup();
     let per_workload: BTreeMap<String, Ratio> = workloads
-        .into_iter()
+        .iter()
         .filter_map(|w| Some((w.to_string(), Ratio::of(paired_ratios(results, w))?)))
         .collect();
+    let move_stw: BTreeMap<String, (Ratio, Option<Ratio>)> = workloads
+        .iter()
+        .filter_map(|w| {
+            let wall = Ratio::of(paired(results, w, (MOVE, STW), |r| r.compaction_ms))?;
+            let cpu = Ratio::of(paired(results, w, (MOVE, STW), |r| r.compaction_cpu_ms));
+            Some((w.to_string(), (wall, cpu)))
+        })
+        .collect();
+    // The worst of the covered workloads' medians (none without all).
+    let worst = |f: fn(&(Ratio, Option<Ratio>)) -> Option<f64>| {
+        STW_TARGET_WORKLOADS
+            .iter()
+            .map(|w| move_stw.get(*w).and_then(f))
+            .collect::<Option<Vec<f64>>>()
+            .map(|v| v.into_iter().fold(f64::NEG_INFINITY, f64::max))
+    };
+    let stw_cpu = worst(|(_, c)| c.as_ref().map(|c| c.median));
+    let stw_wall = worst(|(w, _)| Some(w.median));
     let move_copy_compaction_ratio = per_workload.get("compact").cloned();
     let moves: Vec<&RunRecord> = results.iter().filter(|r| r.strategy == MOVE).collect();
     let madvise_calls_move = moves.iter().map(|r| r.madvise_calls).sum();
@@ -393,10 +433,23 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
             value: stall_value,
             met: stall_value.map(|v| v < TARGET_STALL_P99_US),
         },
+        Target {
+            name: "MOVE/STW compaction CPU (binary-trees, gcbench, worst median)".into(),
+            goal: format!("≤ {TARGET_MOVE_STW}"),
+            value: stw_cpu,
+            met: stw_cpu.map(|v| v <= TARGET_MOVE_STW),
+        },
+        Target {
+            name: "MOVE/STW compaction time (binary-trees, gcbench, worst median)".into(),
+            goal: format!("≤ {TARGET_MOVE_STW}"),
+            value: stw_wall,
+            met: stw_wall.map(|v| v <= TARGET_MOVE_STW),
+        },
     ];
     Summary {
         move_copy_compaction_ratio,
         per_workload,
+        move_stw,
         madvise_calls_move,
         fault_stall_p99_us_max,
         targets,
@@ -622,6 +675,15 @@ fn summary_lines(s: &Summary) -> Vec<String> {
     }
     for (w, r) in others {
         lines.push(format!("  {w}: {}", ratio_text(r)));
+    }
+    if !s.move_stw.is_empty() {
+        lines.push(
+            "MOVE/STW compaction time (and CPU: the work, whichever threads did it):".to_string(),
+        );
+    }
+    for (w, (wall, cpu)) in &s.move_stw {
+        let cpu = cpu.as_ref().map_or("no CPU data".to_string(), ratio_text);
+        lines.push(format!("  {w}: {} (CPU {cpu})", ratio_text(wall)));
     }
     lines.push(format!(
         "madvise calls under MOVE: {}",

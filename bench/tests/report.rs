@@ -469,3 +469,52 @@ fn meta_collect_fills_machine_fields() {
     assert!(m.timestamp.ends_with('Z'));
     assert!(!m.preparation.is_empty());
 }
+
+/// MOVE against stop-the-world compaction: per workload, time and CPU
+/// ratios paired by parameters and repeat; the targets take the worst
+/// median of binary-trees and gcbench, and have no value without both.
+#[test]
+fn move_stw_ratios_and_targets() {
+    let run = |w: &str, s: &str, repeat: usize, ms: f64, cpu: f64| {
+        let mut r = rec(w, s, 64, repeat, ms);
+        r.compaction_cpu_ms = cpu;
+        r
+    };
+    let mut results = vec![
+        run("binary-trees", MOVE, 0, 60.0, 30.0),
+        run("binary-trees", STW, 0, 40.0, 50.0),
+        run("binary-trees", MOVE, 1, 66.0, 36.0),
+        run("binary-trees", STW, 1, 40.0, 40.0),
+    ];
+    let s = summarize(&results);
+    let (wall, cpu) = &s.move_stw["binary-trees"];
+    assert_eq!(wall.per_repeat, vec![1.5, 1.65]);
+    assert_eq!(cpu.as_ref().unwrap().per_repeat, vec![0.6, 0.9]);
+    // gcbench missing: no verdict.
+    let t = text_table(&report(results.clone()));
+    assert_eq!(verdict(&t, "MOVE/STW compaction CPU"), "n/a");
+    results.push(run("gcbench", MOVE, 0, 30.0, 24.0));
+    results.push(run("gcbench", STW, 0, 20.0, 20.0));
+    let t = text_table(&report(results.clone()));
+    // CPU: worst of 0.75 (binary-trees median) and 1.2 (gcbench): met.
+    assert_eq!(verdict(&t, "MOVE/STW compaction CPU"), "met");
+    // Time: worst of 1.575 and 1.5: missed.
+    assert_eq!(verdict(&t, "MOVE/STW compaction time"), "missed");
+    assert!(t.contains("  gcbench: 1.500 (95% CI"), "{t}");
+    let s = summarize(&results);
+    let target = |name: &str| {
+        s.targets
+            .iter()
+            .find(|t| t.name.starts_with(name))
+            .unwrap()
+            .clone()
+    };
+    assert!((target("MOVE/STW compaction CPU").value.unwrap() - 1.2).abs() < 1e-12);
+    assert!((target("MOVE/STW compaction time").value.unwrap() - 1.575).abs() < 1e-12);
+    // Records without CPU figures (written before the field) give no CPU
+    // ratio.
+    for r in &mut results {
+        r.compaction_cpu_ms = 0.0;
+    }
+    assert!(summarize(&results).move_stw["gcbench"].1.is_none());
+}

@@ -100,6 +100,13 @@ impl GcCpu {
         self.state().ended += d;
     }
 
+    /// CPU time of the long-lived collector threads (the workers) so far:
+    /// read before and after a phase, what they spent on it.
+    pub(crate) fn workers_now(&self) -> Duration {
+        let g = self.state();
+        g.workers.iter().map(|&t| read(thread_clock(t))).sum()
+    }
+
     /// `(collector CPU, process CPU)` since the heap was created.
     pub(crate) fn totals(&self) -> (Duration, Duration) {
         let g = self.state();

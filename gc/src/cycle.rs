@@ -21,13 +21,14 @@
 //!  concurrent strategies:
 //!    flip          publish the cycle to the fault resolvers, register the
 //!                  used range MISSING, mremap(DONTUNMAP) its pages out
-//!    update roots  as above; the top drops to the compacted size
+//!    update roots  as above; the top drops to the compacted size, or
+//!                  stays above a black block with a hole below it
 //!  restart the world ── mutators run; a touched page faults and is
 //!                       compacted first (concurrent::fault)
-//!    driver        GC threads fix the dense prefix and the black block
-//!                  (what was allocated while marking) in the from-space
-//!                  and move them back, the block whole pages lower
-//!                  (concurrent::prefix), then compact +
+//!    driver        GC threads put the black block (what was allocated
+//!                  while marking) back in place, only its dirty slots
+//!                  rewritten, fix the dense prefix in the from-space and
+//!                  move it back (concurrent::prefix), then compact +
 //!                  install every other page (concurrent::sweep),
 //!                  unregister, drain resolvers, recycle/release the
 //!                  from-space, hand the metadata back; verified at the next
@@ -875,9 +876,11 @@ impl Collector {
                 .mark_old(&sp.large.objects.lock().unwrap_or_else(|e| e.into_inner()));
         }
         // Objects allocated from now on form the black block, which the
-        // flip slides down whole pages at a time (see `concurrent::prefix`):
-        // it must start on a page boundary. The words skipped lie in the old
-        // region, dead (zero, no object), and are compacted away.
+        // flip leaves where it is, its pages going back whole (see
+        // `concurrent::prefix`): it must start on a page boundary. The words
+        // skipped lie in the old region, dead (zero, no object), and are
+        // compacted away. The barrier records its slots given references
+        // below it (`SatbLog::note_store`).
         sp.moving.align_top(PAGE_SIZE);
         let mark_top = sp.moving.top();
         gc.satb.set_black_start(mark_top);
@@ -1064,6 +1067,7 @@ impl Collector {
         // only above it. The heap keeps its pages (no mremap, no page
         // faults); the freed tail is zeroed lazily, when TLABs are handed out.
         let t = Instant::now();
+        let cpu0 = gc.cpu.workers_now() + crate::cputime::thread_now();
         let Metadata {
             marks,
             live,
@@ -1140,6 +1144,8 @@ impl Collector {
         });
         st.compact = t.elapsed();
         st.compaction = st.compact;
+        st.compaction_cpu =
+            (gc.cpu.workers_now() + crate::cputime::thread_now()).saturating_sub(cpu0);
         st.pages_compacted = npages - dense_pages;
         st.dense_pages = dense_pages;
 
@@ -1888,6 +1894,7 @@ fn drive(
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
+    let cpu0 = gc.cpu.workers_now() + crate::cputime::thread_now();
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
     let next_arena = AtomicUsize::new(0);
     let (fix_prefix, install_prefix) = (AtomicUsize::new(0), AtomicUsize::new(0));
@@ -1926,6 +1933,7 @@ fn drive(
     });
     // Every to-space page is mapped now.
     st.compaction = flip_end.elapsed();
+    let compaction_cpu = (gc.cpu.workers_now() + crate::cputime::thread_now()).saturating_sub(cpu0);
     // What the recycler has left goes to the allocation region: the room
     // the mutators allocate into until the next cycle is due (by the
     // pacer's goal for this live size), at most up to the old top.
@@ -2004,6 +2012,7 @@ fn drive(
         }
     };
     gc.cpu.add(fault_cpu);
+    st.compaction_cpu = compaction_cpu + fault_cpu;
     // Release what is left of the from-space (only the old used range and
     // the arena's used part ever held pages).
     let used = shared.used_len();

@@ -218,7 +218,7 @@ impl CycleStats {
     ///
     /// ```text
     /// gc #12 young (policy) concurrent-move 40.2M->9.1M live 8.9M (old 6.0M, 14 dirty pages) \
-    ///   pauses initial 0.090ms final 0.210ms (ttsp 0.011ms) mark 0.8ms compact 3.1ms \
+    ///   pauses initial 0.090ms final 0.210ms (ttsp 0.011ms) mark 0.8ms compact 3.1ms (cpu 2.6ms) \
     ///   pages 1540 in place 3 compacted 96 black moved 1639 copied 2 prefilled 9000 faults 4 (p99 31us) cycle 5.2ms
     /// ```
     pub fn log_line(&self) -> String {
@@ -277,7 +277,13 @@ impl CycleStats {
                 _ => l.push(')'),
             }
         }
-        let _ = write!(l, " mark {} compact {}", ms(self.mark), ms(self.compaction));
+        let _ = write!(
+            l,
+            " mark {} compact {} (cpu {})",
+            ms(self.mark),
+            ms(self.compaction),
+            ms(self.compaction_cpu)
+        );
         let _ = write!(
             l,
             " pages {} in place {} compacted {} black",
@@ -455,6 +461,14 @@ pub struct CycleStats {
     pub moved_bytes: usize,
     /// To-space pages produced by `compact_page`.
     pub pages_compacted: usize,
+    /// CPU time the compaction cost, whichever threads did it: the
+    /// collector's threads over the compaction (the span of `compaction`: the
+    /// compact phase of a stop-the-world cycle, flip end to the last page
+    /// mapped of a concurrent one) and, in a concurrent cycle, the faults
+    /// mutators resolved (their stall: an upper bound) or the fault
+    /// handler thread's CPU. The work, where `compaction` is the time a
+    /// concurrent cycle takes beside running mutators.
+    pub compaction_cpu: Duration,
     /// Pages of the dense prefix updated in place (not compacted).
     pub dense_pages: usize,
     /// Pages of the black block (what was allocated while a concurrent
@@ -826,6 +840,8 @@ mod tests {
             time_to_safepoint: Duration::from_micros(3011),
             dense_pages: 1540,
             pages_moved: 1639,
+            compaction: Duration::from_micros(3100),
+            compaction_cpu: Duration::from_micros(2600),
             ..Default::default()
         };
         let l = young.log_line();
@@ -836,6 +852,7 @@ mod tests {
             "pauses initial 0.090ms (ttsp 0.011ms) final 0.210ms (ttsp 3.000ms, last 'ui' (tid 8))",
             "pages 1540 in place",
             "moved 1639",
+            "compact 3.100ms (cpu 2.600ms)",
         ] {
             assert!(l.contains(part), "{part:?} missing from {l:?}");
         }

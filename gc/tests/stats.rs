@@ -498,3 +498,58 @@ fn faults_are_attributed_to_the_thread_that_took_them() {
         );
     }
 }
+
+/// Each cycle measures what its compaction cost in CPU time, whichever
+/// threads did it (`CycleStats::compaction_cpu`): for a stop-the-world
+/// cycle and a concurrent one that moved the same data, some CPU time, and
+/// no more than the collector's threads could have spent over the
+/// compaction's span (no mutator touches the heap meanwhile, so no fault
+/// adds to it).
+#[test]
+fn compaction_cpu_is_measured_for_every_strategy() {
+    for strategy in [
+        Strategy::StopTheWorld,
+        Strategy::ConcurrentMove,
+        Strategy::ConcurrentCopy,
+    ] {
+        let heap = heap(256 << 20, strategy);
+        if heap.strategy() != strategy {
+            eprintln!("skipped {strategy:?}: userfaultfd unavailable");
+            continue;
+        }
+        let mut m = heap.attach().unwrap();
+        let node = Layout::record(0, 1, 48).unwrap();
+        // SAFETY: every `ObjRef` is used before this thread's next
+        // allocation, or read back from the root slot after it.
+        unsafe {
+            m.roots().resize(1, None);
+            // Every other node survives: 8 MiB to compact, half of it garbage.
+            for i in 0..130_000 {
+                let o = m.alloc(&node).unwrap();
+                if i % 2 == 0 {
+                    let head = m.roots()[0];
+                    m.store_ref(o, 0, head).unwrap();
+                    m.roots()[0] = Some(o);
+                }
+            }
+        }
+        let st = m.collect().unwrap();
+        m.wait_idle();
+        let st = heap
+            .stats()
+            .recent
+            .into_iter()
+            .find(|c| c.cycle == st.cycle)
+            .expect("the cycle's final stats");
+        assert!(st.pages_compacted > 100, "{st:?}");
+        assert!(st.compaction_cpu > Duration::ZERO, "{strategy:?}: {st:?}");
+        // The two GC threads of `heap` and the driver.
+        let threads = 3;
+        assert!(
+            st.compaction_cpu <= st.compaction * threads + Duration::from_millis(2),
+            "{strategy:?}: {:?} CPU in {:?}",
+            st.compaction_cpu,
+            st.compaction
+        );
+    }
+}

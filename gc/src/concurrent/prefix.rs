@@ -32,21 +32,26 @@
 //! after `fork` it is still shared with the parent when its MOVE is tried:
 //! the kernel refuses to move a shared page (`EBUSY`) and it is copied.
 //!
-//! **The black block** goes the same way. Everything allocated while the
-//! cycle marked is live by position and lies at the top of the old space
-//! from a page boundary (the initial pause aligns the top). Instead of
-//! compacting it object by object, the flip slides it down as one block by
-//! a whole number of pages, to the first page after the compacted old data:
-//! a reference into it forwards by a subtraction, and each of its pages is
-//! fixed in its from-space page ([`Compactor::update_black_page`]) and
-//! moved to its new place, `black_delta_pages` lower. It takes part in both
-//! phases with the prefix pages (its objects cross pages too).
+//! **The black block** stays too. Everything allocated while the cycle
+//! marked is live by position and lies at the top of the old space from a
+//! page boundary (the initial pause aligns the top). It keeps its
+//! addresses, so a reference into it does not change; the only slots of
+//! it that do are those a mutator gave a reference to an older object
+//! while the heap marked, and the barrier set a bit for each of them
+//! (`satb::SatbLog::note_store`). A black page is fixed in its from-space
+//! page by rewriting those slots ([`Compactor::update_black_page`]; most
+//! pages have none and are not read at all) and goes back to the same
+//! address. Its fixer reads nothing but the page and its bits, so black
+//! pages need no second phase: GC threads put them back first, a run of
+//! 512 by one MOVE as soon as it is fixed ([`CycleShared::install_black`]).
+//! Between the compacted data and the block lies a hole, allocation
+//! region like the pages above the block, which mutators allocate into
+//! first (`space::MovingSpace::set_hole`).
 //!
 //! ```text
-//!  old space:  [ prefix | old region (compacted)        |·| black block   ]
-//!  to-space:   [ prefix | compacted | black block ] allocation ...
-//!                                     ^ old_pages: to-space page p of the block
-//!                                       is from-space page p + black_delta_pages
+//!  old space:  [ prefix | old region (compacted)        | black block   ]
+//!  to-space:   [ prefix | compacted | hole (allocation) | black block   | allocation ...
+//!                                   ^ old_pages          ^ black_first: the same pages
 //! ```
 
 use std::sync::atomic::{AtomicUsize, Ordering};
