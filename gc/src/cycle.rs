@@ -2012,7 +2012,12 @@ fn drive(
         }
     };
     gc.cpu.add(fault_cpu);
-    st.compaction_cpu = compaction_cpu + fault_cpu;
+    // Zero-fills are the allocation's page supply (a stop-the-world cycle
+    // leaves its pages resident and zeroes them when TLABs are handed
+    // out), not compaction.
+    let zero_fills =
+        Duration::from_nanos(shared.counters.zero_fill_stall_ns.load(Ordering::Relaxed));
+    st.compaction_cpu = compaction_cpu + fault_cpu.saturating_sub(zero_fills);
     // Release what is left of the from-space (only the old used range and
     // the arena's used part ever held pages).
     let used = shared.used_len();

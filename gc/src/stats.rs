@@ -465,9 +465,12 @@ pub struct CycleStats {
     /// collector's threads over the compaction (the span of `compaction`: the
     /// compact phase of a stop-the-world cycle, flip end to the last page
     /// mapped of a concurrent one) and, in a concurrent cycle, the faults
-    /// mutators resolved (their stall: an upper bound) or the fault
-    /// handler thread's CPU. The work, where `compaction` is the time a
-    /// concurrent cycle takes beside running mutators.
+    /// on pages with data that mutators resolved (their stall: an upper
+    /// bound) or the fault handler thread's CPU less its zero-fills. The
+    /// work, where `compaction` is the time a concurrent cycle takes beside
+    /// running mutators. Zero-filling the allocation region on a fault is
+    /// not counted: it is allocation's page supply (a stop-the-world cycle
+    /// leaves those pages resident, zeroed when TLABs are handed out).
     pub compaction_cpu: Duration,
     /// Pages of the dense prefix updated in place (not compacted).
     pub dense_pages: usize,

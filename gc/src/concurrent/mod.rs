@@ -178,6 +178,9 @@ pub struct Counters {
     pub pages_copied: AtomicUsize,
     /// Allocation-region pages zero-filled on a fault.
     pub pages_zero_filled: AtomicUsize,
+    /// Stall of the faults that zero-filled pages (the allocation region,
+    /// free arena pages), nanoseconds: allocation work, not compaction.
+    pub zero_fill_stall_ns: AtomicU64,
     /// Of those, recycled from-space pages zeroed and moved in (MOVE mode).
     pub pages_zero_recycled: AtomicUsize,
     /// Recycled from-space pages zeroed and moved into the allocation
@@ -798,13 +801,18 @@ impl CycleShared {
         let t0 = Instant::now();
         let p = (addr - self.space_start) / PAGE_SIZE;
         let page_addr = self.space_start + p * PAGE_SIZE;
+        // A page with live data (compaction work), or a zero-fill.
+        let mut compaction = false;
         if p >= self.moving_pages {
             // The arena: a live object's page comes back with its
             // references rewritten; any other page is zero-filled (a free
             // range, or an object allocated since the flip), one page only
             // so that no live object's page is filled by mistake.
             match self.arena.index_of(page_addr) {
-                Some(i) => self.resolve_page(self.npages + i, page_addr),
+                Some(i) => {
+                    self.resolve_page(self.npages + i, page_addr);
+                    compaction = true;
+                }
                 None => {
                     let done = self.copy_pages_until(
                         page_addr,
@@ -858,8 +866,14 @@ impl CycleShared {
                 .fetch_add(done, Ordering::Relaxed);
         } else {
             self.resolve_page(p, page_addr);
+            compaction = true;
         }
         let stall = t0.elapsed() + queued;
+        if !compaction {
+            self.counters
+                .zero_fill_stall_ns
+                .fetch_add(stall.as_nanos() as u64, Ordering::Relaxed);
+        }
         self.stalls.record(stall);
         self.attribute(tid, page_addr, stall);
     }
