@@ -110,15 +110,25 @@ impl CycleShared {
             let n = self
                 .compactor()
                 .update_black_page(p, self.dirty.page_bits(p));
-            if n > 0 {
-                self.counters
-                    .black_dirty_pages
-                    .fetch_add(1, Ordering::Relaxed);
-                self.counters.black_slots.fetch_add(n, Ordering::Relaxed);
-            }
-            self.counters.black_pages.fetch_add(1, Ordering::Relaxed);
+            self.count_black(1, (n > 0) as usize, n);
         }
         self.in_place_src(p)
+    }
+
+    /// Adds black pages put back, those of them that were dirty and the
+    /// slots rewritten to the counters.
+    fn count_black(&self, pages: usize, dirty: usize, slots: usize) {
+        self.counters
+            .black_pages
+            .fetch_add(pages, Ordering::Relaxed);
+        if dirty > 0 {
+            self.counters
+                .black_dirty_pages
+                .fetch_add(dirty, Ordering::Relaxed);
+            self.counters
+                .black_slots
+                .fetch_add(slots, Ordering::Relaxed);
+        }
     }
 
     /// The black block, one GC thread's share: takes runs of
@@ -130,17 +140,22 @@ impl CycleShared {
     /// phase. Returns when every page of every run it took is mapped.
     pub(crate) fn install_black(&self, next: &AtomicUsize) {
         let mut runs = Vec::with_capacity(BLOCK_PAGES);
+        let comp = self.compactor();
         take_runs(next, self.black_pages(), |run| {
             runs.clear();
+            let (mut dirty, mut slots) = (0, 0);
             for i in run.clone() {
                 let p = self.black_first + i;
                 if self.states.claim(p, Claimant::Gc) {
-                    let src = self.fix_in_place(p);
+                    let n = comp.update_black_page(p, self.dirty.page_bits(p));
+                    (dirty, slots) = (dirty + (n > 0) as usize, slots + n);
+                    let src = self.in_place_src(p);
                     self.srcs[p].store(src, Ordering::Release);
                     self.states.compacted(p);
                     runs.push((p, src));
                 }
             }
+            self.count_black(runs.len(), dirty, slots);
             self.install_runs(&runs, self.install == InstallMode::Move);
             for i in run {
                 self.states.wait_mapped(self.black_first + i);
