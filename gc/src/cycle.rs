@@ -883,7 +883,14 @@ impl Collector {
         // below it (`SatbLog::note_store`).
         sp.moving.align_top(PAGE_SIZE);
         let mark_top = sp.moving.top();
-        gc.satb.set_black_start(mark_top);
+        // A block kept in place leaves the top where it was, and the next
+        // cycle's block lands above it: the heap's extent grows by a block
+        // a cycle while the hole below takes the allocation. Past half the
+        // space this cycle keeps none (its final pause walks what was
+        // allocated, and the compaction packs it with the rest).
+        let keep_black = mark_top - sp.moving.base() <= sp.moving.capacity() / 2;
+        gc.satb
+            .set_black_start(if keep_black { mark_top } else { usize::MAX });
         sp.large.set_allocate_black(true);
         self.in_flight = true;
         gc.in_flight.store(true, Ordering::Release);
@@ -1776,6 +1783,7 @@ fn concurrent_mark(
     col.tables = tables;
     let t = Instant::now();
     gc.satb.set_marking(false);
+    let keep_black = gc.satb.black_start() == mark_top;
     gc.satb.set_black_start(usize::MAX);
     sp.large.set_allocate_black(false);
     let mut rest = drain_satb(&*host, &mut world);
@@ -1809,10 +1817,12 @@ fn concurrent_mark(
     // which stays where it is: after the flip only its dirty slots are
     // rewritten (`concurrent::prefix`), nothing is walked here, and its
     // bytes count whole. Otherwise it is walked now and compacted like the
-    // rest, and its dirty bits are not needed. So too in the
-    // stale-reference mode, which poisons the memory a cycle freed right
+    // rest, and its dirty bits are not needed. So too when the initial
+    // pause found the heap's extent past half the space (`keep_black`),
+    // and in the stale-reference mode, which poisons the memory a cycle freed right
     // after it: a hole below the block would be allocated into instead.
     let black = (strategy.is_concurrent()
+        && keep_black
         && mark_top % PAGE_SIZE == 0
         && mark_top < top
         && space.poisoner().is_none())
@@ -1947,19 +1957,24 @@ fn drive(
     {
         let large = sp.large.bytes();
         let goal = host.collect_at(st.live_bytes + large).saturating_sub(large);
-        let end = (shared.used_len() / PAGE_SIZE).min(goal.div_ceil(PAGE_SIZE));
+        // What mutators allocate before the next cycle is due: the hole
+        // first (not all of it, if it is larger: the untouched rest costs
+        // no memory), then above the top.
+        let mut left = goal.saturating_sub(sp.moving.used());
         let base = sp.moving.start();
         let (hole, hole_end) = sp.moving.hole_range();
         if hole < hole_end {
-            // Allocation takes the hole first.
+            let take = (hole_end - hole).min(left);
+            left -= take;
             let (lo, hi) = (
                 (hole - base).div_ceil(PAGE_SIZE),
-                (hole_end - base) / PAGE_SIZE,
+                (hole + take - base) / PAGE_SIZE,
             );
             shared.prefill_allocation(lo, hi);
         }
-        let top = (sp.moving.top() - base).div_ceil(PAGE_SIZE);
-        shared.prefill_allocation(top, end);
+        let top = sp.moving.top() - base;
+        let end = (shared.used_len() / PAGE_SIZE).min((top + left).div_ceil(PAGE_SIZE));
+        shared.prefill_allocation(top.div_ceil(PAGE_SIZE), end);
     }
     st.prefill_cpu = crate::cputime::thread_now().saturating_sub(t);
     st.compaction_per_thread = times

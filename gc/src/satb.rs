@@ -110,6 +110,12 @@ impl SatbLog {
         self.black_start.store(at, Ordering::Relaxed);
     }
 
+    /// Where the black block begins while the heap marks (`usize::MAX`:
+    /// none is kept).
+    pub(crate) fn black_start(&self) -> usize {
+        self.black_start.load(Ordering::Relaxed)
+    }
+
     /// The barrier's part for the black block (its slow path, while the
     /// heap marks): a store of `value` into `slot` at or above the black
     /// block's start, of a moving-space object below it, sets the slot's

@@ -560,3 +560,72 @@ fn black_block_copy_sigbus() {
 fn black_block_without_references_below_it_goes_back_unread() {
     black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, false, false);
 }
+
+/// A black block kept in place leaves the top above it, and the next
+/// cycle's block lands higher still while the hole below takes the
+/// allocation: the heap's extent would creep up a block a cycle to the
+/// end of the space. Past half the space a cycle keeps no block. Here a
+/// thread allocates lists (keeping the last eight) for three seconds of
+/// policy cycles in a 64 MiB heap: every object lies within the space's
+/// first half plus a block and a budget (without the bound they spread
+/// over all 64 MiB), many cycles ran, and most kept a block.
+#[test]
+fn the_heap_does_not_creep_up_a_black_block_a_cycle() {
+    const LIST: usize = 2000;
+    let Some(heap) = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 4 << 20,
+        strategy: Strategy::ConcurrentMove,
+        gc_threads: 2,
+        tlab_size: 32 << 10,
+        gc_cpu_target: None,
+        ..Default::default()
+    })
+    .ok()
+    .filter(|h| h.strategy() == Strategy::ConcurrentMove) else {
+        eprintln!("skipped: userfaultfd unavailable");
+        return;
+    };
+    let mut m = heap.attach().unwrap();
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    let t0 = std::time::Instant::now();
+    // SAFETY: every `ObjRef` is used before this thread's next allocation,
+    // or read back from a root slot after it.
+    unsafe {
+        m.roots().resize(9, None);
+        let mut k = 0u64;
+        while t0.elapsed() < std::time::Duration::from_secs(3) {
+            m.roots()[8] = None;
+            for i in 0..LIST {
+                let nd = m.alloc(&black_node()).unwrap();
+                (lo, hi) = (lo.min(nd.addr()), hi.max(nd.addr()));
+                nd.write_u64(0, (k << 20) | i as u64).unwrap();
+                let prev = m.roots()[8];
+                m.store_ref(nd, 0, prev).unwrap();
+                m.roots()[8] = Some(nd);
+            }
+            let slot = (k % 8) as usize;
+            if let Some(head) = m.roots()[slot] {
+                check_list(head, LIST);
+            }
+            m.roots()[slot] = m.roots()[8].take();
+            k += 1;
+        }
+    }
+    m.wait_idle();
+    let s = heap.stats();
+    let with_block = s.recent.iter().filter(|c| c.black_pages > 0).count();
+    eprintln!(
+        "{} cycles, {with_block} of the last {} with a black block; objects within {} MiB",
+        s.cycles,
+        s.recent.len(),
+        (hi - lo) >> 20
+    );
+    assert!(s.cycles >= 20, "only {} cycles", s.cycles);
+    assert!(with_block > 0, "no cycle kept a black block");
+    assert!(
+        hi - lo < (32 + 16) << 20,
+        "objects spread over {} MiB of a 64 MiB space",
+        (hi - lo) >> 20
+    );
+}
