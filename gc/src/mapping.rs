@@ -494,6 +494,27 @@ pub unsafe fn from_space_page<'a>(base: usize, off: usize) -> &'a mut [u8] {
     unsafe { std::slice::from_raw_parts_mut((base + off) as *mut u8, PAGE_SIZE) }
 }
 
+/// Which of the `out.len()` pages from `addr` are resident (`mincore`):
+/// bit 0 of each byte. An unmapped page is an error (`ENOMEM`).
+pub fn residency(addr: usize, out: &mut [u8]) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: mincore only writes `out`, one byte per page of the range
+    // (`out.len()` pages); it reads no memory of the range.
+    let r = unsafe {
+        libc::mincore(
+            addr as *mut libc::c_void,
+            out.len() * PAGE_SIZE,
+            out.as_mut_ptr(),
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 impl Mapping {
     /// Number of resident pages in `[off, off+len)` (`mincore`).
     pub fn resident_pages(&self, off: usize, len: usize) -> io::Result<usize> {

@@ -1001,48 +1001,93 @@ impl CycleShared {
             false => (start.max(self.npages), end.min(self.moving_pages)),
         };
         let mut moved = 0;
+        let mut resident = Vec::with_capacity(PREFILL_RUN_PAGES);
         'runs: while p < end {
             // Give the CPU to a mutator that this thread displaced (the
             // scheduler may have woken it on a mutator's CPU; a mutator
             // preempted in the middle of a fault waited a whole time slice,
             // 2-4 ms): one run costs ~30 µs.
             std::thread::yield_now();
-            let (first, k) = self.take_zeroed((end - p).min(PREFILL_RUN_PAGES));
+            let (first, k) = self.free.take_up_to((end - p).min(PREFILL_RUN_PAGES));
             if k == 0 {
                 break;
             }
-            let (mut src, mut left) = (first, k);
-            while left > 0 && p < end {
-                let n = left.min(end - p);
-                let r = self.move_once(
-                    self.space_start + p * PAGE_SIZE,
-                    self.from_start + src * PAGE_SIZE,
-                    n * PAGE_SIZE,
-                );
-                let (done, error) = match r {
-                    Ok(()) => (n, None),
-                    Err(OpError { done, error }) => (done / PAGE_SIZE, Some(error)),
-                };
-                (moved, p, src, left) = (moved + done, p + done, src + done, left - done);
-                match error {
-                    None => {}
-                    Some(UffdError::Again) => {
-                        self.counters.eagain_retries.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // A present page: skip it; the source page is kept for
-                    // the next one.
-                    Some(UffdError::Exists) => {
-                        self.counters.eexist.fetch_add(1, Ordering::Relaxed);
-                        p += 1;
-                    }
-                    Some(_) => break 'runs,
+            // Only pages that hold memory: zeroing a missing from-space page
+            // (the untouched rest of the last cycle's hole) would allocate
+            // it; the missing ones are left out (released with the rest).
+            resident.resize(k, 0);
+            if crate::mapping::residency(self.from_start + first * PAGE_SIZE, &mut resident)
+                .is_err()
+            {
+                break;
+            }
+            let mut i = 0;
+            while i < k && p < end {
+                if resident[i] & 1 == 0 {
+                    i += 1;
+                    continue;
                 }
+                let mut j = i + 1;
+                while j < k && resident[j] & 1 != 0 {
+                    j += 1;
+                }
+                for q in first + i..first + j {
+                    // SAFETY: the recycler handed these from-space pages to
+                    // this thread alone (see `take_zeroed`).
+                    unsafe { crate::mapping::from_space_page(self.from_start, q * PAGE_SIZE) }
+                        .fill(0);
+                }
+                if !self.prefill_run(&mut p, end, first + i, j - i, &mut moved) {
+                    break 'runs;
+                }
+                i = j;
             }
         }
         self.counters
             .pages_prefilled
             .fetch_add(moved, Ordering::Relaxed);
         moved
+    }
+
+    /// Moves the `k` zeroed from-space pages from `src` into the allocation
+    /// region from page `*p` (up to `end`), skipping present pages; adds
+    /// the pages moved to `moved`. `false` if an error ends the prefill.
+    fn prefill_run(
+        &self,
+        p: &mut usize,
+        end: usize,
+        src: usize,
+        k: usize,
+        moved: &mut usize,
+    ) -> bool {
+        let (mut src, mut left) = (src, k);
+        while left > 0 && *p < end {
+            let n = left.min(end - *p);
+            let r = self.move_once(
+                self.space_start + *p * PAGE_SIZE,
+                self.from_start + src * PAGE_SIZE,
+                n * PAGE_SIZE,
+            );
+            let (done, error) = match r {
+                Ok(()) => (n, None),
+                Err(OpError { done, error }) => (done / PAGE_SIZE, Some(error)),
+            };
+            (*moved, *p, src, left) = (*moved + done, *p + done, src + done, left - done);
+            match error {
+                None => {}
+                Some(UffdError::Again) => {
+                    self.counters.eagain_retries.fetch_add(1, Ordering::Relaxed);
+                }
+                // A present page: skip it; the source page is kept for
+                // the next one.
+                Some(UffdError::Exists) => {
+                    self.counters.eexist.fetch_add(1, Ordering::Relaxed);
+                    *p += 1;
+                }
+                Some(_) => return false,
+            }
+        }
+        true
     }
 
     /// Makes to-space page `p` present: compacts it if nobody has, installs
