@@ -643,6 +643,9 @@ struct Collector {
     /// Stress mode: the last cycle compacted above its old top (the next
     /// compacts back down to the start).
     stress_high: bool,
+    /// What was left of the last cycle's hole when this cycle closed it:
+    /// free then, so not in `used_before`, and not freed by this cycle.
+    closed_hole: usize,
 }
 
 impl Drop for Collector {
@@ -673,6 +676,7 @@ impl Collector {
             packed_end: space.start(),
             obituaries: None,
             stress_high: false,
+            closed_hole: 0,
         })
     }
 
@@ -755,8 +759,9 @@ impl Collector {
         st.strategy = Some(strategy);
         st.trigger = Some(trigger);
         // Allocation continues above the top, not in a hole the last cycle
-        // left: what is left of it is zero words, dead, compacted away (and
-        // counted as used until then).
+        // left: what is left of it is zero words, dead, compacted away. It
+        // was free: not used before, nor freed by this cycle.
+        self.closed_hole = space.hole_len();
         space.close_hole();
         st.used_before = space.used();
         let plan = self.gen.plan(
@@ -1215,7 +1220,10 @@ impl Collector {
             self.packed_end = packed;
         }
         st.release = t.elapsed();
-        st.freed_bytes = (top - base).saturating_sub(new_top - (start + shift)) + freed_b;
+        st.freed_bytes = (top - base)
+            .saturating_sub(new_top - (start + shift))
+            .saturating_sub(self.closed_hole)
+            + freed_b;
         host.grant_waiting(world, self.cycles, st.young);
 
         // Verify.
@@ -1495,7 +1503,9 @@ impl Collector {
         // once the pause ends and they get the lock.
         gc.grants.fetch_add(1, Ordering::AcqRel);
         gc.idle.notify_all();
-        st.freed_bytes = (start + reg_len).saturating_sub(new_top) + space.hole_len() + freed_b;
+        st.freed_bytes = ((start + reg_len).saturating_sub(new_top) + space.hole_len())
+            .saturating_sub(self.closed_hole)
+            + freed_b;
         st.pages_compacted = shared.old_pages() - shared.dense_pages();
         st.dense_pages = shared.dense_pages();
         st.black_pages = shared.black_pages();

@@ -116,6 +116,11 @@ pub struct MovingSpace {
     /// Set and closed only with the world stopped.
     hole: AtomicUsize,
     hole_end: AtomicUsize,
+    /// Bytes of the last hole that were left when it was closed: dead
+    /// below the top until the next cycle's compaction sets the top, and
+    /// counted as free meanwhile (so used bytes do not jump when a cycle
+    /// begins).
+    closed: AtomicUsize,
     /// Memory below this address (and above the top) may hold old bytes:
     /// blocks handed out there are zeroed first. Above it pages are fresh.
     dirty_limit: AtomicUsize,
@@ -159,6 +164,7 @@ impl MovingSpace {
             top,
             hole: AtomicUsize::new(0),
             hole_end: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             dirty_limit,
             base,
             poison: std::sync::OnceLock::new(),
@@ -205,7 +211,7 @@ impl MovingSpace {
     /// stress mode) and the top, less what is left of the hole: live data
     /// plus TLABs.
     pub fn used(&self) -> usize {
-        self.top() - self.base() - self.hole_len()
+        self.top() - self.base() - self.hole_len() - self.closed.load(Ordering::Acquire)
     }
 
     /// Bytes left in the hole below the top (see the field).
@@ -232,8 +238,10 @@ impl MovingSpace {
     }
 
     /// Closes the hole: what is left of it stays zero words (dead, and
-    /// compacted away by the next cycle). World stopped.
+    /// compacted away by the next cycle), still counted as free until the
+    /// top is set. World stopped.
     pub(crate) fn close_hole(&self) {
+        self.closed.fetch_add(self.hole_len(), Ordering::AcqRel);
         self.hole
             .store(self.hole_end.load(Ordering::Acquire), Ordering::Release);
     }
@@ -275,11 +283,10 @@ impl MovingSpace {
         if let Some(b) = self.alloc_in_hole(min, pref) {
             return Some(b);
         }
-        // What is left of the hole is free, not used.
-        let used_max = self
-            .base()
-            .saturating_add(limit)
-            .saturating_add(self.hole_len());
+        // What is left of the hole is free, not used, and so is what was
+        // left of the last one when it was closed.
+        let free_below = self.hole_len() + self.closed.load(Ordering::Acquire);
+        let used_max = self.base().saturating_add(limit).saturating_add(free_below);
         let end = self.end().min(used_max);
         let mut cur = self.top.load(Ordering::Relaxed);
         loop {
@@ -304,6 +311,7 @@ impl MovingSpace {
     /// collector calls this, with the world stopped.
     pub(crate) fn set_top(&self, top: usize) {
         self.close_hole();
+        self.closed.store(0, Ordering::Release);
         self.top.store(top, Ordering::Release);
     }
 
@@ -659,6 +667,27 @@ mod tests {
         assert_eq!(s.hole_len(), 0);
         let (g, _) = s.alloc_block(16, 16, cap).unwrap();
         assert_eq!(g, base + (1 << 20));
+    }
+
+    #[test]
+    fn a_closed_hole_stays_free_until_the_top_is_set() {
+        let s = MovingSpace::new(8 << 20, false).unwrap();
+        let (cap, base) = (s.capacity(), s.start());
+        s.set_top(base + (4 << 20));
+        s.set_hole(base + (1 << 20), base + (2 << 20));
+        let used = s.used();
+        assert_eq!(used, 3 << 20);
+        // A cycle begins: the hole closes, its rest dead but not used.
+        s.close_hole();
+        assert_eq!((s.hole_len(), s.used()), (0, used));
+        let (a, _) = s.alloc_block(16, 4096, cap).unwrap();
+        assert_eq!(a, base + (4 << 20), "no block from a closed hole");
+        assert_eq!(s.used(), used + 4096);
+        // Within a limit of `used + 4096` the top may not move further.
+        assert!(s.alloc_block(16, 16, used + 4096).is_none());
+        // The cycle's compaction sets the top: nothing dead below it.
+        s.set_top(base + (2 << 20));
+        assert_eq!(s.used(), 2 << 20);
     }
 
     #[test]
