@@ -285,6 +285,16 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target `name ≤ limit`, met if `value` (when measured) is.
+    fn at_most(name: &str, limit: f64, value: Option<f64>) -> Target {
+        Target {
+            name: name.into(),
+            goal: format!("≤ {limit}"),
+            value,
+            met: value.map(|v| v <= limit),
+        }
+    }
+
     /// `met`, `missed` or `n/a`.
     pub fn verdict(&self) -> &'static str {
         match self.met {
@@ -415,12 +425,11 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
     let stall_value = fault_stall_p99_us_max.get(MOVE).copied();
     let madvise_value = (!moves.is_empty()).then_some(madvise_calls_move as f64);
     let targets = vec![
-        Target {
-            name: "MOVE/COPY compaction ratio (compact, median)".into(),
-            goal: format!("≤ {TARGET_RATIO}"),
-            value: ratio_value,
-            met: ratio_value.map(|v| v <= TARGET_RATIO),
-        },
+        Target::at_most(
+            "MOVE/COPY compaction ratio (compact, median)",
+            TARGET_RATIO,
+            ratio_value,
+        ),
         Target {
             name: "madvise calls under MOVE".into(),
             goal: "= 0".into(),
@@ -433,18 +442,16 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
             value: stall_value,
             met: stall_value.map(|v| v < TARGET_STALL_P99_US),
         },
-        Target {
-            name: "MOVE/STW compaction CPU (binary-trees, gcbench, worst median)".into(),
-            goal: format!("≤ {TARGET_MOVE_STW}"),
-            value: stw_cpu,
-            met: stw_cpu.map(|v| v <= TARGET_MOVE_STW),
-        },
-        Target {
-            name: "MOVE/STW compaction time (binary-trees, gcbench, worst median)".into(),
-            goal: format!("≤ {TARGET_MOVE_STW}"),
-            value: stw_wall,
-            met: stw_wall.map(|v| v <= TARGET_MOVE_STW),
-        },
+        Target::at_most(
+            "MOVE/STW compaction CPU (binary-trees, gcbench, worst median)",
+            TARGET_MOVE_STW,
+            stw_cpu,
+        ),
+        Target::at_most(
+            "MOVE/STW compaction time (binary-trees, gcbench, worst median)",
+            TARGET_MOVE_STW,
+            stw_wall,
+        ),
     ];
     Summary {
         move_copy_compaction_ratio,

@@ -133,6 +133,24 @@ pub struct MovingSpace {
     poison: std::sync::OnceLock<crate::poison::HeapPoison>,
 }
 
+/// Claims `[cur, cur + n)` from the bump cursor `cursor` below `end`, `n`
+/// at least `min` and at most `pref` (or what is left). `None` when not
+/// even `min` bytes are left.
+fn bump(cursor: &AtomicUsize, end: usize, min: usize, pref: usize) -> Option<(usize, usize)> {
+    let mut cur = cursor.load(Ordering::Relaxed);
+    loop {
+        let left = end.saturating_sub(cur);
+        if left < min {
+            return None;
+        }
+        let take = pref.max(min).min(left);
+        match cursor.compare_exchange_weak(cur, cur + take, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return Some((cur, cur + take)),
+            Err(now) => cur = now,
+        }
+    }
+}
+
 impl MovingSpace {
     /// Reserves `capacity` bytes (rounded up to 2 MiB, at a GiB-aligned
     /// address) for the space, as
@@ -211,7 +229,13 @@ impl MovingSpace {
     /// stress mode) and the top, less what is left of the hole: live data
     /// plus TLABs.
     pub fn used(&self) -> usize {
-        self.top() - self.base() - self.hole_len() - self.closed.load(Ordering::Acquire)
+        self.top() - self.base() - self.free_below()
+    }
+
+    /// Free bytes below the top: what is left of the hole, and what was
+    /// left of the last one when it was closed.
+    fn free_below(&self) -> usize {
+        self.hole_len() + self.closed.load(Ordering::Acquire)
     }
 
     /// Bytes left in the hole below the top (see the field).
@@ -246,29 +270,6 @@ impl MovingSpace {
             .store(self.hole_end.load(Ordering::Acquire), Ordering::Release);
     }
 
-    /// A block of at least `min` and at most `pref` bytes from the hole,
-    /// if that much is left of it.
-    fn alloc_in_hole(&self, min: usize, pref: usize) -> Option<(usize, usize)> {
-        let end = self.hole_end.load(Ordering::Acquire);
-        let mut cur = self.hole.load(Ordering::Relaxed);
-        loop {
-            let left = end.saturating_sub(cur);
-            if left < min {
-                return None;
-            }
-            let take = pref.max(min).min(left);
-            match self.hole.compare_exchange_weak(
-                cur,
-                cur + take,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some((cur, cur + take)),
-                Err(now) => cur = now,
-            }
-        }
-    }
-
     /// Whether `addr` is inside the moving space.
     #[inline(always)]
     pub fn contains(&self, addr: usize) -> bool {
@@ -280,31 +281,15 @@ impl MovingSpace {
     /// already), else from the shared cursor, keeping the space's used
     /// bytes within `limit`. `None` when not even `min` bytes are left.
     pub fn alloc_block(&self, min: usize, pref: usize, limit: usize) -> Option<(usize, usize)> {
-        if let Some(b) = self.alloc_in_hole(min, pref) {
-            return Some(b);
+        let hole = bump(&self.hole, self.hole_end.load(Ordering::Acquire), min, pref);
+        if hole.is_some() {
+            return hole;
         }
-        // What is left of the hole is free, not used, and so is what was
-        // left of the last one when it was closed.
-        let free_below = self.hole_len() + self.closed.load(Ordering::Acquire);
-        let used_max = self.base().saturating_add(limit).saturating_add(free_below);
-        let end = self.end().min(used_max);
-        let mut cur = self.top.load(Ordering::Relaxed);
-        loop {
-            let left = end.saturating_sub(cur);
-            if left < min {
-                return None;
-            }
-            let take = pref.max(min).min(left);
-            match self.top.compare_exchange_weak(
-                cur,
-                cur + take,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some((cur, cur + take)),
-                Err(now) => cur = now,
-            }
-        }
+        let used_max = self
+            .base()
+            .saturating_add(limit)
+            .saturating_add(self.free_below());
+        bump(&self.top, self.end().min(used_max), min, pref)
     }
 
     /// Sets the top after a collection, closing any hole. Only the
