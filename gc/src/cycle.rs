@@ -21,11 +21,13 @@
 //!  concurrent strategies:
 //!    flip          publish the cycle to the fault resolvers, register the
 //!                  used range MISSING, mremap(DONTUNMAP) its pages out
+//!                  (not a black block with few dirty slots: they are
+//!                  rewritten here, and its pages stay)
 //!    update roots  as above; the top drops to the compacted size, or
 //!                  stays above a black block with a hole below it
 //!  restart the world ── mutators run; a touched page faults and is
 //!                       compacted first (concurrent::fault)
-//!    driver        GC threads put the black block (what was allocated
+//!    driver        GC threads put a flipped black block (what was allocated
 //!                  while marking) back in place, only its dirty slots
 //!                  rewritten, fix the dense prefix in the from-space and
 //!                  move it back (concurrent::prefix), then compact +
@@ -111,6 +113,8 @@ pub(crate) struct Settings {
     pub(crate) prefill_allocation: bool,
     /// `HeapConfig::min_move_run` (at least 1).
     pub(crate) min_move_run: usize,
+    /// `HeapConfig::pause_black_slots`.
+    pub(crate) pause_black_slots: usize,
     /// The strategy the heap was configured with.
     pub(crate) strategy: Strategy,
     pub(crate) fault_mode: FaultMode,
@@ -1349,6 +1353,12 @@ impl Collector {
                 start,
             )
         };
+        // A black block whose dirty slots are few stays out of the flip:
+        // they are rewritten in this pause, and its pages are neither
+        // moved out nor back (the barrier listed them).
+        let black_fix = (old_end < end_words && gc.settings.pause_black_slots > 0)
+            .then(|| gc.satb.dirty_black_pages(gc.settings.pause_black_slots))
+            .flatten();
         let shared = Arc::new(CycleShared::new(CycleSetup {
             live,
             marks,
@@ -1359,6 +1369,7 @@ impl Collector {
             cards: gc.settings.generational.then(|| gc.cards.clone()),
             end_words: old_end,
             black_end_words: if old_end < end_words { end_words } else { 0 },
+            black_resident: black_fix.is_some(),
             dirty: gc.satb.clone(),
             tables: self.tables.take(),
             total_words: total,
@@ -1424,23 +1435,42 @@ impl Collector {
         // at 256 MiB, ~3 ms at 1 GiB, growing with the heap); moving first
         // keeps it ~0.1 ms. The world is stopped, so nothing can touch the
         // range between the two calls.
-        // A young cycle with few dirty old pages leaves the old region
-        // where it is (`kept`): only the rest of the reservation moves out.
-        // The heap stays one VMA (mremap with DONTUNMAP does not split its
-        // source); the old pages never fault, and the dirty ones are fixed
-        // in place below, before the mutators resume.
+        // Two things stay where they are (`CycleShared::flip_ranges`): a
+        // young cycle with few dirty old pages leaves the old region
+        // (`kept`), and a black block with few dirty slots stays too: only
+        // the rest of the reservation moves out. The heap stays one VMA
+        // (mremap with DONTUNMAP does not split its source); those pages
+        // never fault, and their dirty slots are fixed in place below,
+        // before the mutators resume.
         let whole = space.reserved();
         let kept = shared.kept_pages() * PAGE_SIZE;
+        let ranges = shared.flip_ranges(whole);
         // Marking in the pause: the registration for write tracking is
         // still there (see `WriteTracker::unregister`).
         st.write_unregister += gc.unregister_tracking();
-        sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = space.heap.move_pages_to(&space.from, kept, whole - kept) {
-            warn_once(
-                &WARN_FLIP,
-                &format!("mremap of the heap failed ({e}); compacting stop-the-world"),
-            );
-            return Err(undo(shared, handler));
+        // Puts the ranges moved out back (the heap range stays one VMA only
+        // if it was all moved; a split heap makes later flips fail and
+        // compact stop-the-world, saying so).
+        let move_back = |ranges: &[(usize, usize)]| {
+            for &(off, len) in ranges {
+                sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = space.from.move_pages_back(&space.heap, off, len) {
+                    // The live data is in the from-space and the heap range
+                    // is empty and unregistered: resuming would read zeros.
+                    abort_with(&format!("mremap back into the heap failed: {e}"));
+                }
+            }
+        };
+        for (i, &(off, len)) in ranges.iter().enumerate() {
+            sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = space.heap.move_pages_to(&space.from, off, len) {
+                move_back(&ranges[..i]);
+                warn_once(
+                    &WARN_FLIP,
+                    &format!("mremap of the heap failed ({e}); compacting stop-the-world"),
+                );
+                return Err(undo(shared, handler));
+            }
         }
         // With the kernel's dirty tracking the range stays registered for
         // write protection too (one context per VMA; see `dirty`).
@@ -1449,14 +1479,8 @@ impl Collector {
             false => RegisterMode::MISSING,
         };
         if let Err(e) = uffd.register(start, whole, mode) {
-            // Put the pages back (the whole range, so the heap stays one
-            // VMA) and finish this cycle stop-the-world.
-            sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = space.from.move_pages_back(&space.heap, kept, whole - kept) {
-                // The live data is in the from-space and the heap range is
-                // empty and unregistered: resuming would read zeros.
-                abort_with(&format!("mremap back into the heap failed: {e}"));
-            }
+            // Put the pages back and finish this cycle stop-the-world.
+            move_back(&ranges);
             warn_once(
                 &WARN_FLIP,
                 &format!(
@@ -1472,6 +1496,15 @@ impl Collector {
         let t_kept = Instant::now();
         shared.fix_kept();
         st.kept_pages = shared.kept_pages();
+        if let Some(pages) = &black_fix {
+            shared.fix_black_in_pause(pages);
+        }
+        if shared.black_pages() > 0 {
+            // Flipped, its pages' fixers clear their slots' bits.
+            gc.satb
+                .forget_dirty_pages(old_end / PAGE_WORDS, end_words.div_ceil(PAGE_WORDS));
+        }
+        st.black_resident = shared.black_resident();
         st.kept_fix = t_kept.elapsed();
         // Nothing stale remains in the heap range above the kept pages: the
         // allocation region is zero-filled as it is touched.
@@ -1925,7 +1958,7 @@ fn drive(
     // The black block before it: the pages mutators wrote last, most of
     // them put back untouched in long MOVEs (see concurrent/prefix.rs).
     let black = AtomicUsize::new(0);
-    if shared.in_place_pages() + shared.black_pages() > 0 {
+    if shared.in_place_pages() + shared.black_flipped_pages() > 0 {
         gc.pool().scope(|s| {
             for _ in &buffers {
                 let (shared, fix_prefix, black) = (&shared, &fix_prefix, &black);

@@ -168,6 +168,17 @@ pub struct HeapConfig {
     /// or the environment variable `MOVEGC_MIN_MOVE_RUN` (a positive
     /// integer).
     pub min_move_run: usize,
+    /// The most dirty slots a concurrent cycle's black block (what was
+    /// allocated while it marked) may have for the final pause to rewrite
+    /// them in place, on at most 64 pages: the flip then leaves the block where it is, present, and
+    /// nothing after the pause touches it. More (or 0 here), the block is
+    /// flipped with the rest and GC threads fix its pages and move them
+    /// back (`docs/design.md` §8). A dirty slot is a black object's field
+    /// given a reference to an older object while the heap marked; each
+    /// costs the pause a forwarding lookup (tens of nanoseconds).
+    /// Default [`DEFAULT_PAUSE_BLACK_SLOTS`], or the environment variable
+    /// `MOVEGC_PAUSE_BLACK_SLOTS` (an integer).
+    pub pause_black_slots: usize,
     /// Print one line per collection on stderr (`CycleStats::log_line`:
     /// kind and cause, heap before and after, live, pauses with time to
     /// safepoint, marking, compaction, pages, faults), as the JVM's
@@ -262,6 +273,9 @@ impl Default for HeapConfig {
                 true,
             ),
             min_move_run: min_move_run_from_env(std::env::var("MOVEGC_MIN_MOVE_RUN").ok()),
+            pause_black_slots: pause_black_slots_from_env(
+                std::env::var("MOVEGC_PAUSE_BLACK_SLOTS").ok(),
+            ),
             remembered_set: remembered_set_from_env(std::env::var("MOVEGC_REMEMBERED_SET").ok()),
             huge_pages: false,
             gc_log: std::env::var("MOVEGC_LOG")
@@ -321,6 +335,23 @@ fn flag_from_env(name: &str, v: Option<String>, default: bool) -> bool {
             );
             default
         }
+    }
+}
+
+/// Default of [`HeapConfig::pause_black_slots`]: about 50 µs of pause at
+/// worst.
+pub const DEFAULT_PAUSE_BLACK_SLOTS: usize = 1024;
+
+fn pause_black_slots_from_env(v: Option<String>) -> usize {
+    let default = DEFAULT_PAUSE_BLACK_SLOTS;
+    match v.as_deref().map(str::trim) {
+        None => default,
+        Some(s) => s.parse::<usize>().unwrap_or_else(|_| {
+            eprintln!(
+                "movegc: MOVEGC_PAUSE_BLACK_SLOTS={s:?} is not a non-negative integer; using {default}"
+            );
+            default
+        }),
     }
 }
 
@@ -600,6 +631,7 @@ impl GcHeap {
             keep_old_region: config.keep_old_region,
             prefill_allocation: config.prefill_allocation,
             min_move_run: config.min_move_run.max(1),
+            pause_black_slots: config.pause_black_slots,
             strategy: config.strategy,
             fault_mode: config.fault_mode,
             uffd_path: config.uffd_path,
@@ -1480,6 +1512,16 @@ mod tests {
         assert!(!f(Some("0"), true));
         assert!(f(Some("off"), true), "unknown: the default");
         assert!(!f(Some("yes"), false), "unknown: the default");
+    }
+
+    #[test]
+    fn pause_black_slots_reads_an_integer_or_keeps_the_default() {
+        let f = |v: &str| pause_black_slots_from_env(Some(v.into()));
+        assert_eq!(pause_black_slots_from_env(None), DEFAULT_PAUSE_BLACK_SLOTS);
+        assert_eq!(f("0"), 0);
+        assert_eq!(f(" 4096 "), 4096);
+        assert_eq!(f("-1"), DEFAULT_PAUSE_BLACK_SLOTS);
+        assert_eq!(f("many"), DEFAULT_PAUSE_BLACK_SLOTS);
     }
 
     #[test]

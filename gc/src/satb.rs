@@ -20,6 +20,10 @@
 //! (`concurrent::prefix`). A black object's slots start zero and change
 //! only through this barrier while the heap marks, so a slot without a
 //! bit holds null, a black object or a large object: none of them moves.
+//! The same slow path lists the pages that got a first dirty slot and
+//! counts the slots ([`SatbLog::dirty_black_pages`]): when they are few,
+//! the final pause rewrites them in place and the block is not flipped at
+//! all (`cycle.rs`).
 //!
 //! The barrier belongs to the mutator: it lives in
 //! [`MutatorContext::store_ref`](crate::MutatorContext::store_ref), the only
@@ -42,6 +46,10 @@ use crate::object::WORD;
 /// Logged values a mutator buffers before handing them to the heap.
 pub const BUFFER_LEN: usize = 256;
 
+/// Black pages with dirty slots the log lists one by one (more: the
+/// block's dirty slots are found page by page after the flip).
+pub const DIRTY_PAGE_LIST: usize = 64;
+
 /// One heap's SATB state: whether it marks, the queue of full buffers,
 /// and the black block's dirty slots.
 #[derive(Default)]
@@ -59,6 +67,15 @@ pub struct SatbLog {
     /// by page by whoever fixes the page, or whole by the final pause when
     /// the cycle has no black block.
     dirty: Option<WordMap>,
+    /// One bit per page of the moving space: the page has a dirty bit
+    /// (set by the store that set its first one, which alone lists it).
+    dirty_summary: Option<WordMap>,
+    /// The first [`DIRTY_PAGE_LIST`] pages given a dirty slot this cycle.
+    dirty_list: Box<[AtomicUsize]>,
+    /// Pages given a dirty slot this cycle (listed or not).
+    dirty_pages: AtomicUsize,
+    /// Dirty slots set this cycle.
+    dirty_slots: AtomicUsize,
 }
 
 impl std::fmt::Debug for SatbLog {
@@ -77,6 +94,8 @@ impl SatbLog {
             space: (start, start + capacity),
             black_start: AtomicUsize::new(usize::MAX),
             dirty: Some(WordMap::new((capacity / WORD).div_ceil(64))?),
+            dirty_summary: Some(WordMap::new((capacity / PAGE_SIZE).div_ceil(64))?),
+            dirty_list: (0..DIRTY_PAGE_LIST).map(|_| AtomicUsize::new(0)).collect(),
             ..SatbLog::default()
         })
     }
@@ -105,7 +124,8 @@ impl SatbLog {
     }
 
     /// Sets where the black block begins (the mark-start top), or
-    /// `usize::MAX` when the heap stops marking. World stopped.
+    /// `usize::MAX` when the heap stops marking. World stopped. Every
+    /// dirty bit is clear by then (each cycle clears what it set).
     pub(crate) fn set_black_start(&self, at: usize) {
         self.black_start.store(at, Ordering::Relaxed);
     }
@@ -128,11 +148,60 @@ impl SatbLog {
             let w = (slot - start) / WORD;
             if let Some(d) = &self.dirty {
                 let (word, bit) = (&d.atomics()[w / 64], 1u64 << (w % 64));
-                if word.load(Ordering::Relaxed) & bit == 0 {
-                    word.fetch_or(bit, Ordering::Relaxed);
+                if word.load(Ordering::Relaxed) & bit == 0
+                    && word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+                {
+                    self.note_dirty_slot((slot - start) / PAGE_SIZE);
                 }
             }
         }
+    }
+
+    /// Counts a new dirty slot on page `page` and lists the page if the
+    /// slot is its first (exactly one store sees the page's summary bit
+    /// flip, so a page is listed once).
+    #[cold]
+    fn note_dirty_slot(&self, page: usize) {
+        self.dirty_slots.fetch_add(1, Ordering::Relaxed);
+        let Some(s) = &self.dirty_summary else {
+            return;
+        };
+        let (word, bit) = (&s.atomics()[page / 64], 1u64 << (page % 64));
+        if word.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+            let i = self.dirty_pages.fetch_add(1, Ordering::Relaxed);
+            if let Some(e) = self.dirty_list.get(i) {
+                e.store(page, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The pages (from the space's start) given dirty slots while the heap
+    /// marked, if there are at most `max_slots` slots on at most
+    /// [`DIRTY_PAGE_LIST`] pages (so few that the final pause may rewrite
+    /// them); `None` otherwise. World stopped (every store is visible).
+    pub(crate) fn dirty_black_pages(&self, max_slots: usize) -> Option<Vec<usize>> {
+        let n = self.dirty_pages.load(Ordering::Relaxed);
+        (self.dirty.is_some()
+            && n <= DIRTY_PAGE_LIST
+            && self.dirty_slots.load(Ordering::Relaxed) <= max_slots)
+            .then(|| {
+                self.dirty_list[..n]
+                    .iter()
+                    .map(|e| e.load(Ordering::Relaxed))
+                    .collect()
+            })
+    }
+
+    /// Forgets which pages have dirty slots (the slots' own bits are
+    /// cleared by whoever rewrites them, or by [`SatbLog::clear_dirty`]):
+    /// clears the page summary of the pages `[lo, hi)` (from the space's
+    /// start) and the cycle's counts. World stopped, after marking.
+    pub(crate) fn forget_dirty_pages(&self, lo: usize, hi: usize) {
+        if let Some(s) = &self.dirty_summary {
+            clear_bits(s.atomics(), lo, hi);
+        }
+        self.dirty_pages.store(0, Ordering::Relaxed);
+        self.dirty_slots.store(0, Ordering::Relaxed);
     }
 
     /// The dirty-slot bits of moving-space page `page` (from the space's
@@ -153,16 +222,8 @@ impl SatbLog {
         let (Some(d), start) = (&self.dirty, self.space.0) else {
             return;
         };
-        let (mut w, hi) = ((lo - start) / WORD, (hi - start) / WORD);
-        while w < hi {
-            let (bit, n) = (w % 64, (64 - w % 64).min(hi - w));
-            let mask = match n {
-                64 => !0,
-                n => ((1u64 << n) - 1) << bit,
-            };
-            d.atomics()[w / 64].fetch_and(!mask, Ordering::Relaxed);
-            w += n;
-        }
+        clear_bits(d.atomics(), (lo - start) / WORD, (hi - start) / WORD);
+        self.forget_dirty_pages((lo - start) / PAGE_SIZE, (hi - start).div_ceil(PAGE_SIZE));
     }
 
     /// Takes every value handed over so far.
@@ -175,6 +236,20 @@ impl SatbLog {
                 Steal::Retry => continue,
             }
         }
+    }
+}
+
+/// Clears bits `[lo, hi)` of `bits`.
+fn clear_bits(bits: &[AtomicU64], lo: usize, hi: usize) {
+    let mut w = lo;
+    while w < hi {
+        let (bit, n) = (w % 64, (64 - w % 64).min(hi - w));
+        let mask = match n {
+            64 => !0,
+            n => ((1u64 << n) - 1) << bit,
+        };
+        bits[w / 64].fetch_and(!mask, Ordering::Relaxed);
+        w += n;
     }
 }
 
@@ -247,6 +322,57 @@ mod tests {
         plain.set_black_start(0);
         plain.note_store(black, old as u64);
         assert!(plain.page_bits(8).is_empty());
+    }
+
+    #[test]
+    fn dirty_pages_are_listed_once_and_counted_until_forgotten() {
+        let (start, cap) = (1usize << 30, 256 * PAGE_SIZE);
+        let log = SatbLog::for_space(start, cap).unwrap();
+        let black = start + 8 * PAGE_SIZE;
+        let old = (start + 16) as u64;
+        assert_eq!(log.dirty_black_pages(usize::MAX), Some(vec![]));
+        log.set_black_start(black);
+        // Three slots on page 8 (one stored twice), one on page 10.
+        for off in [8, 16, 8, 4000] {
+            log.note_store(black + off, old);
+        }
+        log.note_store(black + 2 * PAGE_SIZE, old);
+        log.note_store(black + 2 * PAGE_SIZE + 8, (black + 64) as u64); // clean
+        assert_eq!(log.dirty_black_pages(3), None, "4 slots");
+        assert_eq!(log.dirty_black_pages(4), Some(vec![8, 10]));
+        // Every store from several threads: each page is listed once.
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let log = &log;
+                s.spawn(move || {
+                    for p in 20..40 {
+                        log.note_store(start + p * PAGE_SIZE + 8 * (t + 1), old);
+                    }
+                });
+            }
+        });
+        let mut listed = log.dirty_black_pages(usize::MAX).unwrap();
+        listed.sort_unstable();
+        let want: Vec<usize> = [8, 10].into_iter().chain(20..40).collect();
+        assert_eq!(listed, want);
+        // Forgetting clears the summary (the same page is listed again) and
+        // the counts; the slots' own bits stay for whoever rewrites them.
+        log.forget_dirty_pages(0, cap / PAGE_SIZE);
+        assert_eq!(log.dirty_black_pages(0), Some(vec![]));
+        assert_eq!(bits_of(&log, 10), vec![0]);
+        log.note_store(black + 2 * PAGE_SIZE + 16, old);
+        assert_eq!(log.dirty_black_pages(1), Some(vec![10]));
+        // More pages than the list holds: none listed, the block flips.
+        log.clear_dirty(black, start + cap);
+        assert_eq!(log.dirty_black_pages(0), Some(vec![]));
+        for p in 0..=DIRTY_PAGE_LIST {
+            log.note_store(black + p * PAGE_SIZE, old);
+        }
+        assert_eq!(log.dirty_black_pages(usize::MAX), None);
+        log.clear_dirty(black, start + cap);
+        assert!(bits_of(&log, 8).is_empty());
+        // Without a bitmap there is nothing to rewrite in the pause.
+        assert_eq!(SatbLog::default().dirty_black_pages(usize::MAX), None);
     }
 
     #[test]

@@ -289,8 +289,14 @@ impl CycleStats {
             " pages {} in place {} compacted {} black",
             self.dense_pages, self.pages_compacted, self.black_pages
         );
-        if self.black_dirty_pages > 0 {
-            let _ = write!(l, " ({} dirty)", self.black_dirty_pages);
+        match (self.black_resident, self.black_dirty_pages) {
+            (true, d) => {
+                let _ = write!(l, " (not flipped, {d} dirty)");
+            }
+            (false, 0) => {}
+            (false, d) => {
+                let _ = write!(l, " ({d} dirty)");
+            }
         }
         if self.strategy.is_some_and(|s| s.is_concurrent()) {
             let _ = write!(
@@ -480,8 +486,13 @@ pub struct CycleStats {
     /// rewritten, and the pages moved back, not compacted.
     pub black_pages: usize,
     /// Of those, the pages put back after the flip (by GC threads or fault
-    /// resolvers); equals `black_pages` when every page went back once.
+    /// resolvers); equals `black_pages` when every page went back once,
+    /// 0 when the block was not flipped (`black_resident`).
     pub black_fixed: usize,
+    /// The black block stayed out of the flip: its few dirty slots were
+    /// rewritten in the final pause and its pages stayed present
+    /// (`HeapConfig::pause_black_slots`).
+    pub black_resident: bool,
     /// Of those, the pages that had dirty slots to rewrite (the others
     /// were not read).
     pub black_dirty_pages: usize,

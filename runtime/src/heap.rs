@@ -292,6 +292,18 @@ impl HeapBuilder {
         self
     }
 
+    /// A concurrent cycle's black block (what was allocated while it
+    /// marked) with at most `slots` fields given a reference to an older
+    /// object meanwhile (on at most 64 pages) stays out of the flip: the
+    /// final pause rewrites those fields and the block's pages are never
+    /// moved out and back. 0 always flips the block. Default 1024, or the
+    /// environment variable `MOVEGC_PAUSE_BLACK_SLOTS` (see
+    /// `HeapConfig::pause_black_slots`).
+    pub fn pause_black_slots(mut self, slots: usize) -> Self {
+        self.config.pause_black_slots = slots;
+        self
+    }
+
     /// Print one line per collection on stderr (kind and cause, heap
     /// before and after, live, pauses with time to safepoint, marking,
     /// compaction, pages, faults), like the JVM's `-Xlog:gc`. Default: on

@@ -418,6 +418,10 @@ pub struct CycleShared {
     black_first: usize,
     /// One past the black block's last old-space word (0: no block).
     black_end_words: usize,
+    /// The black block was not flipped: its pages stayed present in the
+    /// to-space all along, their few dirty slots rewritten in the final
+    /// pause (`CycleShared::fix_black_in_pause`).
+    black_resident: bool,
     /// The barrier's record of the black block's dirty slots.
     dirty: Arc<SatbLog>,
     /// Pages of the dense prefix: fixed in place in the from-space and
@@ -523,6 +527,8 @@ pub(crate) struct CycleSetup {
     pub cards: Option<Arc<CardTable>>,
     pub end_words: usize,
     pub black_end_words: usize,
+    /// The black block stays out of the flip (see `CycleShared`).
+    pub black_resident: bool,
     /// The heap's SATB log, holding the black block's dirty slots.
     pub dirty: Arc<SatbLog>,
     /// Page tables (states, sources) left by an earlier cycle, to reuse.
@@ -611,6 +617,7 @@ impl CycleShared {
             } else {
                 0
             },
+            black_resident: s.black_resident && black_pages > 0,
             dirty: s.dirty,
             dense_pages,
             kept_pages: s.kept_pages,
@@ -697,6 +704,44 @@ impl CycleShared {
     /// Pages of the black block.
     pub fn black_pages(&self) -> usize {
         self.npages - self.black_first
+    }
+
+    /// Pages of the black block that the flip moved out (none if it kept
+    /// the block resident).
+    pub fn black_flipped_pages(&self) -> usize {
+        match self.black_resident {
+            true => 0,
+            false => self.black_pages(),
+        }
+    }
+
+    /// Whether the black block stayed out of the flip.
+    pub fn black_resident(&self) -> bool {
+        self.black_resident
+    }
+
+    /// Whether to-space page `p` belongs to a black block the flip left
+    /// in place (present unless it was missing already: see
+    /// `resolve_fault_after`).
+    #[inline]
+    pub(super) fn is_resident_black(&self, p: usize) -> bool {
+        self.black_resident && p >= self.black_first && p < self.npages
+    }
+
+    /// The byte ranges `(offset, len)` of the registered range that the
+    /// flip moves out, given its length `whole`: everything above the kept
+    /// pages, except a resident black block. A range is always a part of
+    /// the heap's one VMA (`MREMAP_DONTUNMAP` does not split its source).
+    pub(crate) fn flip_ranges(&self, whole: usize) -> Vec<(usize, usize)> {
+        let kept = self.kept_pages * PAGE_SIZE;
+        if !self.black_resident {
+            return vec![(kept, whole - kept)];
+        }
+        let (lo, hi) = (self.black_first * PAGE_SIZE, self.npages * PAGE_SIZE);
+        [(kept, lo - kept), (hi, whole - hi)]
+            .into_iter()
+            .filter(|&(_, len)| len > 0)
+            .collect()
     }
 
     /// Whether to-space page `p` is allocation region: the hole between
@@ -826,6 +871,15 @@ impl CycleShared {
                         .fetch_add(done, Ordering::Relaxed);
                 }
             }
+        } else if self.is_resident_black(p) {
+            // A page of a black block the flip left in place that was
+            // missing then (an unused TLAB tail): it reads as zeros, as it
+            // would have unregistered.
+            let done =
+                self.copy_pages_until(page_addr, ZEROS.0.as_ptr() as usize, PAGE_SIZE, false, true);
+            self.counters
+                .pages_zero_filled
+                .fetch_add(done, Ordering::Relaxed);
         } else if self.is_allocation_region(p) {
             // Above the compacted data: the allocation region. Fill a run
             // of pages up to the next run boundary (pages already present
@@ -1095,7 +1149,7 @@ impl CycleShared {
     /// waits (briefly: one page's compaction or one ioctl) for whoever owns
     /// it. Never waits for a whole GC batch.
     fn resolve_page(&self, p: usize, page_addr: usize) {
-        if p < self.kept_pages {
+        if p < self.kept_pages || self.is_resident_black(p) {
             // Never moved out: present all along (a fault cannot name it;
             // nothing to do).
             return;
@@ -1620,6 +1674,7 @@ pub(crate) fn test_cycle(
         cards: None,
         end_words: 0,
         black_end_words: 0,
+        black_resident: false,
         dirty: Arc::default(),
         tables: None,
         total_words: 0,

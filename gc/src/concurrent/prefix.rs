@@ -44,6 +44,12 @@
 //! address. Its fixer reads nothing but the page and its bits, so black
 //! pages need no second phase: GC threads put them back first, a run of
 //! 512 by one MOVE as soon as it is fixed ([`CycleShared::install_black`]).
+//! When the block has few dirty slots (`HeapConfig::pause_black_slots`,
+//! listed by the barrier) it is not flipped at all: the flip moves out the
+//! ranges below and above it, the final pause rewrites those slots in
+//! place ([`CycleShared::fix_black_in_pause`]) and its pages stay present,
+//! never claimed (a page missing at the flip, an unused TLAB tail, is
+//! zero-filled if touched).
 //! Between the compacted data and the block lies a hole, allocation
 //! region like the pages above the block, which mutators allocate into
 //! first (`space::MovingSpace::set_hole`).
@@ -78,7 +84,8 @@ impl CycleShared {
     /// flipped prefix page or a black-block page).
     #[inline]
     pub(super) fn in_place(&self, p: usize) -> bool {
-        (p >= self.kept_pages && p < self.dense_pages) || (p >= self.black_first && p < self.npages)
+        (p >= self.kept_pages && p < self.dense_pages)
+            || (!self.black_resident && p >= self.black_first && p < self.npages)
     }
 
     /// Fixes the kept old pages a young cycle's mutators wrote since the
@@ -91,6 +98,35 @@ impl CycleShared {
         for p in 0..self.kept_pages {
             comp.update_dense_page(p, self.marks.words());
         }
+    }
+
+    /// Rewrites the dirty slots of a resident black block (one the flip
+    /// left in place) in the to-space: those of `pages` (the barrier's
+    /// list, `satb::SatbLog::dirty_black_pages`), and zeroes what follows
+    /// the block on its last page. World stopped, before the mutators
+    /// resume (they read those pages directly).
+    pub(crate) fn fix_black_in_pause(&self, pages: &[usize]) {
+        debug_assert!(self.black_resident);
+        let mut comp = self.compactor();
+        comp.prefix_start = self.space_start;
+        let (mut dirty, mut slots) = (0, 0);
+        for &p in pages {
+            debug_assert!(p >= self.black_first && p < self.npages, "{p}");
+            if p >= self.black_first && p < self.npages {
+                let n = comp.update_black_page(p, self.dirty.page_bits(p));
+                (dirty, slots) = (dirty + (n > 0) as usize, slots + n);
+            }
+        }
+        // The last page, unless it is missing (an unused TLAB tail: zeros
+        // already; touching it would fault).
+        let last = self.npages - 1;
+        let mut resident = [0u8];
+        if crate::mapping::residency(self.space_start + last * PAGE_SIZE, &mut resident)
+            .map_or(true, |()| resident[0] & 1 != 0)
+        {
+            comp.update_black_page(last, &[]);
+        }
+        self.count_black(0, dirty, slots);
     }
 
     /// The from-space address of in-place to-space page `p` (the same
@@ -118,9 +154,11 @@ impl CycleShared {
     /// Adds black pages put back, those of them that were dirty and the
     /// slots rewritten to the counters.
     fn count_black(&self, pages: usize, dirty: usize, slots: usize) {
-        self.counters
-            .black_pages
-            .fetch_add(pages, Ordering::Relaxed);
+        if pages > 0 {
+            self.counters
+                .black_pages
+                .fetch_add(pages, Ordering::Relaxed);
+        }
         if dirty > 0 {
             self.counters
                 .black_dirty_pages
@@ -141,7 +179,7 @@ impl CycleShared {
     pub(crate) fn install_black(&self, next: &AtomicUsize) {
         let mut runs = Vec::with_capacity(BLOCK_PAGES);
         let comp = self.compactor();
-        take_runs(next, self.black_pages(), |run| {
+        take_runs(next, self.black_flipped_pages(), |run| {
             runs.clear();
             let (mut dirty, mut slots) = (0, 0);
             for i in run.clone() {
