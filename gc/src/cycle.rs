@@ -1448,9 +1448,18 @@ impl Collector {
         // Marking in the pause: the registration for write tracking is
         // still there (see `WriteTracker::unregister`).
         st.write_unregister += gc.unregister_tracking();
+        // A resident block ends mid-page at the top, where allocation goes
+        // on: what follows it on that page may hold bytes of an earlier
+        // cycle (below the dirty limit). Zeroed now, before the heap is
+        // registered (a missing page is simply faulted in; one that is
+        // known clean is not touched).
+        if shared.black_resident() {
+            let top = space.top();
+            space.clean_block(top, round_up(top, PAGE_SIZE));
+        }
         // Puts the ranges moved out back (the heap range stays one VMA only
-        // if it was all moved; a split heap makes later flips fail and
-        // compact stop-the-world, saying so).
+        // if it goes back whole; a split heap makes later flips fail and
+        // compact stop-the-world).
         let move_back = |ranges: &[(usize, usize)]| {
             for &(off, len) in ranges {
                 sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
@@ -1478,9 +1487,38 @@ impl Collector {
             true => RegisterMode::MISSING | RegisterMode::WP,
             false => RegisterMode::MISSING,
         };
-        if let Err(e) = uffd.register(start, whole, mode) {
-            // Put the pages back and finish this cycle stop-the-world.
-            move_back(&ranges);
+        let every = gc.settings.injection.register_fails_every;
+        let registered = match every > 0 && st.cycle % every == 0 {
+            true => Err(crate::uffd::UffdError::Os {
+                op: "UFFDIO_REGISTER",
+                errno: libc::EINVAL,
+            }),
+            false => uffd.register(start, whole, mode),
+        };
+        if let Err(e) = registered {
+            // Put the pages back and finish this cycle stop-the-world: in
+            // one piece if a resident block can be moved out too (the
+            // heap stays one VMA), unless the from-space does not hold
+            // them as one VMA: then range by range.
+            let block_out = shared.resident_block_bytes().filter(|&(off, len)| {
+                sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
+                space.heap.move_pages_to(&space.from, off, len).is_ok()
+            });
+            match block_out {
+                Some((off, len)) => {
+                    sp.counters.mremap.fetch_add(1, Ordering::Relaxed);
+                    if space
+                        .from
+                        .move_pages_back(&space.heap, kept, whole - kept)
+                        .is_err()
+                    {
+                        let mut all = ranges.clone();
+                        all.push((off, len));
+                        move_back(&all);
+                    }
+                }
+                _ => move_back(&ranges),
+            }
             warn_once(
                 &WARN_FLIP,
                 &format!(

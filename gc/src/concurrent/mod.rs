@@ -162,6 +162,11 @@ pub struct Injection {
     /// `UFFDIO_UNREGISTER` at the end of the cycle fails (`EINVAL`): the
     /// process must abort with a message, not hang.
     pub unregister_fails: bool,
+    /// If not 0, registering the flipped heap fails (`EINVAL`) in every
+    /// cycle whose number is a multiple of it: the pages go back and the
+    /// cycle finishes stop-the-world, and the heap must stay one VMA (the
+    /// next flip works).
+    pub register_fails_every: u64,
     /// The final pause prepares again even when the prepare done while
     /// mutators ran is still exact (tests the path taken when its remark
     /// marks something new).
@@ -718,6 +723,17 @@ impl CycleShared {
     /// Whether the black block stayed out of the flip.
     pub fn black_resident(&self) -> bool {
         self.black_resident
+    }
+
+    /// The byte range `(offset, len)` of a black block the flip leaves in
+    /// place, if it does.
+    pub(crate) fn resident_block_bytes(&self) -> Option<(usize, usize)> {
+        self.black_resident.then(|| {
+            (
+                self.black_first * PAGE_SIZE,
+                (self.npages - self.black_first) * PAGE_SIZE,
+            )
+        })
     }
 
     /// Whether to-space page `p` belongs to a black block the flip left

@@ -102,9 +102,9 @@ impl CycleShared {
 
     /// Rewrites the dirty slots of a resident black block (one the flip
     /// left in place) in the to-space: those of `pages` (the barrier's
-    /// list, `satb::SatbLog::dirty_black_pages`), and zeroes what follows
-    /// the block on its last page. World stopped, before the mutators
-    /// resume (they read those pages directly).
+    /// list, `satb::SatbLog::dirty_black_pages`; what follows the block
+    /// on its last page was zeroed before the flip). World stopped, before
+    /// the mutators resume (they read those pages directly).
     pub(crate) fn fix_black_in_pause(&self, pages: &[usize]) {
         debug_assert!(self.black_resident);
         let mut comp = self.compactor();
@@ -116,15 +116,6 @@ impl CycleShared {
                 let n = comp.update_black_page(p, self.dirty.page_bits(p));
                 (dirty, slots) = (dirty + (n > 0) as usize, slots + n);
             }
-        }
-        // The last page, unless it is missing (an unused TLAB tail: zeros
-        // already; touching it would fault).
-        let last = self.npages - 1;
-        let mut resident = [0u8];
-        if crate::mapping::residency(self.space_start + last * PAGE_SIZE, &mut resident)
-            .map_or(true, |()| resident[0] & 1 != 0)
-        {
-            comp.update_black_page(last, &[]);
         }
         self.count_black(0, dirty, slots);
     }
