@@ -438,7 +438,8 @@ pub struct CycleStats {
     /// whole old region, when few enough of them were dirty): never moved
     /// out, never faulted on, the dirty ones fixed in the final pause.
     pub kept_pages: usize,
-    /// Fixing the dirty kept pages (inside the final pause).
+    /// Fixing the dirty kept pages and a resident black block's dirty
+    /// slots (inside the final pause).
     pub kept_fix: Duration,
     /// Unregistering the heap from write tracking before the flip (while
     /// mutators run, after concurrent marking's scan; see `dirty`).

@@ -446,7 +446,7 @@ fn black_block_stays(
     };
     let mut m = heap.attach().unwrap();
     let (mut with_block, mut black_pages, mut dirty_pages, mut slots, mut reused) = (0, 0, 0, 0, 0);
-    let (mut resident, mut resident_slots) = (0, 0);
+    let (mut resident, mut resident_slots, mut pause_fix) = (0, 0, std::time::Duration::ZERO);
     for i in 0..12 {
         // Let the allocator build at least one list between cycles, so each
         // cycle has a fresh black block even when this machine is loaded
@@ -476,6 +476,7 @@ fn black_block_stays(
             assert_eq!(st.black_fixed, 0, "a resident block is not flipped: {st:?}");
             resident += 1;
             resident_slots += st.black_slots;
+            pause_fix = pause_fix.max(st.kept_fix);
         } else {
             assert_eq!(
                 st.black_fixed, st.black_pages,
@@ -534,7 +535,7 @@ fn black_block_stays(
         assert_eq!(reused, 0, "the speculative prepare was discarded");
     }
     eprintln!(
-        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles kept a black block ({resident} not flipped, {resident_slots} slots rewritten in the pause), {black_pages} pages in all ({dirty_pages} dirty, {slots} slots rewritten), {reused} reused the speculative prepare, {} lists",
+        "{strategy:?}/{fault_mode:?}: {with_block} of 8 concurrent cycles kept a black block ({resident} not flipped, {resident_slots} slots rewritten in the pause, at most {pause_fix:?} a pause), {black_pages} pages in all ({dirty_pages} dirty, {slots} slots rewritten), {reused} reused the speculative prepare, {} lists",
         lists.load(Ordering::Relaxed)
     );
 }
