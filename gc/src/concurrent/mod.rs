@@ -1679,8 +1679,19 @@ pub(crate) fn test_cycle(
     from: &Mapping,
     pages: usize,
 ) -> CycleShared {
+    CycleShared::new(test_setup(uffd, space, from, pages))
+}
+
+/// The setup of [`test_cycle`], to adjust before building the cycle.
+#[cfg(test)]
+pub(crate) fn test_setup(
+    uffd: Arc<Uffd>,
+    space: &Mapping,
+    from: &Mapping,
+    pages: usize,
+) -> CycleSetup {
     use crate::mapping::WordMap;
-    CycleShared::new(CycleSetup {
+    CycleSetup {
         live: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
         marks: FrozenWordMap::freeze(WordMap::new(pages * PAGE_WORDS).unwrap()),
         offsets: U32Map::new(pages * PAGE_WORDS / 64 + 1).unwrap(),
@@ -1712,7 +1723,7 @@ pub(crate) fn test_cycle(
         injection: Injection::default(),
         cycle: 0,
         threads: Vec::new(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -1792,6 +1803,51 @@ mod recycler_tests {
         // SAFETY: the four pages were just installed; reading them.
         let bytes =
             unsafe { std::slice::from_raw_parts(space.start() as *const u8, 4 * PAGE_SIZE) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        uffd.unregister(space.start(), space.len()).unwrap();
+    }
+
+    /// A fault on a page of a resident black block (one the flip left in
+    /// place) that was missing at the flip, the unused rest of a TLAB, is
+    /// zero-filled; before, the resolver returned at once as for a present
+    /// page and the faulting thread waited forever.
+    #[test]
+    fn a_missing_page_of_a_resident_block_is_zero_filled() {
+        let uffd = match Uffd::open(&OpenOptions::new().require_features(Features::MOVE)) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                eprintln!("skipped: userfaultfd with MOVE unavailable: {e}");
+                return;
+            }
+        };
+        let pages = 16;
+        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        // A block over pages 4..8 (its top mid-page 7), resident.
+        let mut setup = test_setup(uffd.clone(), &space, &from, pages);
+        setup.end_words = 4 * PAGE_WORDS;
+        setup.black_end_words = 7 * PAGE_WORDS + 100;
+        setup.black_resident = true;
+        let shared = CycleShared::new(setup);
+        assert_eq!(
+            shared.resident_block_bytes(),
+            Some((4 * PAGE_SIZE, 4 * PAGE_SIZE))
+        );
+        assert_eq!(shared.black_flipped_pages(), 0);
+        uffd.register(space.start(), space.len(), RegisterMode::MISSING)
+            .unwrap();
+        let page = |p: usize| space.start() + p * PAGE_SIZE;
+        let resident = |p: usize| {
+            let mut r = [0u8];
+            crate::mapping::residency(page(p), &mut r).unwrap();
+            r[0] & 1 != 0
+        };
+        assert!(!resident(6));
+        shared.resolve_fault(page(6) + 24, None);
+        assert!(resident(6), "the block's missing page was filled");
+        assert!(!resident(5) && !resident(7), "one page only");
+        // SAFETY: page 6 was just installed; reading it.
+        let bytes = unsafe { std::slice::from_raw_parts(page(6) as *const u8, PAGE_SIZE) };
         assert!(bytes.iter().all(|&b| b == 0));
         uffd.unregister(space.start(), space.len()).unwrap();
     }
