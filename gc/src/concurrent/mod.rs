@@ -1773,21 +1773,29 @@ mod recycler_tests {
         assert_eq!(n + (top - wm), 10_000 - wm);
     }
 
+    /// A userfaultfd with MOVE and a to-space and a from-space of `pages`
+    /// pages; `None` (saying so) without userfaultfd.
+    fn uffd_and_spaces(pages: usize) -> Option<(Arc<Uffd>, Mapping, Mapping)> {
+        let uffd = match Uffd::open(&OpenOptions::new().require_features(Features::MOVE)) {
+            Ok(u) => Arc::new(u),
+            Err(e) => {
+                eprintln!("skipped: userfaultfd with MOVE unavailable: {e}");
+                return None;
+            }
+        };
+        let map = || Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        Some((uffd, map(), map()))
+    }
+
     /// The fault path's zero-fill takes recycled pages even while a GC
     /// thread holds the recycler's lock (it used to `try_lock` it from the
     /// signal handler and give up).
     #[test]
     fn zero_fill_takes_recycled_pages_while_the_gc_holds_its_lock() {
-        let uffd = match Uffd::open(&OpenOptions::new().require_features(Features::MOVE)) {
-            Ok(u) => Arc::new(u),
-            Err(e) => {
-                eprintln!("skipped: userfaultfd with MOVE unavailable: {e}");
-                return;
-            }
-        };
         let pages = 64;
-        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
-        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let Some((uffd, space, from)) = uffd_and_spaces(pages) else {
+            return;
+        };
         uffd.register(space.start(), space.len(), RegisterMode::MISSING)
             .unwrap();
         let shared = test_cycle(uffd.clone(), &space, &from, pages);
@@ -1813,16 +1821,10 @@ mod recycler_tests {
     /// page and the faulting thread waited forever.
     #[test]
     fn a_missing_page_of_a_resident_block_is_zero_filled() {
-        let uffd = match Uffd::open(&OpenOptions::new().require_features(Features::MOVE)) {
-            Ok(u) => Arc::new(u),
-            Err(e) => {
-                eprintln!("skipped: userfaultfd with MOVE unavailable: {e}");
-                return;
-            }
-        };
         let pages = 16;
-        let space = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
-        let from = Mapping::new(pages * PAGE_SIZE, PAGE_SIZE, Prot::ReadWrite).unwrap();
+        let Some((uffd, space, from)) = uffd_and_spaces(pages) else {
+            return;
+        };
         // A block over pages 4..8 (its top mid-page 7), resident.
         let mut setup = test_setup(uffd.clone(), &space, &from, pages);
         setup.end_words = 4 * PAGE_WORDS;
