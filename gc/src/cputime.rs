@@ -100,11 +100,16 @@ impl GcCpu {
         self.state().ended += d;
     }
 
-    /// CPU time of the long-lived collector threads (the workers) so far:
-    /// read before and after a phase, what they spent on it.
-    pub(crate) fn workers_now(&self) -> Duration {
+    /// CPU time of the long-lived collector threads (the workers) plus the
+    /// calling thread's, so far: read before and after a phase that the
+    /// caller runs with the workers' help, what they spent on it.
+    pub(crate) fn workers_and_caller_now(&self) -> Duration {
         let g = self.state();
-        g.workers.iter().map(|&t| read(thread_clock(t))).sum()
+        g.workers
+            .iter()
+            .map(|&t| read(thread_clock(t)))
+            .sum::<Duration>()
+            + thread_now()
     }
 
     /// `(collector CPU, process CPU)` since the heap was created.

@@ -1083,7 +1083,7 @@ impl Collector {
         // only above it. The heap keeps its pages (no mremap, no page
         // faults); the freed tail is zeroed lazily, when TLABs are handed out.
         let t = Instant::now();
-        let cpu0 = gc.cpu.workers_now() + crate::cputime::thread_now();
+        let cpu0 = gc.cpu.workers_and_caller_now();
         let Metadata {
             marks,
             live,
@@ -1160,8 +1160,7 @@ impl Collector {
         });
         st.compact = t.elapsed();
         st.compaction = st.compact;
-        st.compaction_cpu =
-            (gc.cpu.workers_now() + crate::cputime::thread_now()).saturating_sub(cpu0);
+        st.compaction_cpu = gc.cpu.workers_and_caller_now().saturating_sub(cpu0);
         st.pages_compacted = npages - dense_pages;
         st.dense_pages = dense_pages;
 
@@ -1985,7 +1984,7 @@ fn drive(
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let madvise_before = sp.counters.madvise.load(Ordering::Relaxed);
-    let cpu0 = gc.cpu.workers_now() + crate::cputime::thread_now();
+    let cpu0 = gc.cpu.workers_and_caller_now();
     let next = AtomicIsize::new(shared.nblocks() as isize - 1);
     let next_arena = AtomicUsize::new(0);
     let (fix_prefix, install_prefix) = (AtomicUsize::new(0), AtomicUsize::new(0));
@@ -2024,7 +2023,7 @@ fn drive(
     });
     // Every to-space page is mapped now.
     st.compaction = flip_end.elapsed();
-    let compaction_cpu = (gc.cpu.workers_now() + crate::cputime::thread_now()).saturating_sub(cpu0);
+    let compaction_cpu = gc.cpu.workers_and_caller_now().saturating_sub(cpu0);
     // What the recycler has left goes to the allocation region: the room
     // the mutators allocate into until the next cycle is due (by the
     // pacer's goal for this live size), at most up to the old top.

@@ -343,30 +343,26 @@ fn flag_from_env(name: &str, v: Option<String>, default: bool) -> bool {
 pub const DEFAULT_PAUSE_BLACK_SLOTS: usize = 1024;
 
 fn pause_black_slots_from_env(v: Option<String>) -> usize {
-    let default = DEFAULT_PAUSE_BLACK_SLOTS;
-    match v.as_deref().map(str::trim) {
-        None => default,
-        Some(s) => s.parse::<usize>().unwrap_or_else(|_| {
-            eprintln!(
-                "movegc: MOVEGC_PAUSE_BLACK_SLOTS={s:?} is not a non-negative integer; using {default}"
-            );
-            default
-        }),
-    }
+    usize_from_env("MOVEGC_PAUSE_BLACK_SLOTS", v, DEFAULT_PAUSE_BLACK_SLOTS, 0)
 }
 
 fn min_move_run_from_env(v: Option<String>) -> usize {
-    let default = DEFAULT_MIN_MOVE_RUN;
-    match v.as_deref().map(str::trim) {
-        None => default,
-        Some(s) => {
-            match s.parse::<usize>() {
-                Ok(n) if n >= 1 => n,
-                _ => {
-                    eprintln!("movegc: MOVEGC_MIN_MOVE_RUN={s:?} is not a positive integer; using {default}");
-                    default
-                }
-            }
+    usize_from_env("MOVEGC_MIN_MOVE_RUN", v, DEFAULT_MIN_MOVE_RUN, 1)
+}
+
+/// An integer setting of at least `min` from environment variable `name`
+/// (value `v`): `default` when unset; anything else is said on stderr and
+/// gives `default`.
+fn usize_from_env(name: &str, v: Option<String>, default: usize, min: usize) -> usize {
+    let s = match v.as_deref().map(str::trim) {
+        None => return default,
+        Some(s) => s,
+    };
+    match s.parse::<usize>() {
+        Ok(n) if n >= min => n,
+        _ => {
+            eprintln!("movegc: {name}={s:?} is not an integer of at least {min}; using {default}");
+            default
         }
     }
 }

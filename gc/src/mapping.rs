@@ -523,12 +523,7 @@ impl Mapping {
             return Ok(0);
         }
         let mut v = vec![0u8; len / PAGE_SIZE];
-        // SAFETY: the range is inside this mapping and `v` has one byte per page.
-        let r =
-            unsafe { libc::mincore((self.start + off) as *mut libc::c_void, len, v.as_mut_ptr()) };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        residency(self.start + off, &mut v)?;
         Ok(v.iter().filter(|&&b| b & 1 != 0).count())
     }
 }

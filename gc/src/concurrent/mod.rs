@@ -736,12 +736,18 @@ impl CycleShared {
         })
     }
 
+    /// Whether to-space page `p` belongs to the black block.
+    #[inline]
+    pub(super) fn in_black(&self, p: usize) -> bool {
+        p >= self.black_first && p < self.npages
+    }
+
     /// Whether to-space page `p` belongs to a black block the flip left
     /// in place (present unless it was missing already: see
     /// `resolve_fault_after`).
     #[inline]
     pub(super) fn is_resident_black(&self, p: usize) -> bool {
-        self.black_resident && p >= self.black_first && p < self.npages
+        self.black_resident && self.in_black(p)
     }
 
     /// The byte ranges `(offset, len)` of the registered range that the
@@ -750,10 +756,10 @@ impl CycleShared {
     /// the heap's one VMA (`MREMAP_DONTUNMAP` does not split its source).
     pub(crate) fn flip_ranges(&self, whole: usize) -> Vec<(usize, usize)> {
         let kept = self.kept_pages * PAGE_SIZE;
-        if !self.black_resident {
+        let Some((lo, len)) = self.resident_block_bytes() else {
             return vec![(kept, whole - kept)];
-        }
-        let (lo, hi) = (self.black_first * PAGE_SIZE, self.npages * PAGE_SIZE);
+        };
+        let hi = lo + len;
         [(kept, lo - kept), (hi, whole - hi)]
             .into_iter()
             .filter(|&(_, len)| len > 0)
@@ -874,28 +880,13 @@ impl CycleShared {
                     self.resolve_page(self.npages + i, page_addr);
                     compaction = true;
                 }
-                None => {
-                    let done = self.copy_pages_until(
-                        page_addr,
-                        ZEROS.0.as_ptr() as usize,
-                        PAGE_SIZE,
-                        false,
-                        true,
-                    );
-                    self.counters
-                        .pages_zero_filled
-                        .fetch_add(done, Ordering::Relaxed);
-                }
+                None => self.zero_fill_page(page_addr),
             }
         } else if self.is_resident_black(p) {
             // A page of a black block the flip left in place that was
             // missing then (an unused TLAB tail): it reads as zeros, as it
             // would have unregistered.
-            let done =
-                self.copy_pages_until(page_addr, ZEROS.0.as_ptr() as usize, PAGE_SIZE, false, true);
-            self.counters
-                .pages_zero_filled
-                .fetch_add(done, Ordering::Relaxed);
+            self.zero_fill_page(page_addr);
         } else if self.is_allocation_region(p) {
             // Above the compacted data: the allocation region. Fill a run
             // of pages up to the next run boundary (pages already present
@@ -946,6 +937,16 @@ impl CycleShared {
         }
         self.stalls.record(stall);
         self.attribute(tid, page_addr, stall);
+    }
+
+    /// Installs a zero page at `page_addr` (one page only: nothing around
+    /// it is known to be free), unless one is there already. Fault path.
+    fn zero_fill_page(&self, page_addr: usize) {
+        let done =
+            self.copy_pages_until(page_addr, ZEROS.0.as_ptr() as usize, PAGE_SIZE, false, true);
+        self.counters
+            .pages_zero_filled
+            .fetch_add(done, Ordering::Relaxed);
     }
 
     /// The faults each thread took during this cycle, longest summed stall

@@ -84,8 +84,7 @@ impl CycleShared {
     /// flipped prefix page or a black-block page).
     #[inline]
     pub(super) fn in_place(&self, p: usize) -> bool {
-        (p >= self.kept_pages && p < self.dense_pages)
-            || (!self.black_resident && p >= self.black_first && p < self.npages)
+        (p >= self.kept_pages && p < self.dense_pages) || (!self.black_resident && self.in_black(p))
     }
 
     /// Fixes the kept old pages a young cycle's mutators wrote since the
@@ -111,8 +110,8 @@ impl CycleShared {
         comp.prefix_start = self.space_start;
         let (mut dirty, mut slots) = (0, 0);
         for &p in pages {
-            debug_assert!(p >= self.black_first && p < self.npages, "{p}");
-            if p >= self.black_first && p < self.npages {
+            debug_assert!(self.in_black(p), "{p}");
+            if self.in_black(p) {
                 let n = comp.update_black_page(p, self.dirty.page_bits(p));
                 (dirty, slots) = (dirty + (n > 0) as usize, slots + n);
             }
