@@ -292,6 +292,7 @@ fn main() {
                     warm,
                     seed: 0x5eed + r as u64,
                     edge_span,
+                    prefix: 0.0,
                 };
                 done += 1;
                 let t = Instant::now();

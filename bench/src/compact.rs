@@ -109,6 +109,12 @@ pub struct CompactParams {
     pub heap_mib: usize,
     /// Fraction of the allocated objects that stay live, in `(0, 1]`.
     pub live_fraction: f64,
+    /// Share of the allocated objects, from the bottom of the heap, that
+    /// all stay live, in `[0, 1)`: a dense prefix (what the data every
+    /// earlier compaction packed looks like), whose pages the collector
+    /// fixes in place and puts back instead of compacting them. The rest
+    /// is `live_fraction` live. 0 (the default): no prefix.
+    pub prefix: f64,
     /// Mutator threads running during the cycle (0..=[`MAX_MUTATORS`]).
     pub mutator_threads: usize,
     /// Strategy of the measured collection (and of the heap).
@@ -134,6 +140,7 @@ impl Default for CompactParams {
         CompactParams {
             heap_mib: 256,
             live_fraction: 0.5,
+            prefix: 0.0,
             mutator_threads: 0,
             strategy: Strategy::ConcurrentMove,
             fault_mode: FaultMode::Sigbus,
@@ -166,6 +173,7 @@ impl CompactParams {
         Spec::new()
             .with("heap", self.heap_mib)
             .with("live", self.live_fraction)
+            .with("prefix", self.prefix)
             .with("mutators", self.mutator_threads)
             .with("strategy", self.strategy.name())
             .with("fault", self.fault_mode.name())
@@ -186,6 +194,7 @@ impl CompactParams {
         Ok(CompactParams {
             heap_mib: s.value_or("heap", d.heap_mib)?,
             live_fraction: s.value_or("live", d.live_fraction)?,
+            prefix: s.value_or("prefix", d.prefix)?,
             mutator_threads: s.value_or("mutators", d.mutator_threads)?,
             strategy: s.read_or("strategy", d.strategy, Strategy::parse)?,
             fault_mode: s.read_or("fault", d.fault_mode, parse_fault_mode)?,
@@ -210,6 +219,9 @@ impl CompactParams {
                 "live_fraction {} must be in (0, 1]",
                 self.live_fraction
             ));
+        }
+        if !(0.0..1.0).contains(&self.prefix) {
+            return Err(format!("prefix {} must be in [0, 1)", self.prefix));
         }
         if self.mutator_threads > MAX_MUTATORS {
             return Err(format!(
@@ -291,7 +303,7 @@ pub struct CompactResult {
     pub collect_cpu_ms: f64,
     /// To-space pages compacted.
     pub pages_compacted: usize,
-    /// Pages of the dense prefix (updated in place, stop-the-world only).
+    /// Pages of the dense prefix (fixed in place, not compacted).
     pub dense_pages: usize,
     /// Bytes that changed address, MiB.
     pub moved_mib: f64,
@@ -494,8 +506,9 @@ struct Built {
 fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
     let layout = object_layout();
     let n = (p.heap_mib << 20) / OBJECT_BYTES;
-    let mut kept: Vec<ObjRef> =
-        Vec::with_capacity((n as f64 * p.live_fraction * 1.01) as usize + 4096);
+    let dense = (n as f64 * p.prefix) as u64;
+    let share = p.prefix + (1.0 - p.prefix) * p.live_fraction;
+    let mut kept: Vec<ObjRef> = Vec::with_capacity((n as f64 * share * 1.01) as usize + 4096);
     let mut tails: [Option<ObjRef>; CHAINS] = [None; CHAINS];
     {
         // SAFETY: only null slots are stored.
@@ -508,7 +521,7 @@ fn build(ctx: &mut MutatorContext, p: &CompactParams, rng: &mut Rng) -> Built {
         // SAFETY: `o` was just allocated; the `tails` are current because
         // no collection runs during the build (module docs, "Engine access").
         unsafe {
-            if rng.f64() < p.live_fraction {
+            if i < dense || rng.f64() < p.live_fraction {
                 let id = kept.len() as u64;
                 o.write_u64(ID, id).expect("id");
                 o.write_u64(CHECK, mix(id)).expect("check");
@@ -1034,6 +1047,7 @@ mod tests {
         let p = CompactParams {
             heap_mib: 1024,
             live_fraction: 0.25,
+            prefix: 0.5,
             mutator_threads: 2,
             strategy: Strategy::ConcurrentCopy,
             fault_mode: FaultMode::HandlerThread,
@@ -1047,6 +1061,11 @@ mod tests {
         assert_eq!(CompactParams::parse_spec(""), Ok(CompactParams::default()));
         assert!(CompactParams::parse_spec("mutators=3").is_err());
         assert!(CompactParams::parse_spec("live=0").is_err());
+        assert!(CompactParams::parse_spec("prefix=-0.1").is_err());
+        assert_eq!(
+            CompactParams::parse_spec("prefix=0.25").map(|p| p.prefix),
+            Ok(0.25)
+        );
         assert!(CompactParams::parse_spec("bogus=1").is_err());
     }
 

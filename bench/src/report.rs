@@ -315,6 +315,10 @@ pub struct Summary {
     pub move_copy_compaction_ratio: Option<Ratio>,
     /// The same ratio for every workload that has a MOVE/COPY pair.
     pub per_workload: BTreeMap<String, Ratio>,
+    /// `compact-prefix`: the MOVE/COPY ratio at each dense-prefix share
+    /// (the `prefix` parameter, as written): how MOVE's advantage changes
+    /// as more of the live data is put back rather than compacted.
+    pub move_copy_by_prefix: BTreeMap<String, Ratio>,
     /// Concurrent MOVE against stop-the-world compaction, per workload
     /// with such a pair: `(time, CPU)` ratios (`compaction_ms`,
     /// `compaction_cpu_ms`), paired as `per_workload`.
@@ -384,6 +388,21 @@ fn paired(
         .collect()
 }
 
+/// The workload whose MOVE/COPY ratio is also reported per prefix share.
+const COMPACT_PREFIX: &str = "compact-prefix";
+
+/// `workload`'s records grouped by the value of parameter `key` (records
+/// without it are left out).
+fn by_param(results: &[RunRecord], workload: &str, key: &str) -> BTreeMap<String, Vec<RunRecord>> {
+    let mut m: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
+    for r in results.iter().filter(|r| r.workload == workload) {
+        if let Some(v) = spec_of(&r.params).get(key) {
+            m.entry(v.to_string()).or_default().push(r.clone());
+        }
+    }
+    m
+}
+
 /// The [`Summary`] of a set of results (see its fields).
 pub fn summarize(results: &[RunRecord]) -> Summary {
     let mut workloads: Vec<&str> = results.iter().map(|r| r.workload.as_str()).collect();
@@ -412,6 +431,10 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
     let stw_cpu = worst(|(_, c)| c.as_ref().map(|c| c.median));
     let stw_wall = worst(|(w, _)| Some(w.median));
     let move_copy_compaction_ratio = per_workload.get("compact").cloned();
+    let move_copy_by_prefix = by_param(results, COMPACT_PREFIX, "prefix")
+        .into_iter()
+        .filter_map(|(v, rs)| Some((v, Ratio::of(paired_ratios(&rs, COMPACT_PREFIX))?)))
+        .collect();
     let moves: Vec<&RunRecord> = results.iter().filter(|r| r.strategy == MOVE).collect();
     let madvise_calls_move = moves.iter().map(|r| r.madvise_calls).sum();
     let mut fault_stall_p99_us_max: BTreeMap<String, f64> = BTreeMap::new();
@@ -456,6 +479,7 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
     Summary {
         move_copy_compaction_ratio,
         per_workload,
+        move_copy_by_prefix,
         move_stw,
         madvise_calls_move,
         fault_stall_p99_us_max,
@@ -682,6 +706,12 @@ fn summary_lines(s: &Summary) -> Vec<String> {
     }
     for (w, r) in others {
         lines.push(format!("  {w}: {}", ratio_text(r)));
+    }
+    for (prefix, r) in &s.move_copy_by_prefix {
+        lines.push(format!(
+            "    {COMPACT_PREFIX} prefix={prefix}: {}",
+            ratio_text(r)
+        ));
     }
     if !s.move_stw.is_empty() {
         lines.push(
@@ -1031,6 +1061,13 @@ pub fn markdown(r: &Report, plots: &[PathBuf]) -> String {
     }
     for (w, ratio) in others {
         let _ = writeln!(out, "  - `{w}`: {}", ratio_text(ratio));
+    }
+    for (prefix, ratio) in &s.move_copy_by_prefix {
+        let _ = writeln!(
+            out,
+            "    - `{COMPACT_PREFIX}` at `prefix={prefix}`: {}",
+            ratio_text(ratio)
+        );
     }
     let _ = writeln!(
         out,

@@ -35,6 +35,11 @@ pub enum Workload {
     /// The same with mutator threads faulting during the cycle, in each
     /// fault mode.
     CompactMutators,
+    /// `compact` at the largest heap size with a dense prefix (a share of
+    /// the heap, from its bottom, all live; `Options::compact_prefixes`):
+    /// prefix pages are fixed in place and put back, by MOVE or by COPY,
+    /// not compacted.
+    CompactPrefix,
     /// A long-lived random graph of mixed sizes, partly replaced each round.
     Fragmenter,
     /// The Benchmarks Game's binary-trees.
@@ -54,9 +59,10 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in suite order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Compact,
         Workload::CompactMutators,
+        Workload::CompactPrefix,
         Workload::Fragmenter,
         Workload::BinaryTrees,
         Workload::GcBench,
@@ -70,6 +76,7 @@ impl Workload {
         match self {
             Workload::Compact => "compact",
             Workload::CompactMutators => "compact-mutators",
+            Workload::CompactPrefix => "compact-prefix",
             Workload::Fragmenter => "fragmenter",
             Workload::BinaryTrees => "binary-trees",
             Workload::GcBench => "gcbench",
@@ -180,6 +187,10 @@ impl Job {
     }
 }
 
+/// The default dense-prefix shares of `compact-prefix`: a quarter, half
+/// and three quarters of the heap all live at its bottom.
+pub const COMPACT_PREFIXES: [f64; 3] = [0.25, 0.5, 0.75];
+
 /// What to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -199,6 +210,9 @@ pub struct Options {
     pub repeat: usize,
     /// Fault modes of `compact-mutators`.
     pub fault_modes: Vec<FaultMode>,
+    /// Dense-prefix shares of `compact-prefix`, one configuration each
+    /// (default [`COMPACT_PREFIXES`]; quick 0.5).
+    pub compact_prefixes: Vec<f64>,
     /// Reference-array sizes of the `large-refs` workload (one
     /// configuration each: several make the sweep).
     pub large_refs_entries: Vec<usize>,
@@ -245,6 +259,11 @@ impl Options {
             threads: 2,
             repeat: if quick { 1 } else { 2 },
             fault_modes: vec![FaultMode::Sigbus, FaultMode::HandlerThread],
+            compact_prefixes: if quick {
+                vec![0.5]
+            } else {
+                COMPACT_PREFIXES.to_vec()
+            },
             large_refs_entries: vec![if quick {
                 lrefs::Params::quick().entries
             } else {
@@ -289,6 +308,19 @@ impl Options {
         }
         if self.heaps_mib.is_empty() && self.workloads.contains(&Workload::Compact) {
             return Err("--heap needs at least one size".into());
+        }
+        if self.workloads.contains(&Workload::CompactPrefix) {
+            if self.compact_prefixes.is_empty() {
+                return Err("--compact-prefix needs at least one share".into());
+            }
+            for &prefix in &self.compact_prefixes {
+                CompactParams {
+                    prefix,
+                    ..CompactParams::default()
+                }
+                .validate()
+                .map_err(|e| format!("--compact-prefix: {e}"))?;
+            }
         }
         let per_api = [
             Workload::BinaryTrees,
@@ -344,6 +376,17 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                     let p = CompactParams {
                         heap_mib: h,
                         mutator_threads: 0,
+                        ..CompactParams::default()
+                    };
+                    v.push((w, sigbus, p.to_spec()));
+                }
+            }
+            Workload::CompactPrefix => {
+                let heap_mib = o.heaps_mib.iter().copied().max().unwrap_or(64);
+                for &prefix in &o.compact_prefixes {
+                    let p = CompactParams {
+                        heap_mib,
+                        prefix,
                         ..CompactParams::default()
                     };
                     v.push((w, sigbus, p.to_spec()));
@@ -475,7 +518,10 @@ pub fn plan(o: &Options) -> Vec<Job> {
                 {
                     continue;
                 }
-                let spec = if *w == Workload::Compact || *w == Workload::CompactMutators {
+                let spec = if matches!(
+                    w,
+                    Workload::Compact | Workload::CompactMutators | Workload::CompactPrefix
+                ) {
                     let mut p = CompactParams::parse_spec(spec).expect("own spec");
                     p.strategy = s;
                     p.to_spec()
@@ -581,7 +627,7 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
         ))
     };
     match workload {
-        Workload::Compact | Workload::CompactMutators => {
+        Workload::Compact | Workload::CompactMutators | Workload::CompactPrefix => {
             let p = CompactParams::parse_spec(&job.spec)?;
             // `compact::run` panics on a failed check: report it as an error.
             let r = std::panic::catch_unwind(|| compact::run_record(&p, job.repeat))
@@ -702,6 +748,32 @@ mod tests {
         assert!(o.validate().is_err());
         o.large_refs_entries = vec![1];
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn compact_prefix_is_one_config_per_share_at_the_largest_heap() {
+        let mut o = Options::new(false);
+        o.workloads = vec![Workload::CompactPrefix];
+        o.repeat = 1;
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 3 * COMPACT_PREFIXES.len());
+        let mut shares = Vec::new();
+        for j in &jobs {
+            assert_eq!(j.workload, "compact-prefix");
+            let p = CompactParams::parse_spec(&j.spec).unwrap();
+            assert_eq!((p.heap_mib, p.mutator_threads), (256, 0));
+            assert_eq!(p.strategy.name(), j.strategy, "the job's strategy");
+            shares.push(p.prefix);
+        }
+        shares.dedup();
+        assert_eq!(shares, COMPACT_PREFIXES);
+        o.compact_prefixes.clear();
+        assert!(o.validate().is_err());
+        o.compact_prefixes = vec![1.0];
+        assert!(o
+            .validate()
+            .unwrap_err()
+            .contains("prefix 1 must be in [0, 1)"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ fn params(strategy: Strategy, fault_mode: FaultMode) -> CompactParams {
     CompactParams {
         heap_mib: 32,
         live_fraction: 0.5,
+        prefix: 0.0,
         mutator_threads: 1,
         strategy,
         fault_mode,
@@ -126,6 +127,59 @@ fn concurrent_copy_copies_every_page_and_frees_with_madvise() {
         r.madvise_calls > 0,
         "COPY frees the from-space with madvise"
     );
+}
+
+/// With half the heap all live at its bottom, every strategy keeps that
+/// half as a dense prefix (fixed in place, not compacted) while a mutator
+/// walks and writes the whole graph, and the data survives; under MOVE the
+/// prefix pages go back by `UFFDIO_MOVE`, under COPY by `UFFDIO_COPY`.
+#[test]
+fn a_dense_prefix_is_kept_in_place_under_every_strategy() {
+    let prefix_pages = 16 * 256; // half of 32 MiB
+    for strategy in [
+        Strategy::StopTheWorld,
+        Strategy::ConcurrentMove,
+        Strategy::ConcurrentCopy,
+    ] {
+        if strategy.is_concurrent() {
+            if let Some(why) = uffd_unavailable(strategy == Strategy::ConcurrentMove) {
+                eprintln!("skipping {}: {why}", strategy.name());
+                continue;
+            }
+        }
+        let p = CompactParams {
+            prefix: 0.5,
+            ..params(strategy, FaultMode::Sigbus)
+        };
+        let r = run(&p);
+        assert_eq!(r.strategy, strategy.name(), "{r:?}");
+        assert!(r.verified);
+        // 16 MiB all live + a quarter of the other 16 MiB... half of it.
+        assert!((r.live_mib - 24.0).abs() < 1.0, "{r:?}");
+        assert!(
+            r.dense_pages >= prefix_pages - 2 && r.dense_pages <= prefix_pages + 64,
+            "{} dense pages, about {prefix_pages} expected: {r:?}",
+            r.dense_pages
+        );
+        assert!(r.pages_compacted > 0 && r.pages_compacted < prefix_pages);
+        // A concurrent cycle installs every compacted page and puts every
+        // prefix page back, once.
+        let installed = r.pages_moved + r.pages_copied + r.eexist;
+        match strategy {
+            Strategy::ConcurrentMove => {
+                assert_eq!(installed, r.pages_compacted + r.dense_pages, "{r:?}");
+                assert!(r.pages_moved >= r.dense_pages / 2, "{r:?}");
+                assert_eq!(r.madvise_calls, 0);
+            }
+            Strategy::ConcurrentCopy => {
+                assert_eq!(installed, r.pages_compacted + r.dense_pages, "{r:?}");
+                assert_eq!(r.pages_moved, 0);
+            }
+            _ => assert_eq!(installed, 0),
+        }
+    }
+    let e = CompactParams::parse_spec("prefix=1").unwrap_err();
+    assert!(e.contains("prefix 1 must be in [0, 1)"), "{e}");
 }
 
 #[test]

@@ -226,6 +226,44 @@ fn per_workload_and_move_totals() {
     assert_eq!(s.fault_stall_p99_us_max[STW], 20.0);
 }
 
+/// `compact-prefix` gets one MOVE/COPY ratio per prefix share besides its
+/// pooled one, shown in the table's summary and in the markdown.
+#[test]
+fn compact_prefix_ratios_are_kept_per_share() {
+    let mut results = Vec::new();
+    for (prefix, mv, cp) in [("0.25", 30.0, 40.0), ("0.75", 30.0, 60.0)] {
+        for (strategy, ms) in [(MOVE, mv), (COPY, cp)] {
+            let mut r = rec("compact-prefix", strategy, 256, 0, ms);
+            r.params = format!("heap=256,prefix={prefix},strategy={strategy}");
+            results.push(r);
+        }
+    }
+    let s = summarize(&results);
+    let by: Vec<(&str, f64)> = s
+        .move_copy_by_prefix
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.median))
+        .collect();
+    assert_eq!(by, [("0.25", 0.75), ("0.75", 0.5)]);
+    assert_eq!(s.per_workload["compact-prefix"].n, 2);
+    let report = Report::new(Meta::default(), results);
+    let table = text_table(&report);
+    assert!(
+        table.contains("compact-prefix prefix=0.75: 0.500"),
+        "{table}"
+    );
+    let md = markdown(&report, &[]);
+    assert!(
+        md.contains("`compact-prefix` at `prefix=0.25`: 0.750"),
+        "{md}"
+    );
+    // A results.json from before the field reads with no per-share ratios.
+    let mut json = serde_json::to_value(&s).unwrap();
+    json.as_object_mut().unwrap().remove("move_copy_by_prefix");
+    let old: movegc_bench::report::Summary = serde_json::from_value(json).unwrap();
+    assert!(old.move_copy_by_prefix.is_empty());
+}
+
 /// The verdict printed on the target line that mentions `what`.
 fn verdict(table: &str, what: &str) -> String {
     let line = table

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Workloads to run, comma-separated (compact, compact-mutators,
-    /// fragmenter, binary-trees, gcbench, threads, large-refs,
+    /// compact-prefix, fragmenter, binary-trees, gcbench, threads, large-refs,
     /// old-writes). Default: all.
     #[arg(long, value_delimiter = ',')]
     workloads: Option<Vec<String>>,
@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// handler-thread). Default: both.
     #[arg(long, value_delimiter = ',')]
     fault_modes: Option<Vec<String>>,
+    /// Dense-prefix shares of the compact-prefix workload (the share of
+    /// the heap, from its bottom, that is all live), comma-separated, each
+    /// in [0, 1). Default: 0.25,0.5,0.75.
+    #[arg(long, value_delimiter = ',')]
+    compact_prefix: Option<Vec<String>>,
     /// Reference-array sizes of the large-refs workload, comma-separated,
     /// with an optional k or M suffix (default 12M; quick 1M). Several
     /// sizes make a sweep: the final_pause_vs_large_refs plot.
@@ -191,6 +196,15 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     }
     if let Some(h) = &a.heap {
         o.heaps_mib = h.clone();
+    }
+    if let Some(p) = &a.compact_prefix {
+        o.compact_prefixes = p
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("--compact-prefix: {s:?} is not a number"))
+            })
+            .collect::<Result<_, _>>()?;
     }
     if let Some(t) = a.threads {
         o.threads = t;

@@ -246,6 +246,8 @@ fn bad_options_are_usage_errors() {
         &["bench", "--heap", "1"],
         &["bench", "--large-refs-entries", "1"],
         &["bench", "--large-refs-entries", "lots"],
+        &["bench", "--compact-prefix", "1"],
+        &["bench", "--compact-prefix", "half"],
     ] {
         let out = movegc(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -256,7 +258,7 @@ fn bad_options_are_usage_errors() {
     let err =
         String::from_utf8_lossy(&movegc(&["bench", "--workloads", "nope"]).stderr).into_owned();
     assert!(
-        err.contains("valid: compact, compact-mutators, fragmenter"),
+        err.contains("valid: compact, compact-mutators, compact-prefix, fragmenter"),
         "{err}"
     );
     let err = String::from_utf8_lossy(&movegc(&["bench", "--generational", "sometimes"]).stderr)
