@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::clean::CleanPrefix;
 use crate::compact::{Compactor, OldPages};
 use crate::concurrent::arena::ArenaPages;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
@@ -109,6 +110,8 @@ pub(crate) struct Settings {
     pub(crate) remembered_set: crate::RememberedSet,
     /// `HeapConfig::keep_old_region`.
     pub(crate) keep_old_region: bool,
+    /// `HeapConfig::keep_clean_prefix`.
+    pub(crate) keep_clean_prefix: bool,
     /// `HeapConfig::prefill_allocation`.
     pub(crate) prefill_allocation: bool,
     /// `HeapConfig::min_move_run` (at least 1).
@@ -539,7 +542,7 @@ pub(crate) fn worker_pool(threads: usize, cpu: Arc<GcCpu>) -> std::io::Result<ra
 }
 
 /// A prepare done while mutators ran (see `concurrent_mark`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Prepared {
     /// The old region it covers, `[0, old_end)` words.
     old_end: usize,
@@ -547,6 +550,35 @@ struct Prepared {
     dense: usize,
     /// The compacted size, in words.
     total: usize,
+    /// Its clean prefix pages (`clean`), before the final pause's
+    /// barrier flags.
+    clean: Option<CleanPrefix>,
+}
+
+/// Whether a cycle under `plan` leaves clean dense-prefix pages alone
+/// (`HeapConfig::keep_clean_prefix`): full cycles only (a young cycle's
+/// prefix is its old region, handled by `keep_old_region`), and not in
+/// the stale-reference mode (which writes poison over freed gaps).
+fn keeps_clean_prefix(gc: &Gc, space: &MovingSpace, plan: Plan) -> bool {
+    matches!(plan, Plan::Full(_)) && gc.settings.keep_clean_prefix && space.poisoner().is_none()
+}
+
+/// The clean pages of a full cycle's dense prefix of `dense` words, given
+/// the live bitmap and what the last full cycle fixed (`clean`); `None`
+/// when the cycle does not keep them.
+fn clean_prefix(
+    gc: &Gc,
+    space: &MovingSpace,
+    plan: Plan,
+    live: &[u64],
+    dense: usize,
+    fixed: &[u16],
+) -> Option<CleanPrefix> {
+    keeps_clean_prefix(gc, space, plan).then(|| {
+        CleanPrefix::compute(live, dense / PAGE_WORDS, fixed, |p| {
+            gc.satb.prefix_refs_stay(p, dense)
+        })
+    })
 }
 
 /// Where the top goes after a cycle that packed the space up to `packed`,
@@ -650,6 +682,9 @@ struct Collector {
     /// What was left of the last cycle's hole when this cycle closed it:
     /// free then, so not in `used_before`, and not freed by this cycle.
     closed_hole: usize,
+    /// The live words of each dense-prefix page the last full cycle fixed
+    /// (`clean`); empty after any other cycle.
+    prefix_memory: Arc<[u16]>,
 }
 
 impl Drop for Collector {
@@ -681,6 +716,7 @@ impl Collector {
             obituaries: None,
             stress_high: false,
             closed_hole: 0,
+            prefix_memory: Arc::from([]),
         })
     }
 
@@ -782,6 +818,12 @@ impl Collector {
             }
         }
         gc.begin_tracking();
+        // The pages the last full cycle fixed are watched while this one
+        // marks, if it is a full one (`clean`).
+        if !keeps_clean_prefix(gc, space, plan) {
+            self.prefix_memory = Arc::from([]);
+        }
+        gc.satb.watch_prefix(self.prefix_memory.len());
 
         if strategy.is_concurrent()
             && gc.settings.concurrent_mark
@@ -829,6 +871,7 @@ impl Collector {
                     marks: meta.marks.atomics(),
                     live: meta.live.atomics(),
                     los: &lm,
+                    watch: gc.satb.prefix_watch(),
                 },
                 &roots,
                 Some(&gc.pool()),
@@ -906,6 +949,7 @@ impl Collector {
         st.initial_pause = st.end_pause(PauseKind::Initial, t_start);
         gc.set_progress(Some((st, Phase::Marking, cycle_start)));
         let (tables, st) = (self.tables.take(), st.clone());
+        let prefix_memory = self.prefix_memory.clone();
         // Mutators may be waiting for this cycle and the barrier is on: a
         // failure cannot be recovered from.
         run_on(&thread, "marking", move |cpu_before| {
@@ -921,6 +965,7 @@ impl Collector {
                 madvise_before,
                 plan,
                 cpu_before,
+                prefix_memory,
             )
         });
         true
@@ -963,16 +1008,27 @@ impl Collector {
         let t = Instant::now();
         let old_end = black.map_or(end_words, |s| (s - start) / WORD);
         let pool = gc.pool();
-        let (dense, mut total) = match prepared.filter(|p| p.old_end == old_end) {
+        let (dense, mut total, clean) = match prepared.filter(|p| p.old_end == old_end) {
             Some(p) => {
                 st.prepare_reused = true;
-                (p.dense, p.total)
+                (p.dense, p.total, p.clean)
             }
             None => {
                 let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
-                (dense, prepare(&pool, &mut meta, dense, old_end))
+                let total = prepare(&pool, &mut meta, dense, old_end);
+                let memory = self.prefix_memory.clone();
+                let clean = clean_prefix(gc, space, plan, meta.live.words(), dense, &memory);
+                (dense, total, clean)
             }
         };
+        // A page given a moving reference by the barrier since the clean
+        // pages were found (while mutators ran) is not clean after all.
+        let clean = clean.map(|mut c| {
+            c.unmark(gc.satb.prefix_stored_pages(c.clean.len()));
+            c
+        });
+        gc.satb.watch_prefix(0);
+        st.prefix_clean = clean.as_ref().map_or(0, CleanPrefix::clean_pages);
         // Everything this cycle keeps is old once it ends: the old pages
         // written since the last cycle are what a young cycle must fix
         // (their references to young objects move), and the card table
@@ -1007,6 +1063,14 @@ impl Collector {
                 }
             }
             false => 0,
+        };
+        // What the next full cycle compares its prefix against: this one's
+        // counts, once it has fixed every page that was not clean (both
+        // ways of finishing it below do). Not after a shifted cycle (its
+        // prefix moved).
+        self.prefix_memory = match (&clean, shift) {
+            (Some(c), 0) => Arc::from(c.counts.as_slice()),
+            _ => Arc::from([]),
         };
         // Stale-reference mode: what lies above the lowest possible new
         // top (all of the old image if it all moves), read while it is
@@ -1045,6 +1109,7 @@ impl Collector {
                 pending,
                 plan,
                 old_dirty.clone(),
+                clean.as_ref(),
             ) {
                 Ok(()) => {
                     st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
@@ -1137,6 +1202,7 @@ impl Collector {
             (0..dense_pages)
                 .into_par_iter()
                 .with_min_len(8)
+                .filter(|&p| !clean.as_ref().is_some_and(|c| c.is_clean(p)))
                 .for_each(|p| comp.update_dense_page(p, marks));
             let mut lo = dense_pages;
             while lo < npages {
@@ -1267,6 +1333,7 @@ impl Collector {
         pending: Option<PendingHandler>,
         plan: Plan,
         old_dirty: Option<Box<[u8]>>,
+        clean: Option<&CleanPrefix>,
     ) -> Result<(), Metadata> {
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
@@ -1337,9 +1404,12 @@ impl Collector {
         } = meta;
         let (live, marks) = (FrozenWordMap::freeze(live), FrozenWordMap::freeze(marks));
         let dense_words = dense;
-        let kept_pages = match gc.settings.keep_old_region {
-            true => kept_pages(plan, dense, old_dirty.as_deref()),
-            false => 0,
+        // A young cycle keeps its old region, a full one the clean pages at
+        // the bottom of its prefix (`clean`).
+        let kept_pages = match (plan, clean) {
+            (Plan::Full(_), Some(c)) => c.kept_run(live.words(), marks.words()),
+            _ if gc.settings.keep_old_region => kept_pages(plan, dense, old_dirty.as_deref()),
+            _ => 0,
         };
         // SAFETY: the world is stopped and the space not flipped yet: the
         // prefix's words are mapped at `start`, described by the bitmaps.
@@ -1738,6 +1808,7 @@ fn concurrent_mark(
     madvise_before: usize,
     plan: Plan,
     cpu_before: Duration,
+    prefix_memory: Arc<[u16]>,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;
@@ -1789,6 +1860,7 @@ fn concurrent_mark(
             marks: meta.marks.atomics(),
             live: meta.live.atomics(),
             los: &los_concurrent,
+            watch: gc.satb.prefix_watch(),
         };
         total += mark(&ctx, &roots, Some(&pool), threads);
         // Catch up with the barrier a few times while mutators run, so the
@@ -1826,11 +1898,13 @@ fn concurrent_mark(
         let old_end = (mark_top - start) / WORD;
         let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
         let total = prepare(&pool, &mut meta, dense, old_end);
+        let clean = clean_prefix(gc, space, plan, meta.live.words(), dense, &prefix_memory);
         st.prepare_outside = t.elapsed();
         Prepared {
             old_end,
             dense,
             total,
+            clean,
         }
     });
 
@@ -1887,6 +1961,7 @@ fn concurrent_mark(
             marks: meta.marks.atomics(),
             live: meta.live.atomics(),
             los: &lm,
+            watch: gc.satb.prefix_watch(),
         };
         let r = mark(&ctx, &rest, Some(&pool), pause_threads);
         remarked = r.objects;

@@ -142,6 +142,15 @@ pub struct HeapConfig {
     /// Only used with [`generational`](Self::generational). Default on;
     /// the environment variable `MOVEGC_KEEP_OLD=0` turns it off.
     pub keep_old_region: bool,
+    /// Full cycles leave alone the dense-prefix pages that nothing changed
+    /// since the last full cycle fixed them: no object on them died and
+    /// none of their references points at an object that moves (the
+    /// marker and the barrier record that per page; see the `clean`
+    /// module). Stop-the-world cycles skip those pages; concurrent cycles
+    /// also keep the run of them at the bottom of the space out of the
+    /// flip (neither moved out nor back). Default on; the environment
+    /// variable `MOVEGC_KEEP_CLEAN_PREFIX=0` turns it off.
+    pub keep_clean_prefix: bool,
     /// Concurrent MOVE cycles that the size policy started end by moving
     /// the from-space pages they did not need, zeroed, into the allocation
     /// region (up to what the pacer lets the mutators allocate before the
@@ -265,6 +274,11 @@ impl Default for HeapConfig {
             keep_old_region: flag_from_env(
                 "MOVEGC_KEEP_OLD",
                 std::env::var("MOVEGC_KEEP_OLD").ok(),
+                true,
+            ),
+            keep_clean_prefix: flag_from_env(
+                "MOVEGC_KEEP_CLEAN_PREFIX",
+                std::env::var("MOVEGC_KEEP_CLEAN_PREFIX").ok(),
                 true,
             ),
             prefill_allocation: flag_from_env(
@@ -625,6 +639,7 @@ impl GcHeap {
             generational: config.generational,
             remembered_set: remembered_set(&config),
             keep_old_region: config.keep_old_region,
+            keep_clean_prefix: config.keep_clean_prefix,
             prefill_allocation: config.prefill_allocation,
             min_move_run: config.min_move_run.max(1),
             pause_black_slots: config.pause_black_slots,

@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub(crate) mod clean;
 pub mod compact;
 pub mod concurrent;
 pub(crate) mod cputime;

@@ -42,6 +42,7 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use crate::forwarding::{prefetch_read, CHUNK_WORDS};
 use crate::object::{load_word, Header, WORD};
+use crate::satb::PrefixWatch;
 use crate::space::LargeObject;
 
 /// What marking needs to know about the heap.
@@ -67,6 +68,10 @@ pub struct MarkContext<'a> {
     /// marked it, `Some(false)` if it was marked already, `None` if no
     /// large object starts there.
     pub los: &'a (dyn Fn(usize) -> Option<bool> + Sync),
+    /// The pages whose highest old-space reference this marking records
+    /// (`clean`: a full cycle's dense-prefix pages that may need no fix);
+    /// the default watches none.
+    pub watch: PrefixWatch<'a>,
 }
 
 /// [`MarkContext::los`] over a large-object table the caller has locked.
@@ -229,6 +234,10 @@ impl MarkContext<'_> {
                 (slots, len as usize)
             }
         };
+        if (self.watch.start..self.watch.end).contains(&slots) {
+            let vals = (0..len).map(|i| load_word(slots + i * WORD) as usize);
+            self.watch.note(slots, vals, self.space_top);
+        }
         for i in 0..len {
             let v = load_word(slots + i * WORD) as usize;
             if v != 0 {
@@ -544,6 +553,7 @@ mod panic_tests {
                 marks: &marks,
                 live: &live,
                 los: &los,
+                watch: Default::default(),
             };
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(4)
@@ -654,6 +664,7 @@ mod split_tests {
                 marks: &self.marks,
                 live: &self.live,
                 los: &lm,
+                watch: Default::default(),
             };
             let (r, w) = mark_by_worker(&ctx, roots, Some(pool()), threads);
             let bits = |v: &[AtomicU64]| v.iter().map(|b| b.load(Ordering::Relaxed)).collect();

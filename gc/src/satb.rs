@@ -76,6 +76,63 @@ pub struct SatbLog {
     dirty_pages: AtomicUsize,
     /// Dirty slots set this cycle.
     dirty_slots: AtomicUsize,
+    /// Pages `[0, n)` of the moving space whose references this cycle's
+    /// marker and barrier watch (`clean`): the last full cycle's fixed
+    /// dense prefix. 0: none.
+    prefix_watch: AtomicUsize,
+    /// Per watched page: 1 + the highest word (from the space's start) of
+    /// the mark-start old space that a slot on the page referred to when
+    /// the marker scanned it; 0 for none.
+    prefix_max: Option<WordMap>,
+    /// One bit per watched page: the barrier stored a reference into the
+    /// mark-start old space into one of its slots while the heap marked.
+    prefix_stored: Option<WordMap>,
+}
+
+/// The marker's view of the watched pages ([`SatbLog::prefix_watch`]):
+/// slots below `end` report the highest old-space word they refer to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrefixWatch<'a> {
+    /// End (address) of the watched pages; 0 (the default): none.
+    pub end: usize,
+    /// Start of the moving space.
+    pub start: usize,
+    /// The per-page maxima (`SatbLog::prefix_max`).
+    pub max: &'a [AtomicU64],
+}
+
+impl PrefixWatch<'_> {
+    /// Records that the slots `[slots, slots + 8 n)` (below `end`) hold
+    /// the values `vals`: each page's maximum grows to the highest
+    /// mark-start old-space word (below `top`) one of its slots refers to.
+    #[inline]
+    pub(crate) fn note(&self, slots: usize, vals: impl Iterator<Item = usize>, top: usize) {
+        let mut page = usize::MAX;
+        let mut hi = 0u64;
+        for (i, v) in vals.enumerate() {
+            let p = (slots + i * WORD).wrapping_sub(self.start) / PAGE_SIZE;
+            if p != page {
+                self.raise(page, hi);
+                (page, hi) = (p, 0);
+            }
+            if (self.start..top).contains(&v) {
+                hi = hi.max(((v - self.start) / WORD + 1) as u64);
+            }
+        }
+        self.raise(page, hi);
+    }
+
+    #[inline]
+    fn raise(&self, page: usize, hi: u64) {
+        if hi == 0 {
+            return;
+        }
+        if let Some(m) = self.max.get(page) {
+            if m.load(Ordering::Relaxed) < hi {
+                m.fetch_max(hi, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for SatbLog {
@@ -96,6 +153,8 @@ impl SatbLog {
             dirty: Some(WordMap::new((capacity / WORD).div_ceil(64))?),
             dirty_summary: Some(WordMap::new((capacity / PAGE_SIZE).div_ceil(64))?),
             dirty_list: (0..DIRTY_PAGE_LIST).map(|_| AtomicUsize::new(0)).collect(),
+            prefix_max: Some(WordMap::new(capacity / PAGE_SIZE)?),
+            prefix_stored: Some(WordMap::new((capacity / PAGE_SIZE).div_ceil(64))?),
             ..SatbLog::default()
         })
     }
@@ -144,6 +203,17 @@ impl SatbLog {
     pub(crate) fn note_store(&self, slot: usize, value: u64) {
         let (start, end) = self.space;
         let black = self.black_start.load(Ordering::Relaxed);
+        let page = slot.wrapping_sub(start) / PAGE_SIZE;
+        if page < self.prefix_watch.load(Ordering::Relaxed)
+            && (value as usize).wrapping_sub(start) < black.min(end) - start
+        {
+            if let Some(b) = &self.prefix_stored {
+                let (word, bit) = (&b.atomics()[page / 64], 1u64 << (page % 64));
+                if word.load(Ordering::Relaxed) & bit == 0 {
+                    word.fetch_or(bit, Ordering::Relaxed);
+                }
+            }
+        }
         if slot >= black && slot < end && (value as usize).wrapping_sub(start) < black - start {
             let w = (slot - start) / WORD;
             if let Some(d) = &self.dirty {
@@ -224,6 +294,75 @@ impl SatbLog {
         };
         clear_bits(d.atomics(), (lo - start) / WORD, (hi - start) / WORD);
         self.forget_dirty_pages((lo - start) / PAGE_SIZE, (hi - start).div_ceil(PAGE_SIZE));
+    }
+
+    /// Starts watching the references of pages `[0, pages)` for this
+    /// cycle (see `clean`): clears their maxima and barrier bits. World
+    /// stopped, before marking. 0 stops watching.
+    pub(crate) fn watch_prefix(&self, pages: usize) {
+        let pages = match (&self.prefix_max, &self.prefix_stored) {
+            (Some(m), Some(b)) => {
+                let pages = pages.min(m.atomics().len());
+                for a in &m.atomics()[..pages] {
+                    a.store(0, Ordering::Relaxed);
+                }
+                clear_bits(b.atomics(), 0, pages);
+                pages
+            }
+            _ => 0,
+        };
+        self.prefix_watch.store(pages, Ordering::Relaxed);
+    }
+
+    /// The marker's view of the watched pages (none: `end` 0).
+    pub(crate) fn prefix_watch(&self) -> PrefixWatch<'_> {
+        let pages = self.prefix_watch.load(Ordering::Relaxed);
+        match (&self.prefix_max, pages) {
+            (Some(m), 1..) => PrefixWatch {
+                end: self.space.0 + pages * PAGE_SIZE,
+                start: self.space.0,
+                max: &m.atomics()[..pages],
+            },
+            _ => PrefixWatch::default(),
+        }
+    }
+
+    /// Whether every reference watched page `page` holds stays where it
+    /// is when the words below `dense_words` do not move: none the marker
+    /// saw points at or above them, and the barrier stored no old-space
+    /// reference into the page. `false` for a page not watched. World
+    /// stopped, after marking.
+    pub(crate) fn prefix_refs_stay(&self, page: usize, dense_words: usize) -> bool {
+        let watched = page < self.prefix_watch.load(Ordering::Relaxed);
+        match (&self.prefix_max, &self.prefix_stored, watched) {
+            (Some(m), Some(b), true) => {
+                m.atomics()[page].load(Ordering::Relaxed) <= dense_words as u64
+                    && b.atomics()[page / 64].load(Ordering::Relaxed) & (1 << (page % 64)) == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// The watched pages below `limit` the barrier flagged (given a
+    /// reference into the mark-start old space while the heap marked), in
+    /// order. World stopped.
+    pub(crate) fn prefix_stored_pages(&self, limit: usize) -> Vec<usize> {
+        let limit = limit.min(self.prefix_watch.load(Ordering::Relaxed));
+        let Some(b) = &self.prefix_stored else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, w) in b.atomics()[..limit.div_ceil(64)].iter().enumerate() {
+            let mut m = w.load(Ordering::Relaxed);
+            while m != 0 {
+                let p = i * 64 + m.trailing_zeros() as usize;
+                m &= m - 1;
+                if p < limit {
+                    out.push(p);
+                }
+            }
+        }
+        out
     }
 
     /// Takes every value handed over so far.
@@ -322,6 +461,57 @@ mod tests {
         plain.set_black_start(0);
         plain.note_store(black, old as u64);
         assert!(plain.page_bits(8).is_empty());
+    }
+
+    #[test]
+    fn watched_prefix_pages_record_their_highest_old_reference() {
+        let (start, cap) = (1usize << 30, 64 * PAGE_SIZE);
+        let log = SatbLog::for_space(start, cap).unwrap();
+        let w = |off: usize| start + off;
+        // Not watching: no view, no flags.
+        assert_eq!(log.prefix_watch().end, 0);
+        assert!(!log.prefix_refs_stay(0, usize::MAX));
+        log.watch_prefix(4);
+        let watch = log.prefix_watch();
+        assert_eq!((watch.start, watch.end), (start, w(4 * PAGE_SIZE)));
+        let top = w(32 * PAGE_SIZE);
+        // Page 1: slots referring to words 100 and 900; null; a black
+        // object (at the top); a large object outside the space.
+        let vals = [w(800), w(7200), 0, top + 8, start + cap + 64];
+        watch.note(w(PAGE_SIZE), vals.into_iter(), top);
+        // Slots crossing from page 2 into page 3: one each.
+        let slots = w(3 * PAGE_SIZE - 8);
+        watch.note(slots, [w(8 * 40), w(8 * 41)].into_iter(), top);
+        // A lower value later does not lower the maximum.
+        watch.note(w(PAGE_SIZE + 8), [w(8)].into_iter(), top);
+        // Word 900 is the highest page 1 refers to: it stays only if words
+        // below 901 do not move.
+        assert!(log.prefix_refs_stay(1, 901) && !log.prefix_refs_stay(1, 900));
+        assert!(log.prefix_refs_stay(2, 41) && !log.prefix_refs_stay(2, 40));
+        assert!(log.prefix_refs_stay(3, 42) && !log.prefix_refs_stay(3, 41));
+        assert!(log.prefix_refs_stay(0, 0), "nothing recorded on page 0");
+        assert!(!log.prefix_refs_stay(4, usize::MAX), "not watched");
+        // The barrier flags a watched page given a mark-start old-space
+        // reference while marking; null, black objects and unwatched pages
+        // are not flagged.
+        log.set_black_start(top);
+        log.note_store(w(8), w(16) as u64); // page 0, old object
+        log.note_store(w(2 * PAGE_SIZE), 0); // null
+        log.note_store(w(2 * PAGE_SIZE + 8), (top + 64) as u64); // black object
+        log.note_store(w(5 * PAGE_SIZE), w(16) as u64); // not watched
+        assert!(
+            !log.prefix_refs_stay(0, usize::MAX),
+            "flagged by the barrier"
+        );
+        assert!(log.prefix_refs_stay(2, 41));
+        assert_eq!(log.prefix_stored_pages(4), vec![0]);
+        assert_eq!(log.prefix_stored_pages(0), Vec::<usize>::new());
+        // A new watch starts afresh; stopping ends it.
+        log.watch_prefix(4);
+        assert!(log.prefix_refs_stay(0, 0) && log.prefix_refs_stay(1, 0));
+        log.watch_prefix(0);
+        assert_eq!(log.prefix_watch().end, 0);
+        assert!(!log.prefix_refs_stay(0, usize::MAX));
     }
 
     #[test]

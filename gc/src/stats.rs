@@ -219,7 +219,7 @@ impl CycleStats {
     /// ```text
     /// gc #12 young (policy) concurrent-move 40.2M->9.1M live 8.9M (old 6.0M, 14 dirty pages) \
     ///   pauses initial 0.090ms final 0.210ms (ttsp 0.011ms) mark 0.8ms compact 3.1ms (cpu 2.6ms) \
-    ///   pages 1540 in place 3 compacted 96 black moved 1639 copied 2 prefilled 9000 faults 4 (p99 31us) cycle 5.2ms
+    ///   pages 1540 in place (1530 clean, 1530 kept) 3 compacted 96 black moved 1639 copied 2 prefilled 9000 faults 4 (p99 31us) cycle 5.2ms
     /// ```
     pub fn log_line(&self) -> String {
         use std::fmt::Write;
@@ -284,10 +284,18 @@ impl CycleStats {
             ms(self.compaction),
             ms(self.compaction_cpu)
         );
+        let _ = write!(l, " pages {} in place", self.dense_pages);
+        if self.prefix_clean > 0 {
+            let _ = write!(
+                l,
+                " ({} clean, {} kept)",
+                self.prefix_clean, self.kept_pages
+            );
+        }
         let _ = write!(
             l,
-            " pages {} in place {} compacted {} black",
-            self.dense_pages, self.pages_compacted, self.black_pages
+            " {} compacted {} black",
+            self.pages_compacted, self.black_pages
         );
         match (self.black_resident, self.black_dirty_pages) {
             (true, d) => {
@@ -434,10 +442,18 @@ pub struct CycleStats {
     /// (registration and `UFFDIO_WRITEPROTECT`; mutators running in a
     /// concurrent cycle).
     pub write_protect: Duration,
-    /// Old pages a young concurrent cycle left in place at its flip (its
-    /// whole old region, when few enough of them were dirty): never moved
-    /// out, never faulted on, the dirty ones fixed in the final pause.
+    /// Pages a concurrent cycle left in place at its flip, never moved
+    /// out nor faulted on: a young cycle's whole old region (when few
+    /// enough of them were dirty; the dirty ones fixed in the final
+    /// pause), or the clean pages at the bottom of a full cycle's dense
+    /// prefix (`prefix_clean`).
     pub kept_pages: usize,
+    /// Dense-prefix pages of a full cycle that needed no fix: fixed by the
+    /// last full cycle, no object on them died since and none of their
+    /// references moves (`HeapConfig::keep_clean_prefix`). A stop-the-world
+    /// cycle skips them; a concurrent one keeps those at the bottom out of
+    /// the flip (`kept_pages`) and fixes the others with the rest.
+    pub prefix_clean: usize,
     /// Fixing the dirty kept pages and a resident black block's dirty
     /// slots (inside the final pause).
     pub kept_fix: Duration,

@@ -266,6 +266,18 @@ impl HeapBuilder {
         self
     }
 
+    /// Full cycles leave alone the dense-prefix pages nothing changed
+    /// since the last full cycle fixed them (no object on them died, no
+    /// reference on them points at a moving object): stop-the-world
+    /// cycles skip them, concurrent ones keep the run of them at the
+    /// bottom of the heap out of the flip. Default on; the environment
+    /// variable `MOVEGC_KEEP_CLEAN_PREFIX=0` turns it off (see
+    /// `HeapConfig::keep_clean_prefix`).
+    pub fn keep_clean_prefix(mut self, on: bool) -> Self {
+        self.config.keep_clean_prefix = on;
+        self
+    }
+
     /// Concurrent MOVE cycles that the size policy started hand the
     /// from-space pages they did not need, zeroed, to the allocation
     /// region, so that allocating until the next cycle takes no page fault

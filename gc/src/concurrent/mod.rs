@@ -432,9 +432,10 @@ pub struct CycleShared {
     /// Pages of the dense prefix: fixed in place in the from-space and
     /// moved back (see `prefix`).
     dense_pages: usize,
-    /// The first `kept_pages` of them were not flipped at all: a young
-    /// cycle's old region, present in the to-space all along, its dirty
-    /// pages fixed in the pause (see `prefix`).
+    /// The first `kept_pages` of them were not flipped at all, present in
+    /// the to-space all along: a young cycle's old region, its dirty pages
+    /// fixed in the pause (see `prefix`), or the clean pages at the bottom
+    /// of a full cycle's prefix, which need no fix (`crate::clean`).
     kept_pages: usize,
     /// The raw header of the object crossing the end of the dense prefix
     /// (0 if none), saved in the pause.
@@ -541,7 +542,8 @@ pub(crate) struct CycleSetup {
     pub total_words: usize,
     pub dense_words: usize,
     /// Pages at the bottom of the dense prefix that the flip left in place
-    /// (a young cycle's old region: see `prefix`); fixed in the pause.
+    /// (a young cycle's old region, its dirty pages fixed in the pause: see
+    /// `prefix`; or a full cycle's clean pages, never fixed: `crate::clean`).
     pub kept_pages: usize,
     pub boundary_header: u64,
     pub space_start: usize,

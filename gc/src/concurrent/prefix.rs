@@ -90,8 +90,12 @@ impl CycleShared {
     /// Fixes the kept old pages a young cycle's mutators wrote since the
     /// last cycle, in place in the to-space (world stopped, before the
     /// mutators resume: they read those pages directly). The others refer
-    /// to old objects only.
+    /// to old objects only. A full cycle keeps only pages that need no fix
+    /// (`crate::clean`).
     pub(crate) fn fix_kept(&self) {
+        if self.old_dirty.is_none() {
+            return;
+        }
         let mut comp = self.compactor();
         comp.prefix_start = self.space_start;
         for p in 0..self.kept_pages {

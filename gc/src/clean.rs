@@ -1,0 +1,221 @@
+//! Dense-prefix pages a full cycle leaves alone: which of them need no
+//! fix, and how many at the bottom a concurrent cycle keeps out of the
+//! flip.
+//!
+//! A full cycle's dense prefix does not move, but every one of its pages
+//! used to be *fixed* each cycle (`Compactor::update_dense_page`: every
+//! slot rewritten through the forwarding function, a filler written over
+//! every dead gap), and in a concurrent cycle moved out at the flip and
+//! back afterwards. On a heap whose long-lived data sits in the prefix
+//! cycle after cycle (binary-trees' long-lived tree, a zygote's preloaded
+//! classes) that was the cycle's largest piece of compaction work, redone
+//! although nothing on those pages changed. A page needs no fix when
+//!
+//! 1. it was fixed by the last full cycle (so every dead gap on it is one
+//!    filler) and no object on it or on the next page died since: its
+//!    live-word count and the next page's are what they were then (objects
+//!    in the prefix never move and nothing is allocated there, so equal
+//!    counts mean the same objects), and the next page has a live word:
+//!    then the last gap starting on `p` ends on `p + 1` at the latest, at
+//!    a word that is still live, so the filler `p`'s fixer wrote still
+//!    covers it exactly (with a low `dense_prefix_threshold` a prefix page
+//!    may have no live word, and a gap crossing it may have grown at its
+//!    far end, past a page whose count did not change); and
+//! 2. none of its slots refers to an object that moves: the marker records,
+//!    per page it scans, the highest word of the mark-start space any slot
+//!    refers to (`satb::PrefixWatch`), and the barrier flags a page given a
+//!    reference into that space while the heap marks (`SatbLog::note_store`);
+//!    with the highest below the new prefix's end and no flag, every
+//!    reference on the page forwards to itself.
+//!
+//! ```text
+//!  last cycle:  [ fixed prefix: counts remembered                 ]
+//!  this cycle:  [ clean clean clean | dirty clean | dirty | ...    | compacted ...
+//!               [ kept: not flipped ] [ flipped, fixed, moved back ]
+//!                 (concurrent)          (stop-the-world fixes only the dirty pages)
+//! ```
+//!
+//! A concurrent cycle leaves the longest run of clean pages at the bottom
+//! in place (the flip moves out only what lies above it, as for a young
+//! cycle's old region), ended where no object crosses into the next page:
+//! the fixer of the first flipped page reads the header of an object that
+//! begins before it, in the from-space, where a kept page is not. The rest
+//! of the prefix is flipped and fixed as before. A stop-the-world cycle
+//! skips every clean page.
+
+/// Live words of each page: `counts[p]` for pages `[0, pages)` of the
+/// live-words bitmap (64 words per bitmap word, 512 per page).
+pub(crate) fn live_counts(live: &[u64], pages: usize) -> Vec<u16> {
+    const PER_PAGE: usize = crate::forwarding::PAGE_WORDS / 64;
+    (0..pages)
+        .map(|p| {
+            live.get(p * PER_PAGE..(p + 1) * PER_PAGE)
+                .map_or(0, |w| w.iter().map(|x| x.count_ones() as u16).sum())
+        })
+        .collect()
+}
+
+/// The dense-prefix pages of one full cycle that need no fix, and the
+/// live counts the next cycle compares against.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct CleanPrefix {
+    /// Per prefix page: no fix needed.
+    pub clean: Vec<bool>,
+    /// Per prefix page: its live words this cycle (remembered once the
+    /// cycle has fixed the others).
+    pub counts: Vec<u16>,
+}
+
+impl CleanPrefix {
+    /// The clean pages of a prefix of `dense_pages` pages, given the live
+    /// bitmap, the counts `fixed` remembered from the last full cycle
+    /// (empty: none) and whether each page's references all stay
+    /// (`SatbLog::prefix_refs_stay`). A page is clean if it and the next
+    /// page are both in this prefix and in the remembered one with
+    /// unchanged counts, the next page has a live word, and its references
+    /// stay.
+    pub(crate) fn compute(
+        live: &[u64],
+        dense_pages: usize,
+        fixed: &[u16],
+        refs_stay: impl Fn(usize) -> bool,
+    ) -> CleanPrefix {
+        let counts = live_counts(live, dense_pages);
+        let both = dense_pages.min(fixed.len());
+        let clean = (0..dense_pages)
+            .map(|p| {
+                p + 1 < both
+                    && counts[p] == fixed[p]
+                    && counts[p + 1] == fixed[p + 1]
+                    && counts[p + 1] > 0
+                    && refs_stay(p)
+            })
+            .collect();
+        CleanPrefix { clean, counts }
+    }
+
+    /// Unmarks `pages`: the barrier flagged them after
+    /// [`compute`](Self::compute) ran (while mutators did). World stopped.
+    pub(crate) fn unmark(&mut self, pages: impl IntoIterator<Item = usize>) {
+        for p in pages {
+            if let Some(c) = self.clean.get_mut(p) {
+                *c = false;
+            }
+        }
+    }
+
+    /// Pages needing no fix.
+    pub(crate) fn clean_pages(&self) -> usize {
+        self.clean.iter().filter(|&&c| c).count()
+    }
+
+    /// Whether prefix page `p` needs no fix.
+    pub(crate) fn is_clean(&self, p: usize) -> bool {
+        self.clean.get(p).copied().unwrap_or(false)
+    }
+
+    /// How many pages at the bottom a concurrent cycle keeps out of the
+    /// flip: the run of clean pages from page 0, shortened until no object
+    /// crosses from it into the next page (`marks`: object starts, `live`:
+    /// live words; a dead word there is a gap begun on a kept page, which
+    /// no fixer of a flipped page reads).
+    pub(crate) fn kept_run(&self, live: &[u64], marks: &[u64]) -> usize {
+        let bit = |m: &[u64], w: usize| m.get(w / 64).is_some_and(|x| x >> (w % 64) & 1 != 0);
+        let mut k = self.clean.iter().take_while(|&&c| c).count();
+        while k > 0 {
+            let w = k * crate::forwarding::PAGE_WORDS;
+            if !bit(live, w) || bit(marks, w) {
+                break;
+            }
+            k -= 1;
+        }
+        k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bitmap of `pages` pages, every word live.
+    fn full(pages: usize) -> Vec<u64> {
+        vec![!0; pages * 8]
+    }
+
+    #[test]
+    fn counts_are_live_words_per_page() {
+        let mut live = full(3);
+        live[8] = 0b1011; // page 1: 3 + 7 * 64
+        live[16..24].fill(0); // page 2: none
+        assert_eq!(live_counts(&live, 3), [512, 451, 0]);
+        assert_eq!(live_counts(&live, 4), [512, 451, 0, 0], "past the bitmap");
+    }
+
+    #[test]
+    fn a_page_is_clean_only_if_it_and_the_next_are_unchanged_and_its_refs_stay() {
+        let mut live = full(6);
+        let fixed = live_counts(&live, 6);
+        live[3 * 8] &= !0xff; // page 3 lost an object
+        let c = CleanPrefix::compute(&live, 6, &fixed, |p| p != 1);
+        // 0: clean; 1: a reference moves; 2: the next page changed (a gap
+        // starting on 2 may have grown into 3); 3: changed; 4: clean;
+        // 5: the last prefix page (its gaps end at the prefix's end).
+        assert_eq!(c.clean, [true, false, false, false, true, false]);
+        assert_eq!(c.counts[3], 504);
+        assert_eq!(c.clean_pages(), 2);
+        // Nothing remembered, or a shorter prefix remembered.
+        assert_eq!(
+            CleanPrefix::compute(&live, 6, &[], |_| true).clean_pages(),
+            0
+        );
+        let short = CleanPrefix::compute(&full(6), 6, &fixed[..3], |_| true);
+        assert_eq!(short.clean, [true, true, false, false, false, false]);
+        // A gap crossing a page with no live word may have grown at its far
+        // end: the page it starts on is not clean.
+        let mut hollow = full(6);
+        hollow[2 * 8..3 * 8].fill(0);
+        let fixed_hollow = live_counts(&hollow, 6);
+        let h = CleanPrefix::compute(&hollow, 6, &fixed_hollow, |_| true);
+        assert_eq!(h.clean, [true, false, true, true, true, false]);
+        // A shorter prefix now: its last page is never clean.
+        let shrunk = CleanPrefix::compute(&full(6), 3, &fixed, |_| true);
+        assert_eq!(shrunk.clean, [true, true, false]);
+    }
+
+    #[test]
+    fn unmarking_drops_pages_the_barrier_flagged() {
+        let live = full(4);
+        let fixed = live_counts(&live, 4);
+        let mut c = CleanPrefix::compute(&live, 4, &fixed, |_| true);
+        assert_eq!(c.clean, [true, true, true, false]);
+        c.unmark([1, 7]);
+        assert_eq!(c.clean, [true, false, true, false]);
+        assert!(c.is_clean(2) && !c.is_clean(1) && !c.is_clean(9));
+    }
+
+    #[test]
+    fn the_kept_run_ends_where_no_object_crosses() {
+        let live = full(5);
+        let mut marks = vec![0u64; 5 * 8];
+        // Objects of 256 words from word 0: starts at 0, 256, 512, ...
+        for w in (0..5 * 512).step_by(256) {
+            marks[w / 64] |= 1 << (w % 64);
+        }
+        let c = CleanPrefix {
+            clean: vec![true, true, true, false, false],
+            counts: vec![512; 5],
+        };
+        assert_eq!(c.kept_run(&live, &marks), 3, "page 3 starts with an object");
+        // An object crossing from page 2 into page 3: keep two pages.
+        marks[3 * 8] &= !1;
+        assert_eq!(c.kept_run(&live, &marks), 2);
+        // ... unless the word there is dead (a gap begun on a kept page).
+        let mut gap = live.clone();
+        gap[3 * 8] &= !1;
+        assert_eq!(c.kept_run(&gap, &marks), 3);
+        // Every page boundary crossed: nothing kept.
+        let mut first_only = vec![0u64; 5 * 8];
+        first_only[0] = 1;
+        assert_eq!(c.kept_run(&live, &first_only), 0);
+    }
+}
