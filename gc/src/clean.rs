@@ -11,8 +11,9 @@
 //! classes) that was the cycle's largest piece of compaction work, redone
 //! although nothing on those pages changed. A page needs no fix when
 //!
-//! 1. it was fixed by the last full cycle (so every dead gap on it is one
-//!    filler) and no object on it or on the next page died since: its
+//! 1. the last full cycle fixed it (so every dead gap on it is one
+//!    filler) or filled it whole by compaction (no gap, every reference
+//!    written), and no object on it or on the next page died since: its
 //!    live-word count and the next page's are what they were then (objects
 //!    in the prefix never move and nothing is allocated there, so equal
 //!    counts mean the same objects), and the next page has a live word:

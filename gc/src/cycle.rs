@@ -1066,10 +1066,17 @@ impl Collector {
         };
         // What the next full cycle compares its prefix against: this one's
         // counts, once it has fixed every page that was not clean (both
-        // ways of finishing it below do). Not after a shifted cycle (its
-        // prefix moved).
+        // ways of finishing it below do), and every page the compaction
+        // fills whole (no gap, every reference written): those are the
+        // next prefix if nothing on them dies, clean from its first
+        // cycle. Not after a shifted cycle (its prefix moved).
         self.prefix_memory = match (&clean, shift) {
-            (Some(c), 0) => Arc::from(c.counts.as_slice()),
+            (Some(c), 0) => {
+                let packed = total / PAGE_WORDS;
+                let mut m = c.counts.clone();
+                m.resize(packed.max(m.len()), PAGE_WORDS as u16);
+                Arc::from(m)
+            }
             _ => Arc::from([]),
         };
         // Stale-reference mode: what lies above the lowest possible new
