@@ -360,8 +360,10 @@ pub struct FirstCycle {
     pub dense_pages: u64,
     /// Pages that MOVE refused (`EBUSY`: shared) and that were copied.
     pub ebusy_fallbacks: u64,
-    /// Old pages a young concurrent cycle left in place (never flipped:
-    /// still shared unless written). 0 for a full cycle.
+    /// Prefix pages a concurrent cycle left in place (never flipped: still
+    /// shared unless written): a young cycle's old region, or the clean
+    /// pages at the bottom of a full cycle's prefix
+    /// (`HeapConfig::keep_clean_prefix`). 0 for a stop-the-world cycle.
     #[serde(default)]
     pub kept_pages: u64,
     /// The cycle was young (young collections on).
@@ -517,7 +519,7 @@ impl RunReport {
             let _ = writeln!(
                 t,
                 "{:>18} shared with the zygote {:.1} -> {:.1} MiB, PSS {:.1} -> {:.1} MiB \
-                 ({} dense-prefix pages, {} kept in place by young cycles, {} EBUSY fallbacks)",
+                 ({} dense-prefix pages, {} kept in place, {} EBUSY fallbacks)",
                 "first GC, all apps:",
                 first(|f| f.shared_before_kib),
                 first(|f| f.shared_after_kib),

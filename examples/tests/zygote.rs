@@ -101,12 +101,19 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
                 f.shared_before_kib > 0,
                 "{who}: nothing shared after fork: {f:?}"
             );
-            if s.effective == "concurrent-move" {
-                // Moving a page still shared with the zygote is refused and
-                // copied instead (see docs/design.md, the dense prefix).
+            let keeps = std::env::var("MOVEGC_KEEP_CLEAN_PREFIX").map_or(true, |v| v != "0");
+            if s.effective.starts_with("concurrent") && keeps {
+                // Most of the preload is clean (the app has not written it)
+                // and stays out of the flip, shared with the zygote (a
+                // flipped page still shared cannot be moved back, `EBUSY`,
+                // and is copied: docs/design.md, the dense prefix).
                 assert!(
-                    f.ebusy_fallbacks > 0,
-                    "{who}: no EBUSY on shared pages: {f:?}"
+                    f.kept_pages * 2 > f.dense_pages,
+                    "{who}: most prefix pages kept: {f:?}"
+                );
+                assert!(
+                    f.shared_after_kib * 10 >= f.shared_before_kib * 9,
+                    "{who}: the kept pages stay shared: {f:?}"
                 );
             }
         }
