@@ -1282,6 +1282,7 @@ impl Collector {
         }
         meta.marks.clear_prefix(chunks_for(end_words) + 1);
         meta.live.clear_prefix(chunks_for(end_words) + 1);
+        gc.satb.reset_prefix_tables();
         if gc.settings.generational {
             let new_old = aligned.then_some((new_top - start) / WORD);
             let dirty = policy_dirty(&st);
@@ -2273,6 +2274,7 @@ fn drive(
     };
     meta.marks.clear_prefix(chunks_for(end_words) + 1);
     meta.live.clear_prefix(chunks_for(end_words) + 1);
+    gc.satb.reset_prefix_tables();
     st.cycle_time = t_start.elapsed();
     // This job's CPU time, before the cycle is over (a thread that sees it
     // over may fork at once, and `after_cycle` samples the totals). The

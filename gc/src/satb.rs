@@ -80,6 +80,9 @@ pub struct SatbLog {
     /// marker and barrier watch (`clean`): the last full cycle's fixed
     /// dense prefix. 0: none.
     prefix_watch: AtomicUsize,
+    /// Entries of the two tables below that may be non-zero (the largest
+    /// watch since [`SatbLog::reset_prefix_tables`]).
+    prefix_used: AtomicUsize,
     /// Per watched page: 1 + the highest word (from the space's start) of
     /// the mark-start old space that a slot on the page referred to when
     /// the marker scanned it; 0 for none.
@@ -297,21 +300,33 @@ impl SatbLog {
     }
 
     /// Starts watching the references of pages `[0, pages)` for this
-    /// cycle (see `clean`): clears their maxima and barrier bits. World
-    /// stopped, before marking. 0 stops watching.
+    /// cycle (see `clean`); 0 stops watching. World stopped, before
+    /// marking. Writes nothing but the length: the tables were zeroed by
+    /// [`reset_prefix_tables`](Self::reset_prefix_tables) at the end of
+    /// the last cycle, outside its pauses (their first touch faults in a
+    /// huge page, milliseconds on a VM).
     pub(crate) fn watch_prefix(&self, pages: usize) {
-        let pages = match (&self.prefix_max, &self.prefix_stored) {
-            (Some(m), Some(b)) => {
-                let pages = pages.min(m.atomics().len());
-                for a in &m.atomics()[..pages] {
-                    a.store(0, Ordering::Relaxed);
-                }
-                clear_bits(b.atomics(), 0, pages);
-                pages
-            }
-            _ => 0,
+        let pages = match &self.prefix_max {
+            Some(m) => pages.min(m.atomics().len()),
+            None => 0,
         };
+        self.prefix_used.fetch_max(pages, Ordering::Relaxed);
         self.prefix_watch.store(pages, Ordering::Relaxed);
+    }
+
+    /// Zeroes what the watches since the last call wrote (the per-page
+    /// maxima and barrier flags), for the next cycle's watch. At the end
+    /// of a cycle, after its decision, with the watch off: the concurrent
+    /// cycle's collector thread calls it outside the pauses.
+    pub(crate) fn reset_prefix_tables(&self) {
+        debug_assert_eq!(self.prefix_watch.load(Ordering::Relaxed), 0);
+        let used = self.prefix_used.swap(0, Ordering::Relaxed);
+        if let (Some(m), Some(b)) = (&self.prefix_max, &self.prefix_stored) {
+            for a in &m.atomics()[..used] {
+                a.store(0, Ordering::Relaxed);
+            }
+            clear_bits(b.atomics(), 0, used);
+        }
     }
 
     /// The marker's view of the watched pages (none: `end` 0).
@@ -506,12 +521,15 @@ mod tests {
         assert!(log.prefix_refs_stay(2, 41));
         assert_eq!(log.prefix_stored_pages(4), vec![0]);
         assert_eq!(log.prefix_stored_pages(0), Vec::<usize>::new());
-        // A new watch starts afresh; stopping ends it.
-        log.watch_prefix(4);
-        assert!(log.prefix_refs_stay(0, 0) && log.prefix_refs_stay(1, 0));
+        // Stopping ends the watch; the reset at the end of the cycle clears
+        // what it recorded, for the next watch.
         log.watch_prefix(0);
         assert_eq!(log.prefix_watch().end, 0);
         assert!(!log.prefix_refs_stay(0, usize::MAX));
+        log.reset_prefix_tables();
+        log.watch_prefix(4);
+        assert!(log.prefix_refs_stay(0, 0) && log.prefix_refs_stay(1, 0));
+        assert!(log.prefix_stored_pages(4).is_empty());
     }
 
     #[test]
