@@ -25,9 +25,12 @@
 //! 2. none of its slots refers to an object that moves: the marker records,
 //!    per page it scans, the highest word of the mark-start space any slot
 //!    refers to (`satb::PrefixWatch`), and the barrier flags a page given a
-//!    reference into that space while the heap marks (`SatbLog::note_store`);
-//!    with the highest below the new prefix's end and no flag, every
-//!    reference on the page forwards to itself.
+//!    reference into the moving space while the heap marks
+//!    (`SatbLog::note_store`; the black block's objects too: they stay put
+//!    in a concurrent cycle, but a slot into the young block needs its card
+//!    marked by a fixer, and a cycle that falls back to stop-the-world
+//!    compacts the block); with the highest below the new prefix's end and
+//!    no flag, every reference on the page forwards to itself.
 //!
 //! ```text
 //!  last cycle:  [ fixed prefix: counts remembered                 ]
@@ -56,6 +59,35 @@ pub(crate) fn live_counts(live: &[u64], pages: usize) -> Vec<u16> {
         .collect()
 }
 
+/// What the last full cycle left fixed: the live words of each page of
+/// its dense prefix, then `packed` pages (from the space's start) in all,
+/// those past the counts filled whole by its compaction (every word live).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct PrefixMemory {
+    counts: Vec<u16>,
+    packed: usize,
+}
+
+impl PrefixMemory {
+    /// `counts` per prefix page, and pages up to `packed` filled whole.
+    pub(crate) fn new(counts: Vec<u16>, packed: usize) -> PrefixMemory {
+        PrefixMemory { counts, packed }
+    }
+
+    /// Pages remembered (the ones to watch).
+    pub(crate) fn len(&self) -> usize {
+        self.counts.len().max(self.packed)
+    }
+
+    /// Page `p`'s remembered live words.
+    fn get(&self, p: usize) -> Option<u16> {
+        match self.counts.get(p) {
+            Some(&c) => Some(c),
+            None => (p < self.packed).then_some(crate::forwarding::PAGE_WORDS as u16),
+        }
+    }
+}
+
 /// The dense-prefix pages of one full cycle that need no fix, and the
 /// live counts the next cycle compares against.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -69,8 +101,7 @@ pub(crate) struct CleanPrefix {
 
 impl CleanPrefix {
     /// The clean pages of a prefix of `dense_pages` pages, given the live
-    /// bitmap, the counts `fixed` remembered from the last full cycle
-    /// (empty: none) and whether each page's references all stay
+    /// bitmap, what the last full cycle left fixed (`fixed`; empty: none) and whether each page's references all stay
     /// (`SatbLog::prefix_refs_stay`). A page is clean if it and the next
     /// page are both in this prefix and in the remembered one with
     /// unchanged counts, the next page has a live word, and its references
@@ -78,7 +109,7 @@ impl CleanPrefix {
     pub(crate) fn compute(
         live: &[u64],
         dense_pages: usize,
-        fixed: &[u16],
+        fixed: &PrefixMemory,
         refs_stay: impl Fn(usize) -> bool,
     ) -> CleanPrefix {
         let counts = live_counts(live, dense_pages);
@@ -86,8 +117,8 @@ impl CleanPrefix {
         let clean = (0..dense_pages)
             .map(|p| {
                 p + 1 < both
-                    && counts[p] == fixed[p]
-                    && counts[p + 1] == fixed[p + 1]
+                    && Some(counts[p]) == fixed.get(p)
+                    && Some(counts[p + 1]) == fixed.get(p + 1)
                     && counts[p + 1] > 0
                     && refs_stay(p)
             })
@@ -155,7 +186,7 @@ mod tests {
     #[test]
     fn a_page_is_clean_only_if_it_and_the_next_are_unchanged_and_its_refs_stay() {
         let mut live = full(6);
-        let fixed = live_counts(&live, 6);
+        let fixed = PrefixMemory::new(live_counts(&live, 6), 0);
         live[3 * 8] &= !0xff; // page 3 lost an object
         let c = CleanPrefix::compute(&live, 6, &fixed, |p| p != 1);
         // 0: clean; 1: a reference moves; 2: the next page changed (a gap
@@ -166,16 +197,17 @@ mod tests {
         assert_eq!(c.clean_pages(), 2);
         // Nothing remembered, or a shorter prefix remembered.
         assert_eq!(
-            CleanPrefix::compute(&live, 6, &[], |_| true).clean_pages(),
+            CleanPrefix::compute(&live, 6, &PrefixMemory::default(), |_| true).clean_pages(),
             0
         );
-        let short = CleanPrefix::compute(&full(6), 6, &fixed[..3], |_| true);
+        let short_memory = PrefixMemory::new(live_counts(&full(6), 3), 0);
+        let short = CleanPrefix::compute(&full(6), 6, &short_memory, |_| true);
         assert_eq!(short.clean, [true, true, false, false, false, false]);
         // A gap crossing a page with no live word may have grown at its far
         // end: the page it starts on is not clean.
         let mut hollow = full(6);
         hollow[2 * 8..3 * 8].fill(0);
-        let fixed_hollow = live_counts(&hollow, 6);
+        let fixed_hollow = PrefixMemory::new(live_counts(&hollow, 6), 0);
         let h = CleanPrefix::compute(&hollow, 6, &fixed_hollow, |_| true);
         assert_eq!(h.clean, [true, false, true, true, true, false]);
         // A shorter prefix now: its last page is never clean.
@@ -184,9 +216,25 @@ mod tests {
     }
 
     #[test]
+    fn pages_packed_whole_are_remembered_as_full() {
+        // Two prefix pages counted, four more packed whole by compaction.
+        let m = PrefixMemory::new(vec![500, 512], 6);
+        assert_eq!(m.len(), 6);
+        assert_eq!((m.get(1), m.get(5), m.get(6)), (Some(512), Some(512), None));
+        let mut live = full(8);
+        live[0] = !0xfff; // page 0: 500 live words
+        live[4 * 8] &= !1; // page 4 lost a word since it was packed
+        let c = CleanPrefix::compute(&live, 8, &m, |_| true);
+        assert_eq!(
+            c.clean,
+            [true, true, true, false, false, false, false, false]
+        );
+    }
+
+    #[test]
     fn unmarking_drops_pages_the_barrier_flagged() {
         let live = full(4);
-        let fixed = live_counts(&live, 4);
+        let fixed = PrefixMemory::new(live_counts(&live, 4), 0);
         let mut c = CleanPrefix::compute(&live, 4, &fixed, |_| true);
         assert_eq!(c.clean, [true, true, true, false]);
         c.unmark([1, 7]);

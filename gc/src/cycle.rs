@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::clean::CleanPrefix;
+use crate::clean::{CleanPrefix, PrefixMemory};
 use crate::compact::{Compactor, OldPages};
 use crate::concurrent::arena::ArenaPages;
 use crate::concurrent::fatal::{abort_on_panic, abort_with};
@@ -572,7 +572,7 @@ fn clean_prefix(
     plan: Plan,
     live: &[u64],
     dense: usize,
-    fixed: &[u16],
+    fixed: &PrefixMemory,
 ) -> Option<CleanPrefix> {
     keeps_clean_prefix(gc, space, plan).then(|| {
         CleanPrefix::compute(live, dense / PAGE_WORDS, fixed, |p| {
@@ -682,9 +682,10 @@ struct Collector {
     /// What was left of the last cycle's hole when this cycle closed it:
     /// free then, so not in `used_before`, and not freed by this cycle.
     closed_hole: usize,
-    /// The live words of each dense-prefix page the last full cycle fixed
-    /// (`clean`); empty after any other cycle.
-    prefix_memory: Arc<[u16]>,
+    /// What the last full cycle left fixed: its prefix pages' live words
+    /// and the pages it packed whole (`clean`); empty after any other
+    /// cycle.
+    prefix_memory: Arc<PrefixMemory>,
 }
 
 impl Drop for Collector {
@@ -716,7 +717,7 @@ impl Collector {
             obituaries: None,
             stress_high: false,
             closed_hole: 0,
-            prefix_memory: Arc::from([]),
+            prefix_memory: Arc::default(),
         })
     }
 
@@ -821,7 +822,7 @@ impl Collector {
         // The pages the last full cycle fixed are watched while this one
         // marks, if it is a full one (`clean`).
         if !keeps_clean_prefix(gc, space, plan) {
-            self.prefix_memory = Arc::from([]);
+            self.prefix_memory = Arc::default();
         }
         gc.satb.watch_prefix(self.prefix_memory.len());
 
@@ -1023,7 +1024,7 @@ impl Collector {
         };
         // A page given a moving reference by the barrier since the clean
         // pages were found (while mutators ran) is not clean after all.
-        let clean = clean.map(|mut c| {
+        let mut clean = clean.map(|mut c| {
             c.unmark(gc.satb.prefix_stored_pages(c.clean.len()));
             c
         });
@@ -1070,14 +1071,12 @@ impl Collector {
         // fills whole (no gap, every reference written): those are the
         // next prefix if nothing on them dies, clean from its first
         // cycle. Not after a shifted cycle (its prefix moved).
-        self.prefix_memory = match (&clean, shift) {
-            (Some(c), 0) => {
-                let packed = total / PAGE_WORDS;
-                let mut m = c.counts.clone();
-                m.resize(packed.max(m.len()), PAGE_WORDS as u16);
-                Arc::from(m)
-            }
-            _ => Arc::from([]),
+        self.prefix_memory = match (clean.as_mut(), shift) {
+            (Some(c), 0) => Arc::new(PrefixMemory::new(
+                std::mem::take(&mut c.counts),
+                total / PAGE_WORDS,
+            )),
+            _ => Arc::default(),
         };
         // Stale-reference mode: what lies above the lowest possible new
         // top (all of the old image if it all moves), read while it is
@@ -1128,6 +1127,11 @@ impl Collector {
                     // again if they stopped at a black block).
                     meta = m;
                     if old_end != end_words {
+                        // The black block is compacted with the rest: a
+                        // page the barrier flagged for a reference into it
+                        // is not clean already; fixing every page costs
+                        // this rare cycle little and assumes nothing.
+                        clean = None;
                         // The black block is compacted like the rest: walk
                         // it. Its dirty bits are not needed.
                         gc.satb.clear_dirty(start + old_end * WORD, top);
@@ -1816,7 +1820,7 @@ fn concurrent_mark(
     madvise_before: usize,
     plan: Plan,
     cpu_before: Duration,
-    prefix_memory: Arc<[u16]>,
+    prefix_memory: Arc<PrefixMemory>,
 ) {
     let (sp, gc) = (host.spaces(), host.gc());
     let space = &sp.moving;

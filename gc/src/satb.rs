@@ -87,8 +87,9 @@ pub struct SatbLog {
     /// the mark-start old space that a slot on the page referred to when
     /// the marker scanned it; 0 for none.
     prefix_max: Option<WordMap>,
-    /// One bit per watched page: the barrier stored a reference into the
-    /// mark-start old space into one of its slots while the heap marked.
+    /// One bit per watched page: the barrier stored a reference to an
+    /// object of the moving space (the black block's too) into one of its
+    /// slots while the heap marked.
     prefix_stored: Option<WordMap>,
 }
 
@@ -206,9 +207,16 @@ impl SatbLog {
     pub(crate) fn note_store(&self, slot: usize, value: u64) {
         let (start, end) = self.space;
         let black = self.black_start.load(Ordering::Relaxed);
+        // A watched page given any object of the moving space, the black
+        // block's included: a black object does not move in a concurrent
+        // cycle that keeps its block, but the page must still be fixed, to
+        // mark its card for young collections (a fixer marks the card of a
+        // slot into the block, which stays young) and because a cycle that
+        // falls back to stop-the-world after a failed flip compacts the
+        // block with the rest.
         let page = slot.wrapping_sub(start) / PAGE_SIZE;
         if page < self.prefix_watch.load(Ordering::Relaxed)
-            && (value as usize).wrapping_sub(start) < black.min(end) - start
+            && (value as usize).wrapping_sub(start) < end - start
         {
             if let Some(b) = &self.prefix_stored {
                 let (word, bit) = (&b.atomics()[page / 64], 1u64 << (page % 64));
@@ -323,7 +331,11 @@ impl SatbLog {
         let used = self.prefix_used.swap(0, Ordering::Relaxed);
         if let (Some(m), Some(b)) = (&self.prefix_max, &self.prefix_stored) {
             for a in &m.atomics()[..used] {
-                a.store(0, Ordering::Relaxed);
+                // Loaded first: a page of the table never written stays
+                // untouched (no fault).
+                if a.load(Ordering::Relaxed) != 0 {
+                    a.store(0, Ordering::Relaxed);
+                }
             }
             clear_bits(b.atomics(), 0, used);
         }
@@ -344,8 +356,8 @@ impl SatbLog {
 
     /// Whether every reference watched page `page` holds stays where it
     /// is when the words below `dense_words` do not move: none the marker
-    /// saw points at or above them, and the barrier stored no old-space
-    /// reference into the page. `false` for a page not watched. World
+    /// saw points at or above them, and the barrier stored no reference
+    /// into the moving space into the page. `false` for a page not watched. World
     /// stopped, after marking.
     pub(crate) fn prefix_refs_stay(&self, page: usize, dense_words: usize) -> bool {
         let watched = page < self.prefix_watch.load(Ordering::Relaxed);
@@ -506,20 +518,25 @@ mod tests {
         assert!(log.prefix_refs_stay(3, 42) && !log.prefix_refs_stay(3, 41));
         assert!(log.prefix_refs_stay(0, 0), "nothing recorded on page 0");
         assert!(!log.prefix_refs_stay(4, usize::MAX), "not watched");
-        // The barrier flags a watched page given a mark-start old-space
-        // reference while marking; null, black objects and unwatched pages
-        // are not flagged.
+        // The barrier flags a watched page given a reference into the space
+        // while marking; null, large objects and unwatched pages are not
+        // flagged.
         log.set_black_start(top);
         log.note_store(w(8), w(16) as u64); // page 0, old object
         log.note_store(w(2 * PAGE_SIZE), 0); // null
-        log.note_store(w(2 * PAGE_SIZE + 8), (top + 64) as u64); // black object
+        log.note_store(w(3 * PAGE_SIZE), (start + cap + 64) as u64); // a large object
         log.note_store(w(5 * PAGE_SIZE), w(16) as u64); // not watched
         assert!(
             !log.prefix_refs_stay(0, usize::MAX),
             "flagged by the barrier"
         );
-        assert!(log.prefix_refs_stay(2, 41));
+        assert!(log.prefix_refs_stay(2, 41) && log.prefix_refs_stay(3, 42));
         assert_eq!(log.prefix_stored_pages(4), vec![0]);
+        // A black object flags its page too (it must be fixed: its card, and
+        // a fallback to stop-the-world compacts the block).
+        log.note_store(w(2 * PAGE_SIZE + 8), (top + 64) as u64);
+        assert!(!log.prefix_refs_stay(2, usize::MAX));
+        assert_eq!(log.prefix_stored_pages(4), vec![0, 2]);
         assert_eq!(log.prefix_stored_pages(0), Vec::<usize>::new());
         // Stopping ends the watch; the reset at the end of the cycle clears
         // what it recorded, for the next watch.

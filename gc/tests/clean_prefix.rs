@@ -22,7 +22,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use movegc_gc::concurrent::FaultMode;
+use movegc_gc::concurrent::{FaultMode, Injection};
 use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Phase, Strategy};
 
 /// Old nodes: next, young, peer; then the id.
@@ -47,15 +47,24 @@ fn peer_of(id: usize) -> usize {
 }
 
 fn heap(strategy: Strategy, fault_mode: FaultMode, keep: bool) -> Option<GcHeap> {
+    heap_with(HeapConfig {
+        strategy,
+        fault_mode,
+        keep_clean_prefix: keep,
+        ..HeapConfig::default()
+    })
+}
+
+/// A 64 MiB heap that never collects on its own, verifier on, `cfg`'s
+/// strategy, fault mode, option, young collections and injections.
+fn heap_with(cfg: HeapConfig) -> Option<GcHeap> {
+    let strategy = cfg.strategy;
     let heap = GcHeap::new(HeapConfig {
         capacity: 64 << 20,
         min_free: 64 << 20,
-        strategy,
-        fault_mode,
         gc_threads: 2,
         verify: true,
-        keep_clean_prefix: keep,
-        ..Default::default()
+        ..cfg
     })
     .unwrap();
     if strategy.is_concurrent() && heap.strategy() == Strategy::StopTheWorld {
@@ -380,4 +389,154 @@ fn without_the_option_every_prefix_page_is_fixed() {
             assert_eq!((st.prefix_clean, st.kept_pages), (0, 0), "{st:?}");
         }
     }
+}
+
+/// Clears every node's young slot (between cycles).
+fn clear_young(m: &mut MutatorContext) {
+    // SAFETY: read from the root slot; `store_ref` reaches no safepoint.
+    unsafe {
+        let mut cur = m.roots()[0];
+        while let Some(nd) = cur {
+            if nd.load_ref(1).unwrap().is_some() {
+                m.store_ref(nd, 1, None).unwrap();
+            }
+            cur = nd.load_ref(0).unwrap();
+        }
+    }
+}
+
+/// Stores, while `stop` is unset and only while a cycle marks, objects it
+/// allocates right then (black: they do not move in a concurrent cycle
+/// that keeps its block) into the young slot of nodes among the first
+/// 2,000. Returns the stores made.
+fn black_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>) -> usize {
+    let mut w = heap.attach().unwrap();
+    let mut stores = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let marking = heap
+            .stats()
+            .in_progress
+            .is_some_and(|p| p.phase == Phase::Marking);
+        if marking {
+            let y = w.alloc(&mover()).unwrap();
+            let steps = stores.wrapping_mul(7919) % 2000;
+            // SAFETY: `y` was just allocated; the nodes are read from the
+            // persistent slot; no safepoint until the one below.
+            unsafe {
+                y.write_u64(0, stores).unwrap();
+                y.write_u64(8, check_word(stores)).unwrap();
+                let mut cur = heap.persistent_get(head);
+                for _ in 0..steps {
+                    cur = cur.and_then(|n| n.load_ref(0).unwrap());
+                }
+                if let Some(nd) = cur {
+                    w.store_ref(nd, 1, Some(y)).unwrap();
+                    stores += 1;
+                }
+            }
+        } else {
+            std::thread::yield_now();
+        }
+        w.safepoint();
+    }
+    stores as usize
+}
+
+/// Full cycles while a writer stores objects allocated during marking
+/// into clean prefix nodes, then (`generational`) young cycles, checking
+/// every node after each. Such a reference does not move in a concurrent
+/// cycle that keeps its black block, but its page must be fixed all the
+/// same: with young collections the fixer marks the card of a slot into
+/// the young block (a young cycle finds the object only through it), and
+/// a cycle whose flip fails (`register_fails_every`) compacts the block
+/// stop-the-world.
+fn black_stores(strategy: Strategy, generational: bool, register_fails_every: u64) {
+    let Some(heap) = heap_with(HeapConfig {
+        strategy,
+        generational,
+        injection: Injection {
+            register_fails_every,
+            ..Injection::default()
+        },
+        ..HeapConfig::default()
+    }) else {
+        return;
+    };
+    let mut m = heap.attach().unwrap();
+    build(&mut m);
+    m.collect_with(strategy).expect("a collection ran");
+    m.collect_with(strategy).expect("a collection ran");
+    // SAFETY: read from the root slot just now.
+    let head = unsafe { heap.persistent_new(m.roots()[0]) };
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (heap, stop) = (heap.clone(), stop.clone());
+        std::thread::spawn(move || black_writer(heap, head, stop))
+    };
+    let (mut young_seen, mut fell_back, mut young_cycles) = (0, 0, 0);
+    for _ in 0..24 {
+        // No node refers to an older mover when the cycle starts: the
+        // only moving-space references its writer's nodes get are the
+        // black objects stored while it marks (else the marker would find
+        // the page holding an older one, and fix it anyway).
+        clear_young(&mut m);
+        let st = m.collect_with(strategy).expect("a collection ran");
+        fell_back += usize::from(st.strategy == Some(Strategy::StopTheWorld));
+        // SAFETY: read from the root slot after the collection.
+        let (nodes, young) = unsafe { check(m.roots()[0]) };
+        assert_eq!(nodes, N);
+        young_seen = young_seen.max(young);
+        if generational {
+            // Live young objects above the block: a young cycle that lost
+            // a black object would slide these over it.
+            // SAFETY: the array is read back from its root slot after each
+            // allocation.
+            unsafe {
+                let a = m.alloc(&Layout::ref_array(0, 512).unwrap()).unwrap();
+                m.roots()[1] = Some(a);
+                for i in 0..512 {
+                    let y = m.alloc(&mover()).unwrap();
+                    y.write_u64(0, i as u64).unwrap();
+                    y.write_u64(8, check_word(i as u64)).unwrap();
+                    let a = m.roots()[1].unwrap();
+                    m.store_ref(a, i, Some(y)).unwrap();
+                }
+            }
+            for _ in 0..2 {
+                let st = m.collect_young().expect("a collection ran");
+                young_cycles += usize::from(st.young);
+                // SAFETY: as above.
+                let (nodes, _) = unsafe { check(m.roots()[0]) };
+                assert_eq!(nodes, N);
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let stores = m.blocking(|| writer.join().unwrap());
+    heap.persistent_free(head);
+    eprintln!(
+        "{strategy:?} generational={generational} register_fails_every={register_fails_every}: \
+         {stores} stores while marking, {young_seen} nodes holding one, {fell_back} cycles \
+         finished stop-the-world, {young_cycles} young cycles"
+    );
+    assert!(
+        stores > 0 && young_seen > 0,
+        "the writer stored while marking"
+    );
+    if register_fails_every > 0 {
+        assert!(fell_back > 0, "some flips failed");
+    }
+    if generational {
+        assert!(young_cycles > 0, "young cycles ran");
+    }
+}
+
+#[test]
+fn black_objects_stored_while_marking_keep_their_cards_for_young_cycles() {
+    black_stores(Strategy::ConcurrentMove, true, 0);
+}
+
+#[test]
+fn black_objects_stored_while_marking_survive_a_failed_flip() {
+    black_stores(Strategy::ConcurrentMove, false, 2);
 }
