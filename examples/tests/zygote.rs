@@ -38,6 +38,7 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
 
     assert_eq!(rep.strategies.len(), 3);
     let uffd_move = Uffd::open(&OpenOptions::new().require_features(Features::MOVE)).is_ok();
+    let keeps = std::env::var("MOVEGC_KEEP_CLEAN_PREFIX").map_or(true, |v| v != "0");
     for s in &rep.strategies {
         let name = &s.requested;
         let apps: Vec<usize> = s.apps.iter().map(|a| a.app).collect();
@@ -101,21 +102,26 @@ fn apps_forked_from_a_zygote_keep_their_data_under_every_strategy() {
                 f.shared_before_kib > 0,
                 "{who}: nothing shared after fork: {f:?}"
             );
-            let keeps = std::env::var("MOVEGC_KEEP_CLEAN_PREFIX").map_or(true, |v| v != "0");
             if s.effective.starts_with("concurrent") && keeps {
-                // Most of the preload is clean (the app has not written it)
-                // and stays out of the flip, shared with the zygote (a
-                // flipped page still shared cannot be moved back, `EBUSY`,
-                // and is copied: docs/design.md, the dense prefix).
+                // The clean run at the bottom of the preload (the app has
+                // not written it) stays out of the flip and shared with
+                // the zygote; a prefix page above it goes out and back,
+                // and one still shared cannot be moved back (`EBUSY`) and
+                // is copied (docs/design.md, the dense prefix). So the
+                // sharing lost is at most the flipped prefix pages and
+                // what the app wrote elsewhere (a quarter of the preload's
+                // pages: generous).
+                assert!(f.kept_pages <= f.dense_pages, "{who}: {f:?}");
+                let flipped_kib = (f.dense_pages - f.kept_pages) * 4;
                 assert!(
-                    f.kept_pages * 2 > f.dense_pages,
-                    "{who}: most prefix pages kept: {f:?}"
-                );
-                assert!(
-                    f.shared_after_kib * 10 >= f.shared_before_kib * 9,
+                    f.shared_after_kib + flipped_kib + f.dense_pages >= f.shared_before_kib,
                     "{who}: the kept pages stay shared: {f:?}"
                 );
             }
+        }
+        if s.effective.starts_with("concurrent") && keeps {
+            let kept: u64 = s.apps.iter().map(|a| a.first_cycle.kept_pages).sum();
+            assert!(kept > 0, "{name}: no app kept its clean preload in place");
         }
     }
 
