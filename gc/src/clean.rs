@@ -50,12 +50,8 @@
 /// Live words of each page: `counts[p]` for pages `[0, pages)` of the
 /// live-words bitmap (64 words per bitmap word, 512 per page).
 pub(crate) fn live_counts(live: &[u64], pages: usize) -> Vec<u16> {
-    const PER_PAGE: usize = crate::forwarding::PAGE_WORDS / 64;
     (0..pages)
-        .map(|p| {
-            live.get(p * PER_PAGE..(p + 1) * PER_PAGE)
-                .map_or(0, |w| w.iter().map(|x| x.count_ones() as u16).sum())
-        })
+        .map(|p| crate::forwarding::page_live_words(live, p) as u16)
         .collect()
 }
 

@@ -1017,8 +1017,8 @@ impl Collector {
             None => {
                 let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
                 let total = prepare(&pool, &mut meta, dense, old_end);
-                let memory = self.prefix_memory.clone();
-                let clean = clean_prefix(gc, space, plan, meta.live.words(), dense, &memory);
+                let memory = &self.prefix_memory;
+                let clean = clean_prefix(gc, space, plan, meta.live.words(), dense, memory);
                 (dense, total, clean)
             }
         };

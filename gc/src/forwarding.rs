@@ -295,17 +295,18 @@ pub fn page_starts(f: &Forwarding<'_>, marks: &[u64], out: &mut Vec<PageStart>) 
 pub fn dense_prefix(live: &[u64], end_words: usize, threshold: f64) -> usize {
     let need = (threshold * PAGE_WORDS as f64).ceil() as u32;
     let full_pages = end_words / PAGE_WORDS;
-    let chunks_per_page = PAGE_WORDS / CHUNK_WORDS;
     let mut p = 0;
-    while p < full_pages {
-        let chunk = &live[p * chunks_per_page..(p + 1) * chunks_per_page];
-        let n: u32 = chunk.iter().map(|w| w.count_ones()).sum();
-        if n < need {
-            break;
-        }
+    while p < full_pages && page_live_words(live, p) >= need {
         p += 1;
     }
     p * PAGE_WORDS
+}
+
+/// Live words of page `page` in the live-words bitmap (0 past its end).
+pub fn page_live_words(live: &[u64], page: usize) -> u32 {
+    const PER_PAGE: usize = PAGE_WORDS / CHUNK_WORDS;
+    live.get(page * PER_PAGE..(page + 1) * PER_PAGE)
+        .map_or(0, |w| w.iter().map(|x| x.count_ones()).sum())
 }
 
 /// A prefetch hint for the cache line holding `p`.

@@ -169,6 +169,40 @@ fn mutate(m: &mut MutatorContext, cycle: usize) -> usize {
     unlinked
 }
 
+/// Whether a cycle of `heap` is marking now.
+fn marking(heap: &GcHeap) -> bool {
+    heap.stats()
+        .in_progress
+        .is_some_and(|p| p.phase == Phase::Marking)
+}
+
+/// The node `steps` after the list head in persistent slot `head`.
+///
+/// # Safety
+/// As for any `ObjRef`: the node is used before the caller's next
+/// safepoint.
+unsafe fn nth_node(heap: &GcHeap, head: usize, steps: usize) -> Option<ObjRef> {
+    let mut cur = heap.persistent_get(head);
+    for _ in 0..steps {
+        cur = cur.and_then(|n| n.load_ref(0).unwrap());
+    }
+    cur
+}
+
+/// A mutator of `heap` with the list built and two full cycles run (the
+/// first packs the nodes, the second remembers the prefix, so the next is
+/// the first to find clean pages), and a persistent slot holding the
+/// list's head.
+fn prepared(heap: &GcHeap, strategy: Strategy) -> (MutatorContext, usize) {
+    let mut m = heap.attach().unwrap();
+    build(&mut m);
+    m.collect_with(strategy).expect("a collection ran");
+    m.collect_with(strategy).expect("a collection ran");
+    // SAFETY: read from the root slot just now.
+    let head = unsafe { heap.persistent_new(m.roots()[0]) };
+    (m, head)
+}
+
 /// A check word for a mover holding `id`.
 fn check_word(id: u64) -> u64 {
     id ^ 0x5eed_f00d_dead_beef
@@ -194,11 +228,7 @@ fn racing_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>, concurrent: b
     while !stop.load(Ordering::Relaxed) {
         // Stop-the-world cycles do not mark while it runs: it stores
         // between them (the marker sees those).
-        let marking = !concurrent
-            || heap
-                .stats()
-                .in_progress
-                .is_some_and(|p| p.phase == Phase::Marking);
+        let marking = !concurrent || marking(&heap);
         if !marking || (!concurrent && stores % 64 == 0 && !fresh) {
             if !fresh {
                 for j in 0..POOL {
@@ -225,11 +255,7 @@ fn racing_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>, concurrent: b
         // SAFETY: read from the persistent and root slots; no safepoint
         // until the one below.
         unsafe {
-            let mut cur = heap.persistent_get(head);
-            for _ in 0..steps {
-                cur = cur.and_then(|n| n.load_ref(0).unwrap());
-            }
-            if let Some(nd) = cur {
+            if let Some(nd) = nth_node(&heap, head, steps) {
                 let y = w.roots()[(rng >> 32) as usize % POOL];
                 w.store_ref(nd, 1, y).unwrap();
                 stores += 1;
@@ -250,12 +276,7 @@ fn cycles(
     race: bool,
 ) -> Option<Vec<CycleStats>> {
     let heap = heap(strategy, fault_mode, keep)?;
-    let mut m = heap.attach().unwrap();
-    build(&mut m);
-    m.collect_with(strategy).expect("a collection ran");
-    m.collect_with(strategy).expect("a collection ran");
-    // SAFETY: read from the root slot just now.
-    let head = unsafe { heap.persistent_new(m.roots()[0]) };
+    let (mut m, head) = prepared(&heap, strategy);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = race.then(|| {
         let (heap, stop) = (heap.clone(), stop.clone());
@@ -413,23 +434,15 @@ fn black_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>) -> usize {
     let mut w = heap.attach().unwrap();
     let mut stores = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let marking = heap
-            .stats()
-            .in_progress
-            .is_some_and(|p| p.phase == Phase::Marking);
-        if marking {
+        if marking(&heap) {
             let y = w.alloc(&mover()).unwrap();
-            let steps = stores.wrapping_mul(7919) % 2000;
+            let steps = (stores.wrapping_mul(7919) % 2000) as usize;
             // SAFETY: `y` was just allocated; the nodes are read from the
             // persistent slot; no safepoint until the one below.
             unsafe {
                 y.write_u64(0, stores).unwrap();
                 y.write_u64(8, check_word(stores)).unwrap();
-                let mut cur = heap.persistent_get(head);
-                for _ in 0..steps {
-                    cur = cur.and_then(|n| n.load_ref(0).unwrap());
-                }
-                if let Some(nd) = cur {
+                if let Some(nd) = nth_node(&heap, head, steps) {
                     w.store_ref(nd, 1, Some(y)).unwrap();
                     stores += 1;
                 }
@@ -462,12 +475,7 @@ fn black_stores(strategy: Strategy, generational: bool, register_fails_every: u6
     }) else {
         return;
     };
-    let mut m = heap.attach().unwrap();
-    build(&mut m);
-    m.collect_with(strategy).expect("a collection ran");
-    m.collect_with(strategy).expect("a collection ran");
-    // SAFETY: read from the root slot just now.
-    let head = unsafe { heap.persistent_new(m.roots()[0]) };
+    let (mut m, head) = prepared(&heap, strategy);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (heap, stop) = (heap.clone(), stop.clone());
