@@ -32,6 +32,7 @@ fn bench(c: &mut Criterion) {
                 binary_trees::run_workload(
                     binary_trees::WORKLOAD_QUICK_N,
                     binary_trees::Api::Typed,
+                    0,
                     s,
                     FaultMode::Sigbus,
                 )

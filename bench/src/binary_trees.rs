@@ -688,9 +688,12 @@ impl Api {
 /// same configuration). The output lines are checked with [`check_lines`].
 /// `wall` is the run plus waiting for the last concurrent cycle; no
 /// per-operation latency; `check` is the line count and [`lines_hash`].
+/// `skew_kib` KiB of garbage are allocated first (0: none), which shifts
+/// every collection's phase against the trees.
 pub fn run_workload(
     n: u32,
     api: Api,
+    skew_kib: usize,
     strategy: Strategy,
     fault_mode: FaultMode,
 ) -> std::result::Result<WorkloadOutput, String> {
@@ -701,7 +704,10 @@ pub fn run_workload(
     }
     let failed = |e: &dyn std::fmt::Display| format!("binary-trees({n}) failed: {e}");
     let waiting = |e: &dyn std::fmt::Display| format!("waiting for the last cycle: {e}");
-    let setup = crate::HeapSetup::new(strategy, fault_mode);
+    let setup = crate::HeapSetup {
+        skew: skew_kib << 10,
+        ..crate::HeapSetup::new(strategy, fault_mode)
+    };
     // The run, the wait for its last concurrent cycle (part of the wall
     // time; no mutator is left on this thread), the statistics.
     let (out, waited, stats) = if api == Api::Engine {

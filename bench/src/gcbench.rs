@@ -72,6 +72,10 @@ pub struct Params {
     /// Minimum MiB allocated between collections (the heap's `min_free`;
     /// growth factor 2).
     pub min_free_mib: usize,
+    /// KiB of garbage allocated before the run (default 0): shifts every
+    /// collection's phase against the trees (the suite's phases, see
+    /// `Options::phases`).
+    pub skew_kib: usize,
 }
 
 impl Default for Params {
@@ -85,6 +89,7 @@ impl Default for Params {
             min_depth: 4,
             max_depth: 16,
             min_free_mib: 32,
+            skew_kib: 0,
         }
     }
 }
@@ -100,6 +105,7 @@ impl Params {
             min_depth: 4,
             max_depth: 12,
             min_free_mib: 4,
+            skew_kib: 0,
         }
     }
 
@@ -113,6 +119,7 @@ impl Params {
             min_depth: 4,
             max_depth: 8,
             min_free_mib: 1,
+            skew_kib: 0,
         }
     }
 
@@ -135,15 +142,21 @@ impl Params {
         bytes.next_multiple_of(2 << 20)
     }
 
-    /// The parameters as a [`Spec`] (every key, in a fixed order).
+    /// The parameters as a [`Spec`] (every key, in a fixed order; the
+    /// skew only when there is one, so unskewed runs keep the spec they
+    /// had before it existed).
     pub fn spec(&self) -> Spec {
-        Spec::new()
+        let s = Spec::new()
             .with("stretch", self.stretch_depth)
             .with("long_lived", self.long_lived_depth)
             .with("array", self.array_size)
             .with("min_depth", self.min_depth)
             .with("max_depth", self.max_depth)
-            .with("min_free_mib", self.min_free_mib)
+            .with("min_free_mib", self.min_free_mib);
+        match self.skew_kib {
+            0 => s,
+            k => s.with("skew_kib", k),
+        }
     }
 
     /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made
@@ -156,6 +169,7 @@ impl Params {
             min_depth: s.value_or("min_depth", d.min_depth)?,
             max_depth: s.value_or("max_depth", d.max_depth)?,
             min_free_mib: s.value_or("min_free_mib", d.min_free_mib)?,
+            skew_kib: s.value_or("skew_kib", d.skew_kib)?,
         })
     }
 
@@ -262,6 +276,7 @@ pub fn run_api(
     let setup = crate::HeapSetup {
         capacity: Some(p.capacity()),
         min_free: Some(p.min_free_mib << 20),
+        skew: p.skew_kib << 10,
         ..crate::HeapSetup::new(strategy, fault_mode)
     };
     if api == Api::Engine {
@@ -1015,6 +1030,23 @@ mod tests {
     }
 
     #[test]
+    fn the_skew_is_written_only_when_set_and_read_back() {
+        let d = Params::default();
+        assert!(!d.to_spec().contains("skew_kib"));
+        let p = Params {
+            skew_kib: 3072,
+            ..Params::default()
+        };
+        assert!(p.to_spec().ends_with(",min_free_mib=32,skew_kib=3072"));
+        assert_eq!(Params::parse_spec(&p.to_spec()), Ok(p));
+        assert!(Params::parse_spec("skew_kib=x").is_err());
+        assert!(
+            Params::parse_spec("skew=1").is_err(),
+            "other keys still fail"
+        );
+    }
+
+    #[test]
     fn classic_counts() {
         assert_eq!(tree_size(4), 31);
         assert_eq!(num_iters(18, 4), 2 * 524_287 / 31);
@@ -1025,4 +1057,4 @@ mod tests {
     }
 }
 
-crate::spec::spec_io!(Params);
+crate::spec::spec_io!(Params, optional["skew_kib"]);

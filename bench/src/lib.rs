@@ -56,7 +56,20 @@ pub(crate) struct HeapSetup {
     pub(crate) growth_factor: Option<f64>,
     pub(crate) strategy: movegc::Strategy,
     pub(crate) fault_mode: movegc::FaultMode,
+    /// Bytes of garbage allocated on the new heap before the workload
+    /// starts (see [`SKEW_CHUNK`]): every later collection then falls
+    /// that much further into the workload's allocation, so that runs
+    /// with different skews sample different phases of a deterministic
+    /// workload against the collection schedule.
+    pub(crate) skew: usize,
 }
+
+/// The skew's garbage is allocated as byte arrays of this size (small
+/// objects, in the moving space like the workloads' own).
+pub(crate) const SKEW_CHUNK: usize = 4096;
+
+/// An arbitrary type tag for the skew's byte arrays.
+const SKEW_TAG: u16 = 0x5e;
 
 impl HeapSetup {
     /// Defaults but the strategy and fault mode.
@@ -67,6 +80,7 @@ impl HeapSetup {
             growth_factor: None,
             strategy,
             fault_mode,
+            skew: 0,
         }
     }
 
@@ -85,7 +99,16 @@ impl HeapSetup {
         if let Some(g) = self.growth_factor {
             b = b.growth_factor(g);
         }
-        b.build().map_err(|e| format!("creating the heap: {e}"))
+        let heap = b.build().map_err(|e| format!("creating the heap: {e}"))?;
+        if self.skew > 0 {
+            let skewing = |e: movegc::Error| format!("allocating the skew: {e}");
+            let mut m = heap.attach().map_err(skewing)?;
+            for _ in 0..self.skew.div_ceil(SKEW_CHUNK) {
+                m.scope(|m| m.alloc_data::<u8>(SKEW_CHUNK).map(drop))
+                    .map_err(skewing)?;
+            }
+        }
+        Ok(heap)
     }
 
     /// The engine's heap with the same configuration (`HeapBuilder::build`'s
@@ -105,6 +128,44 @@ impl HeapSetup {
         if let Some(g) = self.growth_factor {
             c.growth_factor = g;
         }
-        movegc_gc::GcHeap::new(c).map_err(|e| format!("creating the heap: {e}"))
+        let heap = movegc_gc::GcHeap::new(c).map_err(|e| format!("creating the heap: {e}"))?;
+        if self.skew > 0 {
+            let mut ctx = heap
+                .attach()
+                .map_err(|_| "this thread already has a mutator".to_string())?;
+            let layout = movegc_gc::Layout::byte_array(SKEW_TAG, SKEW_CHUNK)
+                .map_err(|e| format!("the skew's layout: {e}"))?;
+            for _ in 0..self.skew.div_ceil(SKEW_CHUNK) {
+                ctx.alloc(&layout)
+                    .map_err(|e| format!("allocating the skew: {e}"))?;
+            }
+        }
+        Ok(heap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_skew_is_allocated_on_both_heaps_before_the_workload() {
+        let setup = |skew| HeapSetup {
+            capacity: Some(64 << 20),
+            min_free: Some(32 << 20),
+            skew,
+            ..HeapSetup::new(movegc::Strategy::StopTheWorld, movegc::FaultMode::Sigbus)
+        };
+        let skew = 1 << 20;
+        let heap = setup(0).heap().unwrap();
+        assert!(heap.used_bytes() < skew);
+        let heap = setup(skew).heap().unwrap();
+        assert!(heap.used_bytes() >= skew, "{}", heap.used_bytes());
+        assert_eq!(heap.stats().cycles, 0, "below min_free: no collection");
+        let engine = setup(skew).engine_heap().unwrap();
+        assert!(engine.used_bytes() >= skew, "{}", engine.used_bytes());
+        // The skew's mutators are gone: the workload attaches its own.
+        drop(heap.attach().unwrap());
+        drop(engine.attach().unwrap());
     }
 }

@@ -255,6 +255,11 @@ impl<'de> Deserialize<'de> for Spec {
 /// their defaults, the result is validated) and `parse_spec`.
 macro_rules! spec_io {
     ($t:ty) => {
+        $crate::spec::spec_io!($t, optional []);
+    };
+    // `optional`: keys `spec` writes only when they are not at their
+    // defaults (so the default's spec does not list them).
+    ($t:ty, optional [$($opt:literal),*]) => {
         impl $t {
             /// [`spec`](Self::spec) as one `key=value,..` line, which
             /// [`parse_spec`](Self::parse_spec) reads back (used to hand a
@@ -264,11 +269,15 @@ macro_rules! spec_io {
             }
 
             /// Reads a [`Spec`](crate::spec::Spec); missing keys keep their
-            /// defaults, keys [`spec`](Self::spec) does not write are an
-            /// error; the result is validated.
+            /// defaults, keys [`spec`](Self::spec) does not write (for the
+            /// defaults, optional keys aside) are an error; the result is
+            /// validated.
             pub fn from_spec(s: &$crate::spec::Spec) -> Result<$t, String> {
                 let d = <$t>::default();
-                s.only(&d.spec().keys())?;
+                let (spec, optional) = (d.spec(), [$($opt),*]);
+                let mut known = spec.keys();
+                known.extend_from_slice(&optional);
+                s.only(&known)?;
                 let p = <$t>::read_spec(s, &d)?;
                 p.validate()?;
                 Ok(p)

@@ -191,6 +191,13 @@ impl Job {
 /// and three quarters of the heap all live at its bottom.
 pub const COMPACT_PREFIXES: [f64; 3] = [0.25, 0.5, 0.75];
 
+/// The skew between [`Options::phases`]: 1 MiB, a quarter of the largest
+/// tree binary-trees and GCBench build (4 MiB at depth 16).
+pub const PHASE_STEP_KIB: usize = 1024;
+
+/// The default [`Options::phases`].
+pub const PHASES: usize = 4;
+
 /// What to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -236,6 +243,15 @@ pub struct Options {
     /// by side (typed by default; all three measure what each API costs
     /// over the engine).
     pub apis: Vec<binary_trees::Api>,
+    /// Phases of binary-trees and GCBench: configuration `k` (from 0)
+    /// allocates `k` × [`PHASE_STEP_KIB`] of garbage first (its spec's
+    /// `skew_kib`). Both are deterministic and build trees of up to 4 MiB,
+    /// so what a collection finds live depends on where in a tree it
+    /// falls, and a collector that collects every 32 MiB falls at the same
+    /// place each time: one phase measures that place (a stop-the-world
+    /// GCBench compacts 376 pages at `min_free_mib` 32 and 1,686 at 31).
+    /// Several phases average over it (default [`PHASES`]; quick 1).
+    pub phases: usize,
 }
 
 impl Options {
@@ -279,6 +295,7 @@ impl Options {
             poison: vec![false],
             poison_stress: false,
             apis: vec![binary_trees::Api::Typed],
+            phases: if quick { 1 } else { PHASES },
         }
     }
 
@@ -302,6 +319,9 @@ impl Options {
         }
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
+        }
+        if self.phases == 0 {
+            return Err("--phases must be at least 1".into());
         }
         if let Some(h) = self.heaps_mib.iter().find(|&&h| h < 8) {
             return Err(format!("heap size {h} MiB is below 8 MiB"));
@@ -365,6 +385,11 @@ impl Options {
     }
 }
 
+/// The skews of [`Options::phases`], KiB.
+fn phase_skews(o: &Options) -> impl Iterator<Item = usize> {
+    (0..o.phases).map(|k| k * PHASE_STEP_KIB)
+}
+
 /// The configurations (workload, fault mode, spec) of one repeat.
 fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
     let mut v = Vec::new();
@@ -419,7 +444,14 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                     binary_trees::WORKLOAD_N
                 };
                 for &api in &o.apis {
-                    v.push((w, sigbus, binary_trees_spec(n, api).to_string()));
+                    for skew_kib in phase_skews(o) {
+                        let s = binary_trees_spec(n, api);
+                        let s = match skew_kib {
+                            0 => s,
+                            k => s.with("skew_kib", k),
+                        };
+                        v.push((w, sigbus, s.to_string()));
+                    }
                 }
             }
             Workload::GcBench => {
@@ -429,7 +461,13 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                     gcbench::Params::default()
                 };
                 for &api in &o.apis {
-                    v.push((w, sigbus, with_api(&p.to_spec(), api)));
+                    for skew_kib in phase_skews(o) {
+                        let p = gcbench::Params {
+                            skew_kib,
+                            ..p.clone()
+                        };
+                        v.push((w, sigbus, with_api(&p.to_spec(), api)));
+                    }
                 }
             }
             Workload::Threads => {
@@ -551,12 +589,13 @@ fn binary_trees_spec(n: u32, api: binary_trees::Api) -> Spec {
 }
 
 /// Reads [`binary_trees_spec`]'s form (`n` is required; `api` defaults to
-/// the untyped API, which runs before it existed used).
-fn parse_binary_trees_spec(spec: &str) -> Result<(u32, binary_trees::Api), SpecError> {
+/// the untyped API, which runs before it existed used), and the optional
+/// `skew_kib` a phase adds (0 without it).
+fn parse_binary_trees_spec(spec: &str) -> Result<(u32, binary_trees::Api, usize), SpecError> {
     let s: Spec = spec.parse()?;
-    s.only(&["n", "api"])?;
+    s.only(&["n", "api", "skew_kib"])?;
     let api = s.read_or("api", binary_trees::Api::Untyped, binary_trees::Api::parse)?;
-    Ok((s.require("n")?, api))
+    Ok((s.require("n")?, api, s.value_or("skew_kib", 0)?))
 }
 
 /// `spec` with the `api` key of the workloads run against each API.
@@ -642,9 +681,9 @@ fn run_workload(job: &Job) -> Result<RunRecord, String> {
             run(&|| fragmenter::run(&p, strategy, mode))
         }
         Workload::BinaryTrees => {
-            let (n, api) = parse_binary_trees_spec(&job.spec)
+            let (n, api, skew_kib) = parse_binary_trees_spec(&job.spec)
                 .map_err(|e| format!("binary-trees spec {:?}: {e}", job.spec))?;
-            run(&|| binary_trees::run_workload(n, api, strategy, mode))
+            run(&|| binary_trees::run_workload(n, api, skew_kib, strategy, mode))
         }
         Workload::GcBench => {
             let (spec, api) = split_api(&job.spec)?;
@@ -774,6 +813,41 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("prefix 1 must be in [0, 1)"));
+    }
+
+    #[test]
+    fn binary_trees_and_gcbench_run_each_phase_with_its_skew() {
+        let mut o = Options::new(false);
+        o.workloads = vec![Workload::BinaryTrees, Workload::GcBench];
+        o.repeat = 1;
+        assert_eq!(o.phases, PHASES);
+        let jobs = plan(&o);
+        assert_eq!(jobs.len(), 2 * 3 * PHASES, "2 workloads x 3 strategies");
+        let want: Vec<usize> = (0..PHASES).map(|k| k * PHASE_STEP_KIB).collect();
+        for w in ["binary-trees", "gcbench"] {
+            let mut skews: Vec<usize> = jobs
+                .iter()
+                .filter(|j| j.workload == w && j.strategy == "stop-the-world")
+                .map(|j| match w {
+                    "gcbench" => {
+                        let (spec, _) = split_api(&j.spec).unwrap();
+                        gcbench::Params::from_spec(&spec).unwrap().skew_kib
+                    }
+                    _ => parse_binary_trees_spec(&j.spec).unwrap().2,
+                })
+                .collect();
+            skews.sort_unstable();
+            assert_eq!(skews, want, "{w}");
+        }
+        // Phase 0 keeps the spec runs had before phases existed.
+        assert!(jobs.iter().any(|j| j.spec == "n=17,api=typed"));
+        // Quick: one phase, no skew key.
+        let mut q = Options::new(true);
+        q.workloads = o.workloads.clone();
+        assert_eq!(q.phases, 1);
+        assert!(plan(&q).iter().all(|j| !j.spec.contains("skew_kib")));
+        o.phases = 0;
+        assert!(o.validate().unwrap_err().contains("--phases"));
     }
 
     #[test]
@@ -973,8 +1047,12 @@ mod tests {
         use binary_trees::Api;
         let spec = binary_trees_spec(17, Api::Typed).to_string();
         assert_eq!(spec, "n=17,api=typed");
-        assert_eq!(parse_binary_trees_spec(&spec), Ok((17, Api::Typed)));
-        assert_eq!(parse_binary_trees_spec("n=3"), Ok((3, Api::Untyped)));
+        assert_eq!(parse_binary_trees_spec(&spec), Ok((17, Api::Typed, 0)));
+        assert_eq!(parse_binary_trees_spec("n=3"), Ok((3, Api::Untyped, 0)));
+        assert_eq!(
+            parse_binary_trees_spec("n=3,skew_kib=2048"),
+            Ok((3, Api::Untyped, 2048))
+        );
         assert_eq!(
             parse_binary_trees_spec("n=3,api=rust")
                 .unwrap_err()
@@ -989,7 +1067,7 @@ mod tests {
             parse_binary_trees_spec("n=17,depth=3")
                 .unwrap_err()
                 .to_string(),
-            r#"unknown key "depth" (valid: n, api)"#
+            r#"unknown key "depth" (valid: n, api, skew_kib)"#
         );
         let job = Job {
             workload: "binary-trees".into(),
@@ -1004,7 +1082,7 @@ mod tests {
         };
         assert_eq!(
             run_job(&job).unwrap_err(),
-            r#"binary-trees spec "m=6": unknown key "m" (valid: n, api)"#
+            r#"binary-trees spec "m=6": unknown key "m" (valid: n, api, skew_kib)"#
         );
     }
 

@@ -258,6 +258,7 @@ fn binary_trees_quick_under_every_strategy_and_api() {
             let out = binary_trees::run_workload(
                 binary_trees::WORKLOAD_QUICK_N,
                 api,
+                0,
                 s,
                 FaultMode::Sigbus,
             )

@@ -51,6 +51,12 @@ pub struct BenchArgs {
     /// Repeats (default 2; quick 1). Strategies alternate within a repeat.
     #[arg(long)]
     repeat: Option<usize>,
+    /// Phases of binary-trees and gcbench (default 4; quick 1): phase k
+    /// allocates k MiB of garbage first, so that collections fall at
+    /// other places in the workloads' trees (both are deterministic; one
+    /// phase measures one place).
+    #[arg(long)]
+    phases: Option<usize>,
     /// Fault modes for compact-mutators, comma-separated (sigbus,
     /// handler-thread). Default: both.
     #[arg(long, value_delimiter = ',')]
@@ -211,6 +217,9 @@ fn options(a: &BenchArgs) -> Result<Options, String> {
     }
     if let Some(r) = a.repeat {
         o.repeat = r;
+    }
+    if let Some(p) = a.phases {
+        o.phases = p;
     }
     if a.large_refs_sweep {
         o.large_refs_sweep();

@@ -248,6 +248,7 @@ fn bad_options_are_usage_errors() {
         &["bench", "--large-refs-entries", "lots"],
         &["bench", "--compact-prefix", "1"],
         &["bench", "--compact-prefix", "half"],
+        &["bench", "--phases", "0"],
     ] {
         let out = movegc(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -321,5 +322,51 @@ fn old_writes_compares_both_remembered_set_builders() {
         md.contains("## Remembered-set cost by dirty rate (old-writes)"),
         "{md}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn phases_skew_binary_trees_and_gcbench_and_the_targets_use_totals() {
+    let dir = std::env::temp_dir().join(format!("movegc-bench-ph-{}", std::process::id()));
+    let out = movegc(&[
+        "bench",
+        "--quick",
+        "--json",
+        "--workloads",
+        "gcbench",
+        "--strategies",
+        "move,stw",
+        "--phases",
+        "2",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "movegc bench failed:\n{stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let results = doc["results"].as_array().unwrap();
+    let skewed = |r: &&Value| r["params"].as_str().unwrap().contains("skew_kib=1024");
+    assert_eq!(results.len(), 4, "2 phases x 2 strategies");
+    assert_eq!(results.iter().filter(skewed).count(), 2);
+    for r in results {
+        assert!(f(r, "cycles") > 0.0, "{r}");
+    }
+    // Both phases pair up in the ratio of totals the targets read.
+    let total = &doc["summary"]["move_stw_total"]["gcbench"];
+    assert_eq!(total[0]["n"].as_u64(), Some(2), "{total}");
+    assert!(f(&total[0], "ratio") > 0.0, "{total}");
+    let target = doc["summary"]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            t["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("MOVE/STW compaction time")
+        })
+        .unwrap();
+    // binary-trees did not run: no verdict.
+    assert!(target["value"].is_null(), "{target}");
     let _ = std::fs::remove_dir_all(&dir);
 }
