@@ -429,7 +429,8 @@ fn paired(
 ) -> Vec<f64> {
     paired_values(results, workload, strategies, value)
         .into_iter()
-        .filter_map(|(mv, cp)| (cp > 0.0 && cp.is_finite() && mv.is_finite()).then(|| mv / cp))
+        .filter(|&(mv, cp)| cp > 0.0 && cp.is_finite() && mv.is_finite())
+        .map(|(mv, cp)| mv / cp)
         .collect()
 }
 

@@ -169,6 +169,7 @@ fn gcbench_spec_round_trips() {
             min_depth: 3,
             max_depth: 9,
             min_free_mib: 2,
+            skew_kib: 512,
         },
     ] {
         assert_eq!(gcbench::Params::parse_spec(&p.to_spec()), Ok(p));
@@ -285,6 +286,7 @@ fn binary_trees_check_detects_a_wrong_line() {
     assert!(binary_trees::run_workload(
         too_deep,
         binary_trees::Api::Typed,
+        0,
         Strategy::StopTheWorld,
         FaultMode::Sigbus
     )
@@ -464,7 +466,7 @@ fn default_sizes() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(binary_trees::WORKLOAD_N);
         timed("binary-trees", |s| {
-            binary_trees::run_workload(n, binary_trees::Api::Typed, s, FaultMode::Sigbus)
+            binary_trees::run_workload(n, binary_trees::Api::Typed, 0, s, FaultMode::Sigbus)
         });
     }
     if want("threads") {
