@@ -1905,20 +1905,22 @@ fn concurrent_mark(
     // and page starts of the old region below the (page-aligned) snapshot
     // top. If the final pause marks nothing more there, they are exact and
     // the pause skips its prepare; otherwise it computes them again.
-    let speculative = (strategy.is_concurrent() && mark_top % PAGE_SIZE == 0).then(|| {
+    let prepare_outside = |meta: &mut Metadata, st: &mut CycleStats| {
         let t = Instant::now();
         let old_end = (mark_top - start) / WORD;
         let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
-        let total = prepare(&pool, &mut meta, dense, old_end);
+        let total = prepare(&pool, meta, dense, old_end);
         let clean = clean_prefix(gc, space, plan, meta.live.words(), dense, &prefix_memory);
-        st.prepare_outside = t.elapsed();
+        st.prepare_outside += t.elapsed();
         Prepared {
             old_end,
             dense,
             total,
             clean,
         }
-    });
+    };
+    let mut speculative = (strategy.is_concurrent() && mark_top % PAGE_SIZE == 0)
+        .then(|| prepare_outside(&mut meta, &mut st));
 
     // The flip's page tables, sized for the heap as it is now (the used
     // space and every large object's pages, with room to grow by a
@@ -1940,45 +1942,87 @@ fn concurrent_mark(
         _ => None,
     };
 
-    // The final pause.
-    let mut world = gc.coord.stop_the_world_external();
-    let t_pause = Instant::now();
-    st.time_to_safepoint += world.time_to_safepoint();
-    st.pauses.push(Pause::begin(PauseKind::Final, &world));
-    let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
-    col.tables = tables;
-    let t = Instant::now();
-    gc.satb.set_marking(false);
-    let keep_black = gc.satb.black_start() == mark_top;
-    gc.satb.set_black_start(usize::MAX);
-    sp.large.set_allocate_black(false);
-    let mut rest = drain_satb(&*host, &mut world);
-    // Retire TLABs so the walk below sees every object allocated since the
-    // snapshot. The roots themselves need no second look: everything they
-    // can reach now was reachable at the snapshot (traced, or logged when a
-    // store cut its path) or allocated since (black by position). Marking
-    // them again would also hide a barrier hole from the tests.
-    drop(gather_roots(&*host, &mut world, true));
-    let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
-    let top = space.top();
-    let remarked;
-    {
-        rest.retain(|v| own(v, &|a| los.contains_key(&a)) || (mark_top..top).contains(v));
-        let lm = los_marker(&los);
-        let ctx = MarkContext {
-            space_start: start,
-            old_end,
-            space_top: mark_top,
-            black_end: space.end(),
-            marks: meta.marks.atomics(),
-            live: meta.live.atomics(),
-            los: &lm,
-            watch: gc.satb.prefix_watch(),
-        };
-        let r = mark(&ctx, &rest, Some(&pool), pause_threads);
-        remarked = r.objects;
-        total += r;
-    }
+    // The final pause. If its remark marks something new (the barrier's
+    // log still held an unmarked object), the forwarding prepared while
+    // mutators ran no longer holds, and preparing it again here would
+    // cost the pause milliseconds per GiB. Instead that pause ends once
+    // marking is complete (a remark pause), with the barrier, black
+    // allocation and the black block as they were; the forwarding is
+    // prepared again while mutators run, and the final pause follows.
+    // Marking is complete then: every object a mutator can reach was
+    // reachable at the snapshot (marked now) or allocated since (black),
+    // so that pause marks nothing new (should it, it prepares in the
+    // pause as before). ART's collector, too, prepares its compaction
+    // between the pause that finishes marking and the one that flips.
+    let mut tables = Some(tables);
+    let (mut world, mut col, los, top, keep_black, remarked, t, t_pause) = loop {
+        let mut world = gc.coord.stop_the_world_external();
+        let t_pause = Instant::now();
+        st.time_to_safepoint += world.time_to_safepoint();
+        st.pauses.push(Pause::begin(PauseKind::Final, &world));
+        let mut col = gc.collector.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tables) = tables.take() {
+            col.tables = tables;
+        }
+        let t = Instant::now();
+        gc.satb.set_marking(false);
+        let black_start = gc.satb.black_start();
+        let keep_black = black_start == mark_top;
+        gc.satb.set_black_start(usize::MAX);
+        sp.large.set_allocate_black(false);
+        let mut rest = drain_satb(&*host, &mut world);
+        // Retire TLABs so the walk below sees every object allocated since the
+        // snapshot. The roots themselves need no second look: everything they
+        // can reach now was reachable at the snapshot (traced, or logged when a
+        // store cut its path) or allocated since (black by position). Marking
+        // them again would also hide a barrier hole from the tests.
+        drop(gather_roots(&*host, &mut world, true));
+        let los = sp.large.objects.lock().unwrap_or_else(|e| e.into_inner());
+        let top = space.top();
+        let remarked;
+        {
+            rest.retain(|v| own(v, &|a| los.contains_key(&a)) || (mark_top..top).contains(v));
+            let lm = los_marker(&los);
+            let ctx = MarkContext {
+                space_start: start,
+                old_end,
+                space_top: mark_top,
+                black_end: space.end(),
+                marks: meta.marks.atomics(),
+                live: meta.live.atomics(),
+                los: &lm,
+                watch: gc.satb.prefix_watch(),
+            };
+            let r = mark(&ctx, &rest, Some(&pool), pause_threads);
+            remarked = r.objects;
+            total += r;
+        }
+        // Only where the speculative prepare would be used: a black block
+        // kept in place (its offsets stop at the snapshot top).
+        let again = (remarked > 0 || gc.settings.injection.remark_pause)
+            && st.remark_pauses == 0
+            && speculative.is_some()
+            && keep_black
+            && space.poisoner().is_none()
+            && !gc.settings.injection.discard_speculative_prepare;
+        if !again {
+            break (world, col, los, top, keep_black, remarked, t, t_pause);
+        }
+        drop(los); // set_allocate_black takes its lock
+        gc.satb.set_black_start(black_start);
+        sp.large.set_allocate_black(true);
+        gc.satb.set_marking(true);
+        st.remark += t.elapsed();
+        st.end_pause(PauseKind::Remark, t_pause);
+        st.remark_pauses += 1;
+        gc.set_progress(Some((&st, Phase::Preparing, cycle_start)));
+        drop((col, world));
+        if gc.settings.injection.remark_pause {
+            // Widen the window for the tests' mutators.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        speculative = Some(prepare_outside(&mut meta, &mut st));
+    };
     // What was allocated while marking, [mark_top, top), is live by
     // position. If it starts on a page boundary it is the black block,
     // which stays where it is: after the flip only its dirty slots are
@@ -2008,7 +2052,7 @@ fn concurrent_mark(
         total.objects += n;
         total.bytes += b;
     }
-    st.remark = t.elapsed();
+    st.remark += t.elapsed();
     st.live_bytes = total.bytes + st.old_bytes;
     st.live_objects = total.objects;
     // Traced ones and those born marked during marking.

@@ -992,7 +992,7 @@ impl Host for HeapInner {
                 + c.time_to_safepoint
                 + c.pauses
                     .iter()
-                    .filter(|p| p.kind == PauseKind::Initial)
+                    .filter(|p| matches!(p.kind, PauseKind::Initial | PauseKind::Remark))
                     .map(|p| p.duration)
                     .sum::<std::time::Duration>(),
             concurrent: c.strategy.is_some_and(|s| s.is_concurrent()),

@@ -18,6 +18,11 @@ pub enum PauseKind {
     /// forwarding, update roots, flip (compaction follows while mutators
     /// run).
     Final,
+    /// A concurrent cycle's pause that only finished marking: its remark
+    /// marked something new, so the forwarding prepared while mutators
+    /// ran no longer held; it is prepared again while they run, before
+    /// the final pause (at most one per cycle, and only then).
+    Remark,
     /// A whole collection with the world stopped.
     StopTheWorld,
 }
@@ -28,6 +33,7 @@ impl PauseKind {
         match self {
             PauseKind::Initial => "initial",
             PauseKind::Final => "final",
+            PauseKind::Remark => "remark",
             PauseKind::StopTheWorld => "stop-the-world",
         }
     }
@@ -386,8 +392,14 @@ pub struct CycleStats {
     /// safepoint and the thread the stop waited for last.
     pub pauses: Vec<Pause>,
     /// With concurrent marking, finishing marking inside the final pause
-    /// (drain the barrier's log, walk what was allocated meanwhile).
+    /// (drain the barrier's log, walk what was allocated meanwhile), and
+    /// in the remark pause if there was one.
     pub remark: Duration,
+    /// Remark pauses ([`PauseKind::Remark`]): 1 when the final pause's
+    /// remark marked something new after the forwarding was prepared while
+    /// mutators ran, and the cycle prepared it again outside the pause
+    /// rather than inside.
+    pub remark_pauses: usize,
     /// Waiting for all mutators to reach a safepoint, summed over the
     /// cycle's pauses (not included in `pause` and `initial_pause`; see
     /// `pauses` for each).
@@ -774,6 +786,10 @@ pub struct CycleProgress {
 pub enum Phase {
     /// Marking while mutators run (between the initial and final pause).
     Marking,
+    /// Marking is complete (a remark pause ended it, [`PauseKind::Remark`])
+    /// and the forwarding is prepared again while mutators run, before the
+    /// final pause.
+    Preparing,
     /// Compacting while mutators run (after the final pause).
     Compacting,
 }

@@ -46,11 +46,17 @@ fn peer_of(id: usize) -> usize {
     id / 2
 }
 
-fn heap(strategy: Strategy, fault_mode: FaultMode, keep: bool) -> Option<GcHeap> {
+fn heap(
+    strategy: Strategy,
+    fault_mode: FaultMode,
+    keep: bool,
+    injection: Injection,
+) -> Option<GcHeap> {
     heap_with(HeapConfig {
         strategy,
         fault_mode,
         keep_clean_prefix: keep,
+        injection,
         ..HeapConfig::default()
     })
 }
@@ -171,9 +177,12 @@ fn mutate(m: &mut MutatorContext, cycle: usize) -> usize {
 
 /// Whether a cycle of `heap` is marking now.
 fn marking(heap: &GcHeap) -> bool {
-    heap.stats()
-        .in_progress
-        .is_some_and(|p| p.phase == Phase::Marking)
+    in_phase(heap, Phase::Marking)
+}
+
+/// Whether a cycle of `heap` is in `phase`.
+fn in_phase(heap: &GcHeap, phase: Phase) -> bool {
+    heap.stats().in_progress.is_some_and(|p| p.phase == phase)
 }
 
 /// The node `steps` after the list head in persistent slot `head`.
@@ -218,7 +227,13 @@ const POOL: usize = 32;
 /// marker finds no moving reference on those nodes' pages, and the stores
 /// that land after it scanned a node are seen by the barrier alone.
 /// Returns the stores made.
-fn racing_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>, concurrent: bool) -> usize {
+fn racing_writer(
+    heap: GcHeap,
+    head: usize,
+    stop: Arc<AtomicBool>,
+    concurrent: bool,
+    phase: Phase,
+) -> usize {
     let mut w = heap.attach().unwrap();
     let mut stores = 0;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -228,7 +243,7 @@ fn racing_writer(heap: GcHeap, head: usize, stop: Arc<AtomicBool>, concurrent: b
     while !stop.load(Ordering::Relaxed) {
         // Stop-the-world cycles do not mark while it runs: it stores
         // between them (the marker sees those).
-        let marking = !concurrent || marking(&heap);
+        let marking = !concurrent || in_phase(&heap, phase);
         if !marking || (!concurrent && stores % 64 == 0 && !fresh) {
             if !fresh {
                 for j in 0..POOL {
@@ -275,12 +290,29 @@ fn cycles(
     keep: bool,
     race: bool,
 ) -> Option<Vec<CycleStats>> {
-    let heap = heap(strategy, fault_mode, keep)?;
+    cycles_with(strategy, fault_mode, keep, race, Injection::default())
+}
+
+/// [`cycles`] with `injection`.
+fn cycles_with(
+    strategy: Strategy,
+    fault_mode: FaultMode,
+    keep: bool,
+    race: bool,
+    injection: Injection,
+) -> Option<Vec<CycleStats>> {
+    let heap = heap(strategy, fault_mode, keep, injection)?;
     let (mut m, head) = prepared(&heap, strategy);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = race.then(|| {
         let (heap, stop) = (heap.clone(), stop.clone());
-        std::thread::spawn(move || racing_writer(heap, head, stop, strategy.is_concurrent()))
+        // After a remark pause: only between it and the final pause, where
+        // the barrier alone can flag the pages.
+        let phase = match injection.remark_pause {
+            true => Phase::Preparing,
+            false => Phase::Marking,
+        };
+        std::thread::spawn(move || racing_writer(heap, head, stop, strategy.is_concurrent(), phase))
     });
     let mut alive = N;
     let mut out = Vec::new();
@@ -391,6 +423,35 @@ fn stores_while_marking_keep_their_pages_fixed_copy_handler_thread() {
         FaultMode::HandlerThread,
         true,
         true,
+    );
+}
+
+/// The same with a remark pause in every cycle, the writer storing only
+/// between it and the final pause (at least 2 ms, `remark_pause`), where
+/// the barrier alone flags the pages (the marker is done; the clean pages
+/// are found again after the remark pause).
+#[test]
+fn stores_while_marking_and_after_a_remark_pause_keep_their_pages_fixed() {
+    let remark = Injection {
+        remark_pause: true,
+        ..Default::default()
+    };
+    let Some(stats) = cycles_with(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        true,
+        true,
+        remark,
+    ) else {
+        return;
+    };
+    for st in &stats {
+        assert_eq!(st.remark_pauses, 1, "{st:?}");
+        assert!(st.prepare_reused, "{st:?}");
+    }
+    assert!(
+        stats.iter().any(|st| st.prefix_clean > 0),
+        "clean pages after remark pauses too"
     );
 }
 

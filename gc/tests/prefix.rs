@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use movegc_gc::concurrent::{FaultMode, Injection};
-use movegc_gc::{CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, Strategy};
+use movegc_gc::{
+    CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, PauseKind, Strategy,
+};
 
 /// Old nodes: next, young, then the node's id.
 fn old_node() -> Layout {
@@ -339,6 +341,18 @@ fn black_node() -> Layout {
 /// Targets the black block's nodes point at (root slots 10..).
 const TARGETS: usize = 16;
 
+/// Where a cycle's forwarding is prepared (`black_block_stays`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prepare {
+    /// While mutators run, used by the final pause (the default path).
+    Outside,
+    /// Again in the final pause (`Injection::discard_speculative_prepare`).
+    InThePause,
+    /// Again while mutators run, after a remark pause
+    /// (`Injection::remark_pause`).
+    AfterARemarkPause,
+}
+
 /// The black block: a thread allocates linked lists without pause (each
 /// node points at the previous one, black to black, and every
 /// `target_every`-th node (none if 0) at one of a rotating set of older
@@ -358,7 +372,7 @@ const TARGETS: usize = 16;
 fn black_block_stays(
     strategy: Strategy,
     fault_mode: FaultMode,
-    reprepare: bool,
+    prep: Prepare,
     target_every: usize,
     pause_slots: usize,
 ) {
@@ -374,7 +388,8 @@ fn black_block_stays(
         tlab_size: 5000,
         verify: true,
         injection: Injection {
-            discard_speculative_prepare: reprepare,
+            discard_speculative_prepare: prep == Prepare::InThePause,
+            remark_pause: prep == Prepare::AfterARemarkPause,
             ..Default::default()
         },
         pause_black_slots: pause_slots,
@@ -491,6 +506,19 @@ fn black_block_stays(
         if st.prepare_reused {
             reused += 1;
         }
+        if prep == Prepare::AfterARemarkPause {
+            // Marking finished in a pause of its own, the forwarding was
+            // prepared again while the allocator ran on (into the same
+            // black block), and the final pause used it.
+            let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
+            assert_eq!(
+                kinds,
+                [PauseKind::Initial, PauseKind::Remark, PauseKind::Final],
+                "{st:?}"
+            );
+            assert_eq!(st.remark_pauses, 1, "{st:?}");
+            assert!(st.prepare_reused, "{st:?}");
+        }
         if st.black_pages > 0 {
             with_block += 1;
             black_pages += st.black_pages;
@@ -531,7 +559,7 @@ fn black_block_stays(
             "{dirty_pages} dirty pages, {slots} slots"
         );
     }
-    if reprepare {
+    if prep == Prepare::InThePause {
         assert_eq!(reused, 0, "the speculative prepare was discarded");
     }
     eprintln!(
@@ -571,12 +599,46 @@ unsafe fn check_list(head: ObjRef, n: usize) {
 
 #[test]
 fn black_block_move_sigbus() {
-    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, false, 1, 0);
+    black_block_stays(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Prepare::Outside,
+        1,
+        0,
+    );
 }
 
 #[test]
 fn black_block_move_sigbus_prepared_in_the_pause() {
-    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, true, 1, 0);
+    black_block_stays(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Prepare::InThePause,
+        1,
+        0,
+    );
+}
+
+#[test]
+fn black_block_move_sigbus_after_a_remark_pause() {
+    black_block_stays(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Prepare::AfterARemarkPause,
+        1,
+        0,
+    );
+}
+
+#[test]
+fn black_block_copy_handler_thread_after_a_remark_pause() {
+    black_block_stays(
+        Strategy::ConcurrentCopy,
+        FaultMode::HandlerThread,
+        Prepare::AfterARemarkPause,
+        500,
+        4096,
+    );
 }
 
 #[test]
@@ -584,7 +646,7 @@ fn black_block_move_handler_thread() {
     black_block_stays(
         Strategy::ConcurrentMove,
         FaultMode::HandlerThread,
-        false,
+        Prepare::Outside,
         1,
         0,
     );
@@ -592,12 +654,24 @@ fn black_block_move_handler_thread() {
 
 #[test]
 fn black_block_copy_sigbus() {
-    black_block_stays(Strategy::ConcurrentCopy, FaultMode::Sigbus, false, 1, 0);
+    black_block_stays(
+        Strategy::ConcurrentCopy,
+        FaultMode::Sigbus,
+        Prepare::Outside,
+        1,
+        0,
+    );
 }
 
 #[test]
 fn black_block_without_references_below_it_goes_back_unread() {
-    black_block_stays(Strategy::ConcurrentMove, FaultMode::Sigbus, false, 0, 0);
+    black_block_stays(
+        Strategy::ConcurrentMove,
+        FaultMode::Sigbus,
+        Prepare::Outside,
+        0,
+        0,
+    );
 }
 
 #[test]
@@ -605,7 +679,7 @@ fn black_block_without_references_below_it_is_not_flipped() {
     black_block_stays(
         Strategy::ConcurrentMove,
         FaultMode::Sigbus,
-        false,
+        Prepare::Outside,
         0,
         movegc_gc::heap::DEFAULT_PAUSE_BLACK_SLOTS,
     );
@@ -616,7 +690,7 @@ fn black_block_with_few_dirty_slots_is_fixed_in_the_pause() {
     black_block_stays(
         Strategy::ConcurrentMove,
         FaultMode::Sigbus,
-        false,
+        Prepare::Outside,
         500,
         4096,
     );
@@ -627,7 +701,7 @@ fn black_block_with_few_dirty_slots_is_fixed_in_the_pause_copy_handler_thread() 
     black_block_stays(
         Strategy::ConcurrentCopy,
         FaultMode::HandlerThread,
-        false,
+        Prepare::Outside,
         500,
         4096,
     );

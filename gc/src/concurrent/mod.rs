@@ -171,6 +171,12 @@ pub struct Injection {
     /// mutators ran is still exact (tests the path taken when its remark
     /// marks something new).
     pub discard_speculative_prepare: bool,
+    /// The final pause's remark counts as having marked something new
+    /// (tests the remark pause: the pause ends with marking complete, the
+    /// forwarding is prepared again while mutators run, and a second,
+    /// final pause flips), in every concurrent cycle that can take it;
+    /// mutators then run for at least 2 ms between the two pauses.
+    pub remark_pause: bool,
 }
 
 /// Counters of one concurrent cycle (updated from signal handlers too, so
