@@ -634,6 +634,36 @@ fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_word
     total
 }
 
+/// [`prepare`] continued over `[from, end_words)`, after one that stopped
+/// at `from` (a multiple of the page size): the prepare done while
+/// mutators ran, below a region the final pause walked into the bitmap
+/// (what a cycle that kept no black block allocated while it marked).
+/// Costs that region, not the heap below it. Returns the new total.
+fn extend_prepare(
+    pool: &rayon::ThreadPool,
+    meta: &mut Metadata,
+    dense: usize,
+    from: usize,
+    end_words: usize,
+) -> usize {
+    let Metadata {
+        marks,
+        live,
+        offsets,
+        pages,
+        ..
+    } = meta;
+    let total = forwarding::extend_offsets(live.words(), from, end_words, offsets);
+    let fwd = Forwarding {
+        live: live.words(),
+        offsets,
+        dense_words: dense,
+        end_words,
+    };
+    pool.install(|| forwarding::page_starts_from(&fwd, marks.words(), pages, from));
+    total
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -1009,10 +1039,18 @@ impl Collector {
         let t = Instant::now();
         let old_end = black.map_or(end_words, |s| (s - start) / WORD);
         let pool = gc.pool();
-        let (dense, mut total, clean) = match prepared.filter(|p| p.old_end == old_end) {
-            Some(p) => {
+        let (dense, mut total, clean) = match prepared.filter(|p| p.old_end <= old_end) {
+            Some(p) if p.old_end == old_end => {
                 st.prepare_reused = true;
                 (p.dense, p.total, p.clean)
+            }
+            // No black block was kept: the pause walked what was allocated
+            // while marking into the bitmap, above the region prepared
+            // while mutators ran; that prepare extends over it.
+            Some(p) => {
+                st.prepare_reused = true;
+                let total = extend_prepare(&pool, &mut meta, p.dense, p.old_end, old_end);
+                (p.dense, total, p.clean)
             }
             None => {
                 let dense = dense_prefix(gc, plan, meta.live.words(), old_end);
@@ -1997,12 +2035,9 @@ fn concurrent_mark(
             remarked = r.objects;
             total += r;
         }
-        // Only where the speculative prepare would be used: a black block
-        // kept in place (its offsets stop at the snapshot top).
         let again = (remarked > 0 || gc.settings.injection.remark_pause)
             && st.remark_pauses == 0
             && speculative.is_some()
-            && keep_black
             && space.poisoner().is_none()
             && !gc.settings.injection.discard_speculative_prepare;
         if !again {

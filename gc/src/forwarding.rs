@@ -147,6 +147,37 @@ pub fn compute_offsets(
     acc as usize
 }
 
+/// Extends offsets [`compute_offsets`] filled up to `from_words` (its
+/// `end_words`, a multiple of [`CHUNK_WORDS`]; `offsets[from_words / 64]`
+/// holds its total) over the chunks up to `end_words`, whose live words it
+/// did not count (a region marked since: everything a concurrent cycle
+/// allocated while it marked, walked in its final pause). Returns the new
+/// total. Serial: the region is what mutators allocated in one marking.
+pub fn extend_offsets(
+    live: &[u64],
+    from_words: usize,
+    end_words: usize,
+    offsets: &mut [u32],
+) -> usize {
+    assert_eq!(
+        from_words % CHUNK_WORDS,
+        0,
+        "extending from a chunk boundary"
+    );
+    let (first, last) = (from_words / CHUNK_WORDS, chunks_for(end_words));
+    let mut acc = u64::from(offsets[first]);
+    for c in first..last {
+        offsets[c] = acc as u32;
+        acc += u64::from(live[c].count_ones());
+    }
+    assert!(
+        acc <= u32::MAX as u64,
+        "moving space above 32 GiB of live words"
+    );
+    offsets[last] = acc as u32;
+    acc as usize
+}
+
 /// Chunks per parallel segment of [`compute_offsets`] and [`page_starts`]
 /// (8 MiB of heap).
 const SEGMENT_CHUNKS: usize = 1 << 14;
@@ -246,8 +277,24 @@ pub struct PageStart {
 pub fn page_starts(f: &Forwarding<'_>, marks: &[u64], out: &mut Vec<PageStart>) {
     debug_assert_eq!(f.dense_words % PAGE_WORDS, 0);
     out.clear();
+    page_starts_from(f, marks, out, f.dense_words);
+}
+
+/// Appends to `out` the [`PageStart`]s of the to-space pages that begin
+/// among the live words at or above `from_words` (a multiple of
+/// [`CHUNK_WORDS`], at or above the dense prefix): after [`page_starts`]
+/// up to `from_words` and [`extend_offsets`] from there, `out` is what
+/// [`page_starts`] over the whole range would give.
+pub fn page_starts_from(
+    f: &Forwarding<'_>,
+    marks: &[u64],
+    out: &mut Vec<PageStart>,
+    from_words: usize,
+) {
+    debug_assert_eq!(from_words % CHUNK_WORDS, 0);
+    debug_assert!(from_words >= f.dense_words);
     let total = f.total_words();
-    let first = f.dense_words / CHUNK_WORDS;
+    let first = from_words / CHUNK_WORDS;
     let last = chunks_for(f.end_words);
     // Segments of chunks in parallel (on the current rayon pool): the page
     // starts inside a segment are the multiples of PAGE_WORDS (from the

@@ -15,8 +15,9 @@ use std::alloc::Layout as AllocLayout;
 
 use movegc_gc::compact::Compactor;
 use movegc_gc::forwarding::{
-    chunks_for, compute_offsets, dense_prefix, next_live, nth_set_bit, object_start, page_starts,
-    run_length, Forwarding, PageStart, CHUNK_WORDS, PAGE_WORDS,
+    chunks_for, compute_offsets, dense_prefix, extend_offsets, next_live, nth_set_bit,
+    object_start, page_starts, page_starts_from, run_length, Forwarding, PageStart, CHUNK_WORDS,
+    PAGE_WORDS,
 };
 use movegc_gc::{Header, Layout};
 use proptest::prelude::*;
@@ -335,6 +336,54 @@ fn check_forwarding(sp: &Space, dense: usize) -> Result<(), TestCaseError> {
     if dense == 0 {
         prop_assert_eq!(total, live_sum);
     }
+    Ok(())
+}
+
+/// Offsets and page starts computed up to a page boundary `split` (at or
+/// above `dense`), then extended to the end (`extend_offsets`,
+/// `page_starts_from`: the final pause over a black region it walked),
+/// equal those computed over the whole range at once.
+fn check_extension(sp: &Space, dense: usize, split_u: f64) -> Result<(), TestCaseError> {
+    let pages = (sp.n / PW).saturating_sub(dense / PW);
+    let split = dense + (pages as f64 * split_u).round() as usize * PW;
+    let (want_off, want_total) = offsets_for(sp, dense);
+    let f = Forwarding {
+        live: &sp.live,
+        offsets: &want_off,
+        dense_words: dense,
+        end_words: sp.n,
+    };
+    let mut want_pages = Vec::new();
+    page_starts(&f, &sp.marks, &mut want_pages);
+
+    let mut off = vec![u32::MAX; chunks_for(sp.n) + 1];
+    compute_offsets(&sp.live, dense, split, &mut off);
+    let mut got_pages = Vec::new();
+    let f = Forwarding {
+        live: &sp.live,
+        offsets: &off,
+        dense_words: dense,
+        end_words: split,
+    };
+    page_starts(&f, &sp.marks, &mut got_pages);
+    let total = extend_offsets(&sp.live, split, sp.n, &mut off);
+    prop_assert_eq!(total, want_total, "dense {} split {}", dense, split);
+    let (first, last) = (dense / CHUNK_WORDS, chunks_for(sp.n));
+    prop_assert_eq!(
+        &off[first..=last],
+        &want_off[first..=last],
+        "dense {} split {}",
+        dense,
+        split
+    );
+    let f = Forwarding {
+        live: &sp.live,
+        offsets: &off,
+        dense_words: dense,
+        end_words: sp.n,
+    };
+    page_starts_from(&f, &sp.marks, &mut got_pages, split);
+    prop_assert_eq!(got_pages, want_pages, "dense {} split {}", dense, split);
     Ok(())
 }
 
@@ -695,6 +744,13 @@ proptest! {
     fn page_starts_match_naive_walk(sp in space(), th in threshold(), pages_u in 0.0f64..=1.0) {
         for dense in dense_choices(&sp, th, pages_u) {
             check_page_starts(&sp, dense)?;
+        }
+    }
+
+    #[test]
+    fn an_extended_prepare_matches_one_over_the_whole_range(sp in space(), th in threshold(), pages_u in 0.0f64..=1.0, split_u in 0.0f64..=1.0) {
+        for dense in dense_choices(&sp, th, pages_u) {
+            check_extension(&sp, dense, split_u)?;
         }
     }
 

@@ -902,6 +902,23 @@ fn the_heap_does_not_creep_up_a_black_block_a_cycle() {
     );
     assert!(s.cycles >= 20, "only {} cycles", s.cycles);
     assert!(with_block > 0, "no cycle kept a black block");
+    // A cycle that keeps no block walks what was allocated while it marked
+    // in its final pause, and extends the prepare done while mutators ran
+    // over it rather than prepare the whole heap there.
+    let concurrent: Vec<_> = s
+        .recent
+        .iter()
+        .filter(|c| c.strategy == Some(Strategy::ConcurrentMove))
+        .collect();
+    let walked = concurrent.iter().filter(|c| c.black_pages == 0).count();
+    eprintln!(
+        "{walked} of {} concurrent cycles kept no block",
+        concurrent.len()
+    );
+    assert!(walked > 0, "no cycle walked its black region");
+    for c in concurrent {
+        assert!(c.prepare_reused, "{c:?}");
+    }
     // The first half of the space, the largest block a cycle kept above
     // it (on a loaded machine marking is slower and blocks larger) and a
     // budget: without the bound the objects spread over all 64 MiB.
