@@ -1900,6 +1900,9 @@ fn concurrent_mark(
             .contains_key(&a)
     };
     let t = Instant::now();
+    if gc.settings.injection.delay_marking {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut total = MarkResult::default();
     {
         let ctx = MarkContext {

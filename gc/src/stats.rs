@@ -667,7 +667,8 @@ pub struct HeapStats {
     pub total_pause: Duration,
     /// Longest pause.
     pub max_pause: Duration,
-    /// Every pause (a cycle with concurrent marking has two).
+    /// Every pause (a cycle with concurrent marking has two, three with a
+    /// remark pause).
     pub pause_histogram: LatencyHistogram,
     /// Sum of the times to safepoint of every pause.
     pub total_time_to_safepoint: Duration,

@@ -10,6 +10,15 @@
 //! throughout with the verifier on. A large object allocated between the
 //! pauses and not born marked would be freed while referenced.
 //!
+//! A second test makes the remark really mark something, with no
+//! injection on that path: a thread cuts a chain off its only holder while
+//! the marker has traced nothing yet (`Injection::delay_marking`) and
+//! keeps it in a root slot the final pause does not scan again; the cut
+//! logged it in the thread's own SATB buffer, which only the pause
+//! drains. The forwarding prepared while mutators ran lacks the chain,
+//! so a final pause that used it would leave the chain's references
+//! stale (the verifier and the chain's check would fail).
+//!
 //! Object access through the engine is `unsafe` (`ObjRef`'s access
 //! contract). Rule followed: an `ObjRef` held in a local is only used until
 //! the thread's next `alloc`/`collect`/`safepoint`/wait; anything that must
@@ -19,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use movegc_gc::concurrent::{FaultMode, Injection};
-use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, PauseKind, Strategy};
+use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, PauseKind, Phase, Strategy};
 
 /// Slots of each reference array: 64 KiB, a large object.
 const ARRAY: usize = 8192;
@@ -166,6 +175,172 @@ fn cycles_after_a_remark_pause(strategy: Strategy, fault_mode: FaultMode) {
         "{strategy:?}/{fault_mode:?}: {} arrays",
         made.load(Ordering::Relaxed)
     );
+}
+
+/// Nodes of the chain the cutter hides from the marker.
+const CHAIN: usize = 200;
+
+/// The chain's check word for node `i` of cycle `k`.
+fn chain_word(k: u64, i: usize) -> u64 {
+    check_word(k << 20 | i as u64)
+}
+
+/// Builds a new chain of `CHAIN` nodes (garbage between them, so they
+/// move) and hangs it under the holder in root slot 0 (link 0).
+///
+/// # Safety
+/// The holder is read from root slot 0 after the allocations.
+unsafe fn new_chain(m: &mut MutatorContext, k: u64) {
+    m.roots()[2] = None;
+    for i in (0..CHAIN).rev() {
+        let _garbage = m.alloc(&node()).unwrap();
+        let nd = m.alloc(&link()).unwrap();
+        nd.write_u64(0, chain_word(k, i)).unwrap();
+        let next = m.roots()[2];
+        m.store_ref(nd, 0, next).unwrap();
+        m.roots()[2] = Some(nd);
+    }
+    let holder = m.roots()[0].unwrap();
+    let head = m.roots()[2].take();
+    m.store_ref(holder, 0, head).unwrap();
+}
+
+/// Checks a chain built by [`new_chain`] for cycle `k`.
+///
+/// # Safety
+/// No safepoint while it runs.
+unsafe fn check_chain(head: Option<ObjRef>, k: u64) {
+    let mut cur = head;
+    for i in 0..CHAIN {
+        let nd = cur.unwrap_or_else(|| panic!("chain {k} ends at {i}"));
+        assert_eq!(
+            nd.read_u64(0).unwrap(),
+            chain_word(k, i),
+            "chain {k} node {i}"
+        );
+        cur = nd.load_ref(0).unwrap();
+    }
+    assert!(cur.is_none(), "chain {k} is {CHAIN} long");
+}
+
+/// A node with one link and a word.
+fn link() -> Layout {
+    Layout::record(3, 1, 8).unwrap()
+}
+
+/// The remark of each cycle really marks something: a chain cut off its
+/// holder before the marker traced anything, held only in a root slot
+/// the final pause does not rescan and in the cutting thread's own SATB
+/// buffer. Every cycle takes a remark pause and its final pause uses the
+/// forwarding prepared again after it (without it, the chain's slots
+/// would be rewritten by a forwarding that does not know its objects).
+fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
+    let heap = GcHeap::new(HeapConfig {
+        capacity: 64 << 20,
+        min_free: 64 << 20,
+        strategy,
+        fault_mode,
+        gc_threads: 2,
+        verify: true,
+        injection: Injection {
+            delay_marking: true,
+            ..Default::default()
+        },
+        ..HeapConfig::default()
+    })
+    .unwrap();
+    if heap.strategy() == Strategy::StopTheWorld {
+        eprintln!("skipped: userfaultfd unavailable");
+        return;
+    }
+    const CYCLES: u64 = 8;
+    // Cycles the cutter has cut in, and whether the chain is back under
+    // its holder for the next one.
+    let (cut, ready, stop) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let cutter = {
+        let (heap, cut, ready, stop) = (heap.clone(), cut.clone(), ready.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut w = heap.attach().unwrap();
+            // SAFETY: `ObjRef`s are read from root slots and used before
+            // this thread's next allocation or safepoint.
+            unsafe {
+                w.roots().resize(3, None);
+                let holder = w.alloc(&link()).unwrap();
+                w.roots()[0] = Some(holder);
+                let mut k = 0;
+                new_chain(&mut w, k);
+                ready.store(true, Ordering::Release);
+                let mut last = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    match heap.stats().in_progress {
+                        Some(p) if p.phase == Phase::Marking && p.cycle != last => {
+                            // Cut: the chain is reachable from the snapshot
+                            // through the holder alone, now only from
+                            // root slot 1 (not scanned again) and this
+                            // thread's SATB buffer.
+                            last = p.cycle;
+                            let holder = w.roots()[0].unwrap();
+                            w.roots()[1] = holder.load_ref(0).unwrap();
+                            w.store_ref(holder, 0, None).unwrap();
+                            cut.fetch_add(1, Ordering::Release);
+                        }
+                        None if w.roots()[1].is_some() => {
+                            // The cycle is over: check the chain, hang a
+                            // new one (the old one becomes garbage).
+                            check_chain(w.roots()[1].take(), k);
+                            k += 1;
+                            new_chain(&mut w, k);
+                            ready.store(true, Ordering::Release);
+                        }
+                        _ => {}
+                    }
+                    w.safepoint();
+                    std::thread::yield_now();
+                }
+            }
+        })
+    };
+    let mut m = heap.attach().unwrap();
+    for i in 0..CYCLES {
+        m.blocking(|| {
+            while !ready.swap(false, Ordering::Acquire) {
+                assert!(!cutter.is_finished(), "the cutter failed");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
+        let st = m.collect_with(strategy).expect("a collection ran");
+        assert_eq!(cut.load(Ordering::Acquire) as u64, i + 1, "the cutter cut");
+        assert_eq!(st.strategy, Some(strategy), "{st:?}");
+        let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
+        assert_eq!(
+            kinds,
+            [PauseKind::Initial, PauseKind::Remark, PauseKind::Final],
+            "the remark marked the chain: {st:?}"
+        );
+        assert_eq!(st.remark_pauses, 1, "{st:?}");
+        assert!(st.prepare_reused, "{st:?}");
+    }
+    m.blocking(|| {
+        while !ready.load(Ordering::Acquire) && !cutter.is_finished() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    m.blocking(|| cutter.join().expect("a chain read back wrong"));
+}
+
+#[test]
+fn a_remark_that_marks_prepares_again_outside_the_pause_move_sigbus() {
+    a_remark_that_marks(Strategy::ConcurrentMove, FaultMode::Sigbus);
+}
+
+#[test]
+fn a_remark_that_marks_prepares_again_outside_the_pause_copy_handler_thread() {
+    a_remark_that_marks(Strategy::ConcurrentCopy, FaultMode::HandlerThread);
 }
 
 #[test]
