@@ -1868,6 +1868,9 @@ fn concurrent_mark(
     let (threads, pause_threads) = (gc.settings.concurrent_threads, gc.settings.gc_threads);
     let pool = gc.pool();
     let old_end = start + old_words(plan) * WORD;
+    if gc.settings.injection.delay_marking {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A young cycle's remembered set, read while mutators run: the old
     // pages written since the last cycle (any value read is fine: one
     // written after the snapshot is either reachable from it, hence
@@ -1900,9 +1903,6 @@ fn concurrent_mark(
             .contains_key(&a)
     };
     let t = Instant::now();
-    if gc.settings.injection.delay_marking {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let mut total = MarkResult::default();
     {
         let ctx = MarkContext {

@@ -234,7 +234,9 @@ fn link() -> Layout {
 /// buffer. Every cycle takes a remark pause and its final pause uses the
 /// forwarding prepared again after it (without it, the chain's slots
 /// would be rewritten by a forwarding that does not know its objects).
-fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
+/// With `young`, young collections: every cycle but the first is young
+/// (the holder is old then, the chains young).
+fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode, young: bool) {
     let heap = GcHeap::new(HeapConfig {
         capacity: 64 << 20,
         min_free: 64 << 20,
@@ -242,6 +244,7 @@ fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
         fault_mode,
         gc_threads: 2,
         verify: true,
+        generational: young,
         injection: Injection {
             delay_marking: true,
             ..Default::default()
@@ -305,6 +308,7 @@ fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
         })
     };
     let mut m = heap.attach().unwrap();
+    let mut young_cycles = 0;
     for i in 0..CYCLES {
         m.blocking(|| {
             while !ready.swap(false, Ordering::Acquire) {
@@ -312,7 +316,14 @@ fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         });
-        let st = m.collect_with(strategy).expect("a collection ran");
+        let st = match young && i > 0 {
+            true => m.collect_young(),
+            false => m.collect_with(strategy),
+        }
+        .expect("a collection ran");
+        // A young collection may still run full (its old region mostly
+        // dirty: the holder's page is most of it).
+        young_cycles += usize::from(st.young);
         assert_eq!(cut.load(Ordering::Acquire) as u64, i + 1, "the cutter cut");
         assert_eq!(st.strategy, Some(strategy), "{st:?}");
         let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
@@ -331,16 +342,22 @@ fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode) {
     });
     stop.store(true, Ordering::Relaxed);
     m.blocking(|| cutter.join().expect("a chain read back wrong"));
+    assert_eq!(young_cycles > 0, young, "{young_cycles} young cycles");
 }
 
 #[test]
 fn a_remark_that_marks_prepares_again_outside_the_pause_move_sigbus() {
-    a_remark_that_marks(Strategy::ConcurrentMove, FaultMode::Sigbus);
+    a_remark_that_marks(Strategy::ConcurrentMove, FaultMode::Sigbus, false);
+}
+
+#[test]
+fn a_remark_that_marks_in_young_cycles() {
+    a_remark_that_marks(Strategy::ConcurrentMove, FaultMode::Sigbus, true);
 }
 
 #[test]
 fn a_remark_that_marks_prepares_again_outside_the_pause_copy_handler_thread() {
-    a_remark_that_marks(Strategy::ConcurrentCopy, FaultMode::HandlerThread);
+    a_remark_that_marks(Strategy::ConcurrentCopy, FaultMode::HandlerThread, false);
 }
 
 #[test]

@@ -177,8 +177,9 @@ pub struct Injection {
     /// final pause flips), in every concurrent cycle that can take it;
     /// mutators then run for at least 2 ms between the two pauses.
     pub remark_pause: bool,
-    /// Concurrent marking waits 20 ms before it traces anything (tests a
-    /// mutator acting before the trace reaches what it touches).
+    /// Concurrent marking waits 20 ms before it reads anything (a young
+    /// cycle's remembered set included; tests a mutator acting before the
+    /// trace reaches what it touches).
     pub delay_marking: bool,
 }
 
