@@ -1153,7 +1153,7 @@ impl Collector {
                 pending,
                 plan,
                 old_dirty.clone(),
-                clean.as_ref(),
+                clean.take(),
             ) {
                 Ok(()) => {
                     st.madvise_calls = sp.counters.madvise.load(Ordering::Relaxed) - madvise_before;
@@ -1163,13 +1163,14 @@ impl Collector {
                     // Registration or the flip failed: finish this cycle
                     // stop-the-world (the same dense prefix; the offsets
                     // again if they stopped at a black block).
+                    // The clean pages went to the flip (`clean` is None
+                    // now): this rare cycle fixes every prefix page, which
+                    // costs it little and assumes nothing (with a black
+                    // block, compacted with the rest below, a page the
+                    // barrier flagged for a reference into it would not be
+                    // clean anyway).
                     meta = m;
                     if old_end != end_words {
-                        // The black block is compacted with the rest: a
-                        // page the barrier flagged for a reference into it
-                        // is not clean already; fixing every page costs
-                        // this rare cycle little and assumes nothing.
-                        clean = None;
                         // The black block is compacted like the rest: walk
                         // it. Its dirty bits are not needed.
                         gc.satb.clear_dirty(start + old_end * WORD, top);
@@ -1383,7 +1384,7 @@ impl Collector {
         pending: Option<PendingHandler>,
         plan: Plan,
         old_dirty: Option<Box<[u8]>>,
-        clean: Option<&CleanPrefix>,
+        clean: Option<CleanPrefix>,
     ) -> Result<(), Metadata> {
         let (sp, gc) = (host.spaces(), host.gc());
         let space = &sp.moving;
@@ -1456,7 +1457,7 @@ impl Collector {
         let dense_words = dense;
         // A young cycle keeps its old region, a full one the clean pages at
         // the bottom of its prefix (`clean`).
-        let kept_pages = match (plan, clean) {
+        let kept_pages = match (plan, &clean) {
             (Plan::Full(_), Some(c)) => c.kept_run(live.words(), marks.words()),
             _ if gc.settings.keep_old_region => kept_pages(plan, dense, old_dirty.as_deref()),
             _ => 0,
@@ -1494,6 +1495,10 @@ impl Collector {
             total_words: total,
             dense_words,
             kept_pages,
+            clean: match (plan, clean) {
+                (Plan::Full(_), Some(c)) => c.clean,
+                _ => Vec::new(),
+            },
             boundary_header,
             space_start: start,
             from_start: space.from.start(),
@@ -2329,6 +2334,7 @@ fn drive(
     st.recycle_shortfall = c.recycle_shortfall.load(Ordering::Relaxed);
     st.arena_pages = c.arena_pages.load(Ordering::Relaxed);
     st.prefix_pages = c.prefix_pages.load(Ordering::Relaxed);
+    st.prefix_unread = c.prefix_unread.load(Ordering::Relaxed);
     st.black_fixed = c.black_pages.load(Ordering::Relaxed);
     st.black_dirty_pages = c.black_dirty_pages.load(Ordering::Relaxed);
     st.black_slots = c.black_slots.load(Ordering::Relaxed);

@@ -292,11 +292,11 @@ impl CycleStats {
         );
         let _ = write!(l, " pages {} in place", self.dense_pages);
         if self.prefix_clean > 0 {
-            let _ = write!(
-                l,
-                " ({} clean, {} kept)",
-                self.prefix_clean, self.kept_pages
-            );
+            let _ = write!(l, " ({} clean, {} kept", self.prefix_clean, self.kept_pages);
+            if self.prefix_unread > 0 {
+                let _ = write!(l, ", {} unread", self.prefix_unread);
+            }
+            l.push(')');
         }
         let _ = write!(
             l,
@@ -529,8 +529,13 @@ pub struct CycleStats {
     pub black_slots: usize,
     /// Of the dense pages, in a concurrent cycle, the pages whose references were
     /// rewritten after the flip (in their from-space page, then moved or
-    /// copied back); equals `dense_pages` when every page was fixed once.
+    /// copied back); with `prefix_unread` and `kept_pages`, equals
+    /// `dense_pages` when every page was fixed once.
     pub prefix_pages: usize,
+    /// Of the dense pages, in a concurrent full cycle, the clean ones above
+    /// the kept run (`prefix_clean`): flipped and put back as they were,
+    /// not read.
+    pub prefix_unread: usize,
     /// Live large objects.
     pub large_objects_live: usize,
     /// Large objects freed.
@@ -922,6 +927,21 @@ mod tests {
             l.contains("full[Exhausted] (exhausted) stop-the-world"),
             "{l}"
         );
+        // The clean prefix, kept and unread pages (the latter only if any).
+        let prefix = |unread| CycleStats {
+            dense_pages: 300,
+            prefix_clean: 250,
+            kept_pages: 100,
+            prefix_unread: unread,
+            ..full.clone()
+        };
+        let l = prefix(140).log_line();
+        assert!(
+            l.contains("pages 300 in place (250 clean, 100 kept, 140 unread)"),
+            "{l}"
+        );
+        let l = prefix(0).log_line();
+        assert!(l.contains("in place (250 clean, 100 kept) "), "{l}");
         assert!(
             l.contains(" pauses stop-the-world 3.000ms (ttsp 0.000ms)") && !l.contains("moved"),
             "{l}"

@@ -336,9 +336,13 @@ fn cycles_with(
         }
         if strategy.is_concurrent() {
             assert_eq!(
-                st.prefix_pages + st.kept_pages,
+                st.prefix_pages + st.prefix_unread + st.kept_pages,
                 st.dense_pages,
-                "every prefix page not kept was fixed once: {st:?}"
+                "every prefix page not kept was fixed or put back unread once: {st:?}"
+            );
+            assert!(
+                st.kept_pages + st.prefix_unread <= st.prefix_clean,
+                "only clean pages are left unread: {st:?}"
             );
         }
         out.push(st);

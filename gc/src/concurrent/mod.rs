@@ -231,6 +231,9 @@ pub struct Counters {
     /// Pages of the dense prefix whose references were rewritten in place
     /// (by GC threads or fault resolvers) before they went back.
     pub prefix_pages: AtomicUsize,
+    /// Flipped pages of the dense prefix that were clean: put back as they
+    /// were, not read.
+    pub prefix_unread: AtomicUsize,
     /// Pages of the black block that went back (by GC threads or fault
     /// resolvers).
     pub black_pages: AtomicUsize,
@@ -447,6 +450,8 @@ pub struct CycleShared {
     /// fixed in the pause (see `prefix`), or the clean pages at the bottom
     /// of a full cycle's prefix, which need no fix (`crate::clean`).
     kept_pages: usize,
+    /// The prefix's clean pages (see `CycleSetup::clean`).
+    clean: Box<[bool]>,
     /// The raw header of the object crossing the end of the dense prefix
     /// (0 if none), saved in the pause.
     boundary_header: u64,
@@ -555,6 +560,10 @@ pub(crate) struct CycleSetup {
     /// (a young cycle's old region, its dirty pages fixed in the pause: see
     /// `prefix`; or a full cycle's clean pages, never fixed: `crate::clean`).
     pub kept_pages: usize,
+    /// Per dense-prefix page, whether it is clean (`crate::clean`; empty
+    /// for a young cycle): those above `kept_pages` are flipped and put
+    /// back without being fixed.
+    pub clean: Vec<bool>,
     pub boundary_header: u64,
     pub space_start: usize,
     pub from_start: usize,
@@ -638,6 +647,7 @@ impl CycleShared {
             dirty: s.dirty,
             dense_pages,
             kept_pages: s.kept_pages,
+            clean: s.clean.into_boxed_slice(),
             boundary_header: s.boundary_header,
             moving_pages: s.moving_pages,
             arena_offset: s.arena_offset,
@@ -1720,6 +1730,7 @@ pub(crate) fn test_setup(
         total_words: 0,
         dense_words: 0,
         kept_pages: 0,
+        clean: Vec::new(),
         boundary_header: 0,
         space_start: space.start(),
         from_start: from.start(),
