@@ -146,16 +146,20 @@ impl CleanPrefix {
     /// flip: the run of clean pages from page 0, shortened until no object
     /// crosses from it into the next page (`marks`: object starts, `live`:
     /// live words; a dead word there is a gap begun on a kept page, which
-    /// no fixer of a flipped page reads).
-    pub(crate) fn kept_run(&self, live: &[u64], marks: &[u64]) -> usize {
+    /// no fixer of a flipped page reads), and to a multiple of `align`
+    /// pages (512 with huge pages: the flip's `mremap` would split the huge
+    /// page the boundary falls in).
+    pub(crate) fn kept_run(&self, live: &[u64], marks: &[u64], align: usize) -> usize {
         let bit = |m: &[u64], w: usize| m.get(w / 64).is_some_and(|x| x >> (w % 64) & 1 != 0);
-        let mut k = self.clean.iter().take_while(|&&c| c).count();
+        let align = align.max(1);
+        let run = self.clean.iter().take_while(|&&c| c).count();
+        let mut k = run - run % align;
         while k > 0 {
             let w = k * crate::forwarding::PAGE_WORDS;
             if !bit(live, w) || bit(marks, w) {
                 break;
             }
-            k -= 1;
+            k -= align;
         }
         k
     }
@@ -250,17 +254,51 @@ mod tests {
             clean: vec![true, true, true, false, false],
             counts: vec![512; 5],
         };
-        assert_eq!(c.kept_run(&live, &marks), 3, "page 3 starts with an object");
+        assert_eq!(
+            c.kept_run(&live, &marks, 1),
+            3,
+            "page 3 starts with an object"
+        );
         // An object crossing from page 2 into page 3: keep two pages.
         marks[3 * 8] &= !1;
-        assert_eq!(c.kept_run(&live, &marks), 2);
+        assert_eq!(c.kept_run(&live, &marks, 1), 2);
         // ... unless the word there is dead (a gap begun on a kept page).
         let mut gap = live.clone();
         gap[3 * 8] &= !1;
-        assert_eq!(c.kept_run(&gap, &marks), 3);
+        assert_eq!(c.kept_run(&gap, &marks, 1), 3);
         // Every page boundary crossed: nothing kept.
         let mut first_only = vec![0u64; 5 * 8];
         first_only[0] = 1;
-        assert_eq!(c.kept_run(&live, &first_only), 0);
+        assert_eq!(c.kept_run(&live, &first_only, 1), 0);
+    }
+
+    #[test]
+    fn the_kept_run_is_a_multiple_of_the_alignment() {
+        let pages = 9;
+        let live = full(pages);
+        let mut marks = vec![0u64; pages * 8];
+        for w in (0..pages * 512).step_by(512) {
+            marks[w / 64] |= 1 << (w % 64);
+        }
+        let mut c = CleanPrefix {
+            clean: vec![true; pages],
+            counts: vec![512; pages],
+        };
+        c.clean[7] = false; // a run of 7
+        assert_eq!(c.kept_run(&live, &marks, 1), 7);
+        assert_eq!(c.kept_run(&live, &marks, 2), 6);
+        assert_eq!(c.kept_run(&live, &marks, 4), 4);
+        assert_eq!(c.kept_run(&live, &marks, 8), 0, "shorter than one unit");
+        // An object crossing into page 4: the next multiple down.
+        marks[4 * 8] &= !1;
+        assert_eq!(c.kept_run(&live, &marks, 4), 0);
+        assert_eq!(c.kept_run(&live, &marks, 2), 6);
+        marks[6 * 8] &= !1;
+        assert_eq!(c.kept_run(&live, &marks, 2), 2, "6 and 4 are crossed");
+        assert_eq!(
+            c.kept_run(&live, &marks, 1),
+            7,
+            "unaligned: page 7 starts an object"
+        );
     }
 }

@@ -112,6 +112,8 @@ pub(crate) struct Settings {
     pub(crate) keep_old_region: bool,
     /// `HeapConfig::keep_clean_prefix`.
     pub(crate) keep_clean_prefix: bool,
+    /// `HeapConfig::huge_pages`.
+    pub(crate) huge_pages: bool,
     /// `HeapConfig::prefill_allocation`.
     pub(crate) prefill_allocation: bool,
     /// `HeapConfig::min_move_run` (at least 1).
@@ -1458,7 +1460,13 @@ impl Collector {
         // A young cycle keeps its old region, a full one the clean pages at
         // the bottom of its prefix (`clean`).
         let kept_pages = match (plan, &clean) {
-            (Plan::Full(_), Some(c)) => c.kept_run(live.words(), marks.words()),
+            (Plan::Full(_), Some(c)) => {
+                let align = match gc.settings.huge_pages {
+                    true => crate::mapping::HUGE_PAGE_SIZE / PAGE_SIZE,
+                    false => 1,
+                };
+                c.kept_run(live.words(), marks.words(), align)
+            }
             _ if gc.settings.keep_old_region => kept_pages(plan, dense, old_dirty.as_deref()),
             _ => 0,
         };

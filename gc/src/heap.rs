@@ -640,6 +640,7 @@ impl GcHeap {
             remembered_set: remembered_set(&config),
             keep_old_region: config.keep_old_region,
             keep_clean_prefix: config.keep_clean_prefix,
+            huge_pages: config.huge_pages,
             prefill_allocation: config.prefill_allocation,
             min_move_run: config.min_move_run.max(1),
             pause_black_slots: config.pause_black_slots,
