@@ -54,7 +54,7 @@
 //! rule it follows: an `ObjRef` held in a local is only used until the
 //! thread's next `alloc`/`collect`/`safepoint`/wait (objects may move
 //! then); anything that must survive one lives in a root slot (the chain
-//! heads, the walkers) or a persistent slot. The one exception is [`build`]:
+//! heads, the walkers) or a persistent slot. The one exception is `build`:
 //! it holds `ObjRef`s across allocations because no collection can run
 //! while it fills the heap (`min_free` equals the capacity, it is the only
 //! mutator, and [`run_detailed`] asserts afterwards that no cycle ran).

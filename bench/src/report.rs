@@ -406,7 +406,7 @@ fn key_of(params: &str) -> Spec {
     spec_of(params).without("strategy")
 }
 
-/// [`key_of`] as text.
+/// `key_of` as text.
 pub fn params_key(params: &str) -> String {
     key_of(params).to_string()
 }
