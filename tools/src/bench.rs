@@ -105,7 +105,7 @@ pub struct BenchArgs {
     /// APIs' overhead), or all. Default: typed.
     #[arg(long, value_delimiter = ',')]
     api: Option<Vec<String>>,
-    /// Output directory (default: target/movegc-bench/<timestamp>).
+    /// Output directory (default: target/movegc-bench/TIMESTAMP, the time of the run).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Run nothing: re-render the table, report.md and plots of an existing
