@@ -294,8 +294,10 @@ pub struct CompactResult {
     /// Pause start to cycle end.
     pub cycle_ms: f64,
     /// After compaction: unregister, release the from-space, hand back the
-    /// metadata (`cycle - pause - compaction` for concurrent cycles; the
-    /// release phase for stop-the-world).
+    /// metadata (`CycleStats::after_compaction`: from the last page mapped
+    /// to the cycle's end for concurrent cycles, the release phase for
+    /// stop-the-world). It used to be `cycle - pause - compaction`, which
+    /// also counted marking and the pauses before the final one.
     pub tail_ms: f64,
     /// Wall time of `collect_with`.
     pub collect_wall_ms: f64,
@@ -940,12 +942,7 @@ pub fn run_detailed(p: &CompactParams) -> Detailed {
         }
     };
     let strategy = st.strategy.unwrap_or(p.strategy);
-    let concurrent = strategy.is_concurrent();
-    let tail = if concurrent {
-        st.cycle_time.saturating_sub(st.pause + st.compaction)
-    } else {
-        st.release
-    };
+    let tail = st.after_compaction;
     let result = CompactResult {
         spec: p.spec(),
         strategy_requested: p.strategy.name().to_string(),

@@ -47,6 +47,18 @@ fn common_checks(r: &CompactResult) {
     assert!(r.pages_compacted > 0, "nothing compacted: {r:?}");
     assert!(r.moved_mib > 0.0, "nothing moved: {r:?}");
     assert!(r.compaction_ms > 0.0);
+    // The tail is what follows the compaction, with no marking or pause
+    // in it (stop-the-world: its release phase, inside its one pause).
+    assert!(r.tail_ms > 0.0, "{r:?}");
+    if r.strategy == "stop-the-world" {
+        assert_eq!(r.tail_ms, r.release_ms, "{r:?}");
+    } else {
+        let before = r.pause_ms + r.initial_pause_ms + r.mark_ms;
+        assert!(
+            r.tail_ms + r.compaction_ms + before <= r.cycle_ms + 1e-6,
+            "{r:?}"
+        );
+    }
     if r.initial_pause_ms > 0.0 {
         // Concurrent marking: marking ran between the two pauses; the
         // final pause holds only what was left of it.

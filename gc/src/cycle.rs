@@ -1342,6 +1342,7 @@ impl Collector {
             self.packed_end = packed;
         }
         st.release = t.elapsed();
+        st.after_compaction = st.release;
         st.freed_bytes = (top - base)
             .saturating_sub(new_top - (start + shift))
             .saturating_sub(self.closed_hole)
@@ -2376,6 +2377,7 @@ fn drive(
     meta.live.clear_prefix(chunks_for(end_words) + 1);
     gc.satb.reset_prefix_tables();
     st.cycle_time = t_start.elapsed();
+    st.after_compaction = flip_end.elapsed().saturating_sub(st.compaction);
     // This job's CPU time, before the cycle is over (a thread that sees it
     // over may fork at once, and `after_cycle` samples the totals). The
     // prefill's zeroing is allocation work (a fault would have done it).

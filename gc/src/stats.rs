@@ -552,6 +552,11 @@ pub struct CycleStats {
     pub compaction_per_thread: Vec<Duration>,
     /// From the start of the pause to the end of the cycle.
     pub cycle_time: Duration,
+    /// What follows the compaction: for a concurrent cycle, from its last
+    /// page mapped to the cycle's end (unregister, drain the resolvers,
+    /// release the from-space, hand the metadata back); for a
+    /// stop-the-world one, its `release`.
+    pub after_compaction: Duration,
     /// Pages installed with `UFFDIO_MOVE`.
     pub pages_moved: usize,
     /// Pages installed with `UFFDIO_COPY`.
