@@ -617,31 +617,16 @@ fn dense_prefix(gc: &Gc, plan: Plan, live: &[u64], old_end: usize) -> usize {
 /// Computes the chunk offsets and the page-start table of the words
 /// `[dense, end_words)` (on the pool); returns the compacted size in words.
 fn prepare(pool: &rayon::ThreadPool, meta: &mut Metadata, dense: usize, end_words: usize) -> usize {
-    let Metadata {
-        marks,
-        live,
-        offsets,
-        pages,
-        ..
-    } = meta;
-    let total =
-        pool.install(|| forwarding::compute_offsets(live.words(), dense, end_words, offsets));
-    let fwd = Forwarding {
-        live: live.words(),
-        offsets,
-        dense_words: dense,
-        end_words,
-    };
-    pool.install(|| forwarding::page_starts(&fwd, marks.words(), pages));
-    total
+    prepare_from(pool, meta, dense, dense, end_words)
 }
 
-/// [`prepare`] continued over `[from, end_words)`, after one that stopped
-/// at `from` (a multiple of the page size): the prepare done while
-/// mutators ran, below a region the final pause walked into the bitmap
-/// (what a cycle that kept no black block allocated while it marked).
-/// Costs that region, not the heap below it. Returns the new total.
-fn extend_prepare(
+/// [`prepare`] of `[from, end_words)` only, continuing one that stopped
+/// at `from` (a multiple of the page size, at or above `dense`; `from ==
+/// dense` is a whole prepare): the prepare done while mutators ran, below
+/// a region the final pause walked into the bitmap (what a cycle that
+/// kept no black block allocated while it marked). Costs that region, not
+/// the heap below it. Returns the new total.
+fn prepare_from(
     pool: &rayon::ThreadPool,
     meta: &mut Metadata,
     dense: usize,
@@ -655,14 +640,22 @@ fn extend_prepare(
         pages,
         ..
     } = meta;
-    let total = forwarding::extend_offsets(live.words(), from, end_words, offsets);
+    let total = match from == dense {
+        true => {
+            pool.install(|| forwarding::compute_offsets(live.words(), dense, end_words, offsets))
+        }
+        false => forwarding::extend_offsets(live.words(), from, end_words, offsets),
+    };
     let fwd = Forwarding {
         live: live.words(),
         offsets,
         dense_words: dense,
         end_words,
     };
-    pool.install(|| forwarding::page_starts_from(&fwd, marks.words(), pages, from));
+    pool.install(|| match from == dense {
+        true => forwarding::page_starts(&fwd, marks.words(), pages),
+        false => forwarding::page_starts_from(&fwd, marks.words(), pages, from),
+    });
     total
 }
 
@@ -1051,7 +1044,7 @@ impl Collector {
             // while mutators ran; that prepare extends over it.
             Some(p) => {
                 st.prepare_reused = true;
-                let total = extend_prepare(&pool, &mut meta, p.dense, p.old_end, old_end);
+                let total = prepare_from(&pool, &mut meta, p.dense, p.old_end, old_end);
                 (p.dense, total, p.clean)
             }
             None => {

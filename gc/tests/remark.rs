@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use movegc_gc::concurrent::{FaultMode, Injection};
-use movegc_gc::{GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, PauseKind, Phase, Strategy};
+use movegc_gc::{
+    CycleStats, GcHeap, HeapConfig, Layout, MutatorContext, ObjRef, PauseKind, Phase, Strategy,
+};
 
 /// Slots of each reference array: 64 KiB, a large object.
 const ARRAY: usize = 8192;
@@ -47,6 +49,38 @@ fn array() -> Layout {
 
 fn check_word(v: u64) -> u64 {
     v.rotate_left(17) ^ 0x7e3a_c0de_5eed_f00d
+}
+
+/// A heap of `cfg` that collects only when asked (`min_free` is the
+/// capacity), two collector threads, the verifier on; `None` (and a line
+/// saying so) without userfaultfd.
+fn heap(cfg: HeapConfig) -> Option<GcHeap> {
+    let heap = GcHeap::new(HeapConfig {
+        min_free: cfg.capacity,
+        gc_threads: 2,
+        verify: true,
+        ..cfg
+    })
+    .unwrap();
+    if heap.strategy() == Strategy::StopTheWorld {
+        eprintln!("skipped: userfaultfd unavailable");
+        return None;
+    }
+    Some(heap)
+}
+
+/// A concurrent cycle that had a remark pause: its pauses are the initial,
+/// the remark and the final one, and the final pause used the forwarding
+/// prepared after the remark pause instead of preparing its own.
+fn assert_after_a_remark_pause(st: &CycleStats) {
+    let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [PauseKind::Initial, PauseKind::Remark, PauseKind::Final],
+        "{st:?}"
+    );
+    assert_eq!(st.remark_pauses, 1, "{st:?}");
+    assert!(st.prepare_reused, "the final pause prepared again: {st:?}");
 }
 
 /// Checks one array the writer built: `FILL` nodes of one array number,
@@ -110,24 +144,18 @@ fn writer(heap: GcHeap, stop: Arc<AtomicBool>, made: Arc<AtomicUsize>) {
 /// run; every cycle's pauses, its reuse of the forwarding prepared after
 /// the remark pause, and the writers' checks.
 fn cycles_after_a_remark_pause(strategy: Strategy, fault_mode: FaultMode) {
-    let heap = GcHeap::new(HeapConfig {
+    let Some(heap) = heap(HeapConfig {
         capacity: 128 << 20,
-        min_free: 128 << 20,
         strategy,
         fault_mode,
-        gc_threads: 2,
-        verify: true,
         injection: Injection {
             remark_pause: true,
             ..Default::default()
         },
         ..HeapConfig::default()
-    })
-    .unwrap();
-    if heap.strategy() == Strategy::StopTheWorld {
-        eprintln!("skipped: userfaultfd unavailable");
+    }) else {
         return;
-    }
+    };
     let (stop, made) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicUsize::new(0)),
@@ -153,17 +181,7 @@ fn cycles_after_a_remark_pause(strategy: Strategy, fault_mode: FaultMode) {
         });
         let st = m.collect_with(strategy).expect("a collection ran");
         assert_eq!(st.strategy, Some(strategy), "{st:?}");
-        let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
-        assert_eq!(
-            kinds,
-            [PauseKind::Initial, PauseKind::Remark, PauseKind::Final],
-            "{st:?}"
-        );
-        assert_eq!(st.remark_pauses, 1, "{st:?}");
-        assert!(
-            st.prepare_reused,
-            "the final pause prepared nothing: {st:?}"
-        );
+        assert_after_a_remark_pause(&st);
         large_live = large_live.max(st.large_objects_live);
     }
     stop.store(true, Ordering::Relaxed);
@@ -237,25 +255,19 @@ fn link() -> Layout {
 /// With `young`, young collections: every cycle but the first is young
 /// (the holder is old then, the chains young).
 fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode, young: bool) {
-    let heap = GcHeap::new(HeapConfig {
+    let Some(heap) = heap(HeapConfig {
         capacity: 64 << 20,
-        min_free: 64 << 20,
         strategy,
         fault_mode,
-        gc_threads: 2,
-        verify: true,
         generational: young,
         injection: Injection {
             delay_marking: true,
             ..Default::default()
         },
         ..HeapConfig::default()
-    })
-    .unwrap();
-    if heap.strategy() == Strategy::StopTheWorld {
-        eprintln!("skipped: userfaultfd unavailable");
+    }) else {
         return;
-    }
+    };
     const CYCLES: u64 = 8;
     // Cycles the cutter has cut in, and whether the chain is back under
     // its holder for the next one.
@@ -326,14 +338,8 @@ fn a_remark_that_marks(strategy: Strategy, fault_mode: FaultMode, young: bool) {
         young_cycles += usize::from(st.young);
         assert_eq!(cut.load(Ordering::Acquire) as u64, i + 1, "the cutter cut");
         assert_eq!(st.strategy, Some(strategy), "{st:?}");
-        let kinds: Vec<PauseKind> = st.pauses.iter().map(|p| p.kind).collect();
-        assert_eq!(
-            kinds,
-            [PauseKind::Initial, PauseKind::Remark, PauseKind::Final],
-            "the remark marked the chain: {st:?}"
-        );
-        assert_eq!(st.remark_pauses, 1, "{st:?}");
-        assert!(st.prepare_reused, "{st:?}");
+        // The remark marked the chain.
+        assert_after_a_remark_pause(&st);
     }
     m.blocking(|| {
         while !ready.load(Ordering::Acquire) && !cutter.is_finished() {

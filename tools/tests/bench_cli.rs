@@ -273,25 +273,34 @@ fn bad_options_are_usage_errors() {
     );
 }
 
-#[test]
-fn old_writes_compares_both_remembered_set_builders() {
-    let dir = std::env::temp_dir().join(format!("movegc-bench-ow-{}", std::process::id()));
-    let out = movegc(&[
-        "bench",
-        "--quick",
-        "--json",
-        "--workloads",
-        "old-writes",
-        "--strategies",
-        "stw",
-        "--remembered-set",
-        "both",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+/// Runs `movegc bench --quick --json` with `args` into a temporary
+/// directory named after `tag`; the directory and the JSON document (the
+/// run must succeed).
+fn quick_json(tag: &str, args: &[&str]) -> (std::path::PathBuf, Value) {
+    let dir = std::env::temp_dir().join(format!("movegc-bench-{tag}-{}", std::process::id()));
+    let mut all = vec!["bench", "--quick", "--json"];
+    all.extend_from_slice(args);
+    all.extend(["--out", dir.to_str().unwrap()]);
+    let out = movegc(&all);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "movegc bench failed:\n{stderr}");
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let doc = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    (dir, doc)
+}
+
+#[test]
+fn old_writes_compares_both_remembered_set_builders() {
+    let (dir, doc) = quick_json(
+        "ow",
+        &[
+            "--workloads",
+            "old-writes",
+            "--strategies",
+            "stw",
+            "--remembered-set",
+            "both",
+        ],
+    );
     let results = doc["results"].as_array().unwrap();
     let params: Vec<&str> = results
         .iter()
@@ -327,23 +336,17 @@ fn old_writes_compares_both_remembered_set_builders() {
 
 #[test]
 fn phases_skew_binary_trees_and_gcbench_and_the_targets_use_totals() {
-    let dir = std::env::temp_dir().join(format!("movegc-bench-ph-{}", std::process::id()));
-    let out = movegc(&[
-        "bench",
-        "--quick",
-        "--json",
-        "--workloads",
-        "gcbench",
-        "--strategies",
-        "move,stw",
-        "--phases",
-        "2",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "movegc bench failed:\n{stderr}");
-    let doc: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let (dir, doc) = quick_json(
+        "ph",
+        &[
+            "--workloads",
+            "gcbench",
+            "--strategies",
+            "move,stw",
+            "--phases",
+            "2",
+        ],
+    );
     let results = doc["results"].as_array().unwrap();
     let skewed = |r: &&Value| r["params"].as_str().unwrap().contains("skew_kib=1024");
     assert_eq!(results.len(), 4, "2 phases x 2 strategies");
