@@ -146,17 +146,14 @@ impl Params {
     /// skew only when there is one, so unskewed runs keep the spec they
     /// had before it existed).
     pub fn spec(&self) -> Spec {
-        let s = Spec::new()
+        Spec::new()
             .with("stretch", self.stretch_depth)
             .with("long_lived", self.long_lived_depth)
             .with("array", self.array_size)
             .with("min_depth", self.min_depth)
             .with("max_depth", self.max_depth)
-            .with("min_free_mib", self.min_free_mib);
-        match self.skew_kib {
-            0 => s,
-            k => s.with("skew_kib", k),
-        }
+            .with("min_free_mib", self.min_free_mib)
+            .with_nonzero("skew_kib", self.skew_kib)
     }
 
     /// The keys of a [`Spec`] read over `d`'s values (`from_spec`, made

@@ -429,12 +429,12 @@ fn paired(
 ) -> Vec<f64> {
     paired_values(results, workload, strategies, value)
         .into_iter()
-        .filter(|&(mv, cp)| cp > 0.0 && cp.is_finite() && mv.is_finite())
+        .filter(|&(_, cp)| cp > 0.0)
         .map(|(mv, cp)| mv / cp)
         .collect()
 }
 
-/// The `(value(a), value(b))` of each pair of [`paired`].
+/// The `(value(a), value(b))` of each pair of [`paired`], both finite.
 fn paired_values(
     results: &[RunRecord],
     workload: &str,
@@ -456,6 +456,7 @@ fn paired_values(
     moves
         .iter()
         .filter_map(|(key, &mv)| Some((mv, *copies.get(key)?)))
+        .filter(|(a, b)| a.is_finite() && b.is_finite())
         .collect()
 }
 
@@ -491,15 +492,10 @@ pub fn summarize(results: &[RunRecord]) -> Summary {
             Some((w.to_string(), (wall, cpu)))
         })
         .collect();
-    let finite = |v: Vec<(f64, f64)>| -> Vec<(f64, f64)> {
-        v.into_iter()
-            .filter(|(a, b)| a.is_finite() && b.is_finite())
-            .collect()
-    };
     let move_stw_total: BTreeMap<String, (TotalRatio, Option<TotalRatio>)> = workloads
         .iter()
         .filter_map(|w| {
-            let pairs = |f| finite(paired_values(results, w, (MOVE, STW), f));
+            let pairs = |f| paired_values(results, w, (MOVE, STW), f);
             let wall = TotalRatio::of(&pairs(|r| r.compaction_ms))?;
             let cpu = TotalRatio::of(&pairs(|r| r.compaction_cpu_ms));
             Some((w.to_string(), (wall, cpu)))

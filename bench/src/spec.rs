@@ -83,6 +83,15 @@ impl Spec {
         self
     }
 
+    /// [`with`](Self::with) unless `value` is 0 (then `self` as it is): a
+    /// key written only when it is not at its default of 0.
+    pub fn with_nonzero(self, key: &str, value: usize) -> Spec {
+        match value {
+            0 => self,
+            v => self.with(key, v),
+        }
+    }
+
     /// Sets `key` to `value`: in place if the key is present, else at the
     /// end.
     ///

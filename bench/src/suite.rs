@@ -445,11 +445,7 @@ fn configs(o: &Options) -> Vec<(Workload, FaultMode, String)> {
                 };
                 for &api in &o.apis {
                     for skew_kib in phase_skews(o) {
-                        let s = binary_trees_spec(n, api);
-                        let s = match skew_kib {
-                            0 => s,
-                            k => s.with("skew_kib", k),
-                        };
+                        let s = binary_trees_spec(n, api).with_nonzero("skew_kib", skew_kib);
                         v.push((w, sigbus, s.to_string()));
                     }
                 }

@@ -95,6 +95,12 @@ pub(crate) struct CleanPrefix {
     pub counts: Vec<u16>,
 }
 
+/// Whether prefix page `p` is clean in `clean` (a [`CleanPrefix::clean`];
+/// pages past it are not).
+pub(crate) fn is_clean(clean: &[bool], p: usize) -> bool {
+    clean.get(p).copied().unwrap_or(false)
+}
+
 impl CleanPrefix {
     /// The clean pages of a prefix of `dense_pages` pages, given the live
     /// bitmap, what the last full cycle left fixed (`fixed`; empty: none) and whether each page's references all stay
@@ -137,11 +143,6 @@ impl CleanPrefix {
         self.clean.iter().filter(|&&c| c).count()
     }
 
-    /// Whether prefix page `p` needs no fix.
-    pub(crate) fn is_clean(&self, p: usize) -> bool {
-        self.clean.get(p).copied().unwrap_or(false)
-    }
-
     /// How many pages at the bottom a concurrent cycle keeps out of the
     /// flip: the run of clean pages from page 0, shortened until no object
     /// crosses from it into the next page (`marks`: object starts, `live`:
@@ -149,8 +150,10 @@ impl CleanPrefix {
     /// no fixer of a flipped page reads), and to a multiple of `align`
     /// pages (512 with huge pages: the flip's `mremap` would split the huge
     /// page the boundary falls in).
+    /// The page after the run is in the bitmaps: the prefix's last page is
+    /// never clean.
     pub(crate) fn kept_run(&self, live: &[u64], marks: &[u64], align: usize) -> usize {
-        let bit = |m: &[u64], w: usize| m.get(w / 64).is_some_and(|x| x >> (w % 64) & 1 != 0);
+        use crate::forwarding::is_live as bit;
         let align = align.max(1);
         let run = self.clean.iter().take_while(|&&c| c).count();
         let mut k = run - run % align;
@@ -239,7 +242,7 @@ mod tests {
         assert_eq!(c.clean, [true, true, true, false]);
         c.unmark([1, 7]);
         assert_eq!(c.clean, [true, false, true, false]);
-        assert!(c.is_clean(2) && !c.is_clean(1) && !c.is_clean(9));
+        assert!(is_clean(&c.clean, 2) && !is_clean(&c.clean, 1) && !is_clean(&c.clean, 9));
     }
 
     #[test]

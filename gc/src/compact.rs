@@ -78,6 +78,10 @@ pub struct Compactor<'a> {
     /// be old, gets its card marked (the next young cycle's remembered set
     /// must find it; the mutator's card mark was at the old address).
     pub(crate) young_cards: Option<(&'a crate::generation::CardTable, usize, usize)>,
+    /// A full cycle's clean dense-prefix pages (`crate::clean`; empty
+    /// otherwise): no reference on them moves and no gap changed, so their
+    /// fix is a no-op ([`update_dense_page`](Self::update_dense_page)).
+    pub(crate) clean: &'a [bool],
     /// Bytes from `space_start` to where the compacted objects begin: 0,
     /// except in the stale-reference stress mode, whose stop-the-world
     /// cycles compact to just above the old top every other cycle so that
@@ -137,6 +141,7 @@ impl<'a> Compactor<'a> {
             black: Black::default(),
             old: None,
             young_cards: None,
+            clean: &[],
             dest_shift: 0,
         }
     }
@@ -423,7 +428,13 @@ impl Compactor<'_> {
     ///
     /// Runs on the fault path (concurrent cycles): no allocation, no lock,
     /// no unwinding; a corrupt heap ends in `fatal`.
-    pub fn update_dense_page(&self, page: usize, marks: &[u64]) {
+    ///
+    /// Returns `false` for a clean page ([`clean`](Self::clean)), left as
+    /// it was.
+    pub fn update_dense_page(&self, page: usize, marks: &[u64]) -> bool {
+        if crate::clean::is_clean(self.clean, page) {
+            return false;
+        }
         if let Some(old) = self.old {
             // A young cycle's old page: fixed only if written since the
             // last cycle (a clean one refers to old objects only).
@@ -437,7 +448,7 @@ impl Compactor<'_> {
                     |lo, hi| self.rewrite_slots(lo, hi),
                 );
             }
-            return;
+            return true;
         }
         let live = self.fwd.live;
         let dense = self.fwd.dense_words;
@@ -490,6 +501,7 @@ impl Compactor<'_> {
         for &i in &slots[..nslots] {
             self.rewrite_one(page_addr + usize::from(i) * WORD, self.young_cards);
         }
+        true
     }
 }
 
@@ -564,6 +576,7 @@ mod tests {
             black: Black::default(),
             old: None,
             young_cards: None,
+            clean: &[],
             dest_shift: 0,
         };
         let mut buf = vec![0u8; PAGE_SIZE];

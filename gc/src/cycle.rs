@@ -1220,6 +1220,7 @@ impl Collector {
                 starts: starts.table(),
             }),
             young_cards: None, // no black block: nothing stays young
+            clean: clean.as_ref().map_or(&[], |c| &c.clean),
             dest_shift: shift,
         };
         if let Some(p) = space.poisoner() {
@@ -1247,8 +1248,9 @@ impl Collector {
             (0..dense_pages)
                 .into_par_iter()
                 .with_min_len(8)
-                .filter(|&p| !clean.as_ref().is_some_and(|c| c.is_clean(p)))
-                .for_each(|p| comp.update_dense_page(p, marks));
+                .for_each(|p| {
+                    comp.update_dense_page(p, marks);
+                });
             let mut lo = dense_pages;
             while lo < npages {
                 let hi = (lo + STW_CHUNK_PAGES).min(npages);
@@ -1453,8 +1455,9 @@ impl Collector {
         let dense_words = dense;
         // A young cycle keeps its old region, a full one the clean pages at
         // the bottom of its prefix (`clean`).
-        let kept_pages = match (plan, &clean) {
-            (Plan::Full(_), Some(c)) => {
+        // (Only a full cycle has clean pages: `keeps_clean_prefix`.)
+        let kept_pages = match &clean {
+            Some(c) => {
                 let align = match gc.settings.huge_pages {
                     true => crate::mapping::HUGE_PAGE_SIZE / PAGE_SIZE,
                     false => 1,
@@ -1497,10 +1500,7 @@ impl Collector {
             total_words: total,
             dense_words,
             kept_pages,
-            clean: match (plan, clean) {
-                (Plan::Full(_), Some(c)) => c.clean,
-                _ => Vec::new(),
-            },
+            clean: clean.map(|c| c.clean).unwrap_or_default(),
             boundary_header,
             space_start: start,
             from_start: space.from.start(),

@@ -719,6 +719,7 @@ impl CycleShared {
                         self.space_start + self.npages * PAGE_SIZE,
                     )
                 }),
+            clean: &self.clean,
             dest_shift: 0,
         }
     }

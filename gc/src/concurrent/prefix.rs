@@ -134,14 +134,12 @@ impl CycleShared {
     /// No allocation, no lock: fault path.
     pub(super) fn fix_in_place(&self, p: usize) -> usize {
         if p < self.dense_pages {
-            // A clean page holds no reference that moves and no gap that
-            // changed: its bytes are already what the fix would write.
-            if self.clean.get(p).copied().unwrap_or(false) {
-                self.counters.prefix_unread.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.compactor().update_dense_page(p, self.marks.words());
-                self.counters.prefix_pages.fetch_add(1, Ordering::Relaxed);
-            }
+            // A clean page is left as it was (`Compactor::clean`).
+            let counter = match self.compactor().update_dense_page(p, self.marks.words()) {
+                true => &self.counters.prefix_pages,
+                false => &self.counters.prefix_unread,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
         } else {
             let n = self
                 .compactor()
